@@ -1,0 +1,107 @@
+//! Request-path normalisation: the one place every protocol's path goes through.
+
+/// Why a request path was refused before any lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathRefusal {
+    /// `..`, a drive letter, a backslash or another way out of the served roots.
+    Traversal,
+    /// NUL or another control character, or an empty path.
+    Invalid,
+    /// Longer than a phone could sensibly ask for.
+    TooLong,
+    /// A hidden, editor-temporary or partial file, never served.
+    Hidden,
+}
+
+impl PathRefusal {
+    pub fn reason(self) -> &'static str {
+        match self {
+            PathRefusal::Traversal => "traversal",
+            PathRefusal::Invalid => "invalid_path",
+            PathRefusal::TooLong => "path_too_long",
+            PathRefusal::Hidden => "hidden",
+        }
+    }
+}
+
+pub const MAX_PATH: usize = 1024;
+pub const MAX_SEGMENT: usize = 255;
+
+/// Turn a request path (`/CP-8831-3PCC.cfg`, `profiles//a.xml`, `./x`) into the catalog key
+/// `a/b.cfg`: no leading slash, no empty or `.` segments. Anything that could name a file
+/// outside the roots is refused rather than "fixed".
+pub fn normalize(raw: &str) -> Result<String, PathRefusal> {
+    if raw.len() > MAX_PATH {
+        return Err(PathRefusal::TooLong);
+    }
+    if raw.chars().any(|c| c.is_control()) {
+        return Err(PathRefusal::Invalid);
+    }
+    if raw.contains('\\') {
+        return Err(PathRefusal::Traversal);
+    }
+    // `//host/x` or `C:/x`: absolute in some other sense than "from the root".
+    if raw.starts_with("//") {
+        return Err(PathRefusal::Traversal);
+    }
+    let mut out: Vec<&str> = Vec::new();
+    for (i, seg) in raw.split('/').enumerate() {
+        match seg {
+            "" | "." => continue,
+            ".." => return Err(PathRefusal::Traversal),
+            s if i <= 1 && s.len() == 2 && s.ends_with(':') => return Err(PathRefusal::Traversal),
+            s if s.len() > MAX_SEGMENT => return Err(PathRefusal::TooLong),
+            s if !is_servable_name(s) => return Err(PathRefusal::Hidden),
+            s => out.push(s),
+        }
+    }
+    if out.is_empty() {
+        return Err(PathRefusal::Invalid);
+    }
+    Ok(out.join("/"))
+}
+
+/// Hidden (`.x`), editor backups (`x~`) and files still being written (`.part`, `.tmp`,
+/// `.swp`) are never published nor served.
+pub fn is_servable_name(name: &str) -> bool {
+    !(name.is_empty()
+        || name.starts_with('.')
+        || name.ends_with('~')
+        || name.ends_with(".part")
+        || name.ends_with(".tmp")
+        || name.ends_with(".swp")
+        || name.ends_with(".crdownload"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_paths() {
+        assert_eq!(normalize("/CP-8831-3PCC.cfg").unwrap(), "CP-8831-3PCC.cfg");
+        assert_eq!(normalize("CP-8831-3PCC.cfg").unwrap(), "CP-8831-3PCC.cfg");
+        assert_eq!(normalize("/a//b/./c.xml").unwrap(), "a/b/c.xml");
+    }
+
+    #[test]
+    fn refusals() {
+        assert_eq!(normalize("/../etc/passwd"), Err(PathRefusal::Traversal));
+        assert_eq!(normalize("a/../../x"), Err(PathRefusal::Traversal));
+        assert_eq!(
+            normalize("..\\windows\\win.ini"),
+            Err(PathRefusal::Traversal)
+        );
+        assert_eq!(normalize("C:/boot.ini"), Err(PathRefusal::Traversal));
+        assert_eq!(normalize("//server/share"), Err(PathRefusal::Traversal));
+        assert_eq!(normalize("a\0b"), Err(PathRefusal::Invalid));
+        assert_eq!(normalize("/"), Err(PathRefusal::Invalid));
+        assert_eq!(normalize(""), Err(PathRefusal::Invalid));
+        assert_eq!(normalize(&"a".repeat(300)), Err(PathRefusal::TooLong));
+        assert_eq!(normalize(&"a/".repeat(600)), Err(PathRefusal::TooLong));
+        assert_eq!(normalize("/.ssh/id_rsa"), Err(PathRefusal::Hidden));
+        assert_eq!(normalize("fw.bin.part"), Err(PathRefusal::Hidden));
+        assert_eq!(normalize("fw.bin.tmp"), Err(PathRefusal::Hidden));
+        assert_eq!(normalize("profile.xml~"), Err(PathRefusal::Hidden));
+    }
+}

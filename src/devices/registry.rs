@@ -1,0 +1,160 @@
+//! Device registry: what provbox knows about each device, starting with IP→MAC from its
+//! own DHCP leases, so a TFTP request from a leased address is tied to a MAC.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::sync::RwLock;
+
+/// A 48-bit MAC address.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Mac(pub [u8; 6]);
+
+impl Mac {
+    /// `00562b043615`: the `$MA` form phones put in file names.
+    pub fn to_hex(self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Find a MAC in free text: 12 hex digits in a row, or six pairs split by `:` or `-`.
+    pub fn find_in(text: &str) -> Option<Mac> {
+        let b = text.as_bytes();
+        let hex = |c: u8| c.is_ascii_hexdigit();
+        for start in 0..b.len() {
+            if start > 0 && hex(b[start - 1]) {
+                continue;
+            }
+            // Separated form: xx:xx:xx:xx:xx:xx
+            if b.len() >= start + 17 {
+                let s = &text[start..start + 17];
+                if let Ok(m) = s.parse::<Mac>()
+                    && (b.len() == start + 17 || !hex(b[start + 17]))
+                {
+                    return Some(m);
+                }
+            }
+            if b.len() >= start + 12
+                && b[start..start + 12].iter().all(|&c| hex(c))
+                && (b.len() == start + 12 || !hex(b[start + 12]))
+            {
+                return text[start..start + 12].parse().ok();
+            }
+        }
+        None
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+impl fmt::Debug for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl FromStr for Mac {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Mac, String> {
+        let digits: String = s
+            .chars()
+            .filter(|c| !matches!(c, ':' | '-' | '.'))
+            .collect();
+        if digits.len() != 12 || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(format!(
+                "`{s}` is not a MAC address; expected e.g. 00:0e:08:12:34:56"
+            ));
+        }
+        let mut out = [0u8; 6];
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = u8::from_str_radix(&digits[i * 2..i * 2 + 2], 16).map_err(|e| e.to_string())?;
+        }
+        Ok(Mac(out))
+    }
+}
+
+/// What a lease tells about a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseInfo {
+    pub mac: Mac,
+    pub hostname: Option<String>,
+    pub vendor_class: Option<String>,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    by_ip: RwLock<HashMap<IpAddr, LeaseInfo>>,
+}
+
+impl Registry {
+    /// Called by the DHCP server whenever a lease is granted or restored from its store.
+    pub fn lease_bound(&self, ip: IpAddr, info: LeaseInfo) {
+        self.by_ip
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(ip, info);
+    }
+
+    /// Called when a lease is released, declined or expires.
+    pub fn lease_ended(&self, ip: IpAddr) {
+        self.by_ip
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&ip);
+    }
+
+    pub fn by_ip(&self, ip: IpAddr) -> Option<LeaseInfo> {
+        self.by_ip
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&ip)
+            .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_forms() {
+        let m: Mac = "00:56:2B:04:36:15".parse().unwrap();
+        assert_eq!(m.to_hex(), "00562b043615");
+        assert_eq!(m.to_string(), "00:56:2b:04:36:15");
+        assert_eq!("00562b043615".parse::<Mac>().unwrap(), m);
+        assert!("00562b04361".parse::<Mac>().is_err());
+        assert_eq!(Mac::find_in("CN=SEP00562B043615, O=x"), Some(m));
+        assert_eq!(
+            Mac::find_in("Yealink SIP-T46G 28.72.0.1 00:56:2b:04:36:15"),
+            Some(m)
+        );
+        assert_eq!(Mac::find_in("serial 1234567890abcdef"), None);
+    }
+
+    #[test]
+    fn registry_maps_ip_to_mac() {
+        let r = Registry::default();
+        let ip: IpAddr = "198.18.0.57".parse().unwrap();
+        let mac: Mac = "00:0e:08:aa:bb:cc".parse().unwrap();
+        r.lease_bound(
+            ip,
+            LeaseInfo {
+                mac,
+                hostname: None,
+                vendor_class: None,
+            },
+        );
+        assert_eq!(r.by_ip(ip).unwrap().mac, mac);
+        r.lease_ended(ip);
+        assert!(r.by_ip(ip).is_none());
+    }
+}

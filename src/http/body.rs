@@ -1,0 +1,121 @@
+//! The response body every HTTP answer uses: sends a `Bytes` in bounded chunks, counts the
+//! bytes and the in-flight gauge, and writes the access-log line when the response is done
+//! (or abandoned), so the log shows what was really sent.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+
+use crate::metrics::{Metrics, OutcomeLabels, ProtoLabels, Protocol};
+
+const CHUNK: usize = 256 * 1024;
+
+/// What the access log needs to know about one request.
+pub struct Access {
+    pub metrics: Arc<Metrics>,
+    pub protocol: Protocol,
+    pub peer: SocketAddr,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    pub outcome: &'static str,
+    pub user_agent: Option<String>,
+    pub started: Instant,
+}
+
+pub struct LoggedBody {
+    data: Bytes,
+    sent: u64,
+    total: u64,
+    access: Option<Access>,
+}
+
+impl LoggedBody {
+    pub fn new(data: Bytes, access: Option<Access>) -> LoggedBody {
+        if let Some(a) = &access {
+            a.metrics
+                .in_flight
+                .get_or_create(&ProtoLabels {
+                    protocol: a.protocol,
+                })
+                .inc();
+        }
+        let total = data.len() as u64;
+        LoggedBody {
+            data,
+            sent: 0,
+            total,
+            access,
+        }
+    }
+}
+
+impl Body for LoggedBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.data.is_empty() {
+            return Poll::Ready(None);
+        }
+        let n = self.data.len().min(CHUNK);
+        let chunk = self.data.split_to(n);
+        self.sent += n as u64;
+        Poll::Ready(Some(Ok(Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.data.len() as u64)
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        let Some(a) = self.access.take() else { return };
+        let m = &a.metrics;
+        let proto = ProtoLabels {
+            protocol: a.protocol,
+        };
+        m.in_flight.get_or_create(&proto).dec();
+        m.sent_bytes.get_or_create(&proto).inc_by(self.sent);
+        let secs = a.started.elapsed().as_secs_f64();
+        m.duration.get_or_create(&proto).observe(secs);
+        let outcome = if self.sent < self.total {
+            "aborted"
+        } else {
+            a.outcome
+        };
+        m.requests
+            .get_or_create(&OutcomeLabels {
+                protocol: a.protocol,
+                outcome,
+            })
+            .inc();
+        tracing::info!(
+            target: "access",
+            protocol = a.protocol.as_str(),
+            peer = %a.peer,
+            method = %a.method,
+            path = %a.path,
+            status = a.status,
+            bytes = self.sent,
+            ms = (secs * 1000.0).round() as u64,
+            ua = a.user_agent.as_deref().unwrap_or("-"),
+            outcome,
+            "access"
+        );
+    }
+}

@@ -1,0 +1,361 @@
+//! HTTP and HTTPS front ends (hyper), and the admin listener for metrics and health.
+//!
+//! One accept loop serves plain and TLS listeners alike; what differs is only the
+//! handshake. Requests go to a [`Handler`]: the file handler asks the device layer for
+//! bytes, the admin handler exposes the metrics registry.
+
+mod body;
+mod files;
+mod idle;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::registry::Registry;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use body::Access;
+pub use body::LoggedBody;
+use idle::Idle;
+
+use crate::catalog::Refusal;
+use crate::config::HttpLimits;
+use crate::devices::{ClientIdentity, FetchRequest, Provisioner};
+use crate::metrics::{Metrics, ProtoLabels, Protocol, TlsFailLabels};
+use crate::tls;
+
+/// What is known about the connection a request arrived on.
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub client: Option<ClientIdentity>,
+}
+
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<LoggedBody>;
+}
+
+/// Serves catalog files to phones.
+pub struct FileHandler {
+    pub provisioner: Arc<Provisioner>,
+    pub metrics: Arc<Metrics>,
+    pub protocol: Protocol,
+}
+
+fn simple(status: StatusCode, access: Option<Access>) -> Response<LoggedBody> {
+    let mut r = Response::new(LoggedBody::new(Bytes::new(), access));
+    *r.status_mut() = status;
+    r
+}
+
+impl Handler for FileHandler {
+    fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<LoggedBody> {
+        let started = Instant::now();
+        let method = req.method().clone();
+        let raw_path = req.uri().path().to_string();
+        let user_agent = req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let access = |status: StatusCode, outcome: &'static str| Access {
+            metrics: self.metrics.clone(),
+            protocol: self.protocol,
+            peer: conn.peer,
+            method: method.to_string(),
+            path: raw_path.clone(),
+            status: status.as_u16(),
+            outcome,
+            user_agent: user_agent.clone(),
+            started,
+        };
+        if method != Method::GET && method != Method::HEAD {
+            self.metrics.refused(self.protocol, "method");
+            let mut r = simple(
+                StatusCode::METHOD_NOT_ALLOWED,
+                Some(access(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")),
+            );
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return r;
+        }
+        let decoded = percent_encoding::percent_decode_str(&raw_path).decode_utf8();
+        let fetched = match &decoded {
+            Ok(p) => self.provisioner.fetch(&FetchRequest {
+                protocol: self.protocol,
+                peer: conn.peer,
+                path: p,
+                user_agent: user_agent.as_deref(),
+                client: conn.client.as_ref(),
+            }),
+            Err(_) => Err(Refusal::BadPath(crate::catalog::PathRefusal::Invalid)),
+        };
+        let entry = match fetched {
+            Ok(e) => e,
+            Err(refusal) => {
+                self.metrics.refused(self.protocol, refusal.reason());
+                let (status, outcome) = match refusal {
+                    Refusal::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+                    Refusal::BadPath(crate::catalog::PathRefusal::Invalid) => {
+                        (StatusCode::BAD_REQUEST, "bad_request")
+                    }
+                    Refusal::BadPath(_) | Refusal::Forbidden(_) => {
+                        (StatusCode::FORBIDDEN, "forbidden")
+                    }
+                };
+                tracing::debug!(peer = %conn.peer, path = %raw_path, reason = refusal.reason(), "refused");
+                return simple(status, Some(access(status, outcome)));
+            }
+        };
+        let plan = files::plan(&method, req.headers(), &entry);
+        let status = files::status_of(&plan);
+        let len = entry.body.len() as u64;
+        let (body, outcome) = match plan {
+            files::Plan::Full => (entry.body.clone(), "ok"),
+            files::Plan::Partial(a, b) => (entry.body.slice(a as usize..=b as usize), "partial"),
+            files::Plan::NotModified => (Bytes::new(), "not_modified"),
+            files::Plan::Unsatisfiable => (Bytes::new(), "range_not_satisfiable"),
+        };
+        let body_len = body.len();
+        let send = if method == Method::HEAD {
+            Bytes::new()
+        } else {
+            body
+        };
+        let mut r = Response::new(LoggedBody::new(send, Some(access(status, outcome))));
+        *r.status_mut() = status;
+        let h = r.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&entry.etag) {
+            h.insert(header::ETAG, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(entry.modified)) {
+            h.insert(header::LAST_MODIFIED, v);
+        }
+        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        match status {
+            StatusCode::NOT_MODIFIED => {}
+            StatusCode::RANGE_NOT_SATISFIABLE => {
+                h.insert(
+                    header::CONTENT_RANGE,
+                    HeaderValue::from_str(&format!("bytes */{len}")).unwrap(),
+                );
+            }
+            _ => {
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(files::content_type(&entry.key)),
+                );
+                h.insert(header::CONTENT_LENGTH, HeaderValue::from(body_len));
+                if let files::Plan::Partial(a, b) = plan {
+                    h.insert(
+                        header::CONTENT_RANGE,
+                        HeaderValue::from_str(&format!("bytes {a}-{b}/{len}")).unwrap(),
+                    );
+                }
+            }
+        }
+        r
+    }
+}
+
+/// `/metrics`, `/healthz`, `/readyz` on their own listener.
+pub struct AdminHandler {
+    pub registry: Arc<Registry>,
+    pub ready: Arc<AtomicBool>,
+}
+
+impl Handler for AdminHandler {
+    fn handle(&self, req: Request<Incoming>, _conn: &ConnInfo) -> Response<LoggedBody> {
+        let (status, ctype, body) = match (req.method(), req.uri().path()) {
+            (&Method::GET, "/metrics") => (
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                crate::metrics::encode(&self.registry),
+            ),
+            (&Method::GET, "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+            (&Method::GET, "/readyz") if self.ready.load(Ordering::Acquire) => {
+                (StatusCode::OK, "text/plain", "ready\n".to_string())
+            }
+            (&Method::GET, "/readyz") => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "starting\n".to_string(),
+            ),
+            _ => (
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "not found\n".to_string(),
+            ),
+        };
+        let mut r = Response::new(LoggedBody::new(Bytes::from(body), None));
+        *r.status_mut() = status;
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+        r
+    }
+}
+
+/// Everything one listener needs.
+pub struct Listener {
+    pub socket: TcpListener,
+    pub name: String,
+    pub tls: Option<Arc<tls::Reloading>>,
+    pub limits: HttpLimits,
+    pub protocol: Protocol,
+    pub handler: Arc<dyn Handler>,
+    pub metrics: Arc<Metrics>,
+}
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn tls_failure_reason(e: &std::io::Error) -> &'static str {
+    use rustls::Error as E;
+    match e.get_ref().and_then(|i| i.downcast_ref::<E>()) {
+        Some(E::NoCertificatesPresented) => "no_client_cert",
+        Some(E::InvalidCertificate(_)) => "bad_client_cert",
+        Some(E::PeerIncompatible(_)) => "incompatible",
+        Some(E::AlertReceived(_)) => "alert_received",
+        Some(E::InvalidMessage(_) | E::InappropriateMessage { .. }) => "protocol",
+        Some(E::InappropriateHandshakeMessage { .. }) => "protocol",
+        Some(_) => "other",
+        None if e.kind() == std::io::ErrorKind::UnexpectedEof => "eof",
+        None => "io",
+    }
+}
+
+impl Listener {
+    /// Accept until shutdown; each connection runs on `tracker` so shutdown can wait.
+    pub async fn run(self, shutdown: CancellationToken, tracker: TaskTracker) {
+        let slots = Arc::new(Semaphore::new(self.limits.max_connections));
+        let this = Arc::new(self);
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = this.socket.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(listener = %this.name, "accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = tcp.set_nodelay(true);
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                this.metrics
+                    .connections_refused
+                    .get_or_create(&ProtoLabels {
+                        protocol: this.protocol,
+                    })
+                    .inc();
+                tracing::warn!(listener = %this.name, %peer, "connection limit reached, refusing");
+                tracker.spawn(refuse(tcp, this.tls.is_none()));
+                continue;
+            };
+            let this = this.clone();
+            let shutdown = shutdown.clone();
+            tracker.spawn(async move {
+                this.connection(tcp, peer, shutdown).await;
+                drop(permit);
+            });
+        }
+    }
+
+    async fn connection(&self, tcp: TcpStream, peer: SocketAddr, shutdown: CancellationToken) {
+        let io = Idle::new(tcp, self.limits.idle_timeout.0);
+        match &self.tls {
+            None => {
+                let conn = ConnInfo { peer, client: None };
+                self.serve(io, conn, shutdown).await
+            }
+            Some(tls) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+                let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io))
+                    .await
+                {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => return self.handshake_failed(peer, tls_failure_reason(&e), &e),
+                    Err(_) => {
+                        return self.handshake_failed(peer, "timeout", &"no handshake in 10s");
+                    }
+                };
+                let client = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(tls::client_identity);
+                if let Some(c) = &client {
+                    tracing::debug!(%peer, subject = %c.subject, "client certificate verified");
+                }
+                self.serve(stream, ConnInfo { peer, client }, shutdown)
+                    .await
+            }
+        }
+    }
+
+    fn handshake_failed(&self, peer: SocketAddr, reason: &'static str, e: &dyn std::fmt::Display) {
+        tracing::info!(listener = %self.name, %peer, reason, "TLS handshake failed: {e}");
+        self.metrics
+            .tls_handshake_failures
+            .get_or_create(&TlsFailLabels {
+                listener: self.name.clone(),
+                reason,
+            })
+            .inc();
+    }
+
+    async fn serve<IO>(&self, io: IO, conn: ConnInfo, shutdown: CancellationToken)
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let handler = self.handler.clone();
+        let conn = Arc::new(conn);
+        let service = hyper::service::service_fn(move |req| {
+            let r = handler.handle(req, &conn);
+            std::future::ready(Ok::<_, Infallible>(r))
+        });
+        let http = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.limits.header_timeout.0)
+            .keep_alive(true)
+            .max_buf_size(64 * 1024)
+            .serve_connection(TokioIo::new(io), service);
+        tokio::pin!(http);
+        tokio::select! {
+            r = http.as_mut() => {
+                if let Err(e) = r { tracing::debug!("connection ended: {e}"); }
+            }
+            _ = shutdown.cancelled() => {
+                // Finish the response in flight, then close.
+                http.as_mut().graceful_shutdown();
+                let _ = http.await;
+            }
+        }
+    }
+}
+
+async fn refuse(mut tcp: TcpStream, plain: bool) {
+    if plain {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            tcp.write_all(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\nRetry-After: 1\r\n\r\n",
+            ),
+        )
+        .await;
+    }
+}

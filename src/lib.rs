@@ -1,0 +1,13 @@
+//! provbox: one process that provisions IP phones. The binary (`main.rs`) is a thin CLI
+//! over these modules; integration tests use them too (certificates, MAC parsing).
+
+pub mod catalog;
+pub mod config;
+pub mod devices;
+pub mod dhcp;
+pub mod dns;
+pub mod http;
+pub mod metrics;
+pub mod server;
+pub mod tftp;
+pub mod tls;

@@ -1,0 +1,174 @@
+//! Shared helpers for integration tests: start the real `provbox` binary with a config,
+//! pick free ports, run real client programs. Each test gets its own temp dir and ports,
+//! so tests run in parallel.
+#![allow(dead_code)] // each test binary uses a different subset
+
+pub mod netns;
+
+use std::io::Read;
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_provbox"))
+}
+
+/// A TCP port free on 127.0.0.1 right now.
+pub fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A UDP port free on 127.0.0.1 right now.
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Panics with a clear message when a client program the test needs is missing
+/// (`.ci/run` installs them; a silent skip would hide a broken setup).
+pub fn require(program: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "`{program}` is not installed; run `.ci/run` (or install the packages it lists)"
+    );
+}
+
+/// Run a program, returning its output; panics if it cannot be started.
+pub fn run(program: &str, args: &[&str]) -> Output {
+    require(program);
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
+}
+
+/// A running provbox with its own directory (config, data, served files).
+pub struct Provbox {
+    pub child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub log_path: PathBuf,
+}
+
+impl Provbox {
+    /// A fresh directory with `files/` ready for the test to fill before `start`.
+    pub fn dir() -> tempfile::TempDir {
+        let d = tempfile::Builder::new().prefix("provbox-test").tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("files")).unwrap();
+        d
+    }
+
+    /// Write `config` as `config.yaml` in `dir` and start `provbox serve`, waiting until it
+    /// says it is ready. Panics with the log if it exits or takes too long.
+    pub fn start(dir: tempfile::TempDir, config: &str) -> Provbox {
+        Self::start_with(dir, config, &[])
+    }
+
+    pub fn start_with(dir: tempfile::TempDir, config: &str, prefix: &[&str]) -> Provbox {
+        let cfg = dir.path().join("config.yaml");
+        std::fs::write(&cfg, config).unwrap();
+        let log_path = dir.path().join("provbox.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut cmd = if prefix.is_empty() {
+            Command::new(bin())
+        } else {
+            let mut c = Command::new(prefix[0]);
+            c.args(&prefix[1..]).arg(bin());
+            c
+        };
+        let child = cmd
+            .arg("serve")
+            .arg("--config")
+            .arg(&cfg)
+            .env("PROVBOX_LOG", "debug,notify=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start provbox");
+        let mut p = Provbox {
+            child: Some(child),
+            dir,
+            log_path,
+        };
+        p.wait_for_log("provbox ready", Duration::from_secs(20));
+        p
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Wait until the log contains `needle`; panics (showing the log) on timeout or exit.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            if self.log().contains(needle) {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("provbox exited ({status}) before `{needle}`:\n{}", self.log());
+            }
+            if start.elapsed() > timeout {
+                panic!("no `{needle}` in the log after {timeout:?}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Send a signal and wait for the process to exit; returns its exit code.
+    pub fn signal_and_wait(&mut self, sig: &str) -> Option<i32> {
+        let pid = self.pid().to_string();
+        let _ = Command::new("kill").args([&format!("-{sig}"), &pid]).status();
+        let mut child = self.child.take().unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s.code();
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                panic!("provbox did not exit after SIG{sig}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Provbox {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- provbox log ----\n{}", self.log());
+        }
+    }
+}
+
+/// Run `provbox check` (or another subcommand) and return (exit code, stdout + stderr).
+pub fn provbox(args: &[&str]) -> (i32, String) {
+    let out = Command::new(bin()).args(args).output().unwrap();
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Read a whole file into bytes (tiny convenience).
+pub fn read(path: &Path) -> Vec<u8> {
+    let mut v = Vec::new();
+    std::fs::File::open(path).unwrap().read_to_end(&mut v).unwrap();
+    v
+}
