@@ -9,5 +9,6 @@ pub mod dns;
 pub mod http;
 pub mod metrics;
 pub mod server;
+pub mod store;
 pub mod tftp;
 pub mod tls;

@@ -17,6 +17,7 @@ use crate::config::{Config, LogFormat};
 use crate::devices::{self, Provisioner};
 use crate::http::{self, AdminHandler, FileHandler};
 use crate::metrics::{Metrics, Protocol};
+use crate::store::Store;
 use crate::tls;
 
 /// What every front end is started with.
@@ -26,6 +27,8 @@ pub struct Context {
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
     pub data_dir: PathBuf,
+    pub store: Arc<Store>,
+    pub config: Arc<Config>,
 }
 
 pub fn init_logging(cfg: &Config) {
@@ -65,10 +68,12 @@ pub fn bind_error(field: &str, addr: SocketAddr, e: std::io::Error) -> anyhow::E
 }
 
 pub async fn run(cfg: Config, _config_path: PathBuf) -> Result<()> {
+    let cfg = Arc::new(cfg);
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("data_dir: cannot create {}", cfg.data_dir.display()))?;
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
+    // Front ends register their own metric families here, before the registry is shared.
     let registry = Arc::new(registry);
 
     let roots: Vec<PathBuf> = cfg.catalog.roots.iter().map(|r| r.value.clone()).collect();
@@ -87,6 +92,8 @@ pub async fn run(cfg: Config, _config_path: PathBuf) -> Result<()> {
         shutdown: CancellationToken::new(),
         tracker: TaskTracker::new(),
         data_dir: cfg.data_dir.clone(),
+        store: Store::open(&cfg.data_dir)?,
+        config: cfg.clone(),
     };
     let ready = Arc::new(AtomicBool::new(false));
     let mut listeners = Vec::new();
@@ -178,6 +185,9 @@ pub async fn run(cfg: Config, _config_path: PathBuf) -> Result<()> {
             metrics: metrics.clone(),
         });
     }
+
+    // Front ends other than HTTP(S) bind and start here, each from its own module
+    // (`crate::<proto>::start(&ctx, ...)`), adding their lines to `banner`.
 
     // Every socket is bound before anything is served: a half-started appliance is worse
     // than one that refuses to start.
