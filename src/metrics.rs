@@ -58,6 +58,11 @@ pub struct KindLabels {
     pub kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
 /// Families shared by the file-delivery front ends and the catalog.
 pub struct Metrics {
     pub requests: Family<OutcomeLabels, Counter>,
@@ -71,6 +76,7 @@ pub struct Metrics {
     pub catalog_reloads: Counter,
     pub catalog_updates: Family<KindLabels, Counter>,
     pub catalog_reload_errors: Family<KindLabels, Counter>,
+    pub config_reloads: Family<ResultLabels, Counter>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -92,6 +98,7 @@ impl Metrics {
             catalog_reloads: Counter::default(),
             catalog_updates: Family::default(),
             catalog_reload_errors: Family::default(),
+            config_reloads: Family::default(),
         };
         reg.register(
             "provbox_requests",
@@ -149,6 +156,11 @@ impl Metrics {
             "provbox_catalog_reload_errors",
             "Files that could not be published, by reason",
             m.catalog_reload_errors.clone(),
+        );
+        reg.register(
+            "provbox_config_reloads",
+            "Configuration reloads by result (ok, partial, invalid)",
+            m.config_reloads.clone(),
         );
         reg.register(
             "provbox_build",

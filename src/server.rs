@@ -20,6 +20,34 @@ use crate::metrics::{Metrics, Protocol};
 use crate::store::Store;
 use crate::tls;
 
+/// A front end's way to apply a new, already validated configuration without a restart.
+pub type ReloadFn = Box<dyn Fn(&Config) -> Result<()> + Send + Sync>;
+
+/// Reload hooks, registered by front ends at start, run in order on every good reload.
+#[derive(Default)]
+pub struct Reloaders(std::sync::Mutex<Vec<(&'static str, ReloadFn)>>);
+
+impl Reloaders {
+    pub fn add(&self, name: &'static str, f: ReloadFn) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((name, f));
+    }
+
+    fn apply(&self, cfg: &Config) -> Vec<String> {
+        let hooks = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut failed = Vec::new();
+        for (name, f) in hooks.iter() {
+            if let Err(e) = f(cfg) {
+                tracing::error!("reload: {name} kept its old settings: {e:#}");
+                failed.push(name.to_string());
+            }
+        }
+        failed
+    }
+}
+
 /// What every front end is started with.
 pub struct Context {
     pub provisioner: Arc<Provisioner>,
@@ -29,6 +57,42 @@ pub struct Context {
     pub data_dir: PathBuf,
     pub store: Arc<Store>,
     pub config: Arc<Config>,
+    pub reloaders: Arc<Reloaders>,
+}
+
+/// SIGHUP: read and validate the file again; a bad file changes nothing.
+fn reload(path: &std::path::Path, running: &Config, ctx: &Context) {
+    let label = |result: &'static str| crate::metrics::ResultLabels { result };
+    let new = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("reload refused, the running configuration stays:\n{e}");
+            ctx.metrics
+                .config_reloads
+                .get_or_create(&label("invalid"))
+                .inc();
+            return;
+        }
+    };
+    let listeners = |c: &Config| {
+        let mut v: Vec<String> = c
+            .listeners()
+            .iter()
+            .map(|l| format!("{} {}", l.field, l.addr.value))
+            .collect();
+        v.sort();
+        v
+    };
+    if listeners(&new) != listeners(running) {
+        tracing::warn!("reload: listener changes take effect at the next restart");
+    }
+    let failed = ctx.reloaders.apply(&new);
+    let result = if failed.is_empty() { "ok" } else { "partial" };
+    ctx.metrics
+        .config_reloads
+        .get_or_create(&label(result))
+        .inc();
+    tracing::info!(result, "configuration reloaded");
 }
 
 pub fn init_logging(cfg: &Config) {
@@ -67,7 +131,7 @@ pub fn bind_error(field: &str, addr: SocketAddr, e: std::io::Error) -> anyhow::E
     anyhow::anyhow!("{field}: cannot listen on {addr}: {e}{hint}")
 }
 
-pub async fn run(cfg: Config, _config_path: PathBuf) -> Result<()> {
+pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
     let cfg = Arc::new(cfg);
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("data_dir: cannot create {}", cfg.data_dir.display()))?;
@@ -94,6 +158,7 @@ pub async fn run(cfg: Config, _config_path: PathBuf) -> Result<()> {
         data_dir: cfg.data_dir.clone(),
         store: Store::open(&cfg.data_dir)?,
         config: cfg.clone(),
+        reloaders: Arc::new(Reloaders::default()),
     };
     let ready = Arc::new(AtomicBool::new(false));
     let mut listeners = Vec::new();
@@ -214,7 +279,7 @@ pub async fn run(cfg: Config, _config_path: PathBuf) -> Result<()> {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => tracing::info!("SIGHUP: catalog reloads continuously; config reload is not supported yet"),
+            _ = hup.recv() => reload(&config_path, &cfg, &ctx),
         }
     }
     let grace = cfg.shutdown_grace.0;
