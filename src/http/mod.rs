@@ -111,6 +111,9 @@ impl Handler for FileHandler {
                     Refusal::BadPath(crate::catalog::PathRefusal::Invalid) => {
                         (StatusCode::BAD_REQUEST, "bad_request")
                     }
+                    Refusal::BadPath(crate::catalog::PathRefusal::TooLong) => {
+                        (StatusCode::URI_TOO_LONG, "uri_too_long")
+                    }
                     Refusal::BadPath(_) | Refusal::Forbidden(_) => {
                         (StatusCode::FORBIDDEN, "forbidden")
                     }
