@@ -186,7 +186,7 @@ fn policy_none_serves_everyone() {
             &format!("http://127.0.0.1:{}/x", b.https),
         ])
         .output();
-    assert_eq!(b.fetch(None).0, true);
+    assert!(b.fetch(None).0);
     let m = b.metrics();
     assert!(m.contains("provbox_tls_handshake_failures_total{"), "{m}");
     assert!(
@@ -202,7 +202,7 @@ fn policy_optional_accepts_none_or_a_verified_cert() {
     assert_eq!(b.fetch(Some("phone")), (true, BODY.to_vec()));
     // The verified subject, with the MAC it carries, reaches the request context.
     b.pb.wait_for_log("CN=CP-8831-3PCC-SEP00562B043615", Duration::from_secs(5));
-    assert_eq!(b.fetch(Some("stranger")).0, false);
+    assert!(!b.fetch(Some("stranger")).0);
     let m = b.metrics();
     assert!(
         m.contains("reason=\"bad_client_cert\"} 1"),
@@ -213,8 +213,8 @@ fn policy_optional_accepts_none_or_a_verified_cert() {
 #[test]
 fn policy_required_refuses_missing_and_unknown_certs() {
     let b = start("required");
-    assert_eq!(b.fetch(None).0, false);
-    assert_eq!(b.fetch(Some("stranger")).0, false);
+    assert!(!b.fetch(None).0);
+    assert!(!b.fetch(Some("stranger")).0);
     assert_eq!(b.fetch(Some("phone")), (true, BODY.to_vec()));
     let m = b.metrics();
     assert!(m.contains("reason=\"no_client_cert\"} 1"), "{m}");
