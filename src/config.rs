@@ -292,6 +292,8 @@ pub struct ConfigError {
     pub col: usize,
     pub field: String,
     pub message: String,
+    /// The offending line of the file, shown under the message.
+    pub source_line: Option<String>,
 }
 
 impl fmt::Display for ConfigError {
@@ -304,7 +306,17 @@ impl fmt::Display for ConfigError {
         if !self.field.is_empty() {
             write!(f, "{}: ", self.field)?;
         }
-        write!(f, "{}", self.message)
+        write!(f, "{}", self.message)?;
+        if let Some(src) = &self.source_line {
+            let n = self.line.to_string();
+            write!(
+                f,
+                "\n {n} | {src}\n {} | {}^",
+                " ".repeat(n.len()),
+                " ".repeat(self.col.saturating_sub(1))
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -333,6 +345,7 @@ impl Problems {
             col,
             field: field.into(),
             message: message.into(),
+            source_line: None,
         });
     }
 }
@@ -364,6 +377,7 @@ impl Config {
                 col: 0,
                 field: String::new(),
                 message,
+                source_line: None,
             }])
         };
         let text = std::fs::read_to_string(path)
@@ -381,8 +395,9 @@ impl Config {
                 file: path.to_path_buf(),
                 line,
                 col,
-                field: String::new(),
-                message: e.render().trim_end().to_string(),
+                field: yaml_path_at(text, line, col),
+                message: explain(&e.without_snippet().render()),
+                source_line: source_line(text, line),
             }])
         })?;
         cfg.source = path.to_path_buf();
@@ -397,6 +412,9 @@ impl Config {
             list: Vec::new(),
         };
         cfg.validate(&mut problems);
+        for e in &mut problems.list {
+            e.source_line = source_line(text, e.line);
+        }
         if problems.list.is_empty() {
             Ok(cfg)
         } else {
@@ -583,6 +601,76 @@ impl Config {
     }
 }
 
+fn source_line(text: &str, line: usize) -> Option<String> {
+    (line > 0)
+        .then(|| text.lines().nth(line - 1).map(str::to_string))
+        .flatten()
+}
+
+/// The parser's message without its own location prefix, with what is expected spelled
+/// out where the parser does not say it.
+fn explain(rendered: &str) -> String {
+    let mut m = rendered.trim();
+    m = m.strip_prefix("error: ").unwrap_or(m);
+    if let Some(rest) = m.strip_prefix("line ")
+        && let Some(i) = rest.find(": ")
+    {
+        m = &rest[i + 2..];
+    }
+    let mut m = m.lines().next().unwrap_or(m).to_string();
+    if let Some(i) = m.rfind(" at line ") {
+        m.truncate(i);
+    }
+    let hint = match m.as_str() {
+        "invalid boolean" => "; expected true or false",
+        "invalid socket address syntax" => "; expected IP:port such as 0.0.0.0:8080",
+        "invalid IP address syntax" => "; expected an IPv4 or IPv6 address",
+        _ => "",
+    };
+    format!("{m}{hint}")
+}
+
+/// The dotted key path (`http.limits.idle_timeout`) of the value at a line and column,
+/// from the indentation of the block-style YAML above it.
+fn yaml_path_at(text: &str, line: usize, col: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let Some(here) = line.checked_sub(1).and_then(|i| lines.get(i)) else {
+        return String::new();
+    };
+    let key_of = |l: &str| -> Option<(usize, String)> {
+        let indent = l.len() - l.trim_start().len();
+        let body = l.trim_start().trim_start_matches("- ");
+        let (k, _) = body.split_once(':')?;
+        let k = k.trim();
+        (!k.is_empty() && !k.starts_with('#') && !k.contains(' ') && !k.contains('"'))
+            .then(|| (indent + (l.trim_start().len() - body.len()), k.to_string()))
+    };
+    let mut path = Vec::new();
+    let mut limit = match key_of(here) {
+        Some((ind, k)) if col == 0 || col > ind => {
+            path.push(k);
+            ind
+        }
+        _ => here.len() - here.trim_start().len(),
+    };
+    for l in lines[..line - 1].iter().rev() {
+        if l.trim().is_empty() || l.trim_start().starts_with('#') {
+            continue;
+        }
+        if let Some((ind, k)) = key_of(l)
+            && ind < limit
+        {
+            path.push(k);
+            limit = ind;
+            if ind == 0 {
+                break;
+            }
+        }
+    }
+    path.reverse();
+    path.join(".")
+}
+
 fn overlaps(a: &SocketAddr, b: &SocketAddr) -> bool {
     a.port() == b.port()
         && (a.ip() == b.ip()
@@ -687,6 +775,21 @@ mod tests {
         let err = parse("catalog:\n  roots: [files]\nhttps:\n  enabled: true\n  listen: [\"127.0.0.1:8443\"]\n  client_auth: required\n").unwrap_err();
         assert_eq!(err.0[0].field, "https.client_auth");
         assert_eq!(err.0[0].line, 6);
+    }
+
+    #[test]
+    fn error_paths_from_yaml() {
+        let text =
+            "catalog:\n  roots: [files]\nhttp:\n  enabled: true\n  limits:\n    idle_timeout: x\n";
+        assert_eq!(yaml_path_at(text, 6, 19), "http.limits.idle_timeout");
+        assert_eq!(yaml_path_at(text, 4, 3), "http.enabled");
+        assert_eq!(yaml_path_at(text, 1, 1), "catalog");
+        let err = parse(text).unwrap_err().to_string();
+        assert!(
+            err.contains(":6:19: http.limits.idle_timeout: `x` is not a duration"),
+            "{err}"
+        );
+        assert!(err.contains(" 6 |     idle_timeout: x"), "{err}");
     }
 
     #[test]
