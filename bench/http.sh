@@ -14,6 +14,7 @@ cargo build --release -q
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null; rm -rf "$work"' EXIT
 mkdir -p "$work/files" "$work/nginx"
+chmod 755 "$work" "$work/files"   # nginx workers run unprivileged
 head -c 4096 /dev/urandom > "$work/files/small.cfg"
 head -c $((1024*1024)) /dev/urandom > "$work/files/big.bin"
 pick() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }

@@ -335,7 +335,6 @@ impl Listener {
             .timer(TokioTimer::new())
             .header_read_timeout(self.limits.header_timeout.0)
             .keep_alive(true)
-            .max_buf_size(64 * 1024)
             .serve_connection(TokioIo::new(io), service);
         tokio::pin!(http);
         tokio::select! {
