@@ -104,7 +104,7 @@ impl Snapshotter {
                 // SAFETY: the file is private to this process (its name is unlinked below and
                 // the directory is ours), so nothing truncates or rewrites it under the map.
                 let map = unsafe { memmap2::Mmap::map(&file)? };
-                Bytes::from_owner(map)
+                Bytes::from_owner(crate::zerocopy::Mapped::new(map, file))
             };
             Ok(Snapshot {
                 body,

@@ -278,13 +278,15 @@ impl Listener {
     }
 
     async fn connection(&self, tcp: TcpStream, peer: SocketAddr, shutdown: CancellationToken) {
-        let io = Idle::new(tcp, self.limits.idle_timeout.0);
+        let idle = self.limits.idle_timeout.0;
         match &self.tls {
             None => {
                 let conn = ConnInfo { peer, client: None };
+                let io = Idle::new(crate::zerocopy::SendfileStream(tcp), idle);
                 self.serve(io, conn, shutdown).await
             }
             Some(tls) => {
+                let io = Idle::new(tcp, idle);
                 let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
                 let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io))
                     .await
