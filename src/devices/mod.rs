@@ -528,3 +528,153 @@ fn generated(key: String, body: Bytes, modified: SystemTime) -> Entry {
     let hex: String = h[..12].iter().map(|b| format!("{b:02x}")).collect();
     Entry::generated(key, body, modified, format!("\"d-{hex}\""))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::At;
+    use crate::metrics::Metrics;
+    use registry::LeaseInfo;
+    use std::net::IpAddr;
+
+    struct Lab {
+        _dir: tempfile::TempDir,
+        p: Provisioner,
+    }
+
+    fn lab(cfg: impl FnOnce(&mut Config)) -> Lab {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("files");
+        std::fs::create_dir_all(root.join("cfg")).unwrap();
+        std::fs::write(
+            root.join("cfg/$MA.xml.tmpl"),
+            "<device mac=\"$MAC\" ext=\"$extension\" name=\"$(display_name)\"/>\n",
+        )
+        .unwrap();
+        std::fs::write(root.join("secret.cfg.tmpl"), "pw=$sip_password\n").unwrap();
+        std::fs::write(root.join("SEP0015654AA937.cnf.xml"), "static for b\n").unwrap();
+        std::fs::write(root.join("common.cfg"), "for everyone\n").unwrap();
+        let inv = d.path().join("inventory.csv");
+        std::fs::write(
+            &inv,
+            "mac,extension,display_name,key\n00562b043615,1001,Alice,\n0015654aa937,1002,Bob,k3y\n",
+        )
+        .unwrap();
+        let m = Arc::new(Metrics::register(&mut Default::default()));
+        let cat = Catalog::open(&[root], false, &d.path().join("data"), m).unwrap();
+        cat.start().unwrap();
+        let mut c = Config {
+            inventory: Some(At::new(inv)),
+            ..Config::default()
+        };
+        cfg(&mut c);
+        let p = Provisioner::new(cat, Arc::new(Registry::default()))
+            .with_devices(&c, None, DeviceMetrics::default())
+            .unwrap();
+        Lab { _dir: d, p }
+    }
+
+    const A: &str = "00562b043615";
+    const LEASED: &str = "198.18.0.57";
+
+    fn lease(p: &Provisioner, ip: &str, mac: &str) {
+        p.registry().lease_bound(
+            ip.parse().unwrap(),
+            LeaseInfo {
+                mac: mac.parse().unwrap(),
+                hostname: None,
+                vendor_class: None,
+            },
+        );
+    }
+
+    fn get(p: &Provisioner, proto: Protocol, ip: &str, path: &str) -> Result<Arc<Entry>, Refusal> {
+        let ip: IpAddr = ip.parse().unwrap();
+        p.fetch(&FetchRequest {
+            protocol: proto,
+            peer: SocketAddr::new(ip, 40000),
+            path,
+            user_agent: None,
+            client: None,
+        })
+    }
+
+    #[test]
+    fn tftp_from_a_leased_address_gets_that_leases_profile() {
+        let l = lab(|c| c.trust.lease = true);
+        lease(&l.p, LEASED, A);
+        let e = get(&l.p, Protocol::tftp, LEASED, "cfg/00562b043615.xml").unwrap();
+        assert_eq!(
+            &e.body[..],
+            b"<device mac=\"00:56:2b:04:36:15\" ext=\"1001\" name=\"Alice\"/>\n"
+        );
+        // Same bytes and ETag over HTTP, uppercase MAC too.
+        let h = get(&l.p, Protocol::http, LEASED, "/cfg/00562B043615.xml").unwrap();
+        assert_eq!((&h.body, &h.etag), (&e.body, &e.etag));
+        // Another device's profile: refused, whoever asks for it.
+        assert_eq!(
+            get(&l.p, Protocol::tftp, LEASED, "cfg/0015654aa937.xml").unwrap_err(),
+            Refusal::Forbidden("other_device")
+        );
+        // No lease: nobody.
+        assert_eq!(
+            get(&l.p, Protocol::tftp, "198.18.0.58", "cfg/00562b043615.xml").unwrap_err(),
+            Refusal::Forbidden("unproven_identity")
+        );
+        // Public files are untouched by all this.
+        assert_eq!(
+            &get(&l.p, Protocol::tftp, "198.18.0.58", "common.cfg").unwrap().body[..],
+            b"for everyone\n"
+        );
+        // Templates are never served raw.
+        assert_eq!(
+            get(&l.p, Protocol::tftp, LEASED, "cfg/$MA.xml.tmpl").unwrap_err(),
+            Refusal::NotFound
+        );
+        // The lease ends: the device is no longer proven.
+        l.p.registry().lease_ended(LEASED.parse().unwrap());
+        assert!(get(&l.p, Protocol::tftp, LEASED, "cfg/00562b043615.xml").is_err());
+    }
+
+    #[test]
+    fn untrusted_lease_proves_nothing() {
+        let l = lab(|_| {});
+        lease(&l.p, LEASED, A);
+        assert_eq!(
+            get(&l.p, Protocol::tftp, LEASED, "cfg/00562b043615.xml").unwrap_err(),
+            Refusal::Forbidden("unproven_identity")
+        );
+    }
+
+    #[test]
+    fn missing_variable_refuses_with_the_configured_status() {
+        let l = lab(|c| c.trust.lease = true);
+        lease(&l.p, LEASED, A);
+        assert_eq!(
+            get(&l.p, Protocol::tftp, LEASED, "secret.cfg").unwrap_err(),
+            Refusal::NotFound
+        );
+        let l = lab(|c| {
+            c.trust.lease = true;
+            c.missing_variable = At::new(403);
+        });
+        lease(&l.p, LEASED, A);
+        assert_eq!(
+            get(&l.p, Protocol::tftp, LEASED, "secret.cfg").unwrap_err(),
+            Refusal::Forbidden("missing_variable")
+        );
+    }
+
+    #[test]
+    fn per_device_static_file_is_encrypted_with_the_device_key() {
+        let l = lab(|c| c.trust.lease = true);
+        lease(&l.p, LEASED, "0015654aa937");
+        let e = get(&l.p, Protocol::tftp, LEASED, "SEP0015654AA937.cnf.xml").unwrap();
+        assert_eq!(
+            crypt::decrypt(&e.body, "k3y", config::Digest::Md5).unwrap(),
+            b"static for b\n"
+        );
+        let again = get(&l.p, Protocol::https, LEASED, "SEP0015654AA937.cnf.xml").unwrap();
+        assert_eq!(again.body, e.body);
+    }
+}
