@@ -267,6 +267,15 @@ pub fn format_of(path: &Path) -> Option<Format> {
     }
 }
 
+/// A mistyped MAC must not silently become a serial number: hex digits with `:`/`-`
+/// separators, or 11 to 13 hex digits with a letter among them, were meant as a MAC.
+fn looks_like_mac(s: &str) -> bool {
+    let hexsep = s.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '-');
+    let separated = s.contains([':', '-']);
+    let bare = (11..=13).contains(&s.len()) && s.chars().any(|c| c.is_ascii_alphabetic());
+    hexsep && (separated || bare)
+}
+
 fn split_tags(s: &str) -> String {
     s.split([';', ',', ' '])
         .map(str::trim)
@@ -358,6 +367,7 @@ pub fn parse_csv(text: &str) -> Result<Vec<Record>, Vec<InvError>> {
                 },
                 "device" => match value.parse::<Mac>() {
                     Ok(m) => r.mac = Some(m),
+                    Err(e) if looks_like_mac(value) => errors.push(InvError { line, message: e }),
                     Err(_) => r.serial = Some(value.to_string()),
                 },
                 "serial" => r.serial = Some(value.to_string()),
@@ -650,6 +660,9 @@ mod tests {
         assert_eq!(recs[1].serial.as_deref(), Some("CBT141400FK"));
         assert_eq!(recs[1].var("display_name"), Some("Bob"));
         assert_eq!(recs[1].line, 4);
+        // A mistyped MAC is an error, not a serial number.
+        let err = parse_csv("00:56:2B:04:36:1,acme\n00562b04361f5,acme\n12345678901,acme\n").unwrap_err();
+        assert_eq!(err.iter().map(|e| e.line).collect::<Vec<_>>(), vec![1, 2]);
     }
 
     #[test]
