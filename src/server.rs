@@ -87,10 +87,11 @@ pub async fn run(cfg: Config, _config_path: PathBuf) -> Result<()> {
     catalog.start()?;
     let devices = Arc::new(devices::Registry::default());
     let store = Store::open(&cfg.data_dir)?;
-    let provisioner = Arc::new(
-        Provisioner::new(catalog.clone(), devices)
-            .with_devices(&cfg.devices, Some(store.clone()), device_metrics)?,
-    );
+    let provisioner = Arc::new(Provisioner::new(catalog.clone(), devices).with_devices(
+        &cfg.devices,
+        Some(store.clone()),
+        device_metrics,
+    )?);
     let ctx = Context {
         provisioner: provisioner.clone(),
         metrics: metrics.clone(),

@@ -63,7 +63,10 @@ fn curl(args: &[&str], url: &str) -> (u16, Vec<u8>) {
     all.extend_from_slice(args);
     all.push(url);
     let r = run("curl", &all);
-    let code = String::from_utf8_lossy(&r.stdout).trim().parse().unwrap_or(0);
+    let code = String::from_utf8_lossy(&r.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
     let body = std::fs::read(&out).unwrap_or_default();
     (code, body)
 }
@@ -92,7 +95,9 @@ fn ua_of(vendor: &str) -> &'static str {
         "cisco" => "Cisco-CP-8831-3PCC/9.3.3 (00562b043615)",
         "spa" => "Cisco/SPA508G-7.4.4 (0002FDFF2103)(CBT141400FK)",
         "yealink" => "Yealink SIP-T46G 28.72.0.1 00:15:65:4a:a9:37",
-        "polycom" => "FileTransport PolycomVVX-VVX_400-UA/5.9.5.0614 (SN:0004f2abcdef) Type/Application",
+        "polycom" => {
+            "FileTransport PolycomVVX-VVX_400-UA/5.9.5.0614 (SN:0004f2abcdef) Type/Application"
+        }
         "grandstream" => "Grandstream Model HW GXP2170 V2.4B SW 1.0.11.3 DevId c074ad2bd859",
         "snom" => "Mozilla/4.0 (compatible; snomD785-SIP 10.1.33.33 010.1.33.33 000413922D24)",
         _ => unreachable!(),
@@ -126,12 +131,30 @@ c074ad2bd859,1005,Grandstream
         ),
     );
     let cases = [
-        ("cisco", "model=CP-8831-3PCC series=8831 fw=9.3.3 mac=00562b043615 MAC=00562B043615 ext=1001 name=Cisco 3PCC oui=00562b\n"),
-        ("spa", "model=SPA508G series=508G fw=7.4.4 mac=0002fdff2103 MAC=0002FDFF2103 ext=1002 name=Cisco SPA oui=0002fd\n"),
-        ("yealink", "model=SIP-T46G series=46G fw=28.72.0.1 mac=0015654aa937 MAC=0015654AA937 ext=1003 name=Yealink oui=001565\n"),
-        ("polycom", "model=VVX_400 series=400 fw=5.9.5.0614 mac=0004f2abcdef MAC=0004F2ABCDEF ext=1004 name=Polycom oui=0004f2\n"),
-        ("grandstream", "model=GXP2170 series=2170 fw=1.0.11.3 mac=c074ad2bd859 MAC=C074AD2BD859 ext=1005 name=Grandstream oui=c074ad\n"),
-        ("snom", "model=D785 series=785 fw=10.1.33.33 mac=000413922d24 MAC=000413922D24 ext=1006 name=Snom oui=000413\n"),
+        (
+            "cisco",
+            "model=CP-8831-3PCC series=8831 fw=9.3.3 mac=00562b043615 MAC=00562B043615 ext=1001 name=Cisco 3PCC oui=00562b\n",
+        ),
+        (
+            "spa",
+            "model=SPA508G series=508G fw=7.4.4 mac=0002fdff2103 MAC=0002FDFF2103 ext=1002 name=Cisco SPA oui=0002fd\n",
+        ),
+        (
+            "yealink",
+            "model=SIP-T46G series=46G fw=28.72.0.1 mac=0015654aa937 MAC=0015654AA937 ext=1003 name=Yealink oui=001565\n",
+        ),
+        (
+            "polycom",
+            "model=VVX_400 series=400 fw=5.9.5.0614 mac=0004f2abcdef MAC=0004F2ABCDEF ext=1004 name=Polycom oui=0004f2\n",
+        ),
+        (
+            "grandstream",
+            "model=GXP2170 series=2170 fw=1.0.11.3 mac=c074ad2bd859 MAC=C074AD2BD859 ext=1005 name=Grandstream oui=c074ad\n",
+        ),
+        (
+            "snom",
+            "model=D785 series=785 fw=10.1.33.33 mac=000413922d24 MAC=000413922D24 ext=1006 name=Snom oui=000413\n",
+        ),
     ];
     for (vendor, want) in cases {
         let (code, body) = http_as(&p, ua_of(vendor), "/phone.cfg");
@@ -146,15 +169,38 @@ c074ad2bd859,1005,Grandstream
     );
     assert_eq!(code, 403);
     // A Yealink asking for the Cisco's per-device file is refused.
-    let (code, _) = http_as(&p, ua_of("yealink"), &format!("/SEP{}.cnf.tmpl", A.to_uppercase()));
+    let (code, _) = http_as(
+        &p,
+        ua_of("yealink"),
+        &format!("/SEP{}.cnf.tmpl", A.to_uppercase()),
+    );
     assert_eq!(code, 404, "template sources are never served");
     let (code, _) = http_as(&p, ua_of("yealink"), &format!("/phone-{A}.cfg"));
-    assert_eq!(code, 404, "no such file or template: not found, not forbidden");
+    assert_eq!(
+        code, 404,
+        "no such file or template: not found, not forbidden"
+    );
     let m = metrics(&p);
-    assert_eq!(metric(&m, "provbox_device_identity_total{source=\"user_agent\"}"), 8.0, "{m}");
-    assert_eq!(metric(&m, "provbox_device_identity_total{source=\"none\"}"), 1.0, "{m}");
-    assert_eq!(metric(&m, "provbox_device_renders_total{outcome=\"rendered\"}"), 6.0, "{m}");
-    assert_eq!(metric(&m, "provbox_device_refusals_total{reason=\"unidentified\"}"), 1.0, "{m}");
+    assert_eq!(
+        metric(&m, "provbox_device_identity_total{source=\"user_agent\"}"),
+        8.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "provbox_device_identity_total{source=\"none\"}"),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "provbox_device_renders_total{outcome=\"rendered\"}"),
+        6.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "provbox_device_refusals_total{reason=\"unidentified\"}"),
+        1.0,
+        "{m}"
+    );
 }
 
 fn client_cert(dir: &Path, mac: &str) -> (PathBuf, PathBuf) {
@@ -162,7 +208,10 @@ fn client_cert(dir: &Path, mac: &str) -> (PathBuf, PathBuf) {
     let (cert, key) = lab
         .issue(&[format!("SEP{}", mac.to_uppercase())], true)
         .unwrap();
-    let (c, k) = (dir.join(format!("{mac}.pem")), dir.join(format!("{mac}.key")));
+    let (c, k) = (
+        dir.join(format!("{mac}.pem")),
+        dir.join(format!("{mac}.key")),
+    );
     std::fs::write(&c, cert).unwrap();
     std::fs::write(&k, key).unwrap();
     (c, k)
@@ -172,8 +221,14 @@ fn client_cert(dir: &Path, mac: &str) -> (PathBuf, PathBuf) {
 fn client_cert_for_one_device_cannot_read_anothers_profile() {
     let d = setup(
         &[
-            ("cfg/$MA.xml.tmpl", "<device mac=\"$MAC\" ext=\"$extension\"/>\n"),
-            (&format!("SEP{}.cnf.xml", B.to_uppercase()), "static profile of B\n"),
+            (
+                "cfg/$MA.xml.tmpl",
+                "<device mac=\"$MAC\" ext=\"$extension\"/>\n",
+            ),
+            (
+                &format!("SEP{}.cnf.xml", B.to_uppercase()),
+                "static profile of B\n",
+            ),
         ],
         (
             "inventory.yaml",
@@ -207,26 +262,55 @@ fn client_cert_for_one_device_cannot_read_anothers_profile() {
     let b = Some((cert_b.as_path(), key_b.as_path()));
     assert_eq!(
         https(a, &format!("/cfg/{A}.xml")),
-        (200, "<device mac=\"00:56:2b:04:36:15\" ext=\"1001\"/>\n".into())
+        (
+            200,
+            "<device mac=\"00:56:2b:04:36:15\" ext=\"1001\"/>\n".into()
+        )
     );
     assert_eq!(https(a, &format!("/cfg/{B}.xml")).0, 403);
-    assert_eq!(https(a, &format!("/SEP{}.cnf.xml", B.to_uppercase())).0, 403);
+    assert_eq!(
+        https(a, &format!("/SEP{}.cnf.xml", B.to_uppercase())).0,
+        403
+    );
     assert_eq!(
         https(b, &format!("/SEP{}.cnf.xml", B.to_uppercase())),
         (200, "static profile of B\n".into())
     );
     assert_eq!(
         https(b, &format!("/cfg/{B}.xml")),
-        (200, "<device mac=\"00:15:65:4a:a9:37\" ext=\"1002\"/>\n".into())
+        (
+            200,
+            "<device mac=\"00:15:65:4a:a9:37\" ext=\"1002\"/>\n".into()
+        )
     );
     // Without a certificate, or over plain HTTP claiming to be A: not proven.
     assert_eq!(https(None, &format!("/cfg/{A}.xml")).0, 403);
     assert_eq!(http_as(&p, ua_of("cisco"), &format!("/cfg/{A}.xml")).0, 403);
     let m = metrics(&p);
-    assert_eq!(metric(&m, "provbox_device_refusals_total{reason=\"other_device\"}"), 2.0, "{m}");
-    assert_eq!(metric(&m, "provbox_device_refusals_total{reason=\"unproven_identity\"}"), 2.0, "{m}");
-    assert_eq!(metric(&m, "provbox_refusals_total{protocol=\"https\",reason=\"other_device\"}"), 2.0, "{m}");
-    assert!(pb.log().contains("reason=\"other_device\"") || pb.log().contains("reason=other_device"));
+    assert_eq!(
+        metric(&m, "provbox_device_refusals_total{reason=\"other_device\"}"),
+        2.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "provbox_device_refusals_total{reason=\"unproven_identity\"}"
+        ),
+        2.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "provbox_refusals_total{protocol=\"https\",reason=\"other_device\"}"
+        ),
+        2.0,
+        "{m}"
+    );
+    assert!(
+        pb.log().contains("reason=\"other_device\"") || pb.log().contains("reason=other_device")
+    );
 }
 
 fn openssl_decrypt(data: &[u8], key: &str, md: &str) -> Vec<u8> {
@@ -235,9 +319,23 @@ fn openssl_decrypt(data: &[u8], key: &str, md: &str) -> Vec<u8> {
     std::fs::write(&f, data).unwrap();
     let out = run(
         "openssl",
-        &["enc", "-d", "-aes-256-cbc", "-k", key, "-md", md, "-in", f.to_str().unwrap()],
+        &[
+            "enc",
+            "-d",
+            "-aes-256-cbc",
+            "-k",
+            key,
+            "-md",
+            md,
+            "-in",
+            f.to_str().unwrap(),
+        ],
     );
-    assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
@@ -256,10 +354,16 @@ fn openssl_decrypts_encrypted_profiles_md5_and_sha256() {
     let p = ports();
     let _pb = Provbox::start(
         d,
-        &config(&p, "devices:\n  inventory: inventory.csv\n  trust:\n    user_agent: true\n  encryption:\n    digest: md5\n"),
+        &config(
+            &p,
+            "devices:\n  inventory: inventory.csv\n  trust:\n    user_agent: true\n  encryption:\n    digest: md5\n",
+        ),
     );
     let fetch = |ua: &str, mac: &str| {
-        curl(&["-A", ua], &format!("http://127.0.0.1:{}/cfg/{mac}.xml", p.http))
+        curl(
+            &["-A", ua],
+            &format!("http://127.0.0.1:{}/cfg/{mac}.xml", p.http),
+        )
     };
     let (code, a) = fetch(ua_of("cisco"), A);
     assert_eq!(code, 200);
@@ -284,14 +388,23 @@ fn openssl_decrypts_encrypted_profiles_md5_and_sha256() {
 fn gzip_before_encryption_decrypts_and_gunzips() {
     let d = setup(
         &[("p.cfg.tmpl", "ext=$extension\n")],
-        ("inventory.csv", "mac,extension,key\n00562b043615,1001,gz key\n"),
+        (
+            "inventory.csv",
+            "mac,extension,key\n00562b043615,1001,gz key\n",
+        ),
     );
     let p = ports();
     let _pb = Provbox::start(
         d,
-        &config(&p, "devices:\n  inventory: inventory.csv\n  trust:\n    user_agent: true\n  encryption:\n    digest: sha256\n    gzip: true\n"),
+        &config(
+            &p,
+            "devices:\n  inventory: inventory.csv\n  trust:\n    user_agent: true\n  encryption:\n    digest: sha256\n    gzip: true\n",
+        ),
     );
-    let (code, body) = curl(&["-A", ua_of("cisco")], &format!("http://127.0.0.1:{}/p.cfg", p.http));
+    let (code, body) = curl(
+        &["-A", ua_of("cisco")],
+        &format!("http://127.0.0.1:{}/p.cfg", p.http),
+    );
     assert_eq!(code, 200);
     let gz = openssl_decrypt(&body, "gz key", "sha256");
     assert_eq!(&gz[..2], &[0x1f, 0x8b], "gzip magic");
@@ -319,7 +432,10 @@ devices:
                 "init.cfg.tmpl",
                 "<flat-profile><Profile_Rule>https://prov.lab.test/cfg/$MA.xml</Profile_Rule><!-- $account --></flat-profile>\n",
             ),
-            ("cfg/$MA.xml.tmpl", "account=$account ext=$extension pw=$sip_password\n"),
+            (
+                "cfg/$MA.xml.tmpl",
+                "account=$account ext=$extension pw=$sip_password\n",
+            ),
         ],
         ("inventory.yaml", inventory),
     );
@@ -345,7 +461,10 @@ devices:
     assert_eq!(http_as(&p, ua_of("yealink"), "/init/4711").0, 403);
     assert_eq!(http_as(&p, ua_of("yealink"), "/init/0000").0, 403);
     assert_eq!(http_as(&p, "curl/8", "/init/5000").0, 403);
-    assert_eq!(http_as(&p, ua_of("yealink"), &format!("/cfg/{B}.xml")).0, 404);
+    assert_eq!(
+        http_as(&p, ua_of("yealink"), &format!("/cfg/{B}.xml")).0,
+        404
+    );
     let m = metrics(&p);
     for (result, n) in [
         ("bound", 1.0),
@@ -354,7 +473,10 @@ devices:
         ("unidentified_device", 1.0),
     ] {
         assert_eq!(
-            metric(&m, &format!("provbox_device_bindings_total{{result=\"{result}\"}}")),
+            metric(
+                &m,
+                &format!("provbox_device_bindings_total{{result=\"{result}\"}}")
+            ),
             n,
             "{result}\n{m}"
         );
@@ -375,10 +497,21 @@ devices:
     // And cannot take a second account.
     assert_eq!(http_as(&p, ua_of("cisco"), "/init/5000").0, 403);
     let m = metrics(&p);
-    assert_eq!(metric(&m, "provbox_device_bindings_total{result=\"again\"}"), 1.0, "{m}");
-    assert_eq!(metric(&m, "provbox_device_bindings_total{result=\"pin_taken\"}"), 1.0, "{m}");
     assert_eq!(
-        metric(&m, "provbox_device_bindings_total{result=\"device_bound_elsewhere\"}"),
+        metric(&m, "provbox_device_bindings_total{result=\"again\"}"),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "provbox_device_bindings_total{result=\"pin_taken\"}"),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "provbox_device_bindings_total{result=\"device_bound_elsewhere\"}"
+        ),
         1.0,
         "{m}"
     );
@@ -394,7 +527,10 @@ fn missing_template_variable_refuses_the_whole_file() {
     let p = ports();
     let pb = Provbox::start(
         d,
-        &config(&p, "devices:\n  inventory: inventory.csv\n  trust:\n    user_agent: true\n"),
+        &config(
+            &p,
+            "devices:\n  inventory: inventory.csv\n  trust:\n    user_agent: true\n",
+        ),
     );
     let (code, body) = http_as(&p, ua_of("cisco"), "/p.cfg");
     assert_eq!(code, 404);
@@ -405,8 +541,22 @@ fn missing_template_variable_refuses_the_whole_file() {
         "{log}"
     );
     let m = metrics(&p);
-    assert_eq!(metric(&m, "provbox_device_renders_total{outcome=\"missing_variable\"}"), 1.0, "{m}");
-    assert_eq!(metric(&m, "provbox_device_refusals_total{reason=\"missing_variable\"}"), 1.0, "{m}");
+    assert_eq!(
+        metric(
+            &m,
+            "provbox_device_renders_total{outcome=\"missing_variable\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "provbox_device_refusals_total{reason=\"missing_variable\"}"
+        ),
+        1.0,
+        "{m}"
+    );
 }
 
 #[test]
@@ -418,7 +568,10 @@ fn missing_template_variable_answers_403_when_configured() {
     let p = ports();
     let _pb = Provbox::start(
         d,
-        &config(&p, "devices:\n  inventory: inventory.csv\n  missing_variable: 403\n  trust:\n    user_agent: true\n"),
+        &config(
+            &p,
+            "devices:\n  inventory: inventory.csv\n  missing_variable: 403\n  trust:\n    user_agent: true\n",
+        ),
     );
     assert_eq!(http_as(&p, ua_of("cisco"), "/p.cfg").0, 403);
 }
@@ -427,7 +580,10 @@ fn missing_template_variable_answers_403_when_configured() {
 fn inventory_import_names_the_line_and_the_server_picks_up_the_merge() {
     let d = setup(
         &[("cfg/$MA.xml.tmpl", "ext=$extension name=$display_name\n")],
-        ("inventory.csv", "mac,extension,display_name\n00562b043615,1001,Alice\n"),
+        (
+            "inventory.csv",
+            "mac,extension,display_name\n00562b043615,1001,Alice\n",
+        ),
     );
     let bad = d.path().join("scan-bad.csv");
     std::fs::write(
@@ -436,10 +592,17 @@ fn inventory_import_names_the_line_and_the_server_picks_up_the_merge() {
     )
     .unwrap();
     let good = d.path().join("scan.csv");
-    std::fs::write(&good, "mac,extension,display_name\n00:15:65:4A:A9:37,1002,Bob\n00562b043615,,Alice B.\n").unwrap();
+    std::fs::write(
+        &good,
+        "mac,extension,display_name\n00:15:65:4A:A9:37,1002,Bob\n00562b043615,,Alice B.\n",
+    )
+    .unwrap();
     let cfg_path = d.path().join("config.yaml");
     let p = ports();
-    let cfg = config(&p, "devices:\n  inventory: inventory.csv\n  trust:\n    user_agent: true\n");
+    let cfg = config(
+        &p,
+        "devices:\n  inventory: inventory.csv\n  trust:\n    user_agent: true\n",
+    );
     let pb = Provbox::start(d, &cfg);
     let inv_before = std::fs::read_to_string(pb.path().join("inventory.csv")).unwrap();
 
@@ -451,14 +614,20 @@ fn inventory_import_names_the_line_and_the_server_picks_up_the_merge() {
         cfg_path.to_str().unwrap(),
     ]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("scan-bad.csv:3: `00-15-65-4a-a9-3` is not a MAC address"), "{out}");
+    assert!(
+        out.contains("scan-bad.csv:3: `00-15-65-4a-a9-3` is not a MAC address"),
+        "{out}"
+    );
     assert!(out.contains("scan-bad.csv:4: 10 columns"), "{out}");
     assert_eq!(
         std::fs::read_to_string(pb.path().join("inventory.csv")).unwrap(),
         inv_before,
         "nothing merged"
     );
-    assert_eq!(http_as(&p, ua_of("yealink"), &format!("/cfg/{B}.xml")).0, 404);
+    assert_eq!(
+        http_as(&p, ua_of("yealink"), &format!("/cfg/{B}.xml")).0,
+        404
+    );
 
     let (code, out) = provbox(&[
         "devices",
@@ -477,7 +646,11 @@ fn inventory_import_names_the_line_and_the_server_picks_up_the_merge() {
             assert_eq!(r.1, "ext=1002 name=Bob\n");
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "inventory not reloaded:\n{}", pb.log());
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "inventory not reloaded:\n{}",
+            pb.log()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(
@@ -486,15 +659,33 @@ fn inventory_import_names_the_line_and_the_server_picks_up_the_merge() {
     );
 
     // A broken hand edit is refused with its line; the previous inventory keeps serving.
-    std::fs::write(pb.path().join("inventory.csv"), "mac,extension\n00562b043615,1001\nzz,1\n").unwrap();
+    std::fs::write(
+        pb.path().join("inventory.csv"),
+        "mac,extension\n00562b043615,1001\nzz,1\n",
+    )
+    .unwrap();
     let start = Instant::now();
     while !pb.log().contains("inventory.csv:3:") {
-        assert!(start.elapsed() < Duration::from_secs(10), "no reload error:\n{}", pb.log());
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no reload error:\n{}",
+            pb.log()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(http_as(&p, ua_of("yealink"), &format!("/cfg/{B}.xml")).0, 200);
+    assert_eq!(
+        http_as(&p, ua_of("yealink"), &format!("/cfg/{B}.xml")).0,
+        200
+    );
     let m = metrics(&p);
-    assert_eq!(metric(&m, "provbox_device_inventory_reloads_total{outcome=\"error\"}"), 1.0, "{m}");
+    assert_eq!(
+        metric(
+            &m,
+            "provbox_device_inventory_reloads_total{outcome=\"error\"}"
+        ),
+        1.0,
+        "{m}"
+    );
 }
 
 #[test]
@@ -508,16 +699,29 @@ fn config_errors_name_the_devices_field_and_line() {
     .unwrap();
     let (code, out) = provbox(&["check", "--config", cfg.to_str().unwrap()]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains(":4:") && out.contains("devices.inventory"), "{out}");
-    assert!(out.contains(":5:") && out.contains("expected 403 or 404"), "{out}");
+    assert!(
+        out.contains(":4:") && out.contains("devices.inventory"),
+        "{out}"
+    );
+    assert!(
+        out.contains(":5:") && out.contains("expected 403 or 404"),
+        "{out}"
+    );
 }
 
 #[test]
 fn inventory_inside_a_served_root_refuses_to_start() {
-    let d = setup(&[("inventory.csv", "mac,extension\n00562b043615,1\n")], ("x", ""));
+    let d = setup(
+        &[("inventory.csv", "mac,extension\n00562b043615,1\n")],
+        ("x", ""),
+    );
     let p = ports();
     let cfg = d.path().join("config.yaml");
-    std::fs::write(&cfg, config(&p, "devices:\n  inventory: files/inventory.csv\n")).unwrap();
+    std::fs::write(
+        &cfg,
+        config(&p, "devices:\n  inventory: files/inventory.csv\n"),
+    )
+    .unwrap();
     let out = run(
         support::bin().to_str().unwrap(),
         &["serve", "--config", cfg.to_str().unwrap()],

@@ -195,7 +195,10 @@ impl Config {
                 p.add(
                     format!("devices.private[{i}]"),
                     pre,
-                    format!("`{}` is not a usable path prefix; expected e.g. devices/", pre.value),
+                    format!(
+                        "`{}` is not a usable path prefix; expected e.g. devices/",
+                        pre.value
+                    ),
                 );
             }
         }
@@ -205,7 +208,10 @@ impl Config {
             p.add(
                 "devices.binding.init_prefix",
                 pre,
-                format!("`{}` is not a usable path prefix; expected e.g. /init", pre.value),
+                format!(
+                    "`{}` is not a usable path prefix; expected e.g. /init",
+                    pre.value
+                ),
             );
         }
         if self.binding.devices_per_pin.value == 0 {

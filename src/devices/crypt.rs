@@ -119,7 +119,11 @@ mod tests {
             .arg(&f)
             .output()
             .expect("openssl is installed");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         out.stdout
     }
 

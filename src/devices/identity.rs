@@ -75,7 +75,12 @@ fn compiled() -> &'static [(&'static UaFormat, Regex)] {
     C.get_or_init(|| {
         UA_FORMATS
             .iter()
-            .map(|f| (f, Regex::new(f.pattern).expect("UA_FORMATS patterns are valid")))
+            .map(|f| {
+                (
+                    f,
+                    Regex::new(f.pattern).expect("UA_FORMATS patterns are valid"),
+                )
+            })
             .collect()
     })
 }
@@ -232,8 +237,9 @@ mod tests {
 
     #[test]
     fn grandstream() {
-        let u = parse_user_agent("Grandstream Model HW GXP2170 V2.4B SW 1.0.11.3 DevId c074ad2bd859")
-            .unwrap();
+        let u =
+            parse_user_agent("Grandstream Model HW GXP2170 V2.4B SW 1.0.11.3 DevId c074ad2bd859")
+                .unwrap();
         assert_eq!(u.vendor, "grandstream");
         assert_eq!(u.model.as_deref(), Some("GXP2170"));
         assert_eq!(u.version.as_deref(), Some("1.0.11.3"));

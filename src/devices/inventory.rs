@@ -141,7 +141,9 @@ impl Inventory {
             if let Some(d) = r.var("digest")
                 && !matches!(d, "md5" | "sha256")
             {
-                errors.push(err(format!("digest `{d}` is unknown; expected md5 or sha256")));
+                errors.push(err(format!(
+                    "digest `{d}` is unknown; expected md5 or sha256"
+                )));
             }
             if r.var("key") == Some("") {
                 errors.push(err("key is empty; expected a passphrase or no key".into()));
@@ -176,13 +178,22 @@ impl Inventory {
 
     /// Read and validate a file (format by extension).
     pub fn load(path: &Path) -> Result<Inventory, Vec<InvError>> {
-        let one = |m: String| vec![InvError { line: 0, message: m }];
+        let one = |m: String| {
+            vec![InvError {
+                line: 0,
+                message: m,
+            }]
+        };
         let meta = std::fs::metadata(path).map_err(|e| one(format!("cannot read: {e}")))?;
         let text = std::fs::read_to_string(path).map_err(|e| one(format!("cannot read: {e}")))?;
         let records = match format_of(path) {
             Some(Format::Csv) => parse_csv(&text)?,
             Some(Format::Yaml) => parse_yaml(&text)?,
-            None => return Err(one("unknown format; expected a .yaml, .yml or .csv file".into())),
+            None => {
+                return Err(one(
+                    "unknown format; expected a .yaml, .yml or .csv file".into()
+                ));
+            }
         };
         let mut inv = Inventory::build(records)?;
         inv.modified = meta.modified().ok();
@@ -270,7 +281,9 @@ pub fn format_of(path: &Path) -> Option<Format> {
 /// A mistyped MAC must not silently become a serial number: hex digits with `:`/`-`
 /// separators, or 11 to 13 hex digits with a letter among them, were meant as a MAC.
 fn looks_like_mac(s: &str) -> bool {
-    let hexsep = s.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '-');
+    let hexsep = s
+        .chars()
+        .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '-');
     let separated = s.contains([':', '-']);
     let bare = (11..=13).contains(&s.len()) && s.chars().any(|c| c.is_ascii_alphabetic());
     hexsep && (separated || bare)
@@ -320,7 +333,10 @@ pub fn parse_csv(text: &str) -> Result<Vec<Record>, Vec<InvError>> {
         }
         if header.is_none() {
             let first = row.get(0).unwrap_or("").to_ascii_lowercase();
-            if matches!(first.as_str(), "mac" | "serial" | "device" | "pin" | "account") {
+            if matches!(
+                first.as_str(),
+                "mac" | "serial" | "device" | "pin" | "account"
+            ) {
                 let cols: Vec<String> = row.iter().map(|c| c.to_ascii_lowercase()).collect();
                 for (i, c) in cols.iter().enumerate() {
                     if c != "mac" && c != "serial" && c != "device" && !is_var_name(c) {
@@ -532,7 +548,9 @@ fn yq(s: &str) -> String {
 
 /// Write records as YAML (every value quoted, so PINs like 0042 keep their zeros).
 pub fn to_yaml(records: &[Record]) -> String {
-    let mut o = String::from("# provbox inventory (devices.inventory); `provbox devices import` merges scans into it.\ndevices:\n");
+    let mut o = String::from(
+        "# provbox inventory (devices.inventory); `provbox devices import` merges scans into it.\ndevices:\n",
+    );
     for r in records {
         let mut first = true;
         let mut field = |k: &str, v: String| {
@@ -589,7 +607,11 @@ pub fn to_csv(records: &[Record]) -> String {
             .map(|c| match c.as_str() {
                 "mac" => r.mac.map(|m| m.to_string()).unwrap_or_default(),
                 "serial" => r.serial.clone().unwrap_or_default(),
-                "tags" => r.vars.get("tags").map(|t| t.replace(',', ";")).unwrap_or_default(),
+                "tags" => r
+                    .vars
+                    .get("tags")
+                    .map(|t| t.replace(',', ";"))
+                    .unwrap_or_default(),
                 k => r.vars.get(k).cloned().unwrap_or_default(),
             })
             .collect();
@@ -601,8 +623,8 @@ pub fn to_csv(records: &[Record]) -> String {
 /// `provbox devices import`: validate `scan` (CSV), merge it into `inventory`, and write the
 /// result atomically (the running server picks it up). Returns a summary line.
 pub fn import(scan: &Path, inventory: &Path, dry_run: bool) -> Result<String, String> {
-    let text =
-        std::fs::read_to_string(scan).map_err(|e| format!("{}: cannot read: {e}", scan.display()))?;
+    let text = std::fs::read_to_string(scan)
+        .map_err(|e| format!("{}: cannot read: {e}", scan.display()))?;
     let records = match format_of(scan) {
         Some(Format::Yaml) => parse_yaml(&text),
         _ => parse_csv(&text),
@@ -653,7 +675,10 @@ mod tests {
 
     #[test]
     fn scanner_csv_without_header() {
-        let recs = parse_csv("00:56:2B:04:36:15,acme,1001\r\n\r\n# a comment\nCBT141400FK,acme,1002,,,Bob\n").unwrap();
+        let recs = parse_csv(
+            "00:56:2B:04:36:15,acme,1001\r\n\r\n# a comment\nCBT141400FK,acme,1002,,,Bob\n",
+        )
+        .unwrap();
         assert_eq!(recs.len(), 2);
         assert_eq!(recs[0].mac.unwrap().to_hex(), "00562b043615");
         assert_eq!(recs[0].var("extension"), Some("1001"));
@@ -661,7 +686,8 @@ mod tests {
         assert_eq!(recs[1].var("display_name"), Some("Bob"));
         assert_eq!(recs[1].line, 4);
         // A mistyped MAC is an error, not a serial number.
-        let err = parse_csv("00:56:2B:04:36:1,acme\n00562b04361f5,acme\n12345678901,acme\n").unwrap_err();
+        let err =
+            parse_csv("00:56:2B:04:36:1,acme\n00562b04361f5,acme\n12345678901,acme\n").unwrap_err();
         assert_eq!(err.iter().map(|e| e.line).collect::<Vec<_>>(), vec![1, 2]);
     }
 
@@ -727,13 +753,15 @@ devices:
     fn yaml_errors_name_the_line() {
         let err = parse_yaml("devices:\n  - mac: 00:56:2b:04:36:15\n  - mac: nope\n").unwrap_err();
         assert_eq!(err[0].line, 3, "{err:?}");
-        let err = parse_yaml("devices:\n  - mac: 00:56:2b:04:36:15\n    colour: red\n").unwrap_err();
+        let err =
+            parse_yaml("devices:\n  - mac: 00:56:2b:04:36:15\n    colour: red\n").unwrap_err();
         assert_eq!(err[0].line, 3, "{err:?}");
     }
 
     #[test]
     fn merge_updates_and_appends() {
-        let inv = Inventory::build(parse_csv("mac,extension\n00562b043615,1001\n").unwrap()).unwrap();
+        let inv =
+            Inventory::build(parse_csv("mac,extension\n00562b043615,1001\n").unwrap()).unwrap();
         let scan = parse_csv("mac,display_name\n00562b043615,Alice\n0015654aa937,Bob\n").unwrap();
         let (out, added, updated) = inv.merge(&scan).unwrap();
         assert_eq!((added, updated), (1, 1));

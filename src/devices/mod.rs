@@ -178,8 +178,9 @@ impl Provisioner {
                     root.display()
                 );
             }
-            let loaded = Inventory::load(inv)
-                .map_err(|e| anyhow::anyhow!("devices.inventory:\n{}", inventory::describe(inv, &e)))?;
+            let loaded = Inventory::load(inv).map_err(|e| {
+                anyhow::anyhow!("devices.inventory:\n{}", inventory::describe(inv, &e))
+            })?;
             metrics.inventory_records.set(loaded.records.len() as i64);
             metrics
                 .inventory_reloads
@@ -263,7 +264,13 @@ impl Provisioner {
         });
     }
 
-    fn refuse(&self, req: &FetchRequest<'_>, id: &Identity, reason: &'static str, detail: &str) -> Refusal {
+    fn refuse(
+        &self,
+        req: &FetchRequest<'_>,
+        id: &Identity,
+        reason: &'static str,
+        detail: &str,
+    ) -> Refusal {
         self.metrics
             .refusals
             .get_or_create(&ReasonLabels { reason })
@@ -337,7 +344,9 @@ impl Provisioner {
                 let inv = self.inventory.load();
                 let vars = self.device_vars(&inv, mac, &id, None);
                 let body = self.render(req, &id, &tmpl, &vars)?;
-                let modified = tmpl.modified.max(inv.modified.unwrap_or(SystemTime::UNIX_EPOCH));
+                let modified = tmpl
+                    .modified
+                    .max(inv.modified.unwrap_or(SystemTime::UNIX_EPOCH));
                 let entry = Arc::new(generated(key, Bytes::from(body), modified));
                 self.maybe_encrypt(entry, &vars, mac, inv.modified)
             }
@@ -373,7 +382,9 @@ impl Provisioner {
         if let Some(r) = own {
             v.extend(r.vars.iter().map(|(k, x)| (k.clone(), x.clone())));
         }
-        let serial = own.and_then(|r| r.serial.clone()).or_else(|| id.serial.clone());
+        let serial = own
+            .and_then(|r| r.serial.clone())
+            .or_else(|| id.serial.clone());
         let hex = mac.to_hex();
         v.insert("MAU".into(), hex.to_ascii_uppercase());
         v.insert("MA".into(), hex);
@@ -450,13 +461,22 @@ impl Provisioner {
         let modified = entry
             .modified
             .max(inv_modified.unwrap_or(SystemTime::UNIX_EPOCH));
-        Ok(Arc::new(generated(entry.key.clone(), Bytes::from(body), modified)))
+        Ok(Arc::new(generated(
+            entry.key.clone(),
+            Bytes::from(body),
+            modified,
+        )))
     }
 
     /// `GET <init_prefix>/<PIN>`: bind the proven requester to the PIN's account and answer
     /// the binding profile rendered for it. Render first, bind second: a broken profile
     /// binds nothing.
-    fn bind(&self, req: &FetchRequest<'_>, id: &Identity, rest: &str) -> Result<Arc<Entry>, Refusal> {
+    fn bind(
+        &self,
+        req: &FetchRequest<'_>,
+        id: &Identity,
+        rest: &str,
+    ) -> Result<Arc<Entry>, Refusal> {
         let count = |r: &'static str| {
             self.metrics
                 .bindings
@@ -492,7 +512,10 @@ impl Provisioner {
             Ok(t) => t,
             Err(_) => {
                 tracing::error!(profile = %profile, "devices.binding.profile is not in the catalog; nothing bound");
-                return fail("binding_profile_missing", "the binding profile template is missing");
+                return fail(
+                    "binding_profile_missing",
+                    "the binding profile template is missing",
+                );
             }
         };
         let vars = self.device_vars(&inv, mac, id, Some(account));
@@ -511,7 +534,9 @@ impl Provisioner {
                 return fail(e.reason(), "PIN binding refused");
             }
         }
-        let modified = tmpl.modified.max(inv.modified.unwrap_or(SystemTime::UNIX_EPOCH));
+        let modified = tmpl
+            .modified
+            .max(inv.modified.unwrap_or(SystemTime::UNIX_EPOCH));
         let entry = Arc::new(generated(
             req.path.trim_start_matches('/').to_string(),
             Bytes::from(body),
@@ -623,7 +648,9 @@ mod tests {
         );
         // Public files are untouched by all this.
         assert_eq!(
-            &get(&l.p, Protocol::tftp, "198.18.0.58", "common.cfg").unwrap().body[..],
+            &get(&l.p, Protocol::tftp, "198.18.0.58", "common.cfg")
+                .unwrap()
+                .body[..],
             b"for everyone\n"
         );
         // Templates are never served raw.

@@ -83,8 +83,7 @@ pub fn render<'v>(
                     }
                     Some(b'(') => {
                         let close = text[i + 2..].find(')').map(|j| i + 2 + j);
-                        let Some(close) = close.filter(|&c| !text[i + 2..c].contains('\n'))
-                        else {
+                        let Some(close) = close.filter(|&c| !text[i + 2..c].contains('\n')) else {
                             return Err(RenderError::Syntax {
                                 line,
                                 message: "`$(` without `)` on the same line".into(),
@@ -96,7 +95,9 @@ pub fn render<'v>(
                         if name.is_empty() || !name.bytes().all(is_ident) {
                             return Err(RenderError::Syntax {
                                 line,
-                                message: format!("`$({inner})`: expected $(NAME), $(NAME:p) or $(NAME:p:q)"),
+                                message: format!(
+                                    "`$({inner})`: expected $(NAME), $(NAME:p) or $(NAME:p:q)"
+                                ),
                             });
                         }
                         let nums: Result<Vec<usize>, _> = parts.map(str::parse::<usize>).collect();
