@@ -59,9 +59,10 @@ pub const UA_FORMATS: &[UaFormat] = &[
         pattern: r"Polycom[A-Za-z]*-(?P<model>[A-Za-z]+_[0-9A-Za-z]+)-UA/(?P<version>[0-9][0-9A-Za-z.]*)(?:.*?\(SN:(?P<mac>[0-9A-Fa-f]{12})\))?",
     },
     // Grandstream Model HW GXP2170 SW 1.0.11.3 DevId c074ad2bd859
+    // Grandstream GXP1625 1.0.4.128 DevId c074ad2bd859 (older firmware)
     UaFormat {
         vendor: "grandstream",
-        pattern: r"^Grandstream\s+Model\s+HW\s+(?P<model>\S+)(?:\s+V\S+)?\s+SW\s+(?P<version>\S+)\s+DevId\s+(?P<mac>[0-9A-Fa-f]{12})",
+        pattern: r"^Grandstream\s+(?:Model\s+HW\s+)?(?P<model>\S+)(?:\s+V\S+)?\s+(?:SW\s+)?(?P<version>[0-9]\S*)\s+DevId\s+(?P<mac>[0-9A-Fa-f]{12})",
     },
     // Mozilla/4.0 (compatible; snomD785-SIP 10.1.33.33 010.1.33.33 000413922D24)
     UaFormat {
@@ -244,6 +245,10 @@ mod tests {
         assert_eq!(u.model.as_deref(), Some("GXP2170"));
         assert_eq!(u.version.as_deref(), Some("1.0.11.3"));
         assert_eq!(u.mac, Some(mac("c074ad2bd859")));
+        let u = parse_user_agent("Grandstream GXP1625 1.0.4.128 DevId c074ad2bd85a").unwrap();
+        assert_eq!(u.model.as_deref(), Some("GXP1625"));
+        assert_eq!(u.version.as_deref(), Some("1.0.4.128"));
+        assert_eq!(u.mac, Some(mac("c074ad2bd85a")));
     }
 
     #[test]

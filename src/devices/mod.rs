@@ -582,7 +582,7 @@ mod tests {
         let inv = d.path().join("inventory.csv");
         std::fs::write(
             &inv,
-            "mac,extension,display_name,key\n00562b043615,1001,Alice,\n0015654aa937,1002,Bob,k3y\n",
+            "device,extension,display_name,key\n00562b043615,1001,Alice,\n0015654aa937,1002,Bob,k3y\nCBT141400FK,1003,Serial,\n",
         )
         .unwrap();
         let m = Arc::new(Metrics::register(&mut Default::default()));
@@ -661,6 +661,24 @@ mod tests {
         // The lease ends: the device is no longer proven.
         l.p.registry().lease_ended(LEASED.parse().unwrap());
         assert!(get(&l.p, Protocol::tftp, LEASED, "cfg/00562b043615.xml").is_err());
+    }
+
+    #[test]
+    fn a_device_scanned_by_serial_is_found_through_its_user_agent() {
+        let l = lab(|c| c.trust.user_agent = true);
+        let e =
+            l.p.fetch(&FetchRequest {
+                protocol: Protocol::http,
+                peer: "127.0.0.1:40000".parse().unwrap(),
+                path: "/cfg/0002FDFF2103.xml",
+                user_agent: Some("Cisco/SPA508G-7.4.4 (0002FDFF2103)(CBT141400FK)"),
+                client: None,
+            })
+            .unwrap();
+        assert_eq!(
+            &e.body[..],
+            b"<device mac=\"00:02:fd:ff:21:03\" ext=\"1003\" name=\"Serial\"/>\n"
+        );
     }
 
     #[test]
