@@ -378,10 +378,44 @@ fn openssl_decrypts_encrypted_profiles_md5_and_sha256() {
         openssl_decrypt(&b, "key for B", "sha256"),
         b"<flat-profile><User_ID_1_>1002</User_ID_1_><Password_1_>pw-b</Password_1_></flat-profile>\n"
     );
-    // Same bytes on every fetch (stable ETag, same answer over every protocol).
+    // Same bytes on every fetch (stable ETag, same answer over every protocol), so a
+    // phone's conditional request is answered 304.
     assert_eq!(fetch(ua_of("cisco"), A).1, a);
+    let headers = run(
+        "curl",
+        &[
+            "-sS",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "-A",
+            ua_of("cisco"),
+            &format!("http://127.0.0.1:{}/cfg/{A}.xml", p.http),
+        ],
+    );
+    let headers = String::from_utf8_lossy(&headers.stdout).into_owned();
+    let etag = headers
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("etag: ")
+                .or_else(|| l.strip_prefix("ETag: "))
+        })
+        .unwrap_or_else(|| panic!("no ETag in {headers}"))
+        .trim()
+        .to_string();
+    let (code, _) = curl(
+        &[
+            "-A",
+            ua_of("cisco"),
+            "-H",
+            &format!("If-None-Match: {etag}"),
+        ],
+        &format!("http://127.0.0.1:{}/cfg/{A}.xml", p.http),
+    );
+    assert_eq!(code, 304);
     let m = metrics(&p);
-    assert_eq!(metric(&m, "provbox_device_encrypted_total"), 3.0, "{m}");
+    assert_eq!(metric(&m, "provbox_device_encrypted_total"), 5.0, "{m}");
 }
 
 #[test]

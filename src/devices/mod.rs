@@ -679,6 +679,21 @@ mod tests {
             &e.body[..],
             b"<device mac=\"00:02:fd:ff:21:03\" ext=\"1003\" name=\"Serial\"/>\n"
         );
+        let id = identity::identify(
+            "127.0.0.1".parse().unwrap(),
+            Some("Cisco/SPA508G-7.4.4 (0002FDFF2103)(CBT141400FK)"),
+            None,
+            None,
+            l.p.registry(),
+            &l.p.cfg.trust,
+        );
+        let vars =
+            l.p.device_vars(&l.p.inventory(), id.mac.unwrap(), &id, None);
+        assert_eq!(vars["SN"], "CBT141400FK");
+        assert_eq!(vars["PN"], "SPA508G");
+        assert_eq!(vars["PSN"], "508G");
+        assert_eq!(vars["SWVER"], "7.4.4");
+        assert_eq!(vars["MAU"], "0002FDFF2103");
     }
 
     #[test]
