@@ -24,6 +24,7 @@ done
 [ -x "$PROVBOX" ] || { echo "no release build at $PROVBOX: cargo build --release -j 1"; exit 2; }
 
 W="$(mktemp -d /tmp/devices-bench.XXXXXX)"
+chmod 755 "$W"   # nginx workers run as an unprivileged user when started by root
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -73,11 +74,13 @@ devices:
 YAML
 "$PROVBOX" serve --config "$W/config.yaml" > "$W/provbox.log" 2>&1 &
 PIDS+=($!)
-for _ in $(seq 1 100); do curl -fs -o /dev/null "http://127.0.0.1:$HP/x" -w '' 2>/dev/null; [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$HP/x")" = 404 ] && break; sleep 0.1; done
+code() { curl -s -o /dev/null -w '%{http_code}' -A "${2:-}" "$1" || true; }
+for _ in $(seq 1 100); do [ "$(code "http://127.0.0.1:$HP/x")" = 404 ] && break; sleep 0.1; done
 
 # The incumbent serves exactly what provbox renders for A (fetched once).
 curl -fsS -A "$UA_A" -o "$W/nginx/cfg/$A.xml" "http://127.0.0.1:$HP/cfg/$A.xml"
 cp "$W/nginx/cfg/$A.xml" "$W/files/static.xml"
+chmod -R a+rX "$W/nginx"
 cat > "$W/nginx.conf" <<NGX
 daemon off;
 worker_processes 2;
@@ -95,10 +98,10 @@ nginx -c "$W/nginx.conf" -p "$W/nginx" &
 PIDS+=($!)
 sleep 0.5
 # provbox picks up static.xml via its watcher
-for _ in $(seq 1 50); do [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$HP/static.xml")" = 200 ] && break; sleep 0.1; done
+for _ in $(seq 1 50); do [ "$(code "http://127.0.0.1:$HP/static.xml")" = 200 ] && break; sleep 0.1; done
 
 check() { # url ua expected-status
-    local got; got=$(curl -s -o /dev/null -w '%{http_code}' -A "$2" "$1")
+    local got; got=$(code "$1" "$2")
     [ "$got" = "$3" ] || { echo "sanity check failed: $1 gave $got"; cat "$W/provbox.log"; exit 1; }
 }
 check "http://127.0.0.1:$NP/cfg/$A.xml" "$UA_A" 200
