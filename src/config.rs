@@ -117,6 +117,8 @@ pub struct Config {
     pub dns: crate::dns::Config,
     #[serde(default)]
     pub dhcp: crate::dhcp::Config,
+    #[serde(default)]
+    pub devices: crate::devices::Config,
     /// How long in-flight transfers may finish after SIGTERM/SIGINT.
     #[serde(default = "default_grace")]
     pub shutdown_grace: Dur,
@@ -445,6 +447,7 @@ impl Config {
         self.dhcp.resolve_paths(base);
         self.dns.resolve_paths(base);
         self.tftp.resolve_paths(base);
+        self.devices.resolve_paths(base);
     }
 
     fn validate(&self, p: &mut Problems) {
@@ -547,6 +550,7 @@ impl Config {
         self.tftp.validate(p);
         self.dns.validate(p);
         self.dhcp.validate(p);
+        self.devices.validate(p);
         check_conflicts(&self.listeners(), p);
     }
 

@@ -30,6 +30,27 @@ enum Command {
         #[arg(long, short, default_value = "config.yaml")]
         config: PathBuf,
     },
+    /// Device inventory tools.
+    Devices {
+        #[command(subcommand)]
+        command: DevicesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DevicesCommand {
+    /// Validate a scanned CSV (MAC or serial per line, plus columns) and merge it into the
+    /// inventory named by `devices.inventory`. Errors name the line; nothing is written
+    /// unless the whole file is valid. A running server picks the result up by itself.
+    Import {
+        /// The scan (CSV; header row optional).
+        file: PathBuf,
+        #[arg(long, short, default_value = "config.yaml")]
+        config: PathBuf,
+        /// Validate and report only.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -46,6 +67,39 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Devices {
+            command:
+                DevicesCommand::Import {
+                    file,
+                    config,
+                    dry_run,
+                },
+        } => {
+            let cfg = match config::Config::load(&config) {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let Some(inv) = &cfg.devices.inventory else {
+                eprintln!(
+                    "{}: devices.inventory is not set; expected the inventory file to merge into",
+                    config.display()
+                );
+                return ExitCode::FAILURE;
+            };
+            match provbox::devices::inventory::import(&file, inv, dry_run) {
+                Ok(summary) => {
+                    println!("{summary}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Serve { config } => {
             let cfg = match config::Config::load(&config) {
                 Ok(cfg) => cfg,

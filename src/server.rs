@@ -138,6 +138,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
     // Front ends register their own metric families here, before the registry is shared.
+    let device_metrics = devices::DeviceMetrics::register(&mut registry);
     let registry = Arc::new(registry);
 
     let roots: Vec<PathBuf> = cfg.catalog.roots.iter().map(|r| r.value.clone()).collect();
@@ -149,14 +150,19 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
     )?;
     catalog.start()?;
     let devices = Arc::new(devices::Registry::default());
-    let provisioner = Arc::new(Provisioner::new(catalog.clone(), devices));
+    let store = Store::open(&cfg.data_dir)?;
+    let provisioner = Arc::new(Provisioner::new(catalog.clone(), devices).with_devices(
+        &cfg.devices,
+        Some(store.clone()),
+        device_metrics,
+    )?);
     let ctx = Context {
         provisioner: provisioner.clone(),
         metrics: metrics.clone(),
         shutdown: CancellationToken::new(),
         tracker: TaskTracker::new(),
         data_dir: cfg.data_dir.clone(),
-        store: Store::open(&cfg.data_dir)?,
+        store,
         config: cfg.clone(),
         reloaders: Arc::new(Reloaders::default()),
     };
@@ -253,6 +259,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
 
     // Front ends other than HTTP(S) bind and start here, each from its own module
     // (`crate::<proto>::start(&ctx, ...)`), adding their lines to `banner`.
+    provisioner.watch_inventory(ctx.shutdown.clone());
 
     // Every socket is bound before anything is served: a half-started appliance is worse
     // than one that refuses to start.

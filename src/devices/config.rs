@@ -1,0 +1,237 @@
+//! The `devices:` section: where the inventory is, which identities are trusted, what a
+//! template with a missing variable answers, encryption and retail PIN binding.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::config::{At, Problems};
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// YAML (`.yaml`/`.yml`) or CSV (`.csv`) file mapping MAC/serial to variables.
+    /// Re-read when it changes. Must not be inside a catalog root (it holds secrets).
+    #[serde(default)]
+    pub inventory: Option<At<PathBuf>>,
+    #[serde(default)]
+    pub trust: Trust,
+    /// Path prefixes whose files belong to one device (its MAC is in the path) and are
+    /// served only to that device, proven.
+    #[serde(default = "default_private")]
+    pub private: Vec<At<String>>,
+    /// Any path naming a MAC (`SEP00562B043615.cnf.xml`) is that device's file.
+    #[serde(default = "yes")]
+    pub mac_in_path: bool,
+    /// HTTP status for a template the device lacks a variable for: 404 or 403.
+    #[serde(default = "default_missing")]
+    pub missing_variable: At<u16>,
+    #[serde(default)]
+    pub encryption: Encryption,
+    #[serde(default)]
+    pub binding: Binding,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_private() -> Vec<At<String>> {
+    vec![At::new("devices/".to_string())]
+}
+fn default_missing() -> At<u16> {
+    At::new(404)
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            inventory: None,
+            trust: Trust::default(),
+            private: default_private(),
+            mac_in_path: true,
+            missing_variable: default_missing(),
+            encryption: Encryption::default(),
+            binding: Binding::default(),
+        }
+    }
+}
+
+/// Which identities prove a device. A verified client certificate always does.
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Trust {
+    /// A lease provbox itself granted (IP→MAC) proves the device: right on a staging LAN
+    /// where nobody else hands out addresses.
+    #[serde(default)]
+    pub lease: bool,
+    /// The MAC in the User-Agent proves the device. Anyone can send any User-Agent: only
+    /// on an isolated staging LAN.
+    #[serde(default)]
+    pub user_agent: bool,
+    /// A device asking for a file named with a MAC is that device (Polycom phones send no
+    /// MAC in their User-Agent). As spoofable as the User-Agent: staging only.
+    #[serde(default)]
+    pub path: bool,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Digest {
+    /// `openssl enc -md md5`: what Cisco SPA/3PCC `--key` profile rules expect.
+    #[default]
+    Md5,
+    /// `openssl enc -md sha256`: OpenSSL's default since 1.1.0.
+    Sha256,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Encryption {
+    /// Encrypt per-device responses for devices whose inventory record has a `key`.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Key derivation digest (a device's `digest` variable overrides it).
+    #[serde(default)]
+    pub digest: Digest,
+    /// gzip the profile before encrypting (`openssl enc -d ... | gunzip`).
+    #[serde(default)]
+    pub gzip: bool,
+}
+
+impl Default for Encryption {
+    fn default() -> Self {
+        Encryption {
+            enabled: true,
+            digest: Digest::Md5,
+            gzip: false,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Binding {
+    /// `GET <init_prefix>/<PIN>` binds the asking device to the account holding PIN.
+    /// Unset: binding is off.
+    #[serde(default)]
+    pub init_prefix: Option<At<String>>,
+    /// Template (catalog path) answered after a successful binding, rendered for the
+    /// device with its account's variables. It points the phone at its permanent URL.
+    #[serde(default = "default_bind_profile")]
+    pub profile: At<String>,
+    /// How many devices may bind to one PIN.
+    #[serde(default = "one")]
+    pub devices_per_pin: At<u32>,
+}
+
+fn default_bind_profile() -> At<String> {
+    At::new("init.cfg.tmpl".into())
+}
+fn one() -> At<u32> {
+    At::new(1)
+}
+
+impl Default for Binding {
+    fn default() -> Self {
+        Binding {
+            init_prefix: None,
+            profile: default_bind_profile(),
+            devices_per_pin: one(),
+        }
+    }
+}
+
+impl Binding {
+    /// The prefix as a catalog key prefix (`init`), if binding is on.
+    pub fn prefix_key(&self) -> Option<String> {
+        self.init_prefix
+            .as_ref()
+            .map(|p| p.trim_matches('/').to_string())
+    }
+}
+
+impl Config {
+    pub fn resolve_paths(&mut self, base: &Path) {
+        if let Some(p) = &mut self.inventory
+            && p.value.is_relative()
+        {
+            p.value = base.join(&p.value);
+        }
+    }
+
+    pub fn validate(&self, p: &mut Problems) {
+        if let Some(inv) = &self.inventory {
+            match inv.extension().and_then(|e| e.to_str()) {
+                Some("yaml" | "yml" | "csv") => {}
+                _ => p.add(
+                    "devices.inventory",
+                    inv,
+                    format!(
+                        "{} has no known extension; expected a .yaml, .yml or .csv file",
+                        inv.display()
+                    ),
+                ),
+            }
+            if !inv.is_file() {
+                p.add(
+                    "devices.inventory",
+                    inv,
+                    format!(
+                        "{} is not a readable file; expected an inventory file (an empty one is fine)",
+                        inv.display()
+                    ),
+                );
+            }
+        }
+        if !matches!(self.missing_variable.value, 403 | 404) {
+            p.add(
+                "devices.missing_variable",
+                &self.missing_variable,
+                format!("is {}; expected 403 or 404", self.missing_variable.value),
+            );
+        }
+        for (i, pre) in self.private.iter().enumerate() {
+            if crate::catalog::path::normalize(pre).is_err() {
+                p.add(
+                    format!("devices.private[{i}]"),
+                    pre,
+                    format!(
+                        "`{}` is not a usable path prefix; expected e.g. devices/",
+                        pre.value
+                    ),
+                );
+            }
+        }
+        if let Some(pre) = &self.binding.init_prefix
+            && crate::catalog::path::normalize(pre).is_err()
+        {
+            p.add(
+                "devices.binding.init_prefix",
+                pre,
+                format!(
+                    "`{}` is not a usable path prefix; expected e.g. /init",
+                    pre.value
+                ),
+            );
+        }
+        if self.binding.devices_per_pin.value == 0 {
+            p.add(
+                "devices.binding.devices_per_pin",
+                &self.binding.devices_per_pin,
+                "is 0; expected at least 1",
+            );
+        }
+        if !self.binding.profile.ends_with(".tmpl")
+            || crate::catalog::path::normalize(&self.binding.profile).is_err()
+        {
+            p.add(
+                "devices.binding.profile",
+                &self.binding.profile,
+                format!(
+                    "`{}` is not a template path; expected a catalog path ending in .tmpl",
+                    self.binding.profile.value
+                ),
+            );
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! Who is asking: the device's MAC, model and firmware, and how sure we are.
+//!
+//! Vendor knowledge is data: one row per User-Agent format in [`UA_FORMATS`]. Adding a
+//! vendor means adding a row (and a unit test), never a branch in a handler.
+
+use std::net::IpAddr;
+use std::sync::OnceLock;
+
+use prometheus_client::encoding::EncodeLabelValue;
+use regex::Regex;
+
+use super::config::Trust;
+use super::{ClientIdentity, Mac, Registry};
+
+/// Where a device's MAC came from, strongest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Source {
+    /// A client certificate the TLS layer verified.
+    client_cert,
+    /// A DHCP lease provbox granted to the peer's address.
+    lease,
+    /// The User-Agent header.
+    user_agent,
+    /// The MAC in the requested path (a device asking for its own file).
+    path,
+    /// Nothing: the request could be from anyone.
+    none,
+}
+
+/// One User-Agent format. `pattern` has named groups `model`, `version` and, where the
+/// vendor sends it, `mac` and `serial`.
+pub struct UaFormat {
+    pub vendor: &'static str,
+    pub pattern: &'static str,
+}
+
+/// Vendor User-Agent formats, tried in order; the first match wins.
+pub const UA_FORMATS: &[UaFormat] = &[
+    // Cisco-CP-8831-3PCC/9.3.3 (00562b043615)
+    UaFormat {
+        vendor: "cisco",
+        pattern: r"^Cisco-(?P<model>CP-[0-9A-Za-z]+(?:-[0-9A-Za-z]+)*)/(?P<version>[^\s(]+)\s*\((?P<mac>[0-9A-Fa-f]{12})\)",
+    },
+    // Cisco/SPA508G-7.4.4 (0002FDFF2103)(CBT141400FK)
+    UaFormat {
+        vendor: "cisco",
+        pattern: r"^Cisco/(?P<model>[A-Z]+[0-9][0-9A-Za-z]*)-(?P<version>[^\s(]+)\s*\((?P<mac>[0-9A-Fa-f]{12})\)(?:\((?P<serial>[0-9A-Za-z]+)\))?",
+    },
+    // Yealink SIP-T46G 28.72.0.1 00:15:65:4a:a9:37
+    UaFormat {
+        vendor: "yealink",
+        pattern: r"^Yealink\s+(?P<model>\S+)\s+(?P<version>[0-9][0-9.]*)\s+(?P<mac>(?:[0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2})",
+    },
+    // FileTransport PolycomVVX-VVX_400-UA/5.9.5.0614 (SN:0004f2abcdef) Type/Application
+    // The MAC is often absent: the lease or certificate has to provide it.
+    UaFormat {
+        vendor: "polycom",
+        pattern: r"Polycom[A-Za-z]*-(?P<model>[A-Za-z]+_[0-9A-Za-z]+)-UA/(?P<version>[0-9][0-9A-Za-z.]*)(?:.*?\(SN:(?P<mac>[0-9A-Fa-f]{12})\))?",
+    },
+    // Grandstream Model HW GXP2170 SW 1.0.11.3 DevId c074ad2bd859
+    // Grandstream GXP1625 1.0.4.128 DevId c074ad2bd859 (older firmware)
+    UaFormat {
+        vendor: "grandstream",
+        pattern: r"^Grandstream\s+(?:Model\s+HW\s+)?(?P<model>\S+)(?:\s+V\S+)?\s+(?:SW\s+)?(?P<version>[0-9]\S*)\s+DevId\s+(?P<mac>[0-9A-Fa-f]{12})",
+    },
+    // Mozilla/4.0 (compatible; snomD785-SIP 10.1.33.33 010.1.33.33 000413922D24)
+    UaFormat {
+        vendor: "snom",
+        pattern: r"snom(?P<model>[0-9A-Za-z]+)-SIP\s+(?P<version>[0-9][0-9.]*)(?:.*?\b(?P<mac>[0-9A-Fa-f]{12})\b)?",
+    },
+];
+
+fn compiled() -> &'static [(&'static UaFormat, Regex)] {
+    static C: OnceLock<Vec<(&'static UaFormat, Regex)>> = OnceLock::new();
+    C.get_or_init(|| {
+        UA_FORMATS
+            .iter()
+            .map(|f| {
+                (
+                    f,
+                    Regex::new(f.pattern).expect("UA_FORMATS patterns are valid"),
+                )
+            })
+            .collect()
+    })
+}
+
+/// What a User-Agent says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UaInfo {
+    pub vendor: &'static str,
+    pub model: Option<String>,
+    pub version: Option<String>,
+    pub mac: Option<Mac>,
+    pub serial: Option<String>,
+}
+
+pub fn parse_user_agent(ua: &str) -> Option<UaInfo> {
+    for (f, re) in compiled() {
+        if let Some(c) = re.captures(ua) {
+            let get = |n: &str| c.name(n).map(|m| m.as_str().to_string());
+            return Some(UaInfo {
+                vendor: f.vendor,
+                model: get("model"),
+                version: get("version"),
+                mac: c.name("mac").and_then(|m| m.as_str().parse().ok()),
+                serial: get("serial"),
+            });
+        }
+    }
+    None
+}
+
+/// The requesting device as far as this request shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub mac: Option<Mac>,
+    pub source: Source,
+    /// The source is one the configuration trusts to prove who is asking.
+    pub proven: bool,
+    pub vendor: Option<&'static str>,
+    pub model: Option<String>,
+    pub version: Option<String>,
+    pub serial: Option<String>,
+}
+
+/// Combine every identity source for one request. A verified certificate beats our own
+/// lease, which beats the User-Agent, which beats the MAC in the path. Whether the result
+/// proves who is asking depends on `trust` (a certificate always does).
+pub fn identify(
+    peer: IpAddr,
+    user_agent: Option<&str>,
+    client: Option<&ClientIdentity>,
+    path_mac: Option<Mac>,
+    registry: &Registry,
+    trust: &Trust,
+) -> Identity {
+    let ua = user_agent.and_then(parse_user_agent);
+    let (mac, source, proven) = if let Some(m) = client.and_then(|c| c.mac) {
+        (Some(m), Source::client_cert, true)
+    } else if let Some(l) = registry.by_ip(peer) {
+        (Some(l.mac), Source::lease, trust.lease)
+    } else if let Some(m) = ua.as_ref().and_then(|u| u.mac) {
+        (Some(m), Source::user_agent, trust.user_agent)
+    } else if let Some(m) = path_mac {
+        (Some(m), Source::path, trust.path)
+    } else {
+        (None, Source::none, false)
+    };
+    Identity {
+        mac,
+        source,
+        proven,
+        vendor: ua.as_ref().map(|u| u.vendor),
+        model: ua.as_ref().and_then(|u| u.model.clone()),
+        version: ua.as_ref().and_then(|u| u.version.clone()),
+        serial: ua.and_then(|u| u.serial),
+    }
+}
+
+/// The MAC a request path names (`/cfg/00562b043615.xml`, `SEP00562B043615.cnf.xml`),
+/// with the byte range it occupies. Yealink's model files `y0000000000NN.cfg` look like
+/// MACs with the all-zero OUI; no phone has that OUI, so such names are not devices.
+pub fn mac_in_path(key: &str) -> Option<(Mac, std::ops::Range<usize>)> {
+    let b = key.as_bytes();
+    let mut i = 0;
+    while i + 12 <= b.len() {
+        let at_start = i == 0 || !b[i - 1].is_ascii_hexdigit();
+        if at_start
+            && b[i..i + 12].iter().all(u8::is_ascii_hexdigit)
+            && (i + 12 == b.len() || !b[i + 12].is_ascii_hexdigit())
+        {
+            if let Ok(m) = key[i..i + 12].parse::<Mac>()
+                && m.0[..3] != [0, 0, 0]
+            {
+                return Some((m, i..i + 12));
+            }
+            i += 12;
+            continue;
+        }
+        i += 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::registry::LeaseInfo;
+
+    fn mac(s: &str) -> Mac {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn cisco_3pcc() {
+        let u = parse_user_agent("Cisco-CP-8831-3PCC/9.3.3 (00562b043615)").unwrap();
+        assert_eq!(u.vendor, "cisco");
+        assert_eq!(u.model.as_deref(), Some("CP-8831-3PCC"));
+        assert_eq!(u.version.as_deref(), Some("9.3.3"));
+        assert_eq!(u.mac, Some(mac("00562b043615")));
+    }
+
+    #[test]
+    fn cisco_spa() {
+        let u = parse_user_agent("Cisco/SPA508G-7.4.4 (0002FDFF2103)(CBT141400FK)").unwrap();
+        assert_eq!(u.model.as_deref(), Some("SPA508G"));
+        assert_eq!(u.version.as_deref(), Some("7.4.4"));
+        assert_eq!(u.mac, Some(mac("0002fdff2103")));
+        assert_eq!(u.serial.as_deref(), Some("CBT141400FK"));
+    }
+
+    #[test]
+    fn yealink() {
+        let u = parse_user_agent("Yealink SIP-T46G 28.72.0.1 00:15:65:4a:a9:37").unwrap();
+        assert_eq!(u.vendor, "yealink");
+        assert_eq!(u.model.as_deref(), Some("SIP-T46G"));
+        assert_eq!(u.version.as_deref(), Some("28.72.0.1"));
+        assert_eq!(u.mac, Some(mac("0015654aa937")));
+    }
+
+    #[test]
+    fn polycom_without_and_with_mac() {
+        let u = parse_user_agent("FileTransport PolycomVVX-VVX_400-UA/5.9.5.0614 Type/Application")
+            .unwrap();
+        assert_eq!(u.vendor, "polycom");
+        assert_eq!(u.model.as_deref(), Some("VVX_400"));
+        assert_eq!(u.version.as_deref(), Some("5.9.5.0614"));
+        assert_eq!(u.mac, None);
+        let u = parse_user_agent(
+            "FileTransport PolycomVVX-VVX_410-UA/5.9.0.9373 (SN:64167f0a0b0c) Type/Application",
+        )
+        .unwrap();
+        assert_eq!(u.model.as_deref(), Some("VVX_410"));
+        assert_eq!(u.mac, Some(mac("64167f0a0b0c")));
+    }
+
+    #[test]
+    fn grandstream() {
+        let u =
+            parse_user_agent("Grandstream Model HW GXP2170 V2.4B SW 1.0.11.3 DevId c074ad2bd859")
+                .unwrap();
+        assert_eq!(u.vendor, "grandstream");
+        assert_eq!(u.model.as_deref(), Some("GXP2170"));
+        assert_eq!(u.version.as_deref(), Some("1.0.11.3"));
+        assert_eq!(u.mac, Some(mac("c074ad2bd859")));
+        let u = parse_user_agent("Grandstream GXP1625 1.0.4.128 DevId c074ad2bd85a").unwrap();
+        assert_eq!(u.model.as_deref(), Some("GXP1625"));
+        assert_eq!(u.version.as_deref(), Some("1.0.4.128"));
+        assert_eq!(u.mac, Some(mac("c074ad2bd85a")));
+    }
+
+    #[test]
+    fn snom() {
+        let u = parse_user_agent(
+            "Mozilla/4.0 (compatible; snomD785-SIP 10.1.33.33 010.1.33.33 000413922D24)",
+        )
+        .unwrap();
+        assert_eq!(u.vendor, "snom");
+        assert_eq!(u.model.as_deref(), Some("D785"));
+        assert_eq!(u.version.as_deref(), Some("10.1.33.33"));
+        assert_eq!(u.mac, Some(mac("000413922d24")));
+    }
+
+    #[test]
+    fn unknown_agents() {
+        assert_eq!(parse_user_agent("curl/8.5.0"), None);
+        assert_eq!(parse_user_agent(""), None);
+        // A truncated Cisco agent without its MAC is not half-parsed into a wrong MAC.
+        assert_eq!(parse_user_agent("Cisco-CP-8831-3PCC/9.3.3"), None);
+    }
+
+    #[test]
+    fn macs_in_paths() {
+        let (m, r) = mac_in_path("cfg/00562b043615.xml").unwrap();
+        assert_eq!(m, mac("00562b043615"));
+        assert_eq!(r, 4..16);
+        assert_eq!(
+            mac_in_path("SEP00562B043615.cnf.xml").map(|x| x.0),
+            Some(mac("00562b043615"))
+        );
+        assert_eq!(mac_in_path("y000000000028.cfg"), None);
+        assert_eq!(mac_in_path("CP-8831-3PCC.cfg"), None);
+        assert_eq!(mac_in_path("fw/1234567890abcdef.bin"), None);
+    }
+
+    #[test]
+    fn lease_identity_from_the_registry() {
+        let reg = Registry::default();
+        let ip: IpAddr = "198.18.0.57".parse().unwrap();
+        reg.lease_bound(
+            ip,
+            LeaseInfo {
+                mac: mac("000e08aabbcc"),
+                hostname: None,
+                vendor_class: None,
+            },
+        );
+        let trusting = Trust {
+            lease: true,
+            ..Trust::default()
+        };
+        // The lease wins over what the User-Agent claims, and is proven when trusted.
+        let id = identify(
+            ip,
+            Some("Yealink SIP-T46G 28.72.0.1 00:15:65:4a:a9:37"),
+            None,
+            None,
+            &reg,
+            &trusting,
+        );
+        assert_eq!(id.mac, Some(mac("000e08aabbcc")));
+        assert_eq!(id.source, Source::lease);
+        assert!(id.proven);
+        assert_eq!(id.model.as_deref(), Some("SIP-T46G"));
+        let id = identify(ip, None, None, None, &reg, &Trust::default());
+        assert!(!id.proven);
+        // Another address has no lease: the User-Agent is all there is, untrusted.
+        let other: IpAddr = "198.18.0.58".parse().unwrap();
+        let id = identify(
+            other,
+            Some("Yealink SIP-T46G 28.72.0.1 00:15:65:4a:a9:37"),
+            None,
+            None,
+            &reg,
+            &trusting,
+        );
+        assert_eq!(id.source, Source::user_agent);
+        assert!(!id.proven);
+        // A verified certificate beats the lease.
+        let cert = ClientIdentity {
+            subject: "CN=SEP00562B043615".into(),
+            common_name: None,
+            mac: Some(mac("00562b043615")),
+        };
+        let id = identify(ip, None, Some(&cert), None, &reg, &Trust::default());
+        assert_eq!(id.source, Source::client_cert);
+        assert!(id.proven);
+        // A Polycom agent has no MAC: the path's MAC is used, proven only when trusted.
+        let polycom = "FileTransport PolycomVVX-VVX_400-UA/5.9.5.0614 Type/Application";
+        let pm = Some(mac("0004f2abcdef"));
+        let id = identify(other, Some(polycom), None, pm, &reg, &trusting);
+        assert_eq!((id.source, id.proven), (Source::path, false));
+        let t = Trust {
+            path: true,
+            ..Trust::default()
+        };
+        let id = identify(other, Some(polycom), None, pm, &reg, &t);
+        assert_eq!((id.mac, id.proven), (pm, true));
+        assert_eq!(id.model.as_deref(), Some("VVX_400"));
+    }
+}
