@@ -76,7 +76,7 @@ fn served_dir() -> tempfile::TempDir {
     let fw: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(d.path().join("more/fw.bin"), &fw).unwrap();
     std::fs::write(
-        d.path().join("more/sub/SEP00562B043615.cnf.xml"),
+        d.path().join("more/sub/phone.cnf.xml"),
         "<device/>",
     )
     .unwrap();
@@ -119,11 +119,11 @@ fn get_head_ranges_conditionals_and_refusals() {
         b"first root wins"
     );
     assert_eq!(
-        curl(&format!("{base}/sub/SEP00562B043615.cnf.xml"), &[]).0,
+        curl(&format!("{base}/sub/phone.cnf.xml"), &[]).0,
         200
     );
     assert_eq!(
-        curl(&format!("{base}/sub//./SEP00562B043615.cnf.xml"), &[]).0,
+        curl(&format!("{base}/sub//./phone.cnf.xml"), &[]).0,
         200
     );
 
