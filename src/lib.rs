@@ -12,3 +12,4 @@ pub mod server;
 pub mod store;
 pub mod tftp;
 pub mod tls;
+pub mod tls_legacy;
