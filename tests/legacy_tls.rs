@@ -14,7 +14,8 @@ use support::{Provbox, free_tcp_port, provbox, require};
 
 /// A profile with every byte value, so any mangling on the way shows.
 fn profile() -> Vec<u8> {
-    let mut v = b"<flat-profile><Profile_Rule>https://prov/</Profile_Rule></flat-profile>\n".to_vec();
+    let mut v =
+        b"<flat-profile><Profile_Rule>https://prov/</Profile_Rule></flat-profile>\n".to_vec();
     for i in 0..4096u32 {
         v.push((i * 7 % 256) as u8);
     }
@@ -163,7 +164,11 @@ impl Lab {
         }
         let out = child.wait_with_output().unwrap();
         let ok = out.stdout.starts_with(b"HTTP/1.");
-        (ok, out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            ok,
+            out.stdout,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     fn metrics(&self) -> String {
@@ -206,7 +211,13 @@ const TLS10: &[&str] = &["--tlsv1.0", "--tls-max", "1.0", "--ciphers", "AES256-S
 /// curl's own OpenSSL (Debian: security level 2) refuses to sign or check the MD5+SHA-1
 /// signatures TLS 1.0 uses for DHE and client certificates; old phones have no such
 /// limit, so the client side drops to level 0 for those cases.
-const TLS10_S0: &[&str] = &["--tlsv1.0", "--tls-max", "1.0", "--ciphers", "AES256-SHA@SECLEVEL=0"];
+const TLS10_S0: &[&str] = &[
+    "--tlsv1.0",
+    "--tls-max",
+    "1.0",
+    "--ciphers",
+    "AES256-SHA@SECLEVEL=0",
+];
 const S_TLS10: &[&str] = &["-tls1", "-cipher", "AES256-SHA@SECLEVEL=0"];
 
 fn body_of(response: &[u8]) -> &[u8] {
@@ -234,9 +245,18 @@ fn old_phone_handshake_fetches_byte_exact_from_the_legacy_listener_only() {
     assert_eq!(body, want, "curl body differs");
     let (ok, body, err) = lab.curl(
         lab.legacy,
-        &["--tlsv1.0", "--tls-max", "1.0", "--ciphers", "DHE-RSA-AES128-SHA@SECLEVEL=0"],
+        &[
+            "--tlsv1.0",
+            "--tls-max",
+            "1.0",
+            "--ciphers",
+            "DHE-RSA-AES128-SHA@SECLEVEL=0",
+        ],
     );
-    assert!(ok, "curl TLS 1.0 DHE-RSA-AES128-SHA to legacy failed: {err}");
+    assert!(
+        ok,
+        "curl TLS 1.0 DHE-RSA-AES128-SHA to legacy failed: {err}"
+    );
     assert_eq!(body, want);
 
     assert_eq!(
@@ -246,7 +266,12 @@ fn old_phone_handshake_fetches_byte_exact_from_the_legacy_listener_only() {
         lab.metrics()
     );
     assert_eq!(
-        lab.handshakes(lab.legacy, true, "TLSv1.0", "TLS_DHE_RSA_WITH_AES_128_CBC_SHA"),
+        lab.handshakes(
+            lab.legacy,
+            true,
+            "TLSv1.0",
+            "TLS_DHE_RSA_WITH_AES_128_CBC_SHA"
+        ),
         1
     );
 
@@ -256,7 +281,12 @@ fn old_phone_handshake_fetches_byte_exact_from_the_legacy_listener_only() {
     let (ok, _, err) = lab.curl(lab.modern, TLS10);
     assert!(!ok, "rustls listener accepted TLS 1.0 via curl");
     assert!(err.contains("(35)") || err.contains("SSL"), "{err}");
-    assert_eq!(lab.failures(lab.modern, false, "incompatible"), 2, "{}", lab.metrics());
+    assert_eq!(
+        lab.failures(lab.modern, false, "incompatible"),
+        2,
+        "{}",
+        lab.metrics()
+    );
     // Nothing about those attempts shows up as a handshake on the rustls listener.
     assert!(!lab.metrics().contains(&format!(
         "listener=\"https:127.0.0.1:{}\",version=\"TLSv1.0\"",
@@ -266,22 +296,44 @@ fn old_phone_handshake_fetches_byte_exact_from_the_legacy_listener_only() {
     // Modern clients: TLS 1.2 ECDHE works on both doors.
     let (ok, body, err) = lab.curl(
         lab.legacy,
-        &["--tlsv1.2", "--tls-max", "1.2", "--ciphers", "ECDHE-RSA-AES128-GCM-SHA256"],
+        &[
+            "--tlsv1.2",
+            "--tls-max",
+            "1.2",
+            "--ciphers",
+            "ECDHE-RSA-AES128-GCM-SHA256",
+        ],
     );
     assert!(ok, "TLS 1.2 ECDHE to legacy failed: {err}");
     assert_eq!(body, want);
     let (ok, body, err) = lab.curl(
         lab.modern,
-        &["--tlsv1.2", "--tls-max", "1.2", "--ciphers", "ECDHE-ECDSA-AES128-GCM-SHA256"],
+        &[
+            "--tlsv1.2",
+            "--tls-max",
+            "1.2",
+            "--ciphers",
+            "ECDHE-ECDSA-AES128-GCM-SHA256",
+        ],
     );
     assert!(ok, "TLS 1.2 ECDHE to rustls failed: {err}");
     assert_eq!(body, want);
     assert_eq!(
-        lab.handshakes(lab.legacy, true, "TLSv1.2", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"),
+        lab.handshakes(
+            lab.legacy,
+            true,
+            "TLSv1.2",
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
+        ),
         1
     );
     assert_eq!(
-        lab.handshakes(lab.modern, false, "TLSv1.2", "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"),
+        lab.handshakes(
+            lab.modern,
+            false,
+            "TLSv1.2",
+            "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"
+        ),
         1
     );
     // Default curl to the legacy door: TLS 1.3, named the way rustls names it.
@@ -298,8 +350,14 @@ fn old_phone_handshake_fetches_byte_exact_from_the_legacy_listener_only() {
     );
 
     // Both doors feed the same request counters.
-    assert!(lab.metrics().contains("provbox_requests_total{protocol=\"https\",outcome=\"ok\"} 6"));
-    assert!(lab.pb.log().contains("https_legacy is ON"), "no start-up warning");
+    assert!(
+        lab.metrics()
+            .contains("provbox_requests_total{protocol=\"https\",outcome=\"ok\"} 6")
+    );
+    assert!(
+        lab.pb.log().contains("https_legacy is ON"),
+        "no start-up warning"
+    );
 }
 
 #[test]
@@ -314,7 +372,12 @@ fn required_client_certificate_on_the_legacy_listener() {
     let (ok, _, err) = lab.curl(lab.legacy, TLS10);
     assert!(!ok, "legacy listener served a client without certificate");
     assert!(!err.is_empty());
-    assert_eq!(lab.failures(lab.legacy, true, "no_client_cert"), 1, "{}", lab.metrics());
+    assert_eq!(
+        lab.failures(lab.legacy, true, "no_client_cert"),
+        1,
+        "{}",
+        lab.metrics()
+    );
 
     // A certificate from the vendor CA: served, over TLS 1.0, with both clients.
     let mut args = TLS10_S0.to_vec();
@@ -340,8 +403,16 @@ fn required_client_certificate_on_the_legacy_listener() {
         c.stranger_key.to_str().unwrap(),
     ]);
     let (ok, _, _) = lab.curl(lab.legacy, &args);
-    assert!(!ok, "legacy listener accepted a certificate from an unknown CA");
-    assert_eq!(lab.failures(lab.legacy, true, "bad_client_cert"), 1, "{}", lab.metrics());
+    assert!(
+        !ok,
+        "legacy listener accepted a certificate from an unknown CA"
+    );
+    assert_eq!(
+        lab.failures(lab.legacy, true, "bad_client_cert"),
+        1,
+        "{}",
+        lab.metrics()
+    );
     assert!(!lab.pb.log().contains("subject=CN=SEP0000DEADBEEF"));
 
     // The rustls listener applies the same policy (TLS 1.2+).
@@ -360,14 +431,30 @@ fn optional_client_certificate_and_minimum_protocol() {
     // TLS 1.0 is below this listener's minimum.
     let (ok, _, _) = lab.curl(lab.legacy, TLS10);
     assert!(!ok, "min_protocol tls1.1 accepted TLS 1.0");
-    assert_eq!(lab.failures(lab.legacy, true, "incompatible"), 1, "{}", lab.metrics());
+    assert_eq!(
+        lab.failures(lab.legacy, true, "incompatible"),
+        1,
+        "{}",
+        lab.metrics()
+    );
     // TLS 1.1 without a certificate is fine under `optional`, and with one too.
-    let tls11 = ["--tlsv1.1", "--tls-max", "1.1", "--ciphers", "AES128-SHA@SECLEVEL=0"];
+    let tls11 = [
+        "--tlsv1.1",
+        "--tls-max",
+        "1.1",
+        "--ciphers",
+        "AES128-SHA@SECLEVEL=0",
+    ];
     let (ok, body, err) = lab.curl(lab.legacy, &tls11);
     assert!(ok, "TLS 1.1 without cert failed: {err}");
     assert_eq!(body, want);
     let mut args = tls11.to_vec();
-    args.extend(["--cert", c.cert.to_str().unwrap(), "--key", c.key.to_str().unwrap()]);
+    args.extend([
+        "--cert",
+        c.cert.to_str().unwrap(),
+        "--key",
+        c.key.to_str().unwrap(),
+    ]);
     let (ok, body, err) = lab.curl(lab.legacy, &args);
     assert!(ok, "TLS 1.1 with cert failed: {err}");
     assert_eq!(body, want);
@@ -414,9 +501,16 @@ fn configured_rsa_certificate_is_reloaded_when_it_changes() {
     // Key first, then cert: a half-written pair is refused and the old one keeps serving.
     std::fs::copy(&second.1, pb.path().join("legacy.key")).unwrap();
     std::fs::copy(&second.0, pb.path().join("legacy.pem")).unwrap();
-    pb.wait_for_log("https_legacy: TLS certificate reloaded", Duration::from_secs(20));
+    pb.wait_for_log(
+        "https_legacy: TLS certificate reloaded",
+        Duration::from_secs(20),
+    );
     let out = fetch(&ca2);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.stdout, profile());
 }
 

@@ -323,15 +323,14 @@ impl Listener {
             }
             #[cfg(feature = "legacy-tls")]
             Some(TlsDoor::OpenSsl(acceptor)) => {
-                let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io))
-                    .await
-                {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => return self.handshake_failed(peer, e.reason, &e),
-                    Err(_) => {
-                        return self.handshake_failed(peer, "timeout", &"no handshake in 10s");
-                    }
-                };
+                let stream =
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => return self.handshake_failed(peer, e.reason, &e),
+                        Err(_) => {
+                            return self.handshake_failed(peer, "timeout", &"no handshake in 10s");
+                        }
+                    };
                 let hs = crate::tls_legacy::Acceptor::describe(stream.ssl());
                 self.handshake_done(peer, hs.version, hs.cipher, hs.client.as_ref());
                 let conn = ConnInfo {

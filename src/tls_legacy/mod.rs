@@ -170,7 +170,10 @@ impl Config {
                         p.add(
                             field,
                             f,
-                            format!("{} is not a readable file; expected a PEM file", f.display()),
+                            format!(
+                                "{} is not a readable file; expected a PEM file",
+                                f.display()
+                            ),
                         );
                     }
                 }
@@ -290,7 +293,7 @@ mod tests {
             .iter()
             .find(|e| e.field == "https_legacy.listen[0]")
             .unwrap();
-        assert_eq!(e.line, 7);
+        assert_eq!(e.line, 8);
         assert!(e.message.contains("https.listen[0]"), "{err}");
     }
 
@@ -304,6 +307,7 @@ mod tests {
         assert!(err.to_string().contains("tls1.0"), "{err}");
     }
 
+    #[cfg(feature = "legacy-tls")]
     #[test]
     fn client_auth_without_any_ca_is_refused() {
         let err = parse(&format!(

@@ -55,7 +55,9 @@ pub fn check_ciphers(list: &At<String>) -> Result<(), String> {
         b.set_cipher_list(s).is_ok()
     };
     if list.trim().is_empty() {
-        return Err("is empty; expected an OpenSSL cipher list such as AES256-SHA:AES128-SHA".into());
+        return Err(
+            "is empty; expected an OpenSSL cipher list such as AES256-SHA:AES128-SHA".into(),
+        );
     }
     for entry in list.split([':', ',', ' ']).filter(|e| !e.is_empty()) {
         // Modifiers remove or reorder; they cannot "match nothing".
@@ -136,7 +138,8 @@ fn context(f: &Files) -> Result<SslContext> {
     match (f.client_auth, &f.client_ca) {
         (ClientAuth::None, _) | (_, None) => b.set_verify(SslVerifyMode::NONE),
         (policy, Some(ca)) => {
-            let pem = fs::read(ca).with_context(|| format!("reading client CA {}", ca.display()))?;
+            let pem =
+                fs::read(ca).with_context(|| format!("reading client CA {}", ca.display()))?;
             let cas = X509::stack_from_pem(&pem)
                 .with_context(|| format!("parsing client CA {}", ca.display()))?;
             if cas.is_empty() {
@@ -354,7 +357,9 @@ pub fn lab_rsa_cert(dir: &Path, names: &[String]) -> Result<(PathBuf, PathBuf)> 
     let issuer = rcgen::Issuer::from_ca_cert_pem(&fs::read_to_string(&lab.ca_cert)?, ca_key)?;
     let mut params = rcgen::CertificateParams::new(names.to_vec())?;
     let cn = names.first().cloned().unwrap_or_else(|| "provbox".into());
-    params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
     params
         .distinguished_name
         .push(rcgen::DnType::OrganizationName, "provbox lab");
@@ -394,7 +399,8 @@ pub async fn bind(
             (c, k)
         }
     };
-    let key_pem = fs::read(&key).with_context(|| format!("https_legacy: reading {}", key.display()))?;
+    let key_pem =
+        fs::read(&key).with_context(|| format!("https_legacy: reading {}", key.display()))?;
     if PKey::private_key_from_pem(&key_pem).is_ok_and(|k| k.id() != Id::RSA) {
         tracing::warn!(
             key = %key.display(),
@@ -421,7 +427,10 @@ pub async fn bind(
     let mut out = Vec::new();
     for (i, a) in cfg.listen.iter().enumerate() {
         let socket = bind_tcp(&format!("https_legacy.listen[{i}]"), a.value).await?;
-        banner.push(format!("https  https://{}/ (legacy TLS)", socket.local_addr()?));
+        banner.push(format!(
+            "https  https://{}/ (legacy TLS)",
+            socket.local_addr()?
+        ));
         out.push(http::Listener {
             name: format!("https_legacy:{}", a.value),
             socket,
