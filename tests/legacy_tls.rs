@@ -554,3 +554,44 @@ fn check_refuses_unusable_cipher_lists_and_shows_the_listener() {
         assert!(out.contains("RC4 is not available"), "{out}");
     }
 }
+
+#[test]
+fn sighup_applies_a_new_policy_to_the_next_handshake() {
+    let (mut lab, _) = start("none", "");
+    let (ok, body, err) = lab.curl(lab.legacy, TLS10);
+    assert!(ok, "{err}");
+    assert_eq!(body, profile());
+    // Raise the minimum to TLS 1.2 and reload: TLS 1.0 is refused from then on.
+    let cfg = lab.pb.path().join("config.yaml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let text = text.replace(
+        "https_legacy:\n  enabled: true\n",
+        "https_legacy:\n  enabled: true\n  min_protocol: tls1.2\n",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let pid = lab.pb.pid().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    lab.pb
+        .wait_for_log("configuration reloaded", Duration::from_secs(10));
+    assert!(lab.pb.log().contains("result=\"ok\""), "{}", lab.pb.log());
+    let (ok, _, _) = lab.curl(lab.legacy, TLS10);
+    assert!(
+        !ok,
+        "TLS 1.0 still accepted after min_protocol: tls1.2 and SIGHUP"
+    );
+    assert_eq!(
+        lab.failures(lab.legacy, true, "incompatible"),
+        1,
+        "{}",
+        lab.metrics()
+    );
+    let (ok, body, err) = lab.curl(lab.legacy, &["--tlsv1.2"]);
+    assert!(ok, "{err}");
+    assert_eq!(body, profile());
+}

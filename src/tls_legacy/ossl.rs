@@ -203,10 +203,11 @@ fn classify(e: &openssl::ssl::Error) -> &'static str {
     }
 }
 
-/// The current OpenSSL context of one legacy listener set, swapped when files change.
+/// The current OpenSSL context of one legacy listener set, swapped when its files change
+/// on disk or a reloaded configuration changes its policy.
 pub struct Acceptor {
     current: ArcSwap<SslContext>,
-    files: Files,
+    files: ArcSwap<Files>,
 }
 
 /// What a finished handshake says, for metrics and the request's identity.
@@ -221,8 +222,16 @@ impl Acceptor {
         let ctx = context(&files)?;
         Ok(Arc::new(Acceptor {
             current: ArcSwap::from_pointee(ctx),
-            files,
+            files: ArcSwap::from_pointee(files),
         }))
+    }
+
+    /// Apply new settings (SIGHUP): only a context that builds replaces the old one.
+    fn reconfigure(&self, files: Files) -> Result<()> {
+        let ctx = context(&files)?;
+        self.current.store(Arc::new(ctx));
+        self.files.store(Arc::new(files));
+        Ok(())
     }
 
     /// Run the server handshake on `io`.
@@ -289,21 +298,22 @@ impl Acceptor {
                 .collect()
         };
         tokio::spawn(async move {
-            let mut last = stamp(&self.files);
+            let mut last = stamp(&self.files.load());
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(every) => {}
                 }
-                let now = stamp(&self.files);
+                let files = self.files.load_full();
+                let now = stamp(&files);
                 if now == last {
                     continue;
                 }
                 last = now;
-                match context(&self.files) {
+                match context(&files) {
                     Ok(ctx) => {
                         self.current.store(Arc::new(ctx));
-                        tracing::info!(cert = %self.files.cert.display(), "https_legacy: TLS certificate reloaded");
+                        tracing::info!(cert = %files.cert.display(), "https_legacy: TLS certificate reloaded");
                     }
                     Err(e) => tracing::error!(
                         "https_legacy: TLS files changed but cannot be used, keeping the old ones: {e:#}"
@@ -377,28 +387,12 @@ pub fn lab_rsa_cert(dir: &Path, names: &[String]) -> Result<(PathBuf, PathBuf)> 
     Ok((cert, key))
 }
 
-pub async fn bind(
-    ctx: &Context,
-    cfg: &Config,
-    banner: &mut Vec<String>,
-) -> Result<Vec<http::Listener>> {
-    let Effective {
-        cert_key,
-        client_auth,
-        client_ca,
-        min_protocol,
-        ciphers,
-    } = cfg.effective(&ctx.config.https);
-    let (cert, key) = match cert_key {
-        Some(ck) => ck,
-        None => {
-            let dir = ctx.data_dir.join("tls");
-            let (c, k) = lab_rsa_cert(&dir, &tls::machine_names(&ctx.config.https.names))
-                .context("https_legacy: creating the lab RSA certificate")?;
-            tracing::info!(cert = %c.display(), "https_legacy: no certificate configured; serving an RSA one from the lab CA");
-            (c, k)
-        }
-    };
+/// The files and policy to build a context from; `lab` stands in for an unset cert/key.
+fn files_of(eff: Effective, lab: Option<&(PathBuf, PathBuf)>) -> Result<Files> {
+    let (cert, key) = eff
+        .cert_key
+        .or_else(|| lab.cloned())
+        .ok_or_else(|| anyhow!("https_legacy: no certificate configured and no lab certificate was created at start; restart to create one"))?;
     let key_pem =
         fs::read(&key).with_context(|| format!("https_legacy: reading {}", key.display()))?;
     if PKey::private_key_from_pem(&key_pem).is_ok_and(|k| k.id() != Id::RSA) {
@@ -407,15 +401,49 @@ pub async fn bind(
             "https_legacy: the key is not RSA, so the RSA and DHE-RSA suites old phones offer cannot be negotiated; set https_legacy.cert and key to an RSA certificate"
         );
     }
-    let acceptor = Acceptor::new(Files {
+    Ok(Files {
         cert,
         key,
-        client_auth,
-        client_ca,
-        min_protocol,
-        ciphers: ciphers.clone(),
+        client_auth: eff.client_auth,
+        client_ca: eff.client_ca,
+        min_protocol: eff.min_protocol,
+        ciphers: eff.ciphers,
     })
-    .context("https_legacy")?;
+}
+
+pub async fn bind(
+    ctx: &Context,
+    cfg: &Config,
+    banner: &mut Vec<String>,
+) -> Result<Vec<http::Listener>> {
+    let eff = cfg.effective(&ctx.config.https);
+    let lab = match &eff.cert_key {
+        Some(_) => None,
+        None => {
+            let dir = ctx.data_dir.join("tls");
+            let (c, k) = lab_rsa_cert(&dir, &tls::machine_names(&ctx.config.https.names))
+                .context("https_legacy: creating the lab RSA certificate")?;
+            tracing::info!(cert = %c.display(), "https_legacy: no certificate configured; serving an RSA one from the lab CA");
+            Some((c, k))
+        }
+    };
+    let files = files_of(eff, lab.as_ref())?;
+    let (min_protocol, ciphers) = (files.min_protocol, files.ciphers.clone());
+    let acceptor = Acceptor::new(files).context("https_legacy")?;
+    // SIGHUP: new ciphers, minimum protocol, certificate paths or client policy apply to
+    // the next handshake; the addresses stay until a restart (server.rs says so).
+    let acc = acceptor.clone();
+    ctx.reloaders.add(
+        "https_legacy",
+        Box::new(move |cfg: &crate::config::Config| {
+            if !cfg.https_legacy.enabled {
+                tracing::warn!("https_legacy: disabling takes effect at the next restart");
+                return Ok(());
+            }
+            let eff = cfg.https_legacy.effective(&cfg.https);
+            acc.reconfigure(files_of(eff, lab.as_ref())?)
+        }),
+    );
     acceptor
         .clone()
         .watch(Duration::from_secs(2), ctx.shutdown.clone());
