@@ -349,6 +349,24 @@ fn old_phone_handshake_fetches_byte_exact_from_the_legacy_listener_only() {
         lab.metrics()
     );
 
+    // Plain HTTP on the legacy TLS port: refused at the handshake, counted, still serving.
+    let out = support::run(
+        "curl",
+        &[
+            "-sS",
+            "--max-time",
+            "10",
+            &format!("http://127.0.0.1:{}/{NAME}", lab.legacy),
+        ],
+    );
+    assert!(!out.status.success() || !out.stdout.ends_with(&want));
+    assert_eq!(
+        lab.failures(lab.legacy, true, "protocol"),
+        1,
+        "{}",
+        lab.metrics()
+    );
+
     // Both doors feed the same request counters.
     assert!(
         lab.metrics()
