@@ -1,5 +1,5 @@
 //! The OpenSSL side of the legacy listener: context building (security level 0, so the
-//! system library allows TLS 1.0, SHA-1 and RSA key exchange for this listener only),
+//! system library allows the old phones' TLS 1.0 handshakes for this listener only),
 //! client-certificate verification, certificate reload, the lab RSA certificate, and
 //! what a finished handshake says (version, cipher, client identity).
 
@@ -111,8 +111,9 @@ impl Files {
 
 fn context(f: &Files) -> Result<SslContext> {
     let mut b = SslContextBuilder::new(SslMethod::tls_server())?;
-    // OpenSSL 3 (Debian: level 2) refuses TLS 1.0/1.1, SHA-1 and RSA key exchange at the
-    // default level; level 0 here, per context, leaves the rest of the process alone.
+    // At its default security level (Debian: 2) OpenSSL 3 refuses the SHA-1 and MD5+SHA-1
+    // signatures that TLS 1.0/1.1 use for DHE key exchange and client certificates, and
+    // the short keys old phones carry; level 0 here, per context, leaves the rest alone.
     b.set_security_level(0);
     let min = match f.min_protocol {
         MinProtocol::Tls10 => SslVersion::TLS1,
