@@ -109,6 +109,9 @@ pub struct Config {
     pub http: HttpConfig,
     #[serde(default)]
     pub https: HttpsConfig,
+    /// A second HTTPS listener on OpenSSL for phones that only speak old TLS (off).
+    #[serde(default)]
+    pub https_legacy: crate::tls_legacy::Config,
     #[serde(default)]
     pub metrics: MetricsConfig,
     #[serde(default)]
@@ -448,6 +451,7 @@ impl Config {
         self.dns.resolve_paths(base);
         self.tftp.resolve_paths(base);
         self.devices.resolve_paths(base);
+        self.https_legacy.resolve_paths(base);
     }
 
     fn validate(&self, p: &mut Problems) {
@@ -547,6 +551,7 @@ impl Config {
                 ),
             }
         }
+        self.https_legacy.validate(&self.https, p);
         self.tftp.validate(p);
         self.dns.validate(p);
         self.dhcp.validate(p);
@@ -572,6 +577,7 @@ impl Config {
         if self.https.enabled {
             tcp("https.listen", &self.https.listen);
         }
+        out.extend(self.https_legacy.listeners());
         if self.metrics.enabled {
             out.push(ListenerSpec {
                 field: "metrics.listen".into(),

@@ -13,3 +13,4 @@ pub mod store;
 pub mod tftp;
 pub mod tls;
 pub mod zerocopy;
+pub mod tls_legacy;

@@ -53,6 +53,14 @@ pub struct TlsFailLabels {
     pub reason: &'static str,
 }
 
+/// One completed TLS handshake: which door, which protocol version, which suite (IANA name).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TlsHandshakeLabels {
+    pub listener: String,
+    pub version: &'static str,
+    pub cipher: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: &'static str,
@@ -72,6 +80,7 @@ pub struct Metrics {
     pub duration: Family<ProtoLabels, Histogram>,
     pub connections_refused: Family<ProtoLabels, Counter>,
     pub tls_handshake_failures: Family<TlsFailLabels, Counter>,
+    pub tls_handshakes: Family<TlsHandshakeLabels, Counter>,
     pub catalog_files: Gauge,
     pub catalog_reloads: Counter,
     pub catalog_updates: Family<KindLabels, Counter>,
@@ -94,6 +103,7 @@ impl Metrics {
             duration: Family::new_with_constructor(duration_histogram),
             connections_refused: Family::default(),
             tls_handshake_failures: Family::default(),
+            tls_handshakes: Family::default(),
             catalog_files: Gauge::default(),
             catalog_reloads: Counter::default(),
             catalog_updates: Family::default(),
@@ -136,6 +146,11 @@ impl Metrics {
             "provbox_tls_handshake_failures",
             "TLS handshakes that failed, by listener and reason",
             m.tls_handshake_failures.clone(),
+        );
+        reg.register(
+            "provbox_tls_handshakes",
+            "TLS handshakes completed, by listener, protocol version and cipher suite",
+            m.tls_handshakes.clone(),
         );
         reg.register(
             "provbox_catalog_files",

@@ -232,7 +232,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
             listeners.push(http::Listener {
                 name: format!("https:{}", a.value),
                 socket,
-                tls: Some(reloading.clone()),
+                tls: Some(http::TlsDoor::Rustls(reloading.clone())),
                 limits: cfg.https.limits.clone(),
                 protocol: Protocol::https,
                 handler: handler.clone(),
@@ -240,6 +240,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
             });
         }
     }
+    listeners.extend(crate::tls_legacy::bind(&ctx, &mut banner).await?);
     if cfg.metrics.enabled {
         let socket = bind_tcp("metrics.listen", cfg.metrics.listen.value).await?;
         banner.push(format!("metrics http://{}/metrics", socket.local_addr()?));

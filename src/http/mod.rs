@@ -34,7 +34,7 @@ use idle::Idle;
 use crate::catalog::Refusal;
 use crate::config::HttpLimits;
 use crate::devices::{ClientIdentity, FetchRequest, Provisioner};
-use crate::metrics::{Metrics, ProtoLabels, Protocol, TlsFailLabels};
+use crate::metrics::{Metrics, ProtoLabels, Protocol, TlsFailLabels, TlsHandshakeLabels};
 use crate::tls;
 
 /// What is known about the connection a request arrived on.
@@ -210,11 +210,21 @@ impl Handler for AdminHandler {
     }
 }
 
+/// The TLS front door of a listener: only the handshake differs, everything after it
+/// (request handling, identity, metrics) is the same `serve`.
+pub enum TlsDoor {
+    /// The default: rustls, modern protocol versions and suites only.
+    Rustls(Arc<tls::Reloading>),
+    /// The `https_legacy` listener: OpenSSL, for phones that only speak TLS 1.0/CBC/RSA.
+    #[cfg(feature = "legacy-tls")]
+    OpenSsl(Arc<crate::tls_legacy::Acceptor>),
+}
+
 /// Everything one listener needs.
 pub struct Listener {
     pub socket: TcpListener,
     pub name: String,
-    pub tls: Option<Arc<tls::Reloading>>,
+    pub tls: Option<TlsDoor>,
     pub limits: HttpLimits,
     pub protocol: Protocol,
     pub handler: Arc<dyn Handler>,
@@ -285,7 +295,7 @@ impl Listener {
                 let io = Idle::new(crate::zerocopy::SendfileStream(tcp), idle);
                 self.serve(io, conn, shutdown).await
             }
-            Some(tls) => {
+            Some(TlsDoor::Rustls(tls)) => {
                 let io = Idle::new(tcp, idle);
                 let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
                 let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io))
@@ -297,19 +307,66 @@ impl Listener {
                         return self.handshake_failed(peer, "timeout", &"no handshake in 10s");
                     }
                 };
-                let client = stream
-                    .get_ref()
-                    .1
+                let c = stream.get_ref().1;
+                let version = match c.protocol_version() {
+                    Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+                    Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+                    _ => "other",
+                };
+                // IANA names, as OpenSSL's standard_name() gives them on the legacy door.
+                let cipher = c
+                    .negotiated_cipher_suite()
+                    .and_then(|s| s.suite().as_str())
+                    .map_or_else(|| "other".into(), |n| n.replacen("TLS13_", "TLS_", 1));
+                let client = c
                     .peer_certificates()
                     .and_then(|c| c.first())
                     .and_then(tls::client_identity);
-                if let Some(c) = &client {
-                    tracing::debug!(%peer, subject = %c.subject, "client certificate verified");
-                }
+                self.handshake_done(peer, version, cipher, client.as_ref());
                 self.serve(stream, ConnInfo { peer, client }, shutdown)
                     .await
             }
+            #[cfg(feature = "legacy-tls")]
+            Some(TlsDoor::OpenSsl(acceptor)) => {
+                let io = Idle::new(tcp, idle);
+                let stream =
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => return self.handshake_failed(peer, e.reason, &e),
+                        Err(_) => {
+                            return self.handshake_failed(peer, "timeout", &"no handshake in 10s");
+                        }
+                    };
+                let hs = crate::tls_legacy::Acceptor::describe(stream.ssl());
+                self.handshake_done(peer, hs.version, hs.cipher, hs.client.as_ref());
+                let conn = ConnInfo {
+                    peer,
+                    client: hs.client,
+                };
+                self.serve(stream, conn, shutdown).await
+            }
         }
+    }
+
+    fn handshake_done(
+        &self,
+        peer: SocketAddr,
+        version: &'static str,
+        cipher: String,
+        client: Option<&ClientIdentity>,
+    ) {
+        tracing::debug!(listener = %self.name, %peer, version, %cipher, "TLS handshake");
+        if let Some(c) = client {
+            tracing::debug!(%peer, subject = %c.subject, "client certificate verified");
+        }
+        self.metrics
+            .tls_handshakes
+            .get_or_create(&TlsHandshakeLabels {
+                listener: self.name.clone(),
+                version,
+                cipher,
+            })
+            .inc();
     }
 
     fn handshake_failed(&self, peer: SocketAddr, reason: &'static str, e: &dyn std::fmt::Display) {
