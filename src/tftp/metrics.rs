@@ -81,6 +81,8 @@ impl TftpMetrics {
         self.malformed.get_or_create(&ReasonLabel { reason }).inc();
     }
     pub fn outcome(&self, outcome: &'static str) {
-        self.transfers.get_or_create(&OutcomeLabel { outcome }).inc();
+        self.transfers
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
     }
 }

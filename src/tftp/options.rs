@@ -73,8 +73,9 @@ pub fn negotiate(requested: &[(String, String)], limits: Limits, size: u64) -> N
                 n.timeout = Some(Duration::from_secs(v));
                 Some(v.to_string())
             }
-            // In a read request the client sends 0 and the server answers the size.
-            ("tsize", Some(_)) => Some(size.to_string()),
+            // In a read request the client sends 0 and the server answers the size. Some
+            // clients send other text (atftp sends "enable"): the value means nothing here.
+            ("tsize", _) => Some(size.to_string()),
             _ => None,
         };
         if let Some(v) = accepted {
@@ -116,11 +117,7 @@ mod tests {
 
     #[test]
     fn caps_and_bounds() {
-        let n = negotiate(
-            &req(&[("blksize", "100000"), ("windowsize", "1000")]),
-            L,
-            0,
-        );
+        let n = negotiate(&req(&[("blksize", "100000"), ("windowsize", "1000")]), L, 0);
         assert_eq!(n.blksize, 1468);
         assert_eq!(n.windowsize, 64);
         assert_eq!(n.oack, req(&[("blksize", "1468"), ("windowsize", "64")]));
@@ -136,7 +133,6 @@ mod tests {
                 ("windowsize", "0"),
                 ("timeout", "0"),
                 ("timeout", "300"),
-                ("tsize", "lots"),
                 ("blksize", "x"),
                 ("multicast", ""),
             ]),
@@ -145,6 +141,12 @@ mod tests {
         );
         assert!(n.oack.is_empty(), "{:?}", n.oack);
         assert_eq!((n.blksize, n.windowsize, n.timeout), (512, 1, None));
+    }
+
+    #[test]
+    fn tsize_value_is_ignored() {
+        let n = negotiate(&req(&[("tsize", "enable")]), L, 77);
+        assert_eq!(n.oack, req(&[("tsize", "77")]));
     }
 
     #[test]

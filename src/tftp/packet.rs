@@ -329,7 +329,10 @@ mod tests {
             parse(b"\x00\x01a\x00octet\x00blksize\x00512"),
             Err(Malformed::Unterminated)
         );
-        assert_eq!(parse(b"\x00\x01\xff\xfe\x00octet\x00"), Err(Malformed::NotText));
+        assert_eq!(
+            parse(b"\x00\x01\xff\xfe\x00octet\x00"),
+            Err(Malformed::NotText)
+        );
         assert_eq!(
             parse(b"\x00\x01a\x00octet\x00\x00512\x00"),
             Err(Malformed::EmptyField)
@@ -350,7 +353,10 @@ mod tests {
     fn encoders() {
         assert_eq!(data_header(0x1234), [0, 3, 0x12, 0x34]);
         assert_eq!(ack(7), vec![0, 4, 0, 7]);
-        assert_eq!(error(1, "File not found"), b"\x00\x05\x00\x01File not found\x00");
+        assert_eq!(
+            error(1, "File not found"),
+            b"\x00\x05\x00\x01File not found\x00"
+        );
         assert_eq!(error(0, "a\0b"), b"\x00\x05\x00\x00ab\x00");
         let o = oack(&[("blksize".into(), "1468".into())]);
         assert_eq!(o, b"\x00\x06blksize\x001468\x00");

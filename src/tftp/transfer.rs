@@ -158,9 +158,11 @@ async fn serve(shared: &Shared, job: &Job) -> std::io::Result<Report> {
         Err(refusal) => {
             let (c, msg, outcome) = match refusal {
                 Refusal::NotFound => (code::FILE_NOT_FOUND, "File not found", "not_found"),
-                Refusal::BadPath(_) | Refusal::Forbidden(_) => {
-                    (code::ACCESS_VIOLATION, "Access violation", "access_violation")
-                }
+                Refusal::BadPath(_) | Refusal::Forbidden(_) => (
+                    code::ACCESS_VIOLATION,
+                    "Access violation",
+                    "access_violation",
+                ),
             };
             let _ = sock.send(&packet::error(c, msg)).await;
             let mut r = refuse(outcome, refusal.reason());
@@ -174,11 +176,20 @@ async fn serve(shared: &Shared, job: &Job) -> std::io::Result<Report> {
     };
     let neg = options::negotiate(&req.options, shared.limits, body.len() as u64);
     for option in neg.used() {
-        shared.tftp.options.get_or_create(&OptionLabel { option }).inc();
+        shared
+            .tftp
+            .options
+            .get_or_create(&OptionLabel { option })
+            .inc();
     }
     let oack = (!neg.oack.is_empty()).then(|| packet::oack(&neg.oack));
     let timeout = neg.timeout.unwrap_or(shared.timeout);
-    let mut w = Window::new(body.len() as u64, neg.blksize, neg.windowsize, oack.is_some());
+    let mut w = Window::new(
+        body.len() as u64,
+        neg.blksize,
+        neg.windowsize,
+        oack.is_some(),
+    );
     let mut report = Report {
         outcome: "ok",
         bytes: 0,
