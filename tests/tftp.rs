@@ -540,3 +540,30 @@ fn hot_reload_is_visible_over_tftp() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn retransmitted_request_does_not_start_a_second_transfer() {
+    let s = Server::start(&[("f.bin", &big_file(2000))], "  timeout: 5s\n");
+    let c = raw();
+    let req = rrq("f.bin", "octet", &[]);
+    c.send_to(&req, s.addr()).unwrap();
+    let (d1, tid) = recv(&c);
+    assert_eq!(&d1[..4], b"\0\x03\0\x01");
+    // The same request again (the client's RRQ retransmission crossing our DATA 1).
+    c.send_to(&req, s.addr()).unwrap();
+    let got = drain(&c, Duration::from_millis(400));
+    assert!(
+        got.is_empty(),
+        "a duplicate RRQ started a transfer: {got:?}"
+    );
+    // A different request from the same port (a boot ROM after its tsize probe) is served.
+    c.send_to(&rrq("f.bin", "octet", &[("tsize", "0")]), s.addr())
+        .unwrap();
+    let (oack, tid2) = recv(&c);
+    assert_eq!(oack, b"\0\x06tsize\x002000\0");
+    assert_ne!(tid, tid2);
+    assert!(
+        s.metrics()
+            .contains("provbox_tftp_malformed_packets_total{reason=\"duplicate_request\"} 1")
+    );
+}

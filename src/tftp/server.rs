@@ -2,7 +2,8 @@
 //! its own task. It does nothing that can wait on a client, so a slow or hostile client
 //! cannot hold up anyone else's request.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -63,7 +64,7 @@ impl Bound {
             },
             timeout: self.cfg.timeout.value.0,
             retries: self.cfg.retries.value,
-            active: Mutex::new(HashSet::new()),
+            active: Mutex::new(HashMap::new()),
         });
         let slots = Arc::new(Semaphore::new(self.cfg.max_transfers.value));
         let shutdown = ctx.shutdown.clone();
@@ -131,7 +132,16 @@ impl Bound {
                     continue;
                 }
             };
-            if !shared.active.lock().is_ok_and(|mut a| a.insert(peer)) {
+            let key = {
+                let mut h = DefaultHasher::new();
+                buf[..r.len].hash(&mut h);
+                h.finish()
+            };
+            let duplicate = match shared.active.lock() {
+                Ok(mut a) => a.insert(peer, key) == Some(key),
+                Err(_) => false,
+            };
+            if duplicate {
                 // The client retransmitted its request while its transfer runs.
                 self.metrics.malformed("duplicate_request");
                 continue;
@@ -139,7 +149,9 @@ impl Bound {
             let permit = match slots.clone().try_acquire_owned() {
                 Ok(p) => p,
                 Err(_) => {
-                    if let Ok(mut a) = shared.active.lock() {
+                    if let Ok(mut a) = shared.active.lock()
+                        && a.get(&peer) == Some(&key)
+                    {
                         a.remove(&peer);
                     }
                     tracing::warn!(peer = %peer, file = %request.filename, outcome = "busy", limit = self.cfg.max_transfers.value, "tftp transfer");
@@ -153,6 +165,7 @@ impl Bound {
                 peer,
                 local: r.local.unwrap_or(listen_ip),
                 request,
+                key,
                 started: Instant::now(),
                 permit,
             };

@@ -2,7 +2,7 @@
 //! client so the kernel drops other senders), serving slices of the catalog entry's
 //! immutable bytes. Ends on the final ACK, a client ERROR, or after `retries` timeouts.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,9 +28,11 @@ pub struct Shared {
     pub limits: Limits,
     pub timeout: Duration,
     pub retries: u32,
-    /// Clients (address and port) with a transfer running: a retransmitted RRQ must not
-    /// start a second transfer to the same client.
-    pub active: Mutex<HashSet<SocketAddr>>,
+    /// Clients (address and port) with a transfer running, with a hash of the request
+    /// that started it: a retransmitted (identical) RRQ must not start a second transfer.
+    /// A different request from the same port (a boot ROM's second RRQ after its tsize
+    /// probe) is served, whatever the first transfer is doing.
+    pub active: Mutex<HashMap<SocketAddr, u64>>,
 }
 
 pub struct Job {
@@ -38,15 +40,20 @@ pub struct Job {
     /// The address the request reached: the transfer sends from it.
     pub local: IpAddr,
     pub request: Request,
+    /// Hash of the request datagram, the value in `Shared::active`.
+    pub key: u64,
     pub started: Instant,
     pub permit: OwnedSemaphorePermit,
 }
 
-/// Removes the client from `active` however the transfer ends.
-struct ActiveGuard<'a>(&'a Shared, SocketAddr);
+/// Removes the client from `active` however the transfer ends (unless a newer request
+/// from the same port took its place).
+struct ActiveGuard<'a>(&'a Shared, SocketAddr, u64);
 impl Drop for ActiveGuard<'_> {
     fn drop(&mut self) {
-        if let Ok(mut a) = self.0.active.lock() {
+        if let Ok(mut a) = self.0.active.lock()
+            && a.get(&self.1) == Some(&self.2)
+        {
             a.remove(&self.1);
         }
     }
@@ -76,7 +83,7 @@ impl Report {
 }
 
 pub async fn run(shared: Arc<Shared>, job: Job) {
-    let _active = ActiveGuard(&shared, job.peer);
+    let _active = ActiveGuard(&shared, job.peer, job.key);
     let _permit = &job.permit;
     // A clone shares the gauge; the family's lock guard must not live across awaits.
     let in_flight = shared
