@@ -139,6 +139,10 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
     let metrics = Arc::new(Metrics::register(&mut registry));
     // Front ends register their own metric families here, before the registry is shared.
     let device_metrics = devices::DeviceMetrics::register(&mut registry);
+    let tftp_metrics = cfg
+        .tftp
+        .enabled
+        .then(|| Arc::new(crate::tftp::register(&mut registry)));
     let registry = Arc::new(registry);
 
     let roots: Vec<PathBuf> = cfg.catalog.roots.iter().map(|r| r.value.clone()).collect();
@@ -261,6 +265,14 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
     // Front ends other than HTTP(S) bind and start here, each from its own module
     // (`crate::<proto>::start(&ctx, ...)`), adding their lines to `banner`.
     provisioner.watch_inventory(ctx.shutdown.clone());
+    let tftp = match &tftp_metrics {
+        Some(m) => {
+            let bound = crate::tftp::bind(&cfg.tftp, m.clone()).await?;
+            banner.push(format!("tftp   tftp://{}/", bound.local_addr()?));
+            Some(bound)
+        }
+        None => None,
+    };
 
     // Every socket is bound before anything is served: a half-started appliance is worse
     // than one that refuses to start.
@@ -269,6 +281,9 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
         accept_loops.spawn(l.run(ctx.shutdown.clone(), ctx.tracker.clone()));
     }
     accept_loops.close();
+    if let Some(t) = tftp {
+        t.start(&ctx);
+    }
     ready.store(true, Ordering::Release);
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),

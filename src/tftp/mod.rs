@@ -1,55 +1,22 @@
-//! tftp front end (placeholder until its issue lands).
+//! TFTP front end: read-only delivery of the catalog (RFC 1350 with options RFC 2347,
+//! blksize 2348, timeout/tsize 2349, windowsize 7440).
+//!
+//! Written on tokio rather than async-tftp 0.4: that crate holds its handler mutex across
+//! file open, polls every transfer in one task, keeps its own async-io reactor beside
+//! tokio, never tells the handler the negotiated options or when a transfer ended, and
+//! retransmits to clients that answer an OACK with ERROR 8. Here each transfer is its own
+//! task with its own socket, serving slices of the catalog's immutable bytes.
 
-use std::net::SocketAddr;
-use std::path::Path;
+mod config;
+mod metrics;
+mod netascii;
+mod options;
+pub mod packet;
+mod server;
+mod sock;
+mod transfer;
+mod window;
 
-use serde::Deserialize;
-
-use crate::config::{At, ListenerSpec, Problems, Transport};
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    #[serde(default)]
-    pub enabled: bool,
-    #[serde(default = "default_listen")]
-    pub listen: At<SocketAddr>,
-}
-
-fn default_listen() -> At<SocketAddr> {
-    At::new(SocketAddr::from(([0, 0, 0, 0], 6969)))
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            enabled: false,
-            listen: default_listen(),
-        }
-    }
-}
-
-impl Config {
-    pub fn resolve_paths(&mut self, _base: &Path) {}
-
-    pub fn validate(&self, p: &mut Problems) {
-        if self.enabled {
-            p.add(
-                "tftp.enabled",
-                &self.listen,
-                "the tftp front end is not available in this build yet; expected false",
-            );
-        }
-    }
-
-    pub fn listeners(&self) -> Vec<ListenerSpec> {
-        if !self.enabled {
-            return Vec::new();
-        }
-        vec![ListenerSpec {
-            field: "tftp.listen".into(),
-            transport: Transport::Udp,
-            addr: self.listen.clone(),
-        }]
-    }
-}
+pub use config::Config;
+pub use metrics::{TftpMetrics, register};
+pub use server::{Bound, bind};

@@ -1,0 +1,176 @@
+//! The `tftp:` section of the configuration.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::options::{DEFAULT_BLKSIZE, MAX_BLKSIZE};
+use crate::config::{At, Dur, ListenerSpec, Problems, Transport};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Where requests arrive. Each transfer then runs from its own port (a new TID).
+    #[serde(default = "default_listen")]
+    pub listen: At<SocketAddr>,
+    /// Largest blksize granted (RFC 2348). 1468 fills a 1500-byte Ethernet frame without
+    /// IP fragmentation; larger helps only on paths with a bigger MTU.
+    #[serde(default = "default_max_blksize")]
+    pub max_blksize: At<u32>,
+    /// Largest windowsize granted (RFC 7440): blocks sent before waiting for an ACK.
+    #[serde(default = "default_max_window")]
+    pub max_window: At<u32>,
+    /// Retransmission timeout when the client does not negotiate one.
+    #[serde(default = "default_timeout")]
+    pub timeout: At<Dur>,
+    /// Retransmissions of the same packet before the transfer is abandoned.
+    #[serde(default = "default_retries")]
+    pub retries: At<u32>,
+    /// Transfers running at once; further requests get ERROR 0 "server busy".
+    #[serde(default = "default_max_transfers")]
+    pub max_transfers: At<usize>,
+}
+
+fn default_listen() -> At<SocketAddr> {
+    At::new(SocketAddr::from(([0, 0, 0, 0], 6969)))
+}
+fn default_max_blksize() -> At<u32> {
+    At::new(1468)
+}
+fn default_max_window() -> At<u32> {
+    At::new(64)
+}
+fn default_timeout() -> At<Dur> {
+    At::new(Dur(Duration::from_secs(1)))
+}
+fn default_retries() -> At<u32> {
+    At::new(5)
+}
+fn default_max_transfers() -> At<usize> {
+    At::new(1000)
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            enabled: false,
+            listen: default_listen(),
+            max_blksize: default_max_blksize(),
+            max_window: default_max_window(),
+            timeout: default_timeout(),
+            retries: default_retries(),
+            max_transfers: default_max_transfers(),
+        }
+    }
+}
+
+impl Config {
+    pub fn resolve_paths(&mut self, _base: &Path) {}
+
+    pub fn validate(&self, p: &mut Problems) {
+        let bs = self.max_blksize.value;
+        if !(DEFAULT_BLKSIZE as u32..=MAX_BLKSIZE as u32).contains(&bs) {
+            p.add(
+                "tftp.max_blksize",
+                &self.max_blksize,
+                format!(
+                    "is {bs}; expected {DEFAULT_BLKSIZE}..={MAX_BLKSIZE} (RFC 2348; 1468 suits Ethernet)"
+                ),
+            );
+        }
+        let w = self.max_window.value;
+        if !(1..=65535).contains(&w) {
+            p.add(
+                "tftp.max_window",
+                &self.max_window,
+                format!("is {w}; expected 1..=65535 (RFC 7440; 1 disables windowing)"),
+            );
+        }
+        let t = self.timeout.value.0;
+        if t < Duration::from_millis(100) || t > Duration::from_secs(255) {
+            p.add(
+                "tftp.timeout",
+                &self.timeout,
+                format!("is {t:?}; expected between 100ms and 255s"),
+            );
+        }
+        if !(1..=100).contains(&self.retries.value) {
+            p.add(
+                "tftp.retries",
+                &self.retries,
+                format!("is {}; expected 1..=100", self.retries.value),
+            );
+        }
+        if self.max_transfers.value == 0 {
+            p.add(
+                "tftp.max_transfers",
+                &self.max_transfers,
+                "is 0; expected at least 1",
+            );
+        }
+    }
+
+    pub fn listeners(&self) -> Vec<ListenerSpec> {
+        if !self.enabled {
+            return Vec::new();
+        }
+        vec![ListenerSpec {
+            field: "tftp.listen".into(),
+            transport: Transport::Udp,
+            addr: self.listen.clone(),
+        }]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config as Root;
+
+    fn parse(tftp: &str) -> Result<Root, crate::config::ConfigErrors> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("files")).unwrap();
+        let yaml = format!("catalog:\n  roots: [files]\ntftp:\n{tftp}");
+        Root::parse(&yaml, &dir.path().join("config.yaml"))
+    }
+
+    #[test]
+    fn defaults_and_values() {
+        let c = parse("  enabled: true\n  listen: 127.0.0.1:6969\n  timeout: 500ms\n")
+            .unwrap()
+            .tftp;
+        assert!(c.enabled);
+        assert_eq!(c.max_blksize.value, 1468);
+        assert_eq!(c.timeout.value.0.as_millis(), 500);
+        assert_eq!(c.listeners().len(), 1);
+    }
+
+    #[test]
+    fn bad_values_name_field_and_line() {
+        let err = parse(
+            "  enabled: true\n  max_blksize: 70000\n  max_window: 0\n  timeout: 0s\n  retries: 0\n  max_transfers: 0\n",
+        )
+        .unwrap_err();
+        let fields: Vec<_> = err.0.iter().map(|e| (e.field.as_str(), e.line)).collect();
+        assert_eq!(
+            fields,
+            vec![
+                ("tftp.max_blksize", 5),
+                ("tftp.max_window", 6),
+                ("tftp.timeout", 7),
+                ("tftp.retries", 8),
+                ("tftp.max_transfers", 9)
+            ]
+        );
+        assert!(err.to_string().contains("expected 512..=65464"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_is_refused() {
+        let err = parse("  enabled: true\n  blocksize: 1468\n").unwrap_err();
+        assert_eq!(err.0[0].line, 5, "{err}");
+    }
+}

@@ -1,0 +1,164 @@
+//! Option negotiation (RFC 2347): blksize (RFC 2348), timeout and tsize (RFC 2349),
+//! windowsize (RFC 7440). Only options the client sent and the server accepts appear in
+//! the OACK; a request whose options are all ignored gets plain DATA, as RFC 1350 wants.
+
+use std::time::Duration;
+
+/// RFC 1350's fixed block size, used when no blksize is negotiated.
+pub const DEFAULT_BLKSIZE: u16 = 512;
+/// RFC 2348's bounds for blksize.
+pub const MIN_BLKSIZE: u16 = 8;
+pub const MAX_BLKSIZE: u16 = 65464;
+
+/// What the server allows, from the config.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_blksize: u16,
+    pub max_window: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Negotiated {
+    pub blksize: u16,
+    pub windowsize: u16,
+    /// The client's retransmission timeout, when it asked for one.
+    pub timeout: Option<Duration>,
+    /// Options to acknowledge, in the client's order, with the values the server uses.
+    pub oack: Vec<(String, String)>,
+}
+
+impl Negotiated {
+    /// Option names that were acknowledged (a metric label each).
+    pub fn used(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.oack.iter().filter_map(|(k, _)| match k.as_str() {
+            "blksize" => Some("blksize"),
+            "tsize" => Some("tsize"),
+            "timeout" => Some("timeout"),
+            "windowsize" => Some("windowsize"),
+            _ => None,
+        })
+    }
+}
+
+/// Decide the transfer parameters. `size` is the number of bytes that will be sent (after
+/// netascii conversion), reported as tsize. Out-of-range or unparsable values drop just
+/// that option (the RFCs let a server ignore an option); blksize and windowsize above the
+/// server's caps are lowered to the caps, which RFC 2348 and 7440 allow.
+pub fn negotiate(requested: &[(String, String)], limits: Limits, size: u64) -> Negotiated {
+    let mut n = Negotiated {
+        blksize: DEFAULT_BLKSIZE,
+        windowsize: 1,
+        timeout: None,
+        oack: Vec::new(),
+    };
+    let mut seen: Vec<&str> = Vec::new();
+    for (name, value) in requested {
+        // A repeated option is answered once, from its first occurrence.
+        if seen.contains(&name.as_str()) {
+            continue;
+        }
+        seen.push(name);
+        let num = value.trim().parse::<u64>().ok();
+        let accepted = match (name.as_str(), num) {
+            ("blksize", Some(v)) if v >= MIN_BLKSIZE as u64 => {
+                n.blksize = v.min(limits.max_blksize as u64) as u16;
+                Some(n.blksize.to_string())
+            }
+            ("windowsize", Some(v)) if v >= 1 => {
+                n.windowsize = v.min(limits.max_window as u64) as u16;
+                Some(n.windowsize.to_string())
+            }
+            // RFC 2349: 1..=255 seconds, and the server must not change it.
+            ("timeout", Some(v)) if (1..=255).contains(&v) => {
+                n.timeout = Some(Duration::from_secs(v));
+                Some(v.to_string())
+            }
+            // In a read request the client sends 0 and the server answers the size. Some
+            // clients send other text (atftp sends "enable"): the value means nothing here.
+            ("tsize", _) => Some(size.to_string()),
+            _ => None,
+        };
+        if let Some(v) = accepted {
+            n.oack.push((name.clone(), v));
+        }
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const L: Limits = Limits {
+        max_blksize: 1468,
+        max_window: 64,
+    };
+
+    fn req(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn no_options_no_oack() {
+        let n = negotiate(&[], L, 10);
+        assert_eq!(n.blksize, 512);
+        assert_eq!(n.windowsize, 1);
+        assert!(n.oack.is_empty());
+    }
+
+    #[test]
+    fn only_requested_options_are_acknowledged() {
+        let n = negotiate(&req(&[("tsize", "0")]), L, 12345);
+        assert_eq!(n.oack, req(&[("tsize", "12345")]));
+        assert_eq!(n.blksize, 512);
+    }
+
+    #[test]
+    fn caps_and_bounds() {
+        let n = negotiate(&req(&[("blksize", "100000"), ("windowsize", "1000")]), L, 0);
+        assert_eq!(n.blksize, 1468);
+        assert_eq!(n.windowsize, 64);
+        assert_eq!(n.oack, req(&[("blksize", "1468"), ("windowsize", "64")]));
+        let n = negotiate(&req(&[("blksize", "1024")]), L, 0);
+        assert_eq!(n.blksize, 1024);
+    }
+
+    #[test]
+    fn bad_values_drop_the_option() {
+        let n = negotiate(
+            &req(&[
+                ("blksize", "7"),
+                ("windowsize", "0"),
+                ("timeout", "0"),
+                ("timeout", "300"),
+                ("blksize", "x"),
+                ("multicast", ""),
+            ]),
+            L,
+            9,
+        );
+        assert!(n.oack.is_empty(), "{:?}", n.oack);
+        assert_eq!((n.blksize, n.windowsize, n.timeout), (512, 1, None));
+    }
+
+    #[test]
+    fn tsize_value_is_ignored() {
+        let n = negotiate(&req(&[("tsize", "enable")]), L, 77);
+        assert_eq!(n.oack, req(&[("tsize", "77")]));
+    }
+
+    #[test]
+    fn first_occurrence_wins() {
+        let n = negotiate(&req(&[("blksize", "1024"), ("blksize", "800")]), L, 0);
+        assert_eq!(n.oack, req(&[("blksize", "1024")]));
+    }
+
+    #[test]
+    fn timeout_is_kept_as_asked() {
+        let n = negotiate(&req(&[("timeout", "3")]), L, 0);
+        assert_eq!(n.timeout, Some(Duration::from_secs(3)));
+        assert_eq!(n.used().collect::<Vec<_>>(), vec!["timeout"]);
+    }
+}

@@ -1,0 +1,195 @@
+//! The listener: receives requests on the configured port and hands each read request to
+//! its own task. It does nothing that can wait on a client, so a slow or hostile client
+//! cannot hold up anyone else's request.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::Result;
+use tokio::net::UdpSocket;
+use tokio::sync::Semaphore;
+
+use super::config::Config;
+use super::metrics::TftpMetrics;
+use super::options::Limits;
+use super::packet::{self, Packet, code};
+use super::sock;
+use super::transfer::{self, Job, Shared};
+use crate::metrics::{OutcomeLabels, Protocol};
+use crate::server::{Context, bind_error};
+
+/// The bound listener, not yet serving (every front end binds before any serves).
+pub struct Bound {
+    socket: UdpSocket,
+    pktinfo: bool,
+    cfg: Config,
+    metrics: Arc<TftpMetrics>,
+}
+
+pub async fn bind(cfg: &Config, metrics: Arc<TftpMetrics>) -> Result<Bound> {
+    let addr = cfg.listen.value;
+    let socket = UdpSocket::bind(addr)
+        .await
+        .map_err(|e| bind_error("tftp.listen", addr, e))?;
+    let pktinfo = addr.ip().is_unspecified();
+    if pktinfo {
+        sock::enable_pktinfo(&socket, addr.is_ipv6())
+            .map_err(|e| anyhow::anyhow!("tftp.listen: cannot enable IP_PKTINFO on {addr}: {e}"))?;
+    }
+    Ok(Bound {
+        socket,
+        pktinfo,
+        cfg: cfg.clone(),
+        metrics,
+    })
+}
+
+impl Bound {
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Serve until `ctx.shutdown`; transfers run on `ctx.tracker`.
+    pub fn start(self, ctx: &Context) {
+        let shared = Arc::new(Shared {
+            provisioner: ctx.provisioner.clone(),
+            metrics: ctx.metrics.clone(),
+            tftp: self.metrics.clone(),
+            limits: Limits {
+                max_blksize: self.cfg.max_blksize.value as u16,
+                max_window: self.cfg.max_window.value as u16,
+            },
+            timeout: self.cfg.timeout.value.0,
+            retries: self.cfg.retries.value,
+            active: Mutex::new(HashMap::new()),
+        });
+        let slots = Arc::new(Semaphore::new(self.cfg.max_transfers.value));
+        let shutdown = ctx.shutdown.clone();
+        let tracker = ctx.tracker.clone();
+        ctx.tracker.spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = self.listen(shared, slots, tracker) => {}
+            }
+        });
+    }
+
+    async fn listen(
+        self,
+        shared: Arc<Shared>,
+        slots: Arc<Semaphore>,
+        tracker: tokio_util::task::TaskTracker,
+    ) {
+        let listen_ip = self.cfg.listen.value.ip();
+        // A request is at most 512 bytes by RFC 2347; room for generous clients.
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let got = if self.pktinfo {
+                sock::recv_with_dst(&self.socket, &mut buf).await
+            } else {
+                self.socket
+                    .recv_from(&mut buf)
+                    .await
+                    .map(|(len, peer)| sock::Received {
+                        len,
+                        peer,
+                        local: None,
+                    })
+            };
+            let r = match got {
+                Ok(r) => r,
+                Err(e) => {
+                    // ICMP errors from earlier sends surface here; nothing to do but go on.
+                    tracing::debug!("tftp: receive: {e}");
+                    continue;
+                }
+            };
+            let peer = r.peer;
+            if peer.port() == 0 {
+                self.metrics.malformed("source_port_zero");
+                continue;
+            }
+            let request = match packet::parse(&buf[..r.len]) {
+                Ok(Packet::Rrq(req)) => req,
+                Ok(Packet::Wrq(req)) => {
+                    tracing::info!(peer = %peer, file = %req.filename, outcome = "write_refused", "tftp transfer");
+                    count_refusal(&shared, "write_refused", "write");
+                    self.reply(peer, code::ACCESS_VIOLATION, "read-only server")
+                        .await;
+                    continue;
+                }
+                Ok(_) => {
+                    tracing::debug!(peer = %peer, "tftp: dropped a non-request packet on the listener");
+                    self.metrics.malformed("unexpected_packet");
+                    continue;
+                }
+                Err(m) => {
+                    tracing::debug!(peer = %peer, reason = m.reason(), "tftp: dropped a malformed packet");
+                    self.metrics.malformed(m.reason());
+                    continue;
+                }
+            };
+            let key = {
+                let mut h = DefaultHasher::new();
+                buf[..r.len].hash(&mut h);
+                h.finish()
+            };
+            let duplicate = match shared.active.lock() {
+                Ok(mut a) => a.insert(peer, key) == Some(key),
+                Err(_) => false,
+            };
+            if duplicate {
+                // The client retransmitted its request while its transfer runs.
+                self.metrics.malformed("duplicate_request");
+                continue;
+            }
+            let permit = match slots.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => {
+                    if let Ok(mut a) = shared.active.lock()
+                        && a.get(&peer) == Some(&key)
+                    {
+                        a.remove(&peer);
+                    }
+                    tracing::warn!(peer = %peer, file = %request.filename, outcome = "busy", limit = self.cfg.max_transfers.value, "tftp transfer");
+                    count_refusal(&shared, "busy", "busy");
+                    self.reply(peer, code::NOT_DEFINED, "server busy, try again later")
+                        .await;
+                    continue;
+                }
+            };
+            let job = Job {
+                peer,
+                local: r.local.unwrap_or(listen_ip),
+                request,
+                key,
+                started: Instant::now(),
+                permit,
+            };
+            tracker.spawn(transfer::run(shared.clone(), job));
+        }
+    }
+
+    async fn reply(&self, peer: SocketAddr, c: u16, message: &str) {
+        if let Err(e) = self.socket.send_to(&packet::error(c, message), peer).await {
+            tracing::debug!(peer = %peer, "tftp: cannot send error: {e}");
+        }
+    }
+}
+
+/// A request refused by the listener itself (write, busy): counted like any transfer.
+fn count_refusal(shared: &Shared, outcome: &'static str, reason: &'static str) {
+    shared.tftp.outcome(outcome);
+    shared.metrics.refused(Protocol::tftp, reason);
+    shared
+        .metrics
+        .requests
+        .get_or_create(&OutcomeLabels {
+            protocol: Protocol::tftp,
+            outcome,
+        })
+        .inc();
+}
