@@ -200,6 +200,11 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
 
     // Every socket is bound before anything is served: a half-started appliance is worse
     // than one that refuses to start.
+    // Handlers first: a reload or stop sent right after READY=1 must not kill the process
+    // with the default signal action.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     web.start().await;
     ready.store(true, Ordering::Release);
     let _pid_file = control::PidFile::create(&cfg.data_dir)?;
@@ -246,9 +251,6 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
         });
     }
 
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
     // A change of the config file reloads too; a broken watch only loses that convenience.
     let (_watcher, mut changed) = match control::watch_config(&config_path) {
         Ok((w, rx)) => (Some(w), rx),
