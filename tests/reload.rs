@@ -1,0 +1,164 @@
+//! Configuration reload, driven like an operator would: SIGHUP, `provbox reload`, and an
+//! edit of the file. A good config applies (listeners move, limits change), a bad one keeps
+//! the old one serving (checked with real curl), every attempt is counted in
+//! provbox_config_reloads_total{result}, and a transfer in flight survives its listener
+//! being moved.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{Provbox, free_tcp_port};
+
+fn config(http: u16, metrics: u16, max_connections: usize) -> String {
+    format!(
+        "catalog:\n  roots: [files]\nhttp:\n  enabled: true\n  listen: [\"127.0.0.1:{http}\"]\n  limits:\n    max_connections: {max_connections}\nmetrics:\n  enabled: true\n  listen: 127.0.0.1:{metrics}\nshutdown_grace: 20s\n"
+    )
+}
+
+/// curl's HTTP status for a URL, or "000" when nothing answered.
+fn status(url: &str) -> String {
+    let out = support::run(
+        "curl",
+        &["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", url],
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn metric(port: u16, result: &str) -> u64 {
+    let out = support::run(
+        "curl",
+        &["-sf", "--max-time", "5", &format!("http://127.0.0.1:{port}/metrics")],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let needle = format!("provbox_config_reloads_total{{result=\"{result}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&needle))
+        .map(|n| n.trim().parse().unwrap())
+        .unwrap_or(0)
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < Duration::from_secs(15), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Write the config by rename, as editors and config management do.
+fn write_config(pb: &Provbox, text: &str) {
+    let tmp = pb.path().join(".config.yaml.tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, pb.path().join("config.yaml")).unwrap();
+}
+
+#[test]
+fn good_reload_applies_bad_reload_keeps_serving_and_both_are_counted() {
+    let dir = Provbox::dir();
+    std::fs::write(dir.path().join("files/CP-8831-3PCC.cfg"), "<flat-profile/>\n").unwrap();
+    // config.yaml is a symlink into real/, which the file watcher does not see: SIGHUP and
+    // `provbox reload` are tested alone first. Step 5 replaces the link to test the watcher.
+    std::fs::create_dir(dir.path().join("real")).unwrap();
+    std::os::unix::fs::symlink("real/config.yaml", dir.path().join("config.yaml")).unwrap();
+    let (a, b, m) = (free_tcp_port(), free_tcp_port(), free_tcp_port());
+    let mut pb = Provbox::start(dir, &config(a, m, 64));
+    let cfg_path = pb.path().join("config.yaml");
+    let cfg = cfg_path.to_str().unwrap().to_string();
+    let url_a = format!("http://127.0.0.1:{a}/CP-8831-3PCC.cfg");
+    let url_b = format!("http://127.0.0.1:{b}/CP-8831-3PCC.cfg");
+    assert_eq!(status(&url_a), "200");
+
+    // The first-run banner on stdout tells what to give phones.
+    let log = pb.log();
+    assert!(log.contains("Give phones:"), "{log}");
+    assert!(log.contains(&format!(":{a}/CP-8831-3PCC.cfg")), "{log}");
+
+    // 1. A bad file (unknown key) via SIGHUP: refused, counted, old config keeps serving.
+    let real = pb.path().join("real/config.yaml");
+    std::fs::write(&real, config(b, m, 64).replace("enabled: true\n  listen: [\"127", "enabeld: true\n  listen: [\"127")).unwrap();
+    let _ = Command::new("kill").args(["-HUP", &pb.pid().to_string()]).status();
+    pb.wait_for_log("reload refused", Duration::from_secs(10));
+    assert!(pb.log().contains("enabeld"), "the error names the key:\n{}", pb.log());
+    assert_eq!(status(&url_a), "200", "old config stopped serving");
+    assert_eq!(status(&url_b), "000");
+    assert_eq!(metric(m, "invalid"), 1);
+
+    // 2. `provbox reload` with a bad file: refused before anything is sent, line named.
+    let (code, out) = support::provbox(&["reload", "--config", &cfg]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains(":4:") && out.contains("not sent"), "{out}");
+    assert_eq!(status(&url_a), "200");
+
+    // 3. A good file via `provbox reload`: the listener moves, limits change, ok counted.
+    std::fs::write(&real, config(b, m, 8)).unwrap();
+    let (code, out) = support::provbox(&["reload", "--config", &cfg]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("reload ok: restarted: http"), "{out}");
+    assert_eq!(status(&url_b), "200");
+    assert_eq!(status(&url_a), "000", "the old listener still answers");
+    assert_eq!(metric(m, "ok"), 1);
+    assert_eq!(metric(m, "invalid"), 1);
+
+    // 4. Reload with nothing changed restarts nothing (the metrics listener stayed up all
+    //    along: the counters above survived every reload).
+    let (code, out) = support::provbox(&["reload", "--config", &cfg]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("restarted: nothing"), "{out}");
+    assert_eq!(metric(m, "ok"), 2);
+
+    // 5. An edit of the file is enough: picked up by the watcher, no signal.
+    write_config(&pb, &config(a, m, 8));
+    wait_until("the file-change reload", || status(&url_a) == "200");
+    assert_eq!(status(&url_b), "000");
+    assert!(pb.log().contains("file change"), "{}", pb.log());
+    assert_eq!(metric(m, "ok"), 3);
+    // A broken edit through the watcher: counted, old listener untouched.
+    write_config(&pb, "catalog: [\n");
+    wait_until("the refused file-change reload", || metric(m, "invalid") == 2);
+    assert_eq!(status(&url_a), "200");
+
+    assert_eq!(pb.signal_and_wait("TERM"), Some(0));
+}
+
+#[test]
+fn transfer_in_flight_finishes_when_its_listener_moves() {
+    let dir = Provbox::dir();
+    let big: Vec<u8> = (0..6 * 1024 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(dir.path().join("files/firmware.bin"), &big).unwrap();
+    let (a, b, m) = (free_tcp_port(), free_tcp_port(), free_tcp_port());
+    let pb = Provbox::start(dir, &config(a, m, 64));
+    let out = pb.path().join("got.bin");
+    // A slow client: 6 MiB at 2 MiB/s keeps the transfer running across the reload.
+    let mut curl = Command::new("curl")
+        .args([
+            "-sS",
+            "--fail",
+            "--limit-rate",
+            "2M",
+            "--max-time",
+            "60",
+            "-o",
+            out.to_str().unwrap(),
+            &format!("http://127.0.0.1:{a}/firmware.bin"),
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the transfer to start", || {
+        std::fs::metadata(&out).map(|m| m.len() > 0).unwrap_or(false)
+    });
+    write_config(&pb, &config(b, m, 64));
+    wait_until("the new listener", || {
+        status(&format!("http://127.0.0.1:{b}/firmware.bin")) == "200"
+    });
+    assert_eq!(status(&format!("http://127.0.0.1:{a}/firmware.bin")), "000");
+    let done = curl.wait_with_output().unwrap();
+    assert!(
+        done.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(std::fs::read(&out).unwrap() == big, "the moved listener cut the transfer");
+}
