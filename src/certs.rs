@@ -81,6 +81,33 @@ pub fn write_csr(
     Ok(files)
 }
 
+/// The two settings `cert lab-ca` needs (data_dir, https.names), read without the full
+/// validation: the CA is often made precisely so that a `client_ca` path starts to exist.
+pub fn lab_settings(config: &Path) -> Result<(PathBuf, Vec<String>)> {
+    #[derive(serde::Deserialize, Default)]
+    struct Https {
+        #[serde(default)]
+        names: Vec<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Lenient {
+        data_dir: Option<PathBuf>,
+        #[serde(default)]
+        https: Option<Https>,
+    }
+    let text = fs::read_to_string(config)
+        .with_context(|| format!("cannot read the configuration file {}", config.display()))?;
+    let l: Lenient = serde_saphyr::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {}", config.display(), e.render().trim_end()))?;
+    let base = config
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    // Relative to the config file, as everywhere else.
+    let data_dir = base.join(l.data_dir.unwrap_or_else(|| PathBuf::from("data")));
+    Ok((data_dir, l.https.unwrap_or_default().names))
+}
+
 /// What `cert lab-ca` made.
 pub struct LabFiles {
     pub lab: LabCa,

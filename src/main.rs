@@ -107,16 +107,20 @@ fn cert(cmd: CertCommand) -> ExitCode {
             clients,
             out,
         } => {
-            let cfg = match load(&config) {
-                Ok(c) => c,
-                Err(code) => return code,
+            let (data_dir, https_names) = match certs::lab_settings(&config) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("provbox cert: {e:#}");
+                    return ExitCode::FAILURE;
+                }
             };
-            let mut all = names;
-            all.extend(cfg.https.names.iter().cloned());
+            // The configured FQDN first: it becomes the certificate's CN.
+            let mut all = https_names;
+            all.extend(names);
             all.extend(tls::machine_names(&[]));
             let mut seen = std::collections::HashSet::new();
             all.retain(|n| seen.insert(n.clone()));
-            let dir = out.unwrap_or_else(|| cfg.data_dir.join("tls"));
+            let dir = out.unwrap_or_else(|| data_dir.join("tls"));
             certs::lab_ca(&dir, &all, &clients).map(|f| {
                 println!("lab CA:       {}   (install on phones as a custom CA)", f.lab.ca_cert.display());
                 println!("server cert:  {}   for {}", f.lab.server_cert.display(), all.join(", "));
