@@ -19,10 +19,7 @@ pub fn local_ipv4() -> Vec<Ipv4Addr> {
         while !cur.is_null() {
             let ifa = &*cur;
             let up = ifa.ifa_flags & libc::IFF_UP as u32 != 0;
-            if up
-                && !ifa.ifa_addr.is_null()
-                && (*ifa.ifa_addr).sa_family as i32 == libc::AF_INET
-            {
+            if up && !ifa.ifa_addr.is_null() && (*ifa.ifa_addr).sa_family as i32 == libc::AF_INET {
                 let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
                 out.push(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
             }
@@ -156,7 +153,10 @@ mod tests {
             text.contains("Profile Rule     http://192.0.2.10:8080/CP-8831-3PCC.cfg"),
             "{text}"
         );
-        assert!(text.contains("listening  http    http://0.0.0.0:8080/"), "{text}");
+        assert!(
+            text.contains("listening  http    http://0.0.0.0:8080/"),
+            "{text}"
+        );
         assert!(text.contains("/var/lib/provbox/tls/ca.pem"), "{text}");
         assert!(text.contains("TFTP is off"), "{text}");
     }

@@ -77,7 +77,8 @@ pub fn write_csr(
         csr: out.join(format!("{cn}.csr")),
     };
     tls::write_private(&files.key, &key.serialize_pem())?;
-    fs::write(&files.csr, csr.pem()?).with_context(|| format!("writing {}", files.csr.display()))?;
+    fs::write(&files.csr, csr.pem()?)
+        .with_context(|| format!("writing {}", files.csr.display()))?;
     Ok(files)
 }
 

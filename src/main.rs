@@ -122,13 +122,24 @@ fn cert(cmd: CertCommand) -> ExitCode {
             all.retain(|n| seen.insert(n.clone()));
             let dir = out.unwrap_or_else(|| data_dir.join("tls"));
             certs::lab_ca(&dir, &all, &clients).map(|f| {
-                println!("lab CA:       {}   (install on phones as a custom CA)", f.lab.ca_cert.display());
-                println!("server cert:  {}   for {}", f.lab.server_cert.display(), all.join(", "));
+                println!(
+                    "lab CA:       {}   (install on phones as a custom CA)",
+                    f.lab.ca_cert.display()
+                );
+                println!(
+                    "server cert:  {}   for {}",
+                    f.lab.server_cert.display(),
+                    all.join(", ")
+                );
                 println!("server key:   {}", f.lab.server_key.display());
                 for (mac, c, k) in &f.clients {
                     println!("client {mac}: {} + {}", c.display(), k.display());
                 }
-                println!("Check with: openssl verify -CAfile {} {}", f.lab.ca_cert.display(), f.lab.server_cert.display());
+                println!(
+                    "Check with: openssl verify -CAfile {} {}",
+                    f.lab.ca_cert.display(),
+                    f.lab.server_cert.display()
+                );
             })
         }
     };

@@ -68,10 +68,10 @@ impl Notifier {
             return None;
         }
         let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-        if let Some(pid) = std::env::var("WATCHDOG_PID").ok() {
-            if pid.parse::<u32>().ok() != Some(std::process::id()) {
-                return None;
-            }
+        if let Ok(pid) = std::env::var("WATCHDOG_PID")
+            && pid.parse::<u32>().ok() != Some(std::process::id())
+        {
+            return None;
         }
         (usec > 0).then(|| Duration::from_micros(usec))
     }
@@ -105,7 +105,11 @@ mod tests {
         n.ready();
         let mut buf = [0u8; 256];
         let len = rx.recv(&mut buf).unwrap();
-        assert!(std::str::from_utf8(&buf[..len]).unwrap().starts_with("READY=1"));
+        assert!(
+            std::str::from_utf8(&buf[..len])
+                .unwrap()
+                .starts_with("READY=1")
+        );
 
         use std::os::linux::net::SocketAddrExt;
         let name = format!("provbox-test-{}", std::process::id());
@@ -118,7 +122,11 @@ mod tests {
         };
         n.stopping();
         let len = rx.recv(&mut buf).unwrap();
-        assert!(std::str::from_utf8(&buf[..len]).unwrap().starts_with("STOPPING=1"));
+        assert!(
+            std::str::from_utf8(&buf[..len])
+                .unwrap()
+                .starts_with("STOPPING=1")
+        );
     }
 
     #[test]

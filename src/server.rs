@@ -75,7 +75,10 @@ async fn reload(
     let new = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!(trigger = why, "reload refused, the running configuration stays:\n{e}");
+            tracing::error!(
+                trigger = why,
+                "reload refused, the running configuration stays:\n{e}"
+            );
             ctx.metrics
                 .config_reloads
                 .get_or_create(&label("invalid"))
@@ -95,14 +98,20 @@ async fn reload(
         let mut v: Vec<String> = c
             .listeners()
             .iter()
-            .filter(|l| !["http.", "https.", "metrics."].iter().any(|p| l.field.starts_with(p)))
+            .filter(|l| {
+                !["http.", "https.", "metrics."]
+                    .iter()
+                    .any(|p| l.field.starts_with(p))
+            })
             .map(|l| format!("{} {}", l.field, l.addr.value))
             .collect();
         v.sort();
         v
     };
     if others(&new) != others(running) {
-        tracing::warn!("reload: listener changes outside HTTP(S)/metrics take effect at the next restart");
+        tracing::warn!(
+            "reload: listener changes outside HTTP(S)/metrics take effect at the next restart"
+        );
     }
     if new.data_dir != running.data_dir {
         tracing::warn!("reload: data_dir changes take effect at the next restart");
@@ -116,7 +125,14 @@ async fn reload(
     let restarted: Vec<&str> = restarted.iter().map(|k| k.name()).collect();
     tracing::info!(result, trigger = why, restarted = ?restarted, "configuration reloaded");
     let text = if failed.is_empty() {
-        format!("restarted: {}", if restarted.is_empty() { "nothing".to_string() } else { restarted.join(", ") })
+        format!(
+            "restarted: {}",
+            if restarted.is_empty() {
+                "nothing".to_string()
+            } else {
+                restarted.join(", ")
+            }
+        )
     } else {
         failed.join("\n")
     };

@@ -127,11 +127,9 @@ fn tls_files(cfg: &Config, data_dir: &std::path::Path) -> Result<tls::TlsFiles> 
             client_ca,
         },
         _ => {
-            let lab = tls::LabCa::ensure(
-                &data_dir.join("tls"),
-                &tls::machine_names(&cfg.https.names),
-            )
-            .context("https: creating the lab certificate")?;
+            let lab =
+                tls::LabCa::ensure(&data_dir.join("tls"), &tls::machine_names(&cfg.https.names))
+                    .context("https: creating the lab certificate")?;
             tls::TlsFiles {
                 cert: lab.server_cert,
                 key: lab.server_key,
@@ -202,7 +200,10 @@ impl Web {
         let (handler, protocol, tls): (Arc<dyn Handler>, Protocol, _) = match kind {
             Kind::Http => (self.files_http.clone(), Protocol::http, None),
             Kind::Https => {
-                let files = settings.tls.clone().expect("https settings carry TLS files");
+                let files = settings
+                    .tls
+                    .clone()
+                    .expect("https settings carry TLS files");
                 let reloading = tls::Reloading::new(files.clone()).context("https")?;
                 // The file watcher lives as long as this generation.
                 reloading
@@ -282,10 +283,7 @@ impl Web {
 
     /// Bring every group in line with `cfg`. Returns the groups that could not be changed
     /// (they keep running as they were), each with the reason, and the groups restarted.
-    pub async fn apply(
-        &self,
-        cfg: &Config,
-    ) -> (Vec<(Kind, anyhow::Error)>, Vec<Kind>) {
+    pub async fn apply(&self, cfg: &Config) -> (Vec<(Kind, anyhow::Error)>, Vec<Kind>) {
         let mut failed = Vec::new();
         let mut changed = Vec::new();
         let mut groups = self.groups.lock().await;

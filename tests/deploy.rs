@@ -80,18 +80,33 @@ fn appliance_config_is_accepted_except_pending_sections() {
             .map(|(_, l)| l)
             .collect();
         let (code, out) = check_relocated(&kept.join("\n"), dir.path());
-        assert_eq!(code, 0, "deploy/config.yaml without PENDING sections:\n{out}");
+        assert_eq!(
+            code, 0,
+            "deploy/config.yaml without PENDING sections:\n{out}"
+        );
         for port in [":80", ":443", ":9100"] {
             assert!(out.contains(port), "{port} missing from:\n{out}");
         }
     }
     let keys: Vec<&str> = b.iter().map(|x| x.0.as_str()).collect();
-    for k in ["data_dir", "catalog", "http", "https", "metrics", "tftp", "dns", "dhcp", "syslog"] {
+    for k in [
+        "data_dir", "catalog", "http", "https", "metrics", "tftp", "dns", "dhcp", "syslog",
+    ] {
         assert!(keys.contains(&k), "deploy/config.yaml has no `{k}` section");
     }
     // The standard ports, all of them.
-    for port in ["0.0.0.0:80\"", "0.0.0.0:443\"", ":69", ":53\"", ":67", ":514"] {
-        assert!(text.contains(port), "deploy/config.yaml does not use {port}");
+    for port in [
+        "0.0.0.0:80\"",
+        "0.0.0.0:443\"",
+        ":69",
+        ":53\"",
+        ":67",
+        ":514",
+    ] {
+        assert!(
+            text.contains(port),
+            "deploy/config.yaml does not use {port}"
+        );
     }
 }
 
@@ -162,12 +177,18 @@ fn kubernetes_manifests_validate_and_a_broken_copy_does_not() {
         "claimName: provbox-data",
         "name: provbox-config",
     ] {
-        assert!(deployment.contains(needle), "deployment.yaml lacks `{needle}`");
+        assert!(
+            deployment.contains(needle),
+            "deployment.yaml lacks `{needle}`"
+        );
     }
     let kustomization = read("deploy/kubernetes/kustomization.yaml");
     for f in &files {
         let name = f.file_name().unwrap().to_str().unwrap();
-        assert!(kustomization.contains(name), "kustomization.yaml misses {name}");
+        assert!(
+            kustomization.contains(name),
+            "kustomization.yaml misses {name}"
+        );
     }
 
     // The same check on deliberately broken copies must fail.
@@ -199,7 +220,11 @@ fn configmap_holds_the_appliance_config() {
                 .unwrap(),
         ],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         read("deploy/config.yaml"),
@@ -221,10 +246,21 @@ fn containerfile_is_multi_stage_non_root_and_complete() {
             (op.to_uppercase(), rest.trim().to_string())
         })
         .collect();
-    let froms: Vec<&String> = instrs.iter().filter(|i| i.0 == "FROM").map(|i| &i.1).collect();
-    assert_eq!(froms.len(), 2, "expected a build and a runtime stage: {froms:?}");
+    let froms: Vec<&String> = instrs
+        .iter()
+        .filter(|i| i.0 == "FROM")
+        .map(|i| &i.1)
+        .collect();
+    assert_eq!(
+        froms.len(),
+        2,
+        "expected a build and a runtime stage: {froms:?}"
+    );
     assert!(froms[0].contains(" AS build"), "{froms:?}");
-    assert!(froms[1].contains("slim") || froms[1].contains("distroless"), "{froms:?}");
+    assert!(
+        froms[1].contains("slim") || froms[1].contains("distroless"),
+        "{froms:?}"
+    );
     // Every COPY from the build context names something that exists in the repository.
     let mut stage = 0;
     for (op, rest) in &instrs {
@@ -247,19 +283,28 @@ fn containerfile_is_multi_stage_non_root_and_complete() {
         .find(|i| i.0 == "USER")
         .map(|i| i.1.clone())
         .expect("a USER instruction");
-    assert!(!user.starts_with("root") && !user.starts_with("0"), "runs as {user}");
+    assert!(
+        !user.starts_with("root") && !user.starts_with("0"),
+        "runs as {user}"
+    );
     let setcap = instrs
         .iter()
         .find(|i| i.0 == "RUN" && i.1.contains("setcap"))
         .expect("setcap on the binary");
-    assert!(setcap.1.contains("cap_net_bind_service,cap_net_raw+ep"), "{}", setcap.1);
+    assert!(
+        setcap.1.contains("cap_net_bind_service,cap_net_raw+ep"),
+        "{}",
+        setcap.1
+    );
     let expose: BTreeMap<&str, ()> = instrs
         .iter()
         .filter(|i| i.0 == "EXPOSE")
         .flat_map(|i| i.1.split_whitespace())
         .map(|p| (p, ()))
         .collect();
-    for p in ["53/udp", "67/udp", "69/udp", "80/tcp", "443/tcp", "514/udp", "9100/tcp"] {
+    for p in [
+        "53/udp", "67/udp", "69/udp", "80/tcp", "443/tcp", "514/udp", "9100/tcp",
+    ] {
         assert!(expose.contains_key(p), "EXPOSE lacks {p}");
     }
     assert!(

@@ -87,7 +87,12 @@ fn documented_keys() -> BTreeSet<String> {
 fn reference_lists_exactly_the_keys_the_parser_accepts() {
     let schema = schema_keys();
     // The probe itself works: known keys of nested sections are found.
-    for k in ["data_dir", "http.limits.idle_timeout", "https.client_ca", "catalog.roots"] {
+    for k in [
+        "data_dir",
+        "http.limits.idle_timeout",
+        "https.client_ca",
+        "catalog.roots",
+    ] {
         assert!(schema.contains(k), "probe missed {k}: {schema:?}");
     }
     let documented = documented_keys();
@@ -109,7 +114,9 @@ fn every_key_in_the_shipped_config_is_documented() {
         if t.is_empty() || t.starts_with('#') || t.starts_with('-') {
             continue;
         }
-        let Some((key, _)) = t.split_once(':') else { continue };
+        let Some((key, _)) = t.split_once(':') else {
+            continue;
+        };
         let indent = line.len() - t.len();
         while stack.last().is_some_and(|(i, _)| *i >= indent) {
             stack.pop();
@@ -118,8 +125,13 @@ fn every_key_in_the_shipped_config_is_documented() {
         let dotted: Vec<&str> = stack.iter().map(|(_, k)| k.as_str()).collect();
         let dotted = dotted.join(".");
         let is_leaf_or_section = documented.contains(&dotted)
-            || documented.iter().any(|d| d.starts_with(&format!("{dotted}.")));
-        assert!(is_leaf_or_section, "config.yaml key `{dotted}` is not in the reference");
+            || documented
+                .iter()
+                .any(|d| d.starts_with(&format!("{dotted}.")));
+        assert!(
+            is_leaf_or_section,
+            "config.yaml key `{dotted}` is not in the reference"
+        );
     }
 }
 
@@ -139,7 +151,11 @@ fn laptop_quick_start_works_on_a_copy_of_the_checkout() {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();
     let cp = Command::new("cp")
-        .args(["-r", repo().join("config.yaml").to_str().unwrap(), repo().join("files").to_str().unwrap()])
+        .args([
+            "-r",
+            repo().join("config.yaml").to_str().unwrap(),
+            repo().join("files").to_str().unwrap(),
+        ])
         .arg(work)
         .status()
         .unwrap();
@@ -166,8 +182,16 @@ fn laptop_quick_start_works_on_a_copy_of_the_checkout() {
             .collect()
     };
     let check = sub(cmds[1]);
-    let out = Command::new(&check[0]).args(&check[1..]).current_dir(work).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(&check[0])
+        .args(&check[1..])
+        .current_dir(work)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("config.yaml: OK"));
 
     let serve = sub(cmds[2]);
@@ -181,15 +205,33 @@ fn laptop_quick_start_works_on_a_copy_of_the_checkout() {
         .spawn()
         .unwrap();
     let start = std::time::Instant::now();
-    while !std::fs::read_to_string(work.join("log")).unwrap().contains("Give phones:") {
-        assert!(child.try_wait().unwrap().is_none(), "{}", std::fs::read_to_string(work.join("log")).unwrap());
+    while !std::fs::read_to_string(work.join("log"))
+        .unwrap()
+        .contains("Give phones:")
+    {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "{}",
+            std::fs::read_to_string(work.join("log")).unwrap()
+        );
         assert!(start.elapsed().as_secs() < 20, "no banner");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let curl = sub(cmds[3]);
-    let out = Command::new(&curl[0]).args(["-sS", "--fail"]).args(&curl[1..]).output().unwrap();
+    let out = Command::new(&curl[0])
+        .args(["-sS", "--fail"])
+        .args(&curl[1..])
+        .output()
+        .unwrap();
     let _ = child.kill();
     let _ = child.wait();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(out.stdout, std::fs::read(repo().join("files/profiles/CP-8831-3PCC.cfg")).unwrap());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        out.stdout,
+        std::fs::read(repo().join("files/profiles/CP-8831-3PCC.cfg")).unwrap()
+    );
 }

@@ -21,7 +21,16 @@ fn config(http: u16, metrics: u16, max_connections: usize) -> String {
 fn status(url: &str) -> String {
     let out = support::run(
         "curl",
-        &["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", url],
+        &[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+            url,
+        ],
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -29,7 +38,12 @@ fn status(url: &str) -> String {
 fn metric(port: u16, result: &str) -> u64 {
     let out = support::run(
         "curl",
-        &["-sf", "--max-time", "5", &format!("http://127.0.0.1:{port}/metrics")],
+        &[
+            "-sf",
+            "--max-time",
+            "5",
+            &format!("http://127.0.0.1:{port}/metrics"),
+        ],
     );
     let text = String::from_utf8_lossy(&out.stdout);
     let needle = format!("provbox_config_reloads_total{{result=\"{result}\"}} ");
@@ -42,7 +56,10 @@ fn metric(port: u16, result: &str) -> u64 {
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
-        assert!(start.elapsed() < Duration::from_secs(15), "timed out waiting for {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -57,7 +74,11 @@ fn write_config(pb: &Provbox, text: &str) {
 #[test]
 fn good_reload_applies_bad_reload_keeps_serving_and_both_are_counted() {
     let dir = Provbox::dir();
-    std::fs::write(dir.path().join("files/CP-8831-3PCC.cfg"), "<flat-profile/>\n").unwrap();
+    std::fs::write(
+        dir.path().join("files/CP-8831-3PCC.cfg"),
+        "<flat-profile/>\n",
+    )
+    .unwrap();
     // config.yaml is a symlink into real/, which the file watcher does not see: SIGHUP and
     // `provbox reload` are tested alone first. Step 5 replaces the link to test the watcher.
     std::fs::create_dir(dir.path().join("real")).unwrap();
@@ -77,10 +98,23 @@ fn good_reload_applies_bad_reload_keeps_serving_and_both_are_counted() {
 
     // 1. A bad file (unknown key) via SIGHUP: refused, counted, old config keeps serving.
     let real = pb.path().join("real/config.yaml");
-    std::fs::write(&real, config(b, m, 64).replace("enabled: true\n  listen: [\"127", "enabeld: true\n  listen: [\"127")).unwrap();
-    let _ = Command::new("kill").args(["-HUP", &pb.pid().to_string()]).status();
+    std::fs::write(
+        &real,
+        config(b, m, 64).replace(
+            "enabled: true\n  listen: [\"127",
+            "enabeld: true\n  listen: [\"127",
+        ),
+    )
+    .unwrap();
+    let _ = Command::new("kill")
+        .args(["-HUP", &pb.pid().to_string()])
+        .status();
     pb.wait_for_log("reload refused", Duration::from_secs(10));
-    assert!(pb.log().contains("enabeld"), "the error names the key:\n{}", pb.log());
+    assert!(
+        pb.log().contains("enabeld"),
+        "the error names the key:\n{}",
+        pb.log()
+    );
     assert_eq!(status(&url_a), "200", "old config stopped serving");
     assert_eq!(status(&url_b), "000");
     assert_eq!(metric(m, "invalid"), 1);
@@ -116,7 +150,9 @@ fn good_reload_applies_bad_reload_keeps_serving_and_both_are_counted() {
     assert_eq!(metric(m, "ok"), 3);
     // A broken edit through the watcher: counted, old listener untouched.
     write_config(&pb, "catalog: [\n");
-    wait_until("the refused file-change reload", || metric(m, "invalid") == 2);
+    wait_until("the refused file-change reload", || {
+        metric(m, "invalid") == 2
+    });
     assert_eq!(status(&url_a), "200");
 
     assert_eq!(pb.signal_and_wait("TERM"), Some(0));
@@ -125,13 +161,15 @@ fn good_reload_applies_bad_reload_keeps_serving_and_both_are_counted() {
 #[test]
 fn transfer_in_flight_finishes_when_its_listener_moves() {
     let dir = Provbox::dir();
-    let big: Vec<u8> = (0..6 * 1024 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
+    let big: Vec<u8> = (0..6 * 1024 * 1024u32)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
     std::fs::write(dir.path().join("files/firmware.bin"), &big).unwrap();
     let (a, b, m) = (free_tcp_port(), free_tcp_port(), free_tcp_port());
     let pb = Provbox::start(dir, &config(a, m, 64));
     let out = pb.path().join("got.bin");
     // A slow client: 6 MiB at 2 MiB/s keeps the transfer running across the reload.
-    let mut curl = Command::new("curl")
+    let curl = Command::new("curl")
         .args([
             "-sS",
             "--fail",
@@ -147,7 +185,9 @@ fn transfer_in_flight_finishes_when_its_listener_moves() {
         .spawn()
         .unwrap();
     wait_until("the transfer to start", || {
-        std::fs::metadata(&out).map(|m| m.len() > 0).unwrap_or(false)
+        std::fs::metadata(&out)
+            .map(|m| m.len() > 0)
+            .unwrap_or(false)
     });
     write_config(&pb, &config(b, m, 64));
     wait_until("the new listener", || {
@@ -160,5 +200,8 @@ fn transfer_in_flight_finishes_when_its_listener_moves() {
         "curl failed: {}",
         String::from_utf8_lossy(&done.stderr)
     );
-    assert!(std::fs::read(&out).unwrap() == big, "the moved listener cut the transfer");
+    assert!(
+        std::fs::read(&out).unwrap() == big,
+        "the moved listener cut the transfer"
+    );
 }

@@ -10,8 +10,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn unit_text() -> String {
-    std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("systemd/provbox.service"))
-        .unwrap()
+    std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("systemd/provbox.service"),
+    )
+    .unwrap()
 }
 
 /// The unit with its ExecStart pointing at the binary under test (verify checks that the
@@ -29,8 +31,8 @@ fn verify(path: &std::path::Path) -> (bool, String) {
         "systemd-analyze",
         &["verify", "--man=no", path.to_str().unwrap()],
     );
-    let text = String::from_utf8_lossy(&out.stderr).into_owned()
-        + &String::from_utf8_lossy(&out.stdout);
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     // verify reports unknown keys and bad values as warnings with exit 0: any output
     // about our unit counts as a failure.
     let clean = out.status.success() && !text.contains("provbox.service");
@@ -127,15 +129,19 @@ fn notify_protocol_ready_reloading_stopping() {
     let cfg = dir.path().join("config.yaml");
     std::fs::write(
         &cfg,
-        format!("catalog:\n  roots: [files]\nhttp:\n  enabled: true\n  listen: [\"127.0.0.1:{port}\"]\n"),
+        format!(
+            "catalog:\n  roots: [files]\nhttp:\n  enabled: true\n  listen: [\"127.0.0.1:{port}\"]\n"
+        ),
     )
     .unwrap();
     use std::os::linux::net::SocketAddrExt;
     let name = format!("provbox-notify-{}-{port}", std::process::id());
-    let sock =
-        UnixDatagram::bind_addr(&std::os::unix::net::SocketAddr::from_abstract_name(&name).unwrap())
-            .unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let sock = UnixDatagram::bind_addr(
+        &std::os::unix::net::SocketAddr::from_abstract_name(&name).unwrap(),
+    )
+    .unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     let mut child = Command::new(support::bin())
         .args(["serve", "--config", cfg.to_str().unwrap()])
         .env("NOTIFY_SOCKET", format!("@{name}"))
@@ -144,7 +150,7 @@ fn notify_protocol_ready_reloading_stopping() {
         .spawn()
         .unwrap();
     let log = dir.path().join("log");
-    let mut recv = || {
+    let recv = || {
         let mut buf = [0u8; 512];
         let n = sock.recv(&mut buf).unwrap_or_else(|e| {
             panic!(
@@ -161,7 +167,10 @@ fn notify_protocol_ready_reloading_stopping() {
     let pid = child.id().to_string();
     Command::new("kill").args(["-HUP", &pid]).status().unwrap();
     let reloading = recv();
-    assert!(reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="), "{reloading}");
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading}"
+    );
     assert!(recv().starts_with("READY=1"));
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(recv().starts_with("STOPPING=1"));
