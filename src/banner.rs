@@ -74,7 +74,8 @@ pub fn render(i: &Inputs<'_>) -> String {
     for l in i.listening {
         s.push_str(&format!("  listening  {l}\n"));
     }
-    s.push_str(&format!("  data dir   {}\n", cfg.data_dir.display()));
+    let data_dir = std::fs::canonicalize(&cfg.data_dir).unwrap_or_else(|_| cfg.data_dir.clone());
+    s.push_str(&format!("  data dir   {}\n", data_dir.display()));
     let roots: Vec<PathBuf> = cfg.catalog.roots.iter().map(|r| r.value.clone()).collect();
     let file = example_profile(&roots).unwrap_or_else(|| "$PSN.cfg".into());
     s.push_str("Give phones:\n");

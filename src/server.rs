@@ -241,6 +241,8 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
         .into_iter()
         .next()
         .unwrap_or(std::net::Ipv4Addr::LOCALHOST);
+    // Absolute paths in the banner: it is read from a journal, not from the config's dir.
+    let lab_ca = lab_ca.map(|p| std::fs::canonicalize(&p).unwrap_or(p));
     print!(
         "{}",
         crate::banner::render(&crate::banner::Inputs {
