@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::{Provbox, free_tcp_port};
@@ -201,6 +201,7 @@ fn transfer_in_flight_finishes_when_its_listener_moves() {
         .map(|i| (i * 7 % 251) as u8)
         .collect();
     std::fs::write(dir.path().join("files/firmware.bin"), &big).unwrap();
+    std::fs::write(dir.path().join("files/probe.cfg"), "probe\n").unwrap();
     let (a, b, m) = (free_tcp_port(), free_tcp_port(), free_tcp_port());
     let pb = Provbox::start(dir, &config(a, m, 64));
     let mut conn = slow_reader(a);
@@ -213,9 +214,9 @@ fn transfer_in_flight_finishes_when_its_listener_moves() {
     // The client stops reading; the listener moves.
     write_config(&pb, &config(b, m, 64));
     wait_until("the new listener", || {
-        status(&format!("http://127.0.0.1:{b}/firmware.bin")) == "200"
+        status(&format!("http://127.0.0.1:{b}/probe.cfg")) == "200"
     });
-    assert_eq!(status(&format!("http://127.0.0.1:{a}/firmware.bin")), "000");
+    assert_eq!(status(&format!("http://127.0.0.1:{a}/probe.cfg")), "000");
     let done_line = format!("path=/firmware.bin status=200 bytes={}", big.len());
     let slow_done = |log: &str| {
         log.lines()
