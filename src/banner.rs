@@ -68,6 +68,29 @@ pub struct Inputs<'a> {
     pub host: Ipv4Addr,
 }
 
+/// Log the lab CA and print the banner on stdout (journald and `podman logs` keep it).
+pub fn print(cfg: &Config, listening: &[String], lab_ca: Option<PathBuf>) {
+    if let Some(ca) = &lab_ca {
+        tracing::info!(ca = %ca.display(), "https: serving a certificate from the lab CA (phones install this CA)");
+    }
+    let host = local_ipv4()
+        .into_iter()
+        .next()
+        .unwrap_or(Ipv4Addr::LOCALHOST);
+    // Absolute paths: the banner is read from a journal, not from the config's directory.
+    let lab_ca = lab_ca.map(|p| std::fs::canonicalize(&p).unwrap_or(p));
+    print!(
+        "{}",
+        render(&Inputs {
+            cfg,
+            listening,
+            lab_ca: lab_ca.as_deref(),
+            host,
+        })
+    );
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+}
+
 pub fn render(i: &Inputs<'_>) -> String {
     let cfg = i.cfg;
     let mut s = format!("provbox {} ready\n", env!("CARGO_PKG_VERSION"));

@@ -25,6 +25,8 @@ pub struct PidFile(PathBuf);
 
 impl PidFile {
     pub fn create(data_dir: &Path) -> Result<PidFile> {
+        // A previous run's reload verdicts would confuse `provbox reload`'s generation count.
+        let _ = std::fs::remove_file(status_file(data_dir));
         let path = pid_file(data_dir);
         std::fs::write(&path, format!("{}\n", std::process::id()))
             .with_context(|| format!("writing {}", path.display()))?;

@@ -62,6 +62,23 @@ impl Notifier {
         self.notify("STOPPING=1\nSTATUS=finishing transfers");
     }
 
+    /// Ping the watchdog at half the interval systemd asked for, if it asked. Pinging from
+    /// a runtime task proves the runtime still schedules work.
+    pub fn spawn_watchdog(&self, shutdown: tokio_util::sync::CancellationToken) {
+        let Some(every) = self.watchdog_interval() else {
+            return;
+        };
+        let notifier = Notifier::from_env();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(every / 2) => notifier.notify("WATCHDOG=1"),
+                }
+            }
+        });
+    }
+
     /// The watchdog interval systemd asked for (`WatchdogSec=`), if any, for this process.
     pub fn watchdog_interval(&self) -> Option<Duration> {
         if !self.enabled() {

@@ -234,40 +234,10 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
         tracing::info!("listening: {line}");
     }
     let lab_ca = web.lab_ca.lock().unwrap().clone();
-    if let Some(ca) = &lab_ca {
-        tracing::info!(ca = %ca.display(), "https: serving a certificate from the lab CA (phones install this CA)");
-    }
-    let host = crate::banner::local_ipv4()
-        .into_iter()
-        .next()
-        .unwrap_or(std::net::Ipv4Addr::LOCALHOST);
-    // Absolute paths in the banner: it is read from a journal, not from the config's dir.
-    let lab_ca = lab_ca.map(|p| std::fs::canonicalize(&p).unwrap_or(p));
-    print!(
-        "{}",
-        crate::banner::render(&crate::banner::Inputs {
-            cfg: &cfg,
-            listening: &banner,
-            lab_ca: lab_ca.as_deref(),
-            host,
-        })
-    );
-    let _ = std::io::Write::flush(&mut std::io::stdout());
+    crate::banner::print(&cfg, &banner, lab_ca);
     let notifier = Notifier::from_env();
     notifier.ready();
-    if let Some(every) = notifier.watchdog_interval() {
-        let shutdown = ctx.shutdown.clone();
-        let notifier = Notifier::from_env();
-        tokio::spawn(async move {
-            // Pinging from the runtime proves the runtime still schedules tasks.
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(every / 2) => notifier.notify("WATCHDOG=1"),
-                }
-            }
-        });
-    }
+    notifier.spawn_watchdog(ctx.shutdown.clone());
 
     // A change of the config file reloads too; a broken watch only loses that convenience.
     let (_watcher, mut changed) = match control::watch_config(&config_path) {
@@ -303,7 +273,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
         notifier.ready();
     }
     notifier.stopping();
-    let grace = cfg.shutdown_grace.0;
+    let grace = running.shutdown_grace.0;
     tracing::info!(
         grace_secs = grace.as_secs_f64(),
         "shutting down: no new requests, finishing transfers"

@@ -121,7 +121,8 @@ fn unit_grants_exactly_the_two_capabilities() {
 }
 
 /// Type=notify: READY=1 only after the listeners are bound, RELOADING=1 then READY=1 around
-/// a reload, STOPPING=1 on SIGTERM; over an abstract socket as systemd uses in containers.
+/// a reload, STOPPING=1 on SIGTERM, WATCHDOG=1 pings when asked; over an abstract socket
+/// as systemd uses in containers.
 #[test]
 fn notify_protocol_ready_reloading_stopping() {
     let dir = support::Provbox::dir();
@@ -145,12 +146,13 @@ fn notify_protocol_ready_reloading_stopping() {
     let mut child = Command::new(support::bin())
         .args(["serve", "--config", cfg.to_str().unwrap()])
         .env("NOTIFY_SOCKET", format!("@{name}"))
+        .env("WATCHDOG_USEC", "400000")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
         .spawn()
         .unwrap();
     let log = dir.path().join("log");
-    let recv = || {
+    let next = || {
         let mut buf = [0u8; 512];
         let n = sock.recv(&mut buf).unwrap_or_else(|e| {
             panic!(
@@ -160,8 +162,17 @@ fn notify_protocol_ready_reloading_stopping() {
         });
         String::from_utf8_lossy(&buf[..n]).into_owned()
     };
+    // The next state change, skipping watchdog pings.
+    let recv = || loop {
+        let m = next();
+        if m != "WATCHDOG=1" {
+            return m;
+        }
+    };
     let ready = recv();
     assert!(ready.starts_with("READY=1"), "{ready}");
+    // WatchdogSec=: with nothing else happening, the next message is a watchdog ping.
+    assert_eq!(next(), "WATCHDOG=1");
     // Ready means bound: the HTTP port answers now.
     std::net::TcpStream::connect(("127.0.0.1", port)).expect("listener bound at READY=1");
     let pid = child.id().to_string();
@@ -174,5 +185,6 @@ fn notify_protocol_ready_reloading_stopping() {
     assert!(recv().starts_with("READY=1"));
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(recv().starts_with("STOPPING=1"));
+
     assert!(child.wait().unwrap().success());
 }
