@@ -3,9 +3,15 @@
 //! A reload compares each group's settings with what it runs now. An unchanged group is
 //! left alone. A changed one is started again beside the old: sockets on addresses it
 //! already had are reused (a duplicate of the same file descriptor, so no connection is
-//! refused while the switch happens), new addresses are bound, and only then is the old
-//! group told to stop. Its connections finish the response in flight and close; their
-//! tasks stay on the process tracker so a later shutdown still waits for them.
+//! refused while the switch happens), new addresses are bound, and only then does the old
+//! generation stop:
+//! - on an address the new one keeps, its accept loop is simply dropped (accept is
+//!   cancel-safe); its connections live on untouched, so even a connection accepted an
+//!   instant before, whose request is not read yet, is answered;
+//! - on an address that goes away, it is told to shut down: no more accepts, the response
+//!   in flight finishes, then the connection closes and the socket with it.
+//!
+//! Connection tasks stay on the process tracker, so a later shutdown still waits for them.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -65,6 +71,9 @@ struct Group {
     settings: Settings,
     /// Duplicates of the bound sockets, kept to hand to the next generation.
     sockets: Vec<(SocketAddr, std::net::TcpListener)>,
+    /// Per listener: its shutdown token and its accept loop.
+    loops: Vec<(SocketAddr, CancellationToken, tokio::task::AbortHandle)>,
+    /// Lives as long as the generation (the TLS file watcher).
     stop: CancellationToken,
 }
 
@@ -267,18 +276,35 @@ impl Web {
     }
 
     fn launch(&self, p: Prepared) -> (Kind, Group) {
-        for l in p.listeners {
-            self.accept_loops
-                .spawn(l.run(p.stop.clone(), self.tracker.clone()));
+        let mut loops = Vec::new();
+        for (l, (addr, _)) in p.listeners.into_iter().zip(&p.sockets) {
+            let token = self.ctx_shutdown.child_token();
+            let handle = self
+                .accept_loops
+                .spawn(l.run(token.clone(), self.tracker.clone()));
+            loops.push((*addr, token, handle.abort_handle()));
         }
         (
             p.kind,
             Group {
                 settings: p.settings,
                 sockets: p.sockets,
+                loops,
                 stop: p.stop,
             },
         )
+    }
+
+    /// Stop an old generation; see the module comment for the two cases.
+    fn retire(old: Group, keeps: &[SocketAddr]) {
+        for (addr, token, accept) in old.loops {
+            if keeps.contains(&addr) {
+                accept.abort();
+            } else {
+                token.cancel();
+            }
+        }
+        old.stop.cancel();
     }
 
     /// Bring every group in line with `cfg`. Returns the groups that could not be changed
@@ -313,22 +339,20 @@ impl Web {
                     }
                 }
             };
-            // New generation accepting first, then the old one stops taking connections
-            // and lets the ones it has finish.
-            if let Some(i) = idx {
-                let (_, old) = groups.remove(i);
-                if let Some(p) = next {
-                    for line in &p.banner {
-                        tracing::info!("listening: {line}");
-                    }
-                    groups.push(self.launch(p));
-                }
-                old.stop.cancel();
-            } else if let Some(p) = next {
+            // New generation accepting first, then the old one stops.
+            let keeps: Vec<SocketAddr> = next
+                .as_ref()
+                .map(|p| p.settings.listen.clone())
+                .unwrap_or_default();
+            if let Some(p) = next {
                 for line in &p.banner {
                     tracing::info!("listening: {line}");
                 }
                 groups.push(self.launch(p));
+            }
+            if let Some(i) = idx {
+                let (_, old) = groups.remove(i);
+                Self::retire(old, &keeps);
             }
             tracing::info!(group = kind.name(), "restarted with the new settings");
             changed.push(kind);

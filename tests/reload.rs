@@ -239,3 +239,135 @@ fn transfer_in_flight_finishes_when_its_listener_moves() {
         slow_done(&pb.log())
     });
 }
+
+/// HTTPS hot-applies new certificate paths; a certificate that cannot be used leaves the
+/// old one serving and the reload counts as `partial`.
+#[test]
+fn https_certificate_paths_apply_on_reload() {
+    let dir = Provbox::dir();
+    std::fs::write(
+        dir.path().join("files/CP-8831-3PCC.cfg"),
+        "<flat-profile/>\n",
+    )
+    .unwrap();
+    let base = dir.path().to_path_buf();
+    for (name, host) in [("a", "a.lab.test"), ("b", "b.lab.test")] {
+        let (code, out) = support::provbox(&[
+            "cert",
+            "lab-ca",
+            "--config",
+            "/dev/null",
+            "--names",
+            host,
+            "--out",
+            base.join(name).to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{out}");
+    }
+    std::fs::create_dir(base.join("c")).unwrap();
+    std::fs::write(base.join("c/server.pem"), "not a certificate\n").unwrap();
+    std::fs::copy(base.join("a/server.key"), base.join("c/server.key")).unwrap();
+    // Through a symlink the watcher does not see: each reload below is exactly one.
+    std::fs::create_dir(base.join("real")).unwrap();
+    std::os::unix::fs::symlink("real/config.yaml", base.join("config.yaml")).unwrap();
+    let (port, m) = (free_tcp_port(), free_tcp_port());
+    let yaml = |which: &str| {
+        format!(
+            "catalog:\n  roots: [files]\nhttps:\n  enabled: true\n  listen: [\"127.0.0.1:{port}\"]\n  cert: {which}/server.pem\n  key: {which}/server.key\nmetrics:\n  enabled: true\n  listen: 127.0.0.1:{m}\n"
+        )
+    };
+    let pb = Provbox::start(dir, &yaml("a"));
+    let fetch = |host: &str, ca: &str| {
+        support::run(
+            "curl",
+            &[
+                "-sS",
+                "--fail",
+                "--max-time",
+                "5",
+                "--resolve",
+                &format!("{host}:{port}:127.0.0.1"),
+                "--cacert",
+                base.join(ca).join("ca.pem").to_str().unwrap(),
+                &format!("https://{host}:{port}/CP-8831-3PCC.cfg"),
+            ],
+        )
+        .status
+        .success()
+    };
+    assert!(fetch("a.lab.test", "a"));
+    assert!(!fetch("b.lab.test", "b"));
+    let cfg = pb.path().join("config.yaml");
+    let real = pb.path().join("real/config.yaml");
+    std::fs::write(&real, yaml("b")).unwrap();
+    let (code, out) = support::provbox(&["reload", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("restarted: https"), "{out}");
+    assert!(fetch("b.lab.test", "b"));
+    assert!(!fetch("a.lab.test", "a"));
+    assert_eq!(metric(m, "ok"), 1);
+    // An unusable certificate: partial reload, b keeps serving.
+    let (code, out) = {
+        std::fs::write(&real, yaml("c")).unwrap();
+        support::provbox(&["reload", "--config", cfg.to_str().unwrap()])
+    };
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("reload partial") && out.contains("https"),
+        "{out}"
+    );
+    assert!(fetch("b.lab.test", "b"));
+    assert_eq!(metric(m, "partial"), 1);
+}
+
+/// Restarting a listener on the same address (a limits change) hands the socket over:
+/// a client that connects all through five reloads is never refused.
+#[test]
+fn no_connection_is_refused_while_a_listener_restarts() {
+    let dir = Provbox::dir();
+    std::fs::write(
+        dir.path().join("files/CP-8831-3PCC.cfg"),
+        "<flat-profile/>\n",
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("real")).unwrap();
+    std::os::unix::fs::symlink("real/config.yaml", dir.path().join("config.yaml")).unwrap();
+    let (a, m) = (free_tcp_port(), free_tcp_port());
+    let pb = Provbox::start(dir, &config(a, m, 64));
+    let cfg = pb.path().join("config.yaml");
+    let url = format!("http://127.0.0.1:{a}/CP-8831-3PCC.cfg");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0, Vec::new());
+            // Bounded: at most 2000 requests.
+            for _ in 0..2000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                match status(&url).as_str() {
+                    "200" => ok += 1,
+                    other => failed.push(other.to_string()),
+                }
+            }
+            (ok, failed)
+        })
+    };
+    for (i, max) in [8, 16, 32, 48, 64].into_iter().enumerate() {
+        std::fs::write(pb.path().join("real/config.yaml"), config(a, m, max)).unwrap();
+        let (code, out) = support::provbox(&["reload", "--config", cfg.to_str().unwrap()]);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("restarted: http"), "{out}");
+        assert_eq!(metric(m, "ok"), i as u64 + 1);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = client.join().unwrap();
+    assert!(ok > 0);
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {failed:?}",
+        failed.len(),
+        ok + failed.len()
+    );
+}
