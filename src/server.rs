@@ -221,9 +221,22 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    // What the file held when loaded, read before the watch starts so no edit is missed.
+    let mut seen = std::fs::read(&config_path).ok();
+    // A change of the config file reloads too; a broken watch only loses that convenience.
+    let (_watcher, mut changed) = match control::watch_config(&config_path) {
+        Ok((w, rx)) => (Some(w), rx),
+        Err(e) => {
+            tracing::warn!("config file changes will not be noticed (SIGHUP still works): {e:#}");
+            (None, tokio::sync::mpsc::channel(1).1)
+        }
+    };
     web.start().await;
     ready.store(true, Ordering::Release);
     let _pid_file = control::PidFile::create(&cfg.data_dir)?;
+    // The banner before the "ready" log line: whoever waits for that line finds it.
+    let lab_ca = web.lab_ca.lock().unwrap().clone();
+    crate::banner::print(&cfg, &banner, lab_ca);
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         data_dir = %cfg.data_dir.display(),
@@ -233,22 +246,11 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
     for line in &banner {
         tracing::info!("listening: {line}");
     }
-    let lab_ca = web.lab_ca.lock().unwrap().clone();
-    crate::banner::print(&cfg, &banner, lab_ca);
     let notifier = Notifier::from_env();
     notifier.ready();
     notifier.spawn_watchdog(ctx.shutdown.clone());
 
-    // A change of the config file reloads too; a broken watch only loses that convenience.
-    let (_watcher, mut changed) = match control::watch_config(&config_path) {
-        Ok((w, rx)) => (Some(w), rx),
-        Err(e) => {
-            tracing::warn!("config file changes will not be noticed (SIGHUP still works): {e:#}");
-            (None, tokio::sync::mpsc::channel(1).1)
-        }
-    };
     let mut running = cfg.clone();
-    let mut seen = std::fs::read(&config_path).ok();
     let mut generation = 0u64;
     loop {
         let why = tokio::select! {
