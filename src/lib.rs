@@ -1,16 +1,21 @@
 //! provbox: one process that provisions IP phones. The binary (`main.rs`) is a thin CLI
 //! over these modules; integration tests use them too (certificates, MAC parsing).
 
+pub mod banner;
 pub mod catalog;
+pub mod certs;
 pub mod config;
+pub mod control;
 pub mod devices;
 pub mod dhcp;
 pub mod dns;
 pub mod http;
 pub mod metrics;
+pub mod sdnotify;
 pub mod server;
 pub mod store;
 pub mod tftp;
 pub mod tls;
 pub mod zerocopy;
 pub mod tls_legacy;
+pub mod web;

@@ -1,6 +1,6 @@
 //! provbox: one process that provisions IP phones (DHCP, DNS, TFTP, HTTP(S), metrics).
 
-use provbox::{config, server};
+use provbox::{certs, config, control, server, tls};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -30,6 +30,15 @@ enum Command {
         #[arg(long, short, default_value = "config.yaml")]
         config: PathBuf,
     },
+    /// Make the running provbox re-read its configuration (like `systemctl reload`):
+    /// validates the file first, signals the process, prints what it applied.
+    Reload {
+        #[arg(long, short, default_value = "config.yaml")]
+        config: PathBuf,
+    },
+    /// Keys, certificate signing requests and the lab CA.
+    #[command(subcommand)]
+    Cert(CertCommand),
     /// Device inventory tools.
     Devices {
         #[command(subcommand)]
@@ -51,6 +60,118 @@ enum DevicesCommand {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// Write a private key and a certificate signing request to send to a CA.
+    Csr {
+        /// The server name phones use (common name and first subject alternative name).
+        #[arg(long)]
+        cn: String,
+        /// More subject alternative names (DNS names or IP addresses).
+        #[arg(long = "san", value_delimiter = ',')]
+        sans: Vec<String>,
+        /// Organisation (O=) in the subject.
+        #[arg(long)]
+        org: Option<String>,
+        #[arg(long, value_enum, default_value = "ecdsa-p256")]
+        key_type: certs::KeyType,
+        /// Directory for <cn>.key and <cn>.csr.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
+    /// Create (or reuse) a lab CA, issue a server certificate for the configured names and
+    /// client certificates for test phones. Without --out it writes to data_dir/tls, which
+    /// the HTTPS listener uses when no certificate is configured.
+    LabCa {
+        #[arg(long, short, default_value = "config.yaml")]
+        config: PathBuf,
+        /// Server names besides https.names and this machine's names.
+        #[arg(long, value_delimiter = ',')]
+        names: Vec<String>,
+        /// MAC addresses of test phones that get a client certificate.
+        #[arg(long, value_delimiter = ',')]
+        clients: Vec<String>,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+fn load(path: &std::path::Path) -> Result<config::Config, ExitCode> {
+    config::Config::load(path).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::FAILURE
+    })
+}
+
+fn cert(cmd: CertCommand) -> ExitCode {
+    let result = match cmd {
+        CertCommand::Csr {
+            cn,
+            sans,
+            org,
+            key_type,
+            out,
+        } => certs::write_csr(&out, &cn, &sans, org.as_deref(), key_type).map(|f| {
+            println!("private key: {}", f.key.display());
+            println!("request:     {}", f.csr.display());
+            println!("Send the request to your CA; keep the key private (mode 0600).");
+            println!(
+                "Check it with: openssl req -verify -noout -text -in {}",
+                f.csr.display()
+            );
+        }),
+        CertCommand::LabCa {
+            config,
+            names,
+            clients,
+            out,
+        } => {
+            let (data_dir, https_names) = match certs::lab_settings(&config) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("provbox cert: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            // The configured FQDN first: it becomes the certificate's CN.
+            let mut all = https_names;
+            all.extend(names);
+            all.extend(tls::machine_names(&[]));
+            let mut seen = std::collections::HashSet::new();
+            all.retain(|n| seen.insert(n.clone()));
+            let dir = out.unwrap_or_else(|| data_dir.join("tls"));
+            certs::lab_ca(&dir, &all, &clients).map(|f| {
+                println!(
+                    "lab CA:       {}   (install on phones as a custom CA)",
+                    f.lab.ca_cert.display()
+                );
+                println!(
+                    "server cert:  {}   for {}",
+                    f.lab.server_cert.display(),
+                    all.join(", ")
+                );
+                println!("server key:   {}", f.lab.server_key.display());
+                for (mac, c, k) in &f.clients {
+                    println!("client {mac}: {} + {}", c.display(), k.display());
+                }
+                println!(
+                    "Check with: openssl verify -CAfile {} {}",
+                    f.lab.ca_cert.display(),
+                    f.lab.server_cert.display()
+                );
+            })
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("provbox cert: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -96,6 +217,31 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Cert(cmd) => cert(cmd),
+        Command::Reload { config } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                // A bad file would be refused by the running process anyway; say so here.
+                Err(code) => {
+                    eprintln!("provbox reload: not sent; the running configuration stays");
+                    return code;
+                }
+            };
+            match control::signal_reload(&cfg.data_dir, std::time::Duration::from_secs(15)) {
+                Ok((result, text)) => {
+                    println!("reload {result}: {text}");
+                    if result == "ok" {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("provbox reload: {e:#}");
                     ExitCode::FAILURE
                 }
             }

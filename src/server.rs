@@ -14,11 +14,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::catalog::Catalog;
 use crate::config::{Config, LogFormat};
+use crate::control;
 use crate::devices::{self, Provisioner};
-use crate::http::{self, AdminHandler, FileHandler};
-use crate::metrics::{Metrics, Protocol};
+use crate::metrics::Metrics;
+use crate::sdnotify::Notifier;
 use crate::store::Store;
-use crate::tls;
+use crate::web::Web;
 
 /// A front end's way to apply a new, already validated configuration without a restart.
 pub type ReloadFn = Box<dyn Fn(&Config) -> Result<()> + Send + Sync>;
@@ -60,39 +61,83 @@ pub struct Context {
     pub reloaders: Arc<Reloaders>,
 }
 
-/// SIGHUP: read and validate the file again; a bad file changes nothing.
-fn reload(path: &std::path::Path, running: &Config, ctx: &Context) {
+/// SIGHUP, `provbox reload` or a change of the file: read and validate it again. A bad
+/// file changes nothing; a good one restarts only the front ends whose settings changed.
+async fn reload(
+    path: &std::path::Path,
+    running: &mut Arc<Config>,
+    ctx: &Context,
+    web: &Web,
+    why: &str,
+    generation: u64,
+) {
     let label = |result: &'static str| crate::metrics::ResultLabels { result };
     let new = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!("reload refused, the running configuration stays:\n{e}");
+            tracing::error!(
+                trigger = why,
+                "reload refused, the running configuration stays:\n{e}"
+            );
             ctx.metrics
                 .config_reloads
                 .get_or_create(&label("invalid"))
                 .inc();
+            control::write_status(&ctx.data_dir, generation, "invalid", &e.to_string());
             return;
         }
     };
-    let listeners = |c: &Config| {
+    let mut failed = Vec::new();
+    let (web_failed, restarted) = web.apply(&new).await;
+    for (kind, e) in web_failed {
+        tracing::error!("reload: {} kept its old settings: {e:#}", kind.name());
+        failed.push(format!("{}: {e:#}", kind.name()));
+    }
+    // Listeners of the other front ends: their own reload hooks decide what they can apply.
+    let others = |c: &Config| {
         let mut v: Vec<String> = c
             .listeners()
             .iter()
+            .filter(|l| {
+                !["http.", "https.", "metrics."]
+                    .iter()
+                    .any(|p| l.field.starts_with(p))
+            })
             .map(|l| format!("{} {}", l.field, l.addr.value))
             .collect();
         v.sort();
         v
     };
-    if listeners(&new) != listeners(running) {
-        tracing::warn!("reload: listener changes take effect at the next restart");
+    if others(&new) != others(running) {
+        tracing::warn!(
+            "reload: listener changes outside HTTP(S)/metrics take effect at the next restart"
+        );
     }
-    let failed = ctx.reloaders.apply(&new);
+    if new.data_dir != running.data_dir {
+        tracing::warn!("reload: data_dir changes take effect at the next restart");
+    }
+    failed.extend(ctx.reloaders.apply(&new));
     let result = if failed.is_empty() { "ok" } else { "partial" };
     ctx.metrics
         .config_reloads
         .get_or_create(&label(result))
         .inc();
-    tracing::info!(result, "configuration reloaded");
+    let restarted: Vec<&str> = restarted.iter().map(|k| k.name()).collect();
+    tracing::info!(result, trigger = why, restarted = ?restarted, "configuration reloaded");
+    let text = if failed.is_empty() {
+        format!(
+            "restarted: {}",
+            if restarted.is_empty() {
+                "nothing".to_string()
+            } else {
+                restarted.join(", ")
+            }
+        )
+    } else {
+        failed.join("\n")
+    };
+    control::write_status(&ctx.data_dir, generation, result, &text);
+    *running = Arc::new(new);
 }
 
 pub fn init_logging(cfg: &Config) {
@@ -171,96 +216,12 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
         reloaders: Arc::new(Reloaders::default()),
     };
     let ready = Arc::new(AtomicBool::new(false));
-    let mut listeners = Vec::new();
     let mut banner = Vec::new();
 
-    if cfg.http.enabled {
-        let handler = Arc::new(FileHandler {
-            provisioner: provisioner.clone(),
-            metrics: metrics.clone(),
-            protocol: Protocol::http,
-        });
-        for (i, a) in cfg.http.listen.iter().enumerate() {
-            let field = format!("http.listen[{i}]");
-            let socket = bind_tcp(&field, a.value).await?;
-            banner.push(format!("http   http://{}/", socket.local_addr()?));
-            listeners.push(http::Listener {
-                name: format!("http:{}", a.value),
-                socket,
-                tls: None,
-                limits: cfg.http.limits.clone(),
-                protocol: Protocol::http,
-                handler: handler.clone(),
-                metrics: metrics.clone(),
-            });
-        }
-    }
-    if cfg.https.enabled {
-        let files = match (&cfg.https.cert, &cfg.https.key) {
-            (Some(c), Some(k)) => tls::TlsFiles {
-                cert: c.value.clone(),
-                key: k.value.clone(),
-                client_auth: cfg.https.client_auth.value,
-                client_ca: cfg.https.client_ca.as_ref().map(|p| p.value.clone()),
-            },
-            _ => {
-                let dir = cfg.data_dir.join("tls");
-                let lab = tls::LabCa::ensure(&dir, &tls::machine_names(&cfg.https.names))
-                    .context("https: creating the lab certificate")?;
-                tracing::info!(
-                    ca = %lab.ca_cert.display(),
-                    cert = %lab.server_cert.display(),
-                    "https: no certificate configured; serving one from the lab CA (install the CA on phones that must trust it)"
-                );
-                tls::TlsFiles {
-                    cert: lab.server_cert,
-                    key: lab.server_key,
-                    client_auth: cfg.https.client_auth.value,
-                    client_ca: cfg.https.client_ca.as_ref().map(|p| p.value.clone()),
-                }
-            }
-        };
-        let reloading = tls::Reloading::new(files).context("https")?;
-        reloading
-            .clone()
-            .watch(std::time::Duration::from_secs(2), ctx.shutdown.clone());
-        let handler = Arc::new(FileHandler {
-            provisioner: provisioner.clone(),
-            metrics: metrics.clone(),
-            protocol: Protocol::https,
-        });
-        for (i, a) in cfg.https.listen.iter().enumerate() {
-            let field = format!("https.listen[{i}]");
-            let socket = bind_tcp(&field, a.value).await?;
-            banner.push(format!("https  https://{}/", socket.local_addr()?));
-            listeners.push(http::Listener {
-                name: format!("https:{}", a.value),
-                socket,
-                tls: Some(http::TlsDoor::Rustls(reloading.clone())),
-                limits: cfg.https.limits.clone(),
-                protocol: Protocol::https,
-                handler: handler.clone(),
-                metrics: metrics.clone(),
-            });
-        }
-    }
-    listeners.extend(crate::tls_legacy::bind(&ctx, &mut banner).await?);
-    if cfg.metrics.enabled {
-        let socket = bind_tcp("metrics.listen", cfg.metrics.listen.value).await?;
-        banner.push(format!("metrics http://{}/metrics", socket.local_addr()?));
-        listeners.push(http::Listener {
-            name: format!("metrics:{}", cfg.metrics.listen.value),
-            socket,
-            tls: None,
-            limits: Default::default(),
-            protocol: Protocol::http,
-            handler: Arc::new(AdminHandler {
-                registry: registry.clone(),
-                ready: ready.clone(),
-            }),
-            metrics: metrics.clone(),
-        });
-    }
+    // HTTP, HTTPS and the admin listener: bound now, restartable on reload (src/web.rs).
+    let web = Web::bind(&ctx, &cfg, registry.clone(), ready.clone(), &mut banner).await?;
+    // The legacy TLS door for old phones (off unless configured; restart to change).
+    let legacy = crate::tls_legacy::bind(&ctx, &mut banner).await?;
 
     // Front ends other than HTTP(S) bind and start here, each from its own module
     // (`crate::<proto>::start(&ctx, ...)`), adding their lines to `banner`.
@@ -276,15 +237,34 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
 
     // Every socket is bound before anything is served: a half-started appliance is worse
     // than one that refuses to start.
-    let accept_loops = TaskTracker::new();
-    for l in listeners {
-        accept_loops.spawn(l.run(ctx.shutdown.clone(), ctx.tracker.clone()));
+    // Handlers first: a reload or stop sent right after READY=1 must not kill the process
+    // with the default signal action.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    // What the file held when loaded, read before the watch starts so no edit is missed.
+    let mut seen = std::fs::read(&config_path).ok();
+    // A change of the config file reloads too; a broken watch only loses that convenience.
+    let (_watcher, mut changed) = match control::watch_config(&config_path) {
+        Ok((w, rx)) => (Some(w), rx),
+        Err(e) => {
+            tracing::warn!("config file changes will not be noticed (SIGHUP still works): {e:#}");
+            (None, tokio::sync::mpsc::channel(1).1)
+        }
+    };
+    web.start().await;
+    for l in legacy {
+        ctx.tracker
+            .spawn(l.run(ctx.shutdown.clone(), ctx.tracker.clone()));
     }
-    accept_loops.close();
     if let Some(t) = tftp {
         t.start(&ctx);
     }
     ready.store(true, Ordering::Release);
+    let _pid_file = control::PidFile::create(&cfg.data_dir)?;
+    // The banner before the "ready" log line: whoever waits for that line finds it.
+    let lab_ca = web.lab_ca.lock().unwrap().clone();
+    crate::banner::print(&cfg, &banner, lab_ca);
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         data_dir = %cfg.data_dir.display(),
@@ -294,24 +274,42 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
     for line in &banner {
         tracing::info!("listening: {line}");
     }
+    let notifier = Notifier::from_env();
+    notifier.ready();
+    notifier.spawn_watchdog(ctx.shutdown.clone());
 
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
+    let mut running = cfg.clone();
+    let mut generation = 0u64;
     loop {
-        tokio::select! {
+        let why = tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => reload(&config_path, &cfg, &ctx),
-        }
+            _ = hup.recv() => "signal",
+            Some(()) = changed.recv() => {
+                // Let the writer finish (editors write, truncate, rename in bursts).
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                while changed.try_recv().is_ok() {}
+                let now = std::fs::read(&config_path).ok();
+                if now == seen || now.is_none() {
+                    continue;
+                }
+                "file change"
+            }
+        };
+        seen = std::fs::read(&config_path).ok();
+        generation += 1;
+        notifier.reloading();
+        reload(&config_path, &mut running, &ctx, &web, why, generation).await;
+        notifier.ready();
     }
-    let grace = cfg.shutdown_grace.0;
+    notifier.stopping();
+    let grace = running.shutdown_grace.0;
     tracing::info!(
         grace_secs = grace.as_secs_f64(),
         "shutting down: no new requests, finishing transfers"
     );
     ctx.shutdown.cancel();
-    accept_loops.wait().await;
+    web.wait().await;
     ctx.tracker.close();
     if tokio::time::timeout(grace, ctx.tracker.wait())
         .await

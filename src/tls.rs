@@ -182,7 +182,7 @@ pub struct LabCa {
     pub server_key: PathBuf,
 }
 
-fn write_private(path: &Path, data: &str) -> Result<()> {
+pub fn write_private(path: &Path, data: &str) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");

@@ -1,0 +1,156 @@
+//! The systemd notification protocol (`sd_notify(3)`), which is one datagram of
+//! `KEY=value` lines to the unix socket named in `$NOTIFY_SOCKET`. Small enough to write
+//! here rather than depend on a crate for it. Outside systemd (no `$NOTIFY_SOCKET`) every
+//! call does nothing.
+
+use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::time::Duration;
+
+/// Where to send notifications; `None` when not started by systemd (or the socket is gone).
+pub struct Notifier {
+    socket: Option<(UnixDatagram, SocketAddr)>,
+}
+
+fn target(path: &str) -> std::io::Result<SocketAddr> {
+    // `@name` is an abstract-namespace socket (systemd uses these in containers).
+    if let Some(name) = path.strip_prefix('@') {
+        use std::os::linux::net::SocketAddrExt;
+        SocketAddr::from_abstract_name(name.as_bytes())
+    } else {
+        SocketAddr::from_pathname(path)
+    }
+}
+
+impl Notifier {
+    pub fn from_env() -> Notifier {
+        let socket = std::env::var("NOTIFY_SOCKET").ok().and_then(|path| {
+            let addr = target(&path)
+                .inspect_err(|e| tracing::warn!("NOTIFY_SOCKET={path} is unusable: {e}"))
+                .ok()?;
+            let sock = UnixDatagram::unbound().ok()?;
+            Some((sock, addr))
+        });
+        Notifier { socket }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.socket.is_some()
+    }
+
+    /// Send `state` (newline-separated `KEY=value`); failures are logged, never fatal.
+    pub fn notify(&self, state: &str) {
+        if let Some((sock, addr)) = &self.socket
+            && let Err(e) = sock.send_to_addr(state.as_bytes(), addr)
+        {
+            tracing::warn!("sd_notify({}) failed: {e}", state.replace('\n', " "));
+        }
+    }
+
+    pub fn ready(&self) {
+        self.notify("READY=1\nSTATUS=serving");
+    }
+
+    /// systemd ≥ 253 wants the monotonic clock with RELOADING=1 to match the reload.
+    pub fn reloading(&self) {
+        self.notify(&format!(
+            "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=reloading configuration",
+            monotonic_usec()
+        ));
+    }
+
+    pub fn stopping(&self) {
+        self.notify("STOPPING=1\nSTATUS=finishing transfers");
+    }
+
+    /// Ping the watchdog at half the interval systemd asked for, if it asked. Pinging from
+    /// a runtime task proves the runtime still schedules work.
+    pub fn spawn_watchdog(&self, shutdown: tokio_util::sync::CancellationToken) {
+        let Some(every) = self.watchdog_interval() else {
+            return;
+        };
+        let notifier = Notifier::from_env();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(every / 2) => notifier.notify("WATCHDOG=1"),
+                }
+            }
+        });
+    }
+
+    /// The watchdog interval systemd asked for (`WatchdogSec=`), if any, for this process.
+    pub fn watchdog_interval(&self) -> Option<Duration> {
+        if !self.enabled() {
+            return None;
+        }
+        let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+        if let Ok(pid) = std::env::var("WATCHDOG_PID")
+            && pid.parse::<u32>().ok() != Some(std::process::id())
+        {
+            return None;
+        }
+        (usec > 0).then(|| Duration::from_micros(usec))
+    }
+}
+
+fn monotonic_usec() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sends_to_path_and_abstract_sockets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let rx = UnixDatagram::bind(&path).unwrap();
+        let n = Notifier {
+            socket: Some((
+                UnixDatagram::unbound().unwrap(),
+                target(path.to_str().unwrap()).unwrap(),
+            )),
+        };
+        n.ready();
+        let mut buf = [0u8; 256];
+        let len = rx.recv(&mut buf).unwrap();
+        assert!(
+            std::str::from_utf8(&buf[..len])
+                .unwrap()
+                .starts_with("READY=1")
+        );
+
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!("provbox-test-{}", std::process::id());
+        let rx = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(&name).unwrap()).unwrap();
+        let n = Notifier {
+            socket: Some((
+                UnixDatagram::unbound().unwrap(),
+                target(&format!("@{name}")).unwrap(),
+            )),
+        };
+        n.stopping();
+        let len = rx.recv(&mut buf).unwrap();
+        assert!(
+            std::str::from_utf8(&buf[..len])
+                .unwrap()
+                .starts_with("STOPPING=1")
+        );
+    }
+
+    #[test]
+    fn silent_without_socket() {
+        let n = Notifier { socket: None };
+        assert!(!n.enabled());
+        n.ready();
+        assert_eq!(n.watchdog_interval(), None);
+    }
+}
