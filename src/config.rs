@@ -117,6 +117,10 @@ pub struct Config {
     pub dns: crate::dns::Config,
     #[serde(default)]
     pub dhcp: crate::dhcp::Config,
+    #[serde(default)]
+    pub syslog: crate::syslog::Config,
+    #[serde(default)]
+    pub dashboard: crate::dashboard::Config,
     /// How long in-flight transfers may finish after SIGTERM/SIGINT.
     #[serde(default = "default_grace")]
     pub shutdown_grace: Dur,
@@ -427,6 +431,8 @@ impl Config {
         self.dhcp.resolve_paths(base);
         self.dns.resolve_paths(base);
         self.tftp.resolve_paths(base);
+        self.syslog.resolve_paths(base);
+        self.dashboard.resolve_paths(base);
     }
 
     fn validate(&self, p: &mut Problems) {
@@ -529,6 +535,8 @@ impl Config {
         self.tftp.validate(p);
         self.dns.validate(p);
         self.dhcp.validate(p);
+        self.syslog.validate(p);
+        self.dashboard.validate(p);
         check_conflicts(&self.listeners(), p);
     }
 
@@ -560,6 +568,8 @@ impl Config {
         out.extend(self.tftp.listeners());
         out.extend(self.dns.listeners());
         out.extend(self.dhcp.listeners());
+        out.extend(self.syslog.listeners());
+        out.extend(self.dashboard.listeners());
         out
     }
 

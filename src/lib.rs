@@ -3,12 +3,16 @@
 
 pub mod catalog;
 pub mod config;
+pub mod dashboard;
 pub mod devices;
 pub mod dhcp;
 pub mod dns;
 pub mod http;
 pub mod metrics;
+pub mod resync;
 pub mod server;
+pub mod status;
 pub mod store;
+pub mod syslog;
 pub mod tftp;
 pub mod tls;

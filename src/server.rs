@@ -138,6 +138,8 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
     // Front ends register their own metric families here, before the registry is shared.
+    let status_metrics = crate::status::Metrics::register(&mut registry);
+    let syslog_metrics = crate::syslog::Metrics::register(&mut registry);
     let registry = Arc::new(registry);
 
     let roots: Vec<PathBuf> = cfg.catalog.roots.iter().map(|r| r.value.clone()).collect();
@@ -161,6 +163,15 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
         reloaders: Arc::new(Reloaders::default()),
     };
     let ready = Arc::new(AtomicBool::new(false));
+    // Device status: fed by leases and transfers (through the device registry), syslog.
+    let book = crate::status::StatusBook::open(
+        ctx.store.clone(),
+        provisioner.registry().clone(),
+        status_metrics,
+        ctx.shutdown.clone(),
+        &ctx.tracker,
+    )?;
+    provisioner.registry().set_observer(book.clone());
     let mut listeners = Vec::new();
     let mut banner = Vec::new();
 
@@ -253,6 +264,29 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
 
     // Front ends other than HTTP(S) bind and start here, each from its own module
     // (`crate::<proto>::start(&ctx, ...)`), adding their lines to `banner`.
+
+    if cfg.syslog.enabled {
+        crate::syslog::start(&ctx, book.clone(), syslog_metrics, &mut banner).await?;
+    }
+    if cfg.dashboard.enabled {
+        let d = &cfg.dashboard;
+        let socket = bind_tcp("dashboard.listen", d.listen.value).await?;
+        banner.push(format!("dashboard http://{}/", socket.local_addr()?));
+        listeners.push(http::Listener {
+            name: format!("dashboard:{}", d.listen.value),
+            socket,
+            tls: None,
+            limits: Default::default(),
+            protocol: Protocol::http,
+            handler: Arc::new(crate::dashboard::DashboardHandler {
+                book: book.clone(),
+                token: d.token.as_ref().map(|t| t.value.clone()),
+                resync: d.resync.clone(),
+                tracker: ctx.tracker.clone(),
+            }),
+            metrics: metrics.clone(),
+        });
+    }
 
     // Every socket is bound before anything is served: a half-started appliance is worse
     // than one that refuses to start.
