@@ -182,16 +182,22 @@ pub async fn notify(cfg: &Config, r: &Request) -> Result<String, String> {
     let event = event_for(cfg, r.vendor.as_deref(), r.reboot);
     let msg = notify_message(&event, to, local);
     let mut buf = vec![0u8; 4096];
+    // A refused port (ICMP unreachable) shows as an error on a later send or receive; a
+    // phone that is still booting opens its port soon, so keep retransmitting until the end.
+    let mut last_error = None;
     for wait in [500u64, 1000, 2000] {
-        // A refused port shows as an error on the next send or receive: report it.
-        sock.send(msg.as_bytes())
-            .await
-            .map_err(|e| format!("SIP NOTIFY to {to}: {e}"))?;
+        if let Err(e) = sock.send(msg.as_bytes()).await {
+            last_error = Some(e);
+        }
         let deadline = tokio::time::Instant::now() + Duration::from_millis(wait);
         loop {
             let n = match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
                 Err(_) => break,
-                Ok(Err(e)) => return Err(format!("SIP NOTIFY to {to}: {e}")),
+                Ok(Err(e)) => {
+                    last_error = Some(e);
+                    tokio::time::sleep_until(deadline).await;
+                    break;
+                }
                 Ok(Ok(n)) => n,
             };
             let text = String::from_utf8_lossy(&buf[..n]);
@@ -209,7 +215,10 @@ pub async fn notify(cfg: &Config, r: &Request) -> Result<String, String> {
             }
         }
     }
-    Err(format!("SIP NOTIFY Event: {event} to {to}: no answer in 3.5 s"))
+    match last_error {
+        Some(e) => Err(format!("SIP NOTIFY Event: {event} to {to}: {e}")),
+        None => Err(format!("SIP NOTIFY Event: {event} to {to}: no answer in 3.5 s")),
+    }
 }
 
 /// A minimal HTTP/1.1 GET (the phone's web command, or provbox's own API from the CLI).

@@ -236,18 +236,15 @@ impl StatusBook {
         let ip = t.peer.ip();
         let mut inner = self.lock();
         let mut touched = Vec::new();
-        let mac = match t.client_mac {
-            Some(m) => Some(m),
-            None => match self.key_for_ip(&inner, ip) {
-                (Some(m), _) => Some(m),
-                // The phone named itself: Yealink User-Agents carry the MAC, and so do
-                // per-device file names (SEP<mac>.cnf.xml, <mac>.cfg).
-                (None, _) => t
-                    .user_agent
-                    .and_then(Mac::find_in)
-                    .or_else(|| Mac::find_in(t.path.rsplit('/').next().unwrap_or(""))),
-            },
-        };
+        // Strongest first: a verified certificate, our own lease, the phone naming itself
+        // (Yealink User-Agents carry the MAC, per-device file names like SEP<mac>.cnf.xml
+        // do), and last what an earlier line from that address told.
+        let mac = t
+            .client_mac
+            .or_else(|| self.registry.by_ip(ip).map(|l| l.mac))
+            .or_else(|| t.user_agent.and_then(Mac::find_in))
+            .or_else(|| Mac::find_in(t.path.rsplit('/').next().unwrap_or("")))
+            .or_else(|| self.key_for_ip(&inner, ip).0);
         let d = match mac {
             Some(m) => self.device_for_mac(&mut inner, m, Some(ip), at, &mut touched),
             None => {
