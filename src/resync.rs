@@ -96,7 +96,12 @@ impl Config {
             }
         }
         if self.sip_port == 0 {
-            p.add_at(format!("{field}.sip_port"), 0, 0, "is 0; expected the phones' SIP port, e.g. 5060");
+            p.add_at(
+                format!("{field}.sip_port"),
+                0,
+                0,
+                "is 0; expected the phones' SIP port, e.g. 5060",
+            );
         }
     }
 }
@@ -140,7 +145,12 @@ fn token() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    format!("{:x}{:x}{:x}", t, std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{:x}{:x}{:x}",
+        t,
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 pub fn notify_message(event: &str, to: SocketAddr, local: SocketAddr) -> String {
@@ -217,7 +227,9 @@ pub async fn notify(cfg: &Config, r: &Request) -> Result<String, String> {
     }
     match last_error {
         Some(e) => Err(format!("SIP NOTIFY Event: {event} to {to}: {e}")),
-        None => Err(format!("SIP NOTIFY Event: {event} to {to}: no answer in 3.5 s")),
+        None => Err(format!(
+            "SIP NOTIFY Event: {event} to {to}: no answer in 3.5 s"
+        )),
     }
 }
 
@@ -339,7 +351,10 @@ pub async fn cli(cfg: &crate::config::Config, target: &str, reboot: bool) -> any
     match listed {
         Ok((200, body)) => {
             let v: serde_json::Value = serde_json::from_str(&body)?;
-            let want_mac = target.parse::<crate::devices::Mac>().ok().map(|m| m.to_string());
+            let want_mac = target
+                .parse::<crate::devices::Mac>()
+                .ok()
+                .map(|m| m.to_string());
             for dev in v["devices"].as_array().into_iter().flatten() {
                 let key = dev["key"].as_str().unwrap_or("");
                 let ip = dev["ip"].as_str().and_then(|i| i.parse::<IpAddr>().ok());
@@ -350,12 +365,15 @@ pub async fn cli(cfg: &crate::config::Config, target: &str, reboot: bool) -> any
                     let vendor = ["model", "vendor_class", "user_agent"]
                         .iter()
                         .find_map(|f| dev[*f].as_str().map(str::to_string));
-                    requests.push((key.to_string(), Request {
-                        ip,
-                        mac_hex: key.parse::<crate::devices::Mac>().ok().map(|m| m.to_hex()),
-                        vendor,
-                        reboot,
-                    }));
+                    requests.push((
+                        key.to_string(),
+                        Request {
+                            ip,
+                            mac_hex: key.parse::<crate::devices::Mac>().ok().map(|m| m.to_hex()),
+                            vendor,
+                            reboot,
+                        },
+                    ));
                 }
             }
         }
@@ -375,7 +393,15 @@ pub async fn cli(cfg: &crate::config::Config, target: &str, reboot: bool) -> any
     if requests.is_empty()
         && let Ok(ip) = target.parse::<IpAddr>()
     {
-        requests.push((target.to_string(), Request { ip, mac_hex: None, vendor: None, reboot }));
+        requests.push((
+            target.to_string(),
+            Request {
+                ip,
+                mac_hex: None,
+                vendor: None,
+                reboot,
+            },
+        ));
     }
     if requests.is_empty() {
         anyhow::bail!("no device with a known address matches `{target}`");

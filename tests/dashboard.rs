@@ -36,7 +36,10 @@ fn config_refuses_an_open_dashboard_off_loopback() {
     .unwrap();
     let (code, text) = provbox(&["check", "--config", cfg.to_str().unwrap()]);
     assert_ne!(code, 0, "{text}");
-    assert!(text.contains(":6:") && text.contains("16 or more"), "{text}");
+    assert!(
+        text.contains(":6:") && text.contains("16 or more"),
+        "{text}"
+    );
     std::fs::write(
         &cfg,
         format!("catalog:\n  roots: [files]\ndashboard:\n  enabled: true\n  listen: 0.0.0.0:8081\n  token: {TOKEN}\n"),
@@ -60,7 +63,11 @@ fn token_protects_page_and_api() {
     assert_eq!(code(&[&format!("{base}/api/devices")]), "401");
     assert_eq!(code(&[&format!("{base}/")]), "401");
     assert_eq!(
-        code(&["-H", "Authorization: Bearer wrong-token-0123456", &format!("{base}/api/devices")]),
+        code(&[
+            "-H",
+            "Authorization: Bearer wrong-token-0123456",
+            &format!("{base}/api/devices")
+        ]),
         "401"
     );
     assert_eq!(b.dash_get("/api/devices").0, 200);
@@ -70,8 +77,10 @@ fn token_protects_page_and_api() {
     assert_eq!(code(&["-c", jar, &format!("{base}/?token={TOKEN}")]), "200");
     assert_eq!(code(&["-b", jar, &format!("{base}/api/devices")]), "200");
     let (_, page) = b.dash_get("/");
-    assert!(page.contains("provbox · bench") && !page.contains("http://") && !page.contains("https://"),
-        "self-contained page, nothing loaded from elsewhere");
+    assert!(
+        page.contains("provbox · bench") && !page.contains("http://") && !page.contains("https://"),
+        "self-contained page, nothing loaded from elsewhere"
+    );
     assert_eq!(b.dash_post("/api/devices/00:0e:08:00:00:99/resync").0, 404);
 }
 
@@ -91,7 +100,14 @@ impl Sipp {
         let port = free_udp_port();
         let log = dir.join(format!("sipp-{port}.log"));
         let child = Command::new("sipp")
-            .args(["-sf", file.to_str().unwrap(), "-i", "127.0.0.1", "-p", &port.to_string()])
+            .args([
+                "-sf",
+                file.to_str().unwrap(),
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
             .args(["-m", "1", "-nostdin", "-timeout", "30", "-timeout_error"])
             .args(["-trace_logs", "-log_file", log.to_str().unwrap()])
             .stdin(Stdio::null())
@@ -102,7 +118,10 @@ impl Sipp {
         // Ready once it holds the port.
         let start = Instant::now();
         while UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            assert!(start.elapsed() < Duration::from_secs(10), "sipp did not bind {port}");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "sipp did not bind {port}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         Sipp { child, port, log }
@@ -122,7 +141,10 @@ impl Sipp {
             std::thread::sleep(Duration::from_millis(20));
         };
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        assert!(status.success(), "sipp: the NOTIFY was missing or wrong ({status}); log: {log}");
+        assert!(
+            status.success(),
+            "sipp: the NOTIFY was missing or wrong ({status}); log: {log}"
+        );
         log
     }
 }
@@ -143,12 +165,23 @@ fn resync_by_sip_notify_reaches_sipp() {
         &[],
         &format!("  resync:\n    method: sip\n    sip_port: {}\n", sipp.port),
     );
-    b.logger("--rfc3164", "SPA504G 000e08000401 -- Successful resync http://127.0.0.1/spa.cfg");
+    b.logger(
+        "--rfc3164",
+        "SPA504G 000e08000401 -- Successful resync http://127.0.0.1/spa.cfg",
+    );
     b.wait_device("000e08000401", "known", |d| d["state"] == "provisioned");
     let cfg = b.p.path().join("config.yaml");
-    let (code, out) = provbox(&["resync", "00:0e:08:00:04:01", "--config", cfg.to_str().unwrap()]);
+    let (code, out) = provbox(&[
+        "resync",
+        "00:0e:08:00:04:01",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("00:0e:08:00:04:01 127.0.0.1: SIP NOTIFY Event: resync → SIP/2.0 200 OK"), "{out}");
+    assert!(
+        out.contains("00:0e:08:00:04:01 127.0.0.1: SIP NOTIFY Event: resync → SIP/2.0 200 OK"),
+        "{out}"
+    );
     let log = sipp.finish();
     assert!(log.contains("Event: resync CSeq: 1 NOTIFY"), "{log}");
 
@@ -158,7 +191,10 @@ fn resync_by_sip_notify_reaches_sipp() {
         &[],
         &format!("  resync:\n    method: sip\n    sip_port: {}\n", sipp.port),
     );
-    b2.logger("--rfc5424", "SIP-T46G 001565000402 – Requesting resync http://127.0.0.1/y.cfg");
+    b2.logger(
+        "--rfc5424",
+        "SIP-T46G 001565000402 – Requesting resync http://127.0.0.1/y.cfg",
+    );
     b2.wait_device("001565000402", "known", |_| true);
     let (code, body) = b2.dash_post("/api/devices/00:15:65:00:04:02/resync?reboot=1");
     assert_eq!(code, 202, "{body}");
@@ -170,7 +206,12 @@ fn resync_by_sip_notify_reaches_sipp() {
     assert!(d.to_string().contains("200 OK"), "{d:#}");
 
     // Nobody listening: a clear failure, exit code 1.
-    let (code, out) = provbox(&["resync", "001565000402", "--config", b2.p.path().join("config.yaml").to_str().unwrap()]);
+    let (code, out) = provbox(&[
+        "resync",
+        "001565000402",
+        "--config",
+        b2.p.path().join("config.yaml").to_str().unwrap(),
+    ]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("FAILED"), "{out}");
 }
@@ -191,7 +232,8 @@ fn resync_by_web_command_reaches_a_stub_phone() {
                     Ok(n) => head.extend_from_slice(&buf[..n]),
                 }
             }
-            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
             let _ = tx.send(String::from_utf8_lossy(&head).into_owned());
         }
     });
@@ -201,18 +243,28 @@ fn resync_by_web_command_reaches_a_stub_phone() {
             "  resync:\n    method: http\n    http_url: \"http://{{ip}}:{phone_port}/admin/resync?http://127.0.0.1:8080/spa{{mac}}.cfg\"\n    http_user: admin\n    http_password: secret\n"
         ),
     );
-    b.logger("--rfc3164", "SPA504G 000e08000501 -- Resync failed: timeout");
+    b.logger(
+        "--rfc3164",
+        "SPA504G 000e08000501 -- Resync failed: timeout",
+    );
     b.wait_device("000e08000501", "known", |_| true);
     let cfg = b.p.path().join("config.yaml");
     let (code, out) = provbox(&["resync", "127.0.0.1", "--config", cfg.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
-    let head = rx.recv_timeout(Duration::from_secs(10)).expect("the phone got a request");
+    let head = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the phone got a request");
     assert!(
-        head.starts_with("GET /admin/resync?http://127.0.0.1:8080/spa000e08000501.cfg HTTP/1.1\r\n"),
+        head.starts_with(
+            "GET /admin/resync?http://127.0.0.1:8080/spa000e08000501.cfg HTTP/1.1\r\n"
+        ),
         "{head}"
     );
     // admin:secret
-    assert!(head.contains("Authorization: Basic YWRtaW46c2VjcmV0\r\n"), "{head}");
+    assert!(
+        head.contains("Authorization: Basic YWRtaW46c2VjcmV0\r\n"),
+        "{head}"
+    );
     assert!(out.contains("→ 200"), "{out}");
 }
 
@@ -268,7 +320,10 @@ impl Browser {
         // The page target of the first tab.
         let start = Instant::now();
         let page_ws = loop {
-            let out = support::run("curl", &["-s", &format!("http://127.0.0.1:{port}/json/list")]);
+            let out = support::run(
+                "curl",
+                &["-s", &format!("http://127.0.0.1:{port}/json/list")],
+            );
             let list: serde_json::Value =
                 serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
             if let Some(ws) = list
@@ -355,34 +410,70 @@ fn artifacts() -> PathBuf {
 #[test]
 fn chromium_lists_devices_and_updates_live() {
     let b = Bench::start(
-        &[("spa504g.cfg", "<flat-profile/>"), ("y000000000028.cfg", "#!version:1.0.0.1\n")],
+        &[
+            ("spa504g.cfg", "<flat-profile/>"),
+            ("y000000000028.cfg", "#!version:1.0.0.1\n"),
+        ],
         &format!("  token: {TOKEN}\n"),
     );
     // Produce a small bench: one configured, one failed, one provisioned.
-    assert_eq!(b.fetch("/y000000000028.cfg", "Yealink SIP-T46G 28.83.0.50 00:15:65:00:06:01"), 200);
-    b.logger("--rfc3164", "SIP-T46G 001565000601 -- Requesting resync http://127.0.0.1/y000000000028.cfg");
-    b.logger("--rfc5424", "SPA504G 000e08000602 – Resync failed: HTTP 404 Not Found");
-    b.logger("--rfc3164", "CP-8841-3PCC 0004f2000603 –- Successful resync https://127.0.0.1/cp.xml");
-    b.wait_device("0004f2000603", "provisioned", |d| d["state"] == "provisioned");
+    assert_eq!(
+        b.fetch(
+            "/y000000000028.cfg",
+            "Yealink SIP-T46G 28.83.0.50 00:15:65:00:06:01"
+        ),
+        200
+    );
+    b.logger(
+        "--rfc3164",
+        "SIP-T46G 001565000601 -- Requesting resync http://127.0.0.1/y000000000028.cfg",
+    );
+    b.logger(
+        "--rfc5424",
+        "SPA504G 000e08000602 – Resync failed: HTTP 404 Not Found",
+    );
+    b.logger(
+        "--rfc3164",
+        "CP-8841-3PCC 0004f2000603 –- Successful resync https://127.0.0.1/cp.xml",
+    );
+    b.wait_device("0004f2000603", "provisioned", |d| {
+        d["state"] == "provisioned"
+    });
 
     let mut br = Browser::start();
     let url = format!("http://127.0.0.1:{}/?token={TOKEN}", b.dash);
     br.call("Page.navigate", serde_json::json!({"url": url}));
     let state = |mac: &str| {
-        format!("(document.querySelector('tr[data-key=\"{mac}\"]') || {{dataset: {{}}}}).dataset.state || null")
+        format!(
+            "(document.querySelector('tr[data-key=\"{mac}\"]') || {{dataset: {{}}}}).dataset.state || null"
+        )
     };
     br.wait_for(&state("00:15:65:00:06:01"), "configured".into());
     br.wait_for(&state("00:0e:08:00:06:02"), "failed".into());
     br.wait_for(&state("00:04:f2:00:06:03"), "provisioned".into());
-    br.wait_for("document.getElementById('count-provisioned').textContent", "1".into());
-    let text = br.eval("document.getElementById('rows').innerText").to_string();
-    assert!(text.contains("resync: HTTP 404 Not Found"), "the reason is shown: {text}");
+    br.wait_for(
+        "document.getElementById('count-provisioned').textContent",
+        "1".into(),
+    );
+    let text = br
+        .eval("document.getElementById('rows').innerText")
+        .to_string();
+    assert!(
+        text.contains("resync: HTTP 404 Not Found"),
+        "the reason is shown: {text}"
+    );
 
     // A new event arrives: the open page follows without a reload.
     br.eval("window.__marker = 42");
-    b.logger("--rfc5424", "SIP-T46G 001565000601 – Successful resync http://127.0.0.1/y000000000028.cfg");
+    b.logger(
+        "--rfc5424",
+        "SIP-T46G 001565000601 – Successful resync http://127.0.0.1/y000000000028.cfg",
+    );
     br.wait_for(&state("00:15:65:00:06:01"), "provisioned".into());
-    br.wait_for("document.getElementById('count-provisioned').textContent", "2".into());
+    br.wait_for(
+        "document.getElementById('count-provisioned').textContent",
+        "2".into(),
+    );
     assert_eq!(br.eval("window.__marker"), 42, "the page was not reloaded");
 
     // Filter by state, then a device's timeline.
@@ -396,7 +487,10 @@ fn chromium_lists_devices_and_updates_live() {
     br.eval("document.getElementById('fstate').value = ''; document.getElementById('fstate').dispatchEvent(new Event('input'))");
     br.wait_for("document.querySelectorAll('tr.dev').length", 3.into());
 
-    let shot = br.call("Page.captureScreenshot", serde_json::json!({"format": "png"}));
+    let shot = br.call(
+        "Page.captureScreenshot",
+        serde_json::json!({"format": "png"}),
+    );
     use base64::Engine as _;
     let png = base64::engine::general_purpose::STANDARD
         .decode(shot["data"].as_str().unwrap())

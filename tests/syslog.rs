@@ -14,16 +14,66 @@ fn every_documented_variant_from_logger_becomes_the_right_event() {
     let b = Bench::start(&[], "");
     let cases: &[(&str, &str, &str, &str)] = &[
         // framing, line, event kind, detail the timeline must show
-        ("--rfc3164", "SPA504G 000e08000001 -- Requesting resync http://127.0.0.1/spa504g.cfg", "resync_requested", "http://127.0.0.1/spa504g.cfg"),
-        ("--rfc5424", "SPA504G 000e08000002 – Requesting resync https://127.0.0.1:8443/spa504g.cfg", "resync_requested", "https://127.0.0.1:8443/spa504g.cfg"),
-        ("--rfc3164", "SPA504G 000e08000003 –- Successful resync tftp://127.0.0.1:69/spa504g.cfg", "resync_ok", "tftp://127.0.0.1:69/spa504g.cfg"),
-        ("--rfc5424", "SPA504G 000e08000004 -- Successful resync http://127.0.0.1/spa504g.cfg -- cached copy", "resync_ok", "http://127.0.0.1/spa504g.cfg (cached copy)"),
-        ("--rfc3164", "SPA504G 000e08000005 – Resync failed: HTTP 404 Not Found", "resync_failed", "HTTP 404 Not Found"),
-        ("--rfc5424", "SPA504G 000e08000006 –- Resync failed: XML parse error at line 3", "resync_failed", "XML parse error at line 3"),
-        ("--rfc3164", "SPA504G 000e08000007 -- Requesting upgrade http://127.0.0.1:8080/fw/spa504g-7-6-2.bin", "upgrade_requested", "http://127.0.0.1:8080/fw/spa504g-7-6-2.bin"),
-        ("--rfc5424", "SPA504G 000e08000008 – Successful upgrade tftp://127.0.0.1/spa504g-7-6-2.bin -- 7.6.2", "upgrade_ok", "tftp://127.0.0.1/spa504g-7-6-2.bin (7.6.2)"),
-        ("--rfc3164", "SPA504G 000e08000009 –- Upgrade failed: image is corrupt", "upgrade_failed", "image is corrupt"),
-        ("--rfc5424", "CP-8841-3PCC 00:0e:08:00:00:0a -- Successful resync https://127.0.0.1/cp8841.xml", "resync_ok", "https://127.0.0.1/cp8841.xml"),
+        (
+            "--rfc3164",
+            "SPA504G 000e08000001 -- Requesting resync http://127.0.0.1/spa504g.cfg",
+            "resync_requested",
+            "http://127.0.0.1/spa504g.cfg",
+        ),
+        (
+            "--rfc5424",
+            "SPA504G 000e08000002 – Requesting resync https://127.0.0.1:8443/spa504g.cfg",
+            "resync_requested",
+            "https://127.0.0.1:8443/spa504g.cfg",
+        ),
+        (
+            "--rfc3164",
+            "SPA504G 000e08000003 –- Successful resync tftp://127.0.0.1:69/spa504g.cfg",
+            "resync_ok",
+            "tftp://127.0.0.1:69/spa504g.cfg",
+        ),
+        (
+            "--rfc5424",
+            "SPA504G 000e08000004 -- Successful resync http://127.0.0.1/spa504g.cfg -- cached copy",
+            "resync_ok",
+            "http://127.0.0.1/spa504g.cfg (cached copy)",
+        ),
+        (
+            "--rfc3164",
+            "SPA504G 000e08000005 – Resync failed: HTTP 404 Not Found",
+            "resync_failed",
+            "HTTP 404 Not Found",
+        ),
+        (
+            "--rfc5424",
+            "SPA504G 000e08000006 –- Resync failed: XML parse error at line 3",
+            "resync_failed",
+            "XML parse error at line 3",
+        ),
+        (
+            "--rfc3164",
+            "SPA504G 000e08000007 -- Requesting upgrade http://127.0.0.1:8080/fw/spa504g-7-6-2.bin",
+            "upgrade_requested",
+            "http://127.0.0.1:8080/fw/spa504g-7-6-2.bin",
+        ),
+        (
+            "--rfc5424",
+            "SPA504G 000e08000008 – Successful upgrade tftp://127.0.0.1/spa504g-7-6-2.bin -- 7.6.2",
+            "upgrade_ok",
+            "tftp://127.0.0.1/spa504g-7-6-2.bin (7.6.2)",
+        ),
+        (
+            "--rfc3164",
+            "SPA504G 000e08000009 –- Upgrade failed: image is corrupt",
+            "upgrade_failed",
+            "image is corrupt",
+        ),
+        (
+            "--rfc5424",
+            "CP-8841-3PCC 00:0e:08:00:00:0a -- Successful resync https://127.0.0.1/cp8841.xml",
+            "resync_ok",
+            "https://127.0.0.1/cp8841.xml",
+        ),
     ];
     for (framing, line, _, _) in cases {
         b.logger(framing, line);
@@ -73,7 +123,10 @@ fn every_documented_variant_from_logger_becomes_the_right_event() {
 #[test]
 fn bench_run_fetch_upgrade_resync_is_provisioned() {
     let b = Bench::start(
-        &[("y000000000028.cfg", "#!version:1.0.0.1\n"), ("fw.rom", "firmware")],
+        &[
+            ("y000000000028.cfg", "#!version:1.0.0.1\n"),
+            ("fw.rom", "firmware"),
+        ],
         "",
     );
     let ua = "Yealink SIP-T46G 28.83.0.50 00:15:65:aa:bb:01";
@@ -95,7 +148,9 @@ fn bench_run_fetch_upgrade_resync_is_provisioned() {
         "--rfc5424",
         "SIP-T46G 001565aabb01 – Successful resync http://127.0.0.1/y000000000028.cfg",
     );
-    let d = b.wait_device("001565aabb01", "provisioned", |d| d["state"] == "provisioned");
+    let d = b.wait_device("001565aabb01", "provisioned", |d| {
+        d["state"] == "provisioned"
+    });
     assert_eq!(
         kinds(&d),
         ["transfer", "transfer", "upgrade_ok", "resync_ok"],
@@ -108,7 +163,12 @@ fn bench_run_fetch_upgrade_resync_is_provisioned() {
     let d = b.wait_device("001565aabb01", "the other line kept", |d| {
         !d["lines"].as_array().unwrap().is_empty()
     });
-    assert!(d["lines"][0]["text"].as_str().unwrap().contains("Registration succeeded"));
+    assert!(
+        d["lines"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Registration succeeded")
+    );
 }
 
 /// A failed resync shows the phone's reason in the record, the list and the CSV.
@@ -116,17 +176,17 @@ fn bench_run_fetch_upgrade_resync_is_provisioned() {
 fn failures_show_the_phones_reason() {
     let b = Bench::start(&[("SEP0004F2AABB02.cnf.xml", "<device/>")], "");
     // The per-device file name ties the request to the phone.
-    assert_eq!(b.fetch("/SEP0004F2AABB02.cnf.xml", "Cisco-CP8841/12.0"), 200);
+    assert_eq!(
+        b.fetch("/SEP0004F2AABB02.cnf.xml", "Cisco-CP8841/12.0"),
+        200
+    );
     b.wait_device("0004f2aabb02", "configured", |d| d["state"] == "configured");
     b.logger(
         "--rfc5424",
         "CP-8841-3PCC 0004f2aabb02 -- Resync failed: XML parse error: unexpected <device/>",
     );
     let d = b.wait_device("0004f2aabb02", "failed", |d| d["state"] == "failed");
-    assert_eq!(
-        d["reason"],
-        "resync: XML parse error: unexpected <device/>"
-    );
+    assert_eq!(d["reason"], "resync: XML parse error: unexpected <device/>");
     let (code, list) = b.dash_get("/api/devices");
     assert_eq!(code, 200);
     let list: serde_json::Value = serde_json::from_str(&list).unwrap();
@@ -135,10 +195,19 @@ fn failures_show_the_phones_reason() {
     let (code, csv) = b.dash_get("/api/devices.csv");
     assert_eq!(code, 200);
     let row = csv.lines().nth(1).unwrap();
-    assert!(row.starts_with("\"00:04:f2:aa:bb:02\",\"127.0.0.1\",\"CP-8841-3PCC\""), "{row}");
-    assert!(row.contains("\"failed\",\"resync: XML parse error: unexpected <device/>\""), "{row}");
+    assert!(
+        row.starts_with("\"00:04:f2:aa:bb:02\",\"127.0.0.1\",\"CP-8841-3PCC\""),
+        "{row}"
+    );
+    assert!(
+        row.contains("\"failed\",\"resync: XML parse error: unexpected <device/>\""),
+        "{row}"
+    );
     // A missing file is a timeline entry, not a state change.
-    assert_eq!(b.fetch("/SEP0004F2AABB03.cnf.xml", "Cisco-CP8841/12.0"), 404);
+    assert_eq!(
+        b.fetch("/SEP0004F2AABB03.cnf.xml", "Cisco-CP8841/12.0"),
+        404
+    );
     let d = b.wait_device("0004f2aabb03", "the 404 recorded", |_| true);
     assert_eq!(d["state"], "seen");
     assert!(last_event(&d).1.ends_with("not_found"), "{d:#}");
@@ -148,11 +217,21 @@ fn failures_show_the_phones_reason() {
 #[test]
 fn tcp_framing_and_forward_file() {
     let b = Bench::start(&[], "");
-    b.logger_tcp(true, "SPA504G 000e08000101 -- Successful resync http://127.0.0.1/a.cfg");
+    b.logger_tcp(
+        true,
+        "SPA504G 000e08000101 -- Successful resync http://127.0.0.1/a.cfg",
+    );
     b.logger_tcp(false, "SPA504G 000e08000102 – Resync failed: timeout");
-    b.wait_device("000e08000101", "provisioned over TCP", |d| d["state"] == "provisioned");
-    b.wait_device("000e08000102", "failed over TCP", |d| d["state"] == "failed");
-    b.logger("--rfc3164", "SPA504G 000e08000103 -- Requesting resync http://127.0.0.1/a.cfg");
+    b.wait_device("000e08000101", "provisioned over TCP", |d| {
+        d["state"] == "provisioned"
+    });
+    b.wait_device("000e08000102", "failed over TCP", |d| {
+        d["state"] == "failed"
+    });
+    b.logger(
+        "--rfc3164",
+        "SPA504G 000e08000103 -- Requesting resync http://127.0.0.1/a.cfg",
+    );
     b.wait_device("000e08000103", "seen over UDP", |d| d["state"] == "seen");
     let fwd = std::fs::read_to_string(b.p.path().join("syslog.log")).unwrap();
     assert_eq!(fwd.lines().count(), 3, "{fwd}");
@@ -173,9 +252,14 @@ fn garbage_is_counted_and_the_receiver_keeps_serving() {
     s.send_to(&[0xff, 0xfe, 0x00, 0x80], to).unwrap();
     s.send_to(&vec![b'x'; 9000], to).unwrap();
     s.send_to(b"", to).unwrap();
-    s.send_to(b"<999>1 broken header [unterminated", to).unwrap();
-    s.send_to(b"<13>SPA504G nomac -- Requesting resync http://x/", to).unwrap();
-    b.logger("--rfc3164", "SPA504G 000e08000201 -- Successful resync http://127.0.0.1/a.cfg");
+    s.send_to(b"<999>1 broken header [unterminated", to)
+        .unwrap();
+    s.send_to(b"<13>SPA504G nomac -- Requesting resync http://x/", to)
+        .unwrap();
+    b.logger(
+        "--rfc3164",
+        "SPA504G 000e08000201 -- Successful resync http://127.0.0.1/a.cfg",
+    );
     b.wait_device("000e08000201", "the good line after the garbage", |d| {
         d["state"] == "provisioned"
     });
@@ -197,7 +281,10 @@ fn garbage_is_counted_and_the_receiver_keeps_serving() {
 #[test]
 fn status_survives_a_restart() {
     let mut b = Bench::start(&[], "");
-    b.logger("--rfc3164", "SPA504G 000e08000301 -- Resync failed: no route to host");
+    b.logger(
+        "--rfc3164",
+        "SPA504G 000e08000301 -- Resync failed: no route to host",
+    );
     let before = b.wait_device("000e08000301", "failed", |d| d["state"] == "failed");
     assert_eq!(b.p.signal_and_wait("TERM"), Some(0));
     let dir = std::mem::replace(&mut b.p.dir, tempfile::tempdir().unwrap());

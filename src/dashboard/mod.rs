@@ -101,7 +101,11 @@ pub struct DashboardHandler {
     pub tracker: TaskTracker,
 }
 
-fn respond(status: StatusCode, ctype: &'static str, body: impl Into<Bytes>) -> Response<LoggedBody> {
+fn respond(
+    status: StatusCode,
+    ctype: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<LoggedBody> {
     let mut r = Response::new(LoggedBody::new(body.into(), None));
     *r.status_mut() = status;
     let h = r.headers_mut();
@@ -239,16 +243,17 @@ impl DashboardHandler {
     }
 
     fn devices(&self) -> Response<LoggedBody> {
-        let list = self.book.list();
+        let version = self.book.version();
+        let rows: Vec<(State, serde_json::Value)> = self.book.map(|d| (d.state, summary(d)));
         let mut counts = serde_json::Map::new();
         for s in State::ALL {
-            let n = list.iter().filter(|d| d.state == s).count();
+            let n = rows.iter().filter(|(st, _)| *st == s).count();
             counts.insert(s.as_str().into(), n.into());
         }
-        let rows: Vec<_> = list.iter().map(summary).collect();
+        let rows: Vec<_> = rows.into_iter().map(|(_, v)| v).collect();
         json_response(
             StatusCode::OK,
-            &json!({"version": self.book.version(), "counts": counts, "devices": rows}),
+            &json!({"version": version, "counts": counts, "devices": rows}),
         )
     }
 
@@ -261,13 +266,21 @@ impl DashboardHandler {
             );
         }
         let keys: Vec<String> = targets.iter().map(|t| t.key.clone()).collect();
+        // `all` on a full bench: a few phones at a time, not a burst of hundreds.
+        let slots = Arc::new(tokio::sync::Semaphore::new(16));
         for t in targets {
             let book = self.book.clone();
             let cfg = self.resync.clone();
+            let slots = slots.clone();
             self.tracker.spawn(async move {
+                let _slot = slots.acquire_owned().await;
                 let req = resync::Request {
                     ip: t.ip,
-                    mac_hex: t.key.parse::<crate::devices::Mac>().ok().map(|m| m.to_hex()),
+                    mac_hex: t
+                        .key
+                        .parse::<crate::devices::Mac>()
+                        .ok()
+                        .map(|m| m.to_hex()),
                     vendor: t.vendor.clone(),
                     reboot,
                 };
@@ -306,7 +319,8 @@ impl Handler for DashboardHandler {
             );
             return r;
         }
-        let reboot = query_param(req.uri().query(), "reboot").is_some_and(|v| v == "1" || v == "true");
+        let reboot =
+            query_param(req.uri().query(), "reboot").is_some_and(|v| v == "1" || v == "true");
         let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match (req.method(), segs.as_slice()) {
             (&Method::GET, [""]) => {
@@ -323,7 +337,11 @@ impl Handler for DashboardHandler {
             }
             (&Method::GET, ["api", "devices"]) => self.devices(),
             (&Method::GET, ["api", "devices.csv"]) => {
-                let mut r = respond(StatusCode::OK, "text/csv; charset=utf-8", csv(&self.book.list()));
+                let mut r = respond(
+                    StatusCode::OK,
+                    "text/csv; charset=utf-8",
+                    csv(&self.book.list()),
+                );
                 r.headers_mut().insert(
                     header::CONTENT_DISPOSITION,
                     HeaderValue::from_static("attachment; filename=\"provbox-devices.csv\""),
@@ -333,8 +351,14 @@ impl Handler for DashboardHandler {
             (&Method::GET, ["api", "devices", key]) => {
                 let key = percent_encoding::percent_decode_str(key).decode_utf8_lossy();
                 match self.book.get(&key) {
-                    Some(d) => json_response(StatusCode::OK, &serde_json::to_value(&d).unwrap_or_default()),
-                    None => json_response(StatusCode::NOT_FOUND, &json!({"error": format!("no device `{key}`")})),
+                    Some(d) => json_response(
+                        StatusCode::OK,
+                        &serde_json::to_value(&d).unwrap_or_default(),
+                    ),
+                    None => json_response(
+                        StatusCode::NOT_FOUND,
+                        &json!({"error": format!("no device `{key}`")}),
+                    ),
                 }
             }
             (&Method::POST, ["api", "devices", key, "resync"]) => {
@@ -365,12 +389,20 @@ mod tests {
         let mut d = Device::new("00:0e:08:aa:bb:cc".into(), 0);
         d.push_event(0, "resync_failed", "bad, \"xml\"");
         let text = csv(&[d]);
-        assert!(text.lines().nth(1).unwrap().contains("\"resync_failed bad, \"\"xml\"\"\""));
+        assert!(
+            text.lines()
+                .nth(1)
+                .unwrap()
+                .contains("\"resync_failed bad, \"\"xml\"\"\"")
+        );
     }
 
     #[test]
     fn query() {
-        assert_eq!(query_param(Some("a=1&token=x%20y"), "token").as_deref(), Some("x y"));
+        assert_eq!(
+            query_param(Some("a=1&token=x%20y"), "token").as_deref(),
+            Some("x y")
+        );
         assert_eq!(query_param(Some("reboot"), "reboot").as_deref(), Some(""));
         assert_eq!(query_param(None, "a"), None);
     }

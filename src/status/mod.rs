@@ -125,7 +125,9 @@ impl StatusBook {
                         }
                         inner.devices.insert(k.value().to_string(), d);
                     }
-                    Err(e) => tracing::warn!(key = k.value(), "status: unreadable record skipped: {e}"),
+                    Err(e) => {
+                        tracing::warn!(key = k.value(), "status: unreadable record skipped: {e}")
+                    }
                 }
             }
         }
@@ -185,7 +187,9 @@ impl StatusBook {
         let key = key_of(mac);
         if !inner.devices.contains_key(&key) {
             evict(inner, touched);
-            inner.devices.insert(key.clone(), Device::new(key.clone(), at));
+            inner
+                .devices
+                .insert(key.clone(), Device::new(key.clone(), at));
         }
         if let Some(ip) = ip {
             inner.by_ip.insert(ip, key.clone());
@@ -214,7 +218,13 @@ impl StatusBook {
         }
     }
 
-    pub fn lease_seen(&self, mac: Mac, ip: IpAddr, vendor_class: Option<&str>, hostname: Option<&str>) {
+    pub fn lease_seen(
+        &self,
+        mac: Mac,
+        ip: IpAddr,
+        vendor_class: Option<&str>,
+        hostname: Option<&str>,
+    ) {
         let at = now_ms();
         let mut inner = self.lock();
         let mut touched = Vec::new();
@@ -270,7 +280,13 @@ impl StatusBook {
         d.push_event(
             at,
             "transfer",
-            format!("{} {} {} bytes {}", t.protocol.as_str(), t.path, t.bytes, t.outcome),
+            format!(
+                "{} {} {} bytes {}",
+                t.protocol.as_str(),
+                t.path,
+                t.bytes,
+                t.outcome
+            ),
         );
         d.on_transfer(ok);
         let keys: Vec<&str> = touched.iter().map(String::as_str).collect();
@@ -324,6 +340,14 @@ impl StatusBook {
             d.push_event(now_ms(), kind, detail);
             self.changed(&inner, &[key]);
         }
+    }
+
+    /// `f` applied to every device, in key order, under the lock (no copies of timelines).
+    pub fn map<T>(&self, mut f: impl FnMut(&Device) -> T) -> Vec<T> {
+        let inner = self.lock();
+        let mut v: Vec<&Device> = inner.devices.values().collect();
+        v.sort_by(|a, b| a.key.cmp(&b.key));
+        v.into_iter().map(&mut f).collect()
     }
 
     pub fn list(&self) -> Vec<Device> {
@@ -424,7 +448,10 @@ async fn persist(
                 let inner = book.lock();
                 keys.into_iter()
                     .map(|k| {
-                        let v = inner.devices.get(&k).and_then(|d| serde_json::to_vec(d).ok());
+                        let v = inner
+                            .devices
+                            .get(&k)
+                            .and_then(|d| serde_json::to_vec(d).ok());
                         (k, v)
                     })
                     .collect()
@@ -541,7 +568,11 @@ mod tests {
     #[test]
     fn mac_from_file_name() {
         let (b, _) = book();
-        b.transfer(&fetch("198.18.0.11", "/SEP0004F2AABBCC.cnf.xml", "not_found"));
+        b.transfer(&fetch(
+            "198.18.0.11",
+            "/SEP0004F2AABBCC.cnf.xml",
+            "not_found",
+        ));
         let d = b.get("00:04:f2:aa:bb:cc").unwrap();
         assert_eq!(d.state, State::Seen);
         assert_eq!(d.transfers, 0);

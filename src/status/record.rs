@@ -280,11 +280,19 @@ impl Device {
             self.state = other.state;
             self.reason = other.reason;
         }
-        let mut events: Vec<Event> = other.events.into_iter().chain(self.events.drain(..)).collect();
+        let mut events: Vec<Event> = other
+            .events
+            .into_iter()
+            .chain(self.events.drain(..))
+            .collect();
         events.sort_by_key(|e| e.at);
         let skip = events.len().saturating_sub(MAX_EVENTS);
         self.events = events.into_iter().skip(skip).collect();
-        let mut lines: Vec<Line> = other.lines.into_iter().chain(self.lines.drain(..)).collect();
+        let mut lines: Vec<Line> = other
+            .lines
+            .into_iter()
+            .chain(self.lines.drain(..))
+            .collect();
         lines.sort_by_key(|l| l.at);
         let skip = lines.len().saturating_sub(MAX_LINES);
         self.lines = lines.into_iter().skip(skip).collect();
@@ -320,7 +328,11 @@ mod tests {
         d.on_phone(&ok(Action::Resync));
         assert_eq!(d.state, State::Provisioned);
         d.on_transfer(true);
-        assert_eq!(d.state, State::Provisioned, "periodic resync keeps the state");
+        assert_eq!(
+            d.state,
+            State::Provisioned,
+            "periodic resync keeps the state"
+        );
     }
 
     #[test]

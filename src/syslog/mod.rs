@@ -162,7 +162,11 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    pub fn new(book: Arc<StatusBook>, metrics: Metrics, forward: Option<&Path>) -> Result<Receiver> {
+    pub fn new(
+        book: Arc<StatusBook>,
+        metrics: Metrics,
+        forward: Option<&Path>,
+    ) -> Result<Receiver> {
         let forward = match forward {
             Some(p) => Some(Mutex::new(
                 std::fs::OpenOptions::new()

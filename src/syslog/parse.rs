@@ -293,7 +293,9 @@ mod tests {
                 "https://198.18.0.1:8443/spa504g.cfg",
                 "tftp://198.18.0.1:69/spa504g.cfg",
             ] {
-                let r = rec(&format!("SPA504G 000e08aabbcc {dash} Requesting resync {url}"));
+                let r = rec(&format!(
+                    "SPA504G 000e08aabbcc {dash} Requesting resync {url}"
+                ));
                 assert_eq!(r.mac, mac());
                 assert_eq!(r.model.as_deref(), Some("SPA504G"));
                 assert_eq!(
@@ -360,7 +362,8 @@ mod tests {
     fn upgrade_lines() {
         let r = rec("SPA504G 000e08aabbcc -- Requesting upgrade tftp://198.18.0.1/fw.bin");
         assert_eq!(r.event.kind(), "upgrade_requested");
-        let r = rec("SPA504G 000e08aabbcc –- Successful upgrade http://198.18.0.1:80/fw.bin -- 7.6.2");
+        let r =
+            rec("SPA504G 000e08aabbcc –- Successful upgrade http://198.18.0.1:80/fw.bin -- 7.6.2");
         assert_eq!(
             r.event,
             PhoneEvent::Succeeded {
@@ -385,7 +388,10 @@ mod tests {
     #[test]
     fn not_provisioning_lines() {
         assert!(recognise("Registration succeeded for 1001").is_none());
-        assert!(recognise("Requesting resync http://h/a.cfg").is_none(), "no MAC");
+        assert!(
+            recognise("Requesting resync http://h/a.cfg").is_none(),
+            "no MAC"
+        );
         assert!(recognise("SPA504G notamac -- Requesting resync http://h").is_none());
         assert!(recognise("").is_none());
     }

@@ -75,7 +75,18 @@ impl Bench {
         let port = self.udp.to_string();
         let out = run(
             "logger",
-            &["-n", "127.0.0.1", "-P", &port, "-d", framing, "-t", "phone", "--", line],
+            &[
+                "-n",
+                "127.0.0.1",
+                "-P",
+                &port,
+                "-d",
+                framing,
+                "-t",
+                "phone",
+                "--",
+                line,
+            ],
         );
         assert!(out.status.success(), "logger failed: {out:?}");
     }
@@ -83,7 +94,16 @@ impl Bench {
     /// The same over TCP (`octet` true: RFC 6587 octet counting, else newline framing).
     pub fn logger_tcp(&self, octet: bool, line: &str) {
         let port = self.tcp.to_string();
-        let mut args = vec!["-n", "127.0.0.1", "-P", &port, "-T", "--rfc5424", "-t", "phone"];
+        let mut args = vec![
+            "-n",
+            "127.0.0.1",
+            "-P",
+            &port,
+            "-T",
+            "--rfc5424",
+            "-t",
+            "phone",
+        ];
         if octet {
             args.push("--octet-count");
         }
@@ -151,14 +171,20 @@ impl Bench {
                 return d.clone();
             }
             if start.elapsed() > Duration::from_secs(15) {
-                panic!("{mac}: {what} did not happen; last record: {d:#?}\n{}", self.p.log());
+                panic!(
+                    "{mac}: {what} did not happen; last record: {d:#?}\n{}",
+                    self.p.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     pub fn metrics_text(&self) -> String {
-        let out = run("curl", &["-s", &format!("http://127.0.0.1:{}/metrics", self.metrics)]);
+        let out = run(
+            "curl",
+            &["-s", &format!("http://127.0.0.1:{}/metrics", self.metrics)],
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -175,9 +201,21 @@ impl Bench {
         let url = format!("http://127.0.0.1:{}{path}", self.http);
         let out = run(
             "curl",
-            &["-s", "-o", "/dev/null", "-w", "%{http_code}", "-A", user_agent, &url],
+            &[
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-A",
+                user_agent,
+                &url,
+            ],
         );
-        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
     }
 }
 
