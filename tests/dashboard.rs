@@ -414,7 +414,10 @@ fn chromium_lists_devices_and_updates_live() {
             ("spa504g.cfg", "<flat-profile/>"),
             ("y000000000028.cfg", "#!version:1.0.0.1\n"),
         ],
-        &format!("  token: {TOKEN}\n"),
+        &format!(
+            "  token: {TOKEN}\n  resync:\n    sip_port: {}\n",
+            free_udp_port()
+        ),
     );
     // Produce a small bench: one configured, one failed, one provisioned.
     assert_eq!(
@@ -486,6 +489,26 @@ fn chromium_lists_devices_and_updates_live() {
     );
     br.eval("document.getElementById('fstate').value = ''; document.getElementById('fstate').dispatchEvent(new Event('input'))");
     br.wait_for("document.querySelectorAll('tr.dev').length", 3.into());
+    // Filter by model (the list is built from what the phones reported).
+    br.eval("document.getElementById('fmodel').value = 'SIP-T46G'; document.getElementById('fmodel').dispatchEvent(new Event('input'))");
+    br.wait_for("document.querySelectorAll('tr.dev').length", 1.into());
+    br.wait_for(
+        "document.querySelector('tr.dev').dataset.key",
+        "00:15:65:00:06:01".into(),
+    );
+    br.eval("document.getElementById('fmodel').value = ''; document.getElementById('fmodel').dispatchEvent(new Event('input'))");
+    br.wait_for("document.querySelectorAll('tr.dev').length", 3.into());
+    // The resync button posts to the API (no phone listens here: the timeline will say so).
+    br.eval("document.querySelector('button.resync[data-key=\"00:0e:08:00:06:02\"]').click()");
+    br.wait_for(
+        "document.getElementById('msg').textContent",
+        "resync requested for 00:0e:08:00:06:02 (see its timeline)".into(),
+    );
+    b.wait_device("000e08000602", "the resync attempt noted", |d| {
+        kinds(d)
+            .iter()
+            .any(|k| k.starts_with("resync_not_sent") || k == "resync_sent")
+    });
 
     let shot = br.call(
         "Page.captureScreenshot",
