@@ -122,6 +122,9 @@ pub struct Config {
     pub dhcp: crate::dhcp::Config,
     #[serde(default)]
     pub devices: crate::devices::Config,
+    pub syslog: crate::syslog::Config,
+    #[serde(default)]
+    pub dashboard: crate::dashboard::Config,
     /// How long in-flight transfers may finish after SIGTERM/SIGINT.
     #[serde(default = "default_grace")]
     pub shutdown_grace: Dur,
@@ -452,6 +455,8 @@ impl Config {
         self.tftp.resolve_paths(base);
         self.devices.resolve_paths(base);
         self.https_legacy.resolve_paths(base);
+        self.syslog.resolve_paths(base);
+        self.dashboard.resolve_paths(base);
     }
 
     fn validate(&self, p: &mut Problems) {
@@ -556,6 +561,8 @@ impl Config {
         self.dns.validate(p);
         self.dhcp.validate(p);
         self.devices.validate(p);
+        self.syslog.validate(p);
+        self.dashboard.validate(p);
         check_conflicts(&self.listeners(), p);
     }
 
@@ -588,6 +595,8 @@ impl Config {
         out.extend(self.tftp.listeners());
         out.extend(self.dns.listeners());
         out.extend(self.dhcp.listeners());
+        out.extend(self.syslog.listeners());
+        out.extend(self.dashboard.listeners());
         out
     }
 

@@ -30,6 +30,18 @@ enum Command {
         #[arg(long, short, default_value = "config.yaml")]
         config: PathBuf,
     },
+    /// Ask phones to fetch their configuration again (SIP NOTIFY or the phone's web
+    /// command, as `dashboard.resync` says). Devices are looked up through the running
+    /// provbox's dashboard; an IP address works without it.
+    Resync {
+        /// A MAC address, an IP address, or `all`.
+        target: String,
+        /// Reboot instead of only resyncing.
+        #[arg(long)]
+        reboot: bool,
+        #[arg(long, short, default_value = "config.yaml")]
+        config: PathBuf,
+    },
     /// Make the running provbox re-read its configuration (like `systemctl reload`):
     /// validates the file first, signals the process, prints what it applied.
     Reload {
@@ -242,6 +254,37 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("provbox reload: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Resync {
+            target,
+            reboot,
+            config,
+        } => {
+            let cfg = match config::Config::load(&config) {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("provbox: cannot start runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(provbox::resync::cli(&cfg, &target, reboot)) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("provbox resync: {e:#}");
                     ExitCode::FAILURE
                 }
             }

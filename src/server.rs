@@ -188,6 +188,8 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
         .tftp
         .enabled
         .then(|| Arc::new(crate::tftp::register(&mut registry)));
+    let status_metrics = crate::status::Metrics::register(&mut registry);
+    let syslog_metrics = crate::syslog::Metrics::register(&mut registry);
     let registry = Arc::new(registry);
 
     let roots: Vec<PathBuf> = cfg.catalog.roots.iter().map(|r| r.value.clone()).collect();
@@ -216,12 +218,22 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
         reloaders: Arc::new(Reloaders::default()),
     };
     let ready = Arc::new(AtomicBool::new(false));
+    // Device status: fed by leases and transfers (through the device registry), syslog.
+    let book = crate::status::StatusBook::open(
+        ctx.store.clone(),
+        provisioner.registry().clone(),
+        status_metrics,
+        ctx.shutdown.clone(),
+        &ctx.tracker,
+    )?;
+    provisioner.registry().set_observer(book.clone());
     let mut banner = Vec::new();
 
     // HTTP, HTTPS and the admin listener: bound now, restartable on reload (src/web.rs).
     let web = Web::bind(&ctx, &cfg, registry.clone(), ready.clone(), &mut banner).await?;
     // The legacy TLS door for old phones (off unless configured; restart to change).
-    let legacy = crate::tls_legacy::bind(&ctx, &mut banner).await?;
+    // Listeners outside the restartable web group (legacy TLS door, dashboard).
+    let mut others = crate::tls_legacy::bind(&ctx, &mut banner).await?;
 
     // Front ends other than HTTP(S) bind and start here, each from its own module
     // (`crate::<proto>::start(&ctx, ...)`), adding their lines to `banner`.
@@ -234,6 +246,29 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
         }
         None => None,
     };
+
+    if cfg.syslog.enabled {
+        crate::syslog::start(&ctx, book.clone(), syslog_metrics, &mut banner).await?;
+    }
+    if cfg.dashboard.enabled {
+        let d = &cfg.dashboard;
+        let socket = bind_tcp("dashboard.listen", d.listen.value).await?;
+        banner.push(format!("dashboard http://{}/", socket.local_addr()?));
+        others.push(crate::http::Listener {
+            name: format!("dashboard:{}", d.listen.value),
+            socket,
+            tls: None,
+            limits: Default::default(),
+            protocol: crate::metrics::Protocol::http,
+            handler: Arc::new(crate::dashboard::DashboardHandler {
+                book: book.clone(),
+                token: d.token.as_ref().map(|t| t.value.clone()),
+                resync: d.resync.clone(),
+                tracker: ctx.tracker.clone(),
+            }),
+            metrics: metrics.clone(),
+        });
+    }
 
     // Every socket is bound before anything is served: a half-started appliance is worse
     // than one that refuses to start.
@@ -253,7 +288,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
         }
     };
     web.start().await;
-    for l in legacy {
+    for l in others {
         ctx.tracker
             .spawn(l.run(ctx.shutdown.clone(), ctx.tracker.clone()));
     }

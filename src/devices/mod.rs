@@ -39,7 +39,30 @@ use crate::store::Store;
 pub use config::Config;
 pub use identity::{Identity, Source};
 pub use inventory::{Inventory, Record};
-pub use registry::{Mac, Registry};
+pub use registry::{LeaseInfo, Mac, Registry};
+
+/// A finished (or refused, or abandoned) file request, as the front end saw it at the end:
+/// what the device status book records. Every file front end reports each request once,
+/// through [`Provisioner::transfer_done`].
+#[derive(Debug, Clone)]
+pub struct TransferDone<'a> {
+    pub protocol: Protocol,
+    pub peer: SocketAddr,
+    pub path: &'a str,
+    pub user_agent: Option<&'a str>,
+    /// A MAC from a verified client certificate.
+    pub client_mac: Option<Mac>,
+    pub bytes: u64,
+    /// The access-log outcome: `ok`, `partial`, `not_modified`, `not_found`, `aborted`…
+    pub outcome: &'a str,
+}
+
+/// Hears about devices as the front ends meet them (leases, transfers). Implemented by the
+/// status book; kept as a trait so the device layer does not depend on it.
+pub trait Observer: Send + Sync {
+    fn lease_seen(&self, _ip: std::net::IpAddr, _lease: &LeaseInfo) {}
+    fn transfer(&self, _t: &TransferDone<'_>) {}
+}
 
 use access::Owner;
 use binding::{Bindings, Bound};
@@ -285,6 +308,13 @@ impl Provisioner {
             "device request refused: {detail}"
         );
         Refusal::Forbidden(reason)
+    }
+
+    /// Front ends call this once per request when it is over (sent, refused or aborted).
+    pub fn transfer_done(&self, t: &TransferDone<'_>) {
+        if let Some(o) = self.registry.observer() {
+            o.transfer(t);
+        }
     }
 
     /// The bytes this request should get, or why not.

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
-use std::sync::RwLock;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use super::Observer;
 
 /// A 48-bit MAC address.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -93,11 +95,25 @@ pub struct LeaseInfo {
 #[derive(Default)]
 pub struct Registry {
     by_ip: RwLock<HashMap<IpAddr, LeaseInfo>>,
+    /// Who else wants to hear about leases and transfers (the device status book).
+    observer: OnceLock<Arc<dyn Observer>>,
 }
 
 impl Registry {
+    /// Set once at start; later calls are ignored.
+    pub fn set_observer(&self, o: Arc<dyn Observer>) {
+        let _ = self.observer.set(o);
+    }
+
+    pub fn observer(&self) -> Option<&Arc<dyn Observer>> {
+        self.observer.get()
+    }
+
     /// Called by the DHCP server whenever a lease is granted or restored from its store.
     pub fn lease_bound(&self, ip: IpAddr, info: LeaseInfo) {
+        if let Some(o) = self.observer.get() {
+            o.lease_seen(ip, &info);
+        }
         self.by_ip
             .write()
             .unwrap_or_else(|e| e.into_inner())

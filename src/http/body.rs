@@ -28,6 +28,9 @@ pub struct Access {
     pub outcome: &'static str,
     pub user_agent: Option<String>,
     pub started: Instant,
+    /// Told when the request is over (device status); `None` for admin answers.
+    pub provisioner: Option<Arc<crate::devices::Provisioner>>,
+    pub client_mac: Option<crate::devices::Mac>,
 }
 
 pub struct LoggedBody {
@@ -105,6 +108,17 @@ impl Drop for LoggedBody {
                 outcome,
             })
             .inc();
+        if let Some(p) = &a.provisioner {
+            p.transfer_done(&crate::devices::TransferDone {
+                protocol: a.protocol,
+                peer: a.peer,
+                path: &a.path,
+                user_agent: a.user_agent.as_deref(),
+                client_mac: a.client_mac,
+                bytes: self.sent,
+                outcome,
+            });
+        }
         tracing::info!(
             target: "access",
             protocol = a.protocol.as_str(),

@@ -80,6 +80,8 @@ impl Handler for FileHandler {
             outcome,
             user_agent: user_agent.clone(),
             started,
+            provisioner: Some(self.provisioner.clone()),
+            client_mac: conn.client.as_ref().and_then(|c| c.mac),
         };
         if method != Method::GET && method != Method::HEAD {
             self.metrics.refused(self.protocol, "method");

@@ -1,0 +1,471 @@
+//! Remote resync: ask a phone to fetch its configuration again, by SIP NOTIFY
+//! (`Event: check-sync` or `resync`, per vendor) or by the phone's web command
+//! (`http://<phone>/admin/resync?<url>`). Used by the dashboard button and `provbox resync`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+use crate::config::{At, Problems};
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// SIP NOTIFY over UDP to the phone's SIP port.
+    #[default]
+    Sip,
+    /// GET on the phone's web server.
+    Http,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EventName {
+    /// By vendor: Cisco/Linksys SPA and 3PCC phones want `resync`, the others `check-sync`.
+    #[default]
+    #[serde(rename = "auto")]
+    Auto,
+    #[serde(rename = "check-sync")]
+    CheckSync,
+    #[serde(rename = "resync")]
+    Resync,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub method: At<Method>,
+    /// The phones' SIP port.
+    #[serde(default = "default_sip_port")]
+    pub sip_port: u16,
+    #[serde(default)]
+    pub event: EventName,
+    /// The web command; `{ip}` and `{mac}` (12 hex digits) are filled in.
+    #[serde(default = "default_http_url")]
+    pub http_url: At<String>,
+    /// The same for `--reboot`.
+    #[serde(default = "default_http_reboot_url")]
+    pub http_reboot_url: At<String>,
+    /// Basic auth for the phone's web server.
+    #[serde(default)]
+    pub http_user: Option<String>,
+    #[serde(default)]
+    pub http_password: Option<String>,
+}
+
+fn default_sip_port() -> u16 {
+    5060
+}
+fn default_http_url() -> At<String> {
+    At::new("http://{ip}/admin/resync".into())
+}
+fn default_http_reboot_url() -> At<String> {
+    At::new("http://{ip}/admin/reboot".into())
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            method: At::default(),
+            sip_port: default_sip_port(),
+            event: EventName::Auto,
+            http_url: default_http_url(),
+            http_reboot_url: default_http_reboot_url(),
+            http_user: None,
+            http_password: None,
+        }
+    }
+}
+
+impl Config {
+    pub fn validate(&self, field: &str, p: &mut Problems) {
+        for (name, u) in [
+            ("http_url", &self.http_url),
+            ("http_reboot_url", &self.http_reboot_url),
+        ] {
+            if !u.starts_with("http://") || !u.contains("{ip}") {
+                p.add(
+                    format!("{field}.{name}"),
+                    u,
+                    format!("`{}` is not usable; expected http://{{ip}}/… (https is not supported for phone commands)", u.value),
+                );
+            }
+        }
+        if self.sip_port == 0 {
+            p.add_at(
+                format!("{field}.sip_port"),
+                0,
+                0,
+                "is 0; expected the phones' SIP port, e.g. 5060",
+            );
+        }
+    }
+}
+
+/// One device to ask.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub ip: IpAddr,
+    /// 12 hex digits, when known.
+    pub mac_hex: Option<String>,
+    /// Model, vendor class or User-Agent: picks the NOTIFY event.
+    pub vendor: Option<String>,
+    pub reboot: bool,
+}
+
+/// `Event:` header value for this phone.
+pub fn event_for(cfg: &Config, vendor: Option<&str>, reboot: bool) -> String {
+    let v = vendor.unwrap_or("").to_ascii_lowercase();
+    let cisco_like = ["cisco", "spa", "linksys", "cp-", "sipura"]
+        .iter()
+        .any(|k| v.contains(k));
+    let name = match cfg.event {
+        EventName::CheckSync => "check-sync",
+        EventName::Resync => "resync",
+        EventName::Auto if cisco_like => "resync",
+        EventName::Auto => "check-sync",
+    };
+    match (reboot, name) {
+        (false, n) => n.to_string(),
+        // Cisco/Linksys reboot on `Event: reboot`; the others on check-sync;reboot=true.
+        (true, "resync") => "reboot".to_string(),
+        (true, n) => format!("{n};reboot=true"),
+    }
+}
+
+fn token() -> String {
+    // Unique enough for branch/tag/Call-ID: time and a per-process counter.
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{:x}{:x}{:x}",
+        t,
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub fn notify_message(event: &str, to: SocketAddr, local: SocketAddr) -> String {
+    let t = token();
+    let host = |a: SocketAddr| match a {
+        SocketAddr::V4(v) => format!("{}:{}", v.ip(), v.port()),
+        SocketAddr::V6(v) => format!("[{}]:{}", v.ip(), v.port()),
+    };
+    let (to_h, local_h) = (host(to), host(local));
+    format!(
+        "NOTIFY sip:{to_h} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local_h};branch=z9hG4bK{t};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:provbox@{local_h}>;tag={t}\r\n\
+         To: <sip:{to_h}>\r\n\
+         Call-ID: {t}@provbox\r\n\
+         CSeq: 1 NOTIFY\r\n\
+         Contact: <sip:provbox@{local_h}>\r\n\
+         Event: {event}\r\n\
+         Subscription-State: terminated\r\n\
+         User-Agent: provbox/{}\r\n\
+         Content-Length: 0\r\n\r\n",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// Send a NOTIFY, retransmitting like RFC 3261 timer A (0.5 s, 1 s, 2 s), and wait for a
+/// final answer. Ok(text) on 2xx, Err(text) otherwise.
+pub async fn notify(cfg: &Config, r: &Request) -> Result<String, String> {
+    let to = SocketAddr::new(r.ip, cfg.sip_port);
+    let bind: SocketAddr = if r.ip.is_ipv4() {
+        "0.0.0.0:0".parse().unwrap()
+    } else {
+        "[::]:0".parse().unwrap()
+    };
+    let sock = UdpSocket::bind(bind).await.map_err(|e| e.to_string())?;
+    sock.connect(to).await.map_err(|e| e.to_string())?;
+    let local = sock.local_addr().map_err(|e| e.to_string())?;
+    let event = event_for(cfg, r.vendor.as_deref(), r.reboot);
+    let msg = notify_message(&event, to, local);
+    let mut buf = vec![0u8; 4096];
+    // A refused port (ICMP unreachable) shows as an error on a later send or receive; a
+    // phone that is still booting opens its port soon, so keep retransmitting until the end.
+    let mut last_error = None;
+    for wait in [500u64, 1000, 2000] {
+        if let Err(e) = sock.send(msg.as_bytes()).await {
+            last_error = Some(e);
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(wait);
+        loop {
+            let n = match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
+                Err(_) => break,
+                Ok(Err(e)) => {
+                    last_error = Some(e);
+                    tokio::time::sleep_until(deadline).await;
+                    break;
+                }
+                Ok(Ok(n)) => n,
+            };
+            let text = String::from_utf8_lossy(&buf[..n]);
+            let status = text.lines().next().unwrap_or("").trim().to_string();
+            let code: u16 = status
+                .strip_prefix("SIP/2.0 ")
+                .and_then(|s| s.get(..3))
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            match code {
+                100..=199 => continue,
+                200..=299 => return Ok(format!("SIP NOTIFY Event: {event} → {status}")),
+                0 => continue,
+                _ => return Err(format!("SIP NOTIFY Event: {event} → {status}")),
+            }
+        }
+    }
+    match last_error {
+        Some(e) => Err(format!("SIP NOTIFY Event: {event} to {to}: {e}")),
+        None => Err(format!(
+            "SIP NOTIFY Event: {event} to {to}: no answer in 3.5 s"
+        )),
+    }
+}
+
+/// A minimal HTTP/1.1 GET (the phone's web command, or provbox's own API from the CLI).
+/// Returns (status, body).
+pub async fn http_get(
+    addr: SocketAddr,
+    host: &str,
+    path_and_query: &str,
+    auth: Option<String>,
+) -> std::io::Result<(u16, String)> {
+    let fut = async {
+        let mut s = TcpStream::connect(addr).await?;
+        let mut req = format!(
+            "GET {path_and_query} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: provbox/{}\r\nConnection: close\r\n",
+            env!("CARGO_PKG_VERSION")
+        );
+        if let Some(a) = auth {
+            req.push_str(&format!("Authorization: {a}\r\n"));
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes()).await?;
+        let mut out = Vec::new();
+        s.take(16 * 1024 * 1024).read_to_end(&mut out).await?;
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| std::io::Error::other("not an HTTP answer"))?;
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Ok((status, body))
+    };
+    tokio::time::timeout(Duration::from_secs(5), fut)
+        .await
+        .map_err(|_| std::io::Error::other("no answer in 5 s"))?
+}
+
+/// Split `http://host[:port]/path?query` into (host, port, path+query).
+fn split_url(url: &str) -> Option<(String, u16, String)> {
+    let rest = url.strip_prefix("http://")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p))
+            if !p.is_empty()
+                && p.chars().all(|c| c.is_ascii_digit())
+                && (!h.contains(':') || h.ends_with(']')) =>
+        {
+            (h.to_string(), p.parse().ok()?)
+        }
+        _ => (authority.to_string(), 80),
+    };
+    Some((host, port, path.to_string()))
+}
+
+pub async fn web_command(cfg: &Config, r: &Request) -> Result<String, String> {
+    let template = if r.reboot {
+        &cfg.http_reboot_url.value
+    } else {
+        &cfg.http_url.value
+    };
+    let ip = match r.ip {
+        IpAddr::V4(v) => v.to_string(),
+        IpAddr::V6(v) => format!("[{v}]"),
+    };
+    let url = template
+        .replace("{ip}", &ip)
+        .replace("{mac}", r.mac_hex.as_deref().unwrap_or(""));
+    let (host, port, path) = split_url(&url).ok_or_else(|| format!("bad URL {url}"))?;
+    let auth = cfg.http_user.as_ref().map(|u| {
+        let creds = format!("{u}:{}", cfg.http_password.as_deref().unwrap_or(""));
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(creds)
+        )
+    });
+    let addr = SocketAddr::new(r.ip, port);
+    match http_get(addr, &host, &path, auth).await {
+        Ok((code, _)) if (200..300).contains(&code) => Ok(format!("GET {url} → {code}")),
+        Ok((code, _)) => Err(format!("GET {url} → {code}")),
+        Err(e) => Err(format!("GET {url}: {e}")),
+    }
+}
+
+/// Ask one phone, the configured way.
+pub async fn send(cfg: &Config, r: &Request) -> Result<String, String> {
+    match cfg.method.value {
+        Method::Sip => notify(cfg, r).await,
+        Method::Http => web_command(cfg, r).await,
+    }
+}
+
+/// `provbox resync`: resolve the target through the running dashboard's API (an address
+/// works without it), send to each device, print one line per device. Ok(false) when any
+/// device was not reached.
+pub async fn cli(cfg: &crate::config::Config, target: &str, reboot: bool) -> anyhow::Result<bool> {
+    let d = &cfg.dashboard;
+    let mut api = d.listen.value;
+    if api.ip().is_unspecified() {
+        api.set_ip(if api.is_ipv4() {
+            IpAddr::from([127, 0, 0, 1])
+        } else {
+            IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
+        });
+    }
+    let auth = d.token.as_ref().map(|t| format!("Bearer {}", t.value));
+    let listed = if d.enabled {
+        http_get(api, &api.to_string(), "/api/devices", auth).await
+    } else {
+        Err(std::io::Error::other("dashboard.enabled is false"))
+    };
+    let mut requests = Vec::new();
+    match listed {
+        Ok((200, body)) => {
+            let v: serde_json::Value = serde_json::from_str(&body)?;
+            let want_mac = target
+                .parse::<crate::devices::Mac>()
+                .ok()
+                .map(|m| m.to_string());
+            for dev in v["devices"].as_array().into_iter().flatten() {
+                let key = dev["key"].as_str().unwrap_or("");
+                let ip = dev["ip"].as_str().and_then(|i| i.parse::<IpAddr>().ok());
+                let hit = target == "all"
+                    || want_mac.as_deref() == Some(key)
+                    || dev["ip"].as_str() == Some(target);
+                if let (true, Some(ip)) = (hit, ip) {
+                    let vendor = ["model", "vendor_class", "user_agent"]
+                        .iter()
+                        .find_map(|f| dev[*f].as_str().map(str::to_string));
+                    requests.push((
+                        key.to_string(),
+                        Request {
+                            ip,
+                            mac_hex: key.parse::<crate::devices::Mac>().ok().map(|m| m.to_hex()),
+                            vendor,
+                            reboot,
+                        },
+                    ));
+                }
+            }
+        }
+        Ok((code, body)) => {
+            if target.parse::<IpAddr>().is_err() {
+                anyhow::bail!("the dashboard at {api} answered {code}: {}", body.trim());
+            }
+        }
+        Err(e) => {
+            if target.parse::<IpAddr>().is_err() {
+                anyhow::bail!(
+                    "cannot list devices from the dashboard at {api} ({e}); is provbox running with dashboard.enabled? (an IP address works without it)"
+                );
+            }
+        }
+    }
+    if requests.is_empty()
+        && let Ok(ip) = target.parse::<IpAddr>()
+    {
+        requests.push((
+            target.to_string(),
+            Request {
+                ip,
+                mac_hex: None,
+                vendor: None,
+                reboot,
+            },
+        ));
+    }
+    if requests.is_empty() {
+        anyhow::bail!("no device with a known address matches `{target}`");
+    }
+    let mut all_ok = true;
+    for (key, r) in &requests {
+        match send(&d.resync, r).await {
+            Ok(msg) => println!("{key} {}: {msg}", r.ip),
+            Err(msg) => {
+                all_ok = false;
+                println!("{key} {}: FAILED {msg}", r.ip);
+            }
+        }
+    }
+    Ok(all_ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_by_vendor() {
+        let c = Config::default();
+        assert_eq!(event_for(&c, Some("SPA504G"), false), "resync");
+        assert_eq!(event_for(&c, Some("CP-8841-3PCC"), false), "resync");
+        assert_eq!(event_for(&c, Some("Yealink SIP-T46G"), false), "check-sync");
+        assert_eq!(event_for(&c, None, true), "check-sync;reboot=true");
+        assert_eq!(event_for(&c, Some("Cisco"), true), "reboot");
+        let c = Config {
+            event: EventName::CheckSync,
+            ..Config::default()
+        };
+        assert_eq!(event_for(&c, Some("SPA504G"), false), "check-sync");
+    }
+
+    #[test]
+    fn notify_has_the_headers_phones_check() {
+        let m = notify_message(
+            "check-sync",
+            "198.18.0.7:5060".parse().unwrap(),
+            "198.18.0.1:40000".parse().unwrap(),
+        );
+        assert!(m.starts_with("NOTIFY sip:198.18.0.7:5060 SIP/2.0\r\n"));
+        assert!(m.contains("\r\nEvent: check-sync\r\n"));
+        assert!(m.contains("\r\nCSeq: 1 NOTIFY\r\n"));
+        assert!(m.contains("branch=z9hG4bK"));
+        assert!(m.ends_with("Content-Length: 0\r\n\r\n"));
+    }
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            split_url("http://198.18.0.7:8080/admin/resync?http://x/a.cfg"),
+            Some((
+                "198.18.0.7".into(),
+                8080,
+                "/admin/resync?http://x/a.cfg".into()
+            ))
+        );
+        assert_eq!(
+            split_url("http://198.18.0.7"),
+            Some(("198.18.0.7".into(), 80, "/".into()))
+        );
+        assert_eq!(split_url("https://x/"), None);
+    }
+}

@@ -1,0 +1,345 @@
+//! Syslog receiver: phones report every resync and upgrade in their syslog lines. UDP (and
+//! optionally TCP, RFC 6587 octet counting or newline framing); recognised lines become
+//! device events in the status book, other lines are kept per device (bounded), and every
+//! line can be appended raw to a file.
+
+pub mod parse;
+
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context as _, Result};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry as PromRegistry;
+use serde::Deserialize;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::net::{TcpStream, UdpSocket};
+
+use crate::config::{At, ListenerSpec, Problems, Transport};
+use crate::devices::Mac;
+use crate::server::Context;
+use crate::status::StatusBook;
+
+/// Longest frame accepted; RFC 5424 asks receivers to take at least 2048 octets.
+const MAX_FRAME: usize = 8192;
+/// TCP senders at once (phones use UDP; TCP is for relays).
+const MAX_TCP: usize = 64;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub enabled: bool,
+    /// UDP address (514 on the appliance).
+    #[serde(default = "default_listen")]
+    pub listen: At<SocketAddr>,
+    /// Optional TCP address.
+    #[serde(default)]
+    pub tcp_listen: Option<At<SocketAddr>>,
+    /// Append every received line, raw, to this file.
+    #[serde(default)]
+    pub forward_file: Option<At<PathBuf>>,
+}
+
+fn default_listen() -> At<SocketAddr> {
+    At::new(SocketAddr::from(([0, 0, 0, 0], 514)))
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            enabled: false,
+            listen: default_listen(),
+            tcp_listen: None,
+            forward_file: None,
+        }
+    }
+}
+
+impl Config {
+    pub fn resolve_paths(&mut self, base: &Path) {
+        if let Some(f) = &mut self.forward_file
+            && f.value.is_relative()
+        {
+            f.value = base.join(&f.value);
+        }
+    }
+
+    pub fn validate(&self, p: &mut Problems) {
+        if !self.enabled {
+            return;
+        }
+        if let Some(f) = &self.forward_file {
+            let dir = f.parent().filter(|d| !d.as_os_str().is_empty());
+            if let Some(d) = dir
+                && !d.is_dir()
+            {
+                p.add(
+                    "syslog.forward_file",
+                    f,
+                    format!(
+                        "{} is in a directory that does not exist; expected a file path in an existing directory",
+                        f.display()
+                    ),
+                );
+            }
+        }
+    }
+
+    pub fn listeners(&self) -> Vec<ListenerSpec> {
+        if !self.enabled {
+            return Vec::new();
+        }
+        let mut v = vec![ListenerSpec {
+            field: "syslog.listen".into(),
+            transport: Transport::Udp,
+            addr: self.listen.clone(),
+        }];
+        if let Some(t) = &self.tcp_listen {
+            v.push(ListenerSpec {
+                field: "syslog.tcp_listen".into(),
+                transport: Transport::Tcp,
+                addr: t.clone(),
+            });
+        }
+        v
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransportLabels {
+    transport: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    event: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Default)]
+pub struct Metrics {
+    received: Family<TransportLabels, Counter>,
+    recognised: Family<EventLabels, Counter>,
+    dropped: Family<ReasonLabels, Counter>,
+}
+
+impl Metrics {
+    pub fn register(reg: &mut PromRegistry) -> Metrics {
+        let m = Metrics::default();
+        reg.register(
+            "provbox_syslog_lines_received",
+            "Syslog lines received, by transport",
+            m.received.clone(),
+        );
+        reg.register(
+            "provbox_syslog_lines_recognised",
+            "Syslog lines recognised as provisioning events, by event",
+            m.recognised.clone(),
+        );
+        reg.register(
+            "provbox_syslog_lines_dropped",
+            "Syslog lines not kept, by reason (unknown_sender, not_utf8, too_long)",
+            m.dropped.clone(),
+        );
+        m
+    }
+}
+
+/// Everything a received line goes through; shared by the UDP and TCP paths.
+pub struct Receiver {
+    book: Arc<StatusBook>,
+    metrics: Metrics,
+    forward: Option<Mutex<std::fs::File>>,
+}
+
+impl Receiver {
+    pub fn new(
+        book: Arc<StatusBook>,
+        metrics: Metrics,
+        forward: Option<&Path>,
+    ) -> Result<Receiver> {
+        let forward = match forward {
+            Some(p) => Some(Mutex::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .with_context(|| format!("syslog.forward_file: cannot open {}", p.display()))?,
+            )),
+            None => None,
+        };
+        Ok(Receiver {
+            book,
+            metrics,
+            forward,
+        })
+    }
+
+    pub fn handle(&self, from: IpAddr, raw: &[u8], transport: &'static str) {
+        self.metrics
+            .received
+            .get_or_create(&TransportLabels { transport })
+            .inc();
+        if raw.len() > MAX_FRAME {
+            self.drop_line("too_long", from);
+            return;
+        }
+        // Phones occasionally send Latin-1; keep the line, replacing what is not UTF-8.
+        let text = String::from_utf8_lossy(raw);
+        if let Some(f) = &self.forward {
+            let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
+            let line = text.trim_end_matches(['\r', '\n', '\0']);
+            if let Err(e) = writeln!(f, "{from} {line}") {
+                tracing::warn!("syslog: cannot append to forward_file: {e}");
+            }
+        }
+        let msg = parse::parse(&text);
+        if let Some(report) = parse::recognise(&msg.msg) {
+            self.metrics
+                .recognised
+                .get_or_create(&EventLabels {
+                    event: report.event.kind(),
+                })
+                .inc();
+            tracing::info!(%from, mac = %report.mac, event = report.event.kind(), detail = %report.event.detail(), "phone report");
+            self.book.phone_report(from, &report);
+            return;
+        }
+        let mac = Mac::find_in(&msg.msg);
+        if !self.book.phone_line(from, mac, &msg.msg) {
+            self.drop_line("unknown_sender", from);
+        }
+    }
+
+    fn drop_line(&self, reason: &'static str, from: IpAddr) {
+        tracing::debug!(%from, reason, "syslog line not kept");
+        self.metrics
+            .dropped
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+}
+
+/// Bind the configured sockets; serving starts on `ctx.tracker` right away (lines only
+/// update the status book, so there is nothing to wait for).
+pub async fn start(
+    ctx: &Context,
+    book: Arc<StatusBook>,
+    metrics: Metrics,
+    banner: &mut Vec<String>,
+) -> Result<()> {
+    let cfg = &ctx.config.syslog;
+    let udp = UdpSocket::bind(cfg.listen.value)
+        .await
+        .map_err(|e| crate::server::bind_error("syslog.listen", cfg.listen.value, e))?;
+    banner.push(format!("syslog udp://{}", udp.local_addr()?));
+    let tcp = match &cfg.tcp_listen {
+        Some(a) => {
+            let l = crate::server::bind_tcp("syslog.tcp_listen", a.value).await?;
+            banner.push(format!("syslog tcp://{}", l.local_addr()?));
+            Some(l)
+        }
+        None => None,
+    };
+    let rx = Arc::new(Receiver::new(
+        book,
+        metrics,
+        cfg.forward_file.as_ref().map(|f| f.value.as_path()),
+    )?);
+    let shutdown = ctx.shutdown.clone();
+    let r = rx.clone();
+    ctx.tracker.spawn(async move {
+        let mut buf = vec![0u8; MAX_FRAME + 1];
+        loop {
+            let (n, from) = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = udp.recv_from(&mut buf) => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::debug!("syslog: recv failed: {e}");
+                        continue;
+                    }
+                },
+            };
+            r.handle(from.ip(), &buf[..n], "udp");
+        }
+    });
+    if let Some(l) = tcp {
+        let shutdown = ctx.shutdown.clone();
+        let tracker = ctx.tracker.clone();
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_TCP));
+        ctx.tracker.spawn(async move {
+            loop {
+                let (s, peer) = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    r = l.accept() => match r {
+                        Ok(x) => x,
+                        Err(e) => {
+                            tracing::warn!("syslog: accept failed: {e}");
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    },
+                };
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    tracing::warn!(%peer, "syslog: too many TCP senders, closing");
+                    continue;
+                };
+                let rx = rx.clone();
+                let shutdown = shutdown.clone();
+                tracker.spawn(async move {
+                    tokio::select! {
+                        r = tcp_session(s, peer.ip(), &rx) => if let Err(e) = r {
+                            tracing::debug!(%peer, "syslog: TCP session ended: {e}");
+                        },
+                        _ = shutdown.cancelled() => {}
+                    }
+                    drop(permit);
+                });
+            }
+        });
+    }
+    Ok(())
+}
+
+/// RFC 6587: a frame is `LEN SP MSG` (octet counting) or a line ending in LF.
+async fn tcp_session(s: TcpStream, from: IpAddr, rx: &Receiver) -> std::io::Result<()> {
+    let mut r = BufReader::new(s);
+    loop {
+        let first = match r.fill_buf().await? {
+            [] => return Ok(()),
+            b => b[0],
+        };
+        if first.is_ascii_digit() {
+            let mut len = Vec::new();
+            (&mut r).take(8).read_until(b' ', &mut len).await?;
+            let n: usize = std::str::from_utf8(&len)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .filter(|n| *n <= MAX_FRAME)
+                .ok_or_else(|| std::io::Error::other("bad octet count"))?;
+            let mut frame = vec![0u8; n];
+            r.read_exact(&mut frame).await?;
+            rx.handle(from, &frame, "tcp");
+        } else {
+            let mut line = Vec::new();
+            (&mut r)
+                .take(MAX_FRAME as u64 + 1)
+                .read_until(b'\n', &mut line)
+                .await?;
+            if line.is_empty() {
+                return Ok(());
+            }
+            rx.handle(from, &line, "tcp");
+        }
+    }
+}
