@@ -17,12 +17,20 @@ pub fn bin() -> PathBuf {
 
 /// A TCP port free on 127.0.0.1 right now.
 pub fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A UDP port free on 127.0.0.1 right now.
 pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Panics with a clear message when a client program the test needs is missing
@@ -56,7 +64,10 @@ pub struct Provbox {
 impl Provbox {
     /// A fresh directory with `files/` ready for the test to fill before `start`.
     pub fn dir() -> tempfile::TempDir {
-        let d = tempfile::Builder::new().prefix("provbox-test").tempdir().unwrap();
+        let d = tempfile::Builder::new()
+            .prefix("provbox-test")
+            .tempdir()
+            .unwrap();
         std::fs::create_dir_all(d.path().join("files")).unwrap();
         d
     }
@@ -118,10 +129,16 @@ impl Provbox {
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("provbox exited ({status}) before `{needle}`:\n{}", self.log());
+                panic!(
+                    "provbox exited ({status}) before `{needle}`:\n{}",
+                    self.log()
+                );
             }
             if start.elapsed() > timeout {
-                panic!("no `{needle}` in the log after {timeout:?}:\n{}", self.log());
+                panic!(
+                    "no `{needle}` in the log after {timeout:?}:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(25));
         }
@@ -130,7 +147,9 @@ impl Provbox {
     /// Send a signal and wait for the process to exit; returns its exit code.
     pub fn signal_and_wait(&mut self, sig: &str) -> Option<i32> {
         let pid = self.pid().to_string();
-        let _ = Command::new("kill").args([&format!("-{sig}"), &pid]).status();
+        let _ = Command::new("kill")
+            .args([&format!("-{sig}"), &pid])
+            .status();
         let mut child = self.child.take().unwrap();
         let start = Instant::now();
         loop {
@@ -169,6 +188,9 @@ pub fn provbox(args: &[&str]) -> (i32, String) {
 /// Read a whole file into bytes (tiny convenience).
 pub fn read(path: &Path) -> Vec<u8> {
     let mut v = Vec::new();
-    std::fs::File::open(path).unwrap().read_to_end(&mut v).unwrap();
+    std::fs::File::open(path)
+        .unwrap()
+        .read_to_end(&mut v)
+        .unwrap();
     v
 }
