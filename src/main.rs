@@ -30,6 +30,11 @@ enum Command {
         #[arg(long, short, default_value = "config.yaml")]
         config: PathBuf,
     },
+    /// List the DHCP leases in the store (provbox must not be running: redb allows one process).
+    Leases {
+        #[arg(long, short, default_value = "config.yaml")]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -41,6 +46,19 @@ fn main() -> ExitCode {
                 println!("{}: OK", config.display());
                 ExitCode::SUCCESS
             }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Leases { config } => match config::Config::load(&config) {
+            Ok(cfg) => match provbox::dhcp::print_leases(&cfg.data_dir) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("provbox: {e:#}");
+                    ExitCode::FAILURE
+                }
+            },
             Err(e) => {
                 eprintln!("{e}");
                 ExitCode::FAILURE

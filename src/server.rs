@@ -74,6 +74,10 @@ pub async fn run(cfg: Config, _config_path: PathBuf) -> Result<()> {
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
     // Front ends register their own metric families here, before the registry is shared.
+    let dhcp_metrics = cfg
+        .dhcp
+        .enabled
+        .then(|| crate::dhcp::register(&mut registry));
     let registry = Arc::new(registry);
 
     let roots: Vec<PathBuf> = cfg.catalog.roots.iter().map(|r| r.value.clone()).collect();
@@ -188,6 +192,9 @@ pub async fn run(cfg: Config, _config_path: PathBuf) -> Result<()> {
 
     // Front ends other than HTTP(S) bind and start here, each from its own module
     // (`crate::<proto>::start(&ctx, ...)`), adding their lines to `banner`.
+    if let Some(m) = dhcp_metrics {
+        crate::dhcp::start(&ctx, m, &mut banner).await?;
+    }
 
     // Every socket is bound before anything is served: a half-started appliance is worse
     // than one that refuses to start.
