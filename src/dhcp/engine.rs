@@ -346,7 +346,7 @@ impl Engine {
             DECLINE => self.decline(&req, now),
             RELEASE => self.release(&req, now),
             INFORM => Ok(Outcome {
-                reply: Some(self.reply(&req, INFORM, sidx, server_id, resv, None)),
+                reply: Some(self.reply(&req, ACK, sidx, server_id, resv, None)),
                 ..Default::default()
             }),
             _ => Err("unexpected_message_type"),

@@ -101,7 +101,7 @@ pub fn encode(
     let mut left_out = Vec::new();
     // Reserve one byte for END; the relay-agent echo (82) is among `essential`, last.
     for (code, data) in extra {
-        if b.len() + encoded_len(data.len()) + 1 <= max_len {
+        if b.len() + encoded_len(data.len()) < max_len {
             put(&mut b, *code, data);
         } else {
             left_out.push(*code);

@@ -156,6 +156,22 @@ impl Netns {
         Bg { child: Some(child) }
     }
 
+    /// Run `f` on a thread that has entered this namespace: sockets it creates belong to
+    /// the namespace and keep working after `f` returns (the caller's own thread never moves).
+    pub fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            // SAFETY: setns on a namespace fd we own; affects only this new thread.
+            let rc =
+                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    }
+
     /// `ip -n <ns> ...`
     pub fn ip(&self, args: &[&str]) {
         let mut v = vec!["-n", &self.name];
