@@ -721,3 +721,65 @@ fn leases_command_lists_the_store() {
         "{line}"
     );
 }
+
+#[test]
+fn init_reboot_selecting_and_decline() {
+    let mut lan = Lan::new();
+    let p = lan.start(Provbox::dir(), &yaml("", "[br0]"));
+    let c = lan.client(Some("02:00:00:00:50:01"), Some("198.18.0.21/24"));
+    let sock = raw_socket(&c, 68);
+    let (m1, m2, m3) = (
+        [2, 0, 0, 0, 0x50, 1],
+        [2, 0, 0, 0, 0x50, 2],
+        [2, 0, 0, 0, 0x50, 3],
+    );
+    let offer = exchange(&sock, &Msg::new(1, m1), ALL);
+    let a = offer.yiaddr;
+    // SELECTING: REQUEST naming us as server.
+    let mut req = Msg::new(3, m1);
+    req.opts = vec![(50, a.octets().to_vec()), (54, vec![198, 18, 0, 1])];
+    assert_eq!(exchange(&sock, &req, ALL).mtype(), 5);
+    // INIT-REBOOT (no server id): the owner is confirmed...
+    let mut reboot = Msg::new(3, m1);
+    reboot.xid ^= 0x100;
+    reboot.opts = vec![(50, a.octets().to_vec())];
+    let ack = exchange(&sock, &reboot, ALL);
+    assert_eq!((ack.mtype(), ack.yiaddr), (5, a));
+    // ...anyone else asking for it is refused.
+    let mut thief = Msg::new(3, m2);
+    thief.opts = vec![(50, a.octets().to_vec())];
+    assert_eq!(exchange(&sock, &thief, ALL).mtype(), 6);
+    // SELECTING another server's offer: we stay silent (and let our offer go).
+    let o2 = exchange(&sock, &Msg::new(1, m2), ALL);
+    let mut other = Msg::new(3, m2);
+    other.opts = vec![
+        (50, o2.yiaddr.octets().to_vec()),
+        (54, vec![198, 18, 0, 99]),
+    ];
+    sock.send_to(&other.bytes(), ALL).unwrap();
+    // DECLINE: the address is quarantined, a newcomer asking for it gets another.
+    let mut decline = Msg::new(4, m1);
+    decline.opts = vec![(50, a.octets().to_vec()), (54, vec![198, 18, 0, 1])];
+    sock.send_to(&decline.bytes(), ALL).unwrap();
+    let mut ask = Msg::new(1, m3);
+    ask.opts.push((50, a.octets().to_vec()));
+    let o3 = wait_until(Duration::from_secs(5), || {
+        p.log().contains("dhcp lease declined").then_some(())
+    })
+    .map(|_| exchange(&sock, &ask, ALL))
+    .unwrap_or_else(|| panic!("no decline logged:\n{}", p.log()));
+    assert_eq!(o3.mtype(), 2);
+    assert_ne!(o3.yiaddr, a);
+    let m = lan.metrics();
+    assert!(
+        metric(&m, "provbox_dhcp_sent_total{message=\"nak\"}") >= 1.0,
+        "{m}"
+    );
+    assert!(
+        metric(
+            &m,
+            "provbox_dhcp_dropped_total{reason=\"other_server_selected\"}"
+        ) >= 1.0,
+        "{m}"
+    );
+}
