@@ -783,3 +783,24 @@ fn init_reboot_selecting_and_decline() {
         "{m}"
     );
 }
+
+#[test]
+fn one_mac_flooding_is_rate_limited_others_still_served() {
+    let mut lan = Lan::new();
+    let _p = lan.start(Provbox::dir(), &yaml("", "[br0]"));
+    let c = lan.client(Some("02:00:00:00:60:01"), Some("198.18.0.22/24"));
+    let sock = raw_socket(&c, 68);
+    // rate_limit_per_mac is 50/s: 150 back-to-back DISCOVERs from one MAC overflow it.
+    let flood = Msg::new(1, [2, 0, 0, 0, 0x60, 1]).bytes();
+    for _ in 0..150 {
+        sock.send_to(&flood, "198.18.0.1:67").unwrap();
+    }
+    // Another device is unaffected.
+    let offer = exchange(&sock, &Msg::new(1, [2, 0, 0, 0, 0x60, 2]), ALL);
+    assert_eq!(offer.mtype(), 2);
+    let m = lan.metrics();
+    assert!(
+        metric(&m, "provbox_dhcp_dropped_total{reason=\"rate_limited\"}") >= 1.0,
+        "{m}"
+    );
+}

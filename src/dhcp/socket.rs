@@ -87,6 +87,22 @@ pub fn bind(name: &str, port: u16, field: &str) -> Result<UdpSocket> {
     // One socket per interface on the same port: the bound device tells them apart.
     s.set_reuse_address(true)?;
     s.set_broadcast(true)?;
+    // Bursts (a whole floor of phones powering up) must queue, not be dropped by the
+    // kernel: ask for a big receive buffer, beyond rmem_max when privileged.
+    let want: libc::c_int = 4 << 20;
+    // SAFETY: setsockopt with a c_int value on our own socket.
+    let forced = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            &want as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if forced != 0 {
+        let _ = s.set_recv_buffer_size(want as usize);
+    }
     s.bind_device(Some(name.as_bytes())).map_err(|e| {
         anyhow!("{field}: cannot bind to interface `{name}`: {e} (needs root or CAP_NET_RAW)")
     })?;
