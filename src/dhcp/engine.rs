@@ -237,9 +237,27 @@ impl Engine {
     }
 
     /// Log, count and tell the device registry about a lease event (after its commit).
+    /// Gauges move incrementally here (a full recount per ACK would cost O(leases)); the
+    /// expiry sweep recounts every few seconds to stay exact.
     pub fn announce(&self, e: &Event) {
         let l = &e.lease;
         let ip = std::net::IpAddr::V4(l.ip);
+        let delta = match e.kind {
+            EventKind::Granted => 1,
+            EventKind::Renewed => 0,
+            // Expired leases were already uncounted by the sweep's recount.
+            EventKind::Expired => 0,
+            EventKind::Released | EventKind::Declined => -1,
+        };
+        if delta != 0
+            && let Some(s) = self.settings.subnets.iter().find(|s| s.contains(l.ip))
+        {
+            self.metrics
+                .pool_used
+                .get_or_create(&SubnetLabels { subnet: s.cidr() })
+                .inc_by(delta);
+            self.metrics.leases_active.inc_by(delta);
+        }
         match e.kind {
             EventKind::Granted | EventKind::Renewed => self.registry.lease_bound(ip, info(l)),
             _ => self.registry.lease_ended(ip),

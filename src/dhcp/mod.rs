@@ -242,7 +242,6 @@ async fn writer(
                         deliver(&engine, &ifaces[idx], r).await;
                     }
                 }
-                engine.update_gauges(now());
             }
             Ok(Err(e)) => {
                 // No ACK without a durable lease: the clients will retry.
