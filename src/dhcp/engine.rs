@@ -780,3 +780,97 @@ fn info(l: &Lease) -> LeaseInfo {
         vendor_class: l.vendor_class.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine(dns_on: bool) -> Engine {
+        let yaml = r#"
+enabled: true
+interfaces: [br0]
+options:
+  - {code: 66, string: global}
+  - {code: 42, ip: 198.18.0.9}
+option_sets:
+  - {name: cisco, vendor_class: "Cisco SPA", options: [{code: 66, string: cisco}]}
+  - {name: poly, mac_prefix: "00:04:f2", options: [{code: 66, string: polycom}, {code: 160, string: "http://p/"}]}
+subnets:
+  - subnet: 198.18.0.0/24
+    pools: ["198.18.0.100-198.18.0.110"]
+    options: [{code: 42, ip: 198.18.0.1}]
+    reservations:
+      - {mac: "00:04:f2:00:00:01", address: 198.18.0.57, hostname: lobby, options: [{code: 66, string: mine}]}
+"#;
+        let cfg: super::super::Config = serde_saphyr::from_str(yaml).unwrap();
+        let mut errs = Vec::new();
+        let settings = cfg
+            .compile(&mut |f, _, _, m| errs.push(format!("{f}: {m}")))
+            .unwrap_or_else(|| panic!("{errs:?}"));
+        Engine::new(
+            settings,
+            vec![IfaceInfo {
+                name: "br0".into(),
+                addrs: vec![("198.18.0.1".parse().unwrap(), 24)],
+            }],
+            dns_on,
+            Arc::new(Registry::default()),
+            Arc::new(DhcpMetrics::default()),
+        )
+    }
+
+    fn get(opts: &[OptValue], code: u8) -> Option<&[u8]> {
+        opts.iter()
+            .find(|o| o.code == code)
+            .map(|o| o.data.as_slice())
+    }
+
+    #[test]
+    fn option_layers_and_dns_default() {
+        let e = engine(true);
+        let sid: Ipv4Addr = "198.18.0.1".parse().unwrap();
+        let plain = Mac([2, 0, 0, 0, 0, 1]);
+        let o = e.options_for(0, sid, &plain, None, None);
+        assert_eq!(get(&o, 66), Some(&b"global"[..]));
+        // Subnet overrides global.
+        assert_eq!(get(&o, 42), Some(&[198, 18, 0, 1][..]));
+        // DNS on and no option 6 configured: our own address.
+        assert_eq!(get(&o, 6), Some(&sid.octets()[..]));
+        let o = e.options_for(0, sid, &plain, Some(b"Cisco SPA504G"), None);
+        assert_eq!(get(&o, 66), Some(&b"cisco"[..]));
+        let poly = Mac([0, 4, 0xf2, 1, 2, 3]);
+        let o = e.options_for(0, sid, &poly, Some(b"Cisco SPA504G"), None);
+        assert_eq!(get(&o, 66), Some(&b"polycom"[..]), "later set wins");
+        assert_eq!(get(&o, 160), Some(&b"http://p/"[..]));
+        let resv = &e.settings().subnets[0].reservations[0];
+        let o = e.options_for(0, sid, &poly, None, Some(resv));
+        assert_eq!(get(&o, 66), Some(&b"mine"[..]));
+        assert_eq!(get(&o, 12), Some(&b"lobby"[..]));
+        let off = engine(false);
+        assert!(get(&off.options_for(0, sid, &plain, None, None), 6).is_none());
+    }
+
+    #[test]
+    fn discover_offers_from_pool_and_garbage_is_refused() {
+        let e = engine(false);
+        let mut b = vec![0u8; 236];
+        b[0] = 1;
+        b[1] = 1;
+        b[2] = 6;
+        b[4] = 9;
+        b[10] = 0x80;
+        b[28..34].copy_from_slice(&[2, 0, 0, 0, 0, 7]);
+        b.extend_from_slice(&[99, 130, 83, 99, 53, 1, 1, 55, 2, 66, 1, 255]);
+        let out = e.handle(0, &b, 1000).unwrap();
+        let r = out.reply.unwrap();
+        assert_eq!(r.kind, "offer");
+        assert_eq!(r.dest, Dest::Broadcast);
+        assert_eq!(&r.bytes[16..20], &[198, 18, 0, 100]);
+        assert!(r.bytes.len() >= wire::BOOTP_MIN);
+        assert!(out.changes.is_empty(), "offers are not persisted");
+        assert_eq!(e.handle(0, &b[..120], 1000).unwrap_err(), "malformed");
+        let mut nt = b.clone();
+        nt[240] = 12;
+        assert_eq!(e.handle(0, &nt, 1000).unwrap_err(), "no_message_type");
+    }
+}
