@@ -10,8 +10,10 @@
 //! lab.link(&srv, "198.18.0.1/24", &cli, "198.18.0.2/24");   // veth0 <-> veth0
 //! cli.exec(&["busybox", "ping", "-c1", "198.18.0.1"]);
 //! // or one L2 segment for many clients (what a DHCP server needs):
-//! lab.bridge(&srv, "198.18.0.1/24");                // br0 in srv
+//! lab.bridge(&srv, Some("198.18.0.1/24"));          // br0 in srv
 //! lab.attach(&srv, &cli, None);                     // eth0 in cli, enslaved to br0
+//! let p = Provbox::start_with(dir, yaml, &srv.prefix()); // provbox inside srv
+//! let sock = cli.enter(|| UdpSocket::bind("0.0.0.0:68")); // a socket living in cli
 //! ```
 //!
 //! Names are `pbx<pid>n<counter><tag>`: unique per test process, so tests run in parallel;
