@@ -21,7 +21,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${PROVBOX_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/provbox}
-RATES=${RATES:-"100 250 500 1000 1500 2000 2500 3000 3500 4000 5000 6000 8000"}
+RATES=${RATES:-"100 250 500 1000 1500 2000 2500 3000 3500 4000 5000 6000 8000 10000 12000"}
 PERIOD=${PERIOD:-5}
 SERVERS=${SERVERS:-"provbox dnsmasq kea"}
 S=pbxb$$s
