@@ -42,6 +42,11 @@ enum Command {
         #[arg(long, short, default_value = "config.yaml")]
         config: PathBuf,
     },
+    /// List the DHCP leases in the store (provbox must not be running: redb allows one process).
+    Leases {
+        #[arg(long, short, default_value = "config.yaml")]
+        config: PathBuf,
+    },
     /// Make the running provbox re-read its configuration (like `systemctl reload`):
     /// validates the file first, signals the process, prints what it applied.
     Reload {
@@ -289,6 +294,19 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Leases { config } => match config::Config::load(&config) {
+            Ok(cfg) => match provbox::dhcp::print_leases(&cfg.data_dir) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("provbox: {e:#}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Serve { config } => {
             let cfg = match config::Config::load(&config) {
                 Ok(cfg) => cfg,

@@ -190,6 +190,10 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
         .then(|| Arc::new(crate::tftp::register(&mut registry)));
     let status_metrics = crate::status::Metrics::register(&mut registry);
     let syslog_metrics = crate::syslog::Metrics::register(&mut registry);
+    let dhcp_metrics = cfg
+        .dhcp
+        .enabled
+        .then(|| crate::dhcp::register(&mut registry));
     let registry = Arc::new(registry);
 
     let roots: Vec<PathBuf> = cfg.catalog.roots.iter().map(|r| r.value.clone()).collect();
@@ -268,6 +272,10 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
             }),
             metrics: metrics.clone(),
         });
+    }
+
+    if let Some(m) = dhcp_metrics {
+        crate::dhcp::start(&ctx, m, &mut banner).await?;
     }
 
     // Every socket is bound before anything is served: a half-started appliance is worse

@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# DHCPv4 lease rate: provbox vs dnsmasq vs Kea (memfile), driven by Kea's perfdhcp.
+#
+# Every server runs in its own fresh state inside a network namespace made here (veth
+# pair, 198.18.0.0/16, no default route; removed on exit), with the same 64000-address
+# pool. perfdhcp runs in a second namespace as a relay agent (giaddr = 198.18.0.2) doing
+# full DORA exchanges with random client MACs at a fixed offered rate for PERIOD seconds.
+# For each server the offered rate climbs until the exchanges lose >= 1 % (DISCOVER-OFFER
+# or REQUEST-ACK); the score is the best completed 4-way exchanges per second (leases/s)
+# seen with < 1 % drops.
+#
+# Durability as each server ships it: provbox commits every ACK to its redb store with
+# fsync before sending it (group commit); dnsmasq rewrites its lease file (no fsync per
+# lease); Kea memfile appends to its CSV (no fsync per lease).
+#
+# Needs root, perfdhcp (apt: kea-admin), kea-dhcp4 (kea-dhcp4-server), dnsmasq, and a
+# release build: cargo build --release -j 1.
+#   bench/dhcp.sh                      # all three
+#   RATES="500 1000" PERIOD=3 bench/dhcp.sh
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${PROVBOX_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/provbox}
+RATES=${RATES:-"100 250 500 1000 1500 2000 2500 3000 3500 4000 5000 6000 8000 10000 12000"}
+PERIOD=${PERIOD:-5}
+SERVERS=${SERVERS:-"provbox dnsmasq kea"}
+S=pbxb$$s
+C=pbxb$$c
+# On disk (not tmpfs), so fsync costs what it costs.
+WORK=$(mktemp -d -p /var/tmp provbox-bench-dhcp.XXXXXX)
+SPID=
+
+[ "$(id -u)" = 0 ] || { echo "needs root (network namespaces)" >&2; exit 1; }
+for p in perfdhcp ip; do
+  command -v "$p" >/dev/null || { echo "missing $p (apt-get install kea-admin iproute2)" >&2; exit 1; }
+done
+[ -x "$BIN" ] || { echo "no release build at $BIN (cargo build --release -j 1)" >&2; exit 1; }
+
+stop_server() {
+  if [ -n "$SPID" ]; then
+    kill "$SPID" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$SPID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$SPID" 2>/dev/null || true
+    wait "$SPID" 2>/dev/null || true
+    SPID=
+  fi
+}
+cleanup() {
+  stop_server
+  ip netns del "$S" 2>/dev/null || true
+  ip netns del "$C" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+ip netns add "$S"
+ip netns add "$C"
+ip -n "$S" link set lo up
+ip -n "$C" link set lo up
+ip -n "$S" link add veth0 type veth peer name veth0 netns "$C"
+ip -n "$S" addr add 198.18.0.1/16 dev veth0
+ip -n "$C" addr add 198.18.0.2/16 dev veth0
+ip -n "$S" link set veth0 up
+ip -n "$C" link set veth0 up
+
+POOL_FIRST=198.18.1.0
+POOL_LAST=198.18.250.255
+POOL_SIZE=64000
+
+start_server() { # name -> sets SPID, waits until it listens on udp/67
+  local name=$1 d="$WORK/$1"
+  rm -rf "$d"; mkdir -p "$d/files"
+  case $name in
+    provbox)
+      cat >"$d/config.yaml" <<EOF
+data_dir: data
+log: {level: warn}
+catalog: {roots: [files]}
+dhcp:
+  enabled: true
+  interfaces: [veth0]
+  rate_limit_per_mac: 1000
+  subnets:
+    - subnet: 198.18.0.0/16
+      pools: ["$POOL_FIRST-$POOL_LAST"]
+      lease_time: 1h
+EOF
+      PROVBOX_LOG=warn ip netns exec "$S" "$BIN" serve --config "$d/config.yaml" >"$d/log" 2>&1 &
+      SPID=$!
+      ;;
+    dnsmasq)
+      ip netns exec "$S" dnsmasq --keep-in-foreground --conf-file=/dev/null --port=0 \
+        --interface=veth0 --dhcp-authoritative --no-ping --quiet-dhcp \
+        --dhcp-range=$POOL_FIRST,$POOL_LAST,255.255.0.0,1h --dhcp-lease-max=200000 \
+        --dhcp-leasefile="$d/leases" --log-facility="$d/log" >"$d/out" 2>&1 &
+      SPID=$!
+      ;;
+    kea)
+      cat >"$d/kea.json" <<EOF
+{ "Dhcp4": {
+  "interfaces-config": { "interfaces": ["veth0"], "dhcp-socket-type": "udp" },
+  "lease-database": { "type": "memfile", "persist": true, "lfc-interval": 0,
+                      "name": "$d/leases.csv" },
+  "valid-lifetime": 3600,
+  "subnet4": [ { "id": 1, "subnet": "198.18.0.0/16",
+                 "pools": [ { "pool": "$POOL_FIRST - $POOL_LAST" } ] } ],
+  "loggers": [ { "name": "kea-dhcp4", "severity": "WARN",
+                 "output_options": [ { "output": "$d/log" } ] } ] } }
+EOF
+      KEA_PIDFILE_DIR=$d KEA_LOCKFILE_DIR=$d ip netns exec "$S" kea-dhcp4 -c "$d/kea.json" >"$d/out" 2>&1 &
+      SPID=$!
+      ;;
+  esac
+  for _ in $(seq 100); do
+    if ip netns exec "$S" ss -lun 2>/dev/null | grep -q ':67 '; then sleep 0.3; return 0; fi
+    kill -0 "$SPID" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "$name did not start:" >&2; cat "$d"/log "$d"/out 2>/dev/null >&2 || true
+  return 1
+}
+
+# perfdhcp at one offered rate: prints "leases_per_s do_drop_pct ra_drop_pct acks"
+run_rate() {
+  local rate=$1 out
+  out=$(timeout $((PERIOD + 20)) ip netns exec "$C" perfdhcp -4 -l veth0 -r "$rate" \
+        -R 1000000 -p "$PERIOD" -W 1000000 -d 1 198.18.0.1 2>&1 || true)
+  echo "$out" >"$WORK/perfdhcp-last.txt"
+  awk '
+    /^Rate:/ { rate=$2 }
+    /Statistics for: DISCOVER-OFFER/ { sec="do" }
+    /Statistics for: REQUEST-ACK/ { sec="ra" }
+    /^sent packets:/ { sent[sec]=$3 }
+    /^received packets:/ { recv[sec]=$3 }
+    END {
+      d1 = sent["do"] ? 100*(sent["do"]-recv["do"])/sent["do"] : 100
+      d2 = sent["ra"] ? 100*(sent["ra"]-recv["ra"])/sent["ra"] : 100
+      printf "%s %.2f %.2f %d\n", (rate==""?0:rate), d1, d2, recv["ra"]
+    }' <<<"$out"
+}
+
+declare -A BEST BEST_AT BEST_DROP
+printf "%-8s %8s %10s %9s %9s %8s\n" server offered leases/s do_drop% ra_drop% acks
+for srv in $SERVERS; do
+  if [ "$srv" = dnsmasq ] && ! command -v dnsmasq >/dev/null; then echo "skip dnsmasq (not installed)"; continue; fi
+  if [ "$srv" = kea ] && ! command -v kea-dhcp4 >/dev/null; then echo "skip kea (not installed)"; continue; fi
+  BEST[$srv]=0; BEST_AT[$srv]=-; BEST_DROP[$srv]=-
+  for rate in $RATES; do
+    # Fresh state per step: the pool never runs dry (PERIOD x rate < POOL_SIZE).
+    start_server "$srv"
+    read -r got d1 d2 acks < <(run_rate "$rate")
+    stop_server
+    printf "%-8s %8s %10s %9s %9s %8s\n" "$srv" "$rate" "$got" "$d1" "$d2" "$acks"
+    ok=$(awk -v a="$d1" -v b="$d2" 'BEGIN { print (a < 1 && b < 1) ? 1 : 0 }')
+    if [ "$ok" = 1 ]; then
+      if awk -v g="$got" -v b="${BEST[$srv]}" 'BEGIN { exit !(g > b) }'; then
+        BEST[$srv]=$got; BEST_AT[$srv]=$rate; BEST_DROP[$srv]="$d1/$d2"
+      fi
+    else
+      break # drops >= 1 %: higher offered rates only lose more
+    fi
+  done
+done
+
+echo
+echo "pool $POOL_SIZE addresses, ${PERIOD}s per step, perfdhcp relay mode, random MACs"
+ref=${BEST[provbox]:-0}
+printf "%-8s %12s %12s %14s %18s\n" server "leases/s" "at offered" "drops DO/RA %" "provbox / server"
+for srv in $SERVERS; do
+  [ -n "${BEST[$srv]:-}" ] || continue
+  ratio=$(awk -v a="$ref" -v b="${BEST[$srv]}" 'BEGIN { if (b > 0) printf "%.2fx", a/b; else print "-" }')
+  printf "%-8s %12s %12s %14s %18s\n" "$srv" "${BEST[$srv]}" "${BEST_AT[$srv]}" "${BEST_DROP[$srv]}" "$ratio"
+done

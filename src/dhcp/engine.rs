@@ -1,0 +1,876 @@
+//! The DHCP decision path, top to bottom: parse → rate limit → pick the subnet → act on
+//! the message type → build the reply. No I/O here: the result says what to persist, what
+//! to announce after the commit, and what to send where.
+
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use dhcproto::{Decodable, Decoder, v4};
+
+use crate::devices::Mac;
+use crate::devices::registry::{LeaseInfo, Registry};
+
+use super::config::{Reservation, Settings, Subnet};
+use super::leases::{ClientKey, Excluded, Lease, Leases, State};
+use super::metrics::{DhcpMetrics, EventLabels, MessageLabels, SubnetLabels};
+use super::options::{self, OptValue};
+use super::socket::{CLIENT_PORT, Dest};
+use super::store::Change;
+use super::wire;
+
+/// Message types (option 53).
+const DISCOVER: u8 = 1;
+const OFFER: u8 = 2;
+const REQUEST: u8 = 3;
+const DECLINE: u8 = 4;
+const ACK: u8 = 5;
+const NAK: u8 = 6;
+const RELEASE: u8 = 7;
+const INFORM: u8 = 8;
+
+fn type_name(t: u8) -> Option<&'static str> {
+    Some(match t {
+        DISCOVER => "discover",
+        REQUEST => "request",
+        DECLINE => "decline",
+        RELEASE => "release",
+        INFORM => "inform",
+        _ => return None,
+    })
+}
+
+/// What the interface a message arrived on looks like.
+#[derive(Debug, Clone)]
+pub struct IfaceInfo {
+    pub name: String,
+    pub addrs: Vec<(Ipv4Addr, u8)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Granted,
+    Renewed,
+    Released,
+    Declined,
+    Expired,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Granted => "granted",
+            EventKind::Renewed => "renewed",
+            EventKind::Released => "released",
+            EventKind::Declined => "declined",
+            EventKind::Expired => "expired",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub kind: EventKind,
+    pub lease: Lease,
+    pub now: u64,
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub bytes: Vec<u8>,
+    pub dest: Dest,
+    pub kind: &'static str,
+}
+
+/// The result of one message: persist `changes` (durably) before sending `reply` and
+/// announcing `events`.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub reply: Option<Reply>,
+    pub changes: Vec<Change>,
+    pub events: Vec<Event>,
+}
+
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+pub struct Engine {
+    settings: Settings,
+    ifaces: Vec<IfaceInfo>,
+    dns_on: bool,
+    leases: Mutex<Leases>,
+    buckets: Mutex<HashMap<Mac, Bucket>>,
+    /// Per subnet: reserved addresses (never from the pool).
+    reserved: Vec<HashSet<Ipv4Addr>>,
+    /// Every address of ours (never handed out).
+    own: Vec<Ipv4Addr>,
+    registry: Arc<Registry>,
+    pub metrics: Arc<DhcpMetrics>,
+}
+
+/// A parsed request: the fields the decision path needs.
+struct Req<'a> {
+    mtype: u8,
+    xid: u32,
+    flags: u16,
+    ciaddr: Ipv4Addr,
+    giaddr: Ipv4Addr,
+    chaddr: [u8; 16],
+    mac: Mac,
+    client: ClientKey,
+    opts: &'a [(u8, Vec<u8>)],
+}
+
+impl Req<'_> {
+    fn opt(&self, code: u8) -> Option<&[u8]> {
+        self.opts
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map(|(_, d)| d.as_slice())
+    }
+    fn ip_opt(&self, code: u8) -> Option<Ipv4Addr> {
+        let d = self.opt(code)?;
+        let b: [u8; 4] = d.try_into().ok()?;
+        Some(Ipv4Addr::from(b))
+    }
+    fn text(&self, code: u8) -> Option<String> {
+        self.opt(code)
+            .filter(|d| !d.is_empty())
+            .map(|d| String::from_utf8_lossy(d).into_owned())
+    }
+    fn broadcast(&self) -> bool {
+        self.flags & 0x8000 != 0
+    }
+}
+
+impl Engine {
+    pub fn new(
+        settings: Settings,
+        ifaces: Vec<IfaceInfo>,
+        dns_on: bool,
+        registry: Arc<Registry>,
+        metrics: Arc<DhcpMetrics>,
+    ) -> Engine {
+        let reserved = settings
+            .subnets
+            .iter()
+            .map(|s| s.reservations.iter().map(|r| r.address).collect())
+            .collect();
+        let mut own: Vec<Ipv4Addr> = ifaces
+            .iter()
+            .flat_map(|i| i.addrs.iter().map(|a| a.0))
+            .collect();
+        own.extend(settings.subnets.iter().filter_map(|s| s.server_address));
+        for s in &settings.subnets {
+            metrics
+                .pool_size
+                .get_or_create(&SubnetLabels { subnet: s.cidr() })
+                .set(s.pool_size() as i64);
+        }
+        Engine {
+            settings,
+            ifaces,
+            dns_on,
+            leases: Mutex::new(Leases::default()),
+            buckets: Mutex::new(HashMap::new()),
+            reserved,
+            own,
+            registry,
+            metrics,
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, Leases> {
+        self.leases.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Take over leases read from the store; live ones are announced to the registry.
+    pub fn restore(&self, list: Vec<Lease>, now: u64) -> usize {
+        let mut t = self.table();
+        let mut live = 0;
+        for l in list {
+            if matches!(l.state, State::Bound { .. }) && l.is_live(now) {
+                self.registry
+                    .lease_bound(std::net::IpAddr::V4(l.ip), info(&l));
+                live += 1;
+            }
+            t.put(l);
+        }
+        drop(t);
+        self.update_gauges(now);
+        live
+    }
+
+    /// Expire leases whose time ran out; returns the events to announce.
+    pub fn sweep(&self, now: u64) -> Vec<Event> {
+        let ended = self.table().sweep(now);
+        self.update_gauges(now);
+        ended
+            .into_iter()
+            .map(|lease| Event {
+                kind: EventKind::Expired,
+                lease,
+                now,
+            })
+            .collect()
+    }
+
+    pub fn update_gauges(&self, now: u64) {
+        let t = self.table();
+        let mut total = 0;
+        for s in &self.settings.subnets {
+            let n = t.active_in(s, now);
+            total += n;
+            self.metrics
+                .pool_used
+                .get_or_create(&SubnetLabels { subnet: s.cidr() })
+                .set(n as i64);
+        }
+        self.metrics.leases_active.set(total as i64);
+    }
+
+    /// Log, count and tell the device registry about a lease event (after its commit).
+    /// Gauges move incrementally here (a full recount per ACK would cost O(leases)); the
+    /// expiry sweep recounts every few seconds to stay exact.
+    pub fn announce(&self, e: &Event) {
+        let l = &e.lease;
+        let ip = std::net::IpAddr::V4(l.ip);
+        let delta = match e.kind {
+            EventKind::Granted => 1,
+            EventKind::Renewed => 0,
+            // Expired leases were already uncounted by the sweep's recount.
+            EventKind::Expired => 0,
+            EventKind::Released | EventKind::Declined => -1,
+        };
+        if delta != 0
+            && let Some(s) = self.settings.subnets.iter().find(|s| s.contains(l.ip))
+        {
+            self.metrics
+                .pool_used
+                .get_or_create(&SubnetLabels { subnet: s.cidr() })
+                .inc_by(delta);
+            self.metrics.leases_active.inc_by(delta);
+        }
+        match e.kind {
+            EventKind::Granted | EventKind::Renewed => self.registry.lease_bound(ip, info(l)),
+            _ => self.registry.lease_ended(ip),
+        }
+        self.metrics
+            .lease_events
+            .get_or_create(&EventLabels {
+                event: e.kind.as_str(),
+            })
+            .inc();
+        let until = match l.state {
+            State::Bound { expires } => expires.saturating_sub(e.now),
+            State::Declined { until } => until.saturating_sub(e.now),
+            _ => 0,
+        };
+        tracing::info!(
+            event = e.kind.as_str(),
+            ip = %l.ip,
+            mac = %l.mac,
+            hostname = l.hostname.as_deref().unwrap_or(""),
+            vendor_class = l.vendor_class.as_deref().unwrap_or(""),
+            secs = until,
+            "dhcp lease {}",
+            e.kind.as_str()
+        );
+    }
+
+    fn rate_ok(&self, mac: Mac) -> bool {
+        let rate = self.settings.rate_per_mac as f64;
+        let now = Instant::now();
+        let mut b = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if b.len() > 100_000 {
+            // Bounded memory under a flood of random MACs: forget full buckets.
+            b.retain(|_, v| now.duration_since(v.last).as_secs_f64() * rate < rate);
+        }
+        let e = b.entry(mac).or_insert(Bucket {
+            tokens: rate,
+            last: now,
+        });
+        e.tokens = (e.tokens + now.duration_since(e.last).as_secs_f64() * rate).min(rate);
+        e.last = now;
+        if e.tokens >= 1.0 {
+            e.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Handle one datagram that arrived on interface `iface`. `Err` is the drop reason.
+    pub fn handle(&self, iface: usize, buf: &[u8], now: u64) -> Result<Outcome, &'static str> {
+        // dhcproto checks the fixed header; the strict scan checks every option length.
+        let msg = v4::Message::decode(&mut Decoder::new(buf)).map_err(|_| "malformed")?;
+        let opts = wire::scan(buf).ok_or("malformed")?;
+        if msg.opcode() != v4::Opcode::BootRequest {
+            return Err("not_a_request");
+        }
+        if msg.htype() != v4::HType::Eth || msg.hlen() != 6 {
+            return Err("unsupported_hardware");
+        }
+        let mtype = match opts.iter().find(|(c, _)| *c == 53) {
+            Some((_, d)) if d.len() == 1 => d[0],
+            _ => return Err("no_message_type"),
+        };
+        let name = type_name(mtype).ok_or("unexpected_message_type")?;
+        self.metrics
+            .received
+            .get_or_create(&MessageLabels { message: name })
+            .inc();
+        let mut chaddr = [0u8; 16];
+        let ch = msg.chaddr();
+        chaddr[..ch.len().min(16)].copy_from_slice(&ch[..ch.len().min(16)]);
+        let mac = Mac(chaddr[..6].try_into().expect("6 bytes"));
+        if !self.rate_ok(mac) {
+            return Err("rate_limited");
+        }
+        let client_id = opts
+            .iter()
+            .find(|(c, _)| *c == 61)
+            .map(|(_, d)| d.as_slice());
+        let req = Req {
+            mtype,
+            xid: msg.xid(),
+            flags: u16::from(msg.flags()),
+            ciaddr: msg.ciaddr(),
+            giaddr: msg.giaddr(),
+            chaddr,
+            mac,
+            client: ClientKey::new(client_id, &mac),
+            opts: &opts,
+        };
+        let (sidx, server_id) = self.subnet_for(iface, &req).ok_or("no_subnet")?;
+        let subnet = &self.settings.subnets[sidx];
+        let resv = subnet.reservations.iter().find(|r| {
+            match (&r.client_id, client_id) {
+                (Some(want), Some(got)) if want.as_slice() == got => return true,
+                _ => {}
+            }
+            r.mac == Some(mac)
+        });
+        match mtype {
+            DISCOVER => self.discover(&req, sidx, server_id, resv, now),
+            REQUEST => self.request(&req, sidx, server_id, resv, now),
+            DECLINE => self.decline(&req, now),
+            RELEASE => self.release(&req, now),
+            INFORM => Ok(Outcome {
+                reply: Some(self.reply(&req, ACK, sidx, server_id, resv, None)),
+                ..Default::default()
+            }),
+            _ => Err("unexpected_message_type"),
+        }
+    }
+
+    /// Relayed: the subnet holding giaddr. Direct: a subnet holding an address of the
+    /// receiving interface (the one holding ciaddr when there are several).
+    fn subnet_for(&self, iface: usize, req: &Req<'_>) -> Option<(usize, Ipv4Addr)> {
+        let info = &self.ifaces[iface];
+        let first_addr = info.addrs.first().map(|a| a.0);
+        let subnets = &self.settings.subnets;
+        let idx = if !req.giaddr.is_unspecified() {
+            subnets.iter().position(|s| s.contains(req.giaddr))?
+        } else {
+            let attached: Vec<usize> = (0..subnets.len())
+                .filter(|&i| info.addrs.iter().any(|a| subnets[i].contains(a.0)))
+                .collect();
+            attached
+                .iter()
+                .copied()
+                .find(|&i| !req.ciaddr.is_unspecified() && subnets[i].contains(req.ciaddr))
+                .or_else(|| attached.first().copied())?
+        };
+        let s = &subnets[idx];
+        let sid = s
+            .server_address
+            .or_else(|| info.addrs.iter().map(|a| a.0).find(|a| s.contains(*a)))
+            .or(first_addr)?;
+        Some((idx, sid))
+    }
+
+    fn excluded(&self, sidx: usize) -> Excluded<'_> {
+        Excluded {
+            server: &self.own,
+            reserved: &self.reserved[sidx],
+        }
+    }
+
+    fn discover(
+        &self,
+        req: &Req<'_>,
+        sidx: usize,
+        sid: Ipv4Addr,
+        resv: Option<&Reservation>,
+        now: u64,
+    ) -> Result<Outcome, &'static str> {
+        let subnet = &self.settings.subnets[sidx];
+        let mut t = self.table();
+        let ip = match resv {
+            Some(r) => {
+                if !t.available_to(r.address, &req.client, now) {
+                    tracing::warn!(ip = %r.address, mac = %req.mac, "dhcp: reserved address is declined or in use by another client");
+                    return Err("reserved_address_unavailable");
+                }
+                r.address
+            }
+            None => {
+                let requested = req.ip_opt(50);
+                match t.pick(
+                    sidx,
+                    subnet,
+                    &req.client,
+                    requested,
+                    &self.excluded(sidx),
+                    now,
+                ) {
+                    Some(ip) => ip,
+                    None => {
+                        tracing::warn!(subnet = %subnet.cidr(), mac = %req.mac, "dhcp: pool exhausted, no offer");
+                        return Err("pool_exhausted");
+                    }
+                }
+            }
+        };
+        // A client still bound to this address keeps its lease state; others get a hold.
+        let bound = matches!(t.get(ip), Some(l) if l.client == req.client && matches!(l.state, State::Bound{..}) && l.is_live(now));
+        if !bound {
+            t.put(self.lease(
+                req,
+                resv,
+                ip,
+                State::Offered {
+                    until: now + self.settings.offer_hold.as_secs(),
+                },
+            ));
+        }
+        drop(t);
+        Ok(Outcome {
+            reply: Some(self.reply(req, OFFER, sidx, sid, resv, Some(ip))),
+            ..Default::default()
+        })
+    }
+
+    fn lease(
+        &self,
+        req: &Req<'_>,
+        resv: Option<&Reservation>,
+        ip: Ipv4Addr,
+        state: State,
+    ) -> Lease {
+        Lease {
+            ip,
+            client: req.client.clone(),
+            mac: req.mac,
+            hostname: resv
+                .and_then(|r| r.hostname.clone())
+                .or_else(|| req.text(12)),
+            vendor_class: req.text(60),
+            state,
+        }
+    }
+
+    /// May this client be given `ip` in this subnet?
+    fn grantable(
+        &self,
+        t: &Leases,
+        sidx: usize,
+        req: &Req<'_>,
+        resv: Option<&Reservation>,
+        ip: Ipv4Addr,
+        now: u64,
+    ) -> bool {
+        let subnet = &self.settings.subnets[sidx];
+        let place_ok = match resv {
+            Some(r) => r.address == ip,
+            None => {
+                subnet.in_pool(ip) && !self.own.contains(&ip) && !self.reserved[sidx].contains(&ip)
+            }
+        };
+        place_ok && t.available_to(ip, &req.client, now)
+    }
+
+    fn request(
+        &self,
+        req: &Req<'_>,
+        sidx: usize,
+        sid: Ipv4Addr,
+        resv: Option<&Reservation>,
+        now: u64,
+    ) -> Result<Outcome, &'static str> {
+        let subnet = &self.settings.subnets[sidx];
+        let mut t = self.table();
+        let selected_server = req.ip_opt(54);
+        let (ip, nak_if_foreign) = match (selected_server, req.ip_opt(50)) {
+            // SELECTING: answering an OFFER, ours or another server's.
+            (Some(s), requested) => {
+                if s != sid {
+                    // The client took another server's offer: let ours go.
+                    if let Some(l) = t.of_client(&req.client)
+                        && matches!(l.state, State::Offered { .. })
+                    {
+                        let ip = l.ip;
+                        t.remove(ip);
+                    }
+                    return Err("other_server_selected");
+                }
+                (requested.unwrap_or(req.ciaddr), true)
+            }
+            // INIT-REBOOT: the client asks to keep an address it remembers.
+            (None, Some(requested)) => (requested, true),
+            // RENEWING (unicast) or REBINDING (broadcast): ciaddr is in use.
+            (None, None) if !req.ciaddr.is_unspecified() => (req.ciaddr, false),
+            (None, None) => return Err("request_without_address"),
+        };
+        if !subnet.contains(ip) {
+            // Wrong network for this client: tell it to start over (RFC 2131 4.3.2), but a
+            // rebinding client of some other server is none of our business.
+            return if nak_if_foreign {
+                Ok(self.nak(req, sid, "address not on this network"))
+            } else {
+                Err("not_our_subnet")
+            };
+        }
+        if !self.grantable(&t, sidx, req, resv, ip, now) {
+            drop(t);
+            return Ok(self.nak(req, sid, "address not available"));
+        }
+        let renewed = matches!(t.get(ip), Some(l) if l.client == req.client && matches!(l.state, State::Bound{..}) && l.is_live(now));
+        let lease = self.lease(
+            req,
+            resv,
+            ip,
+            State::Bound {
+                expires: now + subnet.lease.as_secs(),
+            },
+        );
+        t.put(lease.clone());
+        drop(t);
+        Ok(Outcome {
+            reply: Some(self.reply(req, ACK, sidx, sid, resv, Some(ip))),
+            changes: vec![Change::Put(lease.clone())],
+            events: vec![Event {
+                kind: if renewed {
+                    EventKind::Renewed
+                } else {
+                    EventKind::Granted
+                },
+                lease,
+                now,
+            }],
+        })
+    }
+
+    fn decline(&self, req: &Req<'_>, now: u64) -> Result<Outcome, &'static str> {
+        let ip = req.ip_opt(50).ok_or("decline_without_address")?;
+        let mut t = self.table();
+        let mut l = match t.get(ip) {
+            Some(l) if l.client == req.client => l.clone(),
+            _ => return Err("decline_of_unknown_lease"),
+        };
+        l.state = State::Declined {
+            until: now + self.settings.quarantine.as_secs(),
+        };
+        t.put(l.clone());
+        tracing::warn!(%ip, mac = %req.mac, "dhcp: client declined the address (another host uses it?); quarantined");
+        Ok(Outcome {
+            reply: None,
+            changes: vec![Change::Put(l.clone())],
+            events: vec![Event {
+                kind: EventKind::Declined,
+                lease: l,
+                now,
+            }],
+        })
+    }
+
+    fn release(&self, req: &Req<'_>, now: u64) -> Result<Outcome, &'static str> {
+        let ip = req.ciaddr;
+        let mut t = self.table();
+        let mut l = match t.get(ip) {
+            Some(l) if l.client == req.client && matches!(l.state, State::Bound { .. }) => {
+                l.clone()
+            }
+            _ => return Err("release_of_unknown_lease"),
+        };
+        l.state = State::Free;
+        t.put(l.clone());
+        Ok(Outcome {
+            reply: None,
+            changes: vec![Change::Put(l.clone())],
+            events: vec![Event {
+                kind: EventKind::Released,
+                lease: l,
+                now,
+            }],
+        })
+    }
+
+    fn nak(&self, req: &Req<'_>, sid: Ipv4Addr, why: &str) -> Outcome {
+        tracing::info!(mac = %req.mac, ciaddr = %req.ciaddr, requested = ?req.ip_opt(50), "dhcp NAK: {why}");
+        let mut h = self.header(req);
+        let relayed = !req.giaddr.is_unspecified();
+        if relayed {
+            // The relay must broadcast it: the client's address is not valid.
+            h.flags |= 0x8000;
+        }
+        h.ciaddr = Ipv4Addr::UNSPECIFIED;
+        let sidb = sid.octets();
+        let msg = why.as_bytes();
+        let mut ess: Vec<(u8, &[u8])> = vec![(53, &[NAK]), (54, &sidb), (56, msg)];
+        let r82 = req.opt(82).map(|d| d.to_vec());
+        if let Some(r) = &r82 {
+            ess.push((82, r));
+        }
+        let (bytes, _) = wire::encode(&h, &ess, &[], self.max_len(req));
+        let dest = if relayed {
+            Dest::To(req.giaddr, self.settings.port)
+        } else {
+            Dest::Broadcast
+        };
+        Outcome {
+            reply: Some(Reply {
+                bytes,
+                dest,
+                kind: "nak",
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn header(&self, req: &Req<'_>) -> wire::Header {
+        wire::Header {
+            xid: req.xid,
+            flags: req.flags,
+            ciaddr: Ipv4Addr::UNSPECIFIED,
+            yiaddr: Ipv4Addr::UNSPECIFIED,
+            siaddr: Ipv4Addr::UNSPECIFIED,
+            giaddr: req.giaddr,
+            htype: 1,
+            hlen: 6,
+            chaddr: req.chaddr,
+        }
+    }
+
+    /// Largest reply this client takes: option 57 (an IP datagram size) minus IP and UDP
+    /// headers, never below what every client must accept, never above one Ethernet frame.
+    fn max_len(&self, req: &Req<'_>) -> usize {
+        let from_57 = req
+            .opt(57)
+            .and_then(|d| <[u8; 2]>::try_from(d).ok())
+            .map(|b| u16::from_be_bytes(b) as usize)
+            .map(|v| v.saturating_sub(28));
+        from_57
+            .unwrap_or(wire::DEFAULT_MAX)
+            .clamp(wire::DEFAULT_MAX, 1500 - 28)
+    }
+
+    /// The configured options this device gets: global, subnet, matching option sets (in
+    /// config order), reservation; later layers override earlier ones per code.
+    pub fn options_for(
+        &self,
+        sidx: usize,
+        sid: Ipv4Addr,
+        mac: &Mac,
+        vendor_class: Option<&[u8]>,
+        resv: Option<&Reservation>,
+    ) -> Vec<OptValue> {
+        let subnet: &Subnet = &self.settings.subnets[sidx];
+        let mut out = self.settings.global.clone();
+        options::merge(&mut out, &subnet.options);
+        for set in &self.settings.sets {
+            if set.matches(mac, vendor_class) {
+                options::merge(&mut out, &set.options);
+            }
+        }
+        if let Some(r) = resv {
+            options::merge(&mut out, &r.options);
+            if let Some(h) = &r.hostname
+                && !out.iter().any(|o| o.code == 12)
+            {
+                out.push(OptValue::new(12, h.as_bytes().to_vec()));
+            }
+        }
+        if subnet.dns_default && self.dns_on && !out.iter().any(|o| o.code == 6) {
+            out.push(OptValue::new(6, sid.octets().to_vec()));
+        }
+        out
+    }
+
+    fn reply(
+        &self,
+        req: &Req<'_>,
+        kind: u8,
+        sidx: usize,
+        sid: Ipv4Addr,
+        resv: Option<&Reservation>,
+        yiaddr: Option<Ipv4Addr>,
+    ) -> Reply {
+        let subnet = &self.settings.subnets[sidx];
+        let mut h = self.header(req);
+        let inform = req.mtype == INFORM;
+        if inform || kind == ACK {
+            h.ciaddr = req.ciaddr;
+        }
+        h.yiaddr = yiaddr.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let sidb = sid.octets();
+        let lease = (subnet.lease.as_secs() as u32).to_be_bytes();
+        let t1 = (subnet.renew.as_secs() as u32).to_be_bytes();
+        let t2 = (subnet.rebind.as_secs() as u32).to_be_bytes();
+        let mask = subnet.mask().to_be_bytes();
+        let kindb = [kind];
+        let mut ess: Vec<(u8, &[u8])> = vec![(53, &kindb), (54, &sidb)];
+        if !inform {
+            ess.extend([(51, &lease[..]), (58, &t1[..]), (59, &t2[..])]);
+        }
+        ess.push((1, &mask));
+        let r82 = req.opt(82).map(|d| d.to_vec());
+        if let Some(r) = &r82 {
+            ess.push((82, r));
+        }
+        let configured = self.options_for(sidx, sid, &req.mac, req.opt(60), resv);
+        let chosen = options::select(&configured, req.opt(55));
+        let extra: Vec<(u8, &[u8])> = chosen
+            .iter()
+            .filter(|o| o.code != 1)
+            .map(|o| (o.code, o.data.as_slice()))
+            .collect();
+        let (bytes, left_out) = wire::encode(&h, &ess, &extra, self.max_len(req));
+        if !left_out.is_empty() {
+            tracing::warn!(mac = %req.mac, options = ?left_out, "dhcp: options left out, they do not fit the client's maximum message size");
+        }
+        let dest = if !req.giaddr.is_unspecified() {
+            Dest::To(req.giaddr, self.settings.port)
+        } else if !req.ciaddr.is_unspecified() {
+            Dest::To(req.ciaddr, CLIENT_PORT)
+        } else if req.broadcast() || inform {
+            Dest::Broadcast
+        } else {
+            Dest::Hw(h.yiaddr, req.mac.0)
+        };
+        Reply {
+            bytes,
+            dest,
+            kind: match kind {
+                OFFER => "offer",
+                ACK => "ack",
+                _ => "nak",
+            },
+        }
+    }
+
+    /// Snapshot for tests and diagnostics.
+    pub fn lease_of(&self, ip: Ipv4Addr) -> Option<Lease> {
+        self.table().get(ip).cloned()
+    }
+}
+
+fn info(l: &Lease) -> LeaseInfo {
+    LeaseInfo {
+        mac: l.mac,
+        hostname: l.hostname.clone(),
+        vendor_class: l.vendor_class.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine(dns_on: bool) -> Engine {
+        let yaml = r#"
+enabled: true
+interfaces: [br0]
+options:
+  - {code: 66, string: global}
+  - {code: 42, ip: 198.18.0.9}
+option_sets:
+  - {name: cisco, vendor_class: "Cisco SPA", options: [{code: 66, string: cisco}]}
+  - {name: poly, mac_prefix: "00:04:f2", options: [{code: 66, string: polycom}, {code: 160, string: "http://p/"}]}
+subnets:
+  - subnet: 198.18.0.0/24
+    pools: ["198.18.0.100-198.18.0.110"]
+    options: [{code: 42, ip: 198.18.0.1}]
+    reservations:
+      - {mac: "00:04:f2:00:00:01", address: 198.18.0.57, hostname: lobby, options: [{code: 66, string: mine}]}
+"#;
+        let cfg: super::super::Config = serde_saphyr::from_str(yaml).unwrap();
+        let mut errs = Vec::new();
+        let settings = cfg
+            .compile(&mut |f, _, _, m| errs.push(format!("{f}: {m}")))
+            .unwrap_or_else(|| panic!("{errs:?}"));
+        Engine::new(
+            settings,
+            vec![IfaceInfo {
+                name: "br0".into(),
+                addrs: vec![("198.18.0.1".parse().unwrap(), 24)],
+            }],
+            dns_on,
+            Arc::new(Registry::default()),
+            Arc::new(DhcpMetrics::default()),
+        )
+    }
+
+    fn get(opts: &[OptValue], code: u8) -> Option<&[u8]> {
+        opts.iter()
+            .find(|o| o.code == code)
+            .map(|o| o.data.as_slice())
+    }
+
+    #[test]
+    fn option_layers_and_dns_default() {
+        let e = engine(true);
+        let sid: Ipv4Addr = "198.18.0.1".parse().unwrap();
+        let plain = Mac([2, 0, 0, 0, 0, 1]);
+        let o = e.options_for(0, sid, &plain, None, None);
+        assert_eq!(get(&o, 66), Some(&b"global"[..]));
+        // Subnet overrides global.
+        assert_eq!(get(&o, 42), Some(&[198, 18, 0, 1][..]));
+        // DNS on and no option 6 configured: our own address.
+        assert_eq!(get(&o, 6), Some(&sid.octets()[..]));
+        let o = e.options_for(0, sid, &plain, Some(b"Cisco SPA504G"), None);
+        assert_eq!(get(&o, 66), Some(&b"cisco"[..]));
+        let poly = Mac([0, 4, 0xf2, 1, 2, 3]);
+        let o = e.options_for(0, sid, &poly, Some(b"Cisco SPA504G"), None);
+        assert_eq!(get(&o, 66), Some(&b"polycom"[..]), "later set wins");
+        assert_eq!(get(&o, 160), Some(&b"http://p/"[..]));
+        let resv = &e.settings().subnets[0].reservations[0];
+        let o = e.options_for(0, sid, &poly, None, Some(resv));
+        assert_eq!(get(&o, 66), Some(&b"mine"[..]));
+        assert_eq!(get(&o, 12), Some(&b"lobby"[..]));
+        let off = engine(false);
+        assert!(get(&off.options_for(0, sid, &plain, None, None), 6).is_none());
+    }
+
+    #[test]
+    fn discover_offers_from_pool_and_garbage_is_refused() {
+        let e = engine(false);
+        let mut b = vec![0u8; 236];
+        b[0] = 1;
+        b[1] = 1;
+        b[2] = 6;
+        b[4] = 9;
+        b[10] = 0x80;
+        b[28..34].copy_from_slice(&[2, 0, 0, 0, 0, 7]);
+        b.extend_from_slice(&[99, 130, 83, 99, 53, 1, 1, 55, 2, 66, 1, 255]);
+        let out = e.handle(0, &b, 1000).unwrap();
+        let r = out.reply.unwrap();
+        assert_eq!(r.kind, "offer");
+        assert_eq!(r.dest, Dest::Broadcast);
+        assert_eq!(&r.bytes[16..20], &[198, 18, 0, 100]);
+        assert!(r.bytes.len() >= wire::BOOTP_MIN);
+        assert!(out.changes.is_empty(), "offers are not persisted");
+        assert_eq!(e.handle(0, &b[..120], 1000).unwrap_err(), "malformed");
+        let mut nt = b.clone();
+        nt[240] = 12;
+        assert_eq!(e.handle(0, &nt, 1000).unwrap_err(), "no_message_type");
+    }
+}

@@ -1,0 +1,84 @@
+//! DHCP metric families, registered once at start-up beside the shared ones.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MessageLabels {
+    pub message: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    pub event: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SubnetLabels {
+    pub subnet: String,
+}
+
+#[derive(Default)]
+pub struct DhcpMetrics {
+    pub received: Family<MessageLabels, Counter>,
+    pub sent: Family<MessageLabels, Counter>,
+    pub dropped: Family<ReasonLabels, Counter>,
+    pub lease_events: Family<EventLabels, Counter>,
+    pub leases_active: Gauge,
+    pub pool_size: Family<SubnetLabels, Gauge>,
+    pub pool_used: Family<SubnetLabels, Gauge>,
+}
+
+impl DhcpMetrics {
+    pub fn register(reg: &mut Registry) -> DhcpMetrics {
+        let m = DhcpMetrics::default();
+        reg.register(
+            "provbox_dhcp_received",
+            "DHCP messages received, by message type",
+            m.received.clone(),
+        );
+        reg.register(
+            "provbox_dhcp_sent",
+            "DHCP replies sent: offer, ack, nak",
+            m.sent.clone(),
+        );
+        reg.register(
+            "provbox_dhcp_dropped",
+            "DHCP messages dropped without reply, by reason",
+            m.dropped.clone(),
+        );
+        reg.register(
+            "provbox_dhcp_lease_events",
+            "Lease events: granted, renewed, released, declined, expired",
+            m.lease_events.clone(),
+        );
+        reg.register(
+            "provbox_dhcp_leases_active",
+            "Bound, unexpired leases",
+            m.leases_active.clone(),
+        );
+        reg.register(
+            "provbox_dhcp_pool_size",
+            "Addresses in the pools of each subnet",
+            m.pool_size.clone(),
+        );
+        reg.register(
+            "provbox_dhcp_pool_used",
+            "Active leases in each subnet (utilisation = used / size)",
+            m.pool_used.clone(),
+        );
+        m
+    }
+
+    pub fn drop_reason(&self, reason: &'static str) {
+        self.dropped.get_or_create(&ReasonLabels { reason }).inc();
+    }
+}

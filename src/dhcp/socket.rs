@@ -1,0 +1,163 @@
+//! One UDP socket per configured interface, bound with SO_BINDTODEVICE so DHCP is answered
+//! only there, plus the ways a reply leaves (RFC 2131 4.1): broadcast, unicast to an
+//! address the client already has, or unicast to a client that has no address yet (its
+//! MAC is put in the ARP table first, as dnsmasq does, since it cannot answer ARP).
+
+use std::ffi::CString;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+
+use anyhow::{Result, anyhow};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+
+pub const CLIENT_PORT: u16 = 68;
+
+/// An interface DHCP is served on.
+pub struct Iface {
+    pub name: String,
+    /// IPv4 addresses with prefix length.
+    pub addrs: Vec<(Ipv4Addr, u8)>,
+    pub socket: UdpSocket,
+}
+
+/// Where a reply goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dest {
+    Broadcast,
+    To(Ipv4Addr, u16),
+    /// Unicast to an address the client does not answer ARP for yet.
+    Hw(Ipv4Addr, [u8; 6]),
+}
+
+pub fn interface_exists(name: &str) -> bool {
+    let Ok(c) = CString::new(name) else {
+        return false;
+    };
+    // SAFETY: valid NUL-terminated string.
+    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
+}
+
+/// The interface's IPv4 addresses and prefix lengths.
+pub fn ipv4_addrs(name: &str) -> Vec<(Ipv4Addr, u8)> {
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills a list we free below; we only read entries it owns.
+    unsafe {
+        if libc::getifaddrs(&mut head) != 0 {
+            return out;
+        }
+        let mut p = head;
+        while !p.is_null() {
+            let ifa = &*p;
+            p = ifa.ifa_next;
+            if ifa.ifa_addr.is_null() || (*ifa.ifa_addr).sa_family as i32 != libc::AF_INET {
+                continue;
+            }
+            let n = std::ffi::CStr::from_ptr(ifa.ifa_name);
+            if n.to_bytes() != name.as_bytes() {
+                continue;
+            }
+            let a = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+            let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            let prefix = if ifa.ifa_netmask.is_null() {
+                32
+            } else {
+                let m = &*(ifa.ifa_netmask as *const libc::sockaddr_in);
+                u32::from_be(m.sin_addr.s_addr).count_ones() as u8
+            };
+            out.push((ip, prefix));
+        }
+        libc::freeifaddrs(head);
+    }
+    out
+}
+
+/// Bind the server port on one interface.
+pub fn bind(name: &str, port: u16, field: &str) -> Result<UdpSocket> {
+    if !interface_exists(name) {
+        return Err(anyhow!(
+            "{field}: interface `{name}` does not exist on this machine (`ip link` lists them); \
+             refusing to start DHCP"
+        ));
+    }
+    let addr = SocketAddr::from(([0, 0, 0, 0], port));
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    // One socket per interface on the same port: the bound device tells them apart.
+    s.set_reuse_address(true)?;
+    s.set_broadcast(true)?;
+    // Bursts (a whole floor of phones powering up) must queue, not be dropped by the
+    // kernel: ask for a big receive buffer, beyond rmem_max when privileged.
+    let want: libc::c_int = 4 << 20;
+    // SAFETY: setsockopt with a c_int value on our own socket.
+    let forced = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            &want as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if forced != 0 {
+        let _ = s.set_recv_buffer_size(want as usize);
+    }
+    s.bind_device(Some(name.as_bytes())).map_err(|e| {
+        anyhow!("{field}: cannot bind to interface `{name}`: {e} (needs root or CAP_NET_RAW)")
+    })?;
+    s.bind(&addr.into())
+        .map_err(|e| crate::server::bind_error(field, addr, e))?;
+    s.set_nonblocking(true)?;
+    Ok(UdpSocket::from_std(s.into())?)
+}
+
+/// SIOCSARP: put (ip, mac) in the ARP table of `ifname`, so a unicast reply reaches a
+/// client that has no address yet.
+fn arp_set(sock: &UdpSocket, ifname: &str, ip: Ipv4Addr, mac: [u8; 6]) -> io::Result<()> {
+    const SIOCSARP: libc::c_ulong = 0x8955;
+    const ATF_COM: libc::c_int = 0x02;
+    // SAFETY: arpreq is plain old data; every pointer cast targets a field of it.
+    unsafe {
+        let mut req: libc::arpreq = std::mem::zeroed();
+        let pa = &mut req.arp_pa as *mut libc::sockaddr as *mut libc::sockaddr_in;
+        (*pa).sin_family = libc::AF_INET as libc::sa_family_t;
+        (*pa).sin_addr.s_addr = u32::from(ip).to_be();
+        req.arp_ha.sa_family = libc::ARPHRD_ETHER;
+        for (i, b) in mac.iter().enumerate() {
+            req.arp_ha.sa_data[i] = *b as libc::c_char;
+        }
+        req.arp_flags = ATF_COM;
+        for (i, b) in ifname.bytes().take(15).enumerate() {
+            req.arp_dev[i] = b as libc::c_char;
+        }
+        if libc::ioctl(sock.as_raw_fd(), SIOCSARP as _, &req) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Send a reply the way `dest` says.
+pub async fn send(iface: &Iface, bytes: &[u8], dest: Dest) -> io::Result<()> {
+    let bcast = SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT);
+    match dest {
+        Dest::Broadcast => iface.socket.send_to(bytes, bcast).await.map(drop),
+        Dest::To(ip, port) => iface
+            .socket
+            .send_to(bytes, SocketAddrV4::new(ip, port))
+            .await
+            .map(drop),
+        Dest::Hw(ip, mac) => match arp_set(&iface.socket, &iface.name, ip, mac) {
+            Ok(()) => iface
+                .socket
+                .send_to(bytes, SocketAddrV4::new(ip, CLIENT_PORT))
+                .await
+                .map(drop),
+            Err(e) => {
+                tracing::debug!(iface = %iface.name, %ip, "dhcp: cannot set ARP entry ({e}); broadcasting");
+                iface.socket.send_to(bytes, bcast).await.map(drop)
+            }
+        },
+    }
+}
