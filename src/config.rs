@@ -122,6 +122,7 @@ pub struct Config {
     pub dhcp: crate::dhcp::Config,
     #[serde(default)]
     pub devices: crate::devices::Config,
+    #[serde(default)]
     pub syslog: crate::syslog::Config,
     #[serde(default)]
     pub dashboard: crate::dashboard::Config,
