@@ -98,7 +98,13 @@ fn reload(path: &std::path::Path, running: &Config, ctx: &Context) {
 pub fn init_logging(cfg: &Config) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("PROVBOX_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(format!("{},notify=warn", cfg.log.level)));
+        // hickory logs every query at info; provbox counts them in metrics instead.
+        .unwrap_or_else(|_| {
+            EnvFilter::new(format!(
+                "{},notify=warn,hickory_server=warn,hickory_proto=warn",
+                cfg.log.level
+            ))
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -138,6 +144,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
     // Front ends register their own metric families here, before the registry is shared.
+    let dns_metrics = Arc::new(crate::dns::register(&mut registry));
     let registry = Arc::new(registry);
 
     let roots: Vec<PathBuf> = cfg.catalog.roots.iter().map(|r| r.value.clone()).collect();
@@ -253,6 +260,11 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
 
     // Front ends other than HTTP(S) bind and start here, each from its own module
     // (`crate::<proto>::start(&ctx, ...)`), adding their lines to `banner`.
+    let dns = if cfg.dns.enabled {
+        Some(crate::dns::bind(&cfg.dns, &mut banner).await?)
+    } else {
+        None
+    };
 
     // Every socket is bound before anything is served: a half-started appliance is worse
     // than one that refuses to start.
@@ -261,6 +273,9 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
         accept_loops.spawn(l.run(ctx.shutdown.clone(), ctx.tracker.clone()));
     }
     accept_loops.close();
+    if let Some(dns) = dns {
+        dns.start(&ctx, dns_metrics)?;
+    }
     ready.store(true, Ordering::Release);
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),

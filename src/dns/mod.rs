@@ -1,55 +1,106 @@
-//! dns front end (placeholder until its issue lands).
+//! Local DNS: zones from the configuration answered authoritatively over UDP and TCP, with
+//! multi-address answers that rotate and follow health checks, optional lease names, and
+//! forwarding (or REFUSED) for everything else. Zone data is swapped whole on reload.
+
+mod config;
+mod forward;
+mod handler;
+mod health;
+mod metrics;
+mod transport;
+mod zone;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::sync::Arc;
 
-use serde::Deserialize;
+use anyhow::Result;
+use arc_swap::ArcSwap;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::Semaphore;
 
-use crate::config::{At, ListenerSpec, Problems, Transport};
+pub use config::{CheckConfig, Config, LeasesConfig, RecordConfig, ZoneConfig};
+pub use metrics::{DnsMetrics, register};
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    #[serde(default)]
-    pub enabled: bool,
-    #[serde(default = "default_listen")]
-    pub listen: At<SocketAddr>,
+use crate::server::{Context, bind_error, bind_tcp};
+
+/// Sockets bound before anything is served.
+pub struct Bound {
+    udp: Vec<(SocketAddr, Arc<UdpSocket>)>,
+    tcp: Vec<TcpListener>,
 }
 
-fn default_listen() -> At<SocketAddr> {
-    At::new(SocketAddr::from(([0, 0, 0, 0], 5300)))
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            enabled: false,
-            listen: default_listen(),
-        }
+/// Bind UDP and TCP on every `dns.listen` address.
+pub async fn bind(cfg: &Config, banner: &mut Vec<String>) -> Result<Bound> {
+    let mut b = Bound {
+        udp: Vec::new(),
+        tcp: Vec::new(),
+    };
+    for (i, a) in cfg.listen.iter().enumerate() {
+        let field = format!("dns.listen[{i}]");
+        let udp = UdpSocket::bind(a.value)
+            .await
+            .map_err(|e| bind_error(&field, a.value, e))?;
+        let local = udp.local_addr()?;
+        // Same port on TCP, so a configured port 0 (tests) still means one address.
+        let tcp = bind_tcp(&field, local).await?;
+        banner.push(format!("dns    udp+tcp {local}"));
+        b.udp.push((local, Arc::new(udp)));
+        b.tcp.push(tcp);
     }
+    Ok(b)
 }
 
-impl Config {
-    pub fn resolve_paths(&mut self, _base: &Path) {}
-
-    pub fn validate(&self, p: &mut Problems) {
-        if self.enabled {
-            p.add(
-                "dns.enabled",
-                &self.listen,
-                "the dns front end is not available in this build yet; expected false",
-            );
+impl Bound {
+    /// Build the zones, start health checks and the listeners, and register the reload hook.
+    pub fn start(self, ctx: &Context, metrics: Arc<DnsMetrics>) -> Result<()> {
+        let board = Arc::new(health::Board::new(metrics.clone(), ctx.shutdown.clone()));
+        let states = board.sync(&ctx.config.dns.targets());
+        let data = Arc::new(ArcSwap::from_pointee(zone::ZoneData::build(
+            &ctx.config.dns,
+            &states,
+        )?));
+        metrics.reloads.inc();
+        let handler = Arc::new(handler::Handler {
+            data: data.clone(),
+            leases: ctx.provisioner.registry().clone(),
+            metrics: metrics.clone(),
+        });
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .clamp(2, 8);
+        let upstream = Arc::new(Semaphore::new(transport::MAX_UPSTREAM_IN_FLIGHT));
+        for (_, socket) in &self.udp {
+            for _ in 0..workers {
+                tokio::spawn(transport::serve_udp(
+                    socket.clone(),
+                    handler.clone(),
+                    upstream.clone(),
+                    ctx.shutdown.clone(),
+                ));
+            }
         }
-    }
-
-    pub fn listeners(&self) -> Vec<ListenerSpec> {
-        if !self.enabled {
-            return Vec::new();
+        for l in self.tcp {
+            tokio::spawn(transport::serve_tcp(
+                l,
+                handler.clone(),
+                ctx.shutdown.clone(),
+                ctx.tracker.clone(),
+            ));
         }
-        vec![ListenerSpec {
-            field: "dns.listen".into(),
-            transport: Transport::Udp,
-            addr: self.listen.clone(),
-        }]
+        ctx.reloaders.add(
+            "dns",
+            Box::new(move |cfg: &crate::config::Config| {
+                // Checks for unchanged targets keep running (and keep their state); the
+                // zone set is replaced in one store, so a query sees old or new, never a mix.
+                let states = board.sync(&cfg.dns.targets());
+                let new = zone::ZoneData::build(&cfg.dns, &states)?;
+                data.store(Arc::new(new));
+                metrics.reloads.inc();
+                tracing::info!(zones = cfg.dns.zones.len(), "dns: zones reloaded");
+                Ok(())
+            }),
+        );
+        Ok(())
     }
 }
