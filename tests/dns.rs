@@ -3,8 +3,8 @@
 mod support;
 
 use std::collections::HashSet;
-use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use support::{Provbox, free_tcp_port, provbox, run};
@@ -71,7 +71,10 @@ impl Dns {
     }
 
     fn metrics(&self) -> String {
-        let out = run("curl", &["-sf", &format!("http://127.0.0.1:{}/metrics", self.metrics)]);
+        let out = run(
+            "curl",
+            &["-sf", &format!("http://127.0.0.1:{}/metrics", self.metrics)],
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -91,7 +94,10 @@ impl Dns {
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
-        assert!(start.elapsed() < Duration::from_secs(20), "timed out waiting for {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -138,7 +144,10 @@ fn answers_rotate_and_zone_records_over_udp_and_tcp() {
         );
         let soa = dns.answers("lab.test", "SOA", tcp);
         assert_eq!(soa.len(), 1);
-        assert!(soa[0].starts_with("ns.lab.test. hostmaster.lab.test. "), "{soa:?}");
+        assert!(
+            soa[0].starts_with("ns.lab.test. hostmaster.lab.test. "),
+            "{soa:?}"
+        );
         assert_eq!(dns.answers("lab.test", "NS", tcp), ["ns.lab.test."]);
         assert_eq!(dns.answers("lab.test", "A", tcp), ["127.0.0.9"]);
         // Outside the zones: refused (not an open resolver); inside but unknown: NXDOMAIN.
@@ -154,17 +163,67 @@ fn answers_rotate_and_zone_records_over_udp_and_tcp() {
     assert!(!plain.contains("OPT PSEUDOSECTION"), "{plain}");
     // A second client implementation over TCP.
     let port = dns.port.to_string();
-    let k = run("kdig", &["@127.0.0.1", "-p", &port, "+tcp", "+short", "prov.lab.test", "A"]);
+    let k = run(
+        "kdig",
+        &[
+            "@127.0.0.1",
+            "-p",
+            &port,
+            "+tcp",
+            "+short",
+            "prov.lab.test",
+            "A",
+        ],
+    );
     let k = String::from_utf8_lossy(&k.stdout);
-    assert_eq!(sorted(k.lines().map(String::from).collect()), ["127.0.0.1", "127.0.0.2"]);
+    assert_eq!(
+        sorted(k.lines().map(String::from).collect()),
+        ["127.0.0.1", "127.0.0.2"]
+    );
 
     let m = dns.metrics();
-    assert!(metric(&m, r#"provbox_dns_queries_total{transport="udp",qtype="A",rcode="NOERROR"}"#) >= 5.0, "{m}");
-    assert!(metric(&m, r#"provbox_dns_queries_total{transport="tcp",qtype="A",rcode="NOERROR"}"#) >= 5.0, "{m}");
-    assert!(metric(&m, r#"provbox_dns_queries_total{transport="udp",qtype="A",rcode="REFUSED"}"#) >= 1.0, "{m}");
-    assert!(metric(&m, r#"provbox_dns_queries_total{transport="tcp",qtype="A",rcode="NXDOMAIN"}"#) >= 1.0, "{m}");
-    assert!(metric(&m, r#"provbox_dns_queries_total{transport="udp",qtype="SOA",rcode="NOERROR"}"#) >= 1.0, "{m}");
-    assert!(metric(&m, r#"provbox_dns_queries_total{transport="udp",qtype="MX",rcode="NOERROR"}"#) >= 1.0, "{m}");
+    assert!(
+        metric(
+            &m,
+            r#"provbox_dns_queries_total{transport="udp",qtype="A",rcode="NOERROR"}"#
+        ) >= 5.0,
+        "{m}"
+    );
+    assert!(
+        metric(
+            &m,
+            r#"provbox_dns_queries_total{transport="tcp",qtype="A",rcode="NOERROR"}"#
+        ) >= 5.0,
+        "{m}"
+    );
+    assert!(
+        metric(
+            &m,
+            r#"provbox_dns_queries_total{transport="udp",qtype="A",rcode="REFUSED"}"#
+        ) >= 1.0,
+        "{m}"
+    );
+    assert!(
+        metric(
+            &m,
+            r#"provbox_dns_queries_total{transport="tcp",qtype="A",rcode="NXDOMAIN"}"#
+        ) >= 1.0,
+        "{m}"
+    );
+    assert!(
+        metric(
+            &m,
+            r#"provbox_dns_queries_total{transport="udp",qtype="SOA",rcode="NOERROR"}"#
+        ) >= 1.0,
+        "{m}"
+    );
+    assert!(
+        metric(
+            &m,
+            r#"provbox_dns_queries_total{transport="udp",qtype="MX",rcode="NOERROR"}"#
+        ) >= 1.0,
+        "{m}"
+    );
 }
 
 #[test]
@@ -182,16 +241,35 @@ fn names_outside_are_forwarded_when_configured() {
         upstream.port
     ));
     for tcp in [false, true] {
-        assert_eq!(front.answers("www.up.test", "A", tcp), ["192.0.2.10"], "tcp={tcp}");
+        assert_eq!(
+            front.answers("www.up.test", "A", tcp),
+            ["192.0.2.10"],
+            "tcp={tcp}"
+        );
         assert_eq!(front.status("nothing.up.test", "A", tcp), "NXDOMAIN");
         // Local names are still answered locally.
         assert_eq!(front.answers("lab.test", "A", tcp), ["127.0.0.9"]);
     }
     let m = front.metrics();
-    assert!(metric(&m, r#"provbox_dns_forwarded_total{result="ok"}"#) >= 4.0, "{m}");
+    assert!(
+        metric(&m, r#"provbox_dns_forwarded_total{result="ok"}"#) >= 4.0,
+        "{m}"
+    );
     let up = upstream.metrics();
-    assert!(metric(&up, r#"provbox_dns_queries_total{transport="udp",qtype="A",rcode="NOERROR"}"#) >= 1.0, "{up}");
-    assert!(metric(&up, r#"provbox_dns_queries_total{transport="tcp",qtype="A",rcode="NOERROR"}"#) >= 1.0, "{up}");
+    assert!(
+        metric(
+            &up,
+            r#"provbox_dns_queries_total{transport="udp",qtype="A",rcode="NOERROR"}"#
+        ) >= 1.0,
+        "{up}"
+    );
+    assert!(
+        metric(
+            &up,
+            r#"provbox_dns_queries_total{transport="tcp",qtype="A",rcode="NOERROR"}"#
+        ) >= 1.0,
+        "{up}"
+    );
 
     // An upstream that does not answer: SERVFAIL, counted, and the server keeps serving.
     let dead = {
@@ -248,9 +326,8 @@ fn health_checked_address_follows_its_tcp_port() {
         assert_eq!(dns.answers("svc.lab.test", "A", tcp), ["127.0.0.2"]);
     }
     let m = dns.metrics();
-    let label = |ip: &str| {
-        format!(r#"provbox_dns_address_healthy{{address="{ip}",check="tcp:{port}"}}"#)
-    };
+    let label =
+        |ip: &str| format!(r#"provbox_dns_address_healthy{{address="{ip}",check="tcp:{port}"}}"#);
     assert!(m.contains(&format!("{} 0", label("127.0.0.3"))), "{m}");
     assert!(m.contains(&format!("{} 1", label("127.0.0.2"))), "{m}");
 
@@ -273,7 +350,11 @@ fn health_checked_address_follows_its_tcp_port() {
             && m.contains(&format!("{} 1", label("127.0.0.3")))
     });
     assert_eq!(sorted(dns.answers("svc.lab.test", "A", false)), both);
-    assert!(dns.pb.log().contains("left out of answers"), "{}", dns.pb.log());
+    assert!(
+        dns.pb.log().contains("left out of answers"),
+        "{}",
+        dns.pb.log()
+    );
 }
 
 #[test]
@@ -293,7 +374,8 @@ fn http_health_check_follows_status() {
             } else {
                 "503 Unavailable"
             };
-            let _ = s.write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes());
+            let _ =
+                s.write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes());
         }
     });
     let dns = start(&format!(
@@ -320,7 +402,10 @@ fn records_change_on_reload_without_dropping_queries() {
     let v1 = "  zones:\n    - name: lab.test\n      records:\n        - name: prov\n          a: [10.0.0.1, 10.0.0.2]\n";
     let v2 = "  zones:\n    - name: lab.test\n      records:\n        - name: prov\n          a: [10.0.0.9]\n        - name: new\n          a: [10.0.0.10]\n";
     let mut dns = start(v1);
-    assert_eq!(sorted(dns.answers("prov.lab.test", "A", false)), ["10.0.0.1", "10.0.0.2"]);
+    assert_eq!(
+        sorted(dns.answers("prov.lab.test", "A", false)),
+        ["10.0.0.1", "10.0.0.2"]
+    );
     assert_eq!(dns.status("new.lab.test", "A", false), "NXDOMAIN");
 
     // Queries keep flowing while the zones are swapped back and forth: every one gets a
@@ -330,8 +415,23 @@ fn records_change_on_reload_without_dropping_queries() {
         let mut seen = Vec::new();
         for _ in 0..60 {
             let p = port.to_string();
-            let out = run("dig", &["@127.0.0.1", "-p", &p, "+time=3", "+tries=1", "+short", "prov.lab.test", "A"]);
-            let mut got: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect();
+            let out = run(
+                "dig",
+                &[
+                    "@127.0.0.1",
+                    "-p",
+                    &p,
+                    "+time=3",
+                    "+tries=1",
+                    "+short",
+                    "prov.lab.test",
+                    "A",
+                ],
+            );
+            let mut got: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(String::from)
+                .collect();
             got.sort();
             seen.push(got);
         }
@@ -383,10 +483,22 @@ dns:
     .unwrap();
     let (code, out) = provbox(&["check", "--config", cfg.to_str().unwrap()]);
     assert_ne!(code, 0, "{out}");
-    assert!(out.contains(":6:") && out.contains("dns.forwarders[0]") && out.contains("forwarding loop"), "{out}");
-    assert!(out.contains(":12:") && out.contains("dns.zones[0].records[0].check"), "{out}");
-    assert!(out.contains(":13:") && out.contains("has no addresses"), "{out}");
-    assert!(out.contains(":14:") && out.contains("dns.zones[0].records[2].name"), "{out}");
+    assert!(
+        out.contains(":6:") && out.contains("dns.forwarders[0]") && out.contains("forwarding loop"),
+        "{out}"
+    );
+    assert!(
+        out.contains(":12:") && out.contains("dns.zones[0].records[0].check"),
+        "{out}"
+    );
+    assert!(
+        out.contains(":13:") && out.contains("has no addresses"),
+        "{out}"
+    );
+    assert!(
+        out.contains(":14:") && out.contains("dns.zones[0].records[2].name"),
+        "{out}"
+    );
 
     // A wrong type names its line too.
     std::fs::write(&cfg, "catalog:\n  roots: [files]\ndns:\n  enabled: true\n  zones:\n    - name: lab.test\n      records:\n        - name: prov\n          a: [not-an-ip]\n").unwrap();
@@ -398,7 +510,10 @@ dns:
     let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/config.yaml");
     let (code, out) = provbox(&["check", "--config", shipped]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("dns.listen[0]") && out.contains(":5300"), "{out}");
+    assert!(
+        out.contains("dns.listen[0]") && out.contains(":5300"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -409,7 +524,13 @@ fn garbage_is_dropped_and_service_continues() {
     // Too short for a header.
     udp.send_to(&[1, 2, 3], to).unwrap();
     // A header promising a question that is not there.
-    udp.send_to(&[0xab, 0xcd, 0x01, 0x00, 0x00, 0x05, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff], to).unwrap();
+    udp.send_to(
+        &[
+            0xab, 0xcd, 0x01, 0x00, 0x00, 0x05, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff,
+        ],
+        to,
+    )
+    .unwrap();
     // A response sent as if it were a query (reflection bait).
     let mut resp = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 0];
     for label in ["prov", "lab", "test"] {
@@ -438,22 +559,56 @@ fn garbage_is_dropped_and_service_continues() {
         t.write_all(&[0, 5, 1, 2, 3, 4, 5]).unwrap();
         let mut buf = [0u8; 16];
         t.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        assert_eq!(t.read(&mut buf).unwrap(), 0, "connection not closed after garbage");
+        assert_eq!(
+            t.read(&mut buf).unwrap(),
+            0,
+            "connection not closed after garbage"
+        );
     }
     {
         let mut t = TcpStream::connect(to).unwrap();
         t.write_all(&[0, 40, 1, 2, 3]).unwrap();
     }
     for tcp in [false, true] {
-        assert_eq!(sorted(dns.answers("prov.lab.test", "A", tcp)), ["127.0.0.1", "127.0.0.2"]);
+        assert_eq!(
+            sorted(dns.answers("prov.lab.test", "A", tcp)),
+            ["127.0.0.1", "127.0.0.2"]
+        );
     }
     let m = dns.metrics();
     wait_until("the cut TCP connection to be counted", || {
-        metric(&dns.metrics(), r#"provbox_dns_dropped_total{transport="tcp",reason="incomplete"}"#) >= 1.0
+        metric(
+            &dns.metrics(),
+            r#"provbox_dns_dropped_total{transport="tcp",reason="incomplete"}"#,
+        ) >= 1.0
     });
-    assert!(metric(&m, r#"provbox_dns_dropped_total{transport="udp",reason="short"}"#) >= 1.0, "{m}");
-    assert!(metric(&m, r#"provbox_dns_dropped_total{transport="udp",reason="malformed"}"#) >= 1.0, "{m}");
-    assert!(metric(&m, r#"provbox_dns_dropped_total{transport="udp",reason="not_a_query"}"#) >= 1.0, "{m}");
-    assert!(metric(&m, r#"provbox_dns_dropped_total{transport="tcp",reason="short"}"#) >= 1.0, "{m}");
+    assert!(
+        metric(
+            &m,
+            r#"provbox_dns_dropped_total{transport="udp",reason="short"}"#
+        ) >= 1.0,
+        "{m}"
+    );
+    assert!(
+        metric(
+            &m,
+            r#"provbox_dns_dropped_total{transport="udp",reason="malformed"}"#
+        ) >= 1.0,
+        "{m}"
+    );
+    assert!(
+        metric(
+            &m,
+            r#"provbox_dns_dropped_total{transport="udp",reason="not_a_query"}"#
+        ) >= 1.0,
+        "{m}"
+    );
+    assert!(
+        metric(
+            &m,
+            r#"provbox_dns_dropped_total{transport="tcp",reason="short"}"#
+        ) >= 1.0,
+        "{m}"
+    );
     assert!(dns.pb.child.is_some());
 }

@@ -307,7 +307,9 @@ impl Config {
                 p.add(
                     format!("{zf}.name"),
                     &z.name,
-                    format!("zone {origin} is already defined at line {line}; expected each zone once"),
+                    format!(
+                        "zone {origin} is already defined at line {line}; expected each zone once"
+                    ),
                 );
             }
             zones_seen.push((origin.clone(), z.name.line));
@@ -378,7 +380,10 @@ impl Config {
                 p.add(
                     format!("dns.forwarders[{i}]"),
                     f,
-                    format!("{} cannot be sent to; expected an address such as 192.0.2.53:53", f.value),
+                    format!(
+                        "{} cannot be sent to; expected an address such as 192.0.2.53:53",
+                        f.value
+                    ),
                 );
             }
         }
@@ -420,11 +425,7 @@ impl Config {
 
 fn check_ttl(p: &mut Problems, field: &str, t: &At<Dur>) {
     if t.0 > Duration::from_secs(i32::MAX as u64) {
-        p.add(
-            field,
-            t,
-            "is longer than 68 years; expected e.g. 60s or 1h",
-        );
+        p.add(field, t, "is longer than 68 years; expected e.g. 60s or 1h");
     }
 }
 
@@ -495,10 +496,7 @@ mod tests {
         let z = zone_name("lab.test").unwrap();
         assert_eq!(absolute("prov", &z).unwrap().to_string(), "prov.lab.test.");
         assert_eq!(absolute("@", &z).unwrap().to_string(), "lab.test.");
-        assert_eq!(
-            absolute("x.other.", &z).unwrap().to_string(),
-            "x.other."
-        );
+        assert_eq!(absolute("x.other.", &z).unwrap().to_string(), "x.other.");
         assert!(absolute("a..b", &z).is_err());
         assert!(zone_name("").is_err());
     }

@@ -109,8 +109,8 @@ async fn over_udp(up: SocketAddr, query: &[u8]) -> Result<Message, ForwardError>
 
 async fn over_tcp(up: SocketAddr, query: &[u8]) -> Result<Message, ForwardError> {
     let mut s = TcpStream::connect(up).await?;
-    let len = u16::try_from(query.len())
-        .map_err(|_| ForwardError::BadAnswer("query too long".into()))?;
+    let len =
+        u16::try_from(query.len()).map_err(|_| ForwardError::BadAnswer("query too long".into()))?;
     let mut out = Vec::with_capacity(query.len() + 2);
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(query);

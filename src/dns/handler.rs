@@ -56,7 +56,7 @@ impl Handler {
                 .queries
                 .queries()
                 .first()
-                .is_some_and(|q| !data.is_local(q.name()))
+                .is_some_and(|q| !data.is_local(q.name(), &self.leases))
     }
 
     async fn send<'a, R: ResponseHandler>(
@@ -180,7 +180,14 @@ impl RequestHandler for Handler {
             }
             Answer::Outside => {
                 let tcp = request.protocol() == Protocol::Tcp;
-                match forward::exchange(&data.forwarders, data.forward_timeout, request.as_slice(), tcp).await {
+                match forward::exchange(
+                    &data.forwarders,
+                    data.forward_timeout,
+                    request.as_slice(),
+                    tcp,
+                )
+                .await
+                {
                     Ok(upstream) => {
                         self.metrics.forwarded("ok");
                         let Message {

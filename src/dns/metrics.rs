@@ -97,7 +97,9 @@ impl DnsMetrics {
     }
 
     pub fn forwarded(&self, result: &'static str) {
-        self.forwarded.get_or_create(&ForwardLabels { result }).inc();
+        self.forwarded
+            .get_or_create(&ForwardLabels { result })
+            .inc();
     }
 
     pub fn health_labels(ip: IpAddr, check: &str) -> HealthLabels {

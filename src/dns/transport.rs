@@ -27,8 +27,17 @@ pub const MAX_TCP_CONNECTIONS: usize = 256;
 pub const MAX_UPSTREAM_IN_FLIGHT: usize = 512;
 
 /// Parse one query; `None` when it is dropped (counted with a reason).
-fn parse(handler: &Handler, bytes: Vec<u8>, src: SocketAddr, protocol: Protocol) -> Option<Request> {
-    let t = if protocol == Protocol::Udp { "udp" } else { "tcp" };
+fn parse(
+    handler: &Handler,
+    bytes: Vec<u8>,
+    src: SocketAddr,
+    protocol: Protocol,
+) -> Option<Request> {
+    let t = if protocol == Protocol::Udp {
+        "udp"
+    } else {
+        "tcp"
+    };
     let n = bytes.len();
     match Request::from_bytes(bytes, src, protocol) {
         Ok(r) if r.metadata.message_type == MessageType::Response => {
@@ -135,7 +144,12 @@ pub async fn serve_tcp(
 }
 
 /// RFC 7766: length-prefixed queries, several per connection, answered in order.
-async fn connection(mut s: TcpStream, src: SocketAddr, handler: &Handler, shutdown: &CancellationToken) {
+async fn connection(
+    mut s: TcpStream,
+    src: SocketAddr,
+    handler: &Handler,
+    shutdown: &CancellationToken,
+) {
     loop {
         let len = tokio::select! {
             r = tokio::time::timeout(TCP_IDLE, s.read_u16()) => match r {

@@ -170,9 +170,13 @@ impl ZoneData {
         })
     }
 
-    /// Whether a query for `name` stays local (cheap: decides whether to hand it to a task).
-    pub fn is_local(&self, name: &LowerName) -> bool {
-        self.zone_for(name).is_some() || self.lease_ptr_ip(name).is_some()
+    /// Whether a query for `name` is answered here (cheap: decides whether a transport
+    /// hands it to its own task for the upstream round trip).
+    pub fn is_local(&self, name: &LowerName, leases: &Registry) -> bool {
+        self.zone_for(name).is_some()
+            || self
+                .lease_ptr_ip(name)
+                .is_some_and(|ip| leases.by_ip(ip).is_some())
     }
 
     fn zone_for(&self, name: &LowerName) -> Option<&Zone> {
@@ -186,7 +190,12 @@ impl ZoneData {
         (net.prefix_len() == net.max_prefix_len()).then(|| net.addr())
     }
 
-    pub fn lookup<'a>(&'a self, qname: &LowerName, qtype: RecordType, leases: &Registry) -> Answer<'a> {
+    pub fn lookup<'a>(
+        &'a self,
+        qname: &LowerName,
+        qtype: RecordType,
+        leases: &Registry,
+    ) -> Answer<'a> {
         if let Some(ip) = self.lease_ptr_ip(qname) {
             return self.lease_ptr(qname, qtype, ip, leases);
         }
@@ -239,7 +248,10 @@ impl ZoneData {
                 owned,
             };
         }
-        let exists = apex || node.is_some() || self.parents.contains(qname);
+        let exists = apex
+            || node.is_some()
+            || self.parents.contains(qname)
+            || self.leases.as_ref().is_some_and(|l| l.origin == *qname);
         let authority = if answers.is_empty() {
             // NODATA or NXDOMAIN: the SOA tells resolvers how long to cache the absence.
             vec![&zone.soa]
@@ -258,11 +270,21 @@ impl ZoneData {
         }
     }
 
-    fn lease_ptr<'a>(&'a self, qname: &LowerName, qtype: RecordType, ip: IpAddr, leases: &Registry) -> Answer<'a> {
+    fn lease_ptr<'a>(
+        &'a self,
+        qname: &LowerName,
+        qtype: RecordType,
+        ip: IpAddr,
+        leases: &Registry,
+    ) -> Answer<'a> {
         let Some(l) = &self.leases else {
             return Answer::Outside;
         };
-        let Some(host) = leases.by_ip(ip).and_then(|i| i.hostname).and_then(|h| label(&h)) else {
+        let Some(host) = leases
+            .by_ip(ip)
+            .and_then(|i| i.hostname)
+            .and_then(|h| label(&h))
+        else {
             // Not a lease of ours: someone else's reverse zone.
             return Answer::Outside;
         };
@@ -270,7 +292,11 @@ impl ZoneData {
         if matches!(qtype, RecordType::PTR | RecordType::ANY)
             && let Ok(target) = Name::from_ascii(&host).and_then(|h| h.append_domain(&l.name))
         {
-            owned.push(Record::from_rdata(Name::from(qname), l.ttl, RData::PTR(PTR(target))));
+            owned.push(Record::from_rdata(
+                Name::from(qname),
+                l.ttl,
+                RData::PTR(PTR(target)),
+            ));
         }
         Answer::Local {
             rcode: ResponseCode::NoError,
@@ -348,7 +374,12 @@ mod tests {
 
     fn ips(a: &Answer<'_>) -> (ResponseCode, Vec<String>) {
         match a {
-            Answer::Local { rcode, answers, owned, .. } => (
+            Answer::Local {
+                rcode,
+                answers,
+                owned,
+                ..
+            } => (
                 *rcode,
                 answers
                     .iter()
@@ -410,17 +441,40 @@ mod tests {
     fn nxdomain_nodata_and_outside() {
         let d = data(ZONE, &HashMap::new());
         let reg = Registry::default();
-        assert_eq!(ips(&d.lookup(&ln("nope.lab.test."), RecordType::A, &reg)).0, ResponseCode::NXDomain);
-        assert_eq!(ips(&d.lookup(&ln("b.lab.test."), RecordType::A, &reg)), (ResponseCode::NoError, vec![]));
-        assert_eq!(ips(&d.lookup(&ln("prov.lab.test."), RecordType::MX, &reg)), (ResponseCode::NoError, vec![]));
-        assert!(matches!(d.lookup(&ln("example.com."), RecordType::A, &reg), Answer::Outside));
-        assert_eq!(ips(&d.lookup(&ln("lab.test."), RecordType::SOA, &reg)).1.len(), 1);
-        assert_eq!(ips(&d.lookup(&ln("lab.test."), RecordType::NS, &reg)).1, ["ns.lab.test."]);
+        assert_eq!(
+            ips(&d.lookup(&ln("nope.lab.test."), RecordType::A, &reg)).0,
+            ResponseCode::NXDomain
+        );
+        assert_eq!(
+            ips(&d.lookup(&ln("b.lab.test."), RecordType::A, &reg)),
+            (ResponseCode::NoError, vec![])
+        );
+        assert_eq!(
+            ips(&d.lookup(&ln("prov.lab.test."), RecordType::MX, &reg)),
+            (ResponseCode::NoError, vec![])
+        );
+        assert!(matches!(
+            d.lookup(&ln("example.com."), RecordType::A, &reg),
+            Answer::Outside
+        ));
+        assert_eq!(
+            ips(&d.lookup(&ln("lab.test."), RecordType::SOA, &reg))
+                .1
+                .len(),
+            1
+        );
+        assert_eq!(
+            ips(&d.lookup(&ln("lab.test."), RecordType::NS, &reg)).1,
+            ["ns.lab.test."]
+        );
     }
 
     #[test]
     fn lease_names_and_ptr() {
-        let d = data(&format!("{ZONE}  leases:\n    domain: phones.lab.test\n"), &HashMap::new());
+        let d = data(
+            &format!("{ZONE}  leases:\n    domain: phones.lab.test\n"),
+            &HashMap::new(),
+        );
         let reg = Registry::default();
         reg.lease_bound(
             "198.18.0.57".parse().unwrap(),
@@ -442,8 +496,20 @@ mod tests {
         assert_eq!(a, (ResponseCode::NoError, vec!["198.18.0.57".to_string()]));
         let ptr = ips(&d.lookup(&ln("57.0.18.198.in-addr.arpa."), RecordType::PTR, &reg));
         assert_eq!(ptr.1, ["sep000e08aabbcc.phones.lab.test."]);
-        assert!(matches!(d.lookup(&ln("58.0.18.198.in-addr.arpa."), RecordType::PTR, &reg), Answer::Outside));
-        assert_eq!(ips(&d.lookup(&ln("other.phones.lab.test."), RecordType::A, &reg)).0, ResponseCode::NXDomain);
+        assert!(matches!(
+            d.lookup(&ln("58.0.18.198.in-addr.arpa."), RecordType::PTR, &reg),
+            Answer::Outside
+        ));
+        assert_eq!(
+            ips(&d.lookup(&ln("other.phones.lab.test."), RecordType::A, &reg)).0,
+            ResponseCode::NXDomain
+        );
+        assert_eq!(
+            ips(&d.lookup(&ln("phones.lab.test."), RecordType::A, &reg)).0,
+            ResponseCode::NoError
+        );
+        assert!(d.is_local(&ln("57.0.18.198.in-addr.arpa."), &reg));
+        assert!(!d.is_local(&ln("58.0.18.199.in-addr.arpa."), &reg));
     }
 
     #[test]
