@@ -25,8 +25,31 @@ use crate::server::{Context, bind_error, bind_tcp};
 
 /// Sockets bound before anything is served.
 pub struct Bound {
-    udp: Vec<(SocketAddr, Arc<UdpSocket>)>,
+    /// Per listen address, one UDP socket per receive task (SO_REUSEPORT: the kernel spreads
+    /// clients over them, so tasks never wake each other for the same packet).
+    udp: Vec<Vec<Arc<UdpSocket>>>,
     tcp: Vec<TcpListener>,
+}
+
+fn udp_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 8)
+}
+
+fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
+    s.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    // Room for bursts (a whole office of phones booting); the kernel caps it at rmem_max.
+    let _ = s.set_recv_buffer_size(4 << 20);
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    UdpSocket::from_std(s.into())
 }
 
 /// Bind UDP and TCP on every `dns.listen` address.
@@ -37,14 +60,17 @@ pub async fn bind(cfg: &Config, banner: &mut Vec<String>) -> Result<Bound> {
     };
     for (i, a) in cfg.listen.iter().enumerate() {
         let field = format!("dns.listen[{i}]");
-        let udp = UdpSocket::bind(a.value)
-            .await
-            .map_err(|e| bind_error(&field, a.value, e))?;
-        let local = udp.local_addr()?;
+        let first = udp_socket(a.value).map_err(|e| bind_error(&field, a.value, e))?;
+        let local = first.local_addr()?;
+        let mut group = vec![Arc::new(first)];
+        for _ in 1..udp_workers() {
+            let s = udp_socket(local).map_err(|e| bind_error(&field, local, e))?;
+            group.push(Arc::new(s));
+        }
         // Same port on TCP, so a configured port 0 (tests) still means one address.
         let tcp = bind_tcp(&field, local).await?;
         banner.push(format!("dns    udp+tcp {local}"));
-        b.udp.push((local, Arc::new(udp)));
+        b.udp.push(group);
         b.tcp.push(tcp);
     }
     Ok(b)
@@ -65,20 +91,14 @@ impl Bound {
             leases: ctx.provisioner.registry().clone(),
             metrics: metrics.clone(),
         });
-        let workers = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-            .clamp(2, 8);
         let upstream = Arc::new(Semaphore::new(transport::MAX_UPSTREAM_IN_FLIGHT));
-        for (_, socket) in &self.udp {
-            for _ in 0..workers {
-                tokio::spawn(transport::serve_udp(
-                    socket.clone(),
-                    handler.clone(),
-                    upstream.clone(),
-                    ctx.shutdown.clone(),
-                ));
-            }
+        for socket in self.udp.iter().flatten() {
+            tokio::spawn(transport::serve_udp(
+                socket.clone(),
+                handler.clone(),
+                upstream.clone(),
+                ctx.shutdown.clone(),
+            ));
         }
         for l in self.tcp {
             tokio::spawn(transport::serve_tcp(
