@@ -65,7 +65,10 @@ pub async fn serve_udp(
 ) {
     let mut buf = vec![0u8; 65535];
     loop {
+        // `biased`: under load the packet is ready at once, and the shutdown future is then
+        // never polled (polling it registers a waiter: a lock per packet).
         let (n, src) = tokio::select! {
+            biased;
             r = socket.recv_from(&mut buf) => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -152,6 +155,7 @@ async fn connection(
 ) {
     loop {
         let len = tokio::select! {
+            biased;
             r = tokio::time::timeout(TCP_IDLE, s.read_u16()) => match r {
                 Ok(Ok(l)) => l as usize,
                 _ => return,
