@@ -143,7 +143,13 @@ async fn reload(
 pub fn init_logging(cfg: &Config) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("PROVBOX_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(format!("{},notify=warn", cfg.log.level)));
+        // hickory logs every query at info; provbox counts them in metrics instead.
+        .unwrap_or_else(|_| {
+            EnvFilter::new(format!(
+                "{},notify=warn,hickory_server=warn,hickory_proto=warn",
+                cfg.log.level
+            ))
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -194,6 +200,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
         .dhcp
         .enabled
         .then(|| crate::dhcp::register(&mut registry));
+    let dns_metrics = Arc::new(crate::dns::register(&mut registry));
     let registry = Arc::new(registry);
 
     let roots: Vec<PathBuf> = cfg.catalog.roots.iter().map(|r| r.value.clone()).collect();
@@ -277,6 +284,11 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
     if let Some(m) = dhcp_metrics {
         crate::dhcp::start(&ctx, m, &mut banner).await?;
     }
+    let dns = if cfg.dns.enabled {
+        Some(crate::dns::bind(&cfg.dns, &mut banner).await?)
+    } else {
+        None
+    };
 
     // Every socket is bound before anything is served: a half-started appliance is worse
     // than one that refuses to start.
@@ -302,6 +314,9 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
     }
     if let Some(t) = tftp {
         t.start(&ctx);
+    }
+    if let Some(dns) = dns {
+        dns.start(&ctx, dns_metrics)?;
     }
     ready.store(true, Ordering::Release);
     let _pid_file = control::PidFile::create(&cfg.data_dir)?;

@@ -135,6 +135,16 @@ impl Registry {
             .get(&ip)
             .cloned()
     }
+
+    /// Every current lease (DNS answers lease names from it).
+    pub fn leases(&self) -> Vec<(IpAddr, LeaseInfo)> {
+        self.by_ip
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(ip, info)| (*ip, info.clone()))
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -1,55 +1,128 @@
-//! dns front end (placeholder until its issue lands).
+//! Local DNS: zones from the configuration answered authoritatively over UDP and TCP, with
+//! multi-address answers that rotate and follow health checks, optional lease names, and
+//! forwarding (or REFUSED) for everything else. Zone data is swapped whole on reload.
+
+mod config;
+mod forward;
+mod handler;
+mod health;
+mod metrics;
+mod transport;
+mod zone;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::sync::Arc;
 
-use serde::Deserialize;
+use anyhow::Result;
+use arc_swap::ArcSwap;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::Semaphore;
 
-use crate::config::{At, ListenerSpec, Problems, Transport};
+pub use config::{CheckConfig, Config, LeasesConfig, RecordConfig, ZoneConfig};
+pub use metrics::{DnsMetrics, register};
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    #[serde(default)]
-    pub enabled: bool,
-    #[serde(default = "default_listen")]
-    pub listen: At<SocketAddr>,
+use crate::server::{Context, bind_error, bind_tcp};
+
+/// Sockets bound before anything is served.
+pub struct Bound {
+    /// Per listen address, one UDP socket per receive task (SO_REUSEPORT: the kernel spreads
+    /// clients over them, so tasks never wake each other for the same packet).
+    udp: Vec<Vec<Arc<UdpSocket>>>,
+    tcp: Vec<TcpListener>,
 }
 
-fn default_listen() -> At<SocketAddr> {
-    At::new(SocketAddr::from(([0, 0, 0, 0], 5300)))
+/// The kernel picks a socket by hashing the client's address and port, so a few clients can
+/// land on one socket: several sockets per core keep the cores evenly busy.
+fn udp_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get() * 4)
+        .unwrap_or(8)
+        .clamp(4, 16)
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            enabled: false,
-            listen: default_listen(),
-        }
+fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
+    s.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
     }
+    // Room for bursts (a whole office of phones booting); the kernel caps it at rmem_max.
+    let _ = s.set_recv_buffer_size(4 << 20);
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    UdpSocket::from_std(s.into())
 }
 
-impl Config {
-    pub fn resolve_paths(&mut self, _base: &Path) {}
-
-    pub fn validate(&self, p: &mut Problems) {
-        if self.enabled {
-            p.add(
-                "dns.enabled",
-                &self.listen,
-                "the dns front end is not available in this build yet; expected false",
-            );
+/// Bind UDP and TCP on every `dns.listen` address.
+pub async fn bind(cfg: &Config, banner: &mut Vec<String>) -> Result<Bound> {
+    let mut b = Bound {
+        udp: Vec::new(),
+        tcp: Vec::new(),
+    };
+    for (i, a) in cfg.listen.iter().enumerate() {
+        let field = format!("dns.listen[{i}]");
+        let first = udp_socket(a.value).map_err(|e| bind_error(&field, a.value, e))?;
+        let local = first.local_addr()?;
+        let mut group = vec![Arc::new(first)];
+        for _ in 1..udp_workers() {
+            let s = udp_socket(local).map_err(|e| bind_error(&field, local, e))?;
+            group.push(Arc::new(s));
         }
+        // Same port on TCP, so a configured port 0 (tests) still means one address.
+        let tcp = bind_tcp(&field, local).await?;
+        banner.push(format!("dns    udp+tcp {local}"));
+        b.udp.push(group);
+        b.tcp.push(tcp);
     }
+    Ok(b)
+}
 
-    pub fn listeners(&self) -> Vec<ListenerSpec> {
-        if !self.enabled {
-            return Vec::new();
+impl Bound {
+    /// Build the zones, start health checks and the listeners, and register the reload hook.
+    pub fn start(self, ctx: &Context, metrics: Arc<DnsMetrics>) -> Result<()> {
+        let board = Arc::new(health::Board::new(metrics.clone(), ctx.shutdown.clone()));
+        let states = board.sync(&ctx.config.dns.targets());
+        let data = Arc::new(ArcSwap::from_pointee(zone::ZoneData::build(
+            &ctx.config.dns,
+            &states,
+        )?));
+        metrics.reloads.inc();
+        let handler = Arc::new(handler::Handler {
+            data: data.clone(),
+            leases: ctx.provisioner.registry().clone(),
+            metrics: metrics.clone(),
+        });
+        let upstream = Arc::new(Semaphore::new(transport::MAX_UPSTREAM_IN_FLIGHT));
+        for socket in self.udp.iter().flatten() {
+            tokio::spawn(transport::serve_udp(
+                socket.clone(),
+                handler.clone(),
+                upstream.clone(),
+                ctx.shutdown.clone(),
+            ));
         }
-        vec![ListenerSpec {
-            field: "dns.listen".into(),
-            transport: Transport::Udp,
-            addr: self.listen.clone(),
-        }]
+        for l in self.tcp {
+            tokio::spawn(transport::serve_tcp(
+                l,
+                handler.clone(),
+                ctx.shutdown.clone(),
+                ctx.tracker.clone(),
+            ));
+        }
+        ctx.reloaders.add(
+            "dns",
+            Box::new(move |cfg: &crate::config::Config| {
+                // Checks for unchanged targets keep running (and keep their state); the
+                // zone set is replaced in one store, so a query sees old or new, never a mix.
+                let states = board.sync(&cfg.dns.targets());
+                let new = zone::ZoneData::build(&cfg.dns, &states)?;
+                data.store(Arc::new(new));
+                metrics.reloads.inc();
+                tracing::info!(zones = cfg.dns.zones.len(), "dns: zones reloaded");
+                Ok(())
+            }),
+        );
+        Ok(())
     }
 }

@@ -1,0 +1,503 @@
+//! The `dns:` section: zones, names with their addresses and health checks, forwarders,
+//! lease names. Validated once here; the rest of `dns` trusts it.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use hickory_server::proto::rr::Name;
+use serde::Deserialize;
+
+use crate::config::{At, Dur, ListenerSpec, Problems, Transport};
+
+/// More health-check targets than this is a configuration mistake, not a lab.
+const MAX_CHECK_TARGETS: usize = 1024;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Each address is served on both UDP and TCP.
+    #[serde(default = "default_listen")]
+    pub listen: Vec<At<SocketAddr>>,
+    /// TTL of records that do not set their own.
+    #[serde(default = "default_ttl")]
+    pub ttl: At<Dur>,
+    #[serde(default)]
+    pub zones: Vec<ZoneConfig>,
+    /// Upstream resolvers for names outside the local zones; empty: such names are REFUSED.
+    #[serde(default)]
+    pub forwarders: Vec<At<SocketAddr>>,
+    #[serde(default = "default_forward_timeout")]
+    pub forward_timeout: At<Dur>,
+    /// DHCP clients' hostnames answered as `<hostname>.<domain>` (A and PTR).
+    #[serde(default)]
+    pub leases: Option<LeasesConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneConfig {
+    pub name: At<String>,
+    /// The NS target (relative to the zone unless it ends with a dot).
+    #[serde(default = "default_nameserver")]
+    pub nameserver: At<String>,
+    #[serde(default)]
+    pub records: Vec<RecordConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordConfig {
+    /// Relative to the zone (`prov`), `@` for the zone itself, or absolute (`prov.lab.test.`).
+    pub name: At<String>,
+    #[serde(default)]
+    pub a: Vec<At<Ipv4Addr>>,
+    #[serde(default)]
+    pub aaaa: Vec<At<Ipv6Addr>>,
+    #[serde(default)]
+    pub ttl: Option<At<Dur>>,
+    #[serde(default)]
+    pub check: Option<CheckConfig>,
+}
+
+/// A health check run against every address of a name.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckConfig {
+    /// Healthy when a TCP connection to this port on the address succeeds.
+    #[serde(default)]
+    pub tcp: Option<At<u16>>,
+    /// Healthy when `GET` of this URL, sent to the address, answers 2xx or 3xx.
+    #[serde(default)]
+    pub http: Option<At<String>>,
+    #[serde(default = "default_interval")]
+    pub interval: At<Dur>,
+    #[serde(default = "default_check_timeout")]
+    pub timeout: At<Dur>,
+    /// Consecutive failures before an address is left out.
+    #[serde(default = "default_fall")]
+    pub fall: At<u32>,
+    /// Consecutive successes before it is offered again.
+    #[serde(default = "default_rise")]
+    pub rise: At<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeasesConfig {
+    pub domain: At<String>,
+    #[serde(default)]
+    pub ttl: Option<At<Dur>>,
+}
+
+fn default_listen() -> Vec<At<SocketAddr>> {
+    vec![At::new(SocketAddr::from(([0, 0, 0, 0], 5300)))]
+}
+fn default_ttl() -> At<Dur> {
+    At::new(Dur(Duration::from_secs(60)))
+}
+fn default_forward_timeout() -> At<Dur> {
+    At::new(Dur(Duration::from_secs(2)))
+}
+fn default_nameserver() -> At<String> {
+    At::new("ns".into())
+}
+fn default_interval() -> At<Dur> {
+    At::new(Dur(Duration::from_secs(5)))
+}
+fn default_check_timeout() -> At<Dur> {
+    At::new(Dur(Duration::from_secs(1)))
+}
+fn default_fall() -> At<u32> {
+    At::new(2)
+}
+fn default_rise() -> At<u32> {
+    At::new(1)
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            enabled: false,
+            listen: default_listen(),
+            ttl: default_ttl(),
+            zones: Vec::new(),
+            forwarders: Vec::new(),
+            forward_timeout: default_forward_timeout(),
+            leases: None,
+        }
+    }
+}
+
+/// What a health check does, per address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Probe {
+    Tcp(u16),
+    Http {
+        port: u16,
+        host: String,
+        path: String,
+    },
+}
+
+impl std::fmt::Display for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Probe::Tcp(p) => write!(f, "tcp:{p}"),
+            Probe::Http { port, host, path } => write!(f, "http://{host}:{port}{path}"),
+        }
+    }
+}
+
+/// One address checked one way: the unit a checker task runs for. Two names sharing an
+/// address and a check share the task and its state.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    pub ip: IpAddr,
+    pub probe: Probe,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub fall: u32,
+    pub rise: u32,
+}
+
+/// `http://host[:port]/path` → (host, port, path). Only plain HTTP: a check asks "is the
+/// server up", which needs no certificate for the address it dials.
+pub fn parse_http_url(url: &str) -> Result<(String, u16, String), String> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        format!("`{url}` is not an http:// URL; expected e.g. http://prov.lab.test:8080/healthz")
+    })?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
+            h,
+            p.parse::<u16>()
+                .map_err(|_| format!("`{url}` has a bad port; expected 1-65535"))?,
+        ),
+        _ => (authority, 80),
+    };
+    if host.is_empty() || port == 0 {
+        return Err(format!(
+            "`{url}` has no host or port; expected e.g. http://prov.lab.test:8080/healthz"
+        ));
+    }
+    if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("`{url}` has spaces in its path"));
+    }
+    Ok((host.to_string(), port, path.to_string()))
+}
+
+/// `name` made absolute inside `zone` (`@` is the zone itself).
+pub fn absolute(name: &str, zone: &Name) -> Result<Name, String> {
+    let bad = |e: &dyn std::fmt::Display| {
+        format!("`{name}` is not a valid DNS name ({e}); expected e.g. prov or prov.lab.test.")
+    };
+    if name == "@" {
+        return Ok(zone.clone());
+    }
+    if name.is_empty() || name.contains(' ') || name.contains("..") {
+        return Err(bad(&"empty or malformed label"));
+    }
+    let n = Name::from_ascii(name).map_err(|e| bad(&e))?;
+    if n.is_fqdn() {
+        Ok(n)
+    } else {
+        n.append_domain(zone).map_err(|e| bad(&e))
+    }
+}
+
+pub fn zone_name(name: &str) -> Result<Name, String> {
+    let trimmed = name.trim_end_matches('.');
+    if trimmed.is_empty() || trimmed.contains(' ') || trimmed.contains("..") {
+        return Err(format!(
+            "`{name}` is not a valid zone name; expected e.g. lab.test"
+        ));
+    }
+    let mut n = Name::from_ascii(trimmed)
+        .map_err(|e| format!("`{name}` is not a valid zone name ({e}); expected e.g. lab.test"))?;
+    n.set_fqdn(true);
+    Ok(n)
+}
+
+impl CheckConfig {
+    fn probe(&self) -> Option<Probe> {
+        match (&self.tcp, &self.http) {
+            (Some(p), None) => Some(Probe::Tcp(p.value)),
+            (None, Some(u)) => parse_http_url(u)
+                .ok()
+                .map(|(host, port, path)| Probe::Http { port, host, path }),
+            _ => None,
+        }
+    }
+}
+
+impl RecordConfig {
+    /// The targets this record's check runs against, one per address.
+    pub fn targets(&self) -> Vec<Target> {
+        let Some(c) = &self.check else {
+            return Vec::new();
+        };
+        let Some(probe) = c.probe() else {
+            return Vec::new();
+        };
+        self.addresses()
+            .map(|ip| Target {
+                ip,
+                probe: probe.clone(),
+                interval: c.interval.0,
+                timeout: c.timeout.0,
+                fall: c.fall.value,
+                rise: c.rise.value,
+            })
+            .collect()
+    }
+
+    pub fn addresses(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.a
+            .iter()
+            .map(|a| IpAddr::V4(a.value))
+            .chain(self.aaaa.iter().map(|a| IpAddr::V6(a.value)))
+    }
+}
+
+impl Config {
+    pub fn resolve_paths(&mut self, _base: &Path) {}
+
+    /// Every health-check target of every record.
+    pub fn targets(&self) -> Vec<Target> {
+        let mut seen = HashSet::new();
+        self.zones
+            .iter()
+            .flat_map(|z| z.records.iter())
+            .flat_map(|r| r.targets())
+            .filter(|t| seen.insert(t.clone()))
+            .collect()
+    }
+
+    pub fn validate(&self, p: &mut Problems) {
+        if !self.enabled {
+            return;
+        }
+        if self.listen.is_empty() {
+            p.add_at(
+                "dns.listen",
+                0,
+                0,
+                "enabled with no address; expected a list such as [\"127.0.0.1:5300\"]",
+            );
+        }
+        check_ttl(p, "dns.ttl", &self.ttl);
+        let mut zones_seen: Vec<(Name, usize)> = Vec::new();
+        for (zi, z) in self.zones.iter().enumerate() {
+            let zf = format!("dns.zones[{zi}]");
+            let origin = match zone_name(&z.name) {
+                Ok(n) => n,
+                Err(e) => {
+                    p.add(format!("{zf}.name"), &z.name, e);
+                    continue;
+                }
+            };
+            if let Some((_, line)) = zones_seen.iter().find(|(n, _)| *n == origin) {
+                p.add(
+                    format!("{zf}.name"),
+                    &z.name,
+                    format!(
+                        "zone {origin} is already defined at line {line}; expected each zone once"
+                    ),
+                );
+            }
+            zones_seen.push((origin.clone(), z.name.line));
+            if let Err(e) = absolute(&z.nameserver, &origin) {
+                p.add(format!("{zf}.nameserver"), &z.nameserver, e);
+            }
+            let mut names: Vec<(Name, usize)> = Vec::new();
+            for (ri, r) in z.records.iter().enumerate() {
+                let rf = format!("{zf}.records[{ri}]");
+                let name = match absolute(&r.name, &origin) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        p.add(format!("{rf}.name"), &r.name, e);
+                        continue;
+                    }
+                };
+                if !origin.zone_of(&name) {
+                    p.add(
+                        format!("{rf}.name"),
+                        &r.name,
+                        format!("{name} is outside zone {origin}; expected a name in the zone"),
+                    );
+                }
+                if let Some((_, line)) = names.iter().find(|(n, _)| *n == name) {
+                    p.add(
+                        format!("{rf}.name"),
+                        &r.name,
+                        format!("{name} is already listed at line {line}; expected all addresses of a name in one entry"),
+                    );
+                }
+                names.push((name, r.name.line));
+                if r.a.is_empty() && r.aaaa.is_empty() {
+                    p.add(
+                        format!("{rf}.name"),
+                        &r.name,
+                        "has no addresses; expected `a: [...]` and/or `aaaa: [...]`",
+                    );
+                }
+                if let Some(t) = &r.ttl {
+                    check_ttl(p, &format!("{rf}.ttl"), t);
+                }
+                if let Some(c) = &r.check {
+                    check_check(p, &format!("{rf}.check"), c, &r.name);
+                }
+            }
+        }
+        if let Some(l) = &self.leases {
+            if let Err(e) = zone_name(&l.domain) {
+                p.add("dns.leases.domain", &l.domain, e);
+            }
+            if let Some(t) = &l.ttl {
+                check_ttl(p, "dns.leases.ttl", t);
+            }
+        }
+        for (i, f) in self.forwarders.iter().enumerate() {
+            let own = self.listen.iter().any(|l| {
+                l.port() == f.port()
+                    && (l.ip() == f.ip() || (l.ip().is_unspecified() && f.ip().is_loopback()))
+            });
+            if own {
+                p.add(
+                    format!("dns.forwarders[{i}]"),
+                    f,
+                    format!("{} is this server's own dns.listen address (a forwarding loop); expected another resolver", f.value),
+                );
+            }
+            if f.port() == 0 || f.ip().is_unspecified() {
+                p.add(
+                    format!("dns.forwarders[{i}]"),
+                    f,
+                    format!(
+                        "{} cannot be sent to; expected an address such as 192.0.2.53:53",
+                        f.value
+                    ),
+                );
+            }
+        }
+        if self.forward_timeout.0.is_zero() {
+            p.add(
+                "dns.forward_timeout",
+                &self.forward_timeout,
+                "is 0; expected e.g. 2s",
+            );
+        }
+        let targets = self.targets().len();
+        if targets > MAX_CHECK_TARGETS {
+            p.add_at(
+                "dns.zones",
+                0,
+                0,
+                format!("{targets} health-check targets; expected at most {MAX_CHECK_TARGETS}"),
+            );
+        }
+    }
+
+    pub fn listeners(&self) -> Vec<ListenerSpec> {
+        if !self.enabled {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (i, a) in self.listen.iter().enumerate() {
+            for transport in [Transport::Udp, Transport::Tcp] {
+                out.push(ListenerSpec {
+                    field: format!("dns.listen[{i}]"),
+                    transport,
+                    addr: a.clone(),
+                });
+            }
+        }
+        out
+    }
+}
+
+fn check_ttl(p: &mut Problems, field: &str, t: &At<Dur>) {
+    if t.0 > Duration::from_secs(i32::MAX as u64) {
+        p.add(field, t, "is longer than 68 years; expected e.g. 60s or 1h");
+    }
+}
+
+fn check_check(p: &mut Problems, field: &str, c: &CheckConfig, name: &At<String>) {
+    match (&c.tcp, &c.http) {
+        (None, None) => p.add(
+            field,
+            name,
+            "names no check; expected `tcp: PORT` or `http: URL`",
+        ),
+        (Some(t), Some(_)) => p.add(
+            field,
+            t,
+            "has both tcp and http; expected exactly one of them",
+        ),
+        (Some(t), None) if t.value == 0 => {
+            p.add(format!("{field}.tcp"), t, "is 0; expected a port 1-65535")
+        }
+        (None, Some(u)) => {
+            if let Err(e) = parse_http_url(u) {
+                p.add(format!("{field}.http"), u, e);
+            }
+        }
+        _ => {}
+    }
+    if c.interval.0 < Duration::from_millis(100) {
+        p.add(
+            format!("{field}.interval"),
+            &c.interval,
+            "is shorter than 100ms; expected e.g. 5s",
+        );
+    }
+    if c.timeout.0.is_zero() || c.timeout.0 > c.interval.0 {
+        p.add(
+            format!("{field}.timeout"),
+            &c.timeout,
+            "must be more than 0 and at most the interval; expected e.g. 1s",
+        );
+    }
+    for (k, v) in [("fall", &c.fall), ("rise", &c.rise)] {
+        if v.value == 0 || v.value > 100 {
+            p.add(format!("{field}.{k}"), v, "expected a count from 1 to 100");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_urls() {
+        assert_eq!(
+            parse_http_url("http://prov.lab.test:8080/healthz").unwrap(),
+            ("prov.lab.test".into(), 8080, "/healthz".into())
+        );
+        assert_eq!(
+            parse_http_url("http://h").unwrap(),
+            ("h".into(), 80, "/".into())
+        );
+        assert!(parse_http_url("https://h/").is_err());
+        assert!(parse_http_url("http://h:99999/").is_err());
+        assert!(parse_http_url("http://:80/").is_err());
+    }
+
+    #[test]
+    fn names_are_made_absolute() {
+        let z = zone_name("lab.test").unwrap();
+        assert_eq!(absolute("prov", &z).unwrap().to_string(), "prov.lab.test.");
+        assert_eq!(absolute("@", &z).unwrap().to_string(), "lab.test.");
+        assert_eq!(absolute("x.other.", &z).unwrap().to_string(), "x.other.");
+        assert!(absolute("a..b", &z).is_err());
+        assert!(zone_name("").is_err());
+    }
+}

@@ -1,0 +1,226 @@
+//! Health checks: one task per (address, check), probing only the configured targets, one
+//! probe at a time with a timeout. Answers read the state through a shared flag.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use super::config::{Probe, Target};
+use super::metrics::DnsMetrics;
+
+/// Whether an address is offered. Starts up: an address is assumed to work until its check
+/// says otherwise, so a restart does not briefly hide every server.
+#[derive(Debug)]
+pub struct Health {
+    up: AtomicBool,
+}
+
+impl Health {
+    pub fn new() -> Health {
+        Health {
+            up: AtomicBool::new(true),
+        }
+    }
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+    pub fn set(&self, up: bool) {
+        self.up.store(up, Ordering::Relaxed)
+    }
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health::new()
+    }
+}
+
+struct Running {
+    state: Arc<Health>,
+    stop: CancellationToken,
+}
+
+/// The running checkers, kept in step with the configuration.
+pub struct Board {
+    running: Mutex<HashMap<Target, Running>>,
+    metrics: Arc<DnsMetrics>,
+    shutdown: CancellationToken,
+}
+
+impl Board {
+    pub fn new(metrics: Arc<DnsMetrics>, shutdown: CancellationToken) -> Board {
+        Board {
+            running: Mutex::new(HashMap::new()),
+            metrics,
+            shutdown,
+        }
+    }
+
+    /// Start checkers for new targets, stop those no longer wanted, keep the rest (and their
+    /// state) untouched. Returns the state of every wanted target.
+    pub fn sync(&self, wanted: &[Target]) -> HashMap<Target, Arc<Health>> {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.retain(|t, r| {
+            let keep = wanted.contains(t);
+            if !keep {
+                r.stop.cancel();
+                self.metrics
+                    .healthy
+                    .remove(&DnsMetrics::health_labels(t.ip, &t.probe.to_string()));
+                tracing::info!(address = %t.ip, check = %t.probe, "dns: health check stopped");
+            }
+            keep
+        });
+        for t in wanted {
+            if running.contains_key(t) {
+                continue;
+            }
+            let state = Arc::new(Health::new());
+            let stop = self.shutdown.child_token();
+            tokio::spawn(run(
+                t.clone(),
+                state.clone(),
+                stop.clone(),
+                self.metrics.clone(),
+            ));
+            running.insert(t.clone(), Running { state, stop });
+        }
+        running
+            .iter()
+            .map(|(t, r)| (t.clone(), r.state.clone()))
+            .collect()
+    }
+}
+
+async fn run(t: Target, state: Arc<Health>, stop: CancellationToken, metrics: Arc<DnsMetrics>) {
+    let check = t.probe.to_string();
+    let gauge = metrics
+        .healthy
+        .get_or_create(&DnsMetrics::health_labels(t.ip, &check))
+        .clone();
+    gauge.set(1);
+    tracing::info!(address = %t.ip, %check, "dns: health check started");
+    let (mut fails, mut oks) = (0u32, 0u32);
+    loop {
+        let result = tokio::select! {
+            r = probe(&t) => r,
+            _ = stop.cancelled() => return,
+        };
+        match result {
+            Ok(()) => {
+                fails = 0;
+                oks = oks.saturating_add(1);
+                if !state.is_up() && oks >= t.rise {
+                    state.set(true);
+                    gauge.set(1);
+                    tracing::info!(address = %t.ip, %check, "dns: address healthy again, offered in answers");
+                }
+            }
+            Err(why) => {
+                oks = 0;
+                fails = fails.saturating_add(1);
+                if state.is_up() && fails >= t.fall {
+                    state.set(false);
+                    gauge.set(0);
+                    tracing::warn!(address = %t.ip, %check, %why, "dns: address failed its health check, left out of answers");
+                } else {
+                    tracing::debug!(address = %t.ip, %check, %why, "dns: health check failed");
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(t.interval) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+async fn probe(t: &Target) -> Result<(), String> {
+    match tokio::time::timeout(t.timeout, probe_once(t)).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no answer within {:?}", t.timeout)),
+    }
+}
+
+async fn probe_once(t: &Target) -> Result<(), String> {
+    match &t.probe {
+        Probe::Tcp(port) => TcpStream::connect(SocketAddr::new(t.ip, *port))
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        Probe::Http { port, host, path } => {
+            let mut s = TcpStream::connect(SocketAddr::new(t.ip, *port))
+                .await
+                .map_err(|e| e.to_string())?;
+            let req = format!(
+                "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: provbox-health\r\nConnection: close\r\n\r\n"
+            );
+            s.write_all(req.as_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
+            // The status line is all we need; read a bounded amount.
+            let mut buf = [0u8; 256];
+            let mut n = 0;
+            while n < buf.len() && !buf[..n].contains(&b'\n') {
+                let k = s.read(&mut buf[n..]).await.map_err(|e| e.to_string())?;
+                if k == 0 {
+                    break;
+                }
+                n += k;
+            }
+            http_status_ok(&buf[..n])
+        }
+    }
+}
+
+fn http_status_ok(head: &[u8]) -> Result<(), String> {
+    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let text = String::from_utf8_lossy(line);
+    let mut parts = text.split_whitespace();
+    let version = parts.next().unwrap_or_default();
+    let code: u16 = parts.next().and_then(|c| c.parse().ok()).unwrap_or(0);
+    if !version.starts_with("HTTP/") {
+        return Err("not an HTTP answer".into());
+    }
+    if (200..400).contains(&code) {
+        Ok(())
+    } else {
+        Err(format!("HTTP status {code}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn status_lines() {
+        assert!(http_status_ok(b"HTTP/1.1 200 OK\r\n").is_ok());
+        assert!(http_status_ok(b"HTTP/1.0 302 Found\r\n").is_ok());
+        assert!(http_status_ok(b"HTTP/1.1 503 Busy\r\n").is_err());
+        assert!(http_status_ok(b"SSH-2.0-OpenSSH\r\n").is_err());
+        assert!(http_status_ok(b"").is_err());
+    }
+
+    #[tokio::test]
+    async fn tcp_probe_follows_the_listener() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let t = Target {
+            ip: "127.0.0.1".parse().unwrap(),
+            probe: Probe::Tcp(port),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(2),
+            fall: 1,
+            rise: 1,
+        };
+        assert!(probe(&t).await.is_ok());
+        drop(l);
+        assert!(probe(&t).await.is_err());
+    }
+}

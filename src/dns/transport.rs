@@ -1,0 +1,189 @@
+//! UDP and TCP loops. They parse with hickory, hand each query to the [`Handler`] and
+//! send what it encoded. Our own loops (rather than hickory's `Server`) so that every
+//! dropped packet is counted with a reason, and so local answers are made in the receive
+//! task with no task spawn or channel hop per query.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_server::net::runtime::TokioTime;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::proto::op::MessageType;
+use hickory_server::server::{Request, RequestHandler};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::handler::{Capture, Handler};
+
+/// A TCP client gets this long to send its next query before the connection is closed.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+/// Concurrent TCP connections per listener; more are closed at once (and counted).
+pub const MAX_TCP_CONNECTIONS: usize = 256;
+/// Forwarded queries waiting for an upstream at once; more are dropped (and counted).
+pub const MAX_UPSTREAM_IN_FLIGHT: usize = 512;
+
+/// Parse one query; `None` when it is dropped (counted with a reason).
+fn parse(
+    handler: &Handler,
+    bytes: Vec<u8>,
+    src: SocketAddr,
+    protocol: Protocol,
+) -> Option<Request> {
+    let t = if protocol == Protocol::Udp {
+        "udp"
+    } else {
+        "tcp"
+    };
+    let n = bytes.len();
+    match Request::from_bytes(bytes, src, protocol) {
+        Ok(r) if r.metadata.message_type == MessageType::Response => {
+            // Never answer answers: that is how reflection loops start.
+            handler.metrics.dropped(t, "not_a_query");
+            tracing::debug!(%src, "dns: dropped a response sent to us");
+            None
+        }
+        Ok(r) => Some(r),
+        Err(e) => {
+            let reason = if n < 12 { "short" } else { "malformed" };
+            handler.metrics.dropped(t, reason);
+            tracing::debug!(%src, bytes = n, error = %e, "dns: dropped a malformed packet");
+            None
+        }
+    }
+}
+
+/// One of several receive tasks sharing a UDP socket.
+pub async fn serve_udp(
+    socket: Arc<UdpSocket>,
+    handler: Arc<Handler>,
+    upstream_slots: Arc<Semaphore>,
+    shutdown: CancellationToken,
+) {
+    let mut buf = vec![0u8; 65535];
+    loop {
+        // `biased`: under load the packet is ready at once, and the shutdown future is then
+        // never polled (polling it registers a waiter: a lock per packet).
+        let (n, src) = tokio::select! {
+            biased;
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::debug!(error = %e, "dns: udp receive error");
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        if src.port() == 0 {
+            handler.metrics.dropped("udp", "bad_source");
+            continue;
+        }
+        let Some(request) = parse(&handler, buf[..n].to_vec(), src, Protocol::Udp) else {
+            continue;
+        };
+        if handler.goes_upstream(&request) {
+            let Ok(permit) = upstream_slots.clone().try_acquire_owned() else {
+                handler.metrics.dropped("udp", "upstream_busy");
+                continue;
+            };
+            let (socket, handler) = (socket.clone(), handler.clone());
+            tokio::spawn(async move {
+                answer_udp(&socket, &handler, &request).await;
+                drop(permit);
+            });
+        } else {
+            answer_udp(&socket, &handler, &request).await;
+        }
+    }
+}
+
+async fn answer_udp(socket: &UdpSocket, handler: &Handler, request: &Request) {
+    let cap = Capture::new(Protocol::Udp);
+    handler
+        .handle_request::<_, TokioTime>(request, cap.clone())
+        .await;
+    if let Some(bytes) = cap.take()
+        && let Err(e) = socket.send_to(&bytes, request.src()).await
+    {
+        tracing::debug!(src = %request.src(), error = %e, "dns: udp send failed");
+        handler.metrics.dropped("udp", "send_failed");
+    }
+}
+
+pub async fn serve_tcp(
+    listener: TcpListener,
+    handler: Arc<Handler>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+    loop {
+        let (stream, src) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::debug!(error = %e, "dns: tcp accept error");
+                    // EMFILE and friends: do not spin.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            handler.metrics.dropped("tcp", "too_many_connections");
+            continue;
+        };
+        let (handler, shutdown) = (handler.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            connection(stream, src, &handler, &shutdown).await;
+            drop(permit);
+        });
+    }
+}
+
+/// RFC 7766: length-prefixed queries, several per connection, answered in order.
+async fn connection(
+    mut s: TcpStream,
+    src: SocketAddr,
+    handler: &Handler,
+    shutdown: &CancellationToken,
+) {
+    loop {
+        let len = tokio::select! {
+            biased;
+            r = tokio::time::timeout(TCP_IDLE, s.read_u16()) => match r {
+                Ok(Ok(l)) => l as usize,
+                _ => return,
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        let mut buf = vec![0u8; len];
+        match tokio::time::timeout(TCP_IDLE, s.read_exact(&mut buf)).await {
+            Ok(Ok(_)) => {}
+            _ => {
+                handler.metrics.dropped("tcp", "incomplete");
+                return;
+            }
+        }
+        // A connection that sent garbage is closed: its next bytes cannot be trusted either.
+        let Some(request) = parse(handler, buf, src, Protocol::Tcp) else {
+            return;
+        };
+        let cap = Capture::new(Protocol::Tcp);
+        handler
+            .handle_request::<_, TokioTime>(&request, cap.clone())
+            .await;
+        let Some(bytes) = cap.take() else { continue };
+        let mut out = Vec::with_capacity(bytes.len() + 2);
+        out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+        out.extend_from_slice(&bytes);
+        if s.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}

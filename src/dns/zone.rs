@@ -1,0 +1,522 @@
+//! Zone data built from the configuration: immutable once built, swapped whole on reload.
+//! Answers are decided here (rotation and health filtering included); the handler only
+//! turns them into messages.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hickory_server::proto::op::ResponseCode;
+use hickory_server::proto::rr::rdata::{A, AAAA, NS, PTR, SOA};
+use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType};
+
+use super::config::{self, Config, Target};
+use super::health::Health;
+use crate::devices::Registry;
+
+/// One address of a name, with the health state of its check (if it has one).
+pub struct Addr {
+    pub record: Record,
+    pub health: Option<Arc<Health>>,
+}
+
+/// The addresses of one name.
+#[derive(Default)]
+pub struct Node {
+    pub a: Vec<Addr>,
+    pub aaaa: Vec<Addr>,
+    /// Advanced per answer so multi-address answers rotate.
+    next: AtomicUsize,
+}
+
+pub struct Zone {
+    pub origin: LowerName,
+    pub soa: Record,
+    pub ns: Vec<Record>,
+}
+
+pub struct LeaseDomain {
+    pub origin: LowerName,
+    pub name: Name,
+    pub ttl: u32,
+}
+
+pub struct ZoneData {
+    /// Longest origin first, so the most specific zone wins.
+    zones: Vec<Zone>,
+    names: HashMap<LowerName, Node>,
+    /// Names that exist only as parents of configured names (NODATA, not NXDOMAIN).
+    parents: HashSet<LowerName>,
+    leases: Option<LeaseDomain>,
+    pub forwarders: Vec<SocketAddr>,
+    pub forward_timeout: Duration,
+}
+
+/// What to answer.
+pub enum Answer<'a> {
+    /// Authoritative answer from a local zone.
+    Local {
+        rcode: ResponseCode,
+        answers: Vec<&'a Record>,
+        /// Answers made for this query (lease names).
+        owned: Vec<Record>,
+        authority: Vec<&'a Record>,
+    },
+    /// Not ours: forward, or refuse when no forwarders are configured.
+    Outside,
+}
+
+fn ttl_secs(d: Duration) -> u32 {
+    d.as_secs().min(i32::MAX as u64) as u32
+}
+
+fn make_zone(origin: &Name, nameserver: &Name, ttl: u32, serial: u32) -> Zone {
+    let hostmaster = Name::from_ascii("hostmaster")
+        .and_then(|h| h.append_domain(origin))
+        .unwrap_or_else(|_| origin.clone());
+    let soa = Record::from_rdata(
+        origin.clone(),
+        ttl,
+        RData::SOA(SOA::new(
+            nameserver.clone(),
+            hostmaster,
+            serial,
+            3600,
+            600,
+            86400,
+            ttl,
+        )),
+    );
+    let ns = Record::from_rdata(origin.clone(), ttl, RData::NS(NS(nameserver.clone())));
+    Zone {
+        origin: LowerName::from(origin),
+        soa,
+        ns: vec![ns],
+    }
+}
+
+impl ZoneData {
+    /// Build from a validated configuration and the current health states.
+    pub fn build(cfg: &Config, health: &HashMap<Target, Arc<Health>>) -> anyhow::Result<ZoneData> {
+        // The serial changes with every build, so secondaries (if any) notice a reload.
+        let serial = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as u32)
+            .unwrap_or(1);
+        let default_ttl = ttl_secs(cfg.ttl.0);
+        let mut zones = Vec::new();
+        let mut names: HashMap<LowerName, Node> = HashMap::new();
+        let mut parents = HashSet::new();
+        for z in &cfg.zones {
+            let origin = config::zone_name(&z.name).map_err(anyhow::Error::msg)?;
+            let ns = config::absolute(&z.nameserver, &origin).map_err(anyhow::Error::msg)?;
+            zones.push(make_zone(&origin, &ns, default_ttl, serial));
+            for r in &z.records {
+                let name = config::absolute(&r.name, &origin).map_err(anyhow::Error::msg)?;
+                let ttl = r.ttl.as_ref().map(|t| ttl_secs(t.0)).unwrap_or(default_ttl);
+                let targets = r.targets();
+                let health_of = |ip: IpAddr| {
+                    targets
+                        .iter()
+                        .find(|t| t.ip == ip)
+                        .and_then(|t| health.get(t).cloned())
+                };
+                let node = names.entry(LowerName::from(&name)).or_default();
+                for a in &r.a {
+                    node.a.push(Addr {
+                        record: Record::from_rdata(name.clone(), ttl, RData::A(A(a.value))),
+                        health: health_of(IpAddr::V4(a.value)),
+                    });
+                }
+                for a in &r.aaaa {
+                    node.aaaa.push(Addr {
+                        record: Record::from_rdata(name.clone(), ttl, RData::AAAA(AAAA(a.value))),
+                        health: health_of(IpAddr::V6(a.value)),
+                    });
+                }
+                let mut p = name.base_name();
+                while origin.zone_of(&p) && p != origin {
+                    parents.insert(LowerName::from(&p));
+                    p = p.base_name();
+                }
+            }
+        }
+        let leases = match &cfg.leases {
+            Some(l) => {
+                let name = config::zone_name(&l.domain).map_err(anyhow::Error::msg)?;
+                let origin = LowerName::from(&name);
+                if !zones.iter().any(|z| z.origin.zone_of(&origin)) {
+                    let ns = Name::from_ascii("ns")?.append_domain(&name)?;
+                    zones.push(make_zone(&name, &ns, default_ttl, serial));
+                }
+                Some(LeaseDomain {
+                    origin,
+                    name,
+                    ttl: l.ttl.as_ref().map(|t| ttl_secs(t.0)).unwrap_or(default_ttl),
+                })
+            }
+            None => None,
+        };
+        zones.sort_by_key(|z| std::cmp::Reverse(z.origin.num_labels()));
+        Ok(ZoneData {
+            zones,
+            names,
+            parents,
+            leases,
+            forwarders: cfg.forwarders.iter().map(|f| f.value).collect(),
+            forward_timeout: cfg.forward_timeout.0,
+        })
+    }
+
+    /// Whether a query for `name` is answered here (cheap: decides whether a transport
+    /// hands it to its own task for the upstream round trip).
+    pub fn is_local(&self, name: &LowerName, leases: &Registry) -> bool {
+        self.zone_for(name).is_some()
+            || self
+                .lease_ptr_ip(name)
+                .is_some_and(|ip| leases.by_ip(ip).is_some())
+    }
+
+    fn zone_for(&self, name: &LowerName) -> Option<&Zone> {
+        self.zones.iter().find(|z| z.origin.zone_of(name))
+    }
+
+    /// The leased address a reverse name asks about, when lease names are on.
+    fn lease_ptr_ip(&self, name: &LowerName) -> Option<IpAddr> {
+        self.leases.as_ref()?;
+        let net = Name::from(name).parse_arpa_name().ok()?;
+        (net.prefix_len() == net.max_prefix_len()).then(|| net.addr())
+    }
+
+    pub fn lookup<'a>(
+        &'a self,
+        qname: &LowerName,
+        qtype: RecordType,
+        leases: &Registry,
+    ) -> Answer<'a> {
+        if let Some(ip) = self.lease_ptr_ip(qname) {
+            return self.lease_ptr(qname, qtype, ip, leases);
+        }
+        let Some(zone) = self.zone_for(qname) else {
+            return Answer::Outside;
+        };
+        let mut answers = Vec::new();
+        let mut owned = Vec::new();
+        let apex = *qname == zone.origin;
+        let node = self.names.get(qname);
+        if apex && matches!(qtype, RecordType::SOA | RecordType::ANY) {
+            answers.push(&zone.soa);
+        }
+        if apex && matches!(qtype, RecordType::NS | RecordType::ANY) {
+            answers.extend(zone.ns.iter());
+        }
+        if let Some(node) = node {
+            // One turn per answer, shared by A and AAAA so both rotate.
+            let turn = node.next.fetch_add(1, Ordering::Relaxed);
+            if matches!(qtype, RecordType::A | RecordType::ANY) {
+                pick(&node.a, turn, &mut answers);
+            }
+            if matches!(qtype, RecordType::AAAA | RecordType::ANY) {
+                pick(&node.aaaa, turn, &mut answers);
+            }
+        } else if let Some(l) = &self.leases
+            && l.origin.zone_of(qname)
+            && !apex
+            && let Some(ips) = lease_addresses(qname, l, leases)
+        {
+            for ip in ips {
+                match (ip, qtype) {
+                    (IpAddr::V4(v4), RecordType::A | RecordType::ANY) => owned.push(
+                        Record::from_rdata(Name::from(qname), l.ttl, RData::A(A(v4))),
+                    ),
+                    (IpAddr::V6(v6), RecordType::AAAA | RecordType::ANY) => owned.push(
+                        Record::from_rdata(Name::from(qname), l.ttl, RData::AAAA(AAAA(v6))),
+                    ),
+                    _ => {}
+                }
+            }
+            return Answer::Local {
+                rcode: ResponseCode::NoError,
+                authority: if owned.is_empty() {
+                    vec![&zone.soa]
+                } else {
+                    Vec::new()
+                },
+                answers,
+                owned,
+            };
+        }
+        let exists = apex
+            || node.is_some()
+            || self.parents.contains(qname)
+            || self.leases.as_ref().is_some_and(|l| l.origin == *qname);
+        let authority = if answers.is_empty() {
+            // NODATA or NXDOMAIN: the SOA tells resolvers how long to cache the absence.
+            vec![&zone.soa]
+        } else {
+            Vec::new()
+        };
+        Answer::Local {
+            rcode: if exists {
+                ResponseCode::NoError
+            } else {
+                ResponseCode::NXDomain
+            },
+            answers,
+            owned,
+            authority,
+        }
+    }
+
+    fn lease_ptr<'a>(
+        &'a self,
+        qname: &LowerName,
+        qtype: RecordType,
+        ip: IpAddr,
+        leases: &Registry,
+    ) -> Answer<'a> {
+        let Some(l) = &self.leases else {
+            return Answer::Outside;
+        };
+        let Some(host) = leases
+            .by_ip(ip)
+            .and_then(|i| i.hostname)
+            .and_then(|h| label(&h))
+        else {
+            // Not a lease of ours: someone else's reverse zone.
+            return Answer::Outside;
+        };
+        let mut owned = Vec::new();
+        if matches!(qtype, RecordType::PTR | RecordType::ANY)
+            && let Ok(target) = Name::from_ascii(&host).and_then(|h| h.append_domain(&l.name))
+        {
+            owned.push(Record::from_rdata(
+                Name::from(qname),
+                l.ttl,
+                RData::PTR(PTR(target)),
+            ));
+        }
+        Answer::Local {
+            rcode: ResponseCode::NoError,
+            answers: Vec::new(),
+            owned,
+            authority: Vec::new(),
+        }
+    }
+}
+
+/// Healthy addresses in rotated order; all of them when none is healthy (a phone trying a
+/// possibly dead server beats a phone with nothing to try).
+fn pick<'a>(addrs: &'a [Addr], turn: usize, out: &mut Vec<&'a Record>) {
+    if addrs.is_empty() {
+        return;
+    }
+    let healthy = |a: &Addr| a.health.as_ref().is_none_or(|h| h.is_up());
+    let up = addrs.iter().filter(|a| healthy(a)).count();
+    let start = out.len();
+    if up == 0 {
+        out.extend(addrs.iter().map(|a| &a.record));
+    } else {
+        out.extend(addrs.iter().filter(|a| healthy(a)).map(|a| &a.record));
+    }
+    let n = out.len() - start;
+    out[start..].rotate_left(turn % n);
+}
+
+/// A DHCP hostname as one DNS label: letters, digits and hyphens, lowercased; anything
+/// else (spaces, dots, underscores from odd firmware) makes it unanswerable.
+pub fn label(hostname: &str) -> Option<String> {
+    let h = hostname.trim().to_ascii_lowercase();
+    let ok = !h.is_empty()
+        && h.len() <= 63
+        && !h.starts_with('-')
+        && !h.ends_with('-')
+        && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    ok.then_some(h)
+}
+
+fn lease_addresses(qname: &LowerName, l: &LeaseDomain, leases: &Registry) -> Option<Vec<IpAddr>> {
+    if qname.num_labels() != l.origin.num_labels() + 1 {
+        return None;
+    }
+    let first = Name::from(qname).iter().next()?.to_ascii_lowercase();
+    let wanted = std::str::from_utf8(&first).ok()?.to_string();
+    let ips: Vec<IpAddr> = leases
+        .leases()
+        .into_iter()
+        .filter(|(_, info)| info.hostname.as_deref().and_then(label).as_deref() == Some(&wanted))
+        .map(|(ip, _)| ip)
+        .collect();
+    (!ips.is_empty()).then_some(ips)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::registry::LeaseInfo;
+
+    fn data(yaml: &str, health: &HashMap<Target, Arc<Health>>) -> ZoneData {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("files")).unwrap();
+        let cfg = crate::config::Config::parse(
+            &format!("catalog:\n  roots: [files]\ndns:\n  enabled: true\n  listen: [\"127.0.0.1:5300\"]\n{yaml}"),
+            &dir.path().join("config.yaml"),
+        )
+        .unwrap();
+        ZoneData::build(&cfg.dns, health).unwrap()
+    }
+
+    fn ln(s: &str) -> LowerName {
+        s.parse().unwrap()
+    }
+
+    fn ips(a: &Answer<'_>) -> (ResponseCode, Vec<String>) {
+        match a {
+            Answer::Local {
+                rcode,
+                answers,
+                owned,
+                ..
+            } => (
+                *rcode,
+                answers
+                    .iter()
+                    .copied()
+                    .chain(owned.iter())
+                    .map(|r| r.data.to_string())
+                    .collect(),
+            ),
+            Answer::Outside => (ResponseCode::Refused, vec![]),
+        }
+    }
+
+    const ZONE: &str = "  zones:\n    - name: lab.test\n      records:\n        - name: prov\n          a: [10.0.0.1, 10.0.0.2, 10.0.0.3]\n          check: { tcp: 80 }\n        - name: a.b\n          aaaa: [\"2001:db8::1\"]\n";
+
+    #[test]
+    fn answers_rotate() {
+        let d = data(ZONE, &HashMap::new());
+        let reg = Registry::default();
+        let q = ln("PROV.lab.test.");
+        let first = ips(&d.lookup(&q, RecordType::A, &reg)).1;
+        let second = ips(&d.lookup(&q, RecordType::A, &reg)).1;
+        assert_eq!(first, ["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
+        assert_eq!(second, ["10.0.0.2", "10.0.0.3", "10.0.0.1"]);
+    }
+
+    #[test]
+    fn unhealthy_left_out_unless_all_are() {
+        let probe = |ip: &str| Target {
+            ip: ip.parse().unwrap(),
+            probe: config::Probe::Tcp(80),
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(1),
+            fall: 2,
+            rise: 1,
+        };
+        let mut h = HashMap::new();
+        let states: Vec<_> = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+            .iter()
+            .map(|ip| {
+                let s = Arc::new(Health::new());
+                h.insert(probe(ip), s.clone());
+                s
+            })
+            .collect();
+        states[1].set(false);
+        let d = data(ZONE, &h);
+        let reg = Registry::default();
+        let q = ln("prov.lab.test.");
+        let mut got = ips(&d.lookup(&q, RecordType::A, &reg)).1;
+        got.sort();
+        assert_eq!(got, ["10.0.0.1", "10.0.0.3"]);
+        for s in &states {
+            s.set(false);
+        }
+        assert_eq!(ips(&d.lookup(&q, RecordType::A, &reg)).1.len(), 3);
+    }
+
+    #[test]
+    fn nxdomain_nodata_and_outside() {
+        let d = data(ZONE, &HashMap::new());
+        let reg = Registry::default();
+        assert_eq!(
+            ips(&d.lookup(&ln("nope.lab.test."), RecordType::A, &reg)).0,
+            ResponseCode::NXDomain
+        );
+        assert_eq!(
+            ips(&d.lookup(&ln("b.lab.test."), RecordType::A, &reg)),
+            (ResponseCode::NoError, vec![])
+        );
+        assert_eq!(
+            ips(&d.lookup(&ln("prov.lab.test."), RecordType::MX, &reg)),
+            (ResponseCode::NoError, vec![])
+        );
+        assert!(matches!(
+            d.lookup(&ln("example.com."), RecordType::A, &reg),
+            Answer::Outside
+        ));
+        assert_eq!(
+            ips(&d.lookup(&ln("lab.test."), RecordType::SOA, &reg))
+                .1
+                .len(),
+            1
+        );
+        assert_eq!(
+            ips(&d.lookup(&ln("lab.test."), RecordType::NS, &reg)).1,
+            ["ns.lab.test."]
+        );
+    }
+
+    #[test]
+    fn lease_names_and_ptr() {
+        let d = data(
+            &format!("{ZONE}  leases:\n    domain: phones.lab.test\n"),
+            &HashMap::new(),
+        );
+        let reg = Registry::default();
+        reg.lease_bound(
+            "198.18.0.57".parse().unwrap(),
+            LeaseInfo {
+                mac: "00:0e:08:aa:bb:cc".parse().unwrap(),
+                hostname: Some("SEP000E08AABBCC".into()),
+                vendor_class: None,
+            },
+        );
+        reg.lease_bound(
+            "198.18.0.58".parse().unwrap(),
+            LeaseInfo {
+                mac: "00:0e:08:aa:bb:cd".parse().unwrap(),
+                hostname: Some("bad name".into()),
+                vendor_class: None,
+            },
+        );
+        let a = ips(&d.lookup(&ln("sep000e08aabbcc.phones.lab.test."), RecordType::A, &reg));
+        assert_eq!(a, (ResponseCode::NoError, vec!["198.18.0.57".to_string()]));
+        let ptr = ips(&d.lookup(&ln("57.0.18.198.in-addr.arpa."), RecordType::PTR, &reg));
+        assert_eq!(ptr.1, ["sep000e08aabbcc.phones.lab.test."]);
+        assert!(matches!(
+            d.lookup(&ln("58.0.18.198.in-addr.arpa."), RecordType::PTR, &reg),
+            Answer::Outside
+        ));
+        assert_eq!(
+            ips(&d.lookup(&ln("other.phones.lab.test."), RecordType::A, &reg)).0,
+            ResponseCode::NXDomain
+        );
+        assert_eq!(
+            ips(&d.lookup(&ln("phones.lab.test."), RecordType::A, &reg)).0,
+            ResponseCode::NoError
+        );
+        assert!(d.is_local(&ln("57.0.18.198.in-addr.arpa."), &reg));
+        assert!(!d.is_local(&ln("58.0.18.199.in-addr.arpa."), &reg));
+    }
+
+    #[test]
+    fn labels() {
+        assert_eq!(label("SEP00562B043615").as_deref(), Some("sep00562b043615"));
+        assert_eq!(label("yealink_t46"), None);
+        assert_eq!(label("a.b"), None);
+        assert_eq!(label(""), None);
+    }
+}
