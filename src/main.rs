@@ -79,7 +79,6 @@ enum DevicesCommand {
     },
 }
 
-
 #[derive(Subcommand)]
 enum CertCommand {
     /// Write a private key and a certificate signing request to send to a CA.

@@ -75,11 +75,7 @@ fn served_dir() -> tempfile::TempDir {
     std::fs::write(d.path().join("more/shadowed.cfg"), "second root").unwrap();
     let fw: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(d.path().join("more/fw.bin"), &fw).unwrap();
-    std::fs::write(
-        d.path().join("more/sub/phone.cnf.xml"),
-        "<device/>",
-    )
-    .unwrap();
+    std::fs::write(d.path().join("more/sub/phone.cnf.xml"), "<device/>").unwrap();
     std::fs::write(d.path().join("files/.secret"), "hidden").unwrap();
     std::fs::write(d.path().join("files/half.bin.part"), "partial").unwrap();
     std::fs::write(d.path().join("files/notes.txt~"), "backup").unwrap();
@@ -118,14 +114,8 @@ fn get_head_ranges_conditionals_and_refusals() {
         curl(&format!("{base}/shadowed.cfg"), &[]).2,
         b"first root wins"
     );
-    assert_eq!(
-        curl(&format!("{base}/sub/phone.cnf.xml"), &[]).0,
-        200
-    );
-    assert_eq!(
-        curl(&format!("{base}/sub//./phone.cnf.xml"), &[]).0,
-        200
-    );
+    assert_eq!(curl(&format!("{base}/sub/phone.cnf.xml"), &[]).0, 200);
+    assert_eq!(curl(&format!("{base}/sub//./phone.cnf.xml"), &[]).0, 200);
 
     // HEAD: same headers, no body.
     let (code, h, body) = curl(&format!("{base}/fw.bin"), &["-I"]);

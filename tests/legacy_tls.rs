@@ -85,7 +85,7 @@ fn start(client_auth: &str, legacy_extra: &str) -> (Lab, Option<ClientCerts>) {
         .unwrap_or_default();
     let (modern, legacy, metrics) = (free_tcp_port(), free_tcp_port(), free_tcp_port());
     let yaml = format!(
-        "catalog:\n  roots: [files]\n\
+        "devices:\n  mac_in_path: false\ncatalog:\n  roots: [files]\n\
          https:\n  enabled: true\n  listen: [\"127.0.0.1:{modern}\"]\n  client_auth: {client_auth}\n{ca_line}\
          https_legacy:\n  enabled: true\n  listen: [\"127.0.0.1:{legacy}\"]\n{legacy_extra}\
          metrics:\n  enabled: true\n  listen: 127.0.0.1:{metrics}\n"
@@ -499,7 +499,7 @@ fn configured_rsa_certificate_is_reloaded_when_it_changes() {
     std::fs::copy(&first.1, &key).unwrap();
     let port = free_tcp_port();
     let yaml = format!(
-        "catalog:\n  roots: [files]\nhttps_legacy:\n  enabled: true\n  listen: [\"127.0.0.1:{port}\"]\n  cert: legacy.pem\n  key: legacy.key\n"
+        "devices:\n  mac_in_path: false\ncatalog:\n  roots: [files]\nhttps_legacy:\n  enabled: true\n  listen: [\"127.0.0.1:{port}\"]\n  cert: legacy.pem\n  key: legacy.key\n"
     );
     let mut pb = Provbox::start(dir, &yaml);
     let fetch = |ca: &Path| {

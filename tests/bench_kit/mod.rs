@@ -19,6 +19,9 @@ pub struct Bench {
 pub fn config(http: u16, udp: u16, tcp: u16, dash: u16, metrics: u16, extra: &str) -> String {
     format!(
         "data_dir: data
+# Per-device file names tie requests to phones here without being access-controlled.
+devices:
+  mac_in_path: false
 catalog:
   roots: [files]
 http:
