@@ -117,6 +117,9 @@ async fn reload(
         tracing::warn!("reload: data_dir changes take effect at the next restart");
     }
     failed.extend(ctx.reloaders.apply(&new));
+    // Changes inotify cannot see (network filesystems, files changed while stopped).
+    let catalog = ctx.provisioner.catalog().clone();
+    let _ = tokio::task::spawn_blocking(move || catalog.rescan()).await;
     let result = if failed.is_empty() { "ok" } else { "partial" };
     ctx.metrics
         .config_reloads

@@ -345,6 +345,12 @@ impl Catalog {
         changed
     }
 
+    /// Re-read every root from disk now (on reload); unchanged files keep their version.
+    pub fn rescan(&self) {
+        tracing::info!("catalog: rescanning every root");
+        self.rescan_all();
+    }
+
     /// Rebuild every root from disk (start-up, and when the watcher lost events).
     fn rescan_all(&self) {
         let mut staging = self.staging.lock().unwrap_or_else(|e| e.into_inner());
