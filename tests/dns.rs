@@ -616,3 +616,63 @@ fn garbage_is_dropped_and_service_continues() {
     );
     assert!(dns.pb.child.is_some());
 }
+
+/// Plain queries (no EDNS cookie) are answered from the answer cache after the first few:
+/// the answers must stay whole, keep rotating, follow health changes and reloads, and be
+/// counted like any other.
+#[test]
+fn cached_answers_rotate_follow_health_and_are_counted() {
+    let l2 = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    let port = l2.local_addr().unwrap().port();
+    let l3 = std::net::TcpListener::bind(("127.0.0.3", port)).unwrap();
+    let zone = format!(
+        "  zones:\n    - name: lab.test\n      records:\n        - name: prov\n          a: [127.0.0.2, 127.0.0.3]\n          check: {{tcp: {port}, interval: 200ms, timeout: 100ms, fall: 1, rise: 1}}\n"
+    );
+    let mut dns = start(&zone);
+    let plain = |dns: &Dns, tcp: bool| {
+        let mut args = vec!["prov.lab.test", "A", "+short", "+noedns"];
+        if tcp {
+            args.push("+tcp");
+        }
+        dns.dig(&args)
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+    };
+    for tcp in [false, true] {
+        // With two addresses and nobody else asking, every answer flips the order: the
+        // first few come from the normal path (filling the cache), the rest from the cache.
+        let mut last: Option<String> = None;
+        for i in 0..12 {
+            let a = plain(&dns, tcp);
+            assert_eq!(sorted(a.clone()), ["127.0.0.2", "127.0.0.3"], "tcp={tcp}");
+            if let Some(prev) = &last {
+                assert_ne!(prev, &a[0], "answer {i} did not rotate (tcp={tcp})");
+            }
+            last = Some(a[0].clone());
+        }
+    }
+    // A health change is seen through the cache.
+    drop(l3);
+    wait_until("127.0.0.3 left out of cached answers", || {
+        plain(&dns, false) == ["127.0.0.2"] && plain(&dns, false) == ["127.0.0.2"]
+    });
+    // So is a reload.
+    dns.reload("  zones:\n    - name: lab.test\n      records:\n        - name: prov\n          a: [10.0.0.9]\n");
+    wait_until("the reloaded record through the cache", || {
+        plain(&dns, false) == ["10.0.0.9"]
+    });
+    drop(l2);
+    let m = dns.metrics();
+    let udp_a: u64 = m
+        .lines()
+        .filter(|l| {
+            l.starts_with("provbox_dns_queries_total{")
+                && l.contains("transport=\"udp\"")
+                && l.contains("qtype=\"A\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(udp_a >= 12, "cached answers not counted:\n{m}");
+}

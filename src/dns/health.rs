@@ -29,7 +29,10 @@ impl Health {
         self.up.load(Ordering::Relaxed)
     }
     pub fn set(&self, up: bool) {
-        self.up.store(up, Ordering::Relaxed)
+        if self.up.swap(up, Ordering::AcqRel) != up {
+            // Cached answers were made with the old state.
+            super::fastpath::HEALTH_EPOCH.fetch_add(1, Ordering::AcqRel);
+        }
     }
 }
 

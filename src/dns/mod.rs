@@ -3,6 +3,7 @@
 //! forwarding (or REFUSED) for everything else. Zone data is swapped whole on reload.
 
 mod config;
+mod fastpath;
 mod forward;
 mod handler;
 mod health;

@@ -17,6 +17,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use hickory_server::proto::op::ResponseCode;
+use hickory_server::proto::rr::RecordType;
+
+use super::fastpath;
 use super::handler::{Capture, Handler};
 
 /// A TCP client gets this long to send its next query before the connection is closed.
@@ -82,6 +86,16 @@ pub async fn serve_udp(
             handler.metrics.dropped("udp", "bad_source");
             continue;
         }
+        let fast = fastpath::key(&buf[..n], false);
+        if let Some((key, _)) = &fast
+            && let Some(r) = replay(&handler, key, [buf[0], buf[1]], "udp")
+        {
+            if let Err(e) = socket.send_to(&r, src).await {
+                tracing::debug!(%src, error = %e, "dns: udp send failed");
+                handler.metrics.dropped("udp", "send_failed");
+            }
+            continue;
+        }
         let Some(request) = parse(&handler, buf[..n].to_vec(), src, Protocol::Udp) else {
             continue;
         };
@@ -96,22 +110,65 @@ pub async fn serve_udp(
                 drop(permit);
             });
         } else {
-            answer_udp(&socket, &handler, &request).await;
+            let learn = Learn::new(&handler, fast);
+            if let Some(bytes) = answer_udp(&socket, &handler, &request).await {
+                learn.keep(&request, &bytes);
+            }
         }
     }
 }
 
-async fn answer_udp(socket: &UdpSocket, handler: &Handler, request: &Request) {
+/// A cached answer for this exact question, counted like any other.
+fn replay(handler: &Handler, key: &[u8], id: [u8; 2], t: &'static str) -> Option<Vec<u8>> {
+    let r = handler.data.load().cache.answer(key, id)?;
+    handler
+        .metrics
+        .query(t, RecordType::from(r.qtype), ResponseCode::from(0, r.rcode));
+    Some(r.bytes)
+}
+
+/// What is needed to remember an answer made by the normal path: the zone generation and
+/// health epoch from before it was made, so an answer is never kept past either.
+struct Learn {
+    key: Option<(Vec<u8>, u16)>,
+    data: Arc<super::zone::ZoneData>,
+    epoch: u64,
+}
+
+impl Learn {
+    fn new(handler: &Handler, key: Option<(Vec<u8>, u16)>) -> Learn {
+        Learn {
+            key,
+            epoch: fastpath::current_epoch(),
+            data: handler.data.load_full(),
+        }
+    }
+
+    fn keep(self, request: &Request, answer: &[u8]) {
+        let Some((key, qtype)) = self.key else { return };
+        if request
+            .queries
+            .queries()
+            .first()
+            .is_some_and(|q| self.data.cacheable(q.name()))
+        {
+            self.data.cache.learn(key, qtype, answer, self.epoch);
+        }
+    }
+}
+
+async fn answer_udp(socket: &UdpSocket, handler: &Handler, request: &Request) -> Option<Vec<u8>> {
     let cap = Capture::new(Protocol::Udp);
     handler
         .handle_request::<_, TokioTime>(request, cap.clone())
         .await;
-    if let Some(bytes) = cap.take()
-        && let Err(e) = socket.send_to(&bytes, request.src()).await
-    {
+    let bytes = cap.take()?;
+    if let Err(e) = socket.send_to(&bytes, request.src()).await {
         tracing::debug!(src = %request.src(), error = %e, "dns: udp send failed");
         handler.metrics.dropped("udp", "send_failed");
+        return None;
     }
+    Some(bytes)
 }
 
 pub async fn serve_tcp(
@@ -170,15 +227,28 @@ async fn connection(
                 return;
             }
         }
-        // A connection that sent garbage is closed: its next bytes cannot be trusted either.
-        let Some(request) = parse(handler, buf, src, Protocol::Tcp) else {
-            return;
+        let fast = fastpath::key(&buf, true);
+        let cached = fast
+            .as_ref()
+            .and_then(|(key, _)| replay(handler, key, [buf[0], buf[1]], "tcp"));
+        let bytes = match cached {
+            Some(b) => b,
+            None => {
+                // A connection that sent garbage is closed: its next bytes cannot be
+                // trusted either.
+                let learn = Learn::new(handler, fast);
+                let Some(request) = parse(handler, buf, src, Protocol::Tcp) else {
+                    return;
+                };
+                let cap = Capture::new(Protocol::Tcp);
+                handler
+                    .handle_request::<_, TokioTime>(&request, cap.clone())
+                    .await;
+                let Some(bytes) = cap.take() else { continue };
+                learn.keep(&request, &bytes);
+                bytes
+            }
         };
-        let cap = Capture::new(Protocol::Tcp);
-        handler
-            .handle_request::<_, TokioTime>(&request, cap.clone())
-            .await;
-        let Some(bytes) = cap.take() else { continue };
         let mut out = Vec::with_capacity(bytes.len() + 2);
         out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
         out.extend_from_slice(&bytes);

@@ -52,6 +52,8 @@ pub struct ZoneData {
     leases: Option<LeaseDomain>,
     pub forwarders: Vec<SocketAddr>,
     pub forward_timeout: Duration,
+    /// Encoded answers of this generation (a reload starts with an empty one).
+    pub cache: super::fastpath::Cache,
 }
 
 /// What to answer.
@@ -167,7 +169,19 @@ impl ZoneData {
             leases,
             forwarders: cfg.forwarders.iter().map(|f| f.value).collect(),
             forward_timeout: cfg.forward_timeout.0,
+            cache: Default::default(),
         })
+    }
+
+    /// Whether the answer for `name` depends only on this zone data and health states:
+    /// local names outside the lease domain, or (with no forwarders) a REFUSED.
+    pub fn cacheable(&self, name: &LowerName) -> bool {
+        if self.lease_ptr_ip(name).is_some()
+            || self.leases.as_ref().is_some_and(|l| l.origin.zone_of(name))
+        {
+            return false;
+        }
+        self.zone_for(name).is_some() || self.forwarders.is_empty()
     }
 
     /// Whether a query for `name` is answered here (cheap: decides whether a transport

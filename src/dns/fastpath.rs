@@ -1,0 +1,253 @@
+//! A cache of encoded answers for the common case, so repeated queries for local names
+//! skip hickory's parse/build/encode: a phone fleet asks the same few questions over and
+//! over. The key is the query itself minus its ID (flags, question, EDNS options), so an
+//! answer is replayed only for a byte-identical question. Entries are filled by the normal
+//! path: for a multi-address answer, one variant per rotation is collected before the
+//! cache serves it, and replays cycle through them, so answers keep rotating. A change of
+//! any health state (a global epoch) or a reload (a new `ZoneData`, a new cache) retires
+//! every entry. Lease names and forwarded answers are never cached.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+/// Bumped whenever any address changes health: cached answers from before are stale.
+pub static HEALTH_EPOCH: AtomicU64 = AtomicU64::new(0);
+
+pub fn current_epoch() -> u64 {
+    HEALTH_EPOCH.load(Ordering::Acquire)
+}
+
+/// Bounded so random names (each a cached NXDOMAIN or REFUSED) cannot grow memory.
+const MAX_ENTRIES: usize = 4096;
+
+struct Entry {
+    epoch: u64,
+    /// Encoded answers (ID bytes left as they were), one per rotation.
+    variants: Vec<Vec<u8>>,
+    /// How many distinct variants make the set complete.
+    period: usize,
+    next: AtomicUsize,
+}
+
+#[derive(Default)]
+pub struct Cache {
+    map: RwLock<HashMap<Vec<u8>, Arc<Entry>>>,
+}
+
+/// What a replayed answer reports to metrics.
+pub struct Replay {
+    pub bytes: Vec<u8>,
+    pub qtype: u16,
+    pub rcode: u8,
+}
+
+/// The cache key of a query in the plain shape the cache handles (one IN question, no
+/// answers or authority, at most an option-less EDNS OPT record), with its qtype. Anything
+/// else (and anything odd) returns `None` and takes the normal path.
+pub fn key(pkt: &[u8], tcp: bool) -> Option<(Vec<u8>, u16)> {
+    if pkt.len() < 17 || pkt[2] & 0x80 != 0 || (pkt[2] >> 3) & 0x0f != 0 {
+        return None;
+    }
+    let count = |i: usize| u16::from_be_bytes([pkt[i], pkt[i + 1]]);
+    if count(4) != 1 || count(6) != 0 || count(8) != 0 || count(10) > 1 {
+        return None;
+    }
+    let mut i = 12;
+    loop {
+        let len = *pkt.get(i)? as usize;
+        if len == 0 {
+            i += 1;
+            break;
+        }
+        // Compression pointers and over-long labels are for the real parser to judge.
+        if len > 63 || i - 12 + len > 254 {
+            return None;
+        }
+        i += 1 + len;
+    }
+    let qtype = u16::from_be_bytes([*pkt.get(i)?, *pkt.get(i + 1)?]);
+    if u16::from_be_bytes([*pkt.get(i + 2)?, *pkt.get(i + 3)?]) != 1 {
+        return None;
+    }
+    i += 4;
+    if count(10) == 1 {
+        // Root owner, type OPT, any payload size, extended rcode 0, version 0, no options.
+        let opt = pkt.get(i..i + 11)?;
+        if opt[0] != 0 || opt[1..3] != [0, 41] || opt[5] != 0 || opt[6] != 0 || opt[9..11] != [0, 0]
+        {
+            return None;
+        }
+        i += 11;
+    }
+    if i != pkt.len() {
+        return None;
+    }
+    let mut k = Vec::with_capacity(pkt.len() - 1);
+    k.push(tcp as u8);
+    k.extend_from_slice(&pkt[2..]);
+    Some((k, qtype))
+}
+
+impl Cache {
+    /// The cached answer for `key`, with the query's ID, if the set is complete and fresh.
+    pub fn answer(&self, key: &[u8], id: [u8; 2]) -> Option<Replay> {
+        let entry = self
+            .map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()?;
+        if entry.epoch != HEALTH_EPOCH.load(Ordering::Acquire)
+            || entry.variants.len() < entry.period
+        {
+            return None;
+        }
+        let n = entry.next.fetch_add(1, Ordering::Relaxed) % entry.variants.len();
+        let mut bytes = entry.variants[n].clone();
+        bytes[0..2].copy_from_slice(&id);
+        let qtype = key_qtype(key);
+        Some(Replay {
+            rcode: bytes[3] & 0x0f,
+            bytes,
+            qtype,
+        })
+    }
+
+    /// Remember an answer the normal path produced for `key`, given the health epoch read
+    /// before it was made (an answer made across a health change is not kept). Truncated
+    /// answers are not kept either (the client retries over TCP, which has its own key).
+    pub fn learn(&self, key: Vec<u8>, qtype: u16, answer: &[u8], epoch: u64) {
+        if answer.len() < 12 || answer[2] & 0x02 != 0 || epoch != current_epoch() {
+            return;
+        }
+        let ancount = u16::from_be_bytes([answer[6], answer[7]]) as usize;
+        // A and AAAA answers rotate: one variant per order.
+        let period = if qtype == 1 || qtype == 28 {
+            ancount.max(1)
+        } else {
+            1
+        };
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        let mut variants = match map.get(&key) {
+            Some(e) if e.epoch == epoch && e.period == period => {
+                if e.variants.len() >= period || e.variants.iter().any(|v| v[2..] == answer[2..]) {
+                    return;
+                }
+                e.variants.clone()
+            }
+            Some(_) => Vec::new(),
+            None if map.len() >= MAX_ENTRIES => return,
+            None => Vec::new(),
+        };
+        variants.push(answer.to_vec());
+        map.insert(
+            key,
+            Arc::new(Entry {
+                epoch,
+                variants,
+                period,
+                next: AtomicUsize::new(0),
+            }),
+        );
+    }
+}
+
+/// The qtype inside a key (after the transport byte, header rest and question name).
+fn key_qtype(key: &[u8]) -> u16 {
+    let mut i = 11; // 1 transport byte + 10 header bytes after the ID
+    while let Some(&len) = key.get(i) {
+        if len == 0 {
+            i += 1;
+            break;
+        }
+        i += 1 + len as usize;
+    }
+    key.get(i..i + 2)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(name: &str, qtype: u16, edns: bool) -> Vec<u8> {
+        let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, edns as u8];
+        for label in name.split('.') {
+            q.push(label.len() as u8);
+            q.extend_from_slice(label.as_bytes());
+        }
+        q.push(0);
+        q.extend_from_slice(&qtype.to_be_bytes());
+        q.extend_from_slice(&[0, 1]);
+        if edns {
+            q.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]);
+        }
+        q
+    }
+
+    fn answer(id: [u8; 2], ancount: u16, tail: u8) -> Vec<u8> {
+        let mut a = vec![id[0], id[1], 0x85, 0x00, 0, 1];
+        a.extend_from_slice(&ancount.to_be_bytes());
+        a.extend_from_slice(&[0, 0, 0, 0, tail]);
+        a
+    }
+
+    #[test]
+    fn plain_queries_have_keys_odd_ones_do_not() {
+        let (k, t) = key(&query("prov.lab.test", 1, true), false).unwrap();
+        assert_eq!(t, 1);
+        assert_eq!(key_qtype(&k), 1);
+        assert!(key(&query("prov.lab.test", 28, false), true).is_some());
+        let mut resp = query("prov.lab.test", 1, false);
+        resp[2] |= 0x80;
+        assert!(key(&resp, false).is_none(), "a response");
+        let mut two = query("prov.lab.test", 1, false);
+        two[5] = 2;
+        assert!(key(&two, false).is_none(), "two questions");
+        let mut ptr = query("prov.lab.test", 1, false);
+        ptr[12] = 0xc0;
+        assert!(key(&ptr, false).is_none(), "compression pointer");
+        let mut trailing = query("prov.lab.test", 1, false);
+        trailing.push(0);
+        assert!(key(&trailing, false).is_none(), "trailing bytes");
+        assert!(key(&query("prov.lab.test", 1, false)[..15], false).is_none());
+    }
+
+    #[test]
+    fn serves_only_complete_rotation_sets_and_cycles_them() {
+        let cache = Cache::default();
+        let (k, t) = key(&query("prov.lab.test", 1, false), false).unwrap();
+        cache.learn(k.clone(), t, &answer([0, 0], 2, 1), current_epoch());
+        assert!(
+            cache.answer(&k, [9, 9]).is_none(),
+            "one of two rotations known"
+        );
+        cache.learn(k.clone(), t, &answer([0, 0], 2, 1), current_epoch());
+        assert!(
+            cache.answer(&k, [9, 9]).is_none(),
+            "duplicates do not count"
+        );
+        cache.learn(k.clone(), t, &answer([0, 0], 2, 2), current_epoch());
+        let a = cache.answer(&k, [9, 9]).unwrap();
+        let b = cache.answer(&k, [7, 7]).unwrap();
+        assert_eq!(&a.bytes[0..2], &[9, 9]);
+        assert_eq!(&b.bytes[0..2], &[7, 7]);
+        assert_ne!(a.bytes[12], b.bytes[12], "replays rotate");
+        assert_eq!((a.qtype, a.rcode), (1, 0));
+        // A health change retires the entry.
+        HEALTH_EPOCH.fetch_add(1, Ordering::AcqRel);
+        assert!(cache.answer(&k, [9, 9]).is_none());
+    }
+
+    #[test]
+    fn truncated_answers_are_not_learned() {
+        let cache = Cache::default();
+        let (k, t) = key(&query("big.lab.test", 16, false), false).unwrap();
+        let mut tc = answer([0, 0], 1, 0);
+        tc[2] |= 0x02;
+        cache.learn(k.clone(), t, &tc, current_epoch());
+        assert!(cache.answer(&k, [1, 1]).is_none());
+    }
+}
