@@ -109,15 +109,26 @@ fn every_key_in_the_shipped_config_is_documented() {
     let documented = documented_keys();
     let text = std::fs::read_to_string(repo().join("config.yaml")).unwrap();
     let mut stack: Vec<(usize, String)> = Vec::new();
+    // Keys inside list items (zones, subnets, options) are the list entries' own fields,
+    // documented with the list key: skip lines nested under a key that holds a list.
+    let mut list_owner: Option<usize> = None;
     for line in text.lines() {
         let t = line.trim_start();
-        if t.is_empty() || t.starts_with('#') || t.starts_with('-') {
+        let indent = line.len() - t.len();
+        if t.is_empty() || t.starts_with('#') {
             continue;
         }
+        if t.starts_with('-') {
+            list_owner = stack.last().map(|(i, _)| *i);
+            continue;
+        }
+        if list_owner.is_some_and(|owner| indent > owner) {
+            continue;
+        }
+        list_owner = None;
         let Some((key, _)) = t.split_once(':') else {
             continue;
         };
-        let indent = line.len() - t.len();
         while stack.last().is_some_and(|(i, _)| *i >= indent) {
             stack.pop();
         }
