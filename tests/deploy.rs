@@ -54,39 +54,14 @@ fn check_relocated(text: &str, dir: &Path) -> (i32, String) {
 }
 
 #[test]
-fn appliance_config_is_accepted_except_pending_sections() {
+fn appliance_config_is_accepted_whole() {
     let text = read("deploy/config.yaml");
     let b = blocks(&text);
-    let pending: Vec<_> = b.iter().filter(|x| x.3).collect();
     let dir = tempfile::tempdir().unwrap();
     let (code, out) = check_relocated(&text, dir.path());
-    if code != 0 {
-        // Every error must sit inside a PENDING section (another branch's front end).
-        for line in out.lines().filter(|l| l.starts_with("error: ")) {
-            let n: usize = line
-                .split(':')
-                .nth(2)
-                .and_then(|n| n.trim().parse().ok())
-                .unwrap_or_else(|| panic!("error without a line number: {line}"));
-            assert!(
-                pending.iter().any(|p| (p.1..=p.2).contains(&n)),
-                "deploy/config.yaml line {n} is refused outside the PENDING sections:\n{out}"
-            );
-        }
-        let kept: Vec<&str> = text
-            .lines()
-            .enumerate()
-            .filter(|(i, _)| !pending.iter().any(|p| (p.1..=p.2).contains(&(i + 1))))
-            .map(|(_, l)| l)
-            .collect();
-        let (code, out) = check_relocated(&kept.join("\n"), dir.path());
-        assert_eq!(
-            code, 0,
-            "deploy/config.yaml without PENDING sections:\n{out}"
-        );
-        for port in [":80", ":443", ":9100"] {
-            assert!(out.contains(port), "{port} missing from:\n{out}");
-        }
+    assert_eq!(code, 0, "deploy/config.yaml is refused:\n{out}");
+    for port in [":80", ":443", ":9100", ":69", ":53", ":514"] {
+        assert!(out.contains(port), "{port} missing from:\n{out}");
     }
     let keys: Vec<&str> = b.iter().map(|x| x.0.as_str()).collect();
     for k in [
@@ -100,7 +75,7 @@ fn appliance_config_is_accepted_except_pending_sections() {
         "0.0.0.0:443\"",
         ":69",
         ":53\"",
-        ":67",
+        "port: 67",
         ":514",
     ] {
         assert!(
