@@ -122,6 +122,18 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
     t.bytes.inc_by(report.bytes);
     t.retransmits.inc_by(report.retransmits);
     t.duration.observe(elapsed.as_secs_f64());
+    // The device status book hears of every transfer, as it does for HTTP.
+    shared
+        .provisioner
+        .transfer_done(&crate::devices::TransferDone {
+            protocol: Protocol::tftp,
+            peer: job.peer,
+            path: &job.request.filename,
+            user_agent: None,
+            client_mac: None,
+            bytes: report.bytes,
+            outcome: report.outcome,
+        });
     tracing::info!(
         peer = %job.peer,
         file = %job.request.filename,

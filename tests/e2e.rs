@@ -1,0 +1,235 @@
+//! End to end on a staging LAN made of network namespaces: phones get their address from
+//! provbox's DHCP, fetch their own rendered profile over TFTP (identified by that lease),
+//! report over syslog, and the device status follows (seen → configured → provisioned, or
+//! failed with the phone's reason). Everything runs inside namespaces this test creates
+//! (198.18.0.0/24, a bridge inside the server namespace), torn down even on failure.
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use support::Provbox;
+use support::netns::{Lab, Netns};
+
+const A: &str = "02:00:00:00:00:0a";
+const B: &str = "02:00:00:00:00:0b";
+
+fn hex(mac: &str) -> String {
+    mac.replace(':', "")
+}
+
+fn config() -> String {
+    r#"data_dir: data
+catalog:
+  roots: [files]
+http:
+  enabled: true
+  listen: ["0.0.0.0:8080"]
+tftp:
+  enabled: true
+  listen: 0.0.0.0:69
+dhcp:
+  enabled: true
+  interfaces: [br0]
+  options:
+    - {code: 66, string: "198.18.0.1"}
+  subnets:
+    - subnet: 198.18.0.0/24
+      pools: ["198.18.0.100-198.18.0.150"]
+      lease_time: 1h
+devices:
+  inventory: inventory.yaml
+  trust: {lease: true}
+syslog:
+  enabled: true
+  listen: 0.0.0.0:5514
+dashboard:
+  enabled: true
+  listen: 127.0.0.1:8081
+"#
+    .to_string()
+}
+
+fn udhcpc_script(dir: &Path) -> String {
+    let path = dir.join("udhcpc.sh");
+    std::fs::write(
+        &path,
+        "#!/bin/sh\ncase \"$1\" in\n  bound|renew) ip addr flush dev \"$interface\"; ip addr add \"$ip/$mask\" dev \"$interface\";;\nesac\nexit 0\n",
+    )
+    .unwrap();
+    let mut perm = std::fs::metadata(&path).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&path, perm).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// A phone: its own namespace on the LAN with a fixed MAC and a DHCP lease from provbox.
+fn phone(lab: &Lab, srv: &Netns, tag: &str, mac: &str, script: &str) -> Netns {
+    let ns = lab.ns(tag);
+    lab.attach_as(srv, &ns, "eth0", None, Some(mac));
+    let out = ns.run(&[
+        "busybox", "udhcpc", "-i", "eth0", "-f", "-q", "-n", "-t", "5", "-T", "1", "-s", script,
+    ]);
+    assert!(
+        out.status.success(),
+        "{mac}: no lease: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ns
+}
+
+/// tftp-hpa from inside a phone's namespace: Ok(bytes) or Err(what the client said).
+fn tftp_get(ns: &Netns, file: &str, dir: &Path) -> Result<Vec<u8>, String> {
+    let out_path = dir.join(format!("got-{}", file.replace('/', "_")));
+    let _ = std::fs::remove_file(&out_path);
+    let out = ns.run(&[
+        "tftp",
+        "198.18.0.1",
+        "-m",
+        "octet",
+        "-c",
+        "get",
+        file,
+        out_path.to_str().unwrap(),
+    ]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if said.contains("Error") || !out.status.success() {
+        return Err(said);
+    }
+    std::fs::read(&out_path).map_err(|e| format!("{e}: {said}"))
+}
+
+/// The dashboard's record of a device, read from inside the server namespace.
+fn device(srv: &Netns, mac: &str) -> Option<serde_json::Value> {
+    let out = srv.run(&[
+        "curl",
+        "-s",
+        "--max-time",
+        "5",
+        &format!("http://127.0.0.1:8081/api/devices/{}", hex(mac)),
+    ]);
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+fn wait_state(srv: &Netns, pb: &Provbox, mac: &str, state: &str) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        let d = device(srv, mac);
+        if let Some(d) = &d
+            && d["state"] == state
+        {
+            return d.clone();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "{mac} never reached {state}; last record: {d:#?}\n{}",
+            pb.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn leased_phones_get_their_own_profile_over_tftp_and_reach_provisioned() {
+    for p in ["busybox", "tftp", "curl", "logger"] {
+        support::require(p);
+    }
+    let dir = Provbox::dir();
+    std::fs::create_dir_all(dir.path().join("files/cfg")).unwrap();
+    std::fs::write(
+        dir.path().join("files/cfg/$MA.xml.tmpl"),
+        "<flat-profile><Ext>$extension</Ext><Mac>$MA</Mac></flat-profile>\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("inventory.yaml"),
+        format!(
+            "devices:\n  - mac: \"{A}\"\n    extension: \"101\"\n  - mac: \"{B}\"\n    extension: \"102\"\n"
+        ),
+    )
+    .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let script = udhcpc_script(work.path());
+
+    let lab = Lab::new();
+    let srv = lab.ns("s");
+    lab.bridge(&srv, Some("198.18.0.1/24"));
+    let pb = Provbox::start_with(dir, &config(), &srv.prefix());
+
+    let a = phone(&lab, &srv, "a", A, &script);
+    let b = phone(&lab, &srv, "b", B, &script);
+    wait_state(&srv, &pb, A, "seen");
+
+    // Over TFTP, each phone is known by its lease and gets exactly its own profile.
+    let want = |mac: &str, ext: &str| {
+        format!(
+            "<flat-profile><Ext>{ext}</Ext><Mac>{}</Mac></flat-profile>\n",
+            hex(mac)
+        )
+        .into_bytes()
+    };
+    let file = |mac: &str| format!("cfg/{}.xml", hex(mac));
+    assert_eq!(tftp_get(&a, &file(A), work.path()).unwrap(), want(A, "101"));
+    assert_eq!(tftp_get(&b, &file(B), work.path()).unwrap(), want(B, "102"));
+    // The TFTP transfer alone moves the device on (before any HTTP request below).
+    wait_state(&srv, &pb, A, "configured");
+    // Another phone's profile is refused (access violation), and nothing is written.
+    let refused = tftp_get(&a, &file(B), work.path()).unwrap_err();
+    assert!(refused.contains("Error code 2"), "{refused}");
+    // HTTP from the same leased address: the same bytes.
+    let out = a.run(&[
+        "curl",
+        "-s",
+        "--max-time",
+        "5",
+        &format!("http://198.18.0.1:8080/{}", file(A)),
+    ]);
+    assert_eq!(out.stdout, want(A, "101"));
+
+    // The phone's own syslog line finishes it.
+    let line = format!(
+        "CP-8831-3PCC {A} -- Successful resync tftp://198.18.0.1/{}",
+        file(A)
+    );
+    let out = a.run(&[
+        "logger",
+        "-n",
+        "198.18.0.1",
+        "-P",
+        "5514",
+        "-d",
+        "--rfc3164",
+        &line,
+    ]);
+    assert!(out.status.success());
+    let d = wait_state(&srv, &pb, A, "provisioned");
+    assert_eq!(
+        d["ip"].as_str().map(|ip| ip.starts_with("198.18.0.1")),
+        Some(true),
+        "{d:#}"
+    );
+    // A failure shows the phone's reason.
+    let line = format!("CP-8831-3PCC {B} -- Resync failed: 401 Unauthorized");
+    b.run(&[
+        "logger",
+        "-n",
+        "198.18.0.1",
+        "-P",
+        "5514",
+        "-d",
+        "--rfc3164",
+        &line,
+    ]);
+    let d = wait_state(&srv, &pb, B, "failed");
+    assert!(
+        d["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("401 Unauthorized"),
+        "{d:#}"
+    );
+}
