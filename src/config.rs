@@ -515,33 +515,7 @@ impl Config {
             }
         }
         if self.https.enabled {
-            match (&self.https.cert, &self.https.key) {
-                (Some(c), Some(k)) => {
-                    for (field, f) in [("https.cert", c), ("https.key", k)] {
-                        if !f.is_file() {
-                            p.add(
-                                field,
-                                f,
-                                format!(
-                                    "{} is not a readable file; expected a PEM file",
-                                    f.display()
-                                ),
-                            );
-                        }
-                    }
-                }
-                (Some(c), None) => p.add(
-                    "https.key",
-                    c,
-                    "cert is set without key; expected both or neither",
-                ),
-                (None, Some(k)) => p.add(
-                    "https.cert",
-                    k,
-                    "key is set without cert; expected both or neither",
-                ),
-                (None, None) => {}
-            }
+            check_cert_pair("https", &self.https.cert, &self.https.key, p);
             match (self.https.client_auth.value, &self.https.client_ca) {
                 (ClientAuth::None, _) => {}
                 (_, Some(ca)) if !ca.is_file() => p.add(
@@ -618,6 +592,42 @@ impl Config {
         }
         s.push_str(&format!("data_dir: {}\n", self.data_dir.display()));
         s
+    }
+}
+
+/// A certificate and its key: both or neither, and each a readable file.
+pub fn check_cert_pair(
+    section: &str,
+    cert: &Option<At<PathBuf>>,
+    key: &Option<At<PathBuf>>,
+    p: &mut Problems,
+) {
+    match (cert, key) {
+        (Some(c), Some(k)) => {
+            for (name, f) in [("cert", c), ("key", k)] {
+                if !f.is_file() {
+                    p.add(
+                        format!("{section}.{name}"),
+                        f,
+                        format!(
+                            "{} is not a readable file; expected a PEM file",
+                            f.display()
+                        ),
+                    );
+                }
+            }
+        }
+        (Some(c), None) => p.add(
+            format!("{section}.key"),
+            c,
+            "cert is set without key; expected both or neither",
+        ),
+        (None, Some(k)) => p.add(
+            format!("{section}.cert"),
+            k,
+            "key is set without cert; expected both or neither",
+        ),
+        (None, None) => {}
     }
 }
 

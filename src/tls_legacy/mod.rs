@@ -163,33 +163,7 @@ impl Config {
                 "is 0; expected at least 1",
             );
         }
-        match (&self.cert, &self.key) {
-            (Some(c), Some(k)) => {
-                for (field, f) in [("https_legacy.cert", c), ("https_legacy.key", k)] {
-                    if !f.is_file() {
-                        p.add(
-                            field,
-                            f,
-                            format!(
-                                "{} is not a readable file; expected a PEM file",
-                                f.display()
-                            ),
-                        );
-                    }
-                }
-            }
-            (Some(c), None) => p.add(
-                "https_legacy.key",
-                c,
-                "cert is set without key; expected both or neither",
-            ),
-            (None, Some(k)) => p.add(
-                "https_legacy.cert",
-                k,
-                "key is set without cert; expected both or neither",
-            ),
-            (None, None) => {}
-        }
+        crate::config::check_cert_pair("https_legacy", &self.cert, &self.key, p);
         let eff = self.effective(https);
         if let Some(ca) = &self.client_ca
             && !ca.is_file()
