@@ -152,6 +152,13 @@ fn leased_phones_get_their_own_profile_over_tftp_and_reach_provisioned() {
         ),
     )
     .unwrap();
+    // A private per-device static file (under `devices/`, named for A).
+    std::fs::create_dir_all(dir.path().join("files/devices")).unwrap();
+    std::fs::write(
+        dir.path().join(format!("files/devices/{}.secret", hex(A))),
+        "A only\n",
+    )
+    .unwrap();
     let work = tempfile::tempdir().unwrap();
     let script = udhcpc_script(work.path());
 
@@ -180,6 +187,34 @@ fn leased_phones_get_their_own_profile_over_tftp_and_reach_provisioned() {
     // Another phone's profile is refused (access violation), and nothing is written.
     let refused = tftp_get(&a, &file(B), work.path()).unwrap_err();
     assert!(refused.contains("Error code 2"), "{refused}");
+    let secret = format!("devices/{}.secret", hex(A));
+    let refused = tftp_get(&b, &secret, work.path()).unwrap_err();
+    assert!(refused.contains("Error code 2"), "{refused}");
+    assert_eq!(tftp_get(&a, &secret, work.path()).unwrap(), b"A only\n");
+    // A write is refused by the listener itself.
+    let put = a.run(&["tftp", "198.18.0.1", "-c", "put", &script, "x.sh"]);
+    let said =
+        String::from_utf8_lossy(&put.stdout).into_owned() + &String::from_utf8_lossy(&put.stderr);
+    assert!(said.contains("Error code 2"), "{said}");
+    // Refused requests are on the requester's timeline too, with their outcome.
+    let refusals = [
+        format!("tftp {} 0 bytes access_violation", file(B)),
+        "tftp x.sh 0 bytes write_refused".to_string(),
+    ];
+    let start = Instant::now();
+    loop {
+        let d = device(&srv, A).unwrap_or_default();
+        let events = d["events"].as_array().cloned().unwrap_or_default();
+        let has = |want: &str| events.iter().any(|e| e["detail"] == want);
+        if refusals.iter().all(|r| has(r)) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "refusals missing from A's timeline: {d:#}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // HTTP from the same leased address: the same bytes.
     let out = a.run(&[
         "curl",
@@ -189,6 +224,18 @@ fn leased_phones_get_their_own_profile_over_tftp_and_reach_provisioned() {
         &format!("http://198.18.0.1:8080/{}", file(A)),
     ]);
     assert_eq!(out.stdout, want(A, "101"));
+    let out = a.run(&[
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "5",
+        &format!("http://198.18.0.1:8080/{}", file(B)),
+    ]);
+    assert_eq!(out.stdout, b"403", "B's profile over HTTP from A's lease");
 
     // The phone's own syslog line finishes it.
     let line = format!(

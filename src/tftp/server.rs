@@ -18,6 +18,7 @@ use super::options::Limits;
 use super::packet::{self, Packet, code};
 use super::sock;
 use super::transfer::{self, Job, Shared};
+use crate::devices::TransferDone;
 use crate::metrics::{OutcomeLabels, Protocol};
 use crate::server::{Context, bind_error};
 
@@ -116,7 +117,7 @@ impl Bound {
                 Ok(Packet::Rrq(req)) => req,
                 Ok(Packet::Wrq(req)) => {
                     tracing::info!(peer = %peer, file = %req.filename, outcome = "write_refused", "tftp transfer");
-                    count_refusal(&shared, "write_refused", "write");
+                    count_refusal(&shared, peer, &req.filename, "write_refused", "write");
                     self.reply(peer, code::ACCESS_VIOLATION, "read-only server")
                         .await;
                     continue;
@@ -155,7 +156,7 @@ impl Bound {
                         a.remove(&peer);
                     }
                     tracing::warn!(peer = %peer, file = %request.filename, outcome = "busy", limit = self.cfg.max_transfers.value, "tftp transfer");
-                    count_refusal(&shared, "busy", "busy");
+                    count_refusal(&shared, peer, &request.filename, "busy", "busy");
                     self.reply(peer, code::NOT_DEFINED, "server busy, try again later")
                         .await;
                     continue;
@@ -181,7 +182,22 @@ impl Bound {
 }
 
 /// A request refused by the listener itself (write, busy): counted like any transfer.
-fn count_refusal(shared: &Shared, outcome: &'static str, reason: &'static str) {
+fn count_refusal(
+    shared: &Shared,
+    peer: SocketAddr,
+    path: &str,
+    outcome: &'static str,
+    reason: &'static str,
+) {
+    shared.provisioner.transfer_done(&TransferDone {
+        protocol: Protocol::tftp,
+        peer,
+        path,
+        user_agent: None,
+        client_mac: None,
+        bytes: 0,
+        outcome,
+    });
     shared.tftp.outcome(outcome);
     shared.metrics.refused(Protocol::tftp, reason);
     shared
