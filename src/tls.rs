@@ -106,13 +106,7 @@ impl Reloading {
 
     /// Poll the files' modification times; a broken new file keeps the old config serving.
     pub fn watch(self: Arc<Self>, every: Duration, shutdown: tokio_util::sync::CancellationToken) {
-        let stamp = |files: &TlsFiles| -> Vec<Option<SystemTime>> {
-            files
-                .watched()
-                .iter()
-                .map(|p| fs::metadata(p).and_then(|m| m.modified()).ok())
-                .collect()
-        };
+        let stamp = |files: &TlsFiles| file_stamps(&files.watched());
         tokio::spawn(async move {
             let mut last = stamp(&self.files);
             loop {
@@ -137,6 +131,15 @@ impl Reloading {
             }
         });
     }
+}
+
+/// Modification times of certificate files, compared between polls to notice a change
+/// (both TLS doors re-read their files this way).
+pub fn file_stamps(paths: &[&Path]) -> Vec<Option<SystemTime>> {
+    paths
+        .iter()
+        .map(|p| fs::metadata(p).and_then(|m| m.modified()).ok())
+        .collect()
 }
 
 /// What a verified client certificate says about the device.

@@ -291,13 +291,7 @@ impl Acceptor {
 
     /// Poll the files' modification times; a broken new file keeps the old context.
     fn watch(self: Arc<Self>, every: Duration, shutdown: tokio_util::sync::CancellationToken) {
-        let stamp = |files: &Files| -> Vec<Option<SystemTime>> {
-            files
-                .watched()
-                .iter()
-                .map(|p| fs::metadata(p).and_then(|m| m.modified()).ok())
-                .collect()
-        };
+        let stamp = |files: &Files| crate::tls::file_stamps(&files.watched());
         tokio::spawn(async move {
             let mut last = stamp(&self.files.load());
             loop {
