@@ -15,22 +15,41 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_provbox"))
 }
 
+/// Ports already handed out in this test process: the kernel may give a just-released
+/// port to the next bind, and two listeners of one test must not get the same one.
+static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+
+fn unique(mut pick: impl FnMut() -> u16) -> u16 {
+    let mut seen = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let p = pick();
+        if !seen.contains(&p) {
+            seen.push(p);
+            return p;
+        }
+    }
+}
+
 /// A TCP port free on 127.0.0.1 right now.
 pub fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    unique(|| {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    })
 }
 
 /// A UDP port free on 127.0.0.1 right now.
 pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    unique(|| {
+        UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    })
 }
 
 /// Panics with a clear message when a client program the test needs is missing
