@@ -15,41 +15,49 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_provbox"))
 }
 
-/// Ports already handed out in this test process: the kernel may give a just-released
-/// port to the next bind, and two listeners of one test must not get the same one.
-static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+/// Next candidate port for this test process. Ports come from below the kernel's
+/// ephemeral range (`ip_local_port_range`), so no client socket, TFTP transfer socket or
+/// outgoing connection anywhere on the machine can take one between our check and
+/// provbox's bind (CI once failed on exactly that with ports picked by binding port 0).
+/// The walk starts at a pid-derived offset so test binaries running side by side rarely
+/// meet, and every candidate is checked free on TCP and UDP at once.
+static NEXT: std::sync::Mutex<Option<u16>> = std::sync::Mutex::new(None);
 
-fn unique(mut pick: impl FnMut() -> u16) -> u16 {
-    let mut seen = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-    loop {
-        let p = pick();
-        if !seen.contains(&p) {
-            seen.push(p);
-            return p;
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768)
+}
+
+fn free_port() -> u16 {
+    const LOW: u16 = 10000;
+    let high = ephemeral_low().max(LOW + 2000);
+    let span = u32::from(high - LOW);
+    let mut next = NEXT.lock().unwrap_or_else(|e| e.into_inner());
+    let mut port =
+        next.unwrap_or_else(|| LOW + (std::process::id().wrapping_mul(2654435761) % span) as u16);
+    for _ in 0..span {
+        let candidate = port;
+        port = if port + 1 >= high { LOW } else { port + 1 };
+        let tcp = TcpListener::bind(("127.0.0.1", candidate)).is_ok();
+        let udp = UdpSocket::bind(("127.0.0.1", candidate)).is_ok();
+        if tcp && udp {
+            *next = Some(port);
+            return candidate;
         }
     }
+    panic!("no free port on 127.0.0.1 between {LOW} and {high}");
 }
 
-/// A TCP port free on 127.0.0.1 right now.
+/// A port free on 127.0.0.1 for TCP (and UDP) right now, never handed out twice.
 pub fn free_tcp_port() -> u16 {
-    unique(|| {
-        TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    })
+    free_port()
 }
 
-/// A UDP port free on 127.0.0.1 right now.
+/// A port free on 127.0.0.1 for UDP (and TCP) right now, never handed out twice.
 pub fn free_udp_port() -> u16 {
-    unique(|| {
-        UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    })
+    free_port()
 }
 
 /// Panics with a clear message when a client program the test needs is missing
