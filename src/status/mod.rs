@@ -12,12 +12,13 @@ pub mod record;
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use anyhow::{Context as _, Result};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry as PromRegistry;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::mpsc;
@@ -35,27 +36,46 @@ const PERSIST_DELAY: std::time::Duration = std::time::Duration::from_millis(500)
 
 /// Devices kept; beyond that the one not heard from longest is forgotten.
 pub const MAX_DEVICES: usize = 4096;
+/// A full book forgets `MAX_DEVICES / EVICT_FRACTION` devices at once.
+const EVICT_FRACTION: usize = 16;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     state: &'static str,
 }
 
-/// `provbox_devices{state}`.
-#[derive(Clone, Default)]
+/// `provbox_devices{state}`, counted when scraped: counting on every event would walk
+/// every record per lease or syslog line (it was most of the CPU under a DHCP storm).
+#[derive(Clone, Debug, Default)]
 pub struct Metrics {
-    devices: Family<StateLabels, Gauge>,
+    book: Arc<OnceLock<Weak<StatusBook>>>,
 }
 
 impl Metrics {
     pub fn register(reg: &mut PromRegistry) -> Metrics {
         let m = Metrics::default();
-        reg.register(
+        reg.register_collector(Box::new(m.clone()));
+        m
+    }
+}
+
+impl Collector for Metrics {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let Some(book) = self.book.get().and_then(Weak::upgrade) else {
+            return Ok(());
+        };
+        let counts = book.counts();
+        let mut family = enc.encode_descriptor(
             "provbox_devices",
             "Devices known to the status book, by state",
-            m.devices.clone(),
-        );
-        m
+            None,
+            MetricType::Gauge,
+        )?;
+        for s in State::ALL {
+            let n = counts.get(&s).copied().unwrap_or(0);
+            ConstGauge::new(n).encode(family.encode_family(&StateLabels { state: s.as_str() })?)?;
+        }
+        Ok(())
     }
 }
 
@@ -95,13 +115,25 @@ fn ip_key(ip: IpAddr) -> String {
 impl StatusBook {
     /// A book without persistence (unit tests).
     pub fn in_memory(registry: Arc<Registry>, metrics: Metrics) -> Arc<StatusBook> {
-        Arc::new(StatusBook {
-            inner: Mutex::default(),
+        StatusBook::new(Inner::default(), registry, metrics, None)
+    }
+
+    fn new(
+        inner: Inner,
+        registry: Arc<Registry>,
+        metrics: Metrics,
+        dirty: Option<mpsc::UnboundedSender<String>>,
+    ) -> Arc<StatusBook> {
+        let book = Arc::new(StatusBook {
+            inner: Mutex::new(inner),
             registry,
             metrics,
             version: AtomicU64::new(1),
-            dirty: None,
-        })
+            dirty,
+        });
+        // First book wins: one per process (tests make more, each with its own Metrics).
+        let _ = book.metrics.book.set(Arc::downgrade(&book));
+        book
     }
 
     /// Load the records from the store and start writing changes back on `tracker`.
@@ -135,14 +167,7 @@ impl StatusBook {
             }
         }
         let (send, recv) = mpsc::unbounded_channel();
-        let book = Arc::new(StatusBook {
-            inner: Mutex::new(inner),
-            registry,
-            metrics,
-            version: AtomicU64::new(1),
-            dirty: Some(send),
-        });
-        book.update_gauges(&book.lock());
+        let book = StatusBook::new(inner, registry, metrics, Some(send));
         tracker.spawn(persist(book.clone(), store, recv, shutdown));
         Ok(book)
     }
@@ -155,9 +180,8 @@ impl StatusBook {
         self.version.load(Ordering::Acquire)
     }
 
-    fn changed(&self, inner: &Inner, keys: &[&str]) {
+    fn changed(&self, keys: &[&str]) {
         self.version.fetch_add(1, Ordering::AcqRel);
-        self.update_gauges(inner);
         if let Some(tx) = &self.dirty {
             for k in keys {
                 let _ = tx.send(k.to_string());
@@ -165,17 +189,14 @@ impl StatusBook {
         }
     }
 
-    fn update_gauges(&self, inner: &Inner) {
+    /// Devices per state, for the metrics scrape.
+    fn counts(&self) -> HashMap<State, i64> {
+        let inner = self.lock();
         let mut counts: HashMap<State, i64> = HashMap::new();
         for d in inner.devices.values() {
             *counts.entry(d.state).or_default() += 1;
         }
-        for s in State::ALL {
-            self.metrics
-                .devices
-                .get_or_create(&StateLabels { state: s.as_str() })
-                .set(counts.get(&s).copied().unwrap_or(0));
-        }
+        counts
     }
 
     /// The record for `mac`, folding in an address-only record for `ip` if there is one.
@@ -240,7 +261,7 @@ impl StatusBook {
         }
         d.push_event(at, "lease", ip.to_string());
         let keys: Vec<&str> = touched.iter().map(String::as_str).collect();
-        self.changed(&inner, &keys);
+        self.changed(&keys);
     }
 
     /// A file request is over.
@@ -293,7 +314,7 @@ impl StatusBook {
         );
         d.on_transfer(ok);
         let keys: Vec<&str> = touched.iter().map(String::as_str).collect();
-        self.changed(&inner, &keys);
+        self.changed(&keys);
     }
 
     /// A recognised provisioning line from the phone at `from`.
@@ -308,7 +329,7 @@ impl StatusBook {
         d.push_event(at, r.event.kind(), r.event.detail());
         d.on_phone(&r.event);
         let keys: Vec<&str> = touched.iter().map(String::as_str).collect();
-        self.changed(&inner, &keys);
+        self.changed(&keys);
     }
 
     /// Any other line from a phone: kept with the device if we can tell which one it is.
@@ -332,7 +353,7 @@ impl StatusBook {
         };
         d.push_line(at, text);
         let keys: Vec<&str> = touched.iter().map(String::as_str).collect();
-        self.changed(&inner, &keys);
+        self.changed(&keys);
         true
     }
 
@@ -341,7 +362,7 @@ impl StatusBook {
         let mut inner = self.lock();
         if let Some(d) = inner.devices.get_mut(key) {
             d.push_event(now_ms(), kind, detail);
-            self.changed(&inner, &[key]);
+            self.changed(&[key]);
         }
     }
 
@@ -395,21 +416,26 @@ impl StatusBook {
     }
 }
 
-/// Forget the device not heard from longest when the book is full.
+/// When the book is full, forget the devices not heard from longest: a sixteenth of the
+/// book at once, so a stream of new devices (a DHCP storm of fresh MACs) pays one walk of
+/// the book per 256 newcomers instead of one per newcomer.
 fn evict(inner: &mut Inner, touched: &mut Vec<String>) {
     if inner.devices.len() < MAX_DEVICES {
         return;
     }
-    if let Some(k) = inner
+    let mut ages: Vec<(u64, &String)> = inner
         .devices
-        .values()
-        .min_by_key(|d| d.last_seen)
-        .map(|d| d.key.clone())
-    {
-        inner.devices.remove(&k);
-        inner.by_ip.retain(|_, v| *v != k);
-        touched.push(k);
+        .iter()
+        .map(|(k, d)| (d.last_seen, k))
+        .collect();
+    let n = (MAX_DEVICES / EVICT_FRACTION).min(ages.len());
+    ages.select_nth_unstable(n - 1);
+    let gone: HashSet<String> = ages[..n].iter().map(|(_, k)| (*k).clone()).collect();
+    for k in &gone {
+        inner.devices.remove(k);
     }
+    inner.by_ip.retain(|_, v| !gone.contains(v));
+    touched.extend(gone);
 }
 
 impl Observer for StatusBook {
@@ -522,6 +548,32 @@ mod tests {
             bytes: 10,
             outcome,
         }
+    }
+
+    #[test]
+    fn full_book_forgets_the_longest_silent_and_metrics_count_on_scrape() {
+        let mut preg = PromRegistry::default();
+        let metrics = Metrics::register(&mut preg);
+        let b = StatusBook::in_memory(Arc::new(Registry::default()), metrics);
+        let mac = |i: usize| Mac([2, 0, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8]);
+        let ip: IpAddr = "198.18.0.9".parse().unwrap();
+        for i in 0..MAX_DEVICES {
+            b.lease_seen(mac(i), ip, None, None);
+        }
+        assert_eq!(b.list().len(), MAX_DEVICES);
+        std::thread::sleep(std::time::Duration::from_millis(3));
+        b.lease_seen(mac(0), ip, None, None); // heard from again: newest of the old ones
+        b.lease_seen(mac(MAX_DEVICES), ip, None, None);
+        let left = b.list();
+        assert_eq!(left.len(), MAX_DEVICES + 1 - MAX_DEVICES / EVICT_FRACTION);
+        assert!(b.get(&mac(0).to_string()).is_some());
+        assert!(b.get(&mac(MAX_DEVICES).to_string()).is_some());
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &preg).unwrap();
+        assert!(
+            text.contains(&format!("provbox_devices{{state=\"seen\"}} {}", left.len())),
+            "{text}"
+        );
     }
 
     #[test]
