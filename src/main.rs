@@ -42,7 +42,7 @@ enum Command {
         #[arg(long, short, default_value = "config.yaml")]
         config: PathBuf,
     },
-    /// List the DHCP leases in the store (provbox must not be running: redb allows one process).
+    /// List the DHCP leases in the lease journal (also while provbox runs).
     Leases {
         #[arg(long, short, default_value = "config.yaml")]
         config: PathBuf,

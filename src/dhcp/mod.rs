@@ -3,7 +3,7 @@
 //! - `config`: YAML schema and the validated `Settings`.
 //! - `options`: typed option values → wire bytes, layering, request-list selection.
 //! - `leases`: the lease table and allocation (pure).
-//! - `store`: the durable lease table in redb (format documented there and in docs/dhcp.md).
+//! - `store`: the durable lease journal (format documented there and in docs/dhcp.md).
 //! - `engine`: the decision path for each message.
 //! - `wire`: strict option scan and the reply encoder.
 //! - `socket`: per-interface sockets and reply delivery.
@@ -112,7 +112,8 @@ pub async fn start(
         ctx.provisioner.registry().clone(),
         metrics,
     ));
-    let (stored, bad) = store::load(ctx.store.db()).context("dhcp: loading leases")?;
+    let (journal, stored, bad) =
+        store::Journal::open(&ctx.data_dir).context("dhcp: loading leases")?;
     if bad > 0 {
         tracing::warn!(records = bad, "dhcp: unreadable lease records skipped");
     }
@@ -124,7 +125,7 @@ pub async fn start(
     let (tx, rx) = mpsc::unbounded_channel::<Job>();
     ctx.tracker.spawn(writer(
         rx,
-        ctx.store.clone(),
+        Arc::new(std::sync::Mutex::new(journal)),
         engine.clone(),
         ifaces.clone(),
     ));
@@ -217,7 +218,7 @@ async fn deliver(engine: &Engine, iface: &Iface, r: Reply) {
 /// Group commit: everything queued while the previous commit ran goes into the next one.
 async fn writer(
     mut rx: mpsc::UnboundedReceiver<Job>,
-    store: Arc<crate::store::Store>,
+    journal: Arc<std::sync::Mutex<store::Journal>>,
     engine: Arc<Engine>,
     ifaces: Arc<Vec<Iface>>,
 ) {
@@ -230,8 +231,11 @@ async fn writer(
             }
         }
         let changes: Vec<Change> = batch.iter().flat_map(|j| j.changes.clone()).collect();
-        let st = store.clone();
-        let res = tokio::task::spawn_blocking(move || store::commit(st.db(), &changes)).await;
+        let j = journal.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            j.lock().unwrap_or_else(|e| e.into_inner()).commit(&changes)
+        })
+        .await;
         match res {
             Ok(Ok(())) => {
                 for j in batch {
@@ -260,24 +264,16 @@ async fn writer(
 
 /// `provbox leases`: the stored leases as a table.
 pub fn print_leases(data_dir: &std::path::Path) -> Result<()> {
-    let path = data_dir.join("provbox.redb");
+    let path = data_dir.join(store::FILE_NAME);
     if !path.exists() {
-        println!("no lease store at {} (DHCP never ran here)", path.display());
+        println!(
+            "no lease journal at {} (DHCP never ran here)",
+            path.display()
+        );
         return Ok(());
     }
-    let db = match redb::ReadOnlyDatabase::open(&path) {
-        Ok(db) => db,
-        Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-            return Err(anyhow!(
-                "{} is open by a running provbox (redb allows one process at a time); \
-                 stop it to list leases, or watch `provbox_dhcp_leases_active` and the \
-                 `dhcp lease` log lines while it runs",
-                path.display()
-            ));
-        }
-        Err(e) => return Err(anyhow!("cannot open {}: {e}", path.display())),
-    };
-    let (mut list, bad) = store::load(&db)?;
+    let contents = store::read(&path)?;
+    let (mut list, bad) = contents.leases();
     list.sort_by_key(|l| l.ip);
     let now = now();
     println!(
@@ -304,6 +300,12 @@ pub fn print_leases(data_dir: &std::path::Path) -> Result<()> {
     }
     if bad > 0 {
         println!("({bad} unreadable records skipped)");
+    }
+    if contents.torn > 0 {
+        println!(
+            "({} bytes at the end are a record being written, or torn by a crash; not shown)",
+            contents.torn
+        );
     }
     Ok(())
 }
