@@ -1,5 +1,6 @@
 //! The durable store: one redb file under the data directory for everything provbox must
-//! not forget (leases, bindings, device history). Each module defines its own tables
+//! not forget (bindings, device history). DHCP leases keep their own append-only journal
+//! (`dhcp::store`), which is much cheaper per commit under a lease storm. Each module defines its own tables
 //! (`redb::TableDefinition`) next to the code that uses them; this module only owns the file.
 //!
 //! redb commits are crash-safe (copy-on-write B-trees, fsync on commit), so a `kill -9`
