@@ -515,6 +515,54 @@ fn option_sets_follow_vendor_class() {
 }
 
 #[test]
+fn reload_applies_new_options_and_keeps_leases() {
+    let mut lan = Lan::new();
+    let config = yaml("", "[br0]");
+    let p = lan.start(Provbox::dir(), &config);
+    let cfg = p.path().join("config.yaml");
+    let c = lan.client(Some("02:00:00:00:00:61"), None);
+    let t = tempfile::tempdir().unwrap();
+    let before = udhcpc_once(&c, t.path(), &[]);
+    assert_eq!(before["tftp"], "prov.lab.test");
+
+    // A bad edit is refused as a whole: the old options keep being served.
+    std::fs::write(
+        &cfg,
+        config.replace("rate_limit_per_mac: 50", "rate_limit_per_mac: lots"),
+    )
+    .unwrap();
+    let (code, out) = support::provbox(&["reload", "--config", cfg.to_str().unwrap()]);
+    assert_ne!(code, 0, "{out}");
+    let t = tempfile::tempdir().unwrap();
+    assert_eq!(udhcpc_once(&c, t.path(), &[])["tftp"], "prov.lab.test");
+
+    // A good one applies without a restart; the client keeps its address.
+    std::fs::write(
+        &cfg,
+        config.replace("string: prov.lab.test", "string: prov2.lab.test"),
+    )
+    .unwrap();
+    let (code, out) = support::provbox(&["reload", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    let t = tempfile::tempdir().unwrap();
+    let after = udhcpc_once(&c, t.path(), &[]);
+    assert_eq!(after["tftp"], "prov2.lab.test");
+    assert_eq!(after["ip"], before["ip"]);
+
+    // Interfaces are sockets: changing them is refused until a restart, and says so.
+    std::fs::write(
+        &cfg,
+        config.replace("interfaces: [br0]", "interfaces: [br0, lo]"),
+    )
+    .unwrap();
+    let (code, out) = support::provbox(&["reload", "--config", cfg.to_str().unwrap()]);
+    assert_ne!(code, 0, "{out}");
+    assert!(p.log().contains("takes a restart"), "{}", p.log());
+    let t = tempfile::tempdir().unwrap();
+    assert_eq!(udhcpc_once(&c, t.path(), &[])["tftp"], "prov2.lab.test");
+}
+
+#[test]
 fn kill_9_and_restart_loses_no_lease() {
     let mut lan = Lan::new();
     let config = yaml("", "[br0]");

@@ -5,6 +5,8 @@
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 use std::time::Instant;
 
 use dhcproto::{Decodable, Decoder, v4};
@@ -98,17 +100,51 @@ struct Bucket {
 }
 
 pub struct Engine {
-    settings: Settings,
+    /// Swapped whole on reload; each message works with one snapshot from start to end
+    /// (subnet indexes and reservations stay consistent).
+    policy: ArcSwap<Policy>,
     ifaces: Vec<IfaceInfo>,
     dns_on: bool,
     leases: Mutex<Leases>,
     buckets: Mutex<HashMap<Mac, Bucket>>,
+    registry: Arc<Registry>,
+    pub metrics: Arc<DhcpMetrics>,
+}
+
+/// What the configuration decides: subnets, pools, options, reservations, times.
+pub struct Policy {
+    pub settings: Settings,
     /// Per subnet: reserved addresses (never from the pool).
     reserved: Vec<HashSet<Ipv4Addr>>,
     /// Every address of ours (never handed out).
     own: Vec<Ipv4Addr>,
-    registry: Arc<Registry>,
-    pub metrics: Arc<DhcpMetrics>,
+}
+
+impl Policy {
+    fn new(settings: Settings, ifaces: &[IfaceInfo]) -> Policy {
+        let reserved = settings
+            .subnets
+            .iter()
+            .map(|s| s.reservations.iter().map(|r| r.address).collect())
+            .collect();
+        let mut own: Vec<Ipv4Addr> = ifaces
+            .iter()
+            .flat_map(|i| i.addrs.iter().map(|a| a.0))
+            .collect();
+        own.extend(settings.subnets.iter().filter_map(|s| s.server_address));
+        Policy {
+            settings,
+            reserved,
+            own,
+        }
+    }
+
+    fn excluded(&self, sidx: usize) -> Excluded<'_> {
+        Excluded {
+            server: &self.own,
+            reserved: &self.reserved[sidx],
+        }
+    }
 }
 
 /// A parsed request: the fields the decision path needs.
@@ -154,16 +190,6 @@ impl Engine {
         registry: Arc<Registry>,
         metrics: Arc<DhcpMetrics>,
     ) -> Engine {
-        let reserved = settings
-            .subnets
-            .iter()
-            .map(|s| s.reservations.iter().map(|r| r.address).collect())
-            .collect();
-        let mut own: Vec<Ipv4Addr> = ifaces
-            .iter()
-            .flat_map(|i| i.addrs.iter().map(|a| a.0))
-            .collect();
-        own.extend(settings.subnets.iter().filter_map(|s| s.server_address));
         for s in &settings.subnets {
             metrics
                 .pool_size
@@ -171,20 +197,40 @@ impl Engine {
                 .set(s.pool_size() as i64);
         }
         Engine {
-            settings,
+            policy: ArcSwap::from_pointee(Policy::new(settings, &ifaces)),
             ifaces,
             dns_on,
             leases: Mutex::new(Leases::default()),
             buckets: Mutex::new(HashMap::new()),
-            reserved,
-            own,
             registry,
             metrics,
         }
     }
 
-    pub fn settings(&self) -> &Settings {
-        &self.settings
+    /// The settings in force now.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
+    /// Apply new settings (same interfaces and port): new messages see them at once.
+    /// Leases stay; one outside the new pools is NAKed at its next renewal and the client
+    /// starts over.
+    pub fn reload(&self, settings: Settings, now: u64) {
+        let old = self.policy.load_full();
+        for s in &old.settings.subnets {
+            let l = SubnetLabels { subnet: s.cidr() };
+            self.metrics.pool_size.remove(&l);
+            self.metrics.pool_used.remove(&l);
+        }
+        for s in &settings.subnets {
+            self.metrics
+                .pool_size
+                .get_or_create(&SubnetLabels { subnet: s.cidr() })
+                .set(s.pool_size() as i64);
+        }
+        self.policy
+            .store(Arc::new(Policy::new(settings, &self.ifaces)));
+        self.update_gauges(now);
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, Leases> {
@@ -223,9 +269,10 @@ impl Engine {
     }
 
     pub fn update_gauges(&self, now: u64) {
+        let p = self.policy.load();
         let t = self.table();
         let mut total = 0;
-        for s in &self.settings.subnets {
+        for s in &p.settings.subnets {
             let n = t.active_in(s, now);
             total += n;
             self.metrics
@@ -249,8 +296,9 @@ impl Engine {
             EventKind::Expired => 0,
             EventKind::Released | EventKind::Declined => -1,
         };
+        let p = self.policy.load();
         if delta != 0
-            && let Some(s) = self.settings.subnets.iter().find(|s| s.contains(l.ip))
+            && let Some(s) = p.settings.subnets.iter().find(|s| s.contains(l.ip))
         {
             self.metrics
                 .pool_used
@@ -286,7 +334,7 @@ impl Engine {
     }
 
     fn rate_ok(&self, mac: Mac) -> bool {
-        let rate = self.settings.rate_per_mac as f64;
+        let rate = self.policy.load().settings.rate_per_mac as f64;
         let now = Instant::now();
         let mut b = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if b.len() > 100_000 {
@@ -349,8 +397,10 @@ impl Engine {
             client: ClientKey::new(client_id, &mac),
             opts: &opts,
         };
-        let (sidx, server_id) = self.subnet_for(iface, &req).ok_or("no_subnet")?;
-        let subnet = &self.settings.subnets[sidx];
+        let policy = self.policy.load_full();
+        let p = &*policy;
+        let (sidx, server_id) = self.subnet_for(p, iface, &req).ok_or("no_subnet")?;
+        let subnet = &p.settings.subnets[sidx];
         let resv = subnet.reservations.iter().find(|r| {
             match (&r.client_id, client_id) {
                 (Some(want), Some(got)) if want.as_slice() == got => return true,
@@ -359,12 +409,12 @@ impl Engine {
             r.mac == Some(mac)
         });
         match mtype {
-            DISCOVER => self.discover(&req, sidx, server_id, resv, now),
-            REQUEST => self.request(&req, sidx, server_id, resv, now),
-            DECLINE => self.decline(&req, now),
+            DISCOVER => self.discover(p, &req, sidx, server_id, resv, now),
+            REQUEST => self.request(p, &req, sidx, server_id, resv, now),
+            DECLINE => self.decline(p, &req, now),
             RELEASE => self.release(&req, now),
             INFORM => Ok(Outcome {
-                reply: Some(self.reply(&req, ACK, sidx, server_id, resv, None)),
+                reply: Some(self.reply(p, &req, ACK, sidx, server_id, resv, None)),
                 ..Default::default()
             }),
             _ => Err("unexpected_message_type"),
@@ -373,10 +423,10 @@ impl Engine {
 
     /// Relayed: the subnet holding giaddr. Direct: a subnet holding an address of the
     /// receiving interface (the one holding ciaddr when there are several).
-    fn subnet_for(&self, iface: usize, req: &Req<'_>) -> Option<(usize, Ipv4Addr)> {
+    fn subnet_for(&self, p: &Policy, iface: usize, req: &Req<'_>) -> Option<(usize, Ipv4Addr)> {
         let info = &self.ifaces[iface];
         let first_addr = info.addrs.first().map(|a| a.0);
-        let subnets = &self.settings.subnets;
+        let subnets = &p.settings.subnets;
         let idx = if !req.giaddr.is_unspecified() {
             subnets.iter().position(|s| s.contains(req.giaddr))?
         } else {
@@ -397,22 +447,16 @@ impl Engine {
         Some((idx, sid))
     }
 
-    fn excluded(&self, sidx: usize) -> Excluded<'_> {
-        Excluded {
-            server: &self.own,
-            reserved: &self.reserved[sidx],
-        }
-    }
-
     fn discover(
         &self,
+        p: &Policy,
         req: &Req<'_>,
         sidx: usize,
         sid: Ipv4Addr,
         resv: Option<&Reservation>,
         now: u64,
     ) -> Result<Outcome, &'static str> {
-        let subnet = &self.settings.subnets[sidx];
+        let subnet = &p.settings.subnets[sidx];
         let mut t = self.table();
         let ip = match resv {
             Some(r) => {
@@ -424,14 +468,7 @@ impl Engine {
             }
             None => {
                 let requested = req.ip_opt(50);
-                match t.pick(
-                    sidx,
-                    subnet,
-                    &req.client,
-                    requested,
-                    &self.excluded(sidx),
-                    now,
-                ) {
+                match t.pick(sidx, subnet, &req.client, requested, &p.excluded(sidx), now) {
                     Some(ip) => ip,
                     None => {
                         tracing::warn!(subnet = %subnet.cidr(), mac = %req.mac, "dhcp: pool exhausted, no offer");
@@ -448,13 +485,13 @@ impl Engine {
                 resv,
                 ip,
                 State::Offered {
-                    until: now + self.settings.offer_hold.as_secs(),
+                    until: now + p.settings.offer_hold.as_secs(),
                 },
             ));
         }
         drop(t);
         Ok(Outcome {
-            reply: Some(self.reply(req, OFFER, sidx, sid, resv, Some(ip))),
+            reply: Some(self.reply(p, req, OFFER, sidx, sid, resv, Some(ip))),
             ..Default::default()
         })
     }
@@ -481,6 +518,7 @@ impl Engine {
     /// May this client be given `ip` in this subnet?
     fn grantable(
         &self,
+        p: &Policy,
         t: &Leases,
         sidx: usize,
         req: &Req<'_>,
@@ -488,25 +526,24 @@ impl Engine {
         ip: Ipv4Addr,
         now: u64,
     ) -> bool {
-        let subnet = &self.settings.subnets[sidx];
+        let subnet = &p.settings.subnets[sidx];
         let place_ok = match resv {
             Some(r) => r.address == ip,
-            None => {
-                subnet.in_pool(ip) && !self.own.contains(&ip) && !self.reserved[sidx].contains(&ip)
-            }
+            None => subnet.in_pool(ip) && !p.own.contains(&ip) && !p.reserved[sidx].contains(&ip),
         };
         place_ok && t.available_to(ip, &req.client, now)
     }
 
     fn request(
         &self,
+        p: &Policy,
         req: &Req<'_>,
         sidx: usize,
         sid: Ipv4Addr,
         resv: Option<&Reservation>,
         now: u64,
     ) -> Result<Outcome, &'static str> {
-        let subnet = &self.settings.subnets[sidx];
+        let subnet = &p.settings.subnets[sidx];
         let mut t = self.table();
         let selected_server = req.ip_opt(54);
         let (ip, nak_if_foreign) = match (selected_server, req.ip_opt(50)) {
@@ -534,14 +571,14 @@ impl Engine {
             // Wrong network for this client: tell it to start over (RFC 2131 4.3.2), but a
             // rebinding client of some other server is none of our business.
             return if nak_if_foreign {
-                Ok(self.nak(req, sid, "address not on this network"))
+                Ok(self.nak(p, req, sid, "address not on this network"))
             } else {
                 Err("not_our_subnet")
             };
         }
-        if !self.grantable(&t, sidx, req, resv, ip, now) {
+        if !self.grantable(p, &t, sidx, req, resv, ip, now) {
             drop(t);
-            return Ok(self.nak(req, sid, "address not available"));
+            return Ok(self.nak(p, req, sid, "address not available"));
         }
         let renewed = matches!(t.get(ip), Some(l) if l.client == req.client && matches!(l.state, State::Bound{..}) && l.is_live(now));
         let lease = self.lease(
@@ -555,7 +592,7 @@ impl Engine {
         t.put(lease.clone());
         drop(t);
         Ok(Outcome {
-            reply: Some(self.reply(req, ACK, sidx, sid, resv, Some(ip))),
+            reply: Some(self.reply(p, req, ACK, sidx, sid, resv, Some(ip))),
             changes: vec![Change::Put(lease.clone())],
             events: vec![Event {
                 kind: if renewed {
@@ -569,7 +606,7 @@ impl Engine {
         })
     }
 
-    fn decline(&self, req: &Req<'_>, now: u64) -> Result<Outcome, &'static str> {
+    fn decline(&self, p: &Policy, req: &Req<'_>, now: u64) -> Result<Outcome, &'static str> {
         let ip = req.ip_opt(50).ok_or("decline_without_address")?;
         let mut t = self.table();
         let mut l = match t.get(ip) {
@@ -577,7 +614,7 @@ impl Engine {
             _ => return Err("decline_of_unknown_lease"),
         };
         l.state = State::Declined {
-            until: now + self.settings.quarantine.as_secs(),
+            until: now + p.settings.quarantine.as_secs(),
         };
         t.put(l.clone());
         tracing::warn!(%ip, mac = %req.mac, "dhcp: client declined the address (another host uses it?); quarantined");
@@ -614,7 +651,7 @@ impl Engine {
         })
     }
 
-    fn nak(&self, req: &Req<'_>, sid: Ipv4Addr, why: &str) -> Outcome {
+    fn nak(&self, p: &Policy, req: &Req<'_>, sid: Ipv4Addr, why: &str) -> Outcome {
         tracing::info!(mac = %req.mac, ciaddr = %req.ciaddr, requested = ?req.ip_opt(50), "dhcp NAK: {why}");
         let mut h = self.header(req);
         let relayed = !req.giaddr.is_unspecified();
@@ -632,7 +669,7 @@ impl Engine {
         }
         let (bytes, _) = wire::encode(&h, &ess, &[], self.max_len(req));
         let dest = if relayed {
-            Dest::To(req.giaddr, self.settings.port)
+            Dest::To(req.giaddr, p.settings.port)
         } else {
             Dest::Broadcast
         };
@@ -677,16 +714,17 @@ impl Engine {
     /// config order), reservation; later layers override earlier ones per code.
     pub fn options_for(
         &self,
+        p: &Policy,
         sidx: usize,
         sid: Ipv4Addr,
         mac: &Mac,
         vendor_class: Option<&[u8]>,
         resv: Option<&Reservation>,
     ) -> Vec<OptValue> {
-        let subnet: &Subnet = &self.settings.subnets[sidx];
-        let mut out = self.settings.global.clone();
+        let subnet: &Subnet = &p.settings.subnets[sidx];
+        let mut out = p.settings.global.clone();
         options::merge(&mut out, &subnet.options);
-        for set in &self.settings.sets {
+        for set in &p.settings.sets {
             if set.matches(mac, vendor_class) {
                 options::merge(&mut out, &set.options);
             }
@@ -707,6 +745,7 @@ impl Engine {
 
     fn reply(
         &self,
+        p: &Policy,
         req: &Req<'_>,
         kind: u8,
         sidx: usize,
@@ -714,7 +753,7 @@ impl Engine {
         resv: Option<&Reservation>,
         yiaddr: Option<Ipv4Addr>,
     ) -> Reply {
-        let subnet = &self.settings.subnets[sidx];
+        let subnet = &p.settings.subnets[sidx];
         let mut h = self.header(req);
         let inform = req.mtype == INFORM;
         if inform || kind == ACK {
@@ -736,7 +775,7 @@ impl Engine {
         if let Some(r) = &r82 {
             ess.push((82, r));
         }
-        let configured = self.options_for(sidx, sid, &req.mac, req.opt(60), resv);
+        let configured = self.options_for(p, sidx, sid, &req.mac, req.opt(60), resv);
         let chosen = options::select(&configured, req.opt(55));
         let extra: Vec<(u8, &[u8])> = chosen
             .iter()
@@ -748,7 +787,7 @@ impl Engine {
             tracing::warn!(mac = %req.mac, options = ?left_out, "dhcp: options left out, they do not fit the client's maximum message size");
         }
         let dest = if !req.giaddr.is_unspecified() {
-            Dest::To(req.giaddr, self.settings.port)
+            Dest::To(req.giaddr, p.settings.port)
         } else if !req.ciaddr.is_unspecified() {
             Dest::To(req.ciaddr, CLIENT_PORT)
         } else if req.broadcast() || inform {
@@ -828,26 +867,33 @@ subnets:
     #[test]
     fn option_layers_and_dns_default() {
         let e = engine(true);
+        let p = e.policy();
         let sid: Ipv4Addr = "198.18.0.1".parse().unwrap();
         let plain = Mac([2, 0, 0, 0, 0, 1]);
-        let o = e.options_for(0, sid, &plain, None, None);
+        let o = e.options_for(&p, 0, sid, &plain, None, None);
         assert_eq!(get(&o, 66), Some(&b"global"[..]));
         // Subnet overrides global.
         assert_eq!(get(&o, 42), Some(&[198, 18, 0, 1][..]));
         // DNS on and no option 6 configured: our own address.
         assert_eq!(get(&o, 6), Some(&sid.octets()[..]));
-        let o = e.options_for(0, sid, &plain, Some(b"Cisco SPA504G"), None);
+        let o = e.options_for(&p, 0, sid, &plain, Some(b"Cisco SPA504G"), None);
         assert_eq!(get(&o, 66), Some(&b"cisco"[..]));
         let poly = Mac([0, 4, 0xf2, 1, 2, 3]);
-        let o = e.options_for(0, sid, &poly, Some(b"Cisco SPA504G"), None);
+        let o = e.options_for(&p, 0, sid, &poly, Some(b"Cisco SPA504G"), None);
         assert_eq!(get(&o, 66), Some(&b"polycom"[..]), "later set wins");
         assert_eq!(get(&o, 160), Some(&b"http://p/"[..]));
-        let resv = &e.settings().subnets[0].reservations[0];
-        let o = e.options_for(0, sid, &poly, None, Some(resv));
+        let resv = &p.settings.subnets[0].reservations[0];
+        let o = e.options_for(&p, 0, sid, &poly, None, Some(resv));
         assert_eq!(get(&o, 66), Some(&b"mine"[..]));
         assert_eq!(get(&o, 12), Some(&b"lobby"[..]));
         let off = engine(false);
-        assert!(get(&off.options_for(0, sid, &plain, None, None), 6).is_none());
+        assert!(
+            get(
+                &off.options_for(&off.policy(), 0, sid, &plain, None, None),
+                6
+            )
+            .is_none()
+        );
     }
 
     #[test]

@@ -121,6 +121,38 @@ pub async fn start(
     let live = engine.restore(stored, now());
     tracing::info!(stored = total, active = live, "dhcp: leases restored");
 
+    // Reload: subnets, pools, options, reservations and times apply at once; the sockets
+    // (interfaces, port) only at a restart.
+    let (e, names, port) = (
+        engine.clone(),
+        engine.policy().settings.interfaces.clone(),
+        engine.policy().settings.port,
+    );
+    ctx.reloaders.add(
+        "dhcp",
+        Box::new(move |cfg: &crate::config::Config| {
+            if !cfg.dhcp.enabled {
+                return Err(anyhow!(
+                    "dhcp.enabled: turning DHCP off takes a restart; it keeps serving meanwhile"
+                ));
+            }
+            let mut problems = Vec::new();
+            let new = cfg
+                .dhcp
+                .compile(&mut |f, _, _, m| problems.push(format!("{f}: {m}")))
+                .ok_or_else(|| anyhow!("{}", problems.join("; ")))?;
+            if new.interfaces != names || new.port != port {
+                return Err(anyhow!(
+                    "dhcp.interfaces / dhcp.port changed: that takes a restart (the other \
+                     DHCP settings were not applied either)"
+                ));
+            }
+            e.reload(new, now());
+            tracing::info!("dhcp: settings reloaded");
+            Ok(())
+        }),
+    );
+
     let ifaces = Arc::new(ifaces);
     let (tx, rx) = mpsc::unbounded_channel::<Job>();
     ctx.tracker.spawn(writer(
