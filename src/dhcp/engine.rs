@@ -139,6 +139,26 @@ impl Policy {
         }
     }
 
+    /// May this client be given `ip` in this subnet?
+    fn grantable(
+        &self,
+        t: &Leases,
+        sidx: usize,
+        req: &Req<'_>,
+        resv: Option<&Reservation>,
+        ip: Ipv4Addr,
+        now: u64,
+    ) -> bool {
+        let subnet = &self.settings.subnets[sidx];
+        let place_ok = match resv {
+            Some(r) => r.address == ip,
+            None => {
+                subnet.in_pool(ip) && !self.own.contains(&ip) && !self.reserved[sidx].contains(&ip)
+            }
+        };
+        place_ok && t.available_to(ip, &req.client, now)
+    }
+
     fn excluded(&self, sidx: usize) -> Excluded<'_> {
         Excluded {
             server: &self.own,
@@ -414,7 +434,7 @@ impl Engine {
             DECLINE => self.decline(p, &req, now),
             RELEASE => self.release(&req, now),
             INFORM => Ok(Outcome {
-                reply: Some(self.reply(p, &req, ACK, sidx, server_id, resv, None)),
+                reply: Some(self.reply(p, &req, ACK, (sidx, server_id), resv, None)),
                 ..Default::default()
             }),
             _ => Err("unexpected_message_type"),
@@ -491,7 +511,7 @@ impl Engine {
         }
         drop(t);
         Ok(Outcome {
-            reply: Some(self.reply(p, req, OFFER, sidx, sid, resv, Some(ip))),
+            reply: Some(self.reply(p, req, OFFER, (sidx, sid), resv, Some(ip))),
             ..Default::default()
         })
     }
@@ -513,25 +533,6 @@ impl Engine {
             vendor_class: req.text(60),
             state,
         }
-    }
-
-    /// May this client be given `ip` in this subnet?
-    fn grantable(
-        &self,
-        p: &Policy,
-        t: &Leases,
-        sidx: usize,
-        req: &Req<'_>,
-        resv: Option<&Reservation>,
-        ip: Ipv4Addr,
-        now: u64,
-    ) -> bool {
-        let subnet = &p.settings.subnets[sidx];
-        let place_ok = match resv {
-            Some(r) => r.address == ip,
-            None => subnet.in_pool(ip) && !p.own.contains(&ip) && !p.reserved[sidx].contains(&ip),
-        };
-        place_ok && t.available_to(ip, &req.client, now)
     }
 
     fn request(
@@ -576,7 +577,7 @@ impl Engine {
                 Err("not_our_subnet")
             };
         }
-        if !self.grantable(p, &t, sidx, req, resv, ip, now) {
+        if !p.grantable(&t, sidx, req, resv, ip, now) {
             drop(t);
             return Ok(self.nak(p, req, sid, "address not available"));
         }
@@ -592,7 +593,7 @@ impl Engine {
         t.put(lease.clone());
         drop(t);
         Ok(Outcome {
-            reply: Some(self.reply(p, req, ACK, sidx, sid, resv, Some(ip))),
+            reply: Some(self.reply(p, req, ACK, (sidx, sid), resv, Some(ip))),
             changes: vec![Change::Put(lease.clone())],
             events: vec![Event {
                 kind: if renewed {
@@ -748,8 +749,7 @@ impl Engine {
         p: &Policy,
         req: &Req<'_>,
         kind: u8,
-        sidx: usize,
-        sid: Ipv4Addr,
+        (sidx, sid): (usize, Ipv4Addr),
         resv: Option<&Reservation>,
         yiaddr: Option<Ipv4Addr>,
     ) -> Reply {
