@@ -1,5 +1,7 @@
 //! End to end on a staging LAN made of network namespaces: phones get their address from
-//! provbox's DHCP, fetch their own rendered profile over TFTP (identified by that lease),
+//! provbox's DHCP, resolve the provisioning name (option 66) with the DNS server DHCP gave
+//! them (option 6: provbox itself), fetch their own rendered profile over TFTP (identified
+//! by that lease),
 //! report over syslog, and the device status follows (seen → configured → provisioned, or
 //! failed with the phone's reason). Everything runs inside namespaces this test creates
 //! (198.18.0.0/24, a bridge inside the server namespace), torn down even on failure.
@@ -32,7 +34,7 @@ dhcp:
   enabled: true
   interfaces: [br0]
   options:
-    - {code: 66, string: "198.18.0.1"}
+    - {code: 66, string: prov.lab.test}
   subnets:
     - subnet: 198.18.0.0/24
       pools: ["198.18.0.100-198.18.0.150"]
@@ -40,6 +42,14 @@ dhcp:
 devices:
   inventory: inventory.yaml
   trust: {lease: true}
+dns:
+  enabled: true
+  listen: ["0.0.0.0:53"]
+  zones:
+    - name: lab.test
+      records:
+        - {name: prov, a: [198.18.0.1]}
+  leases: {domain: phones.lab.test}
 syslog:
   enabled: true
   listen: 0.0.0.0:5514
@@ -54,7 +64,10 @@ fn udhcpc_script(dir: &Path) -> String {
     let path = dir.join("udhcpc.sh");
     std::fs::write(
         &path,
-        "#!/bin/sh\ncase \"$1\" in\n  bound|renew) ip addr flush dev \"$interface\"; ip addr add \"$ip/$mask\" dev \"$interface\";;\nesac\nexit 0\n",
+        format!(
+            "#!/bin/sh\ncase \"$1\" in\n  bound|renew) ip addr flush dev \"$interface\"; ip addr add \"$ip/$mask\" dev \"$interface\"; echo \"$ip $dns $tftp\" > {}/last-lease;;\nesac\nexit 0\n",
+            dir.display()
+        ),
     )
     .unwrap();
     let mut perm = std::fs::metadata(&path).unwrap().permissions();
@@ -63,19 +76,56 @@ fn udhcpc_script(dir: &Path) -> String {
     path.to_str().unwrap().to_string()
 }
 
-/// A phone: its own namespace on the LAN with a fixed MAC and a DHCP lease from provbox.
-fn phone(lab: &Lab, srv: &Netns, tag: &str, mac: &str, script: &str) -> Netns {
+/// What a phone's lease told it.
+struct Lease {
+    ip: String,
+    dns: String,
+    /// Option 66, the provisioning server's name.
+    tftp: String,
+}
+
+/// A phone: its own namespace on the LAN with a fixed MAC, a hostname (option 12) and a
+/// DHCP lease from provbox.
+fn phone(lab: &Lab, srv: &Netns, tag: &str, mac: &str, script: &str) -> (Netns, Lease) {
     let ns = lab.ns(tag);
     lab.attach_as(srv, &ns, "eth0", None, Some(mac));
+    let hostname = format!("hostname:phone-{tag}");
     let out = ns.run(&[
         "busybox", "udhcpc", "-i", "eth0", "-f", "-q", "-n", "-t", "5", "-T", "1", "-s", script,
+        "-O", "66", "-x", &hostname,
     ]);
     assert!(
         out.status.success(),
         "{mac}: no lease: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    ns
+    let last = Path::new(script).with_file_name("last-lease");
+    let line = std::fs::read_to_string(last).unwrap();
+    let f: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(
+        f.len(),
+        3,
+        "{mac}: lease without dns or option 66: {line:?}"
+    );
+    let lease = Lease {
+        ip: f[0].into(),
+        dns: f[1].into(),
+        tftp: f[2].into(),
+    };
+    (ns, lease)
+}
+
+/// `dig +short` from inside a phone's namespace, at the DNS server its lease named.
+fn dig(ns: &Netns, server: &str, name: &str) -> String {
+    let out = ns.run(&[
+        "dig",
+        "+short",
+        "+time=2",
+        "+tries=2",
+        &format!("@{server}"),
+        name,
+    ]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// tftp-hpa from inside a phone's namespace: Ok(bytes) or Err(what the client said).
@@ -135,7 +185,7 @@ fn wait_state(srv: &Netns, pb: &Provbox, mac: &str, state: &str) -> serde_json::
 
 #[test]
 fn leased_phones_get_their_own_profile_over_tftp_and_reach_provisioned() {
-    for p in ["busybox", "tftp", "curl", "logger"] {
+    for p in ["busybox", "tftp", "curl", "logger", "dig"] {
         support::require(p);
     }
     let dir = Provbox::dir();
@@ -167,9 +217,19 @@ fn leased_phones_get_their_own_profile_over_tftp_and_reach_provisioned() {
     lab.bridge(&srv, Some("198.18.0.1/24"));
     let pb = Provbox::start_with(dir, &config(), &srv.prefix());
 
-    let a = phone(&lab, &srv, "a", A, &script);
-    let b = phone(&lab, &srv, "b", B, &script);
+    let (a, lease_a) = phone(&lab, &srv, "a", A, &script);
+    let (b, lease_b) = phone(&lab, &srv, "b", B, &script);
     wait_state(&srv, &pb, A, "seen");
+
+    // DHCP named provbox as the DNS server (option 6) and the provisioning server by name
+    // (option 66); that name resolves there, and so do the phones' own lease names.
+    assert_eq!(
+        (lease_a.dns.as_str(), lease_a.tftp.as_str()),
+        ("198.18.0.1", "prov.lab.test")
+    );
+    assert_eq!(dig(&a, &lease_a.dns, &lease_a.tftp), "198.18.0.1");
+    assert_eq!(dig(&a, &lease_a.dns, "phone-b.phones.lab.test"), lease_b.ip);
+    assert_eq!(dig(&b, &lease_b.dns, "phone-a.phones.lab.test"), lease_a.ip);
 
     // Over TFTP, each phone is known by its lease and gets exactly its own profile.
     let want = |mac: &str, ext: &str| {
