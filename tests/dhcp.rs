@@ -40,6 +40,8 @@ dhcp:
       options:
         - code: 66
           string: cisco.lab.test
+        - code: 43
+          suboptions: [{{code: 1, string: "http://p/"}}, {{code: 2, ip: 198.18.0.1}}]
     - name: yealink
       vendor_class: yealink
       options:
@@ -496,12 +498,23 @@ fn option_sets_follow_vendor_class() {
     let mut lan = Lan::new();
     let _p = lan.start(Provbox::dir(), &yaml("", "[br0]"));
     let mut got = Vec::new();
+    let mut vendor_data = Vec::new();
     for vc in ["CP-8831-3PCC", "yealink SIP-T46G", "generic"] {
         let c = lan.client(None, None);
         let t = tempfile::tempdir().unwrap();
         let env = udhcpc_once(&c, t.path(), &["-V", vc]);
         got.push((env["tftp"].clone(), env.get("opt160").cloned()));
+        vendor_data.push(env.get("opt43").cloned());
     }
+    // Option 43 from typed sub-options, for the Cisco set only: 01 09 "http://p/" 02 04 addr.
+    assert_eq!(
+        vendor_data,
+        [
+            Some("0109687474703a2f2f702f0204c6120001".to_string()),
+            None,
+            None
+        ]
+    );
     assert_eq!(got[0].0, "cisco.lab.test");
     assert_eq!(got[1].0, "yealink.lab.test");
     assert_eq!(got[2].0, "prov.lab.test");

@@ -167,6 +167,10 @@ pub struct OptionEntry {
     pub v_i32: Option<i32>,
     #[serde(default, rename = "bool")]
     pub v_bool: Option<bool>,
+    /// Encapsulated sub-options (RFC 2132 8.4, e.g. option 43 vendor data): each one is
+    /// `{code, <one typed value>}`, sent as code, length, value, in the order given.
+    #[serde(default)]
+    pub suboptions: Option<Vec<OptionEntry>>,
     /// Send even when the client's parameter request list (55) does not ask for it.
     #[serde(default)]
     pub force: bool,

@@ -51,6 +51,22 @@ pub fn from_entry(e: &OptionEntry) -> Result<OptValue, String> {
             "option {code} ({what}) is set by provbox itself; expected another option code"
         ));
     }
+    let data = value(e, &format!("option {code}"))?;
+    if data.is_empty() || data.len() > MAX_LEN {
+        return Err(format!(
+            "option {code} is {} bytes long; expected 1 to {MAX_LEN}",
+            data.len()
+        ));
+    }
+    Ok(OptValue {
+        code,
+        data,
+        force: e.force,
+    })
+}
+
+/// The bytes of an entry's one typed value (`what` names it in errors).
+fn value(e: &OptionEntry, what: &str) -> Result<Vec<u8>, String> {
     let mut vals: Vec<Vec<u8>> = Vec::new();
     if let Some(ip) = e.ip {
         vals.push(ip.octets().to_vec());
@@ -58,7 +74,7 @@ pub fn from_entry(e: &OptionEntry) -> Result<OptValue, String> {
     if let Some(ips) = &e.ips {
         if ips.is_empty() {
             return Err(format!(
-                "option {code}: `ips` is empty; expected one or more addresses"
+                "{what}: `ips` is empty; expected one or more addresses"
             ));
         }
         vals.push(ips.iter().flat_map(|a| a.octets()).collect());
@@ -68,7 +84,7 @@ pub fn from_entry(e: &OptionEntry) -> Result<OptValue, String> {
     }
     if let Some(h) = &e.hex {
         vals.push(parse_hex(h).ok_or_else(|| {
-            format!("option {code}: `{h}` is not hex; expected pairs of hex digits like 01:04:c6:12:00:01")
+            format!("{what}: `{h}` is not hex; expected pairs of hex digits like 01:04:c6:12:00:01")
         })?);
     }
     if let Some(v) = e.v_u8 {
@@ -86,24 +102,53 @@ pub fn from_entry(e: &OptionEntry) -> Result<OptValue, String> {
     if let Some(v) = e.v_bool {
         vals.push(vec![v as u8]);
     }
+    if let Some(subs) = &e.suboptions {
+        vals.push(suboptions(subs, what)?);
+    }
     if vals.len() != 1 {
         return Err(format!(
-            "option {code} has {} values; expected exactly one of ip, ips, string, hex, u8, u16, u32, i32, bool",
+            "{what} has {} values; expected exactly one of ip, ips, string, hex, u8, u16, u32, i32, bool, suboptions",
             vals.len()
         ));
     }
-    let data = vals.pop().unwrap_or_default();
-    if data.is_empty() || data.len() > MAX_LEN {
+    Ok(vals.pop().unwrap_or_default())
+}
+
+/// Sub-options as TLVs: code, length, value (each value 1 to 255 bytes).
+fn suboptions(subs: &[OptionEntry], what: &str) -> Result<Vec<u8>, String> {
+    if subs.is_empty() {
         return Err(format!(
-            "option {code} is {} bytes long; expected 1 to {MAX_LEN}",
-            data.len()
+            "{what}: `suboptions` is empty; expected one or more {{code, value}}"
         ));
     }
-    Ok(OptValue {
-        code,
-        data,
-        force: e.force,
-    })
+    let mut out = Vec::new();
+    for s in subs {
+        let code = s.code.value;
+        let sw = format!("{what} sub-option {code}");
+        if code == 0 || code == 255 {
+            return Err(format!(
+                "{sw}: codes 0 and 255 are pad and end; expected 1 to 254"
+            ));
+        }
+        if s.force {
+            return Err(format!(
+                "{sw}: `force` belongs on the option, not its sub-options"
+            ));
+        }
+        if s.suboptions.is_some() {
+            return Err(format!(
+                "{sw}: sub-options cannot nest; expected a typed value"
+            ));
+        }
+        let v = value(s, &sw)?;
+        if v.is_empty() || v.len() > 255 {
+            return Err(format!("{sw} is {} bytes long; expected 1 to 255", v.len()));
+        }
+        out.push(code);
+        out.push(v.len() as u8);
+        out.extend_from_slice(&v);
+    }
+    Ok(out)
 }
 
 /// Overlay `more` on `base`: same code replaces, new codes are appended in order.
@@ -151,6 +196,7 @@ mod tests {
             v_u32: None,
             v_i32: None,
             v_bool: None,
+            suboptions: None,
             force: false,
         }
     }
@@ -178,6 +224,17 @@ mod tests {
         let mut e = entry(26);
         e.v_u16 = Some(1500);
         assert_eq!(from_entry(&e).unwrap().data, [5, 0xdc]);
+        // Vendor data (43) from typed sub-options: code, length, value, in order.
+        let mut e = entry(43);
+        let mut s1 = entry(1);
+        s1.string = Some("http://p/".into());
+        let mut s2 = entry(2);
+        s2.ip = Some("198.18.0.1".parse().unwrap());
+        e.suboptions = Some(vec![s1, s2]);
+        let mut want = vec![1, 9];
+        want.extend_from_slice(b"http://p/");
+        want.extend_from_slice(&[2, 4, 198, 18, 0, 1]);
+        assert_eq!(from_entry(&e).unwrap().data, want);
     }
 
     #[test]
@@ -193,6 +250,23 @@ mod tests {
         e.string = Some("a".into());
         e.v_u8 = Some(1);
         assert!(from_entry(&e).unwrap_err().contains("2 values"));
+        // Sub-options: no value, nested, forced, too long, or a pad code are refused.
+        let sub = |f: &dyn Fn(&mut OptionEntry)| {
+            let mut e = entry(43);
+            let mut s = entry(1);
+            s.string = Some("x".into());
+            f(&mut s);
+            e.suboptions = Some(vec![s]);
+            from_entry(&e).unwrap_err()
+        };
+        assert!(sub(&|s| s.string = None).contains("sub-option 1 has 0 values"));
+        assert!(sub(&|s| s.suboptions = Some(vec![])).contains("cannot nest"));
+        assert!(sub(&|s| s.force = true).contains("`force` belongs on the option"));
+        assert!(sub(&|s| s.string = Some("x".repeat(256))).contains("expected 1 to 255"));
+        assert!(sub(&|s| s.code.value = 0).contains("pad and end"));
+        let mut e = entry(43);
+        e.suboptions = Some(vec![]);
+        assert!(from_entry(&e).unwrap_err().contains("is empty"));
     }
 
     #[test]
