@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# DHCPv4 lease rate: provbox vs dnsmasq vs Kea (memfile), driven by Kea's perfdhcp.
+# DHCPv4 lease rate: provbox vs dnsmasq vs Kea (memfile, single- and multi-threaded),
+# driven by Kea's perfdhcp.
 #
 # Every server runs in its own fresh state inside a network namespace made here (veth
 # pair, 198.18.0.0/16, no default route; removed on exit), with the same 64000-address
@@ -11,13 +12,16 @@
 # offered rate as provbox: on a shared, noisy machine the cost of a lease is steadier
 # than its top rate.
 #
-# Durability as each server ships it: provbox commits every ACK to its redb store with
-# fsync before sending it (group commit); dnsmasq rewrites its lease file (no fsync per
-# lease); Kea memfile appends to its CSV (no fsync per lease).
+# Durability as each server ships it: provbox appends every ACK to its lease journal and
+# fdatasyncs before sending it (group commit); dnsmasq rewrites its lease file (no fsync
+# per lease); Kea memfile appends to its CSV (no fsync per lease). `kea` is Kea as it
+# ships (single-threaded in 2.2), `kea-mt` the same with its multi-threading on, one
+# thread per core.
 #
 # Needs root, perfdhcp (apt: kea-admin), kea-dhcp4 (kea-dhcp4-server), dnsmasq, and a
 # release build: cargo build --release -j 1.
-#   bench/dhcp.sh                      # all three
+#   bench/dhcp.sh                      # all four
+#   SERVERS="provbox kea-mt" bench/dhcp.sh
 #   RATES="500 1000" PERIOD=3 bench/dhcp.sh
 set -euo pipefail
 
@@ -25,7 +29,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${PROVBOX_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/provbox}
 RATES=${RATES:-"100 250 500 1000 2000 3000 4000 5000 6000 7000 8000 9000 10000 11000 12000 14000"}
 PERIOD=${PERIOD:-5}
-SERVERS=${SERVERS:-"provbox dnsmasq kea"}
+SERVERS=${SERVERS:-"provbox dnsmasq kea kea-mt"}
 S=pbxb$$s
 C=pbxb$$c
 # On disk (not tmpfs), so fsync costs what it costs.
@@ -97,13 +101,18 @@ EOF
         --dhcp-leasefile="$d/leases" --log-facility="$d/log" >"$d/out" 2>&1 &
       SPID=$!
       ;;
-    kea)
+    kea|kea-mt)
+      # kea-mt: Kea's multi-threaded packet processing (off by default in Kea 2.2), one
+      # thread per core, as provbox uses its cores.
+      local mt='"multi-threading": { "enable-multi-threading": false },'
+      [ "$name" = kea-mt ] && mt="\"multi-threading\": { \"enable-multi-threading\": true, \"thread-pool-size\": $(nproc), \"packet-queue-size\": 64 },"
       cat >"$d/kea.json" <<EOF
 { "Dhcp4": {
   "interfaces-config": { "interfaces": ["veth0"], "dhcp-socket-type": "udp" },
   "lease-database": { "type": "memfile", "persist": true, "lfc-interval": 0,
                       "name": "$d/leases.csv" },
   "valid-lifetime": 3600,
+  $mt
   "subnet4": [ { "id": 1, "subnet": "198.18.0.0/16",
                  "pools": [ { "pool": "$POOL_FIRST - $POOL_LAST" } ] } ],
   "loggers": [ { "name": "kea-dhcp4", "severity": "WARN",
@@ -149,7 +158,7 @@ declare -A BEST BEST_AT BEST_DROP CPU_AT
 printf "%-8s %8s %10s %9s %9s %8s %9s\n" server offered leases/s do_drop% ra_drop% acks cpu_ms/1k
 for srv in $SERVERS; do
   if [ "$srv" = dnsmasq ] && ! command -v dnsmasq >/dev/null; then echo "skip dnsmasq (not installed)"; continue; fi
-  if [ "$srv" = kea ] && ! command -v kea-dhcp4 >/dev/null; then echo "skip kea (not installed)"; continue; fi
+  if [ "${srv%-mt}" = kea ] && ! command -v kea-dhcp4 >/dev/null; then echo "skip $srv (not installed)"; continue; fi
   BEST[$srv]=0; BEST_AT[$srv]=-; BEST_DROP[$srv]=-
   for rate in $RATES; do
     # Fresh state per step: the pool never runs dry (PERIOD x rate < POOL_SIZE).
