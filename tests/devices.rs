@@ -553,6 +553,59 @@ devices:
 }
 
 #[test]
+fn pin_guessing_is_locked_out_even_with_the_right_pin_after() {
+    let d = setup(
+        &[
+            (
+                "init.cfg.tmpl",
+                "<flat-profile><!-- $account --></flat-profile>\n",
+            ),
+            ("cfg/$MA.xml.tmpl", "account=$account\n"),
+        ],
+        (
+            "inventory.yaml",
+            "devices:\n  - pin: \"4711\"\n    account: acme-7\n",
+        ),
+    );
+    let p = ports();
+    let cfg = config(
+        &p,
+        "devices:\n  inventory: inventory.yaml\n  trust:\n    user_agent: true\n  binding:\n    init_prefix: /init\n    profile: init.cfg.tmpl\n",
+    );
+    let pb = Provbox::start(d, &cfg);
+    for guess in ["0000", "1111", "2222", "3333", "4444"] {
+        assert_eq!(
+            http_as(&p, ua_of("cisco"), &format!("/init/{guess}")).0,
+            403
+        );
+    }
+    // The sixth try is refused before the PIN is even looked at: nothing is bound.
+    assert_eq!(http_as(&p, ua_of("cisco"), "/init/4711").0, 403);
+    assert_eq!(http_as(&p, ua_of("cisco"), &format!("/cfg/{A}.xml")).0, 404);
+    let m = metrics(&p);
+    for (result, n) in [("pin_unknown", 5.0), ("pin_attempts_exceeded", 1.0)] {
+        assert_eq!(
+            metric(
+                &m,
+                &format!("provbox_device_bindings_total{{result=\"{result}\"}}")
+            ),
+            n,
+            "{result}\n{m}"
+        );
+    }
+    assert!(pb.log().contains("too many wrong PINs"), "{}", pb.log());
+    // PINs are credentials: logs show the init path masked, never the digits.
+    let log = pb.log();
+    assert!(log.contains("/init/****"), "{log}");
+    for pin in ["0000", "4444", "4711"] {
+        assert!(
+            !log.contains(&format!("/init/{pin}")),
+            "{pin} in the log:\n{log}"
+        );
+    }
+}
+
+#[test]
 fn missing_template_variable_refuses_the_whole_file() {
     let d = setup(
         &[("p.cfg.tmpl", "ext=$extension\npassword=$sip_password\n")],

@@ -2,7 +2,10 @@
 //! device binds it to the inventory account that holds the PIN. The check and the write
 //! happen in one redb write transaction, so two phones racing for one PIN cannot both win.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -41,14 +44,68 @@ impl BindRefusal {
     }
 }
 
+/// Wrong PINs allowed per device and per address within [`GUESS_WINDOW`]; beyond that,
+/// binding attempts from it are refused until the window has passed. A PIN of a few
+/// digits would otherwise fall to a loop of requests.
+pub const MAX_WRONG_PINS: u32 = 5;
+pub const GUESS_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// Who is guessing: counted both ways, so neither a new address nor a new MAC resets it.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+enum Guesser {
+    Device(Mac),
+    Address(IpAddr),
+}
+
 pub struct Bindings {
     store: Arc<Store>,
     per_pin: usize,
+    /// Wrong PINs: first failure of the window, count.
+    wrong: Mutex<HashMap<Guesser, (Instant, u32)>>,
 }
 
 impl Bindings {
     pub fn new(store: Arc<Store>, per_pin: usize) -> Bindings {
-        Bindings { store, per_pin }
+        Bindings {
+            store,
+            per_pin,
+            wrong: Mutex::default(),
+        }
+    }
+
+    fn wrong(&self) -> std::sync::MutexGuard<'_, HashMap<Guesser, (Instant, u32)>> {
+        self.wrong.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Has this device or address used up its wrong PINs for now?
+    pub fn locked_out(&self, mac: Mac, ip: IpAddr) -> bool {
+        let now = Instant::now();
+        let w = self.wrong();
+        [Guesser::Device(mac), Guesser::Address(ip)]
+            .iter()
+            .any(|g| matches!(w.get(g), Some((t, n)) if *n >= MAX_WRONG_PINS && now.duration_since(*t) < GUESS_WINDOW))
+    }
+
+    /// Count a wrong (unknown or taken) PIN against the device and the address.
+    pub fn wrong_pin(&self, mac: Mac, ip: IpAddr) {
+        let now = Instant::now();
+        let mut w = self.wrong();
+        if w.len() > 10_000 {
+            // Bounded memory: forget windows that are over.
+            w.retain(|_, (t, _)| now.duration_since(*t) < GUESS_WINDOW);
+        }
+        for g in [Guesser::Device(mac), Guesser::Address(ip)] {
+            let e = w.entry(g).or_insert((now, 0));
+            if now.duration_since(e.0) >= GUESS_WINDOW {
+                *e = (now, 0);
+            }
+            e.1 += 1;
+        }
+    }
+
+    /// A device that bound starts over (its address keeps its count: others may share it).
+    pub fn bound_ok(&self, mac: Mac) {
+        self.wrong().remove(&Guesser::Device(mac));
     }
 
     /// The PIN `mac` is bound to, if any.
@@ -121,5 +178,31 @@ mod tests {
         // With two allowed, a second device may join.
         assert_eq!(b2.bind("1234", b), Ok(Bound::New));
         assert_eq!(b2.pin_of(b).as_deref(), Some("1234"));
+    }
+
+    #[test]
+    fn wrong_pins_lock_out_the_device_and_the_address() {
+        let d = tempfile::tempdir().unwrap();
+        let b = Bindings::new(Store::open(d.path()).unwrap(), 1);
+        let (a, other): (Mac, Mac) = (
+            "00562b043615".parse().unwrap(),
+            "0015654aa937".parse().unwrap(),
+        );
+        let (ip, ip2): (IpAddr, IpAddr) =
+            ("198.18.0.7".parse().unwrap(), "198.18.0.8".parse().unwrap());
+        for _ in 0..MAX_WRONG_PINS - 1 {
+            b.wrong_pin(a, ip);
+        }
+        assert!(!b.locked_out(a, ip));
+        b.wrong_pin(a, ip);
+        assert!(b.locked_out(a, ip));
+        // A new MAC from the same address, or the same MAC from a new address: still out.
+        assert!(b.locked_out(other, ip));
+        assert!(b.locked_out(a, ip2));
+        assert!(!b.locked_out(other, ip2));
+        // A device that binds clears its own count, not its address's.
+        b.bound_ok(a);
+        assert!(!b.locked_out(a, ip2));
+        assert!(b.locked_out(a, ip));
     }
 }

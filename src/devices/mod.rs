@@ -301,13 +301,28 @@ impl Provisioner {
         tracing::info!(
             protocol = req.protocol.as_str(),
             peer = %req.peer,
-            path = req.path,
+            path = %self.log_path(req.path),
             mac = ?id.mac,
             source = ?id.source,
             reason,
             "device request refused: {detail}"
         );
         Refusal::Forbidden(reason)
+    }
+
+    /// `path` as logs and timelines show it: a PIN in `<init_prefix>/<PIN>` is masked
+    /// (it is a credential; logs are read by more people than the inventory).
+    pub fn log_path<'a>(&self, path: &'a str) -> std::borrow::Cow<'a, str> {
+        if let Some(prefix) = self.cfg.binding.prefix_key() {
+            let slash = if path.starts_with('/') { "/" } else { "" };
+            if let Some(rest) = path.trim_start_matches('/').strip_prefix(prefix.as_str())
+                && let Some(pin) = rest.strip_prefix('/')
+                && !pin.is_empty()
+            {
+                return format!("{slash}{prefix}/****").into();
+            }
+        }
+        path.into()
     }
 
     /// Front ends call this once per request when it is over (sent, refused or aborted).
@@ -530,12 +545,21 @@ impl Provisioner {
                 );
             }
         };
-        let inv = self.inventory.load();
-        let Some(account) = inv.by_pin(pin) else {
-            return fail("pin_unknown", "no account holds this PIN");
-        };
         let Some(bindings) = &self.bindings else {
             return Err(Refusal::NotFound);
+        };
+        let ip = req.peer.ip();
+        if bindings.locked_out(mac, ip) {
+            tracing::warn!(mac = %mac, %ip, "PIN binding refused: too many wrong PINs from this device or address");
+            return fail(
+                "pin_attempts_exceeded",
+                "too many wrong PINs from this device or address; try again later",
+            );
+        }
+        let inv = self.inventory.load();
+        let Some(account) = inv.by_pin(pin) else {
+            bindings.wrong_pin(mac, ip);
+            return fail("pin_unknown", "no account holds this PIN");
         };
         let profile = &self.cfg.binding.profile.value;
         let tmpl = match self.catalog.lookup(profile) {
@@ -552,14 +576,17 @@ impl Provisioner {
         let body = self.render(req, id, &tmpl, &vars)?;
         match bindings.bind(pin, mac) {
             Ok(b) => {
+                bindings.bound_ok(mac);
                 count(if b == Bound::New { "bound" } else { "again" });
                 if b == Bound::New {
                     tracing::info!(mac = %mac, account = account.var("account").unwrap_or(""), "device bound to its account by PIN");
                 }
             }
             Err(e) => {
-                if let binding::BindRefusal::Store(s) = &e {
-                    tracing::error!("binding store: {s}");
+                match &e {
+                    binding::BindRefusal::Store(s) => tracing::error!("binding store: {s}"),
+                    // Someone else's PIN, or a second one: guesses too.
+                    _ => bindings.wrong_pin(mac, ip),
                 }
                 return fail(e.reason(), "PIN binding refused");
             }

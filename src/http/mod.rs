@@ -75,7 +75,7 @@ impl Handler for FileHandler {
             protocol: self.protocol,
             peer: conn.peer,
             method: method.to_string(),
-            path: raw_path.clone(),
+            path: self.provisioner.log_path(&raw_path).into_owned(),
             status: status.as_u16(),
             outcome,
             user_agent: user_agent.clone(),
@@ -120,7 +120,7 @@ impl Handler for FileHandler {
                         (StatusCode::FORBIDDEN, "forbidden")
                     }
                 };
-                tracing::debug!(peer = %conn.peer, path = %raw_path, reason = refusal.reason(), "refused");
+                tracing::debug!(peer = %conn.peer, path = %self.provisioner.log_path(&raw_path), reason = refusal.reason(), "refused");
                 return simple(status, Some(access(status, outcome)));
             }
         };

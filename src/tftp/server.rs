@@ -116,7 +116,7 @@ impl Bound {
             let request = match packet::parse(&buf[..r.len]) {
                 Ok(Packet::Rrq(req)) => req,
                 Ok(Packet::Wrq(req)) => {
-                    tracing::info!(peer = %peer, file = %req.filename, outcome = "write_refused", "tftp transfer");
+                    tracing::info!(peer = %peer, file = %shared.provisioner.log_path(&req.filename), outcome = "write_refused", "tftp transfer");
                     count_refusal(&shared, peer, &req.filename, "write_refused", "write");
                     self.reply(peer, code::ACCESS_VIOLATION, "read-only server")
                         .await;
@@ -155,7 +155,7 @@ impl Bound {
                     {
                         a.remove(&peer);
                     }
-                    tracing::warn!(peer = %peer, file = %request.filename, outcome = "busy", limit = self.cfg.max_transfers.value, "tftp transfer");
+                    tracing::warn!(peer = %peer, file = %shared.provisioner.log_path(&request.filename), outcome = "busy", limit = self.cfg.max_transfers.value, "tftp transfer");
                     count_refusal(&shared, peer, &request.filename, "busy", "busy");
                     self.reply(peer, code::NOT_DEFINED, "server busy, try again later")
                         .await;
@@ -192,7 +192,7 @@ fn count_refusal(
     shared.provisioner.transfer_done(&TransferDone {
         protocol: Protocol::tftp,
         peer,
-        path,
+        path: &shared.provisioner.log_path(path),
         user_agent: None,
         client_mac: None,
         bytes: 0,

@@ -123,12 +123,13 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
     t.retransmits.inc_by(report.retransmits);
     t.duration.observe(elapsed.as_secs_f64());
     // The device status book hears of every transfer, as it does for HTTP.
+    let shown = shared.provisioner.log_path(&job.request.filename);
     shared
         .provisioner
         .transfer_done(&crate::devices::TransferDone {
             protocol: Protocol::tftp,
             peer: job.peer,
-            path: &job.request.filename,
+            path: &shown,
             user_agent: None,
             client_mac: None,
             bytes: report.bytes,
@@ -136,7 +137,7 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
         });
     tracing::info!(
         peer = %job.peer,
-        file = %job.request.filename,
+        file = %shown,
         bytes = report.bytes,
         blksize = report.blksize,
         windowsize = report.windowsize,
