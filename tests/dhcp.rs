@@ -746,11 +746,12 @@ fn bad_dhcp_config_names_field_and_line() {
             "      ips: [198.18.0.1, 198.18.0.2]",
             "      ips: [198.18.0.1]\n      string: x",
         );
-    std::fs::write(&cfg, text).unwrap();
+    std::fs::write(&cfg, &text).unwrap();
     let (code, out) = support::provbox(&["check", "--config", cfg.to_str().unwrap()]);
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("dhcp.subnets[0].pools[0]"), "{out}");
-    assert!(out.contains(":34:"), "{out}");
+    let line = 1 + text.lines().position(|l| l.contains("pools:")).unwrap();
+    assert!(out.contains(&format!(":{line}:")), "line {line}: {out}");
     assert!(out.contains("dhcp.options[1]"), "{out}");
     assert!(out.contains("expected exactly one of"), "{out}");
 }
