@@ -139,31 +139,41 @@ impl Policy {
         }
     }
 
-    /// May this client be given `ip` in this subnet?
-    fn grantable(
-        &self,
-        t: &Leases,
-        sidx: usize,
-        req: &Req<'_>,
-        resv: Option<&Reservation>,
-        ip: Ipv4Addr,
-        now: u64,
-    ) -> bool {
-        let subnet = &self.settings.subnets[sidx];
-        let place_ok = match resv {
-            Some(r) => r.address == ip,
-            None => {
-                subnet.in_pool(ip) && !self.own.contains(&ip) && !self.reserved[sidx].contains(&ip)
-            }
-        };
-        place_ok && t.available_to(ip, &req.client, now)
-    }
-
     fn excluded(&self, sidx: usize) -> Excluded<'_> {
         Excluded {
             server: &self.own,
             reserved: &self.reserved[sidx],
         }
+    }
+}
+
+/// One message's decision context: the request, the policy snapshot it is decided under
+/// (one per message, so a reload never mixes two configs), the subnet it falls in with our
+/// server identifier there, and the device's reservation.
+struct Turn<'a> {
+    p: &'a Policy,
+    req: &'a Req<'a>,
+    sidx: usize,
+    sid: Ipv4Addr,
+    resv: Option<&'a Reservation>,
+}
+
+impl Turn<'_> {
+    fn subnet(&self) -> &Subnet {
+        &self.p.settings.subnets[self.sidx]
+    }
+
+    /// May this client be given `ip` in this subnet?
+    fn grantable(&self, t: &Leases, ip: Ipv4Addr, now: u64) -> bool {
+        let place_ok = match self.resv {
+            Some(r) => r.address == ip,
+            None => {
+                self.subnet().in_pool(ip)
+                    && !self.p.own.contains(&ip)
+                    && !self.p.reserved[self.sidx].contains(&ip)
+            }
+        };
+        place_ok && t.available_to(ip, &self.req.client, now)
     }
 }
 
@@ -419,22 +429,28 @@ impl Engine {
         };
         let policy = self.policy.load_full();
         let p = &*policy;
-        let (sidx, server_id) = self.subnet_for(p, iface, &req).ok_or("no_subnet")?;
-        let subnet = &p.settings.subnets[sidx];
-        let resv = subnet.reservations.iter().find(|r| {
+        let (sidx, sid) = self.subnet_for(p, iface, &req).ok_or("no_subnet")?;
+        let resv = p.settings.subnets[sidx].reservations.iter().find(|r| {
             match (&r.client_id, client_id) {
                 (Some(want), Some(got)) if want.as_slice() == got => return true,
                 _ => {}
             }
             r.mac == Some(mac)
         });
+        let turn = Turn {
+            p,
+            req: &req,
+            sidx,
+            sid,
+            resv,
+        };
         match mtype {
-            DISCOVER => self.discover(p, &req, sidx, server_id, resv, now),
-            REQUEST => self.request(p, &req, sidx, server_id, resv, now),
-            DECLINE => self.decline(p, &req, now),
+            DISCOVER => self.discover(&turn, now),
+            REQUEST => self.request(&turn, now),
+            DECLINE => self.decline(&turn, now),
             RELEASE => self.release(&req, now),
             INFORM => Ok(Outcome {
-                reply: Some(self.reply(p, &req, ACK, (sidx, server_id), resv, None)),
+                reply: Some(self.reply(&turn, ACK, None)),
                 ..Default::default()
             }),
             _ => Err("unexpected_message_type"),
@@ -467,16 +483,11 @@ impl Engine {
         Some((idx, sid))
     }
 
-    fn discover(
-        &self,
-        p: &Policy,
-        req: &Req<'_>,
-        sidx: usize,
-        sid: Ipv4Addr,
-        resv: Option<&Reservation>,
-        now: u64,
-    ) -> Result<Outcome, &'static str> {
-        let subnet = &p.settings.subnets[sidx];
+    fn discover(&self, turn: &Turn<'_>, now: u64) -> Result<Outcome, &'static str> {
+        let Turn {
+            p, req, sidx, resv, ..
+        } = *turn;
+        let subnet = turn.subnet();
         let mut t = self.table();
         let ip = match resv {
             Some(r) => {
@@ -511,7 +522,7 @@ impl Engine {
         }
         drop(t);
         Ok(Outcome {
-            reply: Some(self.reply(p, req, OFFER, (sidx, sid), resv, Some(ip))),
+            reply: Some(self.reply(turn, OFFER, Some(ip))),
             ..Default::default()
         })
     }
@@ -535,16 +546,9 @@ impl Engine {
         }
     }
 
-    fn request(
-        &self,
-        p: &Policy,
-        req: &Req<'_>,
-        sidx: usize,
-        sid: Ipv4Addr,
-        resv: Option<&Reservation>,
-        now: u64,
-    ) -> Result<Outcome, &'static str> {
-        let subnet = &p.settings.subnets[sidx];
+    fn request(&self, turn: &Turn<'_>, now: u64) -> Result<Outcome, &'static str> {
+        let Turn { req, sid, resv, .. } = *turn;
+        let subnet = turn.subnet();
         let mut t = self.table();
         let selected_server = req.ip_opt(54);
         let (ip, nak_if_foreign) = match (selected_server, req.ip_opt(50)) {
@@ -572,14 +576,14 @@ impl Engine {
             // Wrong network for this client: tell it to start over (RFC 2131 4.3.2), but a
             // rebinding client of some other server is none of our business.
             return if nak_if_foreign {
-                Ok(self.nak(p, req, sid, "address not on this network"))
+                Ok(self.nak(turn, "address not on this network"))
             } else {
                 Err("not_our_subnet")
             };
         }
-        if !p.grantable(&t, sidx, req, resv, ip, now) {
+        if !turn.grantable(&t, ip, now) {
             drop(t);
-            return Ok(self.nak(p, req, sid, "address not available"));
+            return Ok(self.nak(turn, "address not available"));
         }
         let renewed = matches!(t.get(ip), Some(l) if l.client == req.client && matches!(l.state, State::Bound{..}) && l.is_live(now));
         let lease = self.lease(
@@ -593,7 +597,7 @@ impl Engine {
         t.put(lease.clone());
         drop(t);
         Ok(Outcome {
-            reply: Some(self.reply(p, req, ACK, (sidx, sid), resv, Some(ip))),
+            reply: Some(self.reply(turn, ACK, Some(ip))),
             changes: vec![Change::Put(lease.clone())],
             events: vec![Event {
                 kind: if renewed {
@@ -607,7 +611,8 @@ impl Engine {
         })
     }
 
-    fn decline(&self, p: &Policy, req: &Req<'_>, now: u64) -> Result<Outcome, &'static str> {
+    fn decline(&self, turn: &Turn<'_>, now: u64) -> Result<Outcome, &'static str> {
+        let req = turn.req;
         let ip = req.ip_opt(50).ok_or("decline_without_address")?;
         let mut t = self.table();
         let mut l = match t.get(ip) {
@@ -615,7 +620,7 @@ impl Engine {
             _ => return Err("decline_of_unknown_lease"),
         };
         l.state = State::Declined {
-            until: now + p.settings.quarantine.as_secs(),
+            until: now + turn.p.settings.quarantine.as_secs(),
         };
         t.put(l.clone());
         tracing::warn!(%ip, mac = %req.mac, "dhcp: client declined the address (another host uses it?); quarantined");
@@ -652,7 +657,8 @@ impl Engine {
         })
     }
 
-    fn nak(&self, p: &Policy, req: &Req<'_>, sid: Ipv4Addr, why: &str) -> Outcome {
+    fn nak(&self, turn: &Turn<'_>, why: &str) -> Outcome {
+        let req = turn.req;
         tracing::info!(mac = %req.mac, ciaddr = %req.ciaddr, requested = ?req.ip_opt(50), "dhcp NAK: {why}");
         let mut h = self.header(req);
         let relayed = !req.giaddr.is_unspecified();
@@ -661,7 +667,7 @@ impl Engine {
             h.flags |= 0x8000;
         }
         h.ciaddr = Ipv4Addr::UNSPECIFIED;
-        let sidb = sid.octets();
+        let sidb = turn.sid.octets();
         let msg = why.as_bytes();
         let mut ess: Vec<(u8, &[u8])> = vec![(53, &[NAK]), (54, &sidb), (56, msg)];
         let r82 = req.opt(82).map(|d| d.to_vec());
@@ -670,7 +676,7 @@ impl Engine {
         }
         let (bytes, _) = wire::encode(&h, &ess, &[], self.max_len(req));
         let dest = if relayed {
-            Dest::To(req.giaddr, p.settings.port)
+            Dest::To(req.giaddr, turn.p.settings.port)
         } else {
             Dest::Broadcast
         };
@@ -744,16 +750,15 @@ impl Engine {
         out
     }
 
-    fn reply(
-        &self,
-        p: &Policy,
-        req: &Req<'_>,
-        kind: u8,
-        (sidx, sid): (usize, Ipv4Addr),
-        resv: Option<&Reservation>,
-        yiaddr: Option<Ipv4Addr>,
-    ) -> Reply {
-        let subnet = &p.settings.subnets[sidx];
+    fn reply(&self, turn: &Turn<'_>, kind: u8, yiaddr: Option<Ipv4Addr>) -> Reply {
+        let Turn {
+            p,
+            req,
+            sidx,
+            sid,
+            resv,
+        } = *turn;
+        let subnet = turn.subnet();
         let mut h = self.header(req);
         let inform = req.mtype == INFORM;
         if inform || kind == ACK {
