@@ -400,6 +400,15 @@ mod tests {
         }
     }
 
+    fn bound(ip: &str) -> Lease {
+        lease(
+            ip,
+            State::Bound {
+                expires: 1_900_000_000,
+            },
+        )
+    }
+
     fn sorted(mut v: Vec<Lease>) -> Vec<Lease> {
         v.sort_by_key(|l| l.ip);
         v
@@ -408,12 +417,7 @@ mod tests {
     #[test]
     fn records_round_trip_and_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let l = lease(
-            "198.18.0.57",
-            State::Bound {
-                expires: 1_900_000_000,
-            },
-        );
+        let l = bound("198.18.0.57");
         let d = Lease {
             hostname: None,
             vendor_class: None,
@@ -437,18 +441,8 @@ mod tests {
     fn torn_tail_is_cut_and_later_commits_read_back() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE_NAME);
-        let a = lease(
-            "198.18.0.10",
-            State::Bound {
-                expires: 1_900_000_000,
-            },
-        );
-        let b = lease(
-            "198.18.0.11",
-            State::Bound {
-                expires: 1_900_000_000,
-            },
-        );
+        let a = bound("198.18.0.10");
+        let b = bound("198.18.0.11");
         let c = lease("198.18.0.12", State::Free);
         {
             let (mut j, _, _) = Journal::open(dir.path()).unwrap();
@@ -474,24 +468,9 @@ mod tests {
     fn damage_mid_file_loses_only_the_damaged_record() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE_NAME);
-        let a = lease(
-            "198.18.0.10",
-            State::Bound {
-                expires: 1_900_000_000,
-            },
-        );
-        let b = lease(
-            "198.18.0.11",
-            State::Bound {
-                expires: 1_900_000_000,
-            },
-        );
-        let c = lease(
-            "198.18.0.12",
-            State::Bound {
-                expires: 1_900_000_000,
-            },
-        );
+        let a = bound("198.18.0.10");
+        let b = bound("198.18.0.11");
+        let c = bound("198.18.0.12");
         {
             let (mut j, _, _) = Journal::open(dir.path()).unwrap();
             for l in [&a, &b, &c] {
@@ -531,12 +510,7 @@ mod tests {
     fn compaction_keeps_exactly_the_live_leases() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE_NAME);
-        let keep = lease(
-            "198.18.1.1",
-            State::Bound {
-                expires: 1_900_000_000,
-            },
-        );
+        let keep = bound("198.18.1.1");
         let (mut j, _, _) = Journal::open(dir.path()).unwrap();
         j.commit(&[Change::Put(keep.clone())]).unwrap();
         // Churn one address until the journal is long enough to compact.
