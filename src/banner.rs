@@ -8,25 +8,11 @@ use crate::config::Config;
 
 /// IPv4 addresses of interfaces that are up, loopback last.
 pub fn local_ipv4() -> Vec<Ipv4Addr> {
-    let mut out = Vec::new();
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `head` with a list we only read and then free once.
-    unsafe {
-        if libc::getifaddrs(&mut head) != 0 {
-            return out;
-        }
-        let mut cur = head;
-        while !cur.is_null() {
-            let ifa = &*cur;
-            let up = ifa.ifa_flags & libc::IFF_UP as u32 != 0;
-            if up && !ifa.ifa_addr.is_null() && (*ifa.ifa_addr).sa_family as i32 == libc::AF_INET {
-                let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                out.push(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
-            }
-            cur = ifa.ifa_next;
-        }
-        libc::freeifaddrs(head);
-    }
+    let mut out: Vec<Ipv4Addr> = crate::netif::ipv4()
+        .into_iter()
+        .filter(|a| a.up)
+        .map(|a| a.ip)
+        .collect();
     out.sort_by_key(|a| (a.is_loopback(), *a));
     out.dedup();
     out

@@ -12,6 +12,7 @@ pub mod dhcp;
 pub mod dns;
 pub mod http;
 pub mod metrics;
+pub mod netif;
 pub mod resync;
 pub mod sdnotify;
 pub mod server;

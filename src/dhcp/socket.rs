@@ -41,37 +41,11 @@ pub fn interface_exists(name: &str) -> bool {
 
 /// The interface's IPv4 addresses and prefix lengths.
 pub fn ipv4_addrs(name: &str) -> Vec<(Ipv4Addr, u8)> {
-    let mut out = Vec::new();
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills a list we free below; we only read entries it owns.
-    unsafe {
-        if libc::getifaddrs(&mut head) != 0 {
-            return out;
-        }
-        let mut p = head;
-        while !p.is_null() {
-            let ifa = &*p;
-            p = ifa.ifa_next;
-            if ifa.ifa_addr.is_null() || (*ifa.ifa_addr).sa_family as i32 != libc::AF_INET {
-                continue;
-            }
-            let n = std::ffi::CStr::from_ptr(ifa.ifa_name);
-            if n.to_bytes() != name.as_bytes() {
-                continue;
-            }
-            let a = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-            let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
-            let prefix = if ifa.ifa_netmask.is_null() {
-                32
-            } else {
-                let m = &*(ifa.ifa_netmask as *const libc::sockaddr_in);
-                u32::from_be(m.sin_addr.s_addr).count_ones() as u8
-            };
-            out.push((ip, prefix));
-        }
-        libc::freeifaddrs(head);
-    }
-    out
+    crate::netif::ipv4()
+        .into_iter()
+        .filter(|a| a.iface == name)
+        .map(|a| (a.ip, a.prefix))
+        .collect()
 }
 
 /// Bind the server port on one interface.
