@@ -19,28 +19,40 @@ impl Mac {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    /// Find a MAC in free text: 12 hex digits in a row, or six pairs split by `:` or `-`.
+    /// Find a MAC in free text: six pairs split by `:`, `-` or `.`, or 12 hex digits in a
+    /// row, not part of a longer hex run. Works on bytes: any text (syslog lines carry
+    /// non-ASCII) is safe, and nothing is allocated per position.
     pub fn find_in(text: &str) -> Option<Mac> {
         let b = text.as_bytes();
-        let hex = |c: u8| c.is_ascii_hexdigit();
+        let is_hex = |i: usize| b.get(i).is_some_and(u8::is_ascii_hexdigit);
+        let nibble = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
         for start in 0..b.len() {
-            if start > 0 && hex(b[start - 1]) {
+            if start > 0 && is_hex(start - 1) {
                 continue;
             }
-            // Separated form: xx:xx:xx:xx:xx:xx
-            if b.len() >= start + 17 {
-                let s = &text[start..start + 17];
-                if let Ok(m) = s.parse::<Mac>()
-                    && (b.len() == start + 17 || !hex(b[start + 17]))
-                {
-                    return Some(m);
+            // (bytes per pair including its separator, length of the whole form)
+            for (step, len) in [(3, 17), (2, 12)] {
+                let Some(w) = b.get(start..start + len) else {
+                    continue;
+                };
+                if is_hex(start + len) {
+                    continue;
                 }
-            }
-            if b.len() >= start + 12
-                && b[start..start + 12].iter().all(|&c| hex(c))
-                && (b.len() == start + 12 || !hex(b[start + 12]))
-            {
-                return text[start..start + 12].parse().ok();
+                let mut out = [0u8; 6];
+                let whole = (0..6).all(|i| {
+                    let at = i * step;
+                    let sep_ok = step == 2 || i == 5 || matches!(w[at + 2], b':' | b'-' | b'.');
+                    match (nibble(w[at]), nibble(w[at + 1])) {
+                        (Some(h), Some(l)) if sep_ok => {
+                            out[i] = (h << 4) | l;
+                            true
+                        }
+                        _ => false,
+                    }
+                });
+                if whole {
+                    return Some(Mac(out));
+                }
             }
         }
         None
@@ -164,6 +176,11 @@ mod tests {
             Some(m)
         );
         assert_eq!(Mac::find_in("serial 1234567890abcdef"), None);
+        // Non-ASCII around or inside the window (syslog lines): no panic, still found.
+        assert_eq!(Mac::find_in("Registration – retrying in 30 seconds"), None);
+        assert_eq!(Mac::find_in("–00-56-2b-04-36-15 ü"), Some(m));
+        assert_eq!(Mac::find_in("\u{fffd}\u{fffd}ä00562b043615ö"), Some(m));
+        assert_eq!(Mac::find_in("00:56:2b:04:36:1–"), None);
     }
 
     #[test]
