@@ -57,55 +57,83 @@ enum Guesser {
     Address(IpAddr),
 }
 
+/// Attempts per guesser: when its window started, and how many it made.
+#[derive(Default)]
+struct Guesses {
+    by: HashMap<Guesser, (Instant, u32)>,
+    swept: Option<Instant>,
+}
+
 pub struct Bindings {
     store: Arc<Store>,
     per_pin: usize,
-    /// Wrong PINs: first failure of the window, count.
-    wrong: Mutex<HashMap<Guesser, (Instant, u32)>>,
+    /// `init_prefix` as a catalog key, lower case (matched regardless of case).
+    prefix: String,
+    guesses: Mutex<Guesses>,
 }
 
 impl Bindings {
-    pub fn new(store: Arc<Store>, per_pin: usize) -> Bindings {
+    pub fn new(store: Arc<Store>, per_pin: usize, init_prefix: &str) -> Bindings {
         Bindings {
             store,
             per_pin,
-            wrong: Mutex::default(),
+            prefix: init_prefix.trim_matches('/').to_ascii_lowercase(),
+            guesses: Mutex::default(),
         }
     }
 
-    fn wrong(&self) -> std::sync::MutexGuard<'_, HashMap<Guesser, (Instant, u32)>> {
-        self.wrong.lock().unwrap_or_else(|e| e.into_inner())
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
-    /// Has this device or address used up its wrong PINs for now?
-    pub fn locked_out(&self, mac: Mac, ip: IpAddr) -> bool {
-        let now = Instant::now();
-        let w = self.wrong();
-        [Guesser::Device(mac), Guesser::Address(ip)]
-            .iter()
-            .any(|g| matches!(w.get(g), Some((t, n)) if *n >= MAX_WRONG_PINS && now.duration_since(*t) < GUESS_WINDOW))
+    /// The rest of `key` (a normalized catalog key) after the init prefix, when it is a
+    /// binding request: `""` or `"/<PIN>"`.
+    pub fn route<'k>(&self, key: &'k str) -> Option<&'k str> {
+        let n = self.prefix.len();
+        let head = key.get(..n)?;
+        let rest = &key[n..];
+        (head.eq_ignore_ascii_case(&self.prefix) && (rest.is_empty() || rest.starts_with('/')))
+            .then_some(rest)
     }
 
-    /// Count a wrong (unknown or taken) PIN against the device and the address.
-    pub fn wrong_pin(&self, mac: Mac, ip: IpAddr) {
+    /// Take one binding attempt for this device and address: false when either has used
+    /// up its [`MAX_WRONG_PINS`] in this window. Checked and counted under one lock, so
+    /// parallel requests cannot all slip past the check; a right PIN gives its attempt
+    /// back ([`Bindings::bound_ok`]).
+    pub fn try_attempt(&self, mac: Mac, ip: IpAddr) -> bool {
         let now = Instant::now();
-        let mut w = self.wrong();
-        if w.len() > 10_000 {
-            // Bounded memory: forget windows that are over.
-            w.retain(|_, (t, _)| now.duration_since(*t) < GUESS_WINDOW);
+        let mut g = self.guesses.lock().unwrap_or_else(|e| e.into_inner());
+        if g.swept
+            .is_none_or(|t| now.duration_since(t) >= GUESS_WINDOW)
+        {
+            // Bounded memory: forget windows that are over, once a window.
+            g.by.retain(|_, (t, _)| now.duration_since(*t) < GUESS_WINDOW);
+            g.swept = Some(now);
         }
-        for g in [Guesser::Device(mac), Guesser::Address(ip)] {
-            let e = w.entry(g).or_insert((now, 0));
+        let keys = [Guesser::Device(mac), Guesser::Address(ip)];
+        for k in keys {
+            let e = g.by.entry(k).or_insert((now, 0));
             if now.duration_since(e.0) >= GUESS_WINDOW {
                 *e = (now, 0);
             }
-            e.1 += 1;
         }
+        if keys.iter().any(|k| g.by[k].1 >= MAX_WRONG_PINS) {
+            return false;
+        }
+        for k in keys {
+            g.by.get_mut(&k).expect("inserted above").1 += 1;
+        }
+        true
     }
 
-    /// A device that bound starts over (its address keeps its count: others may share it).
-    pub fn bound_ok(&self, mac: Mac) {
-        self.wrong().remove(&Guesser::Device(mac));
+    /// A right PIN: the device starts over, and its address gets this attempt back (others
+    /// may share the address).
+    pub fn bound_ok(&self, mac: Mac, ip: IpAddr) {
+        let mut g = self.guesses.lock().unwrap_or_else(|e| e.into_inner());
+        g.by.remove(&Guesser::Device(mac));
+        if let Some((_, n)) = g.by.get_mut(&Guesser::Address(ip)) {
+            *n = n.saturating_sub(1);
+        }
     }
 
     /// The PIN `mac` is bound to, if any.
@@ -165,7 +193,7 @@ mod tests {
         let a: Mac = "00562b043615".parse().unwrap();
         let b: Mac = "0015654aa937".parse().unwrap();
         {
-            let b1 = Bindings::new(Store::open(d.path()).unwrap(), 1);
+            let b1 = Bindings::new(Store::open(d.path()).unwrap(), 1, "/init");
             assert_eq!(b1.pin_of(a), None);
             assert_eq!(b1.bind("1234", a), Ok(Bound::New));
             assert_eq!(b1.bind("1234", a), Ok(Bound::Again));
@@ -173,7 +201,7 @@ mod tests {
             assert_eq!(b1.bind("9999", a), Err(BindRefusal::BoundElsewhere));
             assert_eq!(b1.pin_of(b), None);
         }
-        let b2 = Bindings::new(Store::open(d.path()).unwrap(), 2);
+        let b2 = Bindings::new(Store::open(d.path()).unwrap(), 2, "/init");
         assert_eq!(b2.pin_of(a).as_deref(), Some("1234"));
         // With two allowed, a second device may join.
         assert_eq!(b2.bind("1234", b), Ok(Bound::New));
@@ -183,26 +211,36 @@ mod tests {
     #[test]
     fn wrong_pins_lock_out_the_device_and_the_address() {
         let d = tempfile::tempdir().unwrap();
-        let b = Bindings::new(Store::open(d.path()).unwrap(), 1);
+        let b = Bindings::new(Store::open(d.path()).unwrap(), 1, "init");
         let (a, other): (Mac, Mac) = (
             "00562b043615".parse().unwrap(),
             "0015654aa937".parse().unwrap(),
         );
         let (ip, ip2): (IpAddr, IpAddr) =
             ("198.18.0.7".parse().unwrap(), "198.18.0.8".parse().unwrap());
-        for _ in 0..MAX_WRONG_PINS - 1 {
-            b.wrong_pin(a, ip);
+        for _ in 0..MAX_WRONG_PINS {
+            assert!(b.try_attempt(a, ip));
         }
-        assert!(!b.locked_out(a, ip));
-        b.wrong_pin(a, ip);
-        assert!(b.locked_out(a, ip));
+        assert!(!b.try_attempt(a, ip));
         // A new MAC from the same address, or the same MAC from a new address: still out.
-        assert!(b.locked_out(other, ip));
-        assert!(b.locked_out(a, ip2));
-        assert!(!b.locked_out(other, ip2));
-        // A device that binds clears its own count, not its address's.
-        b.bound_ok(a);
-        assert!(!b.locked_out(a, ip2));
-        assert!(b.locked_out(a, ip));
+        assert!(!b.try_attempt(other, ip));
+        assert!(!b.try_attempt(a, ip2));
+        assert!(b.try_attempt(other, ip2));
+        // A right PIN clears the device's count and gives its address the attempt back.
+        b.bound_ok(a, ip);
+        assert!(b.try_attempt(a, ip2));
+        assert!(b.try_attempt(a, ip), "the address had one attempt returned");
+        assert!(!b.try_attempt(other, ip));
+    }
+
+    #[test]
+    fn route_matches_the_prefix_in_any_case() {
+        let d = tempfile::tempdir().unwrap();
+        let b = Bindings::new(Store::open(d.path()).unwrap(), 1, "/Init/");
+        assert_eq!(b.prefix(), "init");
+        assert_eq!(b.route("INIT/1234"), Some("/1234"));
+        assert_eq!(b.route("init"), Some(""));
+        assert_eq!(b.route("initial/1234"), None);
+        assert_eq!(b.route("in"), None);
     }
 }

@@ -141,15 +141,6 @@ impl Default for Binding {
     }
 }
 
-impl Binding {
-    /// The prefix as a catalog key prefix (`init`), if binding is on.
-    pub fn prefix_key(&self) -> Option<String> {
-        self.init_prefix
-            .as_ref()
-            .map(|p| p.trim_matches('/').to_string())
-    }
-}
-
 impl Config {
     pub fn resolve_paths(&mut self, base: &Path) {
         if let Some(p) = &mut self.inventory

@@ -213,9 +213,10 @@ impl Provisioner {
             self.inventory = ArcSwap::from_pointee(loaded);
         }
         self.bindings = match (&cfg.binding.init_prefix, store) {
-            (Some(_), Some(store)) => Some(Bindings::new(
+            (Some(prefix), Some(store)) => Some(Bindings::new(
                 store,
                 cfg.binding.devices_per_pin.value as usize,
+                prefix,
             )),
             (Some(_), None) => anyhow::bail!("devices.binding: PIN binding needs the store"),
             _ => None,
@@ -310,25 +311,29 @@ impl Provisioner {
         Refusal::Forbidden(reason)
     }
 
-    /// `path` as logs and timelines show it: a PIN in `<init_prefix>/<PIN>` is masked
-    /// (it is a credential; logs are read by more people than the inventory).
+    /// `path` (as a client sent it) the way logs and timelines show it: a PIN request is
+    /// shown as `/<init_prefix>/****` (a PIN is a credential; logs are read by more people
+    /// than the inventory). Recognised exactly as `fetch` routes it: decoded, normalized,
+    /// in any case.
     pub fn log_path<'a>(&self, path: &'a str) -> std::borrow::Cow<'a, str> {
-        if let Some(prefix) = self.cfg.binding.prefix_key() {
-            let slash = if path.starts_with('/') { "/" } else { "" };
-            if let Some(rest) = path.trim_start_matches('/').strip_prefix(prefix.as_str())
-                && let Some(pin) = rest.strip_prefix('/')
-                && !pin.is_empty()
-            {
-                return format!("{slash}{prefix}/****").into();
+        let Some(b) = &self.bindings else {
+            return path.into();
+        };
+        let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+        match crate::catalog::path::normalize(&decoded) {
+            Ok(key) if b.route(&key).is_some_and(|rest| rest.len() > 1) => {
+                format!("/{}/****", b.prefix()).into()
             }
+            _ => path.into(),
         }
-        path.into()
     }
 
     /// Front ends call this once per request when it is over (sent, refused or aborted).
+    /// The observer never sees a PIN, whatever the front end passed.
     pub fn transfer_done(&self, t: &TransferDone<'_>) {
         if let Some(o) = self.registry.observer() {
-            o.transfer(t);
+            let path = self.log_path(t.path);
+            o.transfer(&TransferDone { path: &path, ..*t });
         }
     }
 
@@ -349,13 +354,8 @@ impl Provisioner {
             .get_or_create(&SourceLabels { source: id.source })
             .inc();
 
-        if let Some(prefix) = self.cfg.binding.prefix_key()
-            && self.bindings.is_some()
-        {
-            let (k, p) = (key.to_ascii_lowercase(), prefix.to_ascii_lowercase());
-            if k == p || k.starts_with(&format!("{p}/")) {
-                return self.bind(req, &id, &key[prefix.len()..]);
-            }
+        if let Some(rest) = self.bindings.as_ref().and_then(|b| b.route(&key)) {
+            return self.bind(req, &id, rest);
         }
         if template::is_template(&key) {
             // Template sources show how profiles are built; never served as they are.
@@ -549,8 +549,7 @@ impl Provisioner {
             return Err(Refusal::NotFound);
         };
         let ip = req.peer.ip();
-        if bindings.locked_out(mac, ip) {
-            tracing::warn!(mac = %mac, %ip, "PIN binding refused: too many wrong PINs from this device or address");
+        if !bindings.try_attempt(mac, ip) {
             return fail(
                 "pin_attempts_exceeded",
                 "too many wrong PINs from this device or address; try again later",
@@ -558,7 +557,6 @@ impl Provisioner {
         }
         let inv = self.inventory.load();
         let Some(account) = inv.by_pin(pin) else {
-            bindings.wrong_pin(mac, ip);
             return fail("pin_unknown", "no account holds this PIN");
         };
         let profile = &self.cfg.binding.profile.value;
@@ -576,17 +574,16 @@ impl Provisioner {
         let body = self.render(req, id, &tmpl, &vars)?;
         match bindings.bind(pin, mac) {
             Ok(b) => {
-                bindings.bound_ok(mac);
+                bindings.bound_ok(mac, ip);
                 count(if b == Bound::New { "bound" } else { "again" });
                 if b == Bound::New {
                     tracing::info!(mac = %mac, account = account.var("account").unwrap_or(""), "device bound to its account by PIN");
                 }
             }
             Err(e) => {
-                match &e {
-                    binding::BindRefusal::Store(s) => tracing::error!("binding store: {s}"),
-                    // Someone else's PIN, or a second one: guesses too.
-                    _ => bindings.wrong_pin(mac, ip),
+                // Someone else's PIN, or a second one, stays counted as a guess.
+                if let binding::BindRefusal::Store(s) = &e {
+                    tracing::error!("binding store: {s}");
                 }
                 return fail(e.reason(), "PIN binding refused");
             }

@@ -65,6 +65,8 @@ impl Handler for FileHandler {
         let started = Instant::now();
         let method = req.method().clone();
         let raw_path = req.uri().path().to_string();
+        // What logs show: a PIN in the path is masked, once, here.
+        let shown_path = self.provisioner.log_path(&raw_path).into_owned();
         let user_agent = req
             .headers()
             .get(header::USER_AGENT)
@@ -75,7 +77,7 @@ impl Handler for FileHandler {
             protocol: self.protocol,
             peer: conn.peer,
             method: method.to_string(),
-            path: self.provisioner.log_path(&raw_path).into_owned(),
+            path: shown_path.clone(),
             status: status.as_u16(),
             outcome,
             user_agent: user_agent.clone(),
@@ -120,7 +122,7 @@ impl Handler for FileHandler {
                         (StatusCode::FORBIDDEN, "forbidden")
                     }
                 };
-                tracing::debug!(peer = %conn.peer, path = %self.provisioner.log_path(&raw_path), reason = refusal.reason(), "refused");
+                tracing::debug!(peer = %conn.peer, path = %shown_path, reason = refusal.reason(), "refused");
                 return simple(status, Some(access(status, outcome)));
             }
         };

@@ -192,7 +192,7 @@ fn count_refusal(
     shared.provisioner.transfer_done(&TransferDone {
         protocol: Protocol::tftp,
         peer,
-        path: &shared.provisioner.log_path(path),
+        path,
         user_agent: None,
         client_mac: None,
         bytes: 0,

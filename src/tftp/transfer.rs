@@ -123,13 +123,12 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
     t.retransmits.inc_by(report.retransmits);
     t.duration.observe(elapsed.as_secs_f64());
     // The device status book hears of every transfer, as it does for HTTP.
-    let shown = shared.provisioner.log_path(&job.request.filename);
     shared
         .provisioner
         .transfer_done(&crate::devices::TransferDone {
             protocol: Protocol::tftp,
             peer: job.peer,
-            path: &shown,
+            path: &job.request.filename,
             user_agent: None,
             client_mac: None,
             bytes: report.bytes,
@@ -137,7 +136,7 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
         });
     tracing::info!(
         peer = %job.peer,
-        file = %shown,
+        file = %shared.provisioner.log_path(&job.request.filename),
         bytes = report.bytes,
         blksize = report.blksize,
         windowsize = report.windowsize,
