@@ -137,8 +137,14 @@ impl Cache {
                 e.variants.clone()
             }
             Some(_) => Vec::new(),
-            None if map.len() >= MAX_ENTRIES => return,
-            None => Vec::new(),
+            None => {
+                if map.len() >= MAX_ENTRIES {
+                    // Full (a scan of names, or stale epochs piling up): start over rather
+                    // than stop learning until the next reload.
+                    map.clear();
+                }
+                Vec::new()
+            }
         };
         variants.push(answer.to_vec());
         map.insert(
@@ -192,6 +198,29 @@ mod tests {
         a.extend_from_slice(&ancount.to_be_bytes());
         a.extend_from_slice(&[0, 0, 0, 0, tail]);
         a
+    }
+
+    #[test]
+    fn a_full_cache_starts_over_and_keeps_learning() {
+        let cache = Cache::default();
+        // Other tests move the global health epoch concurrently; `learn` ignores an answer
+        // made across a move, so retry until it is in.
+        let learn = |name: &str| {
+            let (k, t) = key(&query(name, 16, false), false).unwrap();
+            for _ in 0..100 {
+                cache.learn(k.clone(), t, &answer([0, 0], 0, 1), current_epoch());
+                if cache.map.read().unwrap().contains_key(&k) {
+                    return;
+                }
+            }
+            panic!("{name} never learned");
+        };
+        for i in 0..MAX_ENTRIES {
+            learn(&format!("n{i}.lab.test"));
+        }
+        assert_eq!(cache.map.read().unwrap().len(), MAX_ENTRIES);
+        learn("late.lab.test");
+        assert_eq!(cache.map.read().unwrap().len(), 1, "started over");
     }
 
     #[test]
