@@ -163,17 +163,14 @@ impl Turn<'_> {
         &self.p.settings.subnets[self.sidx]
     }
 
-    /// May this client be given `ip` in this subnet?
+    /// May this client be given `ip` in this subnet: its reserved address, or a pool
+    /// address free for it?
     fn grantable(&self, t: &Leases, ip: Ipv4Addr, now: u64) -> bool {
-        let place_ok = match self.resv {
-            Some(r) => r.address == ip,
-            None => {
-                self.subnet().in_pool(ip)
-                    && !self.p.own.contains(&ip)
-                    && !self.p.reserved[self.sidx].contains(&ip)
-            }
-        };
-        place_ok && t.available_to(ip, &self.req.client, now)
+        let client = &self.req.client;
+        match self.resv {
+            Some(r) => r.address == ip && t.available_to(ip, client, now),
+            None => t.usable(self.subnet(), &self.p.excluded(self.sidx), ip, client, now),
+        }
     }
 }
 
@@ -284,8 +281,15 @@ impl Engine {
         live
     }
 
-    /// Expire leases whose time ran out; returns the events to announce.
+    /// Expire leases whose time ran out; returns the events to announce. Also forgets
+    /// rate buckets idle for a second: they have refilled, so a fresh one is the same
+    /// (bounded memory under a flood of random MACs, without a walk on the packet path).
     pub fn sweep(&self, now: u64) -> Vec<Event> {
+        let idle = std::time::Duration::from_secs(1);
+        self.buckets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, v| v.last.elapsed() < idle);
         let ended = self.table().sweep(now);
         self.update_gauges(now);
         ended
@@ -313,29 +317,23 @@ impl Engine {
         self.metrics.leases_active.set(total as i64);
     }
 
-    /// Log, count and tell the device registry about a lease event (after its commit).
-    /// Gauges move incrementally here (a full recount per ACK would cost O(leases)); the
-    /// expiry sweep recounts every few seconds to stay exact.
-    pub fn announce(&self, e: &Event) {
-        let l = &e.lease;
-        let ip = std::net::IpAddr::V4(l.ip);
-        let delta = match e.kind {
-            EventKind::Granted => 1,
-            EventKind::Renewed => 0,
-            // Expired leases were already uncounted by the sweep's recount.
-            EventKind::Expired => 0,
-            EventKind::Released | EventKind::Declined => -1,
-        };
-        let p = self.policy.load();
-        if delta != 0
-            && let Some(s) = p.settings.subnets.iter().find(|s| s.contains(l.ip))
-        {
+    /// Move the lease gauges by one lease at `ip`, under the table lock that changed it, so
+    /// they agree with the sweep's recount (also under that lock) at every moment: a full
+    /// recount per ACK would cost O(leases).
+    fn count(&self, p: &Policy, _table: &Leases, ip: Ipv4Addr, delta: i64) {
+        if let Some(s) = p.settings.subnets.iter().find(|s| s.contains(ip)) {
             self.metrics
                 .pool_used
                 .get_or_create(&SubnetLabels { subnet: s.cidr() })
                 .inc_by(delta);
             self.metrics.leases_active.inc_by(delta);
         }
+    }
+
+    /// Log, count and tell the device registry about a lease event (after its commit).
+    pub fn announce(&self, e: &Event) {
+        let l = &e.lease;
+        let ip = std::net::IpAddr::V4(l.ip);
         match e.kind {
             EventKind::Granted | EventKind::Renewed => self.registry.lease_bound(ip, info(l)),
             _ => self.registry.lease_ended(ip),
@@ -363,14 +361,10 @@ impl Engine {
         );
     }
 
-    fn rate_ok(&self, mac: Mac) -> bool {
-        let rate = self.policy.load().settings.rate_per_mac as f64;
+    fn rate_ok(&self, mac: Mac, rate: u32) -> bool {
+        let rate = rate as f64;
         let now = Instant::now();
         let mut b = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if b.len() > 100_000 {
-            // Bounded memory under a flood of random MACs: forget full buckets.
-            b.retain(|_, v| now.duration_since(v.last).as_secs_f64() * rate < rate);
-        }
         let e = b.entry(mac).or_insert(Bucket {
             tokens: rate,
             last: now,
@@ -409,7 +403,9 @@ impl Engine {
         let ch = msg.chaddr();
         chaddr[..ch.len().min(16)].copy_from_slice(&ch[..ch.len().min(16)]);
         let mac = Mac(chaddr[..6].try_into().expect("6 bytes"));
-        if !self.rate_ok(mac) {
+        let policy = self.policy.load_full();
+        let p = &*policy;
+        if !self.rate_ok(mac, p.settings.rate_per_mac) {
             return Err("rate_limited");
         }
         let client_id = opts
@@ -427,8 +423,6 @@ impl Engine {
             client: ClientKey::new(client_id, &mac),
             opts: &opts,
         };
-        let policy = self.policy.load_full();
-        let p = &*policy;
         let (sidx, sid) = self.subnet_for(p, iface, &req).ok_or("no_subnet")?;
         let resv = p.settings.subnets[sidx].reservations.iter().find(|r| {
             match (&r.client_id, client_id) {
@@ -448,7 +442,7 @@ impl Engine {
             DISCOVER => self.discover(&turn, now),
             REQUEST => self.request(&turn, now),
             DECLINE => self.decline(&turn, now),
-            RELEASE => self.release(&req, now),
+            RELEASE => self.release(&turn, now),
             INFORM => Ok(Outcome {
                 reply: Some(self.reply(&turn, ACK, None)),
                 ..Default::default()
@@ -509,7 +503,7 @@ impl Engine {
             }
         };
         // A client still bound to this address keeps its lease state; others get a hold.
-        let bound = matches!(t.get(ip), Some(l) if l.client == req.client && matches!(l.state, State::Bound{..}) && l.is_live(now));
+        let bound = t.bound_to(ip, &req.client, now);
         if !bound {
             t.put(self.lease(
                 req,
@@ -585,7 +579,7 @@ impl Engine {
             drop(t);
             return Ok(self.nak(turn, "address not available"));
         }
-        let renewed = matches!(t.get(ip), Some(l) if l.client == req.client && matches!(l.state, State::Bound{..}) && l.is_live(now));
+        let renewed = t.bound_to(ip, &req.client, now);
         let lease = self.lease(
             req,
             resv,
@@ -595,6 +589,9 @@ impl Engine {
             },
         );
         t.put(lease.clone());
+        if !renewed {
+            self.count(turn.p, &t, ip, 1);
+        }
         drop(t);
         Ok(Outcome {
             reply: Some(self.reply(turn, ACK, Some(ip))),
@@ -619,10 +616,14 @@ impl Engine {
             Some(l) if l.client == req.client => l.clone(),
             _ => return Err("decline_of_unknown_lease"),
         };
+        let was_counted = matches!(l.state, State::Bound { .. }) && l.is_live(now);
         l.state = State::Declined {
             until: now + turn.p.settings.quarantine.as_secs(),
         };
         t.put(l.clone());
+        if was_counted {
+            self.count(turn.p, &t, ip, -1);
+        }
         tracing::warn!(%ip, mac = %req.mac, "dhcp: client declined the address (another host uses it?); quarantined");
         Ok(Outcome {
             reply: None,
@@ -635,7 +636,8 @@ impl Engine {
         })
     }
 
-    fn release(&self, req: &Req<'_>, now: u64) -> Result<Outcome, &'static str> {
+    fn release(&self, turn: &Turn<'_>, now: u64) -> Result<Outcome, &'static str> {
+        let req = turn.req;
         let ip = req.ciaddr;
         let mut t = self.table();
         let mut l = match t.get(ip) {
@@ -644,8 +646,12 @@ impl Engine {
             }
             _ => return Err("release_of_unknown_lease"),
         };
+        let was_counted = l.is_live(now);
         l.state = State::Free;
         t.put(l.clone());
+        if was_counted {
+            self.count(turn.p, &t, ip, -1);
+        }
         Ok(Outcome {
             reply: None,
             changes: vec![Change::Put(l.clone())],
@@ -809,11 +815,6 @@ impl Engine {
                 _ => "nak",
             },
         }
-    }
-
-    /// Snapshot for tests and diagnostics.
-    pub fn lease_of(&self, ip: Ipv4Addr) -> Option<Lease> {
-        self.table().get(ip).cloned()
     }
 }
 

@@ -90,8 +90,27 @@ impl Leases {
         self.by_client.get(client).and_then(|ip| self.by_ip.get(ip))
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Lease> {
-        self.by_ip.values()
+    /// Is `ip` leased to `client` right now (a renewal, not a new grant)?
+    pub fn bound_to(&self, ip: Ipv4Addr, client: &ClientKey, now: u64) -> bool {
+        matches!(self.by_ip.get(&ip), Some(l) if l.client == *client
+            && matches!(l.state, State::Bound { .. })
+            && l.is_live(now))
+    }
+
+    /// May `client` be given `ip` from the pool of `subnet`: in a pool, not excluded, and
+    /// free for it?
+    pub fn usable(
+        &self,
+        subnet: &Subnet,
+        ex: &Excluded<'_>,
+        ip: Ipv4Addr,
+        client: &ClientKey,
+        now: u64,
+    ) -> bool {
+        subnet.in_pool(ip)
+            && !ex.server.contains(&ip)
+            && !ex.reserved.contains(&ip)
+            && self.available_to(ip, client, now)
     }
 
     /// Can `client` have `ip` (pool membership and exclusions are the caller's)?
@@ -114,12 +133,7 @@ impl Leases {
         ex: &Excluded<'_>,
         now: u64,
     ) -> Option<Ipv4Addr> {
-        let usable = |s: &Self, ip: Ipv4Addr| {
-            subnet.in_pool(ip)
-                && !ex.server.contains(&ip)
-                && !ex.reserved.contains(&ip)
-                && s.available_to(ip, client, now)
-        };
+        let usable = |s: &Self, ip: Ipv4Addr| s.usable(subnet, ex, ip, client, now);
         if let Some(prev) = self.by_client.get(client).copied()
             && usable(self, prev)
         {

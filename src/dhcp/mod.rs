@@ -262,7 +262,10 @@ async fn writer(
                 Err(_) => break,
             }
         }
-        let changes: Vec<Change> = batch.iter().flat_map(|j| j.changes.clone()).collect();
+        let changes: Vec<Change> = batch
+            .iter_mut()
+            .flat_map(|j| std::mem::take(&mut j.changes))
+            .collect();
         let j = journal.clone();
         let res = tokio::task::spawn_blocking(move || {
             j.lock().unwrap_or_else(|e| e.into_inner()).commit(&changes)
