@@ -5,6 +5,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use support::metric;
 use support::{Provbox, free_tcp_port, provbox, run};
 
 const A: &str = "00562b043615";
@@ -80,14 +81,6 @@ fn metrics(p: &Ports) -> String {
     let (c, b) = curl(&[], &format!("http://127.0.0.1:{}/metrics", p.metrics));
     assert_eq!(c, 200);
     String::from_utf8(b).unwrap()
-}
-
-fn metric(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 fn ua_of(vendor: &str) -> &'static str {
@@ -697,7 +690,7 @@ fn inventory_import_names_the_line_and_the_server_picks_up_the_merge() {
         &p,
         "devices:\n  inventory: inventory.csv\n  trust:\n    user_agent: true\n",
     );
-    let pb = Provbox::start(d, &cfg);
+    let mut pb = Provbox::start(d, &cfg);
     let inv_before = std::fs::read_to_string(pb.path().join("inventory.csv")).unwrap();
 
     let (code, out) = provbox(&[
@@ -758,15 +751,7 @@ fn inventory_import_names_the_line_and_the_server_picks_up_the_merge() {
         "mac,extension\n00562b043615,1001\nzz,1\n",
     )
     .unwrap();
-    let start = Instant::now();
-    while !pb.log().contains("inventory.csv:3:") {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no reload error:\n{}",
-            pb.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    pb.wait_for_log("inventory.csv:3:", Duration::from_secs(10));
     assert_eq!(
         http_as(&p, ua_of("yealink"), &format!("/cfg/{B}.xml")).0,
         200

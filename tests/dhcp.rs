@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use support::Provbox;
+use support::metric;
 use support::netns::{Bg, Lab, Netns};
 
 const SERVER: &str = "198.18.0.1";
@@ -106,14 +107,6 @@ impl Lan {
             out
         })
     }
-}
-
-fn metric(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 // ------------------------------------------------------------------ udhcpc

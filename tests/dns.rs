@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
+use support::metric;
 use support::{Provbox, free_tcp_port, provbox, run};
 
 struct Dns {
@@ -108,14 +109,6 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 }
 
 /// A metric line's value (0 when absent).
-fn metric(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 const LAB: &str = r#"  zones:
     - name: lab.test
       records:

@@ -193,10 +193,7 @@ impl Bench {
 
     /// Value of one metric line (`name{labels}`), 0 when absent.
     pub fn metric(&self, series: &str) -> f64 {
-        self.metrics_text()
-            .lines()
-            .find_map(|l| l.strip_prefix(series).and_then(|r| r.trim().parse().ok()))
-            .unwrap_or(0.0)
+        crate::support::metric(&self.metrics_text(), series)
     }
 
     /// curl a file from the HTTP front end as a phone would.

@@ -60,6 +60,16 @@ pub fn free_udp_port() -> u16 {
     free_port()
 }
 
+/// The value of the first Prometheus sample in `text` whose line starts with `series`
+/// (name and labels), or 0 when there is none.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// Panics with a clear message when a client program the test needs is missing
 /// (`.ci/run` installs them; a silent skip would hide a broken setup).
 pub fn require(program: &str) {
