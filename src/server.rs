@@ -268,18 +268,27 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
         let d = &cfg.dashboard;
         let socket = bind_tcp("dashboard.listen", d.listen.value).await?;
         banner.push(format!("dashboard http://{}/", socket.local_addr()?));
+        let handler = Arc::new(crate::dashboard::DashboardHandler {
+            book: book.clone(),
+            settings: arc_swap::ArcSwap::from_pointee(crate::dashboard::Settings::from(d)),
+            tracker: ctx.tracker.clone(),
+        });
+        let h = handler.clone();
+        ctx.reloaders.add(
+            "dashboard",
+            Box::new(move |cfg: &Config| {
+                h.settings
+                    .store(Arc::new(crate::dashboard::Settings::from(&cfg.dashboard)));
+                Ok(())
+            }),
+        );
         others.push(crate::http::Listener {
             name: format!("dashboard:{}", d.listen.value),
             socket,
             tls: None,
             limits: Default::default(),
             protocol: crate::metrics::Protocol::http,
-            handler: Arc::new(crate::dashboard::DashboardHandler {
-                book: book.clone(),
-                token: d.token.as_ref().map(|t| t.value.clone()),
-                resync: d.resync.clone(),
-                tracker: ctx.tracker.clone(),
-            }),
+            handler,
             metrics: metrics.clone(),
         });
     }

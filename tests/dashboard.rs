@@ -82,6 +82,25 @@ fn token_protects_page_and_api() {
         "self-contained page, nothing loaded from elsewhere"
     );
     assert_eq!(b.dash_post("/api/devices/00:0e:08:00:00:99/resync").0, 404);
+
+    // A leaked token is changed by a reload, without a restart: the old one stops working.
+    const NEW: &str = "rotated-token-9876543210";
+    let cfg = b.p.path().join("config.yaml");
+    let text = bench_kit::config(
+        b.http,
+        b.udp,
+        b.tcp,
+        b.dash,
+        b.metrics,
+        &format!("  token: {NEW}\n"),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let (rc, out) = provbox(&["reload", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(rc, 0, "{out}");
+    let bearer = |t: &str| format!("Authorization: Bearer {t}");
+    let api = format!("{base}/api/devices");
+    assert_eq!(code(&["-H", &bearer(TOKEN), &api]), "401");
+    assert_eq!(code(&["-H", &bearer(NEW), &api]), "200");
 }
 
 /// sipp as the phone: a UAS scenario expecting one NOTIFY whose Event header matches.

@@ -94,10 +94,25 @@ impl Config {
     }
 }
 
-pub struct DashboardHandler {
-    pub book: Arc<StatusBook>,
+/// What a reload may change without moving the listener.
+pub struct Settings {
     pub token: Option<String>,
     pub resync: resync::Config,
+}
+
+impl Settings {
+    pub fn from(cfg: &Config) -> Settings {
+        Settings {
+            token: cfg.token.as_ref().map(|t| t.value.clone()),
+            resync: cfg.resync.clone(),
+        }
+    }
+}
+
+pub struct DashboardHandler {
+    pub book: Arc<StatusBook>,
+    /// Swapped on reload (a changed token takes effect for the next request).
+    pub settings: arc_swap::ArcSwap<Settings>,
     pub tracker: TaskTracker,
 }
 
@@ -220,7 +235,8 @@ pub fn csv(devices: &[Device]) -> String {
 
 impl DashboardHandler {
     fn authorised(&self, req: &Request<Incoming>) -> (bool, bool) {
-        let Some(token) = &self.token else {
+        let settings = self.settings.load();
+        let Some(token) = &settings.token else {
             return (true, false);
         };
         let t = token.as_bytes();
@@ -270,7 +286,7 @@ impl DashboardHandler {
         let slots = Arc::new(tokio::sync::Semaphore::new(16));
         for t in targets {
             let book = self.book.clone();
-            let cfg = self.resync.clone();
+            let cfg = self.settings.load().resync.clone();
             let slots = slots.clone();
             self.tracker.spawn(async move {
                 let _slot = slots.acquire_owned().await;
@@ -325,7 +341,7 @@ impl Handler for DashboardHandler {
         match (req.method(), segs.as_slice()) {
             (&Method::GET, [""]) => {
                 let mut r = respond(StatusCode::OK, "text/html; charset=utf-8", PAGE);
-                if via_query && let Some(t) = &self.token {
+                if via_query && let Some(t) = &self.settings.load().token {
                     // The browser keeps the token so the page's API calls carry it.
                     if let Ok(v) = HeaderValue::from_str(&format!(
                         "{COOKIE}={t}; Path=/; HttpOnly; SameSite=Strict"
