@@ -179,7 +179,7 @@ pub struct CatalogConfig {
     pub case_insensitive: bool,
 }
 
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HttpLimits {
     /// Connections served at once per listener kind; more are answered 503 and closed.

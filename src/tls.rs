@@ -22,7 +22,7 @@ use crate::config::ClientAuth;
 use crate::devices::{ClientIdentity, Mac};
 
 /// Where the HTTPS listener's key material comes from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,

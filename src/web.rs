@@ -50,21 +50,11 @@ impl Kind {
 }
 
 /// What a group is configured with; two equal settings mean nothing to restart.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 struct Settings {
     listen: Vec<SocketAddr>,
     limits: HttpLimits,
     tls: Option<tls::TlsFiles>,
-}
-
-impl PartialEq for Settings {
-    fn eq(&self, other: &Self) -> bool {
-        // HttpLimits and TlsFiles are plain data without PartialEq; their Debug text is a
-        // faithful comparison.
-        self.listen == other.listen
-            && format!("{:?}{:?}", self.limits, self.tls)
-                == format!("{:?}{:?}", other.limits, other.tls)
-    }
 }
 
 struct Group {
