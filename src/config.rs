@@ -379,19 +379,21 @@ impl std::error::Error for ConfigErrors {}
 impl Config {
     /// Read, parse and validate; relative paths become relative to the file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let one = |line, message: String| {
+        Self::parse(&Self::read(path)?, path)
+    }
+
+    /// The file's text, or an error naming it.
+    pub fn read(path: &Path) -> Result<String, ConfigErrors> {
+        std::fs::read_to_string(path).map_err(|e| {
             ConfigErrors(vec![ConfigError {
                 file: path.to_path_buf(),
-                line,
+                line: 0,
                 col: 0,
                 field: String::new(),
-                message,
+                message: format!("cannot read the configuration file: {e}"),
                 source_line: None,
             }])
-        };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| one(0, format!("cannot read the configuration file: {e}")))?;
-        Self::parse(&text, path)
+        })
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {

@@ -64,7 +64,7 @@ pub struct Context {
 /// SIGHUP, `provbox reload` or a change of the file: read and validate it again. A bad
 /// file changes nothing; a good one restarts only the front ends whose settings changed.
 async fn reload(
-    path: &std::path::Path,
+    new: Result<Config, crate::config::ConfigErrors>,
     running: &mut Arc<Config>,
     ctx: &Context,
     web: &Web,
@@ -72,7 +72,7 @@ async fn reload(
     generation: u64,
 ) {
     let label = |result: &'static str| crate::metrics::ResultLabels { result };
-    let new = match Config::load(path) {
+    let new = match new {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(
@@ -310,7 +310,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     // What the file held when loaded, read before the watch starts so no edit is missed.
-    let mut seen = std::fs::read(&config_path).ok();
+    let mut seen = Config::read(&config_path).ok();
     // A change of the config file reloads too; a broken watch only loses that convenience.
     let (_watcher, mut changed) = match control::watch_config(&config_path) {
         Ok((w, rx)) => (Some(w), rx),
@@ -351,25 +351,26 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
     let mut running = cfg.clone();
     let mut generation = 0u64;
     loop {
-        let why = tokio::select! {
+        // The file is read once per trigger; what is compared is what is applied.
+        let (why, text) = tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => "signal",
+            _ = hup.recv() => ("signal", Config::read(&config_path)),
             Some(()) = changed.recv() => {
                 // Let the writer finish (editors write, truncate, rename in bursts).
                 tokio::time::sleep(std::time::Duration::from_millis(300)).await;
                 while changed.try_recv().is_ok() {}
-                let now = std::fs::read(&config_path).ok();
-                if now == seen || now.is_none() {
-                    continue;
+                match Config::read(&config_path) {
+                    Ok(now) if Some(&now) != seen.as_ref() => ("file change", Ok(now)),
+                    _ => continue,
                 }
-                "file change"
             }
         };
-        seen = std::fs::read(&config_path).ok();
+        seen = text.as_ref().ok().cloned();
         generation += 1;
         notifier.reloading();
-        reload(&config_path, &mut running, &ctx, &web, why, generation).await;
+        let new = text.and_then(|t| Config::parse(&t, &config_path));
+        reload(new, &mut running, &ctx, &web, why, generation).await;
         notifier.ready();
     }
     notifier.stopping();
