@@ -198,7 +198,9 @@ impl Receiver {
         if let Some(f) = &self.forward {
             let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
             let line = text.trim_end_matches(['\r', '\n', '\0']);
-            if let Err(e) = writeln!(f, "{from} {line}") {
+            // One write per line (writeln! would issue several): an appended file whose
+            // lines never interleave or split, even read while it grows.
+            if let Err(e) = f.write_all(format!("{from} {line}\n").as_bytes()) {
                 tracing::warn!("syslog: cannot append to forward_file: {e}");
             }
         }
