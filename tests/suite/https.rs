@@ -2,7 +2,7 @@
 //! client-certificate policies, a stranger's certificate, certificate hot reload and the
 //! lab CA provbox makes when no certificate is configured.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -3,7 +3,7 @@
 //! busybox `udhcpc` is the phone; a raw UDP client (sockets opened inside a namespace)
 //! sends what udhcpc cannot (INFORM, relayed messages, garbage) and reads replies as raw
 //! bytes: dhcproto stops decoding at a multi-address option 150, so it is not trusted here.
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};

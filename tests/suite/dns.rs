@@ -1,6 +1,6 @@
 //! Local DNS against the real binary with real clients (`dig`, `kdig`), on loopback only.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::io::{Read, Write};

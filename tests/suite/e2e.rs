@@ -5,7 +5,7 @@
 //! report over syslog, and the device status follows (seen → configured → provisioned, or
 //! failed with the phone's reason). Everything runs inside namespaces this test creates
 //! (198.18.0.0/24, a bridge inside the server namespace), torn down even on failure.
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

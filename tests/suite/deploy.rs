@@ -3,7 +3,7 @@
 //! Containerfile passes hadolint and our own structural checks, and compose.yaml gives
 //! DHCP the host network with exactly the two capabilities.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //! provbox_config_reloads_total{result}, and a transfer in flight survives its listener
 //! being moved.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
 //! HTTP delivery, hot reload, limits, metrics and shutdown, driven with real `curl`.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::TcpStream;

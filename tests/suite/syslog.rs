@@ -1,8 +1,8 @@
 //! The syslog receiver and the device status book, driven by util-linux `logger` and
 //! `curl` against the real binary on loopback.
 
-mod bench_kit;
-mod support;
+use crate::bench_kit;
+use crate::support;
 
 use bench_kit::{Bench, kinds, last_event};
 use std::net::UdpSocket;

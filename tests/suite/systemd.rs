@@ -2,7 +2,7 @@
 //! `systemd-analyze security` rates its exposure at most 2.0, and the process speaks the
 //! notify protocol the unit's Type=notify relies on.
 
-mod support;
+use crate::support;
 
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;

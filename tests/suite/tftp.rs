@@ -1,7 +1,7 @@
 //! TFTP front end against real clients (tftp-hpa `tftp`, `atftp`, `busybox tftp`) and raw
 //! UDP on loopback, driving the real binary.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};

@@ -2,7 +2,7 @@
 //! the lab CA used end to end: curl trusts the HTTPS listener with ca.pem alone, and a
 //! phone's client certificate from `--clients` passes `client_auth: required`.
 
-mod support;
+use crate::support;
 
 use support::{Provbox, free_tcp_port};
 

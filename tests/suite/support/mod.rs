@@ -1,11 +1,9 @@
 //! Shared helpers for integration tests: start the real `provbox` binary with a config,
 //! pick free ports, run real client programs. Each test gets its own temp dir and ports,
 //! so tests run in parallel.
-#![allow(dead_code)] // each test binary uses a different subset
 
 pub mod netns;
 
-use std::io::Read;
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -220,14 +218,4 @@ pub fn provbox(args: &[&str]) -> (i32, String) {
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     (out.status.code().unwrap_or(-1), text)
-}
-
-/// Read a whole file into bytes (tiny convenience).
-pub fn read(path: &Path) -> Vec<u8> {
-    let mut v = Vec::new();
-    std::fs::File::open(path)
-        .unwrap()
-        .read_to_end(&mut v)
-        .unwrap();
-    v
 }

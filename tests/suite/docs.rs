@@ -3,7 +3,7 @@
 //! unknown key and reading the "expected one of" list), and the laptop quick start runs on
 //! a copy of the checkout.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

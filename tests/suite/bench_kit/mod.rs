@@ -1,6 +1,5 @@
 //! Helpers shared by the syslog and dashboard tests: a provbox with syslog, HTTP and the
 //! dashboard on free loopback ports, real `logger` and `curl` clients, bounded waits.
-#![allow(dead_code)]
 
 use std::time::{Duration, Instant};
 

@@ -1,8 +1,8 @@
 //! The dashboard: token protection, JSON/CSV API, remote resync against sipp (as the phone)
 //! and a stub HTTP phone, and the page itself in headless Chromium (driven over DevTools).
 
-mod bench_kit;
-mod support;
+use crate::bench_kit;
+use crate::support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, UdpSocket};

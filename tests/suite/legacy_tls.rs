@@ -3,7 +3,7 @@
 //! exchange. The rustls listener must keep refusing exactly that handshake.
 #![cfg(feature = "legacy-tls")]
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -1,6 +1,6 @@
 //! Device-aware provisioning against the real binary, with curl and openssl.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -20,7 +20,6 @@
 //! namespaces left behind by a killed test process (its pid gone) are removed by the next
 //! `Lab::new`. Interfaces live only inside the lab's namespaces (never in the root one),
 //! so their names only need to be unique per namespace.
-#![allow(dead_code)]
 
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;

@@ -1,7 +1,7 @@
 //! The network-namespace test helper itself: namespaces appear, traffic flows across a
 //! veth pair and across a bridge, there is no default route, and everything is gone after
 //! drop, including when the test panics.
-mod support;
+use crate::support;
 
 use support::netns::{Lab, list};
 
