@@ -37,6 +37,16 @@ fn transport(p: Protocol) -> &'static str {
     }
 }
 
+/// The most a UDP answer may carry, whatever the client offers: 1232 bytes fits the IPv6
+/// minimum MTU with no fragmentation (the DNS Flag Day 2020 value). Honouring a client's
+/// 64 KB turns a 60-byte query into a fragmented 64 KB answer at a spoofed victim.
+pub const MAX_UDP_PAYLOAD: u16 = 1232;
+
+/// The size a UDP answer to this EDNS request may have (and what our OPT says).
+fn udp_payload(req: &Edns) -> u16 {
+    req.max_payload().clamp(512, MAX_UDP_PAYLOAD)
+}
+
 fn failed(request: &Request, code: ResponseCode) -> ResponseInfo {
     let mut metadata = Metadata::response_from_request(&request.metadata);
     metadata.response_code = code;
@@ -115,7 +125,7 @@ impl RequestHandler for Handler {
         // EDNS: answer with OPT when asked with OPT, version 0 only (RFC 6891).
         let resp_edns = request.edns.as_ref().map(|req| {
             let mut e = Edns::new();
-            e.set_max_payload(req.max_payload().max(512));
+            e.set_max_payload(udp_payload(req));
             e.set_version(0);
             e
         });
@@ -202,7 +212,7 @@ impl RequestHandler for Handler {
                         let mut b = MessageResponseBuilder::from_message_request(request);
                         let mut out_edns = up_edns;
                         if let (Some(e), Some(req)) = (out_edns.as_mut(), request.edns.as_ref()) {
-                            e.set_max_payload(req.max_payload().max(512));
+                            e.set_max_payload(udp_payload(req));
                         }
                         if request.edns.is_none() {
                             out_edns = None;
@@ -266,16 +276,76 @@ impl ResponseHandler for Capture {
         >,
     ) -> Result<ResponseInfo, NetError> {
         let max = match self.protocol {
-            Protocol::Udp => response.edns().map(|e| e.max_payload()).unwrap_or(512),
+            Protocol::Udp => response
+                .edns()
+                .map(|e| e.max_payload().min(MAX_UDP_PAYLOAD))
+                .unwrap_or(512),
             _ => u16::MAX,
         };
+        let with_opt = response.edns().is_some();
         let mut bytes = Vec::with_capacity(512);
         let mut enc = BinEncoder::new(&mut bytes);
-        enc.set_max_size(max);
         let info = response
             .destructive_emit(&mut enc)
             .map_err(|e| NetError::from(format!("encoding the answer: {e}")))?;
+        if bytes.len() > max as usize {
+            bytes = truncated(&bytes, with_opt.then_some(info.response_code.high()));
+        }
         *self.out.lock().unwrap_or_else(|e| e.into_inner()) = Some(bytes);
         Ok(info)
+    }
+}
+
+/// An answer too big for UDP, cut to header + question (+ OPT) with TC set, so the client
+/// retries over TCP (RFC 2181 9: a client must not use a part of a truncated answer, so
+/// none is sent). `full` is a whole encoded answer; `opt` the extended rcode when the
+/// answer carries EDNS.
+fn truncated(full: &[u8], opt: Option<u8>) -> Vec<u8> {
+    let qdcount = u16::from_be_bytes([full[4], full[5]]);
+    let mut end = 12;
+    if qdcount == 1 {
+        // The first name of a message has nothing before it to point at: plain labels.
+        while let Some(&len) = full.get(end) {
+            end += 1 + len as usize;
+            if len == 0 {
+                break;
+            }
+        }
+        end = (end + 4).min(full.len());
+    }
+    let mut out = Vec::with_capacity(end + 11);
+    out.extend_from_slice(&full[..end]);
+    out[2] |= 0x02; // TC
+    out[5] = (qdcount == 1) as u8;
+    out[4] = 0;
+    out[6..12].fill(0);
+    if let Some(rcode_high) = opt {
+        out[11] = 1;
+        // Root owner, type OPT, our payload size, extended rcode, version 0, no flags, no data.
+        out.push(0);
+        out.extend_from_slice(&41u16.to_be_bytes());
+        out.extend_from_slice(&MAX_UDP_PAYLOAD.to_be_bytes());
+        out.extend_from_slice(&[rcode_high, 0, 0, 0, 0, 0]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_truncated_answer_is_header_question_and_opt() {
+        let mut full = vec![0xab, 0xcd, 0x85, 0x00, 0, 1, 0, 3, 0, 0, 0, 1];
+        full.extend_from_slice(&[3, b'b', b'i', b'g', 0, 0, 1, 0, 1]);
+        full.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 0, 0, 1]);
+        let t = truncated(&full, Some(0));
+        assert_eq!(&t[..4], &[0xab, 0xcd, 0x87, 0x00]);
+        assert_eq!(&t[4..12], &[0, 1, 0, 0, 0, 0, 0, 1]);
+        assert_eq!(&t[12..21], &full[12..21]);
+        assert_eq!(&t[21..], &[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]);
+        let plain = truncated(&full, None);
+        assert_eq!(plain.len(), 21);
+        assert_eq!(plain[11], 0);
     }
 }

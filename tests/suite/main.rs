@@ -13,6 +13,7 @@ mod dhcp;
 mod dns;
 mod docs;
 mod e2e;
+mod hostile_dns;
 mod http;
 mod https;
 mod legacy_tls;
