@@ -104,9 +104,44 @@ pub struct LeaseInfo {
     pub vendor_class: Option<String>,
 }
 
+/// Leases by address, and the addresses of each lease hostname (as a DNS label), kept
+/// together under one lock so the two never disagree.
+#[derive(Default)]
+struct Leases {
+    by_ip: HashMap<IpAddr, LeaseInfo>,
+    /// DNS answers lease names from this: one hash lookup, no copy of the leases.
+    by_name: HashMap<String, Vec<IpAddr>>,
+}
+
+impl Leases {
+    fn unindex(&mut self, ip: IpAddr, info: &LeaseInfo) {
+        let Some(name) = info.hostname.as_deref().and_then(dns_label) else {
+            return;
+        };
+        if let Some(ips) = self.by_name.get_mut(&name) {
+            ips.retain(|i| *i != ip);
+            if ips.is_empty() {
+                self.by_name.remove(&name);
+            }
+        }
+    }
+}
+
+/// A DHCP hostname as one DNS label: letters, digits and hyphens, lowercased; anything
+/// else (spaces, dots, underscores from odd firmware) makes it unanswerable.
+pub fn dns_label(hostname: &str) -> Option<String> {
+    let h = hostname.trim().to_ascii_lowercase();
+    let ok = !h.is_empty()
+        && h.len() <= 63
+        && !h.starts_with('-')
+        && !h.ends_with('-')
+        && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    ok.then_some(h)
+}
+
 #[derive(Default)]
 pub struct Registry {
-    by_ip: RwLock<HashMap<IpAddr, LeaseInfo>>,
+    leases: RwLock<Leases>,
     /// Who else wants to hear about leases and transfers (the device status book).
     observer: OnceLock<Arc<dyn Observer>>,
 }
@@ -126,36 +161,55 @@ impl Registry {
         if let Some(o) = self.observer.get() {
             o.lease_seen(ip, &info);
         }
-        self.by_ip
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(ip, info);
+        let name = info.hostname.as_deref().and_then(dns_label);
+        let mut l = self.leases.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = l.by_ip.insert(ip, info) {
+            l.unindex(ip, &old);
+        }
+        if let Some(name) = name {
+            let ips = l.by_name.entry(name).or_default();
+            if !ips.contains(&ip) {
+                ips.push(ip);
+            }
+        }
     }
 
     /// Called when a lease is released, declined or expires.
     pub fn lease_ended(&self, ip: IpAddr) {
-        self.by_ip
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&ip);
+        let mut l = self.leases.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = l.by_ip.remove(&ip) {
+            l.unindex(ip, &old);
+        }
     }
 
     pub fn by_ip(&self, ip: IpAddr) -> Option<LeaseInfo> {
-        self.by_ip
+        self.leases
             .read()
             .unwrap_or_else(|e| e.into_inner())
+            .by_ip
             .get(&ip)
             .cloned()
     }
 
-    /// Every current lease (DNS answers lease names from it).
-    pub fn leases(&self) -> Vec<(IpAddr, LeaseInfo)> {
-        self.by_ip
+    /// The lease hostname (as a DNS label) of an address, copying nothing else.
+    pub fn hostname_label(&self, ip: IpAddr) -> Option<String> {
+        self.leases
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(ip, info)| (*ip, info.clone()))
-            .collect()
+            .by_ip
+            .get(&ip)
+            .and_then(|i| i.hostname.as_deref().and_then(dns_label))
+    }
+
+    /// The leased addresses whose hostname is this DNS label (lowercase), oldest first.
+    pub fn by_hostname(&self, label: &str) -> Vec<IpAddr> {
+        self.leases
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_name
+            .get(label)
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -199,5 +253,74 @@ mod tests {
         assert_eq!(r.by_ip(ip).unwrap().mac, mac);
         r.lease_ended(ip);
         assert!(r.by_ip(ip).is_none());
+    }
+
+    #[test]
+    fn hostname_index_follows_leases() {
+        let r = Registry::default();
+        let lease = |host: Option<&str>, mac: &str| LeaseInfo {
+            mac: mac.parse().unwrap(),
+            hostname: host.map(String::from),
+            vendor_class: None,
+        };
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        r.lease_bound(
+            ip("198.18.0.57"),
+            lease(Some("SEP000E08AABBCC"), "00:0e:08:aa:bb:cc"),
+        );
+        r.lease_bound(
+            ip("198.18.0.58"),
+            lease(Some("bad name"), "00:0e:08:aa:bb:cd"),
+        );
+        r.lease_bound(ip("198.18.0.59"), lease(None, "00:0e:08:aa:bb:ce"));
+        assert_eq!(r.by_hostname("sep000e08aabbcc"), [ip("198.18.0.57")]);
+        assert_eq!(
+            r.hostname_label(ip("198.18.0.57")).as_deref(),
+            Some("sep000e08aabbcc")
+        );
+        assert_eq!(r.hostname_label(ip("198.18.0.58")), None, "not a DNS label");
+        assert_eq!(r.leases.read().unwrap().by_name.len(), 1);
+
+        // A second phone with the same name: both answered, in lease order.
+        r.lease_bound(
+            ip("198.18.0.60"),
+            lease(Some("sep000e08aabbcc"), "00:0e:08:aa:bb:cf"),
+        );
+        assert_eq!(
+            r.by_hostname("sep000e08aabbcc"),
+            [ip("198.18.0.57"), ip("198.18.0.60")]
+        );
+        // Renewing under a new name moves the address; renewing unchanged adds nothing.
+        r.lease_bound(
+            ip("198.18.0.57"),
+            lease(Some("desk-12"), "00:0e:08:aa:bb:cc"),
+        );
+        r.lease_bound(
+            ip("198.18.0.57"),
+            lease(Some("desk-12"), "00:0e:08:aa:bb:cc"),
+        );
+        assert_eq!(r.by_hostname("sep000e08aabbcc"), [ip("198.18.0.60")]);
+        assert_eq!(r.by_hostname("desk-12"), [ip("198.18.0.57")]);
+        // Ended leases leave the index, and an empty name leaves it entirely.
+        r.lease_ended(ip("198.18.0.60"));
+        r.lease_ended(ip("198.18.0.57"));
+        assert!(r.by_hostname("sep000e08aabbcc").is_empty());
+        assert!(r.by_hostname("desk-12").is_empty());
+        assert!(r.leases.read().unwrap().by_name.is_empty());
+        // Ending a lease that is not there, or one without a name, is harmless.
+        r.lease_ended(ip("198.18.0.99"));
+        r.lease_ended(ip("198.18.0.59"));
+        assert_eq!(r.leases.read().unwrap().by_ip.len(), 1);
+    }
+
+    #[test]
+    fn labels() {
+        assert_eq!(
+            dns_label("SEP00562B043615").as_deref(),
+            Some("sep00562b043615")
+        );
+        assert_eq!(dns_label("yealink_t46"), None);
+        assert_eq!(dns_label("a.b"), None);
+        assert_eq!(dns_label(""), None);
     }
 }

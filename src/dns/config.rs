@@ -1,18 +1,22 @@
 //! The `dns:` section: zones, names with their addresses and health checks, forwarders,
 //! lease names. Validated once here; the rest of `dns` trusts it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
-use hickory_server::proto::rr::Name;
+use hickory_server::proto::rr::{LowerName, Name};
 use serde::Deserialize;
 
 use crate::config::{At, Dur, ListenerSpec, Problems, Transport};
 
 /// More health-check targets than this is a configuration mistake, not a lab.
 const MAX_CHECK_TARGETS: usize = 1024;
+/// Aliases followed for one answer; a longer chain in the config is refused.
+pub const MAX_CNAME_CHAIN: usize = 8;
+/// A TXT record's text; a longer one would not fit a UDP answer anyway.
+const MAX_TXT: usize = 4000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,10 +61,52 @@ pub struct RecordConfig {
     pub a: Vec<At<Ipv4Addr>>,
     #[serde(default)]
     pub aaaa: Vec<At<Ipv6Addr>>,
+    /// This name is an alias of another (`prov`, or absolute `prov.lab.test.`); it then
+    /// has no other records.
+    #[serde(default)]
+    pub cname: Option<At<String>>,
+    #[serde(default)]
+    pub srv: Vec<SrvConfig>,
+    #[serde(default)]
+    pub naptr: Vec<NaptrConfig>,
+    /// One TXT record per entry (longer than 255 bytes: split into 255-byte strings).
+    #[serde(default)]
+    pub txt: Vec<At<String>>,
+    /// PTR targets of this (reverse) name. Configured addresses get PTR records without it.
+    #[serde(default)]
+    pub ptr: Vec<At<String>>,
     #[serde(default)]
     pub ttl: Option<At<Dur>>,
     #[serde(default)]
     pub check: Option<CheckConfig>,
+}
+
+/// `{ priority: 10, weight: 100, port: 5060, target: prov }` (RFC 2782).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SrvConfig {
+    pub priority: At<u16>,
+    pub weight: At<u16>,
+    pub port: At<u16>,
+    /// Relative to the zone unless it ends with a dot; `.` means "no such service here".
+    pub target: At<String>,
+}
+
+/// `{ order: 10, preference: 10, flags: S, service: "SIP+D2U", replacement: _sip._udp }`
+/// (RFC 3403, as RFC 3263 uses it for SIP).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NaptrConfig {
+    pub order: At<u16>,
+    pub preference: At<u16>,
+    #[serde(default)]
+    pub flags: At<String>,
+    #[serde(default)]
+    pub service: At<String>,
+    #[serde(default)]
+    pub regexp: At<String>,
+    #[serde(default = "default_replacement")]
+    pub replacement: At<String>,
 }
 
 /// A health check run against every address of a name.
@@ -104,6 +150,9 @@ fn default_forward_timeout() -> At<Dur> {
 }
 fn default_nameserver() -> At<String> {
     At::new("ns".into())
+}
+fn default_replacement() -> At<String> {
+    At::new(".".into())
 }
 fn default_interval() -> At<Dur> {
     At::new(Dur(Duration::from_secs(5)))
@@ -266,7 +315,112 @@ impl RecordConfig {
     }
 }
 
+impl RecordConfig {
+    fn has_data(&self) -> bool {
+        !(self.a.is_empty()
+            && self.aaaa.is_empty()
+            && self.cname.is_none()
+            && self.srv.is_empty()
+            && self.naptr.is_empty()
+            && self.txt.is_empty()
+            && self.ptr.is_empty())
+    }
+}
+
 impl Config {
+    /// Checks across records: an alias or SRV target inside the zones must be a name with
+    /// records (or a lease name), alias chains end within [`MAX_CNAME_CHAIN`] without a
+    /// loop, and SRV targets are not aliases (RFC 2782).
+    fn check_targets(
+        &self,
+        p: &mut Problems,
+        records: &[(LowerName, &RecordConfig, String, Name)],
+        zones: &[(Name, usize)],
+    ) {
+        let lease_zone = self
+            .leases
+            .as_ref()
+            .and_then(|l| zone_name(&l.domain).ok())
+            .map(|n| LowerName::from(&n));
+        let defined: HashMap<&LowerName, &RecordConfig> =
+            records.iter().map(|(n, r, _, _)| (n, *r)).collect();
+        let mut aliases: HashMap<&LowerName, LowerName> = HashMap::new();
+        for (n, r, _, origin) in records {
+            if let Some(t) = r.cname.as_ref().and_then(|c| absolute(c, origin).ok()) {
+                aliases.insert(n, LowerName::from(&t));
+            }
+        }
+        // A name inside our zones that answers nothing (not a record, apex or lease name).
+        let missing = |t: &LowerName| {
+            !defined.contains_key(t)
+                && !lease_zone.as_ref().is_some_and(|l| l.zone_of(t))
+                && zones.iter().any(|(z, _)| {
+                    let z = LowerName::from(z);
+                    z.zone_of(t) && z != *t
+                })
+        };
+        for (name, r, rf, origin) in records {
+            if let (Some(c), Some(first)) = (&r.cname, aliases.get(name)) {
+                let mut at = first.clone();
+                let mut hops = 1;
+                loop {
+                    if at == *name {
+                        p.add(
+                            format!("{rf}.cname"),
+                            c,
+                            format!("the alias chain from {name} loops back to it; expected a chain ending at a name with records"),
+                        );
+                        break;
+                    }
+                    if hops > MAX_CNAME_CHAIN {
+                        p.add(
+                            format!("{rf}.cname"),
+                            c,
+                            format!("the alias chain from {name} is longer than {MAX_CNAME_CHAIN}; expected a shorter chain"),
+                        );
+                        break;
+                    }
+                    match aliases.get(&at) {
+                        Some(next) => {
+                            at = next.clone();
+                            hops += 1;
+                        }
+                        None => {
+                            if missing(&at) {
+                                p.add(
+                                    format!("{rf}.cname"),
+                                    c,
+                                    format!("{at} has no records here; expected a name with records (or one outside the zones)"),
+                                );
+                            }
+                            break;
+                        }
+                    }
+                }
+            }
+            for (i, s) in r.srv.iter().enumerate() {
+                let Ok(t) = absolute(&s.target, origin) else {
+                    continue;
+                };
+                let t = LowerName::from(&t);
+                let f = format!("{rf}.srv[{i}].target");
+                if aliases.contains_key(&t) {
+                    p.add(
+                        f,
+                        &s.target,
+                        format!("{t} is an alias (cname); expected the name that has the addresses (RFC 2782)"),
+                    );
+                } else if missing(&t) {
+                    p.add(
+                        f,
+                        &s.target,
+                        format!("{t} has no records here; expected a name with addresses (or one outside the zones)"),
+                    );
+                }
+            }
+        }
+    }
+
     pub fn resolve_paths(&mut self, _base: &Path) {}
 
     /// Every health-check target of every record.
@@ -294,6 +448,8 @@ impl Config {
         }
         check_ttl(p, "dns.ttl", &self.ttl);
         let mut zones_seen: Vec<(Name, usize)> = Vec::new();
+        // Every valid record with its field path and zone, for the checks across records.
+        let mut records = Vec::new();
         for (zi, z) in self.zones.iter().enumerate() {
             let zf = format!("dns.zones[{zi}]");
             let origin = match zone_name(&z.name) {
@@ -337,25 +493,28 @@ impl Config {
                     p.add(
                         format!("{rf}.name"),
                         &r.name,
-                        format!("{name} is already listed at line {line}; expected all addresses of a name in one entry"),
+                        format!("{name} is already listed at line {line}; expected all records of a name in one entry"),
                     );
                 }
-                names.push((name, r.name.line));
-                if r.a.is_empty() && r.aaaa.is_empty() {
+                names.push((name.clone(), r.name.line));
+                if !r.has_data() {
                     p.add(
                         format!("{rf}.name"),
                         &r.name,
-                        "has no addresses; expected `a: [...]` and/or `aaaa: [...]`",
+                        "has no addresses or records; expected `a: [...]`, `aaaa`, `cname`, `srv`, `naptr`, `txt` or `ptr`",
                     );
                 }
+                check_record_data(p, &rf, r, &name, &origin);
                 if let Some(t) = &r.ttl {
                     check_ttl(p, &format!("{rf}.ttl"), t);
                 }
                 if let Some(c) = &r.check {
                     check_check(p, &format!("{rf}.check"), c, &r.name);
                 }
+                records.push((LowerName::from(&name), r, rf, origin.clone()));
             }
         }
+        self.check_targets(p, &records, &zones_seen);
         if let Some(l) = &self.leases {
             if let Err(e) = zone_name(&l.domain) {
                 p.add("dns.leases.domain", &l.domain, e);
@@ -420,6 +579,95 @@ impl Config {
             }
         }
         out
+    }
+}
+
+/// Checks of one record's own data (each refusal names the field and its line).
+fn check_record_data(p: &mut Problems, rf: &str, r: &RecordConfig, name: &Name, origin: &Name) {
+    if let Some(c) = &r.cname {
+        if let Err(e) = absolute(c, origin) {
+            p.add(format!("{rf}.cname"), c, e);
+        }
+        let others = !r.a.is_empty()
+            || !r.aaaa.is_empty()
+            || !r.srv.is_empty()
+            || !r.naptr.is_empty()
+            || !r.txt.is_empty()
+            || !r.ptr.is_empty();
+        if others {
+            p.add(
+                format!("{rf}.cname"),
+                c,
+                format!("{name} is an alias, so it can have no other records; expected either `cname` or records"),
+            );
+        }
+        if name == origin {
+            p.add(
+                format!("{rf}.cname"),
+                c,
+                format!("the zone apex {origin} cannot be an alias (it has SOA and NS); expected a name inside the zone"),
+            );
+        }
+    }
+    if !r.srv.is_empty() {
+        let service = name.iter().take(2).all(|l| l.first() == Some(&b'_'));
+        if !service || name.num_labels() < 3 {
+            p.add(
+                format!("{rf}.name"),
+                &r.name,
+                format!("{name} has SRV records but is not named _service._proto; expected e.g. _sip._udp"),
+            );
+        }
+    }
+    for (i, s) in r.srv.iter().enumerate() {
+        let f = format!("{rf}.srv[{i}]");
+        match absolute(&s.target, origin) {
+            Err(e) => p.add(format!("{f}.target"), &s.target, e),
+            Ok(t) if s.port.value == 0 && !t.is_root() => p.add(
+                format!("{f}.port"),
+                &s.port,
+                "is 0; expected the service's port (or target `.` for no service here)",
+            ),
+            Ok(_) => {}
+        }
+    }
+    for (i, n) in r.naptr.iter().enumerate() {
+        let f = format!("{rf}.naptr[{i}]");
+        if n.flags.len() > 255 || !n.flags.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            p.add(
+                format!("{f}.flags"),
+                &n.flags,
+                "expected letters and digits only, e.g. S, A, U or P",
+            );
+        }
+        for (k, v) in [("service", &n.service), ("regexp", &n.regexp)] {
+            if v.len() > 255 {
+                p.add(format!("{f}.{k}"), v, "is longer than 255 bytes");
+            }
+        }
+        match absolute(&n.replacement, origin) {
+            Err(e) => p.add(format!("{f}.replacement"), &n.replacement, e),
+            Ok(t) if !t.is_root() && !n.regexp.is_empty() => p.add(
+                format!("{f}.regexp"),
+                &n.regexp,
+                "is set with a replacement; expected one of them (RFC 3403), the other empty or `.`",
+            ),
+            Ok(_) => {}
+        }
+    }
+    for (i, t) in r.txt.iter().enumerate() {
+        if t.len() > MAX_TXT {
+            p.add(
+                format!("{rf}.txt[{i}]"),
+                t,
+                format!("is {} bytes; expected at most {MAX_TXT}", t.len()),
+            );
+        }
+    }
+    for (i, t) in r.ptr.iter().enumerate() {
+        if let Err(e) = absolute(t, origin) {
+            p.add(format!("{rf}.ptr[{i}]"), t, e);
+        }
     }
 }
 

@@ -121,10 +121,13 @@ impl Cache {
         if answer.len() < 12 || answer[2] & 0x02 != 0 || epoch != current_epoch() {
             return;
         }
-        let ancount = u16::from_be_bytes([answer[6], answer[7]]) as usize;
-        // A and AAAA answers rotate: one variant per order.
+        // A and AAAA answers rotate: one variant per order of their addresses (an alias's
+        // CNAME records come first and do not rotate).
         let period = if qtype == 1 || qtype == 28 {
-            ancount.max(1)
+            match answers_of_type(answer, qtype) {
+                Some(n) => n.max(1),
+                None => return,
+            }
         } else {
             1
         };
@@ -157,6 +160,40 @@ impl Cache {
             }),
         );
     }
+}
+
+/// How many records of `qtype` the answer section of an encoded answer holds; `None` when
+/// it does not parse (then it is not cached).
+fn answers_of_type(answer: &[u8], qtype: u16) -> Option<usize> {
+    let count = |i: usize| u16::from_be_bytes([answer[i], answer[i + 1]]) as usize;
+    let (qdcount, ancount) = (count(4), count(6));
+    // A name: labels ending in a zero byte or in a compression pointer.
+    let skip_name = |mut i: usize| -> Option<usize> {
+        loop {
+            let len = *answer.get(i)?;
+            if len & 0xc0 == 0xc0 {
+                return Some(i + 2);
+            }
+            i += 1 + len as usize;
+            if len == 0 {
+                return Some(i);
+            }
+        }
+    };
+    let mut i = 12;
+    for _ in 0..qdcount {
+        i = skip_name(i)? + 4;
+    }
+    let mut n = 0;
+    for _ in 0..ancount {
+        i = skip_name(i)?;
+        let fixed = answer.get(i..i + 10)?;
+        if u16::from_be_bytes([fixed[0], fixed[1]]) == qtype {
+            n += 1;
+        }
+        i += 10 + u16::from_be_bytes([fixed[8], fixed[9]]) as usize;
+    }
+    (i <= answer.len()).then_some(n)
 }
 
 /// The qtype inside a key (after the transport byte, header rest and question name).
@@ -193,10 +230,19 @@ mod tests {
         q
     }
 
+    /// An answer with no question and `ancount` A records (owner: the root), the first
+    /// one's address ending in `tail`: different tails are different rotations.
     fn answer(id: [u8; 2], ancount: u16, tail: u8) -> Vec<u8> {
-        let mut a = vec![id[0], id[1], 0x85, 0x00, 0, 1];
+        let mut a = vec![id[0], id[1], 0x85, 0x00, 0, 0];
         a.extend_from_slice(&ancount.to_be_bytes());
-        a.extend_from_slice(&[0, 0, 0, 0, tail]);
+        a.extend_from_slice(&[0, 0, 0, 0]);
+        if ancount == 0 {
+            a.push(tail);
+        }
+        for i in 0..ancount as u8 {
+            a.extend_from_slice(&[0, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 0, 0]);
+            a.push(tail.wrapping_add(i));
+        }
         a
     }
 
@@ -263,11 +309,40 @@ mod tests {
         let b = cache.answer(&k, [7, 7]).unwrap();
         assert_eq!(&a.bytes[0..2], &[9, 9]);
         assert_eq!(&b.bytes[0..2], &[7, 7]);
-        assert_ne!(a.bytes[12], b.bytes[12], "replays rotate");
+        assert_ne!(a.bytes[2..], b.bytes[2..], "replays rotate");
         assert_eq!((a.qtype, a.rcode), (1, 0));
         // A health change retires the entry.
         HEALTH_EPOCH.fetch_add(1, Ordering::AcqRel);
         assert!(cache.answer(&k, [9, 9]).is_none());
+    }
+
+    #[test]
+    fn an_alias_answer_rotates_by_its_addresses_only() {
+        // prov-alias CNAME prov, then prov's two addresses: two rotations, not three.
+        let alias = |first: u8| {
+            let mut a = vec![0, 0, 0x85, 0x00, 0, 1, 0, 3, 0, 0, 0, 0];
+            a.extend_from_slice(b"\x05alias\x03lab\x04test\x00\x00\x01\x00\x01");
+            a.extend_from_slice(&[0xc0, 12, 0, 5, 0, 1, 0, 0, 0, 60, 0, 7]);
+            a.extend_from_slice(b"\x04prov\xc0\x12");
+            for last in [first, 3 - first] {
+                a.extend_from_slice(&[0xc0, 39, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 0, 0, last]);
+            }
+            a
+        };
+        assert_eq!(answers_of_type(&alias(1), 1), Some(2));
+        assert_eq!(answers_of_type(&alias(1), 5), Some(1));
+        assert_eq!(answers_of_type(&alias(1)[..50], 1), None, "cut short");
+        let cache = Cache::default();
+        let (k, t) = key(&query("alias.lab.test", 1, false), false).unwrap();
+        for _ in 0..100 {
+            let epoch = current_epoch();
+            cache.learn(k.clone(), t, &alias(1), epoch);
+            cache.learn(k.clone(), t, &alias(2), epoch);
+            if cache.answer(&k, [1, 1]).is_some() {
+                return;
+            }
+        }
+        panic!("two rotations of an alias never made a complete set");
     }
 
     #[test]

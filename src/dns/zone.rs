@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hickory_server::proto::op::ResponseCode;
-use hickory_server::proto::rr::rdata::{A, AAAA, NS, PTR, SOA};
+use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, NAPTR, NS, PTR, SOA, SRV, TXT};
 use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType};
 
-use super::config::{self, Config, Target};
+use super::config::{self, Config, MAX_CNAME_CHAIN, RecordConfig, Target};
 use super::health::Health;
 use crate::devices::Registry;
 
@@ -22,11 +22,15 @@ pub struct Addr {
     pub health: Option<Arc<Health>>,
 }
 
-/// The addresses of one name.
+/// The records of one name.
 #[derive(Default)]
 pub struct Node {
     pub a: Vec<Addr>,
     pub aaaa: Vec<Addr>,
+    /// An alias: its CNAME record and the target (then nothing else is set).
+    pub alias: Option<(Record, LowerName)>,
+    /// SRV, NAPTR, TXT and PTR records, answered by type in configured order.
+    pub other: Vec<Record>,
     /// Advanced per answer so multi-address answers rotate.
     next: AtomicUsize,
 }
@@ -47,6 +51,9 @@ pub struct ZoneData {
     /// Longest origin first, so the most specific zone wins.
     zones: Vec<Zone>,
     names: HashMap<LowerName, Node>,
+    /// PTR records for configured addresses (first name listed with an address wins),
+    /// answered whether or not a reverse zone is configured.
+    reverse: HashMap<LowerName, Record>,
     /// Names that exist only as parents of configured names (NODATA, not NXDOMAIN).
     parents: HashSet<LowerName>,
     leases: Option<LeaseDomain>,
@@ -111,6 +118,7 @@ impl ZoneData {
         let mut zones = Vec::new();
         let mut names: HashMap<LowerName, Node> = HashMap::new();
         let mut parents = HashSet::new();
+        let mut reverse = HashMap::new();
         for z in &cfg.zones {
             let origin = config::zone_name(&z.name).map_err(anyhow::Error::msg)?;
             let ns = config::absolute(&z.nameserver, &origin).map_err(anyhow::Error::msg)?;
@@ -137,6 +145,14 @@ impl ZoneData {
                         record: Record::from_rdata(name.clone(), ttl, RData::AAAA(AAAA(a.value))),
                         health: health_of(IpAddr::V6(a.value)),
                     });
+                }
+                other_records(r, &name, &origin, ttl, node)?;
+                for ip in r.addresses() {
+                    reverse
+                        .entry(LowerName::from(Name::from(ip)))
+                        .or_insert_with(|| {
+                            Record::from_rdata(Name::from(ip), ttl, RData::PTR(PTR(name.clone())))
+                        });
                 }
                 let mut p = name.base_name();
                 while origin.zone_of(&p) && p != origin {
@@ -165,6 +181,7 @@ impl ZoneData {
         Ok(ZoneData {
             zones,
             names,
+            reverse,
             parents,
             leases,
             forwarders: cfg.forwarders.iter().map(|f| f.value).collect(),
@@ -174,23 +191,42 @@ impl ZoneData {
     }
 
     /// Whether the answer for `name` depends only on this zone data and health states:
-    /// local names outside the lease domain, or (with no forwarders) a REFUSED.
+    /// configured names and aliases that end at one (or outside the zones), or (with no
+    /// forwarders) a REFUSED. Anything reaching a lease name is not.
     pub fn cacheable(&self, name: &LowerName) -> bool {
-        if self.lease_ptr_ip(name).is_some()
-            || self.leases.as_ref().is_some_and(|l| l.origin.zone_of(name))
-        {
-            return false;
+        let mut n = name;
+        for hop in 0..=MAX_CNAME_CHAIN {
+            if let Some(node) = self.names.get(n) {
+                match &node.alias {
+                    Some((_, target)) => {
+                        n = target;
+                        continue;
+                    }
+                    None => return true,
+                }
+            }
+            if self.reverse.contains_key(n) {
+                return true;
+            }
+            if self.lease_ptr_ip(n).is_some()
+                || self.leases.as_ref().is_some_and(|l| l.origin.zone_of(n))
+            {
+                return false;
+            }
+            // After an alias, a name outside the zones is not looked up: the CNAME alone.
+            return hop > 0 || self.zone_for(n).is_some() || self.forwarders.is_empty();
         }
-        self.zone_for(name).is_some() || self.forwarders.is_empty()
+        true
     }
 
     /// Whether a query for `name` is answered here (cheap: decides whether a transport
     /// hands it to its own task for the upstream round trip).
     pub fn is_local(&self, name: &LowerName, leases: &Registry) -> bool {
         self.zone_for(name).is_some()
+            || self.reverse.contains_key(name)
             || self
                 .lease_ptr_ip(name)
-                .is_some_and(|ip| leases.by_ip(ip).is_some())
+                .is_some_and(|ip| leases.hostname_label(ip).is_some())
     }
 
     fn zone_for(&self, name: &LowerName) -> Option<&Zone> {
@@ -204,14 +240,73 @@ impl ZoneData {
         (net.prefix_len() == net.max_prefix_len()).then(|| net.addr())
     }
 
+    /// The answer for `qname`: aliases are followed (at most [`MAX_CNAME_CHAIN`]) and their
+    /// CNAME records come first, then what the last name has, so a phone asking for an
+    /// alias gets the target's (rotating, healthy) addresses in the same answer.
     pub fn lookup<'a>(
         &'a self,
         qname: &LowerName,
         qtype: RecordType,
         leases: &Registry,
     ) -> Answer<'a> {
-        if let Some(ip) = self.lease_ptr_ip(qname) {
-            return self.lease_ptr(qname, qtype, ip, leases);
+        let mut chain: Vec<&'a Record> = Vec::new();
+        let mut name = qname;
+        if !matches!(qtype, RecordType::CNAME | RecordType::ANY) {
+            while chain.len() < MAX_CNAME_CHAIN
+                && let Some((cname, target)) = self.names.get(name).and_then(|n| n.alias.as_ref())
+            {
+                chain.push(cname);
+                name = target;
+            }
+        }
+        let end = self.at(name, qtype, leases);
+        if chain.is_empty() {
+            return end;
+        }
+        match end {
+            Answer::Local {
+                rcode,
+                answers,
+                owned,
+                authority,
+            } => {
+                chain.extend(answers);
+                Answer::Local {
+                    rcode,
+                    answers: chain,
+                    owned,
+                    authority,
+                }
+            }
+            // The target is not ours: the alias is the whole answer; the resolver goes on.
+            Answer::Outside => Answer::Local {
+                rcode: ResponseCode::NoError,
+                answers: chain,
+                owned: Vec::new(),
+                authority: Vec::new(),
+            },
+        }
+    }
+
+    /// What one name (not followed further) answers.
+    fn at<'a>(&'a self, qname: &LowerName, qtype: RecordType, leases: &Registry) -> Answer<'a> {
+        let node = self.names.get(qname);
+        if node.is_none() {
+            if let Some(ptr) = self.reverse.get(qname) {
+                let hit = matches!(qtype, RecordType::PTR | RecordType::ANY);
+                return Answer::Local {
+                    rcode: ResponseCode::NoError,
+                    answers: if hit { vec![ptr] } else { Vec::new() },
+                    owned: Vec::new(),
+                    authority: Vec::new(),
+                };
+            }
+            if let Some(ip) = self.lease_ptr_ip(qname) {
+                match self.lease_ptr(qname, qtype, ip, leases) {
+                    Answer::Outside => {}
+                    found => return found,
+                }
+            }
         }
         let Some(zone) = self.zone_for(qname) else {
             return Answer::Outside;
@@ -219,7 +314,6 @@ impl ZoneData {
         let mut answers = Vec::new();
         let mut owned = Vec::new();
         let apex = *qname == zone.origin;
-        let node = self.names.get(qname);
         if apex && matches!(qtype, RecordType::SOA | RecordType::ANY) {
             answers.push(&zone.soa);
         }
@@ -227,13 +321,23 @@ impl ZoneData {
             answers.extend(zone.ns.iter());
         }
         if let Some(node) = node {
-            // One turn per answer, shared by A and AAAA so both rotate.
-            let turn = node.next.fetch_add(1, Ordering::Relaxed);
-            if matches!(qtype, RecordType::A | RecordType::ANY) {
-                pick(&node.a, turn, &mut answers);
-            }
-            if matches!(qtype, RecordType::AAAA | RecordType::ANY) {
-                pick(&node.aaaa, turn, &mut answers);
+            if let Some((cname, _)) = &node.alias {
+                // Asked for the CNAME itself (or ANY), or a chain cut at its limit.
+                answers.push(cname);
+            } else {
+                // One turn per answer, shared by A and AAAA so both rotate.
+                let turn = node.next.fetch_add(1, Ordering::Relaxed);
+                if matches!(qtype, RecordType::A | RecordType::ANY) {
+                    pick(&node.a, turn, &mut answers);
+                }
+                if matches!(qtype, RecordType::AAAA | RecordType::ANY) {
+                    pick(&node.aaaa, turn, &mut answers);
+                }
+                answers.extend(
+                    node.other
+                        .iter()
+                        .filter(|r| qtype == RecordType::ANY || r.record_type() == qtype),
+                );
             }
         } else if let Some(l) = &self.leases
             && l.origin.zone_of(qname)
@@ -294,11 +398,7 @@ impl ZoneData {
         let Some(l) = &self.leases else {
             return Answer::Outside;
         };
-        let Some(host) = leases
-            .by_ip(ip)
-            .and_then(|i| i.hostname)
-            .and_then(|h| label(&h))
-        else {
+        let Some(host) = leases.hostname_label(ip) else {
             // Not a lease of ours: someone else's reverse zone.
             return Answer::Outside;
         };
@@ -339,31 +439,62 @@ fn pick<'a>(addrs: &'a [Addr], turn: usize, out: &mut Vec<&'a Record>) {
     out[start..].rotate_left(turn % n);
 }
 
-/// A DHCP hostname as one DNS label: letters, digits and hyphens, lowercased; anything
-/// else (spaces, dots, underscores from odd firmware) makes it unanswerable.
-pub fn label(hostname: &str) -> Option<String> {
-    let h = hostname.trim().to_ascii_lowercase();
-    let ok = !h.is_empty()
-        && h.len() <= 63
-        && !h.starts_with('-')
-        && !h.ends_with('-')
-        && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-    ok.then_some(h)
-}
-
+/// The addresses leased under the first label of `qname` (one index lookup).
 fn lease_addresses(qname: &LowerName, l: &LeaseDomain, leases: &Registry) -> Option<Vec<IpAddr>> {
     if qname.num_labels() != l.origin.num_labels() + 1 {
         return None;
     }
     let first = Name::from(qname).iter().next()?.to_ascii_lowercase();
-    let wanted = std::str::from_utf8(&first).ok()?.to_string();
-    let ips: Vec<IpAddr> = leases
-        .leases()
-        .into_iter()
-        .filter(|(_, info)| info.hostname.as_deref().and_then(label).as_deref() == Some(&wanted))
-        .map(|(ip, _)| ip)
-        .collect();
+    let ips = leases.by_hostname(std::str::from_utf8(&first).ok()?);
     (!ips.is_empty()).then_some(ips)
+}
+
+/// A record's CNAME, SRV, NAPTR, TXT and PTR data (validated already: names parse).
+fn other_records(
+    r: &RecordConfig,
+    name: &Name,
+    origin: &Name,
+    ttl: u32,
+    node: &mut Node,
+) -> anyhow::Result<()> {
+    let target = |s: &str| config::absolute(s, origin).map_err(anyhow::Error::msg);
+    let rec = |data: RData| Record::from_rdata(name.clone(), ttl, data);
+    if let Some(c) = &r.cname {
+        let t = target(c)?;
+        node.alias = Some((rec(RData::CNAME(CNAME(t.clone()))), LowerName::from(&t)));
+    }
+    for s in &r.srv {
+        node.other.push(rec(RData::SRV(SRV::new(
+            s.priority.value,
+            s.weight.value,
+            s.port.value,
+            target(&s.target)?,
+        ))));
+    }
+    for n in &r.naptr {
+        let bytes = |s: &str| s.as_bytes().to_vec().into_boxed_slice();
+        node.other.push(rec(RData::NAPTR(NAPTR::new(
+            n.order.value,
+            n.preference.value,
+            bytes(&n.flags),
+            bytes(&n.service),
+            bytes(&n.regexp),
+            target(&n.replacement)?,
+        ))));
+    }
+    for t in &r.txt {
+        // A character-string holds 255 bytes; longer text is several in one record.
+        let parts: Vec<&[u8]> = if t.is_empty() {
+            vec![&[]]
+        } else {
+            t.as_bytes().chunks(255).collect()
+        };
+        node.other.push(rec(RData::TXT(TXT::from_bytes(parts))));
+    }
+    for p in &r.ptr {
+        node.other.push(rec(RData::PTR(PTR(target(p)?))));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -526,11 +657,62 @@ mod tests {
         assert!(!d.is_local(&ln("58.0.18.199.in-addr.arpa."), &reg));
     }
 
+    const SIP: &str = "  zones:\n    - name: lab.test\n      records:\n        - name: prov\n          a: [10.0.0.1, 10.0.0.2]\n        - name: sip\n          cname: pbx\n        - name: pbx\n          cname: prov\n        - name: away\n          cname: sip.example.org.\n        - name: _sip._udp\n          srv: [{ priority: 10, weight: 100, port: 5060, target: prov }]\n          txt: [\"hello\"]\n";
+
     #[test]
-    fn labels() {
-        assert_eq!(label("SEP00562B043615").as_deref(), Some("sep00562b043615"));
-        assert_eq!(label("yealink_t46"), None);
-        assert_eq!(label("a.b"), None);
-        assert_eq!(label(""), None);
+    fn aliases_are_followed_and_still_rotate() {
+        let d = data(SIP, &HashMap::new());
+        let reg = Registry::default();
+        let q = ln("sip.lab.test.");
+        let first = ips(&d.lookup(&q, RecordType::A, &reg));
+        assert_eq!(
+            first,
+            (
+                ResponseCode::NoError,
+                vec![
+                    "pbx.lab.test.".to_string(),
+                    "prov.lab.test.".into(),
+                    "10.0.0.1".into(),
+                    "10.0.0.2".into()
+                ]
+            )
+        );
+        assert_eq!(
+            ips(&d.lookup(&q, RecordType::A, &reg)).1[2..],
+            ["10.0.0.2", "10.0.0.1"]
+        );
+        assert_eq!(
+            ips(&d.lookup(&q, RecordType::CNAME, &reg)).1,
+            ["pbx.lab.test."]
+        );
+        // A target outside the zones: the alias alone, no lookup of the rest.
+        assert_eq!(
+            ips(&d.lookup(&ln("away.lab.test."), RecordType::A, &reg)),
+            (ResponseCode::NoError, vec!["sip.example.org.".to_string()])
+        );
+        assert!(d.cacheable(&q));
+        assert!(d.cacheable(&ln("away.lab.test.")));
+    }
+
+    #[test]
+    fn srv_txt_and_ptr_for_configured_addresses() {
+        let d = data(SIP, &HashMap::new());
+        let reg = Registry::default();
+        let q = ln("_sip._udp.lab.test.");
+        assert_eq!(
+            ips(&d.lookup(&q, RecordType::SRV, &reg)).1,
+            ["10 100 5060 prov.lab.test."]
+        );
+        assert_eq!(ips(&d.lookup(&q, RecordType::TXT, &reg)).1, ["hello"]);
+        assert_eq!(ips(&d.lookup(&q, RecordType::A, &reg)).1.len(), 0);
+        assert_eq!(
+            ips(&d.lookup(&ln("2.0.0.10.in-addr.arpa."), RecordType::PTR, &reg)).1,
+            ["prov.lab.test."]
+        );
+        assert!(d.is_local(&ln("2.0.0.10.in-addr.arpa."), &reg));
+        assert!(matches!(
+            d.lookup(&ln("3.0.0.10.in-addr.arpa."), RecordType::PTR, &reg),
+            Answer::Outside
+        ));
     }
 }
