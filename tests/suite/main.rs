@@ -22,3 +22,4 @@ mod reload;
 mod syslog;
 mod systemd;
 mod tftp;
+mod dns_records;
