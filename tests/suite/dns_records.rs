@@ -77,7 +77,9 @@ fn sip_records_srv_naptr_cname_txt_ptr_over_udp_and_tcp() {
         let sips = records(&d, &["_sips._tcp.lab.test", "SRV"], tcp);
         assert_eq!(
             sips,
-            [fields("_sips._tcp.lab.test. 60 IN SRV 10 100 5061 prov.lab.test.")]
+            [fields(
+                "_sips._tcp.lab.test. 60 IN SRV 10 100 5061 prov.lab.test."
+            )]
         );
 
         let naptr = records(&d, &["lab.test", "NAPTR"], tcp);
@@ -123,7 +125,10 @@ fn sip_records_srv_naptr_cname_txt_ptr_over_udp_and_tcp() {
             [fields("2.0.0.127.in-addr.arpa. 60 IN PTR prov.lab.test.")]
         );
         let gw = records(&d, &["-x", "198.18.0.7"], tcp);
-        assert_eq!(gw, [fields("7.0.18.198.in-addr.arpa. 60 IN PTR gw.lab.test.")]);
+        assert_eq!(
+            gw,
+            [fields("7.0.18.198.in-addr.arpa. 60 IN PTR gw.lab.test.")]
+        );
     }
 
     // The alias answer keeps rotating, cached or not: both orders show up.
@@ -183,14 +188,34 @@ dns:
     let expect = [
         (12, "dns.zones[0].records[1].cname", "loops back"),
         (14, "dns.zones[0].records[2].cname", "loops back"),
-        (16, "dns.zones[0].records[3].cname", "nowhere.lab.test. has no records"),
-        (18, "dns.zones[0].records[4].cname", "can have no other records"),
+        (
+            16,
+            "dns.zones[0].records[3].cname",
+            "nowhere.lab.test. has no records",
+        ),
+        (
+            18,
+            "dns.zones[0].records[4].cname",
+            "can have no other records",
+        ),
         (20, "dns.zones[0].records[5].name", "_service._proto"),
         (23, "dns.zones[0].records[6].srv[0].target", "is an alias"),
-        (27, "dns.zones[0].records[8].naptr[0].flags", "letters and digits"),
+        (
+            27,
+            "dns.zones[0].records[8].naptr[0].flags",
+            "letters and digits",
+        ),
         (29, "dns.zones[0].records[9].srv[0].port", "is 0"),
-        (31, "dns.zones[0].records[10].naptr[0].regexp", "one of them"),
-        (33, "dns.zones[0].records[11].ptr[0]", "not a valid DNS name"),
+        (
+            31,
+            "dns.zones[0].records[10].naptr[0].regexp",
+            "one of them",
+        ),
+        (
+            33,
+            "dns.zones[0].records[11].ptr[0]",
+            "not a valid DNS name",
+        ),
     ];
     for (line, field, why) in expect {
         assert!(

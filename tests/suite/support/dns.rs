@@ -3,7 +3,8 @@
 use super::{Provbox, run};
 
 pub struct Dns {
-    pub pb: Provbox,
+    /// Kept so the server runs (and its log prints on failure) as long as the test.
+    pub _pb: Provbox,
     pub port: u16,
 }
 
@@ -20,7 +21,7 @@ pub fn start(dns: &str) -> Dns {
         .find(|l| l.contains("dns    udp+tcp"))
         .unwrap_or_else(|| panic!("no dns listener in the log:\n{log}"));
     let port = line.rsplit(':').next().unwrap().trim().parse().unwrap();
-    Dns { pb, port }
+    Dns { _pb: pb, port }
 }
 
 impl Dns {
