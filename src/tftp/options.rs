@@ -15,6 +15,8 @@ pub const MAX_BLKSIZE: u16 = 65464;
 pub struct Limits {
     pub max_blksize: u16,
     pub max_window: u16,
+    /// Largest timeout acknowledged; a larger request is left out of the OACK.
+    pub max_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,8 +70,12 @@ pub fn negotiate(requested: &[(String, String)], limits: Limits, size: u64) -> N
                 n.windowsize = v.min(limits.max_window as u64) as u16;
                 Some(n.windowsize.to_string())
             }
-            // RFC 2349: 1..=255 seconds, and the server must not change it.
-            ("timeout", Some(v)) if (1..=255).contains(&v) => {
+            // RFC 2349: 1..=255 seconds, and the server must not change it. So a value
+            // above our cap cannot be lowered, only left unacknowledged: the client then
+            // knows the server's default applies (and the slot is not held for minutes).
+            ("timeout", Some(v))
+                if (1..=255).contains(&v) && Duration::from_secs(v) <= limits.max_timeout =>
+            {
                 n.timeout = Some(Duration::from_secs(v));
                 Some(v.to_string())
             }
@@ -92,6 +98,7 @@ mod tests {
     const L: Limits = Limits {
         max_blksize: 1468,
         max_window: 64,
+        max_timeout: Duration::from_secs(5),
     };
 
     fn req(list: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -153,6 +160,20 @@ mod tests {
     fn first_occurrence_wins() {
         let n = negotiate(&req(&[("blksize", "1024"), ("blksize", "800")]), L, 0);
         assert_eq!(n.oack, req(&[("blksize", "1024")]));
+    }
+
+    #[test]
+    fn a_timeout_above_the_cap_is_left_out_and_the_rest_acknowledged() {
+        let n = negotiate(
+            &req(&[("blksize", "1024"), ("timeout", "255"), ("tsize", "0")]),
+            L,
+            42,
+        );
+        assert_eq!(n.timeout, None);
+        assert_eq!(n.oack, req(&[("blksize", "1024"), ("tsize", "42")]));
+        let n = negotiate(&req(&[("timeout", "5")]), L, 0);
+        assert_eq!(n.timeout, Some(Duration::from_secs(5)));
+        assert_eq!(n.oack, req(&[("timeout", "5")]));
     }
 
     #[test]
