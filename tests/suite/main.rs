@@ -21,3 +21,5 @@ mod reload;
 mod syslog;
 mod systemd;
 mod tftp;
+mod hostile_tftp;
+mod hostile_catalog;
