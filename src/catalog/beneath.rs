@@ -28,7 +28,8 @@ static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
 
 /// Flags for the file itself: read-only, and non-blocking so a FIFO put in a root cannot
 /// hang the watcher in `open` (regular files ignore it).
-const FILE_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK;
+const FILE_FLAGS: libc::c_int =
+    libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK;
 
 /// Open a root directory; files are then opened relative to it.
 pub fn open_root(path: &std::path::Path) -> io::Result<OwnedFd> {
@@ -51,7 +52,11 @@ pub fn open_root(path: &std::path::Path) -> io::Result<OwnedFd> {
 /// Open `rel` (slash-separated, no `.`/`..`/empty components) beneath `root`.
 /// A symlink anywhere on the way fails with ELOOP (or EXDEV/ENOTDIR).
 pub fn open(root: &OwnedFd, rel: &str) -> io::Result<File> {
-    if rel.is_empty() || rel.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+    if rel.is_empty()
+        || rel
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+    {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "not a plain relative path",
@@ -166,7 +171,10 @@ mod tests {
         ] {
             let open = |rel: &str| how(fd.as_raw_fd(), rel);
             if name == "openat2"
-                && matches!(open("sub/a.cfg").map_err(|e| e.raw_os_error()), Err(Some(libc::ENOSYS | libc::EPERM)))
+                && matches!(
+                    open("sub/a.cfg").map_err(|e| e.raw_os_error()),
+                    Err(Some(libc::ENOSYS | libc::EPERM))
+                )
             {
                 continue;
             }

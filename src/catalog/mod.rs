@@ -513,7 +513,11 @@ mod tests {
             drop(staging);
             for name in ["p.cfg", "swap.cfg"] {
                 if let Ok(e) = c.lookup(name) {
-                    assert_ne!(&e.body[..], b"SECRET", "round {round}: {name} published the secret");
+                    assert_ne!(
+                        &e.body[..],
+                        b"SECRET",
+                        "round {round}: {name} published the secret"
+                    );
                     assert_eq!(&e.body[..], b"public");
                     published += 1;
                 }
@@ -521,6 +525,9 @@ mod tests {
         }
         stop.store(true, Ordering::Relaxed);
         let swaps = swapper.join().unwrap();
-        assert!(swaps > 0 && published > 0, "swaps {swaps}, published {published}");
+        assert!(
+            swaps > 0 && published > 0,
+            "swaps {swaps}, published {published}"
+        );
     }
 }

@@ -213,7 +213,7 @@ mod tests {
             w.sent_through(due.end);
             // Every third round loses the window's second half once (a partial ACK).
             acks += 1;
-            let ack = if acks % 3 == 0 && due.end - due.start > 8 {
+            let ack = if acks.is_multiple_of(3) && due.end - due.start > 8 {
                 due.start + 7
             } else {
                 due.end - 1

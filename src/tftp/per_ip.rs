@@ -108,13 +108,20 @@ mod tests {
         let b: IpAddr = "198.18.0.3".parse().unwrap();
         let s1 = p.try_acquire(a).unwrap();
         let s2 = p.try_acquire(mapped).unwrap();
-        assert!(p.try_acquire(a).is_none(), "third transfer from one address");
+        assert!(
+            p.try_acquire(a).is_none(),
+            "third transfer from one address"
+        );
         let s3 = p.try_acquire(b).unwrap();
         drop(s1);
         let s4 = p.try_acquire(a).unwrap();
         assert_eq!(p.addresses(), 2);
         drop((s2, s3, s4));
-        assert_eq!(p.addresses(), 0, "an address with nothing running is forgotten");
+        assert_eq!(
+            p.addresses(),
+            0,
+            "an address with nothing running is forgotten"
+        );
     }
 
     #[test]

@@ -165,9 +165,17 @@ impl Bound {
                         held_back,
                         "tftp: too many transfers from one address, refused (this warning at most every 10 s; held_back = refusals not logged since the last)"
                     ),
-                    None => tracing::debug!(peer = %peer, outcome = "per_ip_limit", "tftp transfer"),
+                    None => {
+                        tracing::debug!(peer = %peer, outcome = "per_ip_limit", "tftp transfer")
+                    }
                 }
-                count_refusal(&shared, peer, &request.filename, "per_ip_limit", "per_ip_limit");
+                count_refusal(
+                    &shared,
+                    peer,
+                    &request.filename,
+                    "per_ip_limit",
+                    "per_ip_limit",
+                );
                 self.reply(
                     peer,
                     code::NOT_DEFINED,

@@ -242,12 +242,7 @@ async fn serve(shared: &Shared, job: &Job) -> std::io::Result<Report> {
     }
     let oack = (!neg.oack.is_empty()).then(|| packet::oack(&neg.oack));
     let timeout = neg.timeout.unwrap_or(shared.timeout);
-    let mut w = Window::new(
-        body.len(),
-        neg.blksize,
-        neg.windowsize,
-        oack.is_some(),
-    );
+    let mut w = Window::new(body.len(), neg.blksize, neg.windowsize, oack.is_some());
     let mut report = Report {
         outcome: "ok",
         bytes: 0,

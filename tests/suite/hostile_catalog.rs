@@ -44,17 +44,31 @@ impl Served {
             .arg(format!("http://127.0.0.1:{}/{path}", self.port))
             .output()
             .unwrap();
-        let code = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
+        let code = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0);
         (code, std::fs::read(&body).unwrap_or_default())
     }
 
     /// SIGHUP, and wait until the catalog's full rescan has begun (the next barrier then
     /// shows its result: the rescan holds the catalog until it has published).
     fn reload(&self) {
-        let count = || self.pb.log().matches("catalog: rescanning every root").count();
+        let count = || {
+            self.pb
+                .log()
+                .matches("catalog: rescanning every root")
+                .count()
+        };
         let before = count();
         let pid = self.pb.pid().to_string();
-        assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
         let start = Instant::now();
         while count() == before {
             assert!(
@@ -149,7 +163,12 @@ fn symlinks_leading_out_of_a_root_never_publish() {
     // And a reload's full rescan does not change that.
     s.reload();
     s.barrier("after-reload.cfg");
-    for path in ["linkdir/new.cfg", "leak.cfg", "alias.cfg", "aliasdir/new.cfg"] {
+    for path in [
+        "linkdir/new.cfg",
+        "leak.cfg",
+        "alias.cfg",
+        "aliasdir/new.cfg",
+    ] {
         let got = s.get(path);
         assert_not_secret(path, &got);
         assert_eq!(got.0, 404, "{path}");
@@ -195,7 +214,13 @@ fn a_file_or_directory_replaced_by_a_symlink_is_never_served() {
 
     // Until withdrawn each path may still give its old bytes; never a secret, and all end
     // up 404.
-    let paths = ["p.cfg", "q.cfg", "dir/inner.cfg", "dir/secret.cfg", "dir2/inner.cfg"];
+    let paths = [
+        "p.cfg",
+        "q.cfg",
+        "dir/inner.cfg",
+        "dir/secret.cfg",
+        "dir2/inner.cfg",
+    ];
     let start = Instant::now();
     loop {
         let got: Vec<_> = paths.iter().map(|p| (p, s.get(p))).collect();
@@ -208,7 +233,10 @@ fn a_file_or_directory_replaced_by_a_symlink_is_never_served() {
         assert!(
             start.elapsed() < Duration::from_secs(20),
             "still served after 20 s: {:?}",
-            got.iter().filter(|(_, g)| g.0 != 404).map(|(p, _)| p).collect::<Vec<_>>()
+            got.iter()
+                .filter(|(_, g)| g.0 != 404)
+                .map(|(p, _)| p)
+                .collect::<Vec<_>>()
         );
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use support::netns::Lab;
 use support::{Provbox, free_tcp_port, free_udp_port, metric, run};
 
-const PROFILE: &[u8] = b"<flat-profile>\n  <Profile_Rule>tftp://prov/$MA.cfg</Profile_Rule>\n</flat-profile>\n";
+const PROFILE: &[u8] =
+    b"<flat-profile>\n  <Profile_Rule>tftp://prov/$MA.cfg</Profile_Rule>\n</flat-profile>\n";
 
 fn rrq(file: &str, mode: &str, opts: &[(&str, &str)]) -> Vec<u8> {
     provbox::tftp::packet::request_bytes(1, file, mode, opts)
@@ -162,7 +163,11 @@ fn a_flood_of_unacknowledged_timeout_255_requests_does_not_lock_out_a_phone() {
         let s = UdpSocket::bind("198.18.0.2:0").unwrap();
         for i in 0..1100u32 {
             let blksize = (512 + i).to_string();
-            let req = rrq("phone.cfg", "octet", &[("timeout", "255"), ("blksize", &blksize)]);
+            let req = rrq(
+                "phone.cfg",
+                "octet",
+                &[("timeout", "255"), ("blksize", &blksize)],
+            );
             s.send_to(&req, "198.18.0.1:69").unwrap();
             // Paced so the listener's receive buffer takes them all.
             if i % 5 == 4 {
@@ -185,7 +190,12 @@ fn a_flood_of_unacknowledged_timeout_255_requests_does_not_lock_out_a_phone() {
         "phone.cfg",
         hpa_out.to_str().unwrap(),
     ]);
-    assert_eq!(read(&hpa_out), PROFILE, "tftp-hpa after the flood: {}", text(&o));
+    assert_eq!(
+        read(&hpa_out),
+        PROFILE,
+        "tftp-hpa after the flood: {}",
+        text(&o)
+    );
     let atftp_out = pb.path().join("atftp.cfg");
     let o = phone.run(&[
         "atftp",
@@ -197,7 +207,12 @@ fn a_flood_of_unacknowledged_timeout_255_requests_does_not_lock_out_a_phone() {
         "198.18.0.1",
         "69",
     ]);
-    assert_eq!(read(&atftp_out), PROFILE, "atftp after the flood: {}", text(&o));
+    assert_eq!(
+        read(&atftp_out),
+        PROFILE,
+        "atftp after the flood: {}",
+        text(&o)
+    );
 
     // The flooding host held at most its 8 slots, and they end after 3 silent sends each.
     let metrics = || srv.exec(&["curl", "-s", "http://127.0.0.1:9100/metrics"]);
@@ -215,7 +230,10 @@ fn a_flood_of_unacknowledged_timeout_255_requests_does_not_lock_out_a_phone() {
         .lines()
         .filter(|l| l.contains("tftp transfer") && l.contains("peer=198.18.0.2:"))
         .collect();
-    let ran = from_host.iter().filter(|l| l.contains("outcome=\"timeout\"")).count();
+    let ran = from_host
+        .iter()
+        .filter(|l| l.contains("outcome=\"timeout\""))
+        .count();
     assert!(
         (1..=8).contains(&ran),
         "{ran} transfers ran for the flooding host"
@@ -231,9 +249,15 @@ fn a_flood_of_unacknowledged_timeout_255_requests_does_not_lock_out_a_phone() {
     );
     eprintln!("per_ip_limit refusals: {refused}, transfers run: {ran}");
     // Paced, all 1,092 arrive on a quiet machine; half is the floor under heavy load.
-    assert!(refused >= 500.0, "{refused} per-address refusals counted:\n{m}");
+    assert!(
+        refused >= 500.0,
+        "{refused} per-address refusals counted:\n{m}"
+    );
     assert_eq!(
-        metric(&m, "provbox_refusals_total{protocol=\"tftp\",reason=\"busy\"}"),
+        metric(
+            &m,
+            "provbox_refusals_total{protocol=\"tftp\",reason=\"busy\"}"
+        ),
         0.0,
         "the server ran out of slots:\n{m}"
     );
@@ -247,7 +271,10 @@ fn a_flood_of_unacknowledged_timeout_255_requests_does_not_lock_out_a_phone() {
         (1..=allowed).contains(&warnings),
         "{warnings} per-address warnings (allowed {allowed})"
     );
-    assert!(log.contains("held_back="), "the warning counts what it held back");
+    assert!(
+        log.contains("held_back="),
+        "the warning counts what it held back"
+    );
 }
 
 #[test]
@@ -257,7 +284,10 @@ fn a_silent_request_costs_at_most_three_packets() {
     let s = Local::start(&[("fw.bin", &body)], "  timeout: 200ms\n  retries: 5\n");
     for (n, opts) in [
         (1, vec![]),
-        (2, vec![("blksize", "1468"), ("windowsize", "16"), ("tsize", "0")]),
+        (
+            2,
+            vec![("blksize", "1468"), ("windowsize", "16"), ("tsize", "0")],
+        ),
     ] {
         let c = client();
         let port = c.local_addr().unwrap().port().to_string();
@@ -279,8 +309,14 @@ fn a_silent_request_costs_at_most_three_packets() {
             "request {n}: a silent peer got {} packets ({bytes} bytes)",
             got.len()
         );
-        assert!(got.iter().all(|p| *p == got[0]), "request {n}: not one packet resent");
-        assert!(bytes <= 3 * 1024, "request {n}: {bytes} bytes to a silent peer");
+        assert!(
+            got.iter().all(|p| *p == got[0]),
+            "request {n}: not one packet resent"
+        );
+        assert!(
+            bytes <= 3 * 1024,
+            "request {n}: {bytes} bytes to a silent peer"
+        );
         let line = s.wait_log_line(&[&peer]);
         assert!(line.contains("outcome=\"timeout\""), "{line}");
         assert!(line.contains("retransmits=2"), "{line}");

@@ -21,5 +21,6 @@ mod reload;
 mod syslog;
 mod systemd;
 mod tftp;
-mod hostile_tftp;
+
 mod hostile_catalog;
+mod hostile_tftp;
