@@ -261,7 +261,8 @@ impl Catalog {
                 return self.withdraw(staging, r, &key);
             }
             Err(e) => {
-                self.reload_error(SnapshotError::Io(e).reason(), abs, &"cannot open");
+                let e = SnapshotError::Io(e);
+                self.reload_error(e.reason(), abs, &e);
                 return false;
             }
         };
