@@ -176,6 +176,40 @@ mod tests {
         assert_eq!(n.oack, req(&[("timeout", "5")]));
     }
 
+    proptest::proptest! {
+        /// Whatever is asked, a timeout above the cap is never acknowledged (nor used),
+        /// and the cap changes nothing else in the answer.
+        #[test]
+        fn the_timeout_cap_only_ever_removes_the_timeout(
+            asked in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec!["blksize", "timeout", "tsize", "windowsize", "x"]),
+                    0u64..400,
+                ),
+                0..6,
+            ),
+            cap in 1u64..=255,
+        ) {
+            let asked: Vec<(String, String)> =
+                asked.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let capped = Limits { max_timeout: Duration::from_secs(cap), ..L };
+            let open = Limits { max_timeout: Duration::from_secs(255), ..L };
+            let a = negotiate(&asked, capped, 7);
+            let b = negotiate(&asked, open, 7);
+            proptest::prop_assert!(a.timeout.is_none_or(|t| t <= Duration::from_secs(cap)));
+            for (k, v) in &a.oack {
+                if k == "timeout" {
+                    proptest::prop_assert!(v.parse::<u64>().unwrap() <= cap);
+                }
+            }
+            let without = |n: &Negotiated| -> Vec<(String, String)> {
+                n.oack.iter().filter(|(k, _)| k != "timeout").cloned().collect()
+            };
+            proptest::prop_assert_eq!(without(&a), without(&b));
+            proptest::prop_assert_eq!((a.blksize, a.windowsize), (b.blksize, b.windowsize));
+        }
+    }
+
     #[test]
     fn timeout_is_kept_as_asked() {
         let n = negotiate(&req(&[("timeout", "3")]), L, 0);
