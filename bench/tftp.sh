@@ -64,6 +64,10 @@ tftp:
   enabled: true
   listen: 0.0.0.0:$P_PROV
   max_transfers: 1000
+  # All 300 storm clients share one address (127.0.0.1). The per-address cap (default 8)
+  # is for a LAN where each phone has its own; left on, it would refuse 292 of them, which
+  # tftpd-hpa and dnsmasq (no such cap) would not, so it is lifted to the global limit.
+  max_transfers_per_ip: 1000
 EOF
 "$PROVBOX" serve --config "$W/provbox.yaml" > "$W/provbox.log" 2>&1 &
 PROV_PID=$!

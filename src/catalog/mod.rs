@@ -1,11 +1,13 @@
 //! The file catalog: several roots served as one namespace, hot-reloaded, one whole
 //! version per transfer. Protocol front ends only ever call [`Catalog::lookup`].
 
+mod beneath;
 pub mod path;
 mod snapshot;
 mod watch;
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -87,6 +89,8 @@ struct Index {
 
 pub struct Catalog {
     roots: Vec<PathBuf>,
+    /// Each root opened once: every file is opened relative to it, never by full path.
+    root_fds: Vec<OwnedFd>,
     case_insensitive: bool,
     index: ArcSwap<Index>,
     /// The watcher's working copy; readers never wait on it.
@@ -96,8 +100,9 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Scan every root and publish what is there. Roots are canonicalised so symlink
-    /// checks compare like with like.
+    /// Prepare the catalog (`start` scans and watches). Roots are canonicalised so event
+    /// paths compare like with like; a root may itself be reached through a symlink, but
+    /// nothing inside it is.
     pub fn open(
         roots: &[PathBuf],
         case_insensitive: bool,
@@ -105,11 +110,16 @@ impl Catalog {
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Arc<Catalog>> {
         let mut canon = Vec::new();
+        let mut root_fds = Vec::new();
         for r in roots {
-            canon.push(
-                r.canonicalize()
+            let c = r
+                .canonicalize()
+                .map_err(|e| anyhow::anyhow!("catalog root {}: {e}", r.display()))?;
+            root_fds.push(
+                beneath::open_root(&c)
                     .map_err(|e| anyhow::anyhow!("catalog root {}: {e}", r.display()))?,
             );
+            canon.push(c);
         }
         let snapshots = Snapshotter::new(data_dir.join("snapshots"))
             .map_err(|e| anyhow::anyhow!("snapshot directory under {}: {e}", data_dir.display()))?;
@@ -118,6 +128,7 @@ impl Catalog {
         };
         let cat = Arc::new(Catalog {
             roots: canon,
+            root_fds,
             case_insensitive,
             index: ArcSwap::from_pointee(empty.clone()),
             staging: Mutex::new(empty),
@@ -216,52 +227,60 @@ impl Catalog {
                 changed |= self.scan_dir(staging, r, abs, 0);
                 changed
             }
-            Ok(m) => {
-                if m.file_type().is_symlink() && !self.symlink_inside(r, abs) {
-                    return self.withdraw(staging, r, &key);
-                }
-                match std::fs::metadata(abs) {
-                    Ok(t) if t.is_dir() => self.scan_dir(staging, r, abs, 0),
-                    _ => self.publish(staging, r, key, abs),
-                }
+            Ok(m) if m.file_type().is_symlink() => {
+                self.symlink_skipped(abs);
+                self.withdraw(staging, r, &key)
             }
+            Ok(_) => self.publish(staging, r, key, abs),
         }
     }
 
-    fn symlink_inside(&self, r: usize, abs: &Path) -> bool {
-        match abs.canonicalize() {
-            Ok(target) if target.starts_with(&self.roots[r]) => true,
-            Ok(target) => {
-                self.reload_error(
-                    "symlink_escape",
-                    abs,
-                    &format!("points outside its root, to {}", target.display()),
-                );
-                false
-            }
-            Err(e) => {
-                self.reload_error("dangling_symlink", abs, &e);
-                false
-            }
-        }
+    /// Symlinks are never followed: not to a file, not to a directory, not even inside
+    /// the root (one could reach a hidden file, another root, or be swapped between a
+    /// check and the copy).
+    fn symlink_skipped(&self, abs: &Path) {
+        self.reload_error("symlink", abs, &"a symlink; symlinks are never served");
     }
 
+    /// Open the file at `key` beneath its root (no symlink anywhere on the way), then
+    /// publish a snapshot copied from that very descriptor.
     fn publish(&self, staging: &mut Index, r: usize, key: String, abs: &Path) -> bool {
         let map_key = self.map_key(&key);
-        // An unchanged file keeps its published version: no copy, same ETag.
-        if let Ok(m) = std::fs::metadata(abs) {
-            let stamp = Stamp::of(&m);
-            let current = self.index.load();
-            let known = staging.roots[r]
-                .get(&map_key)
-                .or_else(|| current.roots[r].get(&map_key))
-                .filter(|e| e.stamp == stamp)
-                .cloned();
-            if let Some(e) = known {
-                return staging.roots[r].insert(map_key, e).is_none();
+        let opened = beneath::open(&self.root_fds[r], &key).and_then(|f| {
+            let m = f.metadata()?;
+            Ok((f, m))
+        });
+        let (file, before) = match opened {
+            Ok(fm) => fm,
+            Err(e) if beneath::is_symlink_refusal(&e) => {
+                // Swapped for a symlink since the event: whatever was published goes.
+                self.symlink_skipped(abs);
+                return self.withdraw(staging, r, &key);
             }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return self.withdraw(staging, r, &key);
+            }
+            Err(e) => {
+                let e = SnapshotError::Io(e);
+                self.reload_error(e.reason(), abs, &e);
+                return false;
+            }
+        };
+        if !before.is_file() {
+            return false;
         }
-        match self.snapshots.take(abs) {
+        // An unchanged file keeps its published version: no copy, same ETag.
+        let stamp = Stamp::of(&before);
+        let current = self.index.load();
+        let known = staging.roots[r]
+            .get(&map_key)
+            .or_else(|| current.roots[r].get(&map_key))
+            .filter(|e| e.stamp == stamp)
+            .cloned();
+        if let Some(e) = known {
+            return staging.roots[r].insert(map_key, e).is_none();
+        }
+        match self.snapshots.take(&file, &before) {
             Ok(snap) => {
                 let etag = format!(
                     "\"{:x}-{:x}\"",
@@ -332,14 +351,14 @@ impl Catalog {
             let Some(key) = self.key_for(r, &abs) else {
                 continue;
             };
+            // The entry's own type (lstat): a symlink is skipped, never resolved.
             let Ok(ft) = entry.file_type() else { continue };
-            if ft.is_symlink() && !self.symlink_inside(r, &abs) {
-                continue;
-            }
-            match std::fs::metadata(&abs) {
-                Ok(m) if m.is_dir() => changed |= self.scan_dir(staging, r, &abs, depth + 1),
-                Ok(m) if m.is_file() => changed |= self.publish(staging, r, key, &abs),
-                _ => {}
+            if ft.is_symlink() {
+                self.symlink_skipped(&abs);
+            } else if ft.is_dir() {
+                changed |= self.scan_dir(staging, r, &abs, depth + 1);
+            } else if ft.is_file() {
+                changed |= self.publish(staging, r, key, &abs);
             }
         }
         changed
@@ -424,16 +443,92 @@ mod tests {
     }
 
     #[test]
-    fn symlink_leaving_root_is_not_served() {
+    fn symlinks_are_never_served_even_inside_the_root() {
+        let t = tempfile::tempdir().unwrap();
+        let a = t.path().join("a");
+        std::fs::create_dir_all(a.join("sub")).unwrap();
+        std::fs::write(t.path().join("secret"), "s").unwrap();
+        std::fs::write(a.join("ok"), "ok").unwrap();
+        std::fs::write(a.join(".hidden"), "h").unwrap();
+        std::fs::write(a.join("sub/in.cfg"), "in").unwrap();
+        std::os::unix::fs::symlink(t.path().join("secret"), a.join("leak")).unwrap();
+        std::os::unix::fs::symlink(a.join("ok"), a.join("alias")).unwrap();
+        std::os::unix::fs::symlink(".hidden", a.join("unhidden")).unwrap();
+        std::os::unix::fs::symlink("sub", a.join("subalias")).unwrap();
+        std::os::unix::fs::symlink(t.path(), a.join("up")).unwrap();
+        let c = catalog(&[a], false, &t.path().join("data"));
+        for name in ["leak", "alias", "unhidden", "subalias/in.cfg", "up/secret"] {
+            assert_eq!(c.lookup(name).unwrap_err(), Refusal::NotFound, "{name}");
+        }
+        assert_eq!(&c.lookup("ok").unwrap().body[..], b"ok");
+        assert_eq!(&c.lookup("sub/in.cfg").unwrap().body[..], b"in");
+        assert_eq!(c.file_count(), 2);
+    }
+
+    /// A regular file and a symlink to a secret outside the root trade places (one atomic
+    /// `renameat2(RENAME_EXCHANGE)`) over and over while both names are published: each
+    /// publication must be the regular file's bytes or nothing, never the secret.
+    #[test]
+    fn symlink_swapped_in_during_publication_is_never_published() {
+        use std::os::unix::ffi::OsStrExt;
+        use std::sync::atomic::{AtomicBool, Ordering};
         let t = tempfile::tempdir().unwrap();
         let a = t.path().join("a");
         std::fs::create_dir_all(&a).unwrap();
-        std::fs::write(t.path().join("secret"), "s").unwrap();
-        std::fs::write(a.join("ok"), "ok").unwrap();
-        std::os::unix::fs::symlink(t.path().join("secret"), a.join("leak")).unwrap();
-        std::os::unix::fs::symlink(a.join("ok"), a.join("alias")).unwrap();
-        let c = catalog(&[a], false, &t.path().join("data"));
-        assert_eq!(c.lookup("leak").unwrap_err(), Refusal::NotFound);
-        assert_eq!(&c.lookup("alias").unwrap().body[..], b"ok");
+        std::fs::write(t.path().join("secret"), "SECRET").unwrap();
+        std::fs::write(a.join("p.cfg"), "public").unwrap();
+        std::os::unix::fs::symlink(t.path().join("secret"), a.join("swap.cfg")).unwrap();
+        let c = catalog(std::slice::from_ref(&a), false, &t.path().join("data"));
+        let stop = Arc::new(AtomicBool::new(false));
+        let swapper = {
+            let stop = stop.clone();
+            let x = std::ffi::CString::new(a.join("p.cfg").as_os_str().as_bytes()).unwrap();
+            let y = std::ffi::CString::new(a.join("swap.cfg").as_os_str().as_bytes()).unwrap();
+            std::thread::spawn(move || {
+                let mut swaps = 0u64;
+                // Bounded even if the main loop never stops it.
+                while !stop.load(Ordering::Relaxed) && swaps < 50_000_000 {
+                    // SAFETY: renameat2 on two NUL-terminated paths in our temp dir.
+                    let rc = unsafe {
+                        libc::renameat2(
+                            libc::AT_FDCWD,
+                            x.as_ptr(),
+                            libc::AT_FDCWD,
+                            y.as_ptr(),
+                            libc::RENAME_EXCHANGE,
+                        )
+                    };
+                    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+                    swaps += 1;
+                }
+                swaps
+            })
+        };
+        let mut published = 0;
+        for round in 0..3000 {
+            let mut staging = c.staging.lock().unwrap();
+            for name in ["p.cfg", "swap.cfg"] {
+                c.reconcile(&mut staging, &a.join(name));
+            }
+            c.swap(&staging);
+            drop(staging);
+            for name in ["p.cfg", "swap.cfg"] {
+                if let Ok(e) = c.lookup(name) {
+                    assert_ne!(
+                        &e.body[..],
+                        b"SECRET",
+                        "round {round}: {name} published the secret"
+                    );
+                    assert_eq!(&e.body[..], b"public");
+                    published += 1;
+                }
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let swaps = swapper.join().unwrap();
+        assert!(
+            swaps > 0 && published > 0,
+            "swaps {swaps}, published {published}"
+        );
     }
 }

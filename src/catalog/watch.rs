@@ -3,6 +3,9 @@
 //! A file is published when it is closed after writing or renamed into place, never on a
 //! bare "modified" event: a half-written file is not offered, and the previous version
 //! keeps being served until the new one is complete.
+//!
+//! Symlinks are not followed (notify follows them by default): a symlinked directory in a
+//! root would otherwise be watched, and its outside files reported under the root's path.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -41,11 +44,14 @@ fn classify(ev: notify::Result<notify::Event>) -> Option<Work> {
 
 pub fn spawn(cat: Arc<Catalog>) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel::<Work>();
-    let mut watcher = notify::recommended_watcher(move |ev| {
-        if let Some(w) = classify(ev) {
-            let _ = tx.send(w);
-        }
-    })?;
+    let mut watcher = notify::RecommendedWatcher::new(
+        move |ev| {
+            if let Some(w) = classify(ev) {
+                let _ = tx.send(w);
+            }
+        },
+        notify::Config::default().with_follow_symlinks(false),
+    )?;
     for root in cat.roots() {
         watcher
             .watch(root, RecursiveMode::Recursive)

@@ -27,12 +27,21 @@ pub struct Config {
     /// Retransmission timeout when the client does not negotiate one.
     #[serde(default = "default_timeout")]
     pub timeout: At<Dur>,
+    /// Largest timeout a client may negotiate (RFC 2349). The OACK must echo the value
+    /// asked for, so a larger one is not acknowledged and `timeout` applies instead: a
+    /// client asking 255 s cannot hold a slot for 255 s per retransmission.
+    #[serde(default = "default_max_timeout")]
+    pub max_timeout: At<Dur>,
     /// Retransmissions of the same packet before the transfer is abandoned.
     #[serde(default = "default_retries")]
     pub retries: At<u32>,
     /// Transfers running at once; further requests get ERROR 0 "server busy".
     #[serde(default = "default_max_transfers")]
     pub max_transfers: At<usize>,
+    /// Transfers running at once for one client address, so one host cannot take every
+    /// slot; further requests from it get ERROR 0.
+    #[serde(default = "default_max_transfers_per_ip")]
+    pub max_transfers_per_ip: At<usize>,
 }
 
 fn default_listen() -> At<SocketAddr> {
@@ -47,11 +56,17 @@ fn default_max_window() -> At<u32> {
 fn default_timeout() -> At<Dur> {
     At::new(Dur(Duration::from_secs(1)))
 }
+fn default_max_timeout() -> At<Dur> {
+    At::new(Dur(Duration::from_secs(5)))
+}
 fn default_retries() -> At<u32> {
     At::new(5)
 }
 fn default_max_transfers() -> At<usize> {
     At::new(1000)
+}
+fn default_max_transfers_per_ip() -> At<usize> {
+    At::new(8)
 }
 
 impl Default for Config {
@@ -62,8 +77,10 @@ impl Default for Config {
             max_blksize: default_max_blksize(),
             max_window: default_max_window(),
             timeout: default_timeout(),
+            max_timeout: default_max_timeout(),
             retries: default_retries(),
             max_transfers: default_max_transfers(),
+            max_transfers_per_ip: default_max_transfers_per_ip(),
         }
     }
 }
@@ -98,6 +115,15 @@ impl Config {
                 format!("is {t:?}; expected between 100ms and 255s"),
             );
         }
+        // The timeout option counts whole seconds (RFC 2349: 1..=255).
+        let mt = self.max_timeout.value.0;
+        if mt < Duration::from_secs(1) || mt > Duration::from_secs(255) {
+            p.add(
+                "tftp.max_timeout",
+                &self.max_timeout,
+                format!("is {mt:?}; expected between 1s and 255s (RFC 2349)"),
+            );
+        }
         if !(1..=100).contains(&self.retries.value) {
             p.add(
                 "tftp.retries",
@@ -109,6 +135,13 @@ impl Config {
             p.add(
                 "tftp.max_transfers",
                 &self.max_transfers,
+                "is 0; expected at least 1",
+            );
+        }
+        if self.max_transfers_per_ip.value == 0 {
+            p.add(
+                "tftp.max_transfers_per_ip",
+                &self.max_transfers_per_ip,
                 "is 0; expected at least 1",
             );
         }
@@ -145,13 +178,15 @@ mod tests {
         assert!(c.enabled);
         assert_eq!(c.max_blksize.value, 1468);
         assert_eq!(c.timeout.value.0.as_millis(), 500);
+        assert_eq!(c.max_timeout.value.0.as_secs(), 5);
+        assert_eq!(c.max_transfers_per_ip.value, 8);
         assert_eq!(c.listeners().len(), 1);
     }
 
     #[test]
     fn bad_values_name_field_and_line() {
         let err = parse(
-            "  enabled: true\n  max_blksize: 70000\n  max_window: 0\n  timeout: 0s\n  retries: 0\n  max_transfers: 0\n",
+            "  enabled: true\n  max_blksize: 70000\n  max_window: 0\n  timeout: 0s\n  retries: 0\n  max_transfers: 0\n  max_timeout: 300s\n  max_transfers_per_ip: 0\n",
         )
         .unwrap_err();
         let fields: Vec<_> = err.0.iter().map(|e| (e.field.as_str(), e.line)).collect();
@@ -161,8 +196,10 @@ mod tests {
                 ("tftp.max_blksize", 5),
                 ("tftp.max_window", 6),
                 ("tftp.timeout", 7),
+                ("tftp.max_timeout", 10),
                 ("tftp.retries", 8),
-                ("tftp.max_transfers", 9)
+                ("tftp.max_transfers", 9),
+                ("tftp.max_transfers_per_ip", 11)
             ]
         );
         assert!(err.to_string().contains("expected 512..=65464"), "{err}");

@@ -12,6 +12,7 @@ mod metrics;
 mod netascii;
 mod options;
 pub mod packet;
+mod per_ip;
 mod server;
 mod sock;
 mod transfer;

@@ -15,6 +15,8 @@ pub const MAX_BLKSIZE: u16 = 65464;
 pub struct Limits {
     pub max_blksize: u16,
     pub max_window: u16,
+    /// Largest timeout acknowledged; a larger request is left out of the OACK.
+    pub max_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,8 +70,12 @@ pub fn negotiate(requested: &[(String, String)], limits: Limits, size: u64) -> N
                 n.windowsize = v.min(limits.max_window as u64) as u16;
                 Some(n.windowsize.to_string())
             }
-            // RFC 2349: 1..=255 seconds, and the server must not change it.
-            ("timeout", Some(v)) if (1..=255).contains(&v) => {
+            // RFC 2349: 1..=255 seconds, and the server must not change it. So a value
+            // above our cap cannot be lowered, only left unacknowledged: the client then
+            // knows the server's default applies (and the slot is not held for minutes).
+            ("timeout", Some(v))
+                if (1..=255).contains(&v) && Duration::from_secs(v) <= limits.max_timeout =>
+            {
                 n.timeout = Some(Duration::from_secs(v));
                 Some(v.to_string())
             }
@@ -92,6 +98,7 @@ mod tests {
     const L: Limits = Limits {
         max_blksize: 1468,
         max_window: 64,
+        max_timeout: Duration::from_secs(5),
     };
 
     fn req(list: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -153,6 +160,54 @@ mod tests {
     fn first_occurrence_wins() {
         let n = negotiate(&req(&[("blksize", "1024"), ("blksize", "800")]), L, 0);
         assert_eq!(n.oack, req(&[("blksize", "1024")]));
+    }
+
+    #[test]
+    fn a_timeout_above_the_cap_is_left_out_and_the_rest_acknowledged() {
+        let n = negotiate(
+            &req(&[("blksize", "1024"), ("timeout", "255"), ("tsize", "0")]),
+            L,
+            42,
+        );
+        assert_eq!(n.timeout, None);
+        assert_eq!(n.oack, req(&[("blksize", "1024"), ("tsize", "42")]));
+        let n = negotiate(&req(&[("timeout", "5")]), L, 0);
+        assert_eq!(n.timeout, Some(Duration::from_secs(5)));
+        assert_eq!(n.oack, req(&[("timeout", "5")]));
+    }
+
+    proptest::proptest! {
+        /// Whatever is asked, a timeout above the cap is never acknowledged (nor used),
+        /// and the cap changes nothing else in the answer.
+        #[test]
+        fn the_timeout_cap_only_ever_removes_the_timeout(
+            asked in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec!["blksize", "timeout", "tsize", "windowsize", "x"]),
+                    0u64..400,
+                ),
+                0..6,
+            ),
+            cap in 1u64..=255,
+        ) {
+            let asked: Vec<(String, String)> =
+                asked.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let capped = Limits { max_timeout: Duration::from_secs(cap), ..L };
+            let open = Limits { max_timeout: Duration::from_secs(255), ..L };
+            let a = negotiate(&asked, capped, 7);
+            let b = negotiate(&asked, open, 7);
+            proptest::prop_assert!(a.timeout.is_none_or(|t| t <= Duration::from_secs(cap)));
+            for (k, v) in &a.oack {
+                if k == "timeout" {
+                    proptest::prop_assert!(v.parse::<u64>().unwrap() <= cap);
+                }
+            }
+            let without = |n: &Negotiated| -> Vec<(String, String)> {
+                n.oack.iter().filter(|(k, _)| k != "timeout").cloned().collect()
+            };
+            proptest::prop_assert_eq!(without(&a), without(&b));
+            proptest::prop_assert_eq!((a.blksize, a.windowsize), (b.blksize, b.windowsize));
+        }
     }
 
     #[test]

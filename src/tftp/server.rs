@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use tokio::net::UdpSocket;
@@ -16,6 +16,7 @@ use super::config::Config;
 use super::metrics::TftpMetrics;
 use super::options::Limits;
 use super::packet::{self, Packet, code};
+use super::per_ip::{PerIp, WarnGate};
 use super::sock;
 use super::transfer::{self, Job, Shared};
 use crate::devices::TransferDone;
@@ -62,18 +63,20 @@ impl Bound {
             limits: Limits {
                 max_blksize: self.cfg.max_blksize.value as u16,
                 max_window: self.cfg.max_window.value as u16,
+                max_timeout: self.cfg.max_timeout.value.0,
             },
             timeout: self.cfg.timeout.value.0,
             retries: self.cfg.retries.value,
             active: Mutex::new(HashMap::new()),
         });
         let slots = Arc::new(Semaphore::new(self.cfg.max_transfers.value));
+        let per_ip = PerIp::new(self.cfg.max_transfers_per_ip.value);
         let shutdown = ctx.shutdown.clone();
         let tracker = ctx.tracker.clone();
         ctx.tracker.spawn(async move {
             tokio::select! {
                 _ = shutdown.cancelled() => {}
-                _ = self.listen(shared, slots, tracker) => {}
+                _ = self.listen(shared, slots, per_ip, tracker) => {}
             }
         });
     }
@@ -82,8 +85,11 @@ impl Bound {
         self,
         shared: Arc<Shared>,
         slots: Arc<Semaphore>,
+        per_ip: Arc<PerIp>,
         tracker: tokio_util::task::TaskTracker,
     ) {
+        // A flood from one address is refused packet by packet; its warning is not.
+        let per_ip_warning = WarnGate::new(Duration::from_secs(10));
         let listen_ip = self.cfg.listen.value.ip();
         // A request is at most 512 bytes by RFC 2347; room for generous clients.
         let mut buf = vec![0u8; 4096];
@@ -147,14 +153,41 @@ impl Bound {
                 self.metrics.malformed("duplicate_request");
                 continue;
             }
+            let Some(ip_slot) = per_ip.try_acquire(peer.ip()) else {
+                forget_request(&shared, peer, key);
+                let limit = self.cfg.max_transfers_per_ip.value;
+                match per_ip_warning.admit() {
+                    Some(held_back) => tracing::warn!(
+                        peer = %peer,
+                        file = %shared.provisioner.log_path(&request.filename),
+                        outcome = "per_ip_limit",
+                        limit,
+                        held_back,
+                        "tftp: too many transfers from one address, refused (this warning at most every 10 s; held_back = refusals not logged since the last)"
+                    ),
+                    None => {
+                        tracing::debug!(peer = %peer, outcome = "per_ip_limit", "tftp transfer")
+                    }
+                }
+                count_refusal(
+                    &shared,
+                    peer,
+                    &request.filename,
+                    "per_ip_limit",
+                    "per_ip_limit",
+                );
+                self.reply(
+                    peer,
+                    code::NOT_DEFINED,
+                    "too many transfers from your address, try again later",
+                )
+                .await;
+                continue;
+            };
             let permit = match slots.clone().try_acquire_owned() {
                 Ok(p) => p,
                 Err(_) => {
-                    if let Ok(mut a) = shared.active.lock()
-                        && a.get(&peer) == Some(&key)
-                    {
-                        a.remove(&peer);
-                    }
+                    forget_request(&shared, peer, key);
                     tracing::warn!(peer = %peer, file = %shared.provisioner.log_path(&request.filename), outcome = "busy", limit = self.cfg.max_transfers.value, "tftp transfer");
                     count_refusal(&shared, peer, &request.filename, "busy", "busy");
                     self.reply(peer, code::NOT_DEFINED, "server busy, try again later")
@@ -169,6 +202,7 @@ impl Bound {
                 key,
                 started: Instant::now(),
                 permit,
+                ip_slot,
             };
             tracker.spawn(transfer::run(shared.clone(), job));
         }
@@ -178,6 +212,15 @@ impl Bound {
         if let Err(e) = self.socket.send_to(&packet::error(c, message), peer).await {
             tracing::debug!(peer = %peer, "tftp: cannot send error: {e}");
         }
+    }
+}
+
+/// A refused request is not a running transfer: its retransmission is a new request.
+fn forget_request(shared: &Shared, peer: SocketAddr, key: u64) {
+    if let Ok(mut a) = shared.active.lock()
+        && a.get(&peer) == Some(&key)
+    {
+        a.remove(&peer);
     }
 }
 

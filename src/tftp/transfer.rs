@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::metrics::{OptionLabel, TftpMetrics};
 use super::options::{self, Limits};
 use super::packet::{self, Mode, Packet, Request, code};
+use super::per_ip::IpSlot;
 use super::window::{Ack, Window};
 use super::{netascii, sock};
 use crate::catalog::Refusal;
@@ -44,6 +46,42 @@ pub struct Job {
     pub key: u64,
     pub started: Instant,
     pub permit: OwnedSemaphorePermit,
+    /// This client address's share of `tftp.max_transfers_per_ip`.
+    pub ip_slot: IpSlot,
+}
+
+/// Retransmissions before the client's first ACK, whatever `tftp.retries` says: a peer
+/// that never answers (a forged source, a flood) costs at most three packets.
+const RETRIES_BEFORE_FIRST_ACK: u32 = 2;
+
+/// What a transfer sends: slices of the catalog's bytes, or their netascii form made a
+/// block at a time from them. Neither copies the file.
+enum Body {
+    Octet(Bytes),
+    Netascii(netascii::Stream),
+}
+
+impl Body {
+    fn len(&self) -> u64 {
+        match self {
+            Body::Octet(b) => b.len() as u64,
+            Body::Netascii(s) => s.len(),
+        }
+    }
+
+    fn block(&mut self, r: Range<usize>) -> &[u8] {
+        match self {
+            Body::Octet(b) => &b[r],
+            Body::Netascii(s) => s.block(r),
+        }
+    }
+
+    /// Bytes before `off` are acknowledged and will not be sent again.
+    fn forget_before(&mut self, off: u64) {
+        if let Body::Netascii(s) = self {
+            s.forget_before(off);
+        }
+    }
 }
 
 /// Removes the client from `active` however the transfer ends (unless a newer request
@@ -85,6 +123,7 @@ impl Report {
 pub async fn run(shared: Arc<Shared>, job: Job) {
     let _active = ActiveGuard(&shared, job.peer, job.key);
     let _permit = &job.permit;
+    let _ip_slot = &job.ip_slot;
     // A clone shares the gauge; the family's lock guard must not live across awaits.
     let in_flight = shared
         .metrics
@@ -189,11 +228,11 @@ async fn serve(shared: &Shared, job: &Job) -> std::io::Result<Report> {
             return Ok(r);
         }
     };
-    let body: Bytes = match req.mode {
-        Mode::Netascii => netascii::encode(&entry.body),
-        _ => entry.body.clone(),
+    let mut body = match req.mode {
+        Mode::Netascii => Body::Netascii(netascii::Stream::new(entry.body.clone())),
+        _ => Body::Octet(entry.body.clone()),
     };
-    let neg = options::negotiate(&req.options, shared.limits, body.len() as u64);
+    let neg = options::negotiate(&req.options, shared.limits, body.len());
     for option in neg.used() {
         shared
             .tftp
@@ -203,12 +242,7 @@ async fn serve(shared: &Shared, job: &Job) -> std::io::Result<Report> {
     }
     let oack = (!neg.oack.is_empty()).then(|| packet::oack(&neg.oack));
     let timeout = neg.timeout.unwrap_or(shared.timeout);
-    let mut w = Window::new(
-        body.len() as u64,
-        neg.blksize,
-        neg.windowsize,
-        oack.is_some(),
-    );
+    let mut w = Window::new(body.len(), neg.blksize, neg.windowsize, oack.is_some());
     let mut report = Report {
         outcome: "ok",
         bytes: 0,
@@ -219,6 +253,7 @@ async fn serve(shared: &Shared, job: &Job) -> std::io::Result<Report> {
     };
     let mut buf = [0u8; 1024];
     let mut timeouts = 0u32;
+    let mut acked = false;
     let outcome = 'transfer: loop {
         // Send what is due: the OACK, or the rest of the current window.
         let sent = if let Some(o) = oack.as_ref().filter(|_| w.awaiting_oack_ack()) {
@@ -228,7 +263,7 @@ async fn serve(shared: &Shared, job: &Job) -> std::io::Result<Report> {
             let mut r = Ok(());
             for n in due.clone() {
                 let (wire, bytes) = w.block(n);
-                r = sock::send_parts(&sock, &packet::data_header(wire), &body[bytes]).await;
+                r = sock::send_parts(&sock, &packet::data_header(wire), body.block(bytes)).await;
                 if r.is_err() {
                     break;
                 }
@@ -247,7 +282,12 @@ async fn serve(shared: &Shared, job: &Job) -> std::io::Result<Report> {
             let n = match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
                 Err(_) => {
                     timeouts += 1;
-                    if timeouts > shared.retries {
+                    let allowed = if acked {
+                        shared.retries
+                    } else {
+                        shared.retries.min(RETRIES_BEFORE_FIRST_ACK)
+                    };
+                    if timeouts > allowed {
                         break 'transfer "timeout";
                     }
                     report.retransmits += w.rewind();
@@ -264,6 +304,8 @@ async fn serve(shared: &Shared, job: &Job) -> std::io::Result<Report> {
                 Ok(Packet::Ack(block)) => match w.on_ack(block) {
                     Ack::Progress => {
                         timeouts = 0;
+                        acked = true;
+                        body.forget_before(w.acknowledged_bytes());
                         continue 'transfer;
                     }
                     Ack::Done => break 'transfer "ok",
@@ -285,7 +327,7 @@ async fn serve(shared: &Shared, job: &Job) -> std::io::Result<Report> {
     };
     report.outcome = outcome;
     report.bytes = if outcome == "ok" {
-        body.len() as u64
+        body.len()
     } else {
         w.acknowledged_bytes()
     };

@@ -23,3 +23,6 @@ mod reload;
 mod syslog;
 mod systemd;
 mod tftp;
+
+mod hostile_catalog;
+mod hostile_tftp;

@@ -1,0 +1,138 @@
+//! The per-address cap: one host runs at most `cap` transfers at once, so a flood of
+//! requests from one address cannot take every slot. The map holds only addresses with a
+//! transfer running (each entry is a held slot, and slots are bounded by
+//! `tftp.max_transfers`), so it stays small however many addresses ask.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub struct PerIp {
+    cap: usize,
+    running: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One running transfer's place in its address's count; released on drop.
+pub struct IpSlot {
+    owner: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    pub fn new(cap: usize) -> Arc<PerIp> {
+        Arc::new(PerIp {
+            cap,
+            running: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A slot for `ip`, or `None` when it already runs `cap` transfers.
+    pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+        // A v4 client on a dual-stack socket is the same host as over v4.
+        let ip = ip.to_canonical();
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if running.get(&ip).copied().unwrap_or(0) >= self.cap {
+            return None;
+        }
+        *running.entry(ip).or_insert(0) += 1;
+        Some(IpSlot {
+            owner: self.clone(),
+            ip,
+        })
+    }
+
+    #[cfg(test)]
+    fn addresses(&self) -> usize {
+        self.running.lock().unwrap().len()
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut running = self.owner.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = running.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                running.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Lets a repeated warning through at most once per period, counting what it held back:
+/// a flood must not turn into a flood of log lines.
+pub struct WarnGate {
+    every: Duration,
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl WarnGate {
+    pub fn new(every: Duration) -> WarnGate {
+        WarnGate {
+            every,
+            state: Mutex::new((None, 0)),
+        }
+    }
+
+    /// `Some(held back since the last one)` when this warning may be logged now.
+    pub fn admit(&self) -> Option<u64> {
+        self.admit_at(Instant::now())
+    }
+
+    fn admit_at(&self, now: Instant) -> Option<u64> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match s.0 {
+            Some(last) if now.duration_since(last) < self.every => {
+                s.1 += 1;
+                None
+            }
+            _ => {
+                let held = s.1;
+                *s = (Some(now), 0);
+                Some(held)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_each_address_and_forgets_idle_ones() {
+        let p = PerIp::new(2);
+        let a: IpAddr = "198.18.0.2".parse().unwrap();
+        let mapped: IpAddr = "::ffff:198.18.0.2".parse().unwrap();
+        let b: IpAddr = "198.18.0.3".parse().unwrap();
+        let s1 = p.try_acquire(a).unwrap();
+        let s2 = p.try_acquire(mapped).unwrap();
+        assert!(
+            p.try_acquire(a).is_none(),
+            "third transfer from one address"
+        );
+        let s3 = p.try_acquire(b).unwrap();
+        drop(s1);
+        let s4 = p.try_acquire(a).unwrap();
+        assert_eq!(p.addresses(), 2);
+        drop((s2, s3, s4));
+        assert_eq!(
+            p.addresses(),
+            0,
+            "an address with nothing running is forgotten"
+        );
+    }
+
+    #[test]
+    fn one_warning_per_period_with_the_count_held_back() {
+        let g = WarnGate::new(Duration::from_secs(10));
+        let t = Instant::now();
+        assert_eq!(g.admit_at(t), Some(0));
+        for i in 1..=5 {
+            assert_eq!(g.admit_at(t + Duration::from_secs(i)), None);
+        }
+        assert_eq!(g.admit_at(t + Duration::from_secs(10)), Some(5));
+        assert_eq!(g.admit_at(t + Duration::from_secs(11)), None);
+    }
+}
