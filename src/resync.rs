@@ -312,11 +312,46 @@ pub async fn web_command(cfg: &Config, r: &Request) -> Result<String, String> {
             base64::engine::general_purpose::STANDARD.encode(creds)
         )
     });
+    if auth.is_some() {
+        credentials_may_go_to(r, port).await?;
+    }
     let addr = SocketAddr::new(r.ip, port);
     match http_get(addr, &host, &path, auth).await {
         Ok((code, _)) if (200..300).contains(&code) => Ok(format!("GET {url} → {code}")),
         Ok((code, _)) => Err(format!("GET {url} → {code}")),
         Err(e) => Err(format!("GET {url}: {e}")),
+    }
+}
+
+/// The phone's admin credentials go only to that phone: the kernel's neighbour entry for
+/// the target address must show the device's own MAC (the LAN, not the status book, says
+/// who is there). Loopback is this host. Err says why nothing was sent.
+async fn credentials_may_go_to(r: &Request, port: u16) -> Result<(), String> {
+    use crate::devices::{Mac, neighbour};
+    if r.ip.is_loopback() {
+        return Ok(());
+    }
+    let refuse = |why: String| {
+        tracing::warn!(ip = %r.ip, "resync: credentials not sent: {why}");
+        Err(format!("credentials not sent: {why}"))
+    };
+    let Some(want) = r.mac_hex.as_deref().and_then(|h| h.parse::<Mac>().ok()) else {
+        return refuse(format!("no MAC is known for {} to check it against", r.ip));
+    };
+    let mut seen = neighbour::lookup(r.ip);
+    if seen.is_none() {
+        // No entry yet: opening a connection makes the kernel resolve the address.
+        let to = SocketAddr::new(r.ip, port);
+        let _ = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(to)).await;
+        seen = neighbour::lookup(r.ip);
+    }
+    match seen {
+        Some(m) if m == want => Ok(()),
+        Some(m) => refuse(format!("{} is {m} on the LAN, not {want}", r.ip)),
+        None => refuse(format!(
+            "no neighbour entry for {} (not on a directly attached network?)",
+            r.ip
+        )),
     }
 }
 
