@@ -266,7 +266,6 @@ impl StatusBook {
                         if let Some(prev) = inner.by_ip.insert(ip, d.key.clone())
                             && let Some(p) = inner.devices.get_mut(&prev)
                         {
-                            p.ip = None;
                             p.ip_proof = None;
                         }
                     } else {
@@ -705,8 +704,8 @@ impl StatusBook {
 }
 
 /// Put record `key` at `ip` with `proof`, keeping `by_ip` to one entry per record: the
-/// record's previous address is dropped from the index, and a record that held `ip`
-/// before loses it (the address is someone else's now).
+/// record's previous address is dropped from the index, and a record indexed at `ip`
+/// before is no longer (nor proven there: the address is someone else's now).
 fn place(inner: &mut Inner, key: &str, ip: IpAddr, proof: Option<Proof>, touched: &mut Vec<String>) {
     let Some(d) = inner.devices.get_mut(key) else {
         return;
@@ -727,10 +726,10 @@ fn place(inner: &mut Inner, key: &str, ip: IpAddr, proof: Option<Proof>, touched
     if let Some(prev) = inner.by_ip.insert(ip, key.to_string())
         && prev != key
         && let Some(p) = inner.devices.get_mut(&prev)
-        && p.ip == Some(ip)
+        && p.ip_proof.take().is_some()
     {
-        p.ip = None;
-        p.ip_proof = None;
+        // It keeps showing where it was last heard from, but proves nothing there now
+        // (and a resync never follows an address our registry leases to another).
         touched.push(prev);
     }
 }
@@ -962,11 +961,17 @@ mod tests {
 
     fn index_is_one_entry_per_record(b: &StatusBook) {
         let inner = b.lock();
+        let mut keys = HashSet::new();
         for (ip, k) in &inner.by_ip {
             assert_eq!(inner.devices[k].ip, Some(*ip), "{k}");
+            assert!(keys.insert(k), "{k} indexed twice");
         }
-        let placed = inner.devices.values().filter(|d| d.ip.is_some()).count();
-        assert_eq!(inner.by_ip.len(), placed);
+        // Only the indexed record may be proven at an address.
+        for d in inner.devices.values() {
+            if let (Some(ip), Some(_)) = (d.ip, d.ip_proof) {
+                assert_eq!(inner.by_ip.get(&ip), Some(&d.key), "{}", d.key);
+            }
+        }
     }
 
     #[test]
@@ -1031,7 +1036,7 @@ mod tests {
         // Another device gets m's address: m is no longer there, nor a resync target.
         reg.lease_ended(ip("198.18.0.102"));
         leased(&reg, "198.18.0.102", n);
-        assert_eq!(b.get(m).unwrap().ip, None);
+        assert_eq!(b.get(m).unwrap().ip_proof, None);
         assert!(b.targets(m).is_empty());
         assert_eq!(b.targets("198.18.0.102")[0].key, n);
         // A verified certificate proves an address too, and moves the device.
