@@ -328,7 +328,7 @@ pub async fn web_command(cfg: &Config, r: &Request) -> Result<String, String> {
 /// who is there). Loopback is this host. Err says why nothing was sent.
 async fn credentials_may_go_to(r: &Request, port: u16) -> Result<(), String> {
     use crate::devices::{Mac, neighbour};
-    if r.ip.is_loopback() {
+    if r.ip.to_canonical().is_loopback() {
         return Ok(());
     }
     let refuse = |why: String| {

@@ -276,7 +276,10 @@ mod tests {
         // A right PIN clears the device's count and gives its address the attempt back.
         b.bound_ok(a, ip);
         assert!(b.try_attempt(a, ip2).is_ok());
-        assert!(b.try_attempt(a, ip).is_ok(), "the address had one attempt returned");
+        assert!(
+            b.try_attempt(a, ip).is_ok(),
+            "the address had one attempt returned"
+        );
         assert_eq!(b.try_attempt(other, ip), Err(Throttle::Guesser));
     }
 

@@ -360,7 +360,15 @@ mod tests {
             common_name: None,
             mac: Some(mac("00562b043615")),
         };
-        let id = identify(ip, None, Some(&cert), None, &reg, &Trust::default(), &at_lease);
+        let id = identify(
+            ip,
+            None,
+            Some(&cert),
+            None,
+            &reg,
+            &Trust::default(),
+            &at_lease,
+        );
         assert_eq!(id.source, Source::client_cert);
         assert!(id.proven);
         // A Polycom agent has no MAC: the path's MAC is used, proven only when trusted.

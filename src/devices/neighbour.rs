@@ -58,7 +58,8 @@ pub fn mac_at(text: &str, ip: Ipv4Addr) -> Option<Mac> {
 /// read (provbox's DHCP is IPv4): an IPv6 address proves nothing.
 pub fn lookup(ip: IpAddr) -> Option<Mac> {
     use std::io::Read as _;
-    let IpAddr::V4(v4) = ip else {
+    // A dual-stack socket shows IPv4 peers as ::ffff:a.b.c.d.
+    let IpAddr::V4(v4) = ip.to_canonical() else {
         return None;
     };
     let mut text = String::new();

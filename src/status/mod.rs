@@ -278,7 +278,12 @@ impl StatusBook {
                 }
             }
         }
-        Ok(StatusBook::new(inner, registry, metrics, Some(Dirty::new())))
+        Ok(StatusBook::new(
+            inner,
+            registry,
+            metrics,
+            Some(Dirty::new()),
+        ))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -495,7 +500,9 @@ impl StatusBook {
                 let key = ip_key(ip);
                 if !inner.devices.contains_key(&key) {
                     evict(&mut inner, &mut touched);
-                    inner.devices.insert(key.clone(), Device::new(key.clone(), at));
+                    inner
+                        .devices
+                        .insert(key.clone(), Device::new(key.clone(), at));
                     place(&mut inner, &key, ip, None, &mut touched);
                 }
                 touched.push(key.clone());
@@ -533,8 +540,7 @@ impl StatusBook {
         let mut touched = Vec::new();
         match self.judge(&mut inner, r.mac, from, "a syslog report", at, &mut touched) {
             Verdict::Unproven | Verdict::Proven => {
-                let d =
-                    self.device_for_mac(&mut inner, r.mac, Some(from), None, at, &mut touched);
+                let d = self.device_for_mac(&mut inner, r.mac, Some(from), None, at, &mut touched);
                 if let Some(m) = &r.model {
                     d.model = Some(m.clone());
                 }
@@ -678,7 +684,10 @@ impl StatusBook {
         for chunk in keys.chunks(WRITE_CHUNK) {
             let copies: Vec<Option<Device>> = {
                 let inner = self.lock();
-                chunk.iter().map(|k| inner.devices.get(k).cloned()).collect()
+                chunk
+                    .iter()
+                    .map(|k| inner.devices.get(k).cloned())
+                    .collect()
             };
             for (k, d) in chunk.iter().zip(copies) {
                 rows.push((k.clone(), d.and_then(|d| serde_json::to_vec(&d).ok())));
@@ -706,7 +715,13 @@ impl StatusBook {
 /// Put record `key` at `ip` with `proof`, keeping `by_ip` to one entry per record: the
 /// record's previous address is dropped from the index, and a record indexed at `ip`
 /// before is no longer (nor proven there: the address is someone else's now).
-fn place(inner: &mut Inner, key: &str, ip: IpAddr, proof: Option<Proof>, touched: &mut Vec<String>) {
+fn place(
+    inner: &mut Inner,
+    key: &str,
+    ip: IpAddr,
+    proof: Option<Proof>,
+    touched: &mut Vec<String>,
+) {
     let Some(d) = inner.devices.get_mut(key) else {
         return;
     };
@@ -1003,7 +1018,11 @@ mod tests {
         assert_eq!(d.state, State::Seen, "the forged report changed nothing");
         assert!(d.lines.is_empty());
         assert_eq!(refused(&b, "device_proven_elsewhere"), 4);
-        let notes = d.events.iter().filter(|e| e.kind == "claim_refused").count();
+        let notes = d
+            .events
+            .iter()
+            .filter(|e| e.kind == "claim_refused")
+            .count();
         assert_eq!(notes, 1, "{:?}", d.events);
         // The transfer is kept, on the spoofer's own address.
         assert_eq!(b.get("ip:198.18.0.66").unwrap().transfers, 1);
@@ -1078,8 +1097,8 @@ mod tests {
     fn past_its_bound_the_writer_is_told_to_write_everything() {
         let dir = tempfile::tempdir().unwrap();
         let store = stored(dir.path());
-        let b = StatusBook::load(&store, Arc::new(Registry::default()), Metrics::default())
-            .unwrap();
+        let b =
+            StatusBook::load(&store, Arc::new(Registry::default()), Metrics::default()).unwrap();
         let m = |i: usize| Mac([2, 0, 0, 0, (i >> 8) as u8, i as u8]);
         for i in 0..10 {
             b.lease_seen(m(i), IpAddr::from([10, 0, 0, i as u8]), None, None);
@@ -1091,7 +1110,12 @@ mod tests {
         assert_eq!(b.write_pending(&store).unwrap(), 10);
         assert_eq!(b.write_pending(&store).unwrap(), 0, "nothing left");
         for i in 10..MAX_DIRTY_KEYS + 50 {
-            b.lease_seen(m(i), IpAddr::from([10, 0, (i >> 8) as u8, i as u8]), None, None);
+            b.lease_seen(
+                m(i),
+                IpAddr::from([10, 0, (i >> 8) as u8, i as u8]),
+                None,
+                None,
+            );
         }
         {
             let p = b.dirty.as_ref().unwrap().lock();
@@ -1105,8 +1129,8 @@ mod tests {
     fn eviction_forgets_the_longest_silent_everywhere_including_the_store() {
         let dir = tempfile::tempdir().unwrap();
         let store = stored(dir.path());
-        let b = StatusBook::load(&store, Arc::new(Registry::default()), Metrics::default())
-            .unwrap();
+        let b =
+            StatusBook::load(&store, Arc::new(Registry::default()), Metrics::default()).unwrap();
         let m = |i: usize| Mac([2, 0, 0, 0, (i >> 8) as u8, i as u8]);
         let addr = |i: usize| IpAddr::from([10, 1, (i >> 8) as u8, i as u8]);
         for i in 0..MAX_DEVICES {

@@ -146,7 +146,10 @@ fn web_stub(ns: &Netns) -> mpsc::Receiver<String> {
             }
             let _ =
                 s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-            if tx.send(String::from_utf8_lossy(&head).into_owned()).is_err() {
+            if tx
+                .send(String::from_utf8_lossy(&head).into_owned())
+                .is_err()
+            {
                 return;
             }
         }
@@ -202,9 +205,11 @@ dashboard:
     let phone_heard = web_stub(&phone);
     let attacker = lan.host("02:00:00:00:0d:66", Some("198.18.0.66/24"));
     let attacker_heard = web_stub(&attacker);
-    wait_for("the lease in the status book", Duration::from_secs(15), || {
-        (device(&lan, phone_mac)["ip"] == leased.as_str()).then_some(())
-    });
+    wait_for(
+        "the lease in the status book",
+        Duration::from_secs(15),
+        || (device(&lan, phone_mac)["ip"] == leased.as_str()).then_some(()),
+    );
 
     // The attacker speaks for the phone: a provisioning report and a plain line.
     for line in [
@@ -215,7 +220,14 @@ dashboard:
         format!("phone {phone_mac} is here now"),
     ] {
         let out = attacker.run(&[
-            "logger", "-n", SERVER, "-P", "5514", "-d", "--rfc3164", &line,
+            "logger",
+            "-n",
+            SERVER,
+            "-P",
+            "5514",
+            "-d",
+            "--rfc3164",
+            &line,
         ]);
         assert!(out.status.success());
     }
@@ -225,8 +237,15 @@ dashboard:
         (moved || metric(&lan.metrics(), refused) >= 2.0).then_some(())
     });
     let d = device(&lan, phone_mac);
-    assert_eq!(d["ip"], leased.as_str(), "the spoofed line moved the phone: {d:#}");
-    assert_ne!(d["state"], "provisioned", "the spoofed report counted: {d:#}");
+    assert_eq!(
+        d["ip"],
+        leased.as_str(),
+        "the spoofed line moved the phone: {d:#}"
+    );
+    assert_ne!(
+        d["state"], "provisioned",
+        "the spoofed report counted: {d:#}"
+    );
     let text = d.to_string();
     assert!(text.contains("claim_refused"), "not on the timeline: {d:#}");
     assert_eq!(metric(&lan.metrics(), refused), 2.0);
@@ -261,7 +280,10 @@ dashboard:
             .contains("resync_sent")
             .then_some(())
     });
-    assert!(attacker_heard.try_recv().is_err(), "the attacker got a request");
+    assert!(
+        attacker_heard.try_recv().is_err(),
+        "the attacker got a request"
+    );
 
     // An address no proven device holds gets no credentials either (CLI by address).
     let config = pb.path().join("config.yaml");
@@ -275,7 +297,10 @@ dashboard:
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(!out.status.success(), "{said}");
     assert!(said.contains("credentials not sent"), "{said}");
-    assert!(attacker_heard.try_recv().is_err(), "the attacker got a request");
+    assert!(
+        attacker_heard.try_recv().is_err(),
+        "the attacker got a request"
+    );
 }
 
 // ------------------------------------------------------------------ raw DHCP
@@ -388,9 +413,11 @@ devices:
         s.set_reuse_address(true).unwrap();
         s.set_broadcast(true).unwrap();
         s.bind_device(Some(b"eth0")).unwrap();
-        s.bind(&SocketAddr::from(([0, 0, 0, 0], 68)).into()).unwrap();
+        s.bind(&SocketAddr::from(([0, 0, 0, 0], 68)).into())
+            .unwrap();
         let u: UdpSocket = s.into();
-        u.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        u.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
         u
     });
     let chaddr: [u8; 6] = [2, 0, 0, 0, 0x0e, 0x01];
@@ -424,8 +451,8 @@ devices:
         &format!("cfg/{}.xml", hex(victim)),
         got.to_str().unwrap(),
     ]);
-    let said = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("Error"), "tftp: {said}");
     assert!(
         !std::fs::read_to_string(&got)
@@ -476,7 +503,12 @@ fn get_as(source: &str, ua: &str, url: &str) -> (u16, String) {
 }
 
 fn scrape(port: u16) -> String {
-    get_as("127.0.0.1", "test", &format!("http://127.0.0.1:{port}/metrics")).1
+    get_as(
+        "127.0.0.1",
+        "test",
+        &format!("http://127.0.0.1:{port}/metrics"),
+    )
+    .1
 }
 
 #[test]
@@ -533,7 +565,11 @@ fn pin_guesses_from_rotating_macs_and_addresses_share_one_budget() {
     )
     .unwrap();
     std::fs::create_dir_all(dir.path().join("files/cfg")).unwrap();
-    std::fs::write(dir.path().join("files/cfg/$MA.xml.tmpl"), "account=$account\n").unwrap();
+    std::fs::write(
+        dir.path().join("files/cfg/$MA.xml.tmpl"),
+        "account=$account\n",
+    )
+    .unwrap();
     std::fs::write(
         dir.path().join("inventory.yaml"),
         "devices:\n  - pin: \"424242\"\n    account: acme-9\n",
