@@ -503,4 +503,29 @@ mod tests {
         );
         assert_eq!(split_url("https://x/"), None);
     }
+
+    #[tokio::test]
+    async fn credentials_wait_for_a_mac_to_check_the_neighbour_against() {
+        let cfg = Config {
+            method: At::new(Method::Http),
+            http_user: Some("admin".into()),
+            http_password: Some("secret".into()),
+            ..Config::default()
+        };
+        // No MAC known for a LAN address: nothing is sent at all (no packet leaves).
+        let r = Request {
+            ip: "198.18.0.66".parse().unwrap(),
+            mac_hex: None,
+            vendor: None,
+            reboot: false,
+        };
+        let e = web_command(&cfg, &r).await.unwrap_err();
+        assert!(e.starts_with("credentials not sent"), "{e}");
+        // Loopback is this host: no neighbour to check.
+        let local = Request {
+            ip: "127.0.0.1".parse().unwrap(),
+            ..r
+        };
+        assert_eq!(credentials_may_go_to(&local, 80).await, Ok(()));
+    }
 }
