@@ -312,11 +312,46 @@ pub async fn web_command(cfg: &Config, r: &Request) -> Result<String, String> {
             base64::engine::general_purpose::STANDARD.encode(creds)
         )
     });
+    if auth.is_some() {
+        credentials_may_go_to(r, port).await?;
+    }
     let addr = SocketAddr::new(r.ip, port);
     match http_get(addr, &host, &path, auth).await {
         Ok((code, _)) if (200..300).contains(&code) => Ok(format!("GET {url} → {code}")),
         Ok((code, _)) => Err(format!("GET {url} → {code}")),
         Err(e) => Err(format!("GET {url}: {e}")),
+    }
+}
+
+/// The phone's admin credentials go only to that phone: the kernel's neighbour entry for
+/// the target address must show the device's own MAC (the LAN, not the status book, says
+/// who is there). Loopback is this host. Err says why nothing was sent.
+async fn credentials_may_go_to(r: &Request, port: u16) -> Result<(), String> {
+    use crate::devices::{Mac, neighbour};
+    if r.ip.to_canonical().is_loopback() {
+        return Ok(());
+    }
+    let refuse = |why: String| {
+        tracing::warn!(ip = %r.ip, "resync: credentials not sent: {why}");
+        Err(format!("credentials not sent: {why}"))
+    };
+    let Some(want) = r.mac_hex.as_deref().and_then(|h| h.parse::<Mac>().ok()) else {
+        return refuse(format!("no MAC is known for {} to check it against", r.ip));
+    };
+    let mut seen = neighbour::lookup(r.ip);
+    if seen.is_none() {
+        // No entry yet: opening a connection makes the kernel resolve the address.
+        let to = SocketAddr::new(r.ip, port);
+        let _ = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(to)).await;
+        seen = neighbour::lookup(r.ip);
+    }
+    match seen {
+        Some(m) if m == want => Ok(()),
+        Some(m) => refuse(format!("{} is {m} on the LAN, not {want}", r.ip)),
+        None => refuse(format!(
+            "no neighbour entry for {} (not on a directly attached network?)",
+            r.ip
+        )),
     }
 }
 
@@ -467,5 +502,30 @@ mod tests {
             Some(("198.18.0.7".into(), 80, "/".into()))
         );
         assert_eq!(split_url("https://x/"), None);
+    }
+
+    #[tokio::test]
+    async fn credentials_wait_for_a_mac_to_check_the_neighbour_against() {
+        let cfg = Config {
+            method: At::new(Method::Http),
+            http_user: Some("admin".into()),
+            http_password: Some("secret".into()),
+            ..Config::default()
+        };
+        // No MAC known for a LAN address: nothing is sent at all (no packet leaves).
+        let r = Request {
+            ip: "198.18.0.66".parse().unwrap(),
+            mac_hex: None,
+            vendor: None,
+            reboot: false,
+        };
+        let e = web_command(&cfg, &r).await.unwrap_err();
+        assert!(e.starts_with("credentials not sent"), "{e}");
+        // Loopback is this host: no neighbour to check.
+        let local = Request {
+            ip: "127.0.0.1".parse().unwrap(),
+            ..r
+        };
+        assert_eq!(credentials_may_go_to(&local, 80).await, Ok(()));
     }
 }

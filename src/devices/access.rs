@@ -60,7 +60,7 @@ pub fn allow(id: &Identity, subject: Option<Mac>) -> Result<Mac, &'static str> {
         return Err("unidentified");
     };
     if !id.proven {
-        return Err("unproven_identity");
+        return Err(id.doubt.unwrap_or("unproven_identity"));
     }
     match subject {
         Some(s) if s != me => Err("other_device"),
@@ -79,6 +79,7 @@ mod tests {
             mac: mac.map(|m| m.parse().unwrap()),
             source: Source::lease,
             proven,
+            doubt: None,
             vendor: None,
             model: None,
             version: None,

@@ -57,11 +57,33 @@ enum Guesser {
     Address(IpAddr),
 }
 
-/// Attempts per guesser: when its window started, and how many it made.
+/// Attempts per guesser: when its window started, and how many it made; and the same for
+/// everyone together.
 #[derive(Default)]
 struct Guesses {
     by: HashMap<Guesser, (Instant, u32)>,
     swept: Option<Instant>,
+    all: Option<(Instant, u32)>,
+    /// The global budget ran out in this window and it was logged.
+    warned: bool,
+}
+
+/// Why a binding attempt was not even tried (metric reason labels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Throttle {
+    /// This device or this address used up its [`MAX_WRONG_PINS`].
+    Guesser,
+    /// Everyone together used up `devices.binding.wrong_pins_budget`.
+    Global,
+}
+
+impl Throttle {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Throttle::Guesser => "pin_attempts_exceeded",
+            Throttle::Global => "pin_budget_exhausted",
+        }
+    }
 }
 
 pub struct Bindings {
@@ -69,15 +91,18 @@ pub struct Bindings {
     per_pin: usize,
     /// `init_prefix` as a catalog key, lower case (matched regardless of case).
     prefix: String,
+    /// Attempts allowed from everyone together per [`GUESS_WINDOW`].
+    budget: u32,
     guesses: Mutex<Guesses>,
 }
 
 impl Bindings {
-    pub fn new(store: Arc<Store>, per_pin: usize, init_prefix: &str) -> Bindings {
+    pub fn new(store: Arc<Store>, per_pin: usize, init_prefix: &str, budget: u32) -> Bindings {
         Bindings {
             store,
             per_pin,
             prefix: init_prefix.trim_matches('/').to_ascii_lowercase(),
+            budget,
             guesses: Mutex::default(),
         }
     }
@@ -96,11 +121,11 @@ impl Bindings {
             .then_some(rest)
     }
 
-    /// Take one binding attempt for this device and address: false when either has used
-    /// up its [`MAX_WRONG_PINS`] in this window. Checked and counted under one lock, so
-    /// parallel requests cannot all slip past the check; a right PIN gives its attempt
-    /// back ([`Bindings::bound_ok`]).
-    pub fn try_attempt(&self, mac: Mac, ip: IpAddr) -> bool {
+    /// Take one binding attempt for this device and address: refused when either has used
+    /// up its [`MAX_WRONG_PINS`] in this window, or everyone together the global budget.
+    /// Checked and counted under one lock, so parallel requests cannot all slip past the
+    /// check; a right PIN gives its attempt back ([`Bindings::bound_ok`]).
+    pub fn try_attempt(&self, mac: Mac, ip: IpAddr) -> Result<(), Throttle> {
         let now = Instant::now();
         let mut g = self.guesses.lock().unwrap_or_else(|e| e.into_inner());
         if g.swept
@@ -118,12 +143,31 @@ impl Bindings {
             }
         }
         if keys.iter().any(|k| g.by[k].1 >= MAX_WRONG_PINS) {
-            return false;
+            return Err(Throttle::Guesser);
         }
+        let all = match g.all {
+            Some((t, n)) if now.duration_since(t) < GUESS_WINDOW => (t, n),
+            _ => {
+                g.warned = false;
+                (now, 0)
+            }
+        };
+        if all.1 >= self.budget {
+            g.all = Some(all);
+            if !std::mem::replace(&mut g.warned, true) {
+                // Once per window: someone is guessing PINs from many MACs or addresses.
+                tracing::warn!(
+                    budget = self.budget,
+                    "devices.binding.wrong_pins_budget used up: PIN binding refused for everyone until the 15-minute window ends"
+                );
+            }
+            return Err(Throttle::Global);
+        }
+        g.all = Some((all.0, all.1 + 1));
         for k in keys {
             g.by.get_mut(&k).expect("inserted above").1 += 1;
         }
-        true
+        Ok(())
     }
 
     /// A right PIN: the device starts over, and its address gets this attempt back (others
@@ -132,6 +176,9 @@ impl Bindings {
         let mut g = self.guesses.lock().unwrap_or_else(|e| e.into_inner());
         g.by.remove(&Guesser::Device(mac));
         if let Some((_, n)) = g.by.get_mut(&Guesser::Address(ip)) {
+            *n = n.saturating_sub(1);
+        }
+        if let Some((_, n)) = &mut g.all {
             *n = n.saturating_sub(1);
         }
     }
@@ -193,7 +240,7 @@ mod tests {
         let a: Mac = "00562b043615".parse().unwrap();
         let b: Mac = "0015654aa937".parse().unwrap();
         {
-            let b1 = Bindings::new(Store::open(d.path()).unwrap(), 1, "/init");
+            let b1 = Bindings::new(Store::open(d.path()).unwrap(), 1, "/init", 50);
             assert_eq!(b1.pin_of(a), None);
             assert_eq!(b1.bind("1234", a), Ok(Bound::New));
             assert_eq!(b1.bind("1234", a), Ok(Bound::Again));
@@ -201,7 +248,7 @@ mod tests {
             assert_eq!(b1.bind("9999", a), Err(BindRefusal::BoundElsewhere));
             assert_eq!(b1.pin_of(b), None);
         }
-        let b2 = Bindings::new(Store::open(d.path()).unwrap(), 2, "/init");
+        let b2 = Bindings::new(Store::open(d.path()).unwrap(), 2, "/init", 50);
         assert_eq!(b2.pin_of(a).as_deref(), Some("1234"));
         // With two allowed, a second device may join.
         assert_eq!(b2.bind("1234", b), Ok(Bound::New));
@@ -211,7 +258,7 @@ mod tests {
     #[test]
     fn wrong_pins_lock_out_the_device_and_the_address() {
         let d = tempfile::tempdir().unwrap();
-        let b = Bindings::new(Store::open(d.path()).unwrap(), 1, "init");
+        let b = Bindings::new(Store::open(d.path()).unwrap(), 1, "init", 50);
         let (a, other): (Mac, Mac) = (
             "00562b043615".parse().unwrap(),
             "0015654aa937".parse().unwrap(),
@@ -219,28 +266,67 @@ mod tests {
         let (ip, ip2): (IpAddr, IpAddr) =
             ("198.18.0.7".parse().unwrap(), "198.18.0.8".parse().unwrap());
         for _ in 0..MAX_WRONG_PINS {
-            assert!(b.try_attempt(a, ip));
+            assert!(b.try_attempt(a, ip).is_ok());
         }
-        assert!(!b.try_attempt(a, ip));
+        assert_eq!(b.try_attempt(a, ip), Err(Throttle::Guesser));
         // A new MAC from the same address, or the same MAC from a new address: still out.
-        assert!(!b.try_attempt(other, ip));
-        assert!(!b.try_attempt(a, ip2));
-        assert!(b.try_attempt(other, ip2));
+        assert_eq!(b.try_attempt(other, ip), Err(Throttle::Guesser));
+        assert_eq!(b.try_attempt(a, ip2), Err(Throttle::Guesser));
+        assert!(b.try_attempt(other, ip2).is_ok());
         // A right PIN clears the device's count and gives its address the attempt back.
         b.bound_ok(a, ip);
-        assert!(b.try_attempt(a, ip2));
-        assert!(b.try_attempt(a, ip), "the address had one attempt returned");
-        assert!(!b.try_attempt(other, ip));
+        assert!(b.try_attempt(a, ip2).is_ok());
+        assert!(
+            b.try_attempt(a, ip).is_ok(),
+            "the address had one attempt returned"
+        );
+        assert_eq!(b.try_attempt(other, ip), Err(Throttle::Guesser));
     }
 
     #[test]
     fn route_matches_the_prefix_in_any_case() {
         let d = tempfile::tempdir().unwrap();
-        let b = Bindings::new(Store::open(d.path()).unwrap(), 1, "/Init/");
+        let b = Bindings::new(Store::open(d.path()).unwrap(), 1, "/Init/", 50);
         assert_eq!(b.prefix(), "init");
         assert_eq!(b.route("INIT/1234"), Some("/1234"));
         assert_eq!(b.route("init"), Some(""));
         assert_eq!(b.route("initial/1234"), None);
         assert_eq!(b.route("in"), None);
+    }
+
+    #[test]
+    fn rotating_macs_and_addresses_share_one_global_budget() {
+        let d = tempfile::tempdir().unwrap();
+        let budget = 12;
+        let b = Bindings::new(Store::open(d.path()).unwrap(), 1, "init", budget);
+        let mac = |i: u32| Mac([2, 0, 0, 0, (i >> 8) as u8, i as u8]);
+        let ip = |i: u32| IpAddr::from([198, 18, (i >> 8) as u8, i as u8]);
+        // Each guess from a fresh MAC and a fresh address: no per-guesser limit is near.
+        for i in 0..budget {
+            assert_eq!(b.try_attempt(mac(i), ip(i)), Ok(()), "guess {i}");
+        }
+        assert_eq!(
+            b.try_attempt(mac(1000), ip(1000)),
+            Err(Throttle::Global),
+            "the budget is spent for everyone"
+        );
+        assert_eq!(b.try_attempt(mac(1001), ip(1001)), Err(Throttle::Global));
+        // A device that did bind gives its attempt back: one more may try.
+        b.bound_ok(mac(3), ip(3));
+        assert_eq!(b.try_attempt(mac(1002), ip(1002)), Ok(()));
+        assert_eq!(b.try_attempt(mac(1003), ip(1003)), Err(Throttle::Global));
+        // A per-guesser refusal is not counted against the budget.
+        let d2 = tempfile::tempdir().unwrap();
+        let b = Bindings::new(Store::open(d2.path()).unwrap(), 1, "init", budget);
+        for _ in 0..MAX_WRONG_PINS {
+            assert_eq!(b.try_attempt(mac(1), ip(1)), Ok(()));
+        }
+        for _ in 0..20 {
+            assert_eq!(b.try_attempt(mac(1), ip(1)), Err(Throttle::Guesser));
+        }
+        for i in 0..budget - MAX_WRONG_PINS {
+            assert_eq!(b.try_attempt(mac(100 + i), ip(100 + i)), Ok(()));
+        }
+        assert_eq!(b.try_attempt(mac(999), ip(999)), Err(Throttle::Global));
     }
 }

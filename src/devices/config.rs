@@ -122,6 +122,15 @@ pub struct Binding {
     /// How many devices may bind to one PIN.
     #[serde(default = "one")]
     pub devices_per_pin: At<u32>,
+    /// Wrong PINs allowed from all devices and addresses together per 15 minutes, beside
+    /// the per-device and per-address limit: fresh MACs and fresh leases cost nothing, so
+    /// without it a PIN of a few digits falls to a loop that rotates them.
+    #[serde(default = "default_wrong_pins_budget")]
+    pub wrong_pins_budget: At<u32>,
+}
+
+fn default_wrong_pins_budget() -> At<u32> {
+    At::new(50)
 }
 
 fn default_bind_profile() -> At<String> {
@@ -137,6 +146,7 @@ impl Default for Binding {
             init_prefix: None,
             profile: default_bind_profile(),
             devices_per_pin: one(),
+            wrong_pins_budget: default_wrong_pins_budget(),
         }
     }
 }
@@ -210,6 +220,13 @@ impl Config {
                 "devices.binding.devices_per_pin",
                 &self.binding.devices_per_pin,
                 "is 0; expected at least 1",
+            );
+        }
+        if self.binding.wrong_pins_budget.value == 0 {
+            p.add(
+                "devices.binding.wrong_pins_budget",
+                &self.binding.wrong_pins_budget,
+                "is 0; expected at least 1 (wrong PINs allowed from everyone per 15 minutes)",
             );
         }
         if !self.binding.profile.ends_with(".tmpl")

@@ -119,6 +119,10 @@ pub struct Identity {
     pub source: Source,
     /// The source is one the configuration trusts to prove who is asking.
     pub proven: bool,
+    /// Why a source the configuration trusts did not prove it this time (a metric reason
+    /// label): a lease whose address the kernel's neighbour table does not show at the
+    /// leased MAC.
+    pub doubt: Option<&'static str>,
     pub vendor: Option<&'static str>,
     pub model: Option<String>,
     pub version: Option<String>,
@@ -127,7 +131,10 @@ pub struct Identity {
 
 /// Combine every identity source for one request. A verified certificate beats our own
 /// lease, which beats the User-Agent, which beats the MAC in the path. Whether the result
-/// proves who is asking depends on `trust` (a certificate always does).
+/// proves who is asking depends on `trust` (a certificate always does). A trusted lease
+/// proves its MAC only when `neighbour` (the kernel's table) shows that same MAC at the
+/// peer's address: anyone can write a victim's MAC into a DHCP request's `chaddr`, but
+/// frames for the address still go to the sender's own MAC. `neighbour` is asked only then.
 pub fn identify(
     peer: IpAddr,
     user_agent: Option<&str>,
@@ -135,12 +142,26 @@ pub fn identify(
     path_mac: Option<Mac>,
     registry: &Registry,
     trust: &Trust,
+    neighbour: &dyn Fn(IpAddr) -> Option<Mac>,
 ) -> Identity {
     let ua = user_agent.and_then(parse_user_agent);
+    let mut doubt = None;
     let (mac, source, proven) = if let Some(m) = client.and_then(|c| c.mac) {
         (Some(m), Source::client_cert, true)
     } else if let Some(l) = registry.by_ip(peer) {
-        (Some(l.mac), Source::lease, trust.lease)
+        let proven = trust.lease
+            && match neighbour(peer) {
+                Some(n) if n == l.mac => true,
+                Some(_) => {
+                    doubt = Some("lease_neighbour_mismatch");
+                    false
+                }
+                None => {
+                    doubt = Some("lease_no_neighbour");
+                    false
+                }
+            };
+        (Some(l.mac), Source::lease, proven)
     } else if let Some(m) = ua.as_ref().and_then(|u| u.mac) {
         (Some(m), Source::user_agent, trust.user_agent)
     } else if let Some(m) = path_mac {
@@ -152,6 +173,7 @@ pub fn identify(
         mac,
         source,
         proven,
+        doubt,
         vendor: ua.as_ref().map(|u| u.vendor),
         model: ua.as_ref().and_then(|u| u.model.clone()),
         version: ua.as_ref().and_then(|u| u.version.clone()),
@@ -301,6 +323,8 @@ mod tests {
             lease: true,
             ..Trust::default()
         };
+        // The kernel shows the leased MAC at the leased address.
+        let at_lease = |a: IpAddr| (a == ip).then(|| mac("000e08aabbcc"));
         // The lease wins over what the User-Agent claims, and is proven when trusted.
         let id = identify(
             ip,
@@ -309,12 +333,13 @@ mod tests {
             None,
             &reg,
             &trusting,
+            &at_lease,
         );
         assert_eq!(id.mac, Some(mac("000e08aabbcc")));
         assert_eq!(id.source, Source::lease);
         assert!(id.proven);
         assert_eq!(id.model.as_deref(), Some("SIP-T46G"));
-        let id = identify(ip, None, None, None, &reg, &Trust::default());
+        let id = identify(ip, None, None, None, &reg, &Trust::default(), &at_lease);
         assert!(!id.proven);
         // Another address has no lease: the User-Agent is all there is, untrusted.
         let other: IpAddr = "198.18.0.58".parse().unwrap();
@@ -325,6 +350,7 @@ mod tests {
             None,
             &reg,
             &trusting,
+            &at_lease,
         );
         assert_eq!(id.source, Source::user_agent);
         assert!(!id.proven);
@@ -334,20 +360,63 @@ mod tests {
             common_name: None,
             mac: Some(mac("00562b043615")),
         };
-        let id = identify(ip, None, Some(&cert), None, &reg, &Trust::default());
+        let id = identify(
+            ip,
+            None,
+            Some(&cert),
+            None,
+            &reg,
+            &Trust::default(),
+            &at_lease,
+        );
         assert_eq!(id.source, Source::client_cert);
         assert!(id.proven);
         // A Polycom agent has no MAC: the path's MAC is used, proven only when trusted.
         let polycom = "FileTransport PolycomVVX-VVX_400-UA/5.9.5.0614 Type/Application";
         let pm = Some(mac("0004f2abcdef"));
-        let id = identify(other, Some(polycom), None, pm, &reg, &trusting);
+        let id = identify(other, Some(polycom), None, pm, &reg, &trusting, &at_lease);
         assert_eq!((id.source, id.proven), (Source::path, false));
         let t = Trust {
             path: true,
             ..Trust::default()
         };
-        let id = identify(other, Some(polycom), None, pm, &reg, &t);
+        let id = identify(other, Some(polycom), None, pm, &reg, &t, &at_lease);
         assert_eq!((id.mac, id.proven), (pm, true));
         assert_eq!(id.model.as_deref(), Some("VVX_400"));
+    }
+
+    #[test]
+    fn a_lease_proves_only_the_mac_the_neighbour_table_shows() {
+        let reg = Registry::default();
+        let ip: IpAddr = "198.18.0.57".parse().unwrap();
+        let victim = mac("000e08aabbcc");
+        // Someone asked for a lease with the victim's MAC in chaddr.
+        reg.lease_bound(
+            ip,
+            LeaseInfo {
+                mac: victim,
+                hostname: None,
+                vendor_class: None,
+            },
+        );
+        let trusting = Trust {
+            lease: true,
+            ..Trust::default()
+        };
+        let attacker = |_: IpAddr| Some(mac("020000000666"));
+        let id = identify(ip, None, None, None, &reg, &trusting, &attacker);
+        assert_eq!((id.mac, id.source), (Some(victim), Source::lease));
+        assert!(!id.proven);
+        assert_eq!(id.doubt, Some("lease_neighbour_mismatch"));
+        // No entry (off-link, e.g. behind a relay): nothing proven either.
+        let id = identify(ip, None, None, None, &reg, &trusting, &|_| None);
+        assert_eq!((id.proven, id.doubt), (false, Some("lease_no_neighbour")));
+        // Lease trust off: the table is not even asked.
+        let id = identify(ip, None, None, None, &reg, &Trust::default(), &|_| {
+            panic!("asked")
+        });
+        assert_eq!((id.proven, id.doubt), (false, None));
+        let id = identify(ip, None, None, None, &reg, &trusting, &|_| Some(victim));
+        assert!(id.proven);
     }
 }

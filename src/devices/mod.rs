@@ -14,6 +14,7 @@ pub mod config;
 pub mod crypt;
 pub mod identity;
 pub mod inventory;
+pub mod neighbour;
 pub mod registry;
 pub mod template;
 
@@ -168,6 +169,8 @@ pub struct Provisioner {
     inventory: ArcSwap<Inventory>,
     bindings: Option<Bindings>,
     metrics: DeviceMetrics,
+    /// Where a lease's MAC is checked against the LAN (the kernel's neighbour table).
+    neighbours: neighbour::Lookup,
 }
 
 impl Provisioner {
@@ -181,7 +184,15 @@ impl Provisioner {
             inventory: ArcSwap::from_pointee(Inventory::default()),
             bindings: None,
             metrics: DeviceMetrics::default(),
+            neighbours: neighbour::kernel(),
         }
+    }
+
+    /// Check leases against `lookup` instead of the kernel's neighbour table (tests, and
+    /// tools that run outside provbox's network namespace).
+    pub fn with_neighbours(mut self, lookup: neighbour::Lookup) -> Provisioner {
+        self.neighbours = lookup;
+        self
     }
 
     /// Apply the `devices:` section: read the inventory (an invalid one refuses the start,
@@ -217,6 +228,7 @@ impl Provisioner {
                 store,
                 cfg.binding.devices_per_pin.value as usize,
                 prefix,
+                cfg.binding.wrong_pins_budget.value,
             )),
             (Some(_), None) => anyhow::bail!("devices.binding: PIN binding needs the store"),
             _ => None,
@@ -348,6 +360,7 @@ impl Provisioner {
             owner.mac(),
             &self.registry,
             &self.cfg.trust,
+            &*self.neighbours,
         );
         self.metrics
             .identity
@@ -421,9 +434,14 @@ impl Provisioner {
         if let Some(a) = account {
             v.extend(a.vars.iter().map(|(k, x)| (k.clone(), x.clone())));
         }
-        let own = inv
-            .by_mac(mac)
-            .or_else(|| id.serial.as_deref().and_then(|s| inv.by_serial(s)));
+        // A serial is only what the User-Agent says: it selects a record that names no MAC
+        // (one scanned by serial) or names this proven device, never another device's.
+        let own = inv.by_mac(mac).or_else(|| {
+            id.serial
+                .as_deref()
+                .and_then(|s| inv.by_serial(s))
+                .filter(|r| r.mac.is_none_or(|m| m == mac))
+        });
         if let Some(r) = own {
             v.extend(r.vars.iter().map(|(k, x)| (k.clone(), x.clone())));
         }
@@ -549,11 +567,16 @@ impl Provisioner {
             return Err(Refusal::NotFound);
         };
         let ip = req.peer.ip();
-        if !bindings.try_attempt(mac, ip) {
-            return fail(
-                "pin_attempts_exceeded",
-                "too many wrong PINs from this device or address; try again later",
-            );
+        if let Err(t) = bindings.try_attempt(mac, ip) {
+            let detail = match t {
+                binding::Throttle::Guesser => {
+                    "too many wrong PINs from this device or address; try again later"
+                }
+                binding::Throttle::Global => {
+                    "devices.binding.wrong_pins_budget is used up for everyone; try again later"
+                }
+            };
+            return fail(t.reason(), detail);
         }
         let inv = self.inventory.load();
         let Some(account) = inv.by_pin(pin) else {
@@ -613,6 +636,7 @@ mod tests {
     use super::*;
     use crate::config::At;
     use crate::metrics::Metrics;
+    use config::Trust;
     use registry::LeaseInfo;
     use std::net::IpAddr;
 
@@ -647,9 +671,13 @@ mod tests {
             ..Config::default()
         };
         cfg(&mut c);
-        let p = Provisioner::new(cat, Arc::new(Registry::default()))
+        let reg = Arc::new(Registry::default());
+        // The LAN agrees with every lease (honest, directly attached phones).
+        let lan = reg.clone();
+        let p = Provisioner::new(cat, reg)
             .with_devices(&c, None, DeviceMetrics::default())
-            .unwrap();
+            .unwrap()
+            .with_neighbours(Arc::new(move |ip| lan.by_ip(ip).map(|l| l.mac)));
         Lab { _dir: d, p }
     }
 
@@ -740,6 +768,7 @@ mod tests {
             None,
             l.p.registry(),
             &l.p.cfg.trust,
+            &|_| None,
         );
         let vars =
             l.p.device_vars(&l.p.inventory(), id.mac.unwrap(), &id, None);
@@ -790,5 +819,52 @@ mod tests {
         );
         let again = get(&l.p, Protocol::https, LEASED, "SEP0015654AA937.cnf.xml").unwrap();
         assert_eq!(again.body, e.body);
+    }
+
+    #[test]
+    fn a_serial_selects_only_a_record_without_a_mac_or_with_the_proven_one() {
+        let d = tempfile::tempdir().unwrap();
+        let inv = d.path().join("inv.csv");
+        std::fs::write(
+            &inv,
+            "mac,serial,sip_password\n0015654aa937,CBT000VICTIM,victim-secret\n,CBT000SCANNED,scanned-secret\n",
+        )
+        .unwrap();
+        let root = d.path().join("files");
+        std::fs::create_dir_all(&root).unwrap();
+        let m = Arc::new(Metrics::register(&mut Default::default()));
+        let cat = Catalog::open(&[root], false, &d.path().join("data"), m).unwrap();
+        let c = Config {
+            inventory: Some(At::new(inv)),
+            ..Config::default()
+        };
+        let p = Provisioner::new(cat, Arc::new(Registry::default()))
+            .with_devices(&c, None, DeviceMetrics::default())
+            .unwrap();
+        let ua = |serial: &str| format!("Cisco/SPA508G-7.4.4 (0002FDFF2103)({serial})");
+        let vars = |ua: &str| {
+            let id = identity::identify(
+                "127.0.0.1".parse().unwrap(),
+                Some(ua),
+                None,
+                None,
+                p.registry(),
+                &Trust {
+                    user_agent: true,
+                    ..Default::default()
+                },
+                &|_| None,
+            );
+            p.device_vars(&p.inventory(), id.mac.unwrap(), &id, None)
+        };
+        // The victim's serial from another MAC: not the victim's record.
+        let v = vars(&ua("CBT000VICTIM"));
+        assert_eq!(v.get("sip_password"), None, "{v:?}");
+        // A record scanned by serial alone is still found that way.
+        let v = vars(&ua("cbt000scanned"));
+        assert_eq!(v["sip_password"], "scanned-secret");
+        // The victim itself, by its MAC.
+        let v = vars("Cisco/SPA508G-7.4.4 (0015654AA937)(CBT000VICTIM)");
+        assert_eq!(v["sip_password"], "victim-secret");
     }
 }

@@ -6,6 +6,13 @@
 //! `devices::Registry::lease_bound`, file front ends through `Provisioner::transfer_done`
 //! (both reach [`StatusBook`] as a `devices::Observer`); the syslog receiver calls
 //! [`StatusBook::phone_report`] / [`StatusBook::phone_line`].
+//!
+//! Addresses come only from proof: our own DHCP lease or a verified client certificate
+//! sets a device's address. A syslog line, a User-Agent or a path naming a MAC is only the
+//! sender's word: it attaches to the device already proven at its source address, and a
+//! claim that would move a proven device elsewhere, or speak for another device's proven
+//! address, is refused (counted, and noted on the device's timeline). Resync targets and
+//! the phones' admin credentials follow the address, so one spoofed line must not move it.
 
 pub mod record;
 
@@ -18,14 +25,15 @@ use anyhow::{Context as _, Result};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry as PromRegistry;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
-use tokio::sync::mpsc;
 
 use crate::devices::{LeaseInfo, Mac, Observer, Registry, TransferDone};
 use crate::store::Store;
-pub use record::{Action, Device, Event, PhoneEvent, PhoneReport, State, now_ms};
+pub use record::{Action, Device, Event, PhoneEvent, PhoneReport, Proof, State, now_ms};
 
 /// key (`00:0e:08:aa:bb:cc` or `ip:…`) → the record as JSON (readable with any redb tool,
 /// and new fields do not need a migration).
@@ -39,9 +47,21 @@ pub const MAX_DEVICES: usize = 4096;
 /// A full book forgets `MAX_DEVICES / EVICT_FRACTION` devices at once.
 const EVICT_FRACTION: usize = 16;
 
+/// Changed keys remembered one by one before the writer is simply told "write everything".
+pub const MAX_DIRTY_KEYS: usize = 1024;
+/// Records copied per lock hold when writing (the book's lock is never held to serialise).
+const WRITE_CHUNK: usize = 256;
+/// A refused claim is noted on the named device's timeline at most this often.
+const REFUSAL_NOTE_EVERY_MS: u64 = 60_000;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
 }
 
 /// `provbox_devices{state}`, counted when scraped: counting on every event would walk
@@ -49,12 +69,19 @@ struct StateLabels {
 #[derive(Clone, Debug, Default)]
 pub struct Metrics {
     book: Arc<OnceLock<Weak<StatusBook>>>,
+    /// Claims (syslog, User-Agent, path) that named a device the sender is not proven to be.
+    pub claims_refused: Family<ReasonLabels, Counter>,
 }
 
 impl Metrics {
     pub fn register(reg: &mut PromRegistry) -> Metrics {
         let m = Metrics::default();
         reg.register_collector(Box::new(m.clone()));
+        reg.register(
+            "provbox_status_claims_refused",
+            "Device claims (syslog lines, User-Agents, paths naming a MAC) refused because they contradict a proven address, by reason",
+            m.claims_refused.clone(),
+        );
         m
     }
 }
@@ -82,8 +109,65 @@ impl Collector for Metrics {
 #[derive(Default)]
 struct Inner {
     devices: HashMap<String, Device>,
-    /// Address → record key, learned from leases, syslog sources and transfers.
+    /// Address → the one record whose `ip` it is. Each record appears at most once: an
+    /// entry is removed when its record moves, is displaced or is forgotten.
     by_ip: HashMap<IpAddr, String>,
+}
+
+/// Keys waiting to be written. A bounded set: past [`MAX_DIRTY_KEYS`] it collapses into
+/// "write everything", so nothing is lost, memory stays bounded and no producer waits.
+#[derive(Default)]
+struct Pending {
+    keys: HashSet<String>,
+    all: bool,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        !self.all && self.keys.is_empty()
+    }
+}
+
+struct Dirty {
+    pending: Mutex<Pending>,
+    wake: tokio::sync::Notify,
+}
+
+impl Dirty {
+    fn new() -> Dirty {
+        Dirty {
+            pending: Mutex::default(),
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn mark<'a>(&self, keys: impl IntoIterator<Item = &'a str>) {
+        {
+            let mut p = self.lock();
+            if !p.all {
+                for k in keys {
+                    if !p.keys.contains(k) {
+                        p.keys.insert(k.to_string());
+                    }
+                    if p.keys.len() > MAX_DIRTY_KEYS {
+                        p.keys = HashSet::new();
+                        p.all = true;
+                        break;
+                    }
+                }
+            }
+        }
+        // Stores a wake-up when the writer is busy: it comes round again.
+        self.wake.notify_one();
+    }
+
+    fn take(&self) -> Pending {
+        std::mem::take(&mut *self.lock())
+    }
 }
 
 pub struct StatusBook {
@@ -93,7 +177,7 @@ pub struct StatusBook {
     /// Bumped on every change: the dashboard polls it.
     version: AtomicU64,
     /// Keys to write (or delete) in the store; `None` when running without one (tests).
-    dirty: Option<mpsc::UnboundedSender<String>>,
+    dirty: Option<Dirty>,
 }
 
 /// What the dashboard and CLI need to reach a device.
@@ -112,6 +196,21 @@ fn ip_key(ip: IpAddr) -> String {
     format!("ip:{ip}")
 }
 
+/// What a claim naming a MAC from a source address may do.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Neither the address nor the device is proven elsewhere: the device's own word,
+    /// kept as such (an unproven address).
+    Unproven,
+    /// The address is proven to be this very device.
+    Proven,
+    /// The address is proven to be another device: the claim is refused, whatever came
+    /// from there belongs to that device.
+    OwnedBy(Mac),
+    /// The device is proven at another address: the claim is refused.
+    Refused,
+}
+
 impl StatusBook {
     /// A book without persistence (unit tests).
     pub fn in_memory(registry: Arc<Registry>, metrics: Metrics) -> Arc<StatusBook> {
@@ -122,7 +221,7 @@ impl StatusBook {
         inner: Inner,
         registry: Arc<Registry>,
         metrics: Metrics,
-        dirty: Option<mpsc::UnboundedSender<String>>,
+        dirty: Option<Dirty>,
     ) -> Arc<StatusBook> {
         let book = Arc::new(StatusBook {
             inner: Mutex::new(inner),
@@ -144,32 +243,47 @@ impl StatusBook {
         shutdown: tokio_util::sync::CancellationToken,
         tracker: &tokio_util::task::TaskTracker,
     ) -> Result<Arc<StatusBook>> {
+        let book = StatusBook::load(&store, registry, metrics)?;
+        tracker.spawn(persist(book.clone(), store, shutdown));
+        Ok(book)
+    }
+
+    /// The records in the store, as a book that remembers what changes (nothing writes
+    /// them until [`StatusBook::write_pending`]).
+    fn load(store: &Store, registry: Arc<Registry>, metrics: Metrics) -> Result<Arc<StatusBook>> {
         let mut inner = Inner::default();
-        {
-            let tx = store.db().begin_write().context("status: store")?;
-            tx.open_table(DEVICES).context("status: store")?;
-            tx.commit().context("status: store")?;
-            let rx = store.db().begin_read().context("status: store")?;
-            let table = rx.open_table(DEVICES).context("status: store")?;
-            for row in table.iter().context("status: store")? {
-                let (k, v) = row.context("status: store")?;
-                match serde_json::from_slice::<Device>(v.value()) {
-                    Ok(d) => {
-                        if let Some(ip) = d.ip {
-                            inner.by_ip.insert(ip, d.key.clone());
+        let tx = store.db().begin_write().context("status: store")?;
+        tx.open_table(DEVICES).context("status: store")?;
+        tx.commit().context("status: store")?;
+        let rx = store.db().begin_read().context("status: store")?;
+        let table = rx.open_table(DEVICES).context("status: store")?;
+        for row in table.iter().context("status: store")? {
+            let (k, v) = row.context("status: store")?;
+            match serde_json::from_slice::<Device>(v.value()) {
+                Ok(mut d) => {
+                    if let Some(ip) = d.ip {
+                        // One record per address (older stores could hold several).
+                        if let Some(prev) = inner.by_ip.insert(ip, d.key.clone())
+                            && let Some(p) = inner.devices.get_mut(&prev)
+                        {
+                            p.ip_proof = None;
                         }
-                        inner.devices.insert(k.value().to_string(), d);
+                    } else {
+                        d.ip_proof = None;
                     }
-                    Err(e) => {
-                        tracing::warn!(key = k.value(), "status: unreadable record skipped: {e}")
-                    }
+                    inner.devices.insert(k.value().to_string(), d);
+                }
+                Err(e) => {
+                    tracing::warn!(key = k.value(), "status: unreadable record skipped: {e}")
                 }
             }
         }
-        let (send, recv) = mpsc::unbounded_channel();
-        let book = StatusBook::new(inner, registry, metrics, Some(send));
-        tracker.spawn(persist(book.clone(), store, recv, shutdown));
-        Ok(book)
+        Ok(StatusBook::new(
+            inner,
+            registry,
+            metrics,
+            Some(Dirty::new()),
+        ))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -180,12 +294,10 @@ impl StatusBook {
         self.version.load(Ordering::Acquire)
     }
 
-    fn changed(&self, keys: &[&str]) {
+    fn changed(&self, keys: &[String]) {
         self.version.fetch_add(1, Ordering::AcqRel);
-        if let Some(tx) = &self.dirty {
-            for k in keys {
-                let _ = tx.send(k.to_string());
-            }
+        if let Some(d) = &self.dirty {
+            d.mark(keys.iter().map(String::as_str));
         }
     }
 
@@ -199,12 +311,93 @@ impl StatusBook {
         counts
     }
 
-    /// The record for `mac`, folding in an address-only record for `ip` if there is one.
+    /// The address `d` is proven at right now: a lease while our registry still holds it
+    /// for this MAC, a certificate's until something proves another.
+    fn proven_ip(&self, d: &Device) -> Option<IpAddr> {
+        let ip = d.ip?;
+        match d.ip_proof? {
+            Proof::ClientCert => Some(ip),
+            Proof::Lease => {
+                let mac: Mac = d.key.parse().ok()?;
+                (self.registry.by_ip(ip)?.mac == mac).then_some(ip)
+            }
+        }
+    }
+
+    /// The device proven to be at `ip`: our lease there, else a certificate's record.
+    fn proven_owner(&self, inner: &Inner, ip: IpAddr) -> Option<Mac> {
+        if let Some(l) = self.registry.by_ip(ip) {
+            return Some(l.mac);
+        }
+        let k = inner.by_ip.get(&ip)?;
+        let d = inner.devices.get(k)?;
+        (d.ip_proof == Some(Proof::ClientCert) && d.ip == Some(ip))
+            .then(|| k.parse().ok())
+            .flatten()
+    }
+
+    /// Judge a claim (`what`: a syslog line, a User-Agent, a path) from `from` naming `mac`;
+    /// a refusal is counted, and noted on the named device's timeline now and then.
+    fn judge(
+        &self,
+        inner: &mut Inner,
+        mac: Mac,
+        from: IpAddr,
+        what: &str,
+        at: u64,
+        touched: &mut Vec<String>,
+    ) -> Verdict {
+        let (verdict, reason, detail) = match self.proven_owner(inner, from) {
+            Some(o) if o == mac => return Verdict::Proven,
+            Some(o) => (
+                Verdict::OwnedBy(o),
+                "address_proven_for_another_device",
+                format!("{what} from {from} claimed this device, but {from} is proven to be {o}"),
+            ),
+            None => {
+                let proven = inner
+                    .devices
+                    .get(&key_of(mac))
+                    .and_then(|d| self.proven_ip(d));
+                match proven {
+                    Some(p) if p != from => (
+                        Verdict::Refused,
+                        "device_proven_elsewhere",
+                        format!("{what} from {from} claimed this device, proven at {p}"),
+                    ),
+                    _ => return Verdict::Unproven,
+                }
+            }
+        };
+        self.metrics
+            .claims_refused
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+        let key = key_of(mac);
+        match inner.devices.get_mut(&key) {
+            Some(d) if at.saturating_sub(d.refusal_noted) >= REFUSAL_NOTE_EVERY_MS => {
+                d.refusal_noted = at;
+                // Not `push_event`: a refused claim is not the device being heard from.
+                let last_seen = d.last_seen;
+                d.push_event(at, "claim_refused", detail.clone());
+                d.last_seen = last_seen;
+                touched.push(key);
+                tracing::warn!(device = %mac, %from, reason, "status: claim refused: {detail} (noted at most once a minute per device)");
+            }
+            _ => tracing::debug!(device = %mac, %from, reason, "status: claim refused: {detail}"),
+        }
+        verdict
+    }
+
+    /// The record for `mac` (made if new), placed at `ip` when given. `proof` says what
+    /// placed it there; `None` is the device's own word, which keeps a proof the record
+    /// already has for that same address. Callers judge claims first ([`Self::judge`]).
     fn device_for_mac<'a>(
         &self,
         inner: &'a mut Inner,
         mac: Mac,
         ip: Option<IpAddr>,
+        proof: Option<Proof>,
         at: u64,
         touched: &mut Vec<String>,
     ) -> &'a mut Device {
@@ -216,19 +409,15 @@ impl StatusBook {
                 .insert(key.clone(), Device::new(key.clone(), at));
         }
         if let Some(ip) = ip {
-            inner.by_ip.insert(ip, key.clone());
             let orphan_key = ip_key(ip);
             if let Some(orphan) = inner.devices.remove(&orphan_key) {
                 touched.push(orphan_key);
                 inner.devices.get_mut(&key).unwrap().absorb(orphan);
             }
+            place(inner, &key, ip, proof, touched);
         }
         touched.push(key.clone());
-        let d = inner.devices.get_mut(&key).unwrap();
-        if ip.is_some() {
-            d.ip = ip;
-        }
-        d
+        inner.devices.get_mut(&key).unwrap()
     }
 
     /// Who is at `ip`: our lease, then what we learned, else an address-only record.
@@ -252,7 +441,14 @@ impl StatusBook {
         let at = now_ms();
         let mut inner = self.lock();
         let mut touched = Vec::new();
-        let d = self.device_for_mac(&mut inner, mac, Some(ip), at, &mut touched);
+        let d = self.device_for_mac(
+            &mut inner,
+            mac,
+            Some(ip),
+            Some(Proof::Lease),
+            at,
+            &mut touched,
+        );
         if let Some(v) = vendor_class {
             d.vendor_class = Some(v.to_string());
         }
@@ -260,8 +456,7 @@ impl StatusBook {
             d.hostname = Some(h.to_string());
         }
         d.push_event(at, "lease", ip.to_string());
-        let keys: Vec<&str> = touched.iter().map(String::as_str).collect();
-        self.changed(&keys);
+        self.changed(&touched);
     }
 
     /// A file request is over.
@@ -270,24 +465,45 @@ impl StatusBook {
         let ip = t.peer.ip();
         let mut inner = self.lock();
         let mut touched = Vec::new();
-        // Strongest first: a verified certificate, our own lease, the phone naming itself
+        // Proof first: a verified certificate, our own lease. Then the phone naming itself
         // (Yealink User-Agents carry the MAC, per-device file names like SEP<mac>.cnf.xml
-        // do), and last what an earlier line from that address told.
-        let mac = t
-            .client_mac
-            .or_else(|| self.registry.by_ip(ip).map(|l| l.mac))
-            .or_else(|| t.user_agent.and_then(Mac::find_in))
-            .or_else(|| Mac::find_in(t.path.rsplit('/').next().unwrap_or("")))
-            .or_else(|| self.key_for_ip(&inner, ip).0);
+        // do), judged against what is proven; last what is known at that address.
+        let proven = match t.client_mac {
+            Some(m) => Some((m, Proof::ClientCert)),
+            None => self.registry.by_ip(ip).map(|l| (l.mac, Proof::Lease)),
+        };
+        let claimed = || {
+            t.user_agent
+                .and_then(Mac::find_in)
+                .map(|m| (m, "a User-Agent"))
+                .or_else(|| {
+                    Mac::find_in(t.path.rsplit('/').next().unwrap_or("")).map(|m| (m, "a path"))
+                })
+        };
+        let mac = match (proven, claimed()) {
+            (Some((m, p)), _) => Some((m, Some(p))),
+            (None, Some((m, what))) => {
+                match self.judge(&mut inner, m, ip, what, at, &mut touched) {
+                    Verdict::Unproven | Verdict::Proven => Some((m, None)),
+                    Verdict::OwnedBy(o) => Some((o, None)),
+                    Verdict::Refused => None,
+                }
+            }
+            (None, None) => None,
+        };
+        let mac = mac.or_else(|| self.key_for_ip(&inner, ip).0.map(|m| (m, None)));
         let d = match mac {
-            Some(m) => self.device_for_mac(&mut inner, m, Some(ip), at, &mut touched),
+            Some((m, proof)) => {
+                self.device_for_mac(&mut inner, m, Some(ip), proof, at, &mut touched)
+            }
             None => {
                 let key = ip_key(ip);
                 if !inner.devices.contains_key(&key) {
                     evict(&mut inner, &mut touched);
-                    let mut d = Device::new(key.clone(), at);
-                    d.ip = Some(ip);
-                    inner.devices.insert(key.clone(), d);
+                    inner
+                        .devices
+                        .insert(key.clone(), Device::new(key.clone(), at));
+                    place(&mut inner, &key, ip, None, &mut touched);
                 }
                 touched.push(key.clone());
                 inner.devices.get_mut(&key).unwrap()
@@ -313,47 +529,61 @@ impl StatusBook {
             ),
         );
         d.on_transfer(ok);
-        let keys: Vec<&str> = touched.iter().map(String::as_str).collect();
-        self.changed(&keys);
+        self.changed(&touched);
     }
 
-    /// A recognised provisioning line from the phone at `from`.
+    /// A recognised provisioning line from the phone at `from`. A report naming a device
+    /// that `from` is not proven to be (or that is proven elsewhere) is refused.
     pub fn phone_report(&self, from: IpAddr, r: &PhoneReport) {
         let at = now_ms();
         let mut inner = self.lock();
         let mut touched = Vec::new();
-        let d = self.device_for_mac(&mut inner, r.mac, Some(from), at, &mut touched);
-        if let Some(m) = &r.model {
-            d.model = Some(m.clone());
+        match self.judge(&mut inner, r.mac, from, "a syslog report", at, &mut touched) {
+            Verdict::Unproven | Verdict::Proven => {
+                let d = self.device_for_mac(&mut inner, r.mac, Some(from), None, at, &mut touched);
+                if let Some(m) = &r.model {
+                    d.model = Some(m.clone());
+                }
+                d.push_event(at, r.event.kind(), r.event.detail());
+                d.on_phone(&r.event);
+            }
+            Verdict::OwnedBy(_) | Verdict::Refused => {}
         }
-        d.push_event(at, r.event.kind(), r.event.detail());
-        d.on_phone(&r.event);
-        let keys: Vec<&str> = touched.iter().map(String::as_str).collect();
-        self.changed(&keys);
+        self.changed(&touched);
     }
 
     /// Any other line from a phone: kept with the device if we can tell which one it is.
-    /// Returns false when the sender is unknown (the line is not kept).
+    /// A MAC in the line counts only as far as [`Self::judge`] allows; otherwise the line
+    /// goes to whoever is known at `from`. Returns false when the sender is unknown (the
+    /// line is not kept).
     pub fn phone_line(&self, from: IpAddr, mac: Option<Mac>, text: &str) -> bool {
         let at = now_ms();
         let mut inner = self.lock();
         let mut touched = Vec::new();
-        let d = match mac {
-            Some(m) => self.device_for_mac(&mut inner, m, Some(from), at, &mut touched),
+        let named = match mac {
+            Some(m) => match self.judge(&mut inner, m, from, "a syslog line", at, &mut touched) {
+                Verdict::Unproven | Verdict::Proven => Some(m),
+                Verdict::OwnedBy(o) => Some(o),
+                Verdict::Refused => None,
+            },
+            None => None,
+        };
+        let d = match named {
+            Some(m) => self.device_for_mac(&mut inner, m, Some(from), None, at, &mut touched),
             None => {
                 let (_, key) = self.key_for_ip(&inner, from);
-                match inner.devices.get_mut(&key) {
-                    Some(d) => {
-                        touched.push(key);
-                        d
+                if !inner.devices.contains_key(&key) {
+                    if !touched.is_empty() {
+                        self.changed(&touched);
                     }
-                    None => return false,
+                    return false;
                 }
+                touched.push(key.clone());
+                inner.devices.get_mut(&key).unwrap()
             }
         };
         d.push_line(at, text);
-        let keys: Vec<&str> = touched.iter().map(String::as_str).collect();
-        self.changed(&keys);
+        self.changed(&touched);
         true
     }
 
@@ -362,7 +592,7 @@ impl StatusBook {
         let mut inner = self.lock();
         if let Some(d) = inner.devices.get_mut(key) {
             d.push_event(now_ms(), kind, detail);
-            self.changed(&[key]);
+            self.changed(&[key.to_string()]);
         }
     }
 
@@ -396,10 +626,21 @@ impl StatusBook {
         inner.devices.get(&k).cloned()
     }
 
+    /// Where a resync for `d` goes: its current lease, else its last proven address (or,
+    /// for a device never proven, the address it last spoke from), never an address our
+    /// lease registry gives to another device.
+    fn resync_address(&self, d: &Device) -> Option<IpAddr> {
+        let ip = d.ip?;
+        match self.registry.by_ip(ip) {
+            Some(l) => (d.key.parse::<Mac>().ok() == Some(l.mac)).then_some(ip),
+            None => Some(ip),
+        }
+    }
+
     /// Devices a resync goes to: `all`, a MAC or an address.
     pub fn targets(&self, what: &str) -> Vec<Target> {
         let pick = |d: &Device| {
-            d.ip.map(|ip| Target {
+            self.resync_address(d).map(|ip| Target {
                 key: d.key.clone(),
                 ip,
                 vendor: d
@@ -414,6 +655,97 @@ impl StatusBook {
             return self.map(pick).into_iter().flatten().collect();
         }
         self.get(what).as_ref().and_then(pick).into_iter().collect()
+    }
+
+    /// Write what changed since the last call: the records (copied a chunk at a time under
+    /// the lock, serialised outside it) and deletions, in one commit. Returns the number
+    /// of rows written or deleted.
+    fn write_pending(&self, store: &Store) -> Result<usize> {
+        let Some(dirty) = &self.dirty else {
+            return Ok(0);
+        };
+        let pending = dirty.take();
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        let keys: Vec<String> = if pending.all {
+            // Everything the book holds, and every stored row it no longer holds.
+            let mut all: HashSet<String> = self.lock().devices.keys().cloned().collect();
+            let rx = store.db().begin_read()?;
+            let table = rx.open_table(DEVICES)?;
+            for row in table.iter()? {
+                all.insert(row?.0.value().to_string());
+            }
+            all.into_iter().collect()
+        } else {
+            pending.keys.into_iter().collect()
+        };
+        let mut rows: Vec<(String, Option<Vec<u8>>)> = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(WRITE_CHUNK) {
+            let copies: Vec<Option<Device>> = {
+                let inner = self.lock();
+                chunk
+                    .iter()
+                    .map(|k| inner.devices.get(k).cloned())
+                    .collect()
+            };
+            for (k, d) in chunk.iter().zip(copies) {
+                rows.push((k.clone(), d.and_then(|d| serde_json::to_vec(&d).ok())));
+            }
+        }
+        let tx = store.db().begin_write()?;
+        {
+            let mut t = tx.open_table(DEVICES)?;
+            for (k, v) in &rows {
+                match v {
+                    Some(v) => {
+                        t.insert(k.as_str(), v.as_slice())?;
+                    }
+                    None => {
+                        t.remove(k.as_str())?;
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(rows.len())
+    }
+}
+
+/// Put record `key` at `ip` with `proof`, keeping `by_ip` to one entry per record: the
+/// record's previous address is dropped from the index, and a record indexed at `ip`
+/// before is no longer (nor proven there: the address is someone else's now).
+fn place(
+    inner: &mut Inner,
+    key: &str,
+    ip: IpAddr,
+    proof: Option<Proof>,
+    touched: &mut Vec<String>,
+) {
+    let Some(d) = inner.devices.get_mut(key) else {
+        return;
+    };
+    let old = d.ip.replace(ip);
+    d.ip_proof = match proof {
+        Some(p) => Some(p),
+        // The device's own word from where it is already placed keeps that proof.
+        None if old == Some(ip) => d.ip_proof,
+        None => None,
+    };
+    if let Some(old) = old
+        && old != ip
+        && inner.by_ip.get(&old).map(String::as_str) == Some(key)
+    {
+        inner.by_ip.remove(&old);
+    }
+    if let Some(prev) = inner.by_ip.insert(ip, key.to_string())
+        && prev != key
+        && let Some(p) = inner.devices.get_mut(&prev)
+        && p.ip_proof.take().is_some()
+    {
+        // It keeps showing where it was last heard from, but proves nothing there now
+        // (and a resync never follows an address our registry leases to another).
+        touched.push(prev);
     }
 }
 
@@ -431,11 +763,15 @@ fn evict(inner: &mut Inner, touched: &mut Vec<String>) {
         .collect();
     let n = (MAX_DEVICES / EVICT_FRACTION).min(ages.len());
     ages.select_nth_unstable(n - 1);
-    let gone: HashSet<String> = ages[..n].iter().map(|(_, k)| (*k).clone()).collect();
+    let gone: Vec<String> = ages[..n].iter().map(|(_, k)| (*k).clone()).collect();
     for k in &gone {
-        inner.devices.remove(k);
+        if let Some(d) = inner.devices.remove(k)
+            && let Some(ip) = d.ip
+            && inner.by_ip.get(&ip) == Some(k)
+        {
+            inner.by_ip.remove(&ip);
+        }
     }
-    inner.by_ip.retain(|_, v| !gone.contains(v));
     touched.extend(gone);
 }
 
@@ -460,68 +796,37 @@ impl Observer for StatusBook {
 async fn persist(
     book: Arc<StatusBook>,
     store: Arc<Store>,
-    mut rx: mpsc::UnboundedReceiver<String>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
+    let Some(dirty) = &book.dirty else {
+        return;
+    };
     loop {
-        let first = tokio::select! {
-            k = rx.recv() => k,
-            _ = shutdown.cancelled() => None,
-        };
+        tokio::select! {
+            _ = dirty.wake.notified() => {}
+            _ = shutdown.cancelled() => {}
+        }
         // Gather for a moment: a bench of phones logging at once becomes one commit a
         // half second instead of one per line (each commit fsyncs). A crash loses at most
         // that half second of status, never the store.
-        if first.is_some() {
+        if !shutdown.is_cancelled() {
             tokio::select! {
                 _ = tokio::time::sleep(PERSIST_DELAY) => {}
                 _ = shutdown.cancelled() => {}
             }
         }
-        let mut keys: HashSet<String> = first.into_iter().collect();
-        while let Ok(k) = rx.try_recv() {
-            keys.insert(k);
-        }
-        let stopping = keys.is_empty();
-        if !keys.is_empty() {
-            let rows: Vec<(String, Option<Vec<u8>>)> = {
-                let inner = book.lock();
-                keys.into_iter()
-                    .map(|k| {
-                        let v = inner
-                            .devices
-                            .get(&k)
-                            .and_then(|d| serde_json::to_vec(d).ok());
-                        (k, v)
-                    })
-                    .collect()
-            };
-            let store = store.clone();
-            let r = tokio::task::spawn_blocking(move || -> Result<()> {
-                let tx = store.db().begin_write()?;
-                {
-                    let mut t = tx.open_table(DEVICES)?;
-                    for (k, v) in &rows {
-                        match v {
-                            Some(v) => {
-                                t.insert(k.as_str(), v.as_slice())?;
-                            }
-                            None => {
-                                t.remove(k.as_str())?;
-                            }
-                        }
-                    }
-                }
-                tx.commit()?;
-                Ok(())
-            })
-            .await;
-            match r {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!("status: cannot save device records: {e:#}"),
-                Err(e) => tracing::error!("status: save task failed: {e}"),
+        let (b, s) = (book.clone(), store.clone());
+        let mut failed = true;
+        match tokio::task::spawn_blocking(move || b.write_pending(&s)).await {
+            Ok(Ok(_)) => failed = false,
+            Ok(Err(e)) => {
+                tracing::error!("status: cannot save device records: {e:#}");
+                // Nothing is forgotten: the next round writes everything.
+                dirty.lock().all = true;
             }
+            Err(e) => tracing::error!("status: save task failed: {e}"),
         }
-        if stopping || (shutdown.is_cancelled() && rx.is_empty()) {
+        if shutdown.is_cancelled() && (failed || dirty.lock().is_empty()) {
             return;
         }
     }
@@ -641,5 +946,258 @@ mod tests {
         let d = b.get("00:04:f2:aa:bb:cc").unwrap();
         assert_eq!(d.state, State::Seen);
         assert_eq!(d.transfers, 0);
+    }
+
+    fn mac(s: &str) -> Mac {
+        s.parse().unwrap()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn leased(reg: &Registry, at: &str, m: &str) {
+        reg.lease_bound(
+            ip(at),
+            LeaseInfo {
+                mac: mac(m),
+                hostname: None,
+                vendor_class: None,
+            },
+        );
+    }
+
+    fn refused(b: &StatusBook, reason: &'static str) -> u64 {
+        b.metrics
+            .claims_refused
+            .get_or_create(&ReasonLabels { reason })
+            .get()
+    }
+
+    fn index_is_one_entry_per_record(b: &StatusBook) {
+        let inner = b.lock();
+        let mut keys = HashSet::new();
+        for (ip, k) in &inner.by_ip {
+            assert_eq!(inner.devices[k].ip, Some(*ip), "{k}");
+            assert!(keys.insert(k), "{k} indexed twice");
+        }
+        // Only the indexed record may be proven at an address.
+        for d in inner.devices.values() {
+            if let (Some(ip), Some(_)) = (d.ip, d.ip_proof) {
+                assert_eq!(inner.by_ip.get(&ip), Some(&d.key), "{}", d.key);
+            }
+        }
+    }
+
+    #[test]
+    fn a_spoofed_claim_does_not_move_a_leased_device_and_is_noted_once_a_minute() {
+        let (b, reg) = book();
+        let phone = "00:0e:08:aa:bb:01";
+        leased(&reg, "198.18.0.101", phone);
+        let spoofer = ip("198.18.0.66");
+        // A line from another host naming the phone, twice; a report; a User-Agent.
+        assert!(!b.phone_line(spoofer, Some(mac(phone)), "hello from the phone"));
+        assert!(!b.phone_line(spoofer, Some(mac(phone)), "again"));
+        b.phone_report(
+            spoofer,
+            &PhoneReport {
+                model: Some("SPA504G".into()),
+                mac: mac(phone),
+                event: PhoneEvent::Failed {
+                    action: Action::Resync,
+                    reason: "forged".into(),
+                },
+            },
+        );
+        let mut t = fetch("198.18.0.66", "/x.cfg", "ok");
+        t.user_agent = Some("Yealink SIP-T46G 28.72.0.1 00:0e:08:aa:bb:01");
+        b.transfer(&t);
+        let d = b.get(phone).unwrap();
+        assert_eq!(d.ip, Some(ip("198.18.0.101")));
+        assert_eq!(d.ip_proof, Some(Proof::Lease));
+        assert_eq!(d.state, State::Seen, "the forged report changed nothing");
+        assert!(d.lines.is_empty());
+        assert_eq!(refused(&b, "device_proven_elsewhere"), 4);
+        let notes = d
+            .events
+            .iter()
+            .filter(|e| e.kind == "claim_refused")
+            .count();
+        assert_eq!(notes, 1, "{:?}", d.events);
+        // The transfer is kept, on the spoofer's own address.
+        assert_eq!(b.get("ip:198.18.0.66").unwrap().transfers, 1);
+        // Resync goes where the lease is.
+        let t = b.targets(phone);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].ip, ip("198.18.0.101"));
+        assert_eq!(b.targets("198.18.0.66")[0].key, "ip:198.18.0.66");
+        // From the phone's own address, its line is its own; a line there naming another
+        // MAC is the phone's too (the address is proven to be it).
+        assert!(b.phone_line(ip("198.18.0.101"), Some(mac(phone)), "mine"));
+        let other = "00:0e:08:aa:bb:02";
+        assert!(b.phone_line(ip("198.18.0.101"), Some(mac(other)), "names another"));
+        assert!(b.get(other).is_none());
+        assert_eq!(b.get(phone).unwrap().lines.len(), 2);
+        assert_eq!(refused(&b, "address_proven_for_another_device"), 1);
+        index_is_one_entry_per_record(&b);
+    }
+
+    #[test]
+    fn addresses_move_with_proof_and_the_index_keeps_one_entry_per_record() {
+        let (b, reg) = book();
+        let (m, n) = ("00:0e:08:aa:bb:01", "00:0e:08:aa:bb:02");
+        leased(&reg, "198.18.0.101", m);
+        reg.lease_ended(ip("198.18.0.101"));
+        leased(&reg, "198.18.0.102", m);
+        assert_eq!(b.get(m).unwrap().ip, Some(ip("198.18.0.102")));
+        assert!(b.get("198.18.0.101").is_none(), "the old address is pruned");
+        assert_eq!(b.get("198.18.0.102").unwrap().key, m);
+        // Another device gets m's address: m is no longer there, nor a resync target.
+        reg.lease_ended(ip("198.18.0.102"));
+        leased(&reg, "198.18.0.102", n);
+        assert_eq!(b.get(m).unwrap().ip_proof, None);
+        assert!(b.targets(m).is_empty());
+        assert_eq!(b.targets("198.18.0.102")[0].key, n);
+        // A verified certificate proves an address too, and moves the device.
+        let mut t = fetch("198.18.0.150", "/n.cfg", "ok");
+        t.client_mac = Some(mac(m));
+        b.transfer(&t);
+        assert_eq!(b.get(m).unwrap().ip_proof, Some(Proof::ClientCert));
+        assert!(!b.phone_line(ip("198.18.0.151"), Some(mac(m)), "spoof"));
+        assert_eq!(b.get(m).unwrap().ip, Some(ip("198.18.0.150")));
+        // An unproven device follows its own word, one index entry however many sources.
+        let u = "00:15:65:00:00:01";
+        for i in 0..1000u32 {
+            let from = IpAddr::from([10, 0, (i >> 8) as u8, i as u8]);
+            assert!(b.phone_line(from, Some(mac(u)), "x"));
+        }
+        assert_eq!(b.get(u).unwrap().ip, Some(ip("10.0.3.231")));
+        assert_eq!(b.get(u).unwrap().ip_proof, None);
+        assert_eq!(b.lock().by_ip.len(), 3);
+        index_is_one_entry_per_record(&b);
+        // The lease lapsed: its last proven address is still where a resync goes.
+        reg.lease_ended(ip("198.18.0.102"));
+        assert_eq!(b.targets(n)[0].ip, ip("198.18.0.102"));
+    }
+
+    fn stored(dir: &std::path::Path) -> Arc<Store> {
+        Store::open(dir).unwrap()
+    }
+
+    fn rows(store: &Store) -> HashSet<String> {
+        let rx = store.db().begin_read().unwrap();
+        let t = rx.open_table(DEVICES).unwrap();
+        t.iter()
+            .unwrap()
+            .map(|r| r.unwrap().0.value().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn past_its_bound_the_writer_is_told_to_write_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = stored(dir.path());
+        let b =
+            StatusBook::load(&store, Arc::new(Registry::default()), Metrics::default()).unwrap();
+        let m = |i: usize| Mac([2, 0, 0, 0, (i >> 8) as u8, i as u8]);
+        for i in 0..10 {
+            b.lease_seen(m(i), IpAddr::from([10, 0, 0, i as u8]), None, None);
+        }
+        {
+            let p = b.dirty.as_ref().unwrap().lock();
+            assert_eq!((p.keys.len(), p.all), (10, false));
+        }
+        assert_eq!(b.write_pending(&store).unwrap(), 10);
+        assert_eq!(b.write_pending(&store).unwrap(), 0, "nothing left");
+        for i in 10..MAX_DIRTY_KEYS + 50 {
+            b.lease_seen(
+                m(i),
+                IpAddr::from([10, 0, (i >> 8) as u8, i as u8]),
+                None,
+                None,
+            );
+        }
+        {
+            let p = b.dirty.as_ref().unwrap().lock();
+            assert!(p.all && p.keys.is_empty(), "bounded: collapsed to one flag");
+        }
+        b.write_pending(&store).unwrap();
+        assert_eq!(rows(&store).len(), MAX_DIRTY_KEYS + 50, "nothing was lost");
+    }
+
+    #[test]
+    fn eviction_forgets_the_longest_silent_everywhere_including_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = stored(dir.path());
+        let b =
+            StatusBook::load(&store, Arc::new(Registry::default()), Metrics::default()).unwrap();
+        let m = |i: usize| Mac([2, 0, 0, 0, (i >> 8) as u8, i as u8]);
+        let addr = |i: usize| IpAddr::from([10, 1, (i >> 8) as u8, i as u8]);
+        for i in 0..MAX_DEVICES {
+            b.lease_seen(m(i), addr(i), None, None);
+        }
+        // Heard from in reverse order: the highest numbers are the longest silent.
+        for (k, d) in b.lock().devices.iter_mut() {
+            let i = k.parse::<Mac>().unwrap().0;
+            d.last_seen = 1_000_000 - ((i[4] as u64) << 8 | i[5] as u64);
+        }
+        b.write_pending(&store).unwrap();
+        assert_eq!(rows(&store).len(), MAX_DEVICES);
+        b.lease_seen(m(MAX_DEVICES), addr(MAX_DEVICES), None, None);
+        let gone = MAX_DEVICES / EVICT_FRACTION;
+        for i in 0..MAX_DEVICES - gone {
+            assert!(b.get(&m(i).to_string()).is_some(), "{i} kept");
+        }
+        for i in MAX_DEVICES - gone..MAX_DEVICES {
+            assert!(b.get(&m(i).to_string()).is_none(), "{i} forgotten");
+            assert!(!b.lock().by_ip.contains_key(&addr(i)), "{i} unindexed");
+        }
+        index_is_one_entry_per_record(&b);
+        b.write_pending(&store).unwrap();
+        let left = rows(&store);
+        assert_eq!(left.len(), MAX_DEVICES + 1 - gone);
+        assert!(!left.contains(&m(MAX_DEVICES - 1).to_string()));
+        assert!(left.contains(&m(MAX_DEVICES).to_string()));
+    }
+
+    #[test]
+    fn a_restart_keeps_records_addresses_and_their_proof() {
+        let dir = tempfile::tempdir().unwrap();
+        let (m, n, u) = (
+            "00:0e:08:aa:bb:01",
+            "00:0e:08:aa:bb:02",
+            "00:15:65:00:00:01",
+        );
+        {
+            let store = stored(dir.path());
+            let reg = Arc::new(Registry::default());
+            let b = StatusBook::load(&store, reg.clone(), Metrics::default()).unwrap();
+            reg.set_observer(b.clone());
+            leased(&reg, "198.18.0.101", m);
+            let mut t = fetch("198.18.0.150", "/n.cfg", "ok");
+            t.client_mac = Some(mac(n));
+            b.transfer(&t);
+            assert!(b.phone_line(ip("10.0.0.9"), Some(mac(u)), "unproven"));
+            b.write_pending(&store).unwrap();
+        }
+        let store = stored(dir.path());
+        // DHCP restores its leases into the registry at start.
+        let reg = Arc::new(Registry::default());
+        let b = StatusBook::load(&store, reg.clone(), Metrics::default()).unwrap();
+        leased(&reg, "198.18.0.101", m);
+        let get = |k: &str| b.get(k).unwrap();
+        assert_eq!(
+            (get(m).ip, get(m).ip_proof),
+            (Some(ip("198.18.0.101")), Some(Proof::Lease))
+        );
+        assert_eq!(get(n).ip_proof, Some(Proof::ClientCert));
+        assert_eq!((get(u).ip, get(u).ip_proof), (Some(ip("10.0.0.9")), None));
+        index_is_one_entry_per_record(&b);
+        // Proof still holds after the restart.
+        assert!(!b.phone_line(ip("198.18.0.66"), Some(mac(m)), "spoof"));
+        assert!(!b.phone_line(ip("198.18.0.66"), Some(mac(n)), "spoof"));
+        assert_eq!(get(m).ip, Some(ip("198.18.0.101")));
+        assert_eq!(get(n).ip, Some(ip("198.18.0.150")));
+        assert_eq!(b.targets(m)[0].ip, ip("198.18.0.101"));
     }
 }

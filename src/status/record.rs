@@ -136,12 +136,29 @@ pub struct Line {
     pub text: String,
 }
 
+/// What proved a device's address: only these may set it over an earlier proven one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Proof {
+    /// provbox's own DHCP lease (valid while the lease registry still holds it).
+    Lease,
+    /// A verified TLS client certificate naming the MAC.
+    ClientCert,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Device {
     /// `00:0e:08:aa:bb:cc`, or `ip:198.18.0.7` until a MAC is known for that address.
     pub key: String,
     pub mac: Option<String>,
     pub ip: Option<IpAddr>,
+    /// How `ip` was proven; `None` when only the device's own words (syslog, User-Agent,
+    /// a path) placed it there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_proof: Option<Proof>,
+    /// When a refused claim was last noted on the timeline (notes are rate-limited).
+    #[serde(skip)]
+    pub refusal_noted: u64,
     pub model: Option<String>,
     pub vendor_class: Option<String>,
     pub hostname: Option<String>,
@@ -191,6 +208,8 @@ impl Device {
             key,
             mac,
             ip: None,
+            ip_proof: None,
+            refusal_noted: 0,
             model: None,
             vendor_class: None,
             hostname: None,
@@ -275,7 +294,10 @@ impl Device {
         self.transfers += other.transfers;
         self.bytes += other.bytes;
         self.user_agent = self.user_agent.take().or(other.user_agent);
-        self.ip = self.ip.or(other.ip);
+        if self.ip.is_none() {
+            self.ip = other.ip;
+            self.ip_proof = other.ip_proof;
+        }
         if self.state == State::Seen {
             self.state = other.state;
             self.reason = other.reason;

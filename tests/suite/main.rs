@@ -14,7 +14,10 @@ mod dns;
 mod dns_records;
 mod docs;
 mod e2e;
+mod hostile_catalog;
+mod hostile_devices;
 mod hostile_dns;
+mod hostile_tftp;
 mod http;
 mod https;
 mod legacy_tls;
@@ -23,6 +26,3 @@ mod reload;
 mod syslog;
 mod systemd;
 mod tftp;
-
-mod hostile_catalog;
-mod hostile_tftp;
