@@ -25,7 +25,7 @@ fn python_parse(module: &str, text: &str) -> Result<String, String> {
     let script = format!(
         "import sys\nfrom {module} import text_string_to_metric_families as parse\n\
          for f in parse(sys.stdin.read()):\n\
-         \x20   print(f.name, f.type, ' '.join(f'{{s.name}}{{sorted(s.labels.items())}}={{s.value}}' for s in f.samples))\n"
+         \x20   print(f.name, f.type, ' '.join(f'{{s.name}}{{sorted(s.labels.items())}}={{float(s.value)}}' for s in f.samples))\n"
     );
     let mut child = Command::new("python3")
         .args(["-c", &script])
