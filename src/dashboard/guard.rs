@@ -55,7 +55,7 @@ pub fn host_allowed(
     let Some((name, port)) = split_host(host) else {
         return false;
     };
-    if names.iter().any(|n| *n == name) {
+    if names.contains(&name) {
         return true;
     }
     if port.unwrap_or(default_port) != listener.port() {

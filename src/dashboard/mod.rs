@@ -327,7 +327,9 @@ impl DashboardHandler {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(';'))
             .filter_map(|c| c.trim().split_once('='))
-            .any(|(k, v)| k == COOKIE && token::matches(v.as_bytes(), t));
+            .any(|(k, v)| {
+                k == COOKIE && token::matches(v.as_bytes(), token::cookie_value(token).as_bytes())
+            });
         bearer || cookie
     }
 
@@ -344,7 +346,7 @@ impl DashboardHandler {
     }
 
     /// The request's host as the client named it (`Host`, or the HTTP/2 authority).
-    fn host<'a>(req: &'a Request<Incoming>) -> &'a str {
+    fn host(req: &Request<Incoming>) -> &str {
         req.headers()
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
@@ -376,10 +378,11 @@ impl DashboardHandler {
         }
         let is_read = matches!(*req.method(), Method::GET | Method::HEAD);
         let path = req.uri().path();
-        if is_read && path == "/" {
-            if let Some(presented) = query_param(req.uri().query(), "token") {
-                return Some(self.login(presented.as_bytes(), &settings.token, conn));
-            }
+        if is_read
+            && path == "/"
+            && let Some(presented) = query_param(req.uri().query(), "token")
+        {
+            return Some(self.login(presented.as_bytes(), &settings.token, conn));
         }
         if !self.authorised(req, &settings.token) {
             self.refuse("no_token", conn.peer, &format!("{} {path}", req.method()));
@@ -426,7 +429,8 @@ impl DashboardHandler {
         let h = r.headers_mut();
         h.insert(header::LOCATION, HeaderValue::from_static("/"));
         if let Ok(v) = HeaderValue::from_str(&format!(
-            "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict{secure}"
+            "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict{secure}",
+            token::cookie_value(token)
         )) {
             h.insert(header::SET_COOKIE, v);
         }

@@ -88,6 +88,19 @@ fn read(path: &Path) -> Result<String> {
     Ok(token.to_string())
 }
 
+/// What the login cookie holds: derived from the token (hex, so any configured token
+/// makes a valid cookie value; the token itself never sits in the browser's cookie store).
+/// It changes when the token does, so rotating the token logs every browser out.
+pub fn cookie_value(token: &str) -> String {
+    Sha256::new()
+        .chain_update(b"provbox dashboard cookie\0")
+        .chain_update(token.as_bytes())
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Compare a presented token with the real one in constant time, whatever their lengths
 /// (both are hashed first, so neither the length nor a prefix leaks through timing).
 pub fn matches(presented: &[u8], token: &[u8]) -> bool {

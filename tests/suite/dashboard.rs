@@ -114,6 +114,8 @@ fn token_protects_page_and_api() {
     let api = format!("{base}/api/devices");
     assert_eq!(code(&["-H", &bearer(TOKEN), &api]), "401");
     assert_eq!(code(&["-H", &bearer(NEW), &api]), "200");
+    // The browser logged in with the old token is logged out too.
+    assert_eq!(code(&["-b", jar, &api]), "401");
 }
 
 /// sipp as the phone: a UAS scenario expecting one NOTIFY whose Event header matches.

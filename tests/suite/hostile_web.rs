@@ -89,6 +89,10 @@ fn token_always_required_bearer_or_login_cookie() {
         !cookie.contains("secure"),
         "plain HTTP: not Secure ({cookie})"
     );
+    assert!(
+        !cookie.contains(&token),
+        "the cookie is not the token itself: {cookie}"
+    );
     assert_eq!(curl(&["-b", jar, &api]).0, 200);
     let (code, _, page) = curl(&["-b", jar, &format!("{base}/")]);
     assert_eq!(code, 200);
