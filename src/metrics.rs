@@ -359,6 +359,11 @@ mod tests {
                 protocol: Protocol::tftp,
             })
             .inc_by(7);
+        m.duration
+            .get_or_create(&ProtoLabels {
+                protocol: Protocol::http,
+            })
+            .observe(0.01);
         let om = encode(&reg);
         assert!(om.contains("# TYPE provbox_build info") && om.ends_with("# EOF\n"));
         let t = to_text_004(&om);
