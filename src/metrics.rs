@@ -67,6 +67,11 @@ pub struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
 }
@@ -86,6 +91,7 @@ pub struct Metrics {
     pub catalog_updates: Family<KindLabels, Counter>,
     pub catalog_reload_errors: Family<KindLabels, Counter>,
     pub config_reloads: Family<ResultLabels, Counter>,
+    pub dashboard_refusals: Family<RefusalLabels, Counter>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -109,6 +115,7 @@ impl Metrics {
             catalog_updates: Family::default(),
             catalog_reload_errors: Family::default(),
             config_reloads: Family::default(),
+            dashboard_refusals: Family::default(),
         };
         reg.register(
             "provbox_requests",
@@ -178,6 +185,11 @@ impl Metrics {
             m.config_reloads.clone(),
         );
         reg.register(
+            "provbox_dashboard_refusals",
+            "Dashboard requests refused, by reason (host, no_token, cross_site)",
+            m.dashboard_refusals.clone(),
+        );
+        reg.register(
             "provbox_build",
             "Build information",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
@@ -193,10 +205,187 @@ impl Metrics {
     }
 }
 
-/// Prometheus text exposition of the whole registry.
+/// The two exposition formats a scraper may ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `application/openmetrics-text; version=1.0.0`: what prometheus-client writes.
+    OpenMetrics,
+    /// `text/plain; version=0.0.4`: what plain curl, Python's `prometheus_client.parser`
+    /// and older agents read (no `info` type, no `# UNIT`, no `# EOF`).
+    Text004,
+}
+
+impl Format {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Text004 => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
+
+/// Choose the format from an `Accept` header the way the Prometheus client libraries do:
+/// OpenMetrics only when it is asked for (and not ranked below plain text), else 0.0.4.
+pub fn negotiate(accept: Option<&str>) -> Format {
+    let Some(accept) = accept else {
+        return Format::Text004;
+    };
+    let (mut om, mut text) = (None::<f32>, None::<f32>);
+    for range in accept.split(',') {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or("").to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.split_once('='))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+            .and_then(|(_, v)| v.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        let slot = match media.as_str() {
+            "application/openmetrics-text" => &mut om,
+            "text/plain" => &mut text,
+            _ => continue,
+        };
+        *slot = Some(slot.map_or(q, |old| old.max(q)));
+    }
+    match (om, text) {
+        (Some(o), t) if o > 0.0 && o >= t.unwrap_or(0.0) => Format::OpenMetrics,
+        _ => Format::Text004,
+    }
+}
+
+/// The whole registry in the format `accept` asks for: (content type, body).
+pub fn exposition(reg: &Registry, accept: Option<&str>) -> (&'static str, String) {
+    let format = negotiate(accept);
+    let om = encode(reg);
+    let body = match format {
+        Format::OpenMetrics => om,
+        Format::Text004 => to_text_004(&om),
+    };
+    (format.content_type(), body)
+}
+
+/// OpenMetrics text exposition of the whole registry (with its `# EOF`).
 pub fn encode(reg: &Registry) -> String {
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut out, reg);
     out
+}
+
+/// Rewrite prometheus-client's OpenMetrics text as Prometheus text 0.0.4: a counter's
+/// family is named with its `_total` samples, `info` becomes a gauge `<name>_info`, other
+/// OpenMetrics-only types are untyped, and `# UNIT`, `# EOF`, `_created` samples and
+/// exemplars go.
+pub fn to_text_004(om: &str) -> String {
+    use std::collections::HashMap;
+    let types: HashMap<&str, &str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .collect();
+    // The 0.0.4 family name and type for an OpenMetrics family.
+    let family = |name: &str| -> (String, &'static str) {
+        match types.get(name).copied().unwrap_or("unknown") {
+            "counter" => (format!("{name}_total"), "counter"),
+            "info" => (format!("{name}_info"), "gauge"),
+            "gauge" => (name.to_string(), "gauge"),
+            "histogram" => (name.to_string(), "histogram"),
+            "summary" => (name.to_string(), "summary"),
+            "stateset" => (name.to_string(), "gauge"),
+            _ => (name.to_string(), "untyped"),
+        }
+    };
+    let mut out = String::with_capacity(om.len());
+    for line in om.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            out.push_str(&format!("# HELP {} {help}\n", family(name).0));
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let name = rest.split_once(' ').map_or(rest, |(n, _)| n);
+            let (name, kind) = family(name);
+            out.push_str(&format!("# TYPE {name} {kind}\n"));
+        } else if line.starts_with('#') || line.is_empty() {
+            // `# UNIT`, `# EOF`: not part of 0.0.4.
+        } else {
+            let sample = line.split_once(" # ").map_or(line, |(s, _)| s);
+            let name = sample.split(['{', ' ']).next().unwrap_or("");
+            if name.ends_with("_created") && types.get(&name[..name.len() - 8]) == Some(&"counter")
+            {
+                continue;
+            }
+            out.push_str(sample);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiation_follows_accept() {
+        assert_eq!(negotiate(None), Format::Text004);
+        assert_eq!(negotiate(Some("*/*")), Format::Text004);
+        assert_eq!(negotiate(Some("text/plain")), Format::Text004);
+        assert_eq!(
+            negotiate(Some("application/openmetrics-text; version=1.0.0")),
+            Format::OpenMetrics
+        );
+        // What Prometheus itself sends.
+        assert_eq!(
+            negotiate(Some(
+                "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+            )),
+            Format::OpenMetrics
+        );
+        assert_eq!(
+            negotiate(Some("application/openmetrics-text;q=0.2,text/plain;q=0.9")),
+            Format::Text004
+        );
+        assert_eq!(
+            negotiate(Some("application/openmetrics-text;q=0")),
+            Format::Text004
+        );
+    }
+
+    #[test]
+    fn text_004_has_no_openmetrics_only_lines() {
+        let mut reg = Registry::default();
+        let m = Metrics::register(&mut reg);
+        m.refused(Protocol::http, "traversal");
+        m.sent_bytes
+            .get_or_create(&ProtoLabels {
+                protocol: Protocol::tftp,
+            })
+            .inc_by(7);
+        m.duration
+            .get_or_create(&ProtoLabels {
+                protocol: Protocol::http,
+            })
+            .observe(0.01);
+        let om = encode(&reg);
+        assert!(om.contains("# TYPE provbox_build info") && om.ends_with("# EOF\n"));
+        let t = to_text_004(&om);
+        assert!(!t.contains("# EOF") && !t.contains("# UNIT") && !t.contains(" info\n"));
+        assert!(t.contains("# TYPE provbox_build_info gauge\n"), "{t}");
+        assert!(t.contains("provbox_build_info{version=\""), "{t}");
+        assert!(t.contains("# TYPE provbox_refusals_total counter\n"), "{t}");
+        assert!(
+            t.contains("provbox_refusals_total{protocol=\"http\",reason=\"traversal\"} 1\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("# TYPE provbox_sent_bytes_total counter\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("provbox_sent_bytes_total{protocol=\"tftp\"} 7\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("# TYPE provbox_request_duration_seconds histogram\n"),
+            "{t}"
+        );
+    }
 }

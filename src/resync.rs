@@ -376,7 +376,7 @@ pub async fn cli(cfg: &crate::config::Config, target: &str, reboot: bool) -> any
             IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
         });
     }
-    let auth = d.token.as_ref().map(|t| format!("Bearer {}", t.value));
+    let auth = crate::dashboard::cli_token(cfg).map(|t| format!("Bearer {t}"));
     let listed = if d.enabled {
         http_get(api, &api.to_string(), "/api/devices", auth).await
     } else {

@@ -265,32 +265,20 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
         crate::syslog::start(&ctx, book.clone(), syslog_metrics, &mut banner).await?;
     }
     if cfg.dashboard.enabled {
-        let d = &cfg.dashboard;
-        let socket = bind_tcp("dashboard.listen", d.listen.value).await?;
-        banner.push(format!("dashboard http://{}/", socket.local_addr()?));
-        let handler = Arc::new(crate::dashboard::DashboardHandler {
-            book: book.clone(),
-            settings: arc_swap::ArcSwap::from_pointee(crate::dashboard::Settings::from(d)),
-            tracker: ctx.tracker.clone(),
-        });
-        let h = handler.clone();
+        let (handler, listener) = crate::dashboard::bind(
+            &cfg.dashboard,
+            &cfg.data_dir,
+            book.clone(),
+            ctx.tracker.clone(),
+            metrics.clone(),
+            &mut banner,
+        )
+        .await?;
         ctx.reloaders.add(
             "dashboard",
-            Box::new(move |cfg: &Config| {
-                h.settings
-                    .store(Arc::new(crate::dashboard::Settings::from(&cfg.dashboard)));
-                Ok(())
-            }),
+            Box::new(move |cfg: &Config| handler.reload(cfg)),
         );
-        others.push(crate::http::Listener {
-            name: format!("dashboard:{}", d.listen.value),
-            socket,
-            tls: None,
-            limits: Default::default(),
-            protocol: crate::metrics::Protocol::http,
-            handler,
-            metrics: metrics.clone(),
-        });
+        others.push(listener);
     }
 
     if let Some(m) = dhcp_metrics {

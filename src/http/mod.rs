@@ -186,11 +186,12 @@ pub struct AdminHandler {
 impl Handler for AdminHandler {
     fn handle(&self, req: Request<Incoming>, _conn: &ConnInfo) -> Response<LoggedBody> {
         let (status, ctype, body) = match (req.method(), req.uri().path()) {
-            (&Method::GET, "/metrics") => (
-                StatusCode::OK,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                crate::metrics::encode(&self.registry),
-            ),
+            (&Method::GET, "/metrics") => {
+                let accept = req.headers().get(header::ACCEPT);
+                let accept = accept.and_then(|v| v.to_str().ok());
+                let (ctype, body) = crate::metrics::exposition(&self.registry, accept);
+                (StatusCode::OK, ctype, body)
+            }
             (&Method::GET, "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_string()),
             (&Method::GET, "/readyz") if self.ready.load(Ordering::Acquire) => {
                 (StatusCode::OK, "text/plain", "ready\n".to_string())

@@ -3,14 +3,14 @@
 //! device events in the status book, other lines are kept per device (bounded), and every
 //! line can be appended raw to a file.
 
+pub mod forward;
 pub mod parse;
 
-use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -40,9 +40,12 @@ pub struct Config {
     /// Optional TCP address.
     #[serde(default)]
     pub tcp_listen: Option<At<SocketAddr>>,
-    /// Append every received line, raw, to this file.
+    /// Append every received line to this file (control characters escaped).
     #[serde(default)]
     pub forward_file: Option<At<PathBuf>>,
+    /// Size at which forward_file is rotated to `<file>.1`.
+    #[serde(default)]
+    pub forward_max: At<forward::Size>,
 }
 
 fn default_listen() -> At<SocketAddr> {
@@ -56,6 +59,7 @@ impl Default for Config {
             listen: default_listen(),
             tcp_listen: None,
             forward_file: None,
+            forward_max: At::default(),
         }
     }
 }
@@ -72,6 +76,17 @@ impl Config {
     pub fn validate(&self, p: &mut Problems) {
         if !self.enabled {
             return;
+        }
+        if self.forward_max.0 < forward::MIN_MAX {
+            p.add(
+                "syslog.forward_max",
+                &self.forward_max,
+                format!(
+                    "{} bytes is too small; expected {} or more (e.g. 64MiB)",
+                    self.forward_max.0,
+                    forward::MIN_MAX
+                ),
+            );
         }
         if let Some(f) = &self.forward_file {
             let dir = f.parent().filter(|d| !d.as_os_str().is_empty());
@@ -130,11 +145,15 @@ pub struct Metrics {
     received: Family<TransportLabels, Counter>,
     recognised: Family<EventLabels, Counter>,
     dropped: Family<ReasonLabels, Counter>,
+    forward: forward::Metrics,
 }
 
 impl Metrics {
     pub fn register(reg: &mut PromRegistry) -> Metrics {
-        let m = Metrics::default();
+        let m = Metrics {
+            forward: forward::Metrics::register(reg),
+            ..Metrics::default()
+        };
         reg.register(
             "provbox_syslog_lines_received",
             "Syslog lines received, by transport",
@@ -158,23 +177,17 @@ impl Metrics {
 pub struct Receiver {
     book: Arc<StatusBook>,
     metrics: Metrics,
-    forward: Option<Mutex<std::fs::File>>,
+    forward: Option<forward::Forward>,
 }
 
 impl Receiver {
     pub fn new(
         book: Arc<StatusBook>,
         metrics: Metrics,
-        forward: Option<&Path>,
+        forward: Option<(&Path, u64)>,
     ) -> Result<Receiver> {
         let forward = match forward {
-            Some(p) => Some(Mutex::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)
-                    .with_context(|| format!("syslog.forward_file: cannot open {}", p.display()))?,
-            )),
+            Some((p, max)) => Some(forward::Forward::open(p, max, metrics.forward.clone())?),
             None => None,
         };
         Ok(Receiver {
@@ -196,13 +209,7 @@ impl Receiver {
         // Phones occasionally send Latin-1; keep the line, replacing what is not UTF-8.
         let text = String::from_utf8_lossy(raw);
         if let Some(f) = &self.forward {
-            let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
-            let line = text.trim_end_matches(['\r', '\n', '\0']);
-            // One write per line (writeln! would issue several): an appended file whose
-            // lines never interleave or split, even read while it grows.
-            if let Err(e) = f.write_all(format!("{from} {line}\n").as_bytes()) {
-                tracing::warn!("syslog: cannot append to forward_file: {e}");
-            }
+            f.line(from, &text);
         }
         let msg = parse::parse(&text);
         if let Some(report) = parse::recognise(&msg.msg) {
@@ -255,7 +262,9 @@ pub async fn start(
     let rx = Arc::new(Receiver::new(
         book,
         metrics,
-        cfg.forward_file.as_ref().map(|f| f.value.as_path()),
+        cfg.forward_file
+            .as_ref()
+            .map(|f| (f.value.as_path(), cfg.forward_max.0)),
     )?);
     let shutdown = ctx.shutdown.clone();
     let r = rx.clone();

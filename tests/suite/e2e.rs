@@ -56,6 +56,7 @@ syslog:
 dashboard:
   enabled: true
   listen: 127.0.0.1:8081
+  token: e2e-dashboard-token-0123456789
 "#
     .to_string()
 }
@@ -160,6 +161,8 @@ fn device(srv: &Netns, mac: &str) -> Option<serde_json::Value> {
         "-s",
         "--max-time",
         "5",
+        "-H",
+        "Authorization: Bearer e2e-dashboard-token-0123456789",
         &format!("http://127.0.0.1:8081/api/devices/{}", hex(mac)),
     ]);
     serde_json::from_slice(&out.stdout).ok()

@@ -228,7 +228,11 @@ fn metrics_health_and_readiness() {
     assert_eq!(curl(&format!("{base}/readyz"), &[]).0, 200);
     assert_eq!(curl(&format!("{base}/nope"), &[]).0, 404);
     curl(&format!("http://127.0.0.1:{}/fw.bin", p.http), &[]);
-    let (code, h, body) = curl(&format!("{base}/metrics"), &[]);
+    // OpenMetrics when asked for (plain clients get text 0.0.4: tests/suite/metrics_format.rs).
+    let (code, h, body) = curl(
+        &format!("{base}/metrics"),
+        &["-H", "Accept: application/openmetrics-text; version=1.0.0"],
+    );
     assert_eq!(code, 200);
     assert!(h.contains("openmetrics-text"), "{h}");
     let text = String::from_utf8(body).unwrap();

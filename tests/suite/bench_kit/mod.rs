@@ -55,11 +55,17 @@ impl Bench {
             free_tcp_port(),
             free_tcp_port(),
         );
+        let p = Provbox::start(dir, &config(http, udp, tcp, dash, metrics, dashboard_extra));
+        // The configured token, or the one provbox made (the dashboard always has one).
         let token = dashboard_extra
             .lines()
             .find_map(|l| l.trim().strip_prefix("token: "))
-            .map(str::to_string);
-        let p = Provbox::start(dir, &config(http, udp, tcp, dash, metrics, dashboard_extra));
+            .map(str::to_string)
+            .or_else(|| {
+                std::fs::read_to_string(p.path().join("data/dashboard.token"))
+                    .ok()
+                    .map(|t| t.trim().to_string())
+            });
         Bench {
             p,
             http,
@@ -142,6 +148,9 @@ impl Bench {
             "POST".into(),
             "-w".into(),
             "\n%{http_code}".into(),
+            // A state change must come from the dashboard's own origin, as the page's do.
+            "-H".into(),
+            format!("Origin: http://127.0.0.1:{}", self.dash),
         ];
         args.extend(self.auth_args());
         args.push(url);
