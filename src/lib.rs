@@ -1,6 +1,7 @@
 //! provbox: one process that provisions IP phones. The binary (`main.rs`) is a thin CLI
 //! over these modules; integration tests use them too (certificates, MAC parsing).
 
+pub mod acceptor;
 pub mod banner;
 pub mod catalog;
 pub mod certs;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use hickory_server::proto::rr::Name;
 use serde::Deserialize;
 
+use crate::acceptor::{Limits, TcpLimits, Timeouts};
 use crate::config::{At, Dur, ListenerSpec, Problems, Transport};
 
 /// More health-check targets than this is a configuration mistake, not a lab.
@@ -35,7 +36,21 @@ pub struct Config {
     /// DHCP clients' hostnames answered as `<hostname>.<domain>` (A and PTR).
     #[serde(default)]
     pub leases: Option<LeasesConfig>,
+    /// Caps and timeouts of DNS over TCP; unset keys take [`TCP_DEFAULTS`].
+    #[serde(default)]
+    pub tcp_limits: TcpLimits,
 }
+
+/// DNS over TCP, per listen address: resolvers and `dig +tcp` need few connections and
+/// answer at once, so a connection that stands still for seconds is closed.
+pub const TCP_DEFAULTS: Limits = Limits {
+    max_connections: 256,
+    max_connections_per_ip: 16,
+    timeouts: Timeouts {
+        idle: Duration::from_secs(10),
+        write: Duration::from_secs(10),
+    },
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -128,6 +143,7 @@ impl Default for Config {
             forwarders: Vec::new(),
             forward_timeout: default_forward_timeout(),
             leases: None,
+            tcp_limits: TcpLimits::default(),
         }
     }
 }
@@ -284,6 +300,7 @@ impl Config {
         if !self.enabled {
             return;
         }
+        self.tcp_limits.validate("dns.tcp_limits", p);
         if self.listen.is_empty() {
             p.add_at(
                 "dns.listen",
