@@ -12,6 +12,7 @@ pub mod devices;
 pub mod dhcp;
 pub mod dns;
 pub mod http;
+pub mod http_client;
 pub mod metrics;
 pub mod netif;
 pub mod resync;

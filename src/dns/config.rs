@@ -180,33 +180,17 @@ pub struct Target {
     pub rise: u32,
 }
 
-/// `http://host[:port]/path` → (host, port, path). Only plain HTTP: a check asks "is the
-/// server up", which needs no certificate for the address it dials.
+/// `http://host[:port]/path` → (host as a URL writes it, port, path), read by the same
+/// parser the check's GET uses. Only plain HTTP: a check asks "is the server up", which
+/// needs no certificate for the address it dials.
 pub fn parse_http_url(url: &str) -> Result<(String, u16, String), String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| {
-        format!("`{url}` is not an http:// URL; expected e.g. http://prov.lab.test:8080/healthz")
-    })?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
-            h,
-            p.parse::<u16>()
-                .map_err(|_| format!("`{url}` has a bad port; expected 1-65535"))?,
-        ),
-        _ => (authority, 80),
-    };
-    if host.is_empty() || port == 0 {
+    if !url.starts_with("http://") {
         return Err(format!(
-            "`{url}` has no host or port; expected e.g. http://prov.lab.test:8080/healthz"
+            "`{url}` is not an http:// URL; expected e.g. http://prov.lab.test:8080/healthz"
         ));
     }
-    if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("`{url}` has spaces in its path"));
-    }
-    Ok((host.to_string(), port, path.to_string()))
+    let t = crate::http_client::Target::parse(url)?;
+    Ok((t.host_in_url(), t.port, t.path_and_query))
 }
 
 /// `name` made absolute inside `zone` (`@` is the zone itself).
