@@ -236,7 +236,13 @@ async fn connection(
         let mut out = Vec::with_capacity(bytes.len() + 2);
         out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
         out.extend_from_slice(&bytes);
-        if s.write_all(&out).await.is_err() {
+        if let Err(e) = s.write_all(&out).await {
+            // A client that stopped reading is cut off by the write timeout; counted, as
+            // it holds a slot until then.
+            if e.kind() == std::io::ErrorKind::TimedOut {
+                handler.metrics.dropped("tcp", "write_timeout");
+                tracing::debug!(%src, "dns: tcp client stopped reading, closed");
+            }
             return;
         }
     }
