@@ -59,7 +59,11 @@ impl Target {
         let scheme = match uri.scheme_str() {
             Some("http") => Scheme::Http,
             Some("https") => Scheme::Https,
-            _ => return Err(format!("`{url}` is not an http:// or https:// URL; {example}")),
+            _ => {
+                return Err(format!(
+                    "`{url}` is not an http:// or https:// URL; {example}"
+                ));
+            }
         };
         let authority = uri
             .authority()
@@ -77,12 +81,13 @@ impl Target {
                     .ok_or_else(|| format!("`{url}` has an unclosed `[`; {example}"))?;
                 h.parse::<Ipv6Addr>()
                     .map_err(|_| format!("`{url}`: `{h}` is not an IPv6 address; {example}"))?;
-                let port = match after {
-                    "" => None,
-                    p => Some(p.strip_prefix(':').ok_or_else(|| {
-                        format!("`{url}` has text after `]`; expected `:port`")
-                    })?),
-                };
+                let port =
+                    match after {
+                        "" => None,
+                        p => Some(p.strip_prefix(':').ok_or_else(|| {
+                            format!("`{url}` has text after `]`; expected `:port`")
+                        })?),
+                    };
                 (h, port)
             }
             None => match authority.split_once(':') {
@@ -375,13 +380,11 @@ async fn resolve(t: &Target) -> Result<SocketAddr, Error> {
 }
 
 fn tls_config(roots: rustls::RootCertStore) -> rustls::ClientConfig {
-    rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("ring supports the default protocol versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth()
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
 }
 
 /// The system's CAs, read once.
@@ -504,7 +507,11 @@ mod tests {
             }
             let head = String::from_utf8_lossy(&buf[..n]).into_owned();
             assert!(head.starts_with("GET /x?y HTTP/1.1\r\n"), "{head}");
-            assert!(head.to_ascii_lowercase().contains(&format!("host: [::1]:{}", addr.port())), "{head}");
+            assert!(
+                head.to_ascii_lowercase()
+                    .contains(&format!("host: [::1]:{}", addr.port())),
+                "{head}"
+            );
             s.write_all(answer).await.unwrap();
         });
         addr

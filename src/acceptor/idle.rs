@@ -93,7 +93,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for Idle<T> {
 }
 
 impl<T: AsyncWrite + Unpin> Idle<T> {
-    fn write_step<R>(&mut self, p: Poll<io::Result<R>>, cx: &mut Context<'_>) -> Poll<io::Result<R>> {
+    fn write_step<R>(
+        &mut self,
+        p: Poll<io::Result<R>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<R>> {
         if p.is_ready() {
             self.write_since = None;
             self.last = Instant::now();

@@ -80,7 +80,10 @@ impl TcpLimits {
     pub fn validate(&self, section: &str, p: &mut Problems) {
         for (key, zero) in [
             ("max_connections", self.max_connections == Some(0)),
-            ("max_connections_per_ip", self.max_connections_per_ip == Some(0)),
+            (
+                "max_connections_per_ip",
+                self.max_connections_per_ip == Some(0),
+            ),
             (
                 "idle_timeout",
                 self.idle_timeout.is_some_and(|d| d.0.is_zero()),

@@ -9,8 +9,8 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::config::{Probe, Target};
-use crate::http_client::{Client, Get, Target as Url};
 use super::metrics::DnsMetrics;
+use crate::http_client::{Client, Get, Target as Url};
 
 /// Whether an address is offered. Starts up: an address is assumed to work until its check
 /// says otherwise, so a restart does not briefly hide every server.
@@ -226,8 +226,14 @@ mod tests {
         assert_eq!(probe(&t).await, Ok(()));
         assert_eq!(probe(&t).await, Err("HTTP status 503".into()));
         let heads = server.await.unwrap();
-        assert!(heads[0].starts_with("get /healthz http/1.1\r\n"), "{heads:?}");
-        assert!(heads[0].contains(&format!("host: [::1]:{port}\r\n")), "{heads:?}");
+        assert!(
+            heads[0].starts_with("get /healthz http/1.1\r\n"),
+            "{heads:?}"
+        );
+        assert!(
+            heads[0].contains(&format!("host: [::1]:{port}\r\n")),
+            "{heads:?}"
+        );
     }
 
     #[tokio::test]

@@ -20,8 +20,8 @@ use hickory_server::proto::op::ResponseCode;
 use hickory_server::proto::rr::RecordType;
 
 use super::fastpath;
-use crate::acceptor::{Acceptor, Idle};
 use super::handler::{Capture, Handler};
+use crate::acceptor::{Acceptor, Idle};
 
 /// Forwarded queries waiting for an upstream at once; more are dropped (and counted).
 pub const MAX_UPSTREAM_IN_FLIGHT: usize = 512;

@@ -28,10 +28,10 @@ use tokio_util::task::TaskTracker;
 use body::Access;
 pub use body::LoggedBody;
 
+use crate::acceptor::{Acceptor, Conn};
 use crate::catalog::Refusal;
 use crate::config::HttpLimits;
 use crate::devices::{ClientIdentity, FetchRequest, Provisioner};
-use crate::acceptor::{Acceptor, Conn};
 use crate::metrics::{Metrics, Protocol, TlsFailLabels, TlsHandshakeLabels};
 use crate::tls;
 

@@ -29,7 +29,10 @@ fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 }
 
 fn scrape(port: u16) -> String {
-    let out = run("curl", &["-sS", &format!("http://127.0.0.1:{port}/metrics")]);
+    let out = run(
+        "curl",
+        &["-sS", &format!("http://127.0.0.1:{port}/metrics")],
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -92,7 +95,8 @@ fn http_per_address_cap_refuses_one_address_and_serves_the_others() {
     let mut held: Vec<TcpStream> = (0..2)
         .map(|_| {
             let mut c = connect_from([127, 0, 0, 2], to);
-            c.write_all(b"GET /a.cfg HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            c.write_all(b"GET /a.cfg HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
             let mut buf = [0u8; 256];
             c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
             let n = c.read(&mut buf).unwrap();
@@ -112,9 +116,11 @@ fn http_per_address_cap_refuses_one_address_and_serves_the_others() {
     assert!(pb.log().contains("connection refused"), "{}", pb.log());
     // Closing one gives the address its slot back.
     held.pop();
-    eventually("127.0.0.2 to be served again", Duration::from_secs(10), || {
-        curl_from("127.0.0.2", &url) == "200"
-    });
+    eventually(
+        "127.0.0.2 to be served again",
+        Duration::from_secs(10),
+        || curl_from("127.0.0.2", &url) == "200",
+    );
     drop(held);
 }
 
@@ -164,9 +170,11 @@ fn dns_tcp_per_address_cap_refuses_one_address_and_serves_the_others() {
     let to = SocketAddr::from(([127, 0, 0, 1], port));
     let held: Vec<TcpStream> = (0..2).map(|_| connect_from([127, 0, 0, 2], to)).collect();
     // Both held connections are admitted before dig's arrives.
-    eventually("the held connections to be admitted", Duration::from_secs(5), || {
-        dig_tcp_from("127.0.0.3", port) == ["127.0.0.1"]
-    });
+    eventually(
+        "the held connections to be admitted",
+        Duration::from_secs(5),
+        || dig_tcp_from("127.0.0.3", port) == ["127.0.0.1"],
+    );
     assert_eq!(dig_tcp_from("127.0.0.2", port), Vec::<String>::new());
     assert_eq!(dig_tcp_from("127.0.0.4", port), ["127.0.0.1"]);
     let m = scrape(metrics);
@@ -175,9 +183,11 @@ fn dns_tcp_per_address_cap_refuses_one_address_and_serves_the_others() {
     );
     assert!(metric(&m, &series) >= 1.0, "{m}");
     drop(held);
-    eventually("127.0.0.2 to be served again", Duration::from_secs(10), || {
-        dig_tcp_from("127.0.0.2", port) == ["127.0.0.1"]
-    });
+    eventually(
+        "127.0.0.2 to be served again",
+        Duration::from_secs(10),
+        || dig_tcp_from("127.0.0.2", port) == ["127.0.0.1"],
+    );
     drop(pb);
 }
 
@@ -215,17 +225,15 @@ fn silent_dns_and_syslog_tcp_connections_are_closed_by_the_idle_timeout() {
 #[test]
 fn a_dns_tcp_client_that_stops_reading_is_cut_off() {
     // A name with 200 addresses: each answer is about 3 KiB.
-    let mut zone = String::from("  zones:\n    - name: lab.test\n      records:\n        - name: prov\n          a: [127.0.0.1]\n        - name: big\n          a: [");
+    let mut zone = String::from(
+        "  zones:\n    - name: lab.test\n      records:\n        - name: prov\n          a: [127.0.0.1]\n        - name: big\n          a: [",
+    );
     let addrs: Vec<String> = (0..200)
         .map(|i| format!("10.0.{}.{}", i / 250, i % 250 + 1))
         .collect();
     zone.push_str(&addrs.join(", "));
     zone.push_str("]\n");
-    let (pb, port, metrics) = dns_box(
-        "    write_timeout: 1s\n    idle_timeout: 60s\n",
-        &zone,
-        "",
-    );
+    let (pb, port, metrics) = dns_box("    write_timeout: 1s\n    idle_timeout: 60s\n", &zone, "");
     let query = {
         // big.lab.test A, id 0x0101, RD.
         let mut q = vec![0x01, 0x01, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
@@ -286,7 +294,9 @@ fn a_dns_tcp_client_that_stops_reading_is_cut_off() {
 
 /// Open descriptors of process `pid`.
 fn fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
 }
 
 #[test]
@@ -343,9 +353,6 @@ fn out_of_file_descriptors_backs_off_and_recovers() {
     );
     assert!(metric(&m, &series) >= 1.0, "{m}");
     // Nothing that lives on a descriptor broke: a fresh fetch matches the file.
-    let out = Command::new("curl")
-        .args(["-sS", &url])
-        .output()
-        .unwrap();
+    let out = Command::new("curl").args(["-sS", &url]).output().unwrap();
     assert_eq!(out.stdout, b"hello\n");
 }

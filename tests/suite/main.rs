@@ -5,6 +5,7 @@
 mod bench_kit;
 mod support;
 
+mod acceptor;
 mod cert;
 mod dashboard;
 mod deploy;
@@ -21,4 +22,3 @@ mod reload;
 mod syslog;
 mod systemd;
 mod tftp;
-mod acceptor;
