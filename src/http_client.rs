@@ -549,4 +549,61 @@ mod tests {
         assert!(e.0.contains("no answer within"), "{e}");
         drop(l);
     }
+
+    /// HTTPS with the lab CA as the only trusted root: the name in the URL is checked
+    /// against the certificate while the client dials the address it is given; a client
+    /// that does not trust the CA refuses the server.
+    #[tokio::test]
+    async fn https_trusts_only_the_given_roots() {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        let lab = crate::tls::LabCa::ensure(dir.path(), &["localhost".into()]).unwrap();
+        let server = crate::tls::Reloading::new(crate::tls::TlsFiles {
+            cert: lab.server_cert.clone(),
+            key: lab.server_key.clone(),
+            client_auth: crate::config::ClientAuth::None,
+            client_ca: None,
+        })
+        .unwrap();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(server.current());
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = l.accept().await.unwrap();
+                let Ok(mut s) = acceptor.accept(tcp).await else {
+                    continue;
+                };
+                let mut buf = vec![0u8; 2048];
+                let mut n = 0;
+                while !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                    n += s.read(&mut buf[n..]).await.unwrap();
+                }
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await
+                    .unwrap();
+                let _ = s.shutdown().await;
+            }
+        });
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(&lab.ca_cert).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let get = Get::new(t(&format!("https://localhost:{}/x", addr.port()))).connect_to(addr);
+        let r = Client::new(Duration::from_secs(5), 64)
+            .trusting(roots)
+            .get(&get)
+            .await
+            .unwrap();
+        assert_eq!((r.status, &r.body[..]), (StatusCode::OK, &b"ok"[..]));
+        let strangers = rustls::RootCertStore::empty();
+        let e = Client::new(Duration::from_secs(5), 64)
+            .trusting(strangers)
+            .get(&get)
+            .await
+            .unwrap_err();
+        assert!(e.0.contains("TLS with"), "{e}");
+    }
 }
