@@ -199,10 +199,6 @@ impl Acceptor {
         self
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// Accept until `shutdown`; each admitted connection runs `serve` on `tracker` (so a
     /// shutdown can wait for it) and holds its slot until `serve` returns.
     pub async fn run<F, Fut>(
