@@ -319,7 +319,10 @@ async fn exchange<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+    // Title-case header names: phones' embedded web servers are not all case-insensitive.
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        .title_case_headers(true)
+        .handshake(TokioIo::new(io))
         .await
         .map_err(err)?;
     let driver = tokio::spawn(async move {
