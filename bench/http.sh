@@ -20,11 +20,13 @@ head -c $((1024*1024)) /dev/urandom > "$work/files/big.bin"
 pick() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 PB=$(pick); NG=$(pick)
 
+# Every wrk connection comes from 127.0.0.1, so the per-address cap (64 by default; real
+# phones each have their own address) is lifted to the connection cap.
 cat > "$work/config.yaml" <<YAML
 data_dir: data
 log: {level: warn}
 catalog: {roots: [files]}
-http: {enabled: true, listen: ["127.0.0.1:$PB"], limits: {max_connections: 4096}}
+http: {enabled: true, listen: ["127.0.0.1:$PB"], limits: {max_connections: 4096, max_connections_per_ip: 4096}}
 YAML
 ./target/release/provbox serve --config "$work/config.yaml" 2>"$work/provbox.log" &
 PBPID=$!

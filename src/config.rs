@@ -191,9 +191,21 @@ pub struct HttpLimits {
     /// A connection with no bytes moving either way for this long is closed.
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout: Dur,
+    /// Connections at once from one client address; more are answered 503 and closed.
+    #[serde(default = "default_max_conn_per_ip")]
+    pub max_connections_per_ip: usize,
+    /// A response the client has not taken a byte of for this long is abandoned.
+    #[serde(default = "default_write_timeout")]
+    pub write_timeout: Dur,
 }
 fn default_max_conn() -> usize {
     1024
+}
+fn default_max_conn_per_ip() -> usize {
+    64
+}
+fn default_write_timeout() -> Dur {
+    Dur(Duration::from_secs(30))
 }
 fn default_header_timeout() -> Dur {
     Dur(Duration::from_secs(10))
@@ -207,6 +219,40 @@ impl Default for HttpLimits {
             max_connections: default_max_conn(),
             header_timeout: default_header_timeout(),
             idle_timeout: default_idle_timeout(),
+            max_connections_per_ip: default_max_conn_per_ip(),
+            write_timeout: default_write_timeout(),
+        }
+    }
+}
+
+impl HttpLimits {
+    /// What the acceptor admits and how long a connection may stand still.
+    pub fn accept(&self) -> crate::acceptor::Limits {
+        crate::acceptor::Limits {
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            timeouts: crate::acceptor::Timeouts {
+                idle: self.idle_timeout.0,
+                write: self.write_timeout.0,
+            },
+        }
+    }
+
+    /// `section` is e.g. `https.limits`.
+    pub fn validate(&self, section: &str, p: &mut Problems) {
+        for (key, zero) in [
+            ("max_connections", self.max_connections == 0),
+            ("max_connections_per_ip", self.max_connections_per_ip == 0),
+            ("write_timeout", self.write_timeout.0.is_zero()),
+        ] {
+            if zero {
+                p.add_at(
+                    format!("{section}.{key}"),
+                    0,
+                    0,
+                    "is 0; expected at least 1",
+                );
+            }
         }
     }
 }
@@ -507,14 +553,7 @@ impl Config {
             }
         }
         for (name, lim) in [("http", &self.http.limits), ("https", &self.https.limits)] {
-            if lim.max_connections == 0 {
-                p.add_at(
-                    format!("{name}.limits.max_connections"),
-                    0,
-                    0,
-                    "is 0; expected at least 1",
-                );
-            }
+            lim.validate(&format!("{name}.limits"), p);
         }
         if self.https.enabled {
             check_cert_pair("https", &self.https.cert, &self.https.key, p);

@@ -1,6 +1,7 @@
 //! provbox: one process that provisions IP phones. The binary (`main.rs`) is a thin CLI
 //! over these modules; integration tests use them too (certificates, MAC parsing).
 
+pub mod acceptor;
 pub mod banner;
 pub mod catalog;
 pub mod certs;
@@ -11,6 +12,7 @@ pub mod devices;
 pub mod dhcp;
 pub mod dns;
 pub mod http;
+pub mod http_client;
 pub mod metrics;
 pub mod netif;
 pub mod resync;

@@ -35,6 +35,14 @@ pub struct ProtoLabels {
     pub protocol: Protocol,
 }
 
+/// A connection the acceptor turned away: which listener, and why (`limit`,
+/// `per_ip_limit`, `out_of_fds`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    pub listener: String,
+    pub reason: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub protocol: Protocol,
@@ -83,7 +91,7 @@ pub struct Metrics {
     pub sent_bytes: Family<ProtoLabels, Counter>,
     pub in_flight: Family<ProtoLabels, Gauge>,
     pub duration: Family<ProtoLabels, Histogram>,
-    pub connections_refused: Family<ProtoLabels, Counter>,
+    pub connections_refused: Family<RefusedLabels, Counter>,
     pub tls_handshake_failures: Family<TlsFailLabels, Counter>,
     pub tls_handshakes: Family<TlsHandshakeLabels, Counter>,
     pub catalog_files: Gauge,
@@ -146,7 +154,7 @@ impl Metrics {
         );
         reg.register(
             "provbox_connections_refused",
-            "Connections closed at once because the connection limit was reached",
+            "TCP connections closed at once (connection or per-address cap) or not accepted for want of file descriptors, by listener and reason",
             m.connections_refused.clone(),
         );
         reg.register(

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 use crate::config::{At, Problems};
+use crate::http_client::{Client, Get, Target};
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
@@ -233,62 +233,24 @@ pub async fn notify(cfg: &Config, r: &Request) -> Result<String, String> {
     }
 }
 
-/// A minimal HTTP/1.1 GET (the phone's web command, or provbox's own API from the CLI).
-/// Returns (status, body).
+/// One HTTP GET through the shared client (the phone's web command, or provbox's own API
+/// from the CLI), dialling `addr` whatever the URL's host. Returns (status, body).
 pub async fn http_get(
     addr: SocketAddr,
-    host: &str,
-    path_and_query: &str,
+    url: &Target,
     auth: Option<String>,
-) -> std::io::Result<(u16, String)> {
-    let fut = async {
-        let mut s = TcpStream::connect(addr).await?;
-        let mut req = format!(
-            "GET {path_and_query} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: provbox/{}\r\nConnection: close\r\n",
-            env!("CARGO_PKG_VERSION")
-        );
-        if let Some(a) = auth {
-            req.push_str(&format!("Authorization: {a}\r\n"));
-        }
-        req.push_str("\r\n");
-        s.write_all(req.as_bytes()).await?;
-        let mut out = Vec::new();
-        s.take(16 * 1024 * 1024).read_to_end(&mut out).await?;
-        let text = String::from_utf8_lossy(&out).into_owned();
-        let status = text
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| std::io::Error::other("not an HTTP answer"))?;
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        Ok((status, body))
-    };
-    tokio::time::timeout(Duration::from_secs(5), fut)
-        .await
-        .map_err(|_| std::io::Error::other("no answer in 5 s"))?
-}
-
-/// Split `http://host[:port]/path?query` into (host, port, path+query).
-fn split_url(url: &str) -> Option<(String, u16, String)> {
-    let rest = url.strip_prefix("http://")?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p))
-            if !p.is_empty()
-                && p.chars().all(|c| c.is_ascii_digit())
-                && (!h.contains(':') || h.ends_with(']')) =>
-        {
-            (h.to_string(), p.parse().ok()?)
-        }
-        _ => (authority.to_string(), 80),
-    };
-    Some((host, port, path.to_string()))
+) -> Result<(u16, String), crate::http_client::Error> {
+    let mut get = Get::new(url.clone()).connect_to(addr);
+    if let Some(a) = auth {
+        get = get.header(http::header::AUTHORIZATION, &a)?;
+    }
+    let r = Client::new(Duration::from_secs(5), 16 * 1024 * 1024)
+        .get(&get)
+        .await?;
+    Ok((
+        r.status.as_u16(),
+        String::from_utf8_lossy(&r.body).into_owned(),
+    ))
 }
 
 pub async fn web_command(cfg: &Config, r: &Request) -> Result<String, String> {
@@ -304,7 +266,7 @@ pub async fn web_command(cfg: &Config, r: &Request) -> Result<String, String> {
     let url = template
         .replace("{ip}", &ip)
         .replace("{mac}", r.mac_hex.as_deref().unwrap_or(""));
-    let (host, port, path) = split_url(&url).ok_or_else(|| format!("bad URL {url}"))?;
+    let target = Target::parse(&url).map_err(|e| format!("bad URL: {e}"))?;
     let auth = cfg.http_user.as_ref().map(|u| {
         let creds = format!("{u}:{}", cfg.http_password.as_deref().unwrap_or(""));
         format!(
@@ -313,10 +275,10 @@ pub async fn web_command(cfg: &Config, r: &Request) -> Result<String, String> {
         )
     });
     if auth.is_some() {
-        credentials_may_go_to(r, port).await?;
+        credentials_may_go_to(r, target.port).await?;
     }
-    let addr = SocketAddr::new(r.ip, port);
-    match http_get(addr, &host, &path, auth).await {
+    let addr = SocketAddr::new(r.ip, target.port);
+    match http_get(addr, &target, auth).await {
         Ok((code, _)) if (200..300).contains(&code) => Ok(format!("GET {url} → {code}")),
         Ok((code, _)) => Err(format!("GET {url} → {code}")),
         Err(e) => Err(format!("GET {url}: {e}")),
@@ -378,9 +340,13 @@ pub async fn cli(cfg: &crate::config::Config, target: &str, reboot: bool) -> any
     }
     let auth = crate::dashboard::cli_token(cfg).map(|t| format!("Bearer {t}"));
     let listed = if d.enabled {
-        http_get(api, &api.to_string(), "/api/devices", auth).await
+        let url = Target::parse(&format!("http://{api}/api/devices"))
+            .map_err(crate::http_client::Error)?;
+        http_get(api, &url, auth).await
     } else {
-        Err(std::io::Error::other("dashboard.enabled is false"))
+        Err(crate::http_client::Error(
+            "dashboard.enabled is false".into(),
+        ))
     };
     let mut requests = Vec::new();
     match listed {
@@ -488,20 +454,10 @@ mod tests {
     }
 
     #[test]
-    fn urls() {
-        assert_eq!(
-            split_url("http://198.18.0.7:8080/admin/resync?http://x/a.cfg"),
-            Some((
-                "198.18.0.7".into(),
-                8080,
-                "/admin/resync?http://x/a.cfg".into()
-            ))
-        );
-        assert_eq!(
-            split_url("http://198.18.0.7"),
-            Some(("198.18.0.7".into(), 80, "/".into()))
-        );
-        assert_eq!(split_url("https://x/"), None);
+    fn web_command_urls_keep_an_ipv6_phone_whole() {
+        let t = Target::parse("http://[fe80::7]:8080/admin/resync?http://x/a.cfg").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("fe80::7", 8080));
+        assert_eq!(t.path_and_query, "/admin/resync?http://x/a.cfg");
     }
 
     #[tokio::test]

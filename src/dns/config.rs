@@ -9,6 +9,7 @@ use std::time::Duration;
 use hickory_server::proto::rr::{LowerName, Name};
 use serde::Deserialize;
 
+use crate::acceptor::{Limits, TcpLimits, Timeouts};
 use crate::config::{At, Dur, ListenerSpec, Problems, Transport};
 
 /// More health-check targets than this is a configuration mistake, not a lab.
@@ -39,7 +40,21 @@ pub struct Config {
     /// DHCP clients' hostnames answered as `<hostname>.<domain>` (A and PTR).
     #[serde(default)]
     pub leases: Option<LeasesConfig>,
+    /// Caps and timeouts of DNS over TCP; unset keys take [`TCP_DEFAULTS`].
+    #[serde(default)]
+    pub tcp_limits: TcpLimits,
 }
+
+/// DNS over TCP, per listen address: resolvers and `dig +tcp` need few connections and
+/// answer at once, so a connection that stands still for seconds is closed.
+pub const TCP_DEFAULTS: Limits = Limits {
+    max_connections: 256,
+    max_connections_per_ip: 16,
+    timeouts: Timeouts {
+        idle: Duration::from_secs(10),
+        write: Duration::from_secs(10),
+    },
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -177,6 +192,7 @@ impl Default for Config {
             forwarders: Vec::new(),
             forward_timeout: default_forward_timeout(),
             leases: None,
+            tcp_limits: TcpLimits::default(),
         }
     }
 }
@@ -213,33 +229,17 @@ pub struct Target {
     pub rise: u32,
 }
 
-/// `http://host[:port]/path` → (host, port, path). Only plain HTTP: a check asks "is the
-/// server up", which needs no certificate for the address it dials.
+/// `http://host[:port]/path` → (host as a URL writes it, port, path), read by the same
+/// parser the check's GET uses. Only plain HTTP: a check asks "is the server up", which
+/// needs no certificate for the address it dials.
 pub fn parse_http_url(url: &str) -> Result<(String, u16, String), String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| {
-        format!("`{url}` is not an http:// URL; expected e.g. http://prov.lab.test:8080/healthz")
-    })?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
-            h,
-            p.parse::<u16>()
-                .map_err(|_| format!("`{url}` has a bad port; expected 1-65535"))?,
-        ),
-        _ => (authority, 80),
-    };
-    if host.is_empty() || port == 0 {
+    if !url.starts_with("http://") {
         return Err(format!(
-            "`{url}` has no host or port; expected e.g. http://prov.lab.test:8080/healthz"
+            "`{url}` is not an http:// URL; expected e.g. http://prov.lab.test:8080/healthz"
         ));
     }
-    if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("`{url}` has spaces in its path"));
-    }
-    Ok((host.to_string(), port, path.to_string()))
+    let t = crate::http_client::Target::parse(url)?;
+    Ok((t.host_in_url(), t.port, t.path_and_query))
 }
 
 /// `name` made absolute inside `zone` (`@` is the zone itself).
@@ -438,6 +438,7 @@ impl Config {
         if !self.enabled {
             return;
         }
+        self.tcp_limits.validate("dns.tcp_limits", p);
         if self.listen.is_empty() {
             p.add_at(
                 "dns.listen",

@@ -5,12 +5,12 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::config::{Probe, Target};
 use super::metrics::DnsMetrics;
+use crate::http_client::{Client, Get, Target as Url};
 
 /// Whether an address is offered. Starts up: an address is assumed to work until its check
 /// says otherwise, so a restart does not briefly hide every server.
@@ -155,40 +155,20 @@ async fn probe_once(t: &Target) -> Result<(), String> {
             .await
             .map(drop)
             .map_err(|e| e.to_string()),
-        Probe::Http { port, host, path } => {
-            let mut s = TcpStream::connect(SocketAddr::new(t.ip, *port))
+        Probe::Http { port, .. } => {
+            // The probe prints as the URL it was read from.
+            let target = Url::parse(&t.probe.to_string())?;
+            let get = Get::new(target).connect_to(SocketAddr::new(t.ip, *port));
+            let status = Client::new(t.timeout, 0)
+                .status(&get)
                 .await
                 .map_err(|e| e.to_string())?;
-            let req = format!(
-                "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: provbox-health\r\nConnection: close\r\n\r\n"
-            );
-            s.write_all(req.as_bytes())
-                .await
-                .map_err(|e| e.to_string())?;
-            // The status line is all we need; read a bounded amount.
-            let mut buf = [0u8; 256];
-            let mut n = 0;
-            while n < buf.len() && !buf[..n].contains(&b'\n') {
-                let k = s.read(&mut buf[n..]).await.map_err(|e| e.to_string())?;
-                if k == 0 {
-                    break;
-                }
-                n += k;
-            }
-            http_status_ok(&buf[..n])
+            status_ok(status.as_u16())
         }
     }
 }
 
-fn http_status_ok(head: &[u8]) -> Result<(), String> {
-    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
-    let text = String::from_utf8_lossy(line);
-    let mut parts = text.split_whitespace();
-    let version = parts.next().unwrap_or_default();
-    let code: u16 = parts.next().and_then(|c| c.parse().ok()).unwrap_or(0);
-    if !version.starts_with("HTTP/") {
-        return Err("not an HTTP answer".into());
-    }
+fn status_ok(code: u16) -> Result<(), String> {
     if (200..400).contains(&code) {
         Ok(())
     } else {
@@ -202,12 +182,58 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn status_lines() {
-        assert!(http_status_ok(b"HTTP/1.1 200 OK\r\n").is_ok());
-        assert!(http_status_ok(b"HTTP/1.0 302 Found\r\n").is_ok());
-        assert!(http_status_ok(b"HTTP/1.1 503 Busy\r\n").is_err());
-        assert!(http_status_ok(b"SSH-2.0-OpenSSH\r\n").is_err());
-        assert!(http_status_ok(b"").is_err());
+    fn statuses() {
+        assert!(status_ok(200).is_ok());
+        assert!(status_ok(302).is_ok());
+        assert!(status_ok(503).is_err());
+        assert!(status_ok(404).is_err());
+    }
+
+    /// The check dials the address it checks, names the configured host, and reads an
+    /// IPv6 literal whole.
+    #[tokio::test]
+    async fn http_probe_over_ipv6_dials_the_checked_address() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("[::1]:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let mut heads = Vec::new();
+            for answer in ["200 OK", "503 Busy"] {
+                let (mut s, _) = l.accept().await.unwrap();
+                let mut buf = vec![0u8; 2048];
+                let mut n = 0;
+                while !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                    n += s.read(&mut buf[n..]).await.unwrap();
+                }
+                heads.push(String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase());
+                let r = format!("HTTP/1.1 {answer}\r\nContent-Length: 0\r\n\r\n");
+                s.write_all(r.as_bytes()).await.unwrap();
+            }
+            heads
+        });
+        let t = Target {
+            ip: "::1".parse().unwrap(),
+            probe: Probe::Http {
+                port,
+                host: "[::1]".into(),
+                path: "/healthz".into(),
+            },
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(2),
+            fall: 1,
+            rise: 1,
+        };
+        assert_eq!(probe(&t).await, Ok(()));
+        assert_eq!(probe(&t).await, Err("HTTP status 503".into()));
+        let heads = server.await.unwrap();
+        assert!(
+            heads[0].starts_with("get /healthz http/1.1\r\n"),
+            "{heads:?}"
+        );
+        assert!(
+            heads[0].contains(&format!("host: [::1]:{port}\r\n")),
+            "{heads:?}"
+        );
     }
 
     #[tokio::test]

@@ -103,9 +103,17 @@ impl Bound {
                 ctx.shutdown.clone(),
             ));
         }
+        let limits = ctx.config.dns.tcp_limits.or(config::TCP_DEFAULTS);
         for l in self.tcp {
+            let name = format!("dns:{}", l.local_addr()?);
+            let acceptor = crate::acceptor::Acceptor::new(
+                name,
+                limits,
+                ctx.metrics.connections_refused.clone(),
+            );
             tokio::spawn(transport::serve_tcp(
                 l,
+                acceptor,
                 handler.clone(),
                 ctx.shutdown.clone(),
                 ctx.tracker.clone(),

@@ -5,7 +5,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
@@ -22,11 +21,8 @@ use hickory_server::proto::rr::RecordType;
 
 use super::fastpath;
 use super::handler::{Capture, Handler};
+use crate::acceptor::{Acceptor, Idle};
 
-/// A TCP client gets this long to send its next query before the connection is closed.
-const TCP_IDLE: Duration = Duration::from_secs(10);
-/// Concurrent TCP connections per listener; more are closed at once (and counted).
-pub const MAX_TCP_CONNECTIONS: usize = 256;
 /// Forwarded queries waiting for an upstream at once; more are dropped (and counted).
 pub const MAX_UPSTREAM_IN_FLIGHT: usize = 512;
 
@@ -171,41 +167,29 @@ async fn answer_udp(socket: &UdpSocket, handler: &Handler, request: &Request) ->
     Some(bytes)
 }
 
+/// DNS over TCP on one listener, admitted by the shared acceptor (caps, timeouts).
 pub async fn serve_tcp(
     listener: TcpListener,
+    acceptor: Acceptor,
     handler: Arc<Handler>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
-    loop {
-        let (stream, src) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::debug!(error = %e, "dns: tcp accept error");
-                    // EMFILE and friends: do not spin.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => return,
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            handler.metrics.dropped("tcp", "too_many_connections");
-            continue;
-        };
-        let (handler, shutdown) = (handler.clone(), shutdown.clone());
-        tracker.spawn(async move {
-            connection(stream, src, &handler, &shutdown).await;
-            drop(permit);
-        });
-    }
+    let serve_shutdown = shutdown.clone();
+    acceptor
+        .run(&listener, shutdown, tracker, move |conn| {
+            let (handler, shutdown) = (handler.clone(), serve_shutdown.clone());
+            async move {
+                let src = conn.peer;
+                connection(conn.guarded(), src, &handler, &shutdown).await
+            }
+        })
+        .await
 }
 
 /// RFC 7766: length-prefixed queries, several per connection, answered in order.
 async fn connection(
-    mut s: TcpStream,
+    mut s: Idle<TcpStream>,
     src: SocketAddr,
     handler: &Handler,
     shutdown: &CancellationToken,
@@ -213,16 +197,16 @@ async fn connection(
     loop {
         let len = tokio::select! {
             biased;
-            r = tokio::time::timeout(TCP_IDLE, s.read_u16()) => match r {
-                Ok(Ok(l)) => l as usize,
-                _ => return,
+            r = s.read_u16() => match r {
+                Ok(l) => l as usize,
+                Err(_) => return,
             },
             _ = shutdown.cancelled() => return,
         };
         let mut buf = vec![0u8; len];
-        match tokio::time::timeout(TCP_IDLE, s.read_exact(&mut buf)).await {
-            Ok(Ok(_)) => {}
-            _ => {
+        match s.read_exact(&mut buf).await {
+            Ok(_) => {}
+            Err(_) => {
                 handler.metrics.dropped("tcp", "incomplete");
                 return;
             }
@@ -252,7 +236,13 @@ async fn connection(
         let mut out = Vec::with_capacity(bytes.len() + 2);
         out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
         out.extend_from_slice(&bytes);
-        if s.write_all(&out).await.is_err() {
+        if let Err(e) = s.write_all(&out).await {
+            // A client that stopped reading is cut off by the write timeout; counted, as
+            // it holds a slot until then.
+            if e.kind() == std::io::ErrorKind::TimedOut {
+                handler.metrics.dropped("tcp", "write_timeout");
+                tracing::debug!(%src, "dns: tcp client stopped reading, closed");
+            }
             return;
         }
     }

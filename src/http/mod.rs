@@ -1,12 +1,12 @@
 //! HTTP and HTTPS front ends (hyper), and the admin listener for metrics and health.
 //!
-//! One accept loop serves plain and TLS listeners alike; what differs is only the
-//! handshake. Requests go to a [`Handler`]: the file handler asks the device layer for
+//! Connections come from the one TCP acceptor (`crate::acceptor`), plain and TLS alike;
+//! a TLS door is a handshake step on the admitted connection, after which everything is
+//! the same `serve`. Requests go to a [`Handler`]: the file handler asks the device layer for
 //! bytes, the admin handler exposes the metrics registry.
 
 mod body;
 mod files;
-mod idle;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -21,20 +21,18 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use body::Access;
 pub use body::LoggedBody;
-use idle::Idle;
 
+use crate::acceptor::{Acceptor, Conn};
 use crate::catalog::Refusal;
 use crate::config::HttpLimits;
 use crate::devices::{ClientIdentity, FetchRequest, Provisioner};
-use crate::metrics::{Metrics, ProtoLabels, Protocol, TlsFailLabels, TlsHandshakeLabels};
+use crate::metrics::{Metrics, Protocol, TlsFailLabels, TlsHandshakeLabels};
 use crate::tls;
 
 /// What is known about the connection a request arrived on.
@@ -253,55 +251,41 @@ fn tls_failure_reason(e: &std::io::Error) -> &'static str {
     }
 }
 
+/// What a plain HTTP client refused by a cap reads before the connection closes.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\nRetry-After: 1\r\n\r\n";
+
 impl Listener {
     /// Accept until shutdown; each connection runs on `tracker` so shutdown can wait.
     pub async fn run(self, shutdown: CancellationToken, tracker: TaskTracker) {
-        let slots = Arc::new(Semaphore::new(self.limits.max_connections));
-        let this = Arc::new(self);
-        loop {
-            let (tcp, peer) = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                r = this.socket.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(listener = %this.name, "accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            };
-            let _ = tcp.set_nodelay(true);
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                this.metrics
-                    .connections_refused
-                    .get_or_create(&ProtoLabels {
-                        protocol: this.protocol,
-                    })
-                    .inc();
-                tracing::warn!(listener = %this.name, %peer, "connection limit reached, refusing");
-                tracker.spawn(refuse(tcp, this.tls.is_none()));
-                continue;
-            };
-            let this = this.clone();
-            let shutdown = shutdown.clone();
-            tracker.spawn(async move {
-                this.connection(tcp, peer, shutdown).await;
-                drop(permit);
-            });
+        let mut acceptor = Acceptor::new(
+            self.name.clone(),
+            self.limits.accept(),
+            self.metrics.connections_refused.clone(),
+        );
+        if self.tls.is_none() {
+            acceptor = acceptor.refuse_with(BUSY);
         }
+        let this = Arc::new(self);
+        let me = this.clone();
+        let serve_shutdown = shutdown.clone();
+        acceptor
+            .run(&me.socket, shutdown, tracker, move |conn| {
+                let (this, shutdown) = (this.clone(), serve_shutdown.clone());
+                async move { this.connection(conn, shutdown).await }
+            })
+            .await
     }
 
-    async fn connection(&self, tcp: TcpStream, peer: SocketAddr, shutdown: CancellationToken) {
-        let idle = self.limits.idle_timeout.0;
+    async fn connection(&self, conn: Conn, shutdown: CancellationToken) {
+        let peer = conn.peer;
         match &self.tls {
             None => {
-                let conn = ConnInfo { peer, client: None };
-                let io = Idle::new(crate::zerocopy::SendfileStream(tcp), idle);
-                self.serve(io, conn, shutdown).await
+                let io = conn.guarded_as(crate::zerocopy::SendfileStream);
+                self.serve(io, ConnInfo { peer, client: None }, shutdown)
+                    .await
             }
             Some(TlsDoor::Rustls(tls)) => {
-                let io = Idle::new(tcp, idle);
+                let io = conn.guarded();
                 let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
                 let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io))
                     .await
@@ -333,7 +317,7 @@ impl Listener {
             }
             #[cfg(feature = "legacy-tls")]
             Some(TlsDoor::OpenSsl(acceptor)) => {
-                let io = Idle::new(tcp, idle);
+                let io = conn.guarded();
                 let stream =
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
                         Ok(Ok(s)) => s,
@@ -411,17 +395,5 @@ impl Listener {
                 let _ = http.await;
             }
         }
-    }
-}
-
-async fn refuse(mut tcp: TcpStream, plain: bool) {
-    if plain {
-        let _ = tokio::time::timeout(
-            Duration::from_secs(1),
-            tcp.write_all(
-                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\nRetry-After: 1\r\n\r\n",
-            ),
-        )
-        .await;
     }
 }

@@ -17,8 +17,11 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry as PromRegistry;
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::acceptor::{Acceptor, Idle, Limits, TcpLimits, Timeouts};
 use crate::config::{At, ListenerSpec, Problems, Transport};
 use crate::devices::Mac;
 use crate::server::Context;
@@ -26,8 +29,16 @@ use crate::status::StatusBook;
 
 /// Longest frame accepted; RFC 5424 asks receivers to take at least 2048 octets.
 const MAX_FRAME: usize = 8192;
-/// TCP senders at once (phones use UDP; TCP is for relays).
-const MAX_TCP: usize = 64;
+/// Syslog over TCP: phones use UDP, TCP is for relays, which keep a connection open and
+/// may be quiet for minutes between lines.
+pub const TCP_DEFAULTS: Limits = Limits {
+    max_connections: 64,
+    max_connections_per_ip: 8,
+    timeouts: Timeouts {
+        idle: std::time::Duration::from_secs(300),
+        write: std::time::Duration::from_secs(10),
+    },
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,6 +57,9 @@ pub struct Config {
     /// Size at which forward_file is rotated to `<file>.1`.
     #[serde(default)]
     pub forward_max: At<forward::Size>,
+    /// Caps and timeouts of `tcp_listen`; unset keys take [`TCP_DEFAULTS`].
+    #[serde(default)]
+    pub tcp_limits: TcpLimits,
 }
 
 fn default_listen() -> At<SocketAddr> {
@@ -60,6 +74,7 @@ impl Default for Config {
             tcp_listen: None,
             forward_file: None,
             forward_max: At::default(),
+            tcp_limits: TcpLimits::default(),
         }
     }
 }
@@ -88,6 +103,7 @@ impl Config {
                 ),
             );
         }
+        self.tcp_limits.validate("syslog.tcp_limits", p);
         if let Some(f) = &self.forward_file {
             let dir = f.parent().filter(|d| !d.as_os_str().is_empty());
             if let Some(d) = dir
@@ -285,45 +301,47 @@ pub async fn start(
         }
     });
     if let Some(l) = tcp {
-        let shutdown = ctx.shutdown.clone();
-        let tracker = ctx.tracker.clone();
-        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_TCP));
-        ctx.tracker.spawn(async move {
-            loop {
-                let (s, peer) = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    r = l.accept() => match r {
-                        Ok(x) => x,
-                        Err(e) => {
-                            tracing::warn!("syslog: accept failed: {e}");
-                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                            continue;
-                        }
-                    },
-                };
-                let Ok(permit) = slots.clone().try_acquire_owned() else {
-                    tracing::warn!(%peer, "syslog: too many TCP senders, closing");
-                    continue;
-                };
-                let rx = rx.clone();
-                let shutdown = shutdown.clone();
-                tracker.spawn(async move {
-                    tokio::select! {
-                        r = tcp_session(s, peer.ip(), &rx) => if let Err(e) = r {
-                            tracing::debug!(%peer, "syslog: TCP session ended: {e}");
-                        },
-                        _ = shutdown.cancelled() => {}
-                    }
-                    drop(permit);
-                });
-            }
-        });
+        let name = format!("syslog:{}", l.local_addr()?);
+        let limits = cfg.tcp_limits.or(TCP_DEFAULTS);
+        let acceptor = Acceptor::new(name, limits, ctx.metrics.connections_refused.clone());
+        ctx.tracker.spawn(serve_tcp(
+            l,
+            acceptor,
+            rx,
+            ctx.shutdown.clone(),
+            ctx.tracker.clone(),
+        ));
     }
     Ok(())
 }
 
+/// Syslog over TCP on one listener, admitted by the shared acceptor (caps, timeouts).
+async fn serve_tcp(
+    l: TcpListener,
+    acceptor: Acceptor,
+    rx: Arc<Receiver>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let serve_shutdown = shutdown.clone();
+    acceptor
+        .run(&l, shutdown, tracker, move |conn| {
+            let (rx, shutdown) = (rx.clone(), serve_shutdown.clone());
+            async move {
+                let peer = conn.peer;
+                tokio::select! {
+                    r = tcp_session(conn.guarded(), peer.ip(), &rx) => if let Err(e) = r {
+                        tracing::debug!(%peer, "syslog: TCP session ended: {e}");
+                    },
+                    _ = shutdown.cancelled() => {}
+                }
+            }
+        })
+        .await
+}
+
 /// RFC 6587: a frame is `LEN SP MSG` (octet counting) or a line ending in LF.
-async fn tcp_session(s: TcpStream, from: IpAddr, rx: &Receiver) -> std::io::Result<()> {
+async fn tcp_session(s: Idle<TcpStream>, from: IpAddr, rx: &Receiver) -> std::io::Result<()> {
     let mut r = BufReader::new(s);
     loop {
         let first = match r.fill_buf().await? {

@@ -155,14 +155,7 @@ impl Config {
                 "enabled with no address; expected a list such as [\"0.0.0.0:8444\"]",
             );
         }
-        if self.limits.max_connections == 0 {
-            p.add_at(
-                "https_legacy.limits.max_connections",
-                0,
-                0,
-                "is 0; expected at least 1",
-            );
-        }
+        self.limits.validate("https_legacy.limits", p);
         crate::config::check_cert_pair("https_legacy", &self.cert, &self.key, p);
         let eff = self.effective(https);
         if let Some(ca) = &self.client_ca

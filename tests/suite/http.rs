@@ -419,7 +419,9 @@ fn connection_limit_and_timeouts() {
     let (_, _, m) = curl(&format!("http://127.0.0.1:{}/metrics", p.metrics), &[]);
     let m = String::from_utf8(m).unwrap();
     assert!(
-        m.contains("provbox_connections_refused_total{protocol=\"http\"} 1"),
+        m.contains(&format!(
+            "provbox_connections_refused_total{{listener=\"http:{addr}\",reason=\"limit\"}} 1"
+        )),
         "{m}"
     );
     drop(pb);

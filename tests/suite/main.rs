@@ -5,6 +5,7 @@
 mod bench_kit;
 mod support;
 
+mod acceptor;
 mod cert;
 mod dashboard;
 mod deploy;
