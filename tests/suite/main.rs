@@ -21,3 +21,4 @@ mod reload;
 mod syslog;
 mod systemd;
 mod tftp;
+mod hostile_dhcp;

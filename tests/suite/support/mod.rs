@@ -3,6 +3,7 @@
 //! so tests run in parallel.
 
 pub mod netns;
+pub mod dhcp_raw;
 
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
