@@ -39,6 +39,12 @@ impl Lan {
         self.n += 1;
         let ns = self.lab.ns(&format!("c{}", self.n));
         self.lab.attach_as(&self.srv, &ns, "eth0", addr, mac);
+        // A frame sent before the link has carrier is lost: wait for it (bounded).
+        let up = wait_until(Duration::from_secs(5), || {
+            let s = ns.exec(&["cat", "/sys/class/net/eth0/operstate"]);
+            (s.trim() == "up").then_some(())
+        });
+        assert!(up.is_some(), "eth0 in {} never came up", ns.name);
         ns
     }
 
@@ -174,7 +180,7 @@ pub fn raw_socket(ns: &Netns, port: u16) -> UdpSocket {
         s.bind(&SocketAddr::from(([0, 0, 0, 0], port)).into())
             .unwrap();
         let u: UdpSocket = s.into();
-        u.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        u.set_read_timeout(Some(Duration::from_millis(250))).unwrap();
         u
     })
 }
@@ -271,11 +277,16 @@ impl Raw {
     }
 }
 
-/// Send `msg` to `to` and wait for the reply with its xid.
+/// Send `msg` to `to` and wait for the reply with its xid, sending again each second
+/// (as a DHCP client retransmits) for up to 5 tries.
 pub fn exchange(sock: &UdpSocket, msg: &Msg, to: &str) -> Raw {
-    sock.send_to(&msg.bytes(), to).unwrap();
-    reply_to(sock, msg.xid, Duration::from_secs(5))
-        .unwrap_or_else(|| panic!("no reply to message type {} from {to}", msg.mtype))
+    for _ in 0..5 {
+        sock.send_to(&msg.bytes(), to).unwrap();
+        if let Some(r) = reply_to(sock, msg.xid, Duration::from_secs(1)) {
+            return r;
+        }
+    }
+    panic!("no reply to message type {} from {to}", msg.mtype)
 }
 
 /// The first reply with `xid` arriving on `sock` within `limit` (other datagrams are
@@ -294,7 +305,9 @@ pub fn reply_to(sock: &UdpSocket, xid: u32, limit: Duration) -> Option<Raw> {
             Err(e)
                 if matches!(
                     e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
                 ) =>
             {
                 continue;
