@@ -883,6 +883,7 @@ impl Engine {
         }
         let configured = self.options_for(p, sidx, sid, &req.mac, req.opt(60), resv);
         let chosen = options::select(&configured, req.opt(55));
+        boot_fields(&mut h, &p.settings.boot, req, &configured);
         let extra: Vec<(u8, &[u8])> = chosen
             .iter()
             .filter(|o| o.code != 1)
@@ -911,6 +912,48 @@ impl Engine {
             },
         }
     }
+}
+
+/// The header's boot-ROM fields: `dhcp.boot` first (option 93 picks the file), else
+/// this device's options 66 (sname, and siaddr when it is an address) and 67 (file) when
+/// the client did not ask for them in its request list (55), or sent none: a boot ROM
+/// reads the header.
+fn boot_fields(
+    h: &mut wire::Header,
+    boot: &super::config::Boot,
+    req: &Req<'_>,
+    configured: &[OptValue],
+) {
+    let unasked = |code: u8, max: usize| {
+        if req.opt(55).is_some_and(|prl| prl.contains(&code)) {
+            return None;
+        }
+        configured
+            .iter()
+            .find(|o| o.code == code)
+            .map(|o| o.data.as_slice())
+            .filter(|d| d.len() <= max && !d.contains(&0))
+    };
+    let arch = req
+        .opt(93)
+        .and_then(|d| d.get(..2))
+        .map(|b| u16::from_be_bytes([b[0], b[1]]));
+    let o66 = unasked(66, wire::SNAME_MAX);
+    h.siaddr = boot
+        .next_server
+        .or_else(|| std::str::from_utf8(o66?).ok()?.parse().ok())
+        .unwrap_or(Ipv4Addr::UNSPECIFIED);
+    h.sname = boot
+        .server_name
+        .as_deref()
+        .or(o66)
+        .unwrap_or_default()
+        .to_vec();
+    h.file = boot
+        .file_for(arch)
+        .or_else(|| unasked(67, wire::FILE_MAX))
+        .unwrap_or_default()
+        .to_vec();
 }
 
 fn info(l: &Lease) -> LeaseInfo {

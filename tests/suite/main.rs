@@ -22,3 +22,4 @@ mod syslog;
 mod systemd;
 mod tftp;
 mod hostile_dhcp;
+mod dhcp_boot;

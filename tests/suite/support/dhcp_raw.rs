@@ -236,7 +236,11 @@ pub struct Raw {
     pub xid: u32,
     pub ciaddr: Ipv4Addr,
     pub yiaddr: Ipv4Addr,
+    pub siaddr: Ipv4Addr,
     pub giaddr: Ipv4Addr,
+    /// Server host name and boot file fields, up to their first NUL.
+    pub sname: Vec<u8>,
+    pub file: Vec<u8>,
     pub opts: Vec<(u8, Vec<u8>)>,
 }
 
@@ -262,7 +266,10 @@ impl Raw {
             xid: u32::from_be_bytes(b[4..8].try_into().unwrap()),
             ciaddr: ip(12),
             yiaddr: ip(16),
+            siaddr: ip(20),
             giaddr: ip(24),
+            sname: b[44..108].split(|&c| c == 0).next().unwrap().to_vec(),
+            file: b[108..236].split(|&c| c == 0).next().unwrap().to_vec(),
             opts,
         }
     }
