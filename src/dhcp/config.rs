@@ -503,7 +503,9 @@ fn compile_boot(b: &BootConfig, r: &mut dyn FnMut(String, usize, usize, String))
                 field,
                 v.line,
                 v.col,
-                format!("is {len} bytes long; expected 1 to {max} bytes without NUL (the header field is fixed)"),
+                format!(
+                    "is {len} bytes long; expected 1 to {max} bytes without NUL (the header field is fixed)"
+                ),
             );
             return None;
         }
@@ -523,7 +525,11 @@ fn compile_boot(b: &BootConfig, r: &mut dyn FnMut(String, usize, usize, String))
             .by_arch
             .iter()
             .filter_map(|(arch, v)| {
-                let f = text(format!("dhcp.boot.by_arch.{arch}"), v, super::wire::FILE_MAX)?;
+                let f = text(
+                    format!("dhcp.boot.by_arch.{arch}"),
+                    v,
+                    super::wire::FILE_MAX,
+                )?;
                 Some((*arch, f))
             })
             .collect(),

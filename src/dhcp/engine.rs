@@ -120,7 +120,12 @@ impl Throttle {
         if now >= next
             && self
                 .next
-                .compare_exchange(next, now + Self::EVERY_SECS, Ordering::Relaxed, Ordering::Relaxed)
+                .compare_exchange(
+                    next,
+                    now + Self::EVERY_SECS,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
                 .is_ok()
         {
             Some(self.held.swap(0, Ordering::Relaxed))
@@ -1117,7 +1122,8 @@ subnets:
         assert_eq!(holds[..9], [30; 9]);
         assert_eq!(holds[9..], [3, 3]);
         assert_eq!(
-            e.handle(0, &msg(DISCOVER, 20, [0; 4], &[]), 1000).unwrap_err(),
+            e.handle(0, &msg(DISCOVER, 20, [0; 4], &[]), 1000)
+                .unwrap_err(),
             "pool_exhausted"
         );
         // The short holds lapse first and serve the next client.
@@ -1129,7 +1135,9 @@ subnets:
     fn a_mac_with_a_lease_gets_none_under_another_client_id() {
         let e = engine(false);
         let phone_id = [61u8, 7, 1, 2, 0, 0, 0, 1, 5];
-        let offer = e.handle(0, &msg(DISCOVER, 5, [0; 4], &phone_id), 1000).unwrap();
+        let offer = e
+            .handle(0, &msg(DISCOVER, 5, [0; 4], &phone_id), 1000)
+            .unwrap();
         let yi = offer.reply.unwrap().bytes[16..20].to_vec();
         let mut req = phone_id.to_vec();
         req.extend_from_slice(&[50, 4]);
@@ -1140,26 +1148,37 @@ subnets:
         // Same chaddr, another client id: neither an offer nor a lease.
         let evil = [61u8, 4, b'e', b'v', b'i', b'l'];
         assert_eq!(
-            e.handle(0, &msg(DISCOVER, 5, [0; 4], &evil), 1000).unwrap_err(),
+            e.handle(0, &msg(DISCOVER, 5, [0; 4], &evil), 1000)
+                .unwrap_err(),
             "mac_leased_to_other_client"
         );
         let mut req2 = evil.to_vec();
         req2.extend_from_slice(&[50, 4, 198, 18, 0, 109, 54, 4, 198, 18, 0, 1]);
         assert_eq!(
-            e.handle(0, &msg(REQUEST, 5, [0; 4], &req2), 1000).unwrap_err(),
+            e.handle(0, &msg(REQUEST, 5, [0; 4], &req2), 1000)
+                .unwrap_err(),
             "mac_leased_to_other_client"
         );
         // The phone itself renews.
-        let ack = e.handle(0, &msg(REQUEST, 5, yi.clone().try_into().unwrap(), &phone_id), 1000);
+        let ack = e.handle(
+            0,
+            &msg(REQUEST, 5, yi.clone().try_into().unwrap(), &phone_id),
+            1000,
+        );
         assert_eq!(ack.unwrap().reply.unwrap().kind, "ack");
     }
 
     #[test]
     fn inform_is_answered_only_on_link() {
         let e = engine(false);
-        let ok = e.handle(0, &msg(INFORM, 1, [198, 18, 0, 30], &[]), 1000).unwrap();
+        let ok = e
+            .handle(0, &msg(INFORM, 1, [198, 18, 0, 30], &[]), 1000)
+            .unwrap();
         let r = ok.reply.unwrap();
-        assert_eq!(r.dest, Dest::To("198.18.0.30".parse().unwrap(), CLIENT_PORT));
+        assert_eq!(
+            r.dest,
+            Dest::To("198.18.0.30".parse().unwrap(), CLIENT_PORT)
+        );
         for ciaddr in [[10, 9, 8, 7], [0, 0, 0, 0], [198, 18, 1, 5]] {
             assert_eq!(
                 e.handle(0, &msg(INFORM, 1, ciaddr, &[]), 1000).unwrap_err(),

@@ -707,7 +707,10 @@ mod tests {
             got.push(a);
         }
         // .10 was client 1's: the fresh ones go first, then .10 is taken over.
-        assert_eq!(got, [ip("198.18.0.11"), ip("198.18.0.12"), ip("198.18.0.10")]);
+        assert_eq!(
+            got,
+            [ip("198.18.0.11"), ip("198.18.0.12"), ip("198.18.0.10")]
+        );
         assert_eq!(t.free_in(0), Some(0));
         // Release and removal give addresses back to the index.
         let mut l = t.get(ip("198.18.0.11")).unwrap().clone();

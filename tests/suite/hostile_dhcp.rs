@@ -98,7 +98,11 @@ fn spoofed_chaddr_gets_no_second_lease_for_a_leased_mac() {
         metric(&m, "provbox_dhcp_sent_total{message=\"ack\"}") == 1.0,
         "{m}"
     );
-    assert!(p.log().contains("holds a live lease; refused"), "{}", p.log());
+    assert!(
+        p.log().contains("holds a live lease; refused"),
+        "{}",
+        p.log()
+    );
     // The store holds one lease for the phone's MAC: the phone's.
     let cfg = p.path().join("config.yaml");
     let (code, out) = support::provbox(&["leases", "--config", cfg.to_str().unwrap()]);
@@ -202,7 +206,10 @@ fn inform_with_an_off_link_ciaddr_gets_no_reply() {
     m.flags = 0;
     m.ciaddr = "10.99.0.7".parse().unwrap();
     let r = ask(&sock, &m, "198.18.0.1:67", 3);
-    assert!(r.is_none(), "INFORM for an off-link address answered: {r:?}");
+    assert!(
+        r.is_none(),
+        "INFORM for an off-link address answered: {r:?}"
+    );
     let met = wait_for_metric(
         &lan,
         "provbox_dhcp_dropped_total{reason=\"inform_off_link\"}",

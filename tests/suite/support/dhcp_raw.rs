@@ -180,7 +180,8 @@ pub fn raw_socket(ns: &Netns, port: u16) -> UdpSocket {
         s.bind(&SocketAddr::from(([0, 0, 0, 0], port)).into())
             .unwrap();
         let u: UdpSocket = s.into();
-        u.set_read_timeout(Some(Duration::from_millis(250))).unwrap();
+        u.set_read_timeout(Some(Duration::from_millis(250)))
+            .unwrap();
         u
     })
 }
@@ -326,4 +327,3 @@ pub fn reply_to(sock: &UdpSocket, xid: u32, limit: Duration) -> Option<Raw> {
 }
 
 pub const ALL: &str = "255.255.255.255:67";
-

@@ -2,8 +2,8 @@
 //! pick free ports, run real client programs. Each test gets its own temp dir and ports,
 //! so tests run in parallel.
 
-pub mod netns;
 pub mod dhcp_raw;
+pub mod netns;
 
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
