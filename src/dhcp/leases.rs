@@ -742,4 +742,67 @@ mod tests {
         assert!(!t.mac_leased_to_other(&Mac([2, 0, 0, 0, 0, 8]), &thief, 50));
         assert!(!t.mac_leased_to_other(&mac, &thief, 100));
     }
+
+    proptest::proptest! {
+        /// The index agrees with the table after any sequence of grants, releases,
+        /// removals and sweeps: it counts exactly the pool addresses (not excluded) that
+        /// have no record or a free one, and a pick succeeds exactly when there is one.
+        #[test]
+        fn the_free_index_agrees_with_the_table(
+            ops in proptest::collection::vec((0u8..5, 0u8..24, 0u64..40), 1..120)
+        ) {
+            let mut sn = subnet(("198.18.0.10", "198.18.0.19"));
+            sn.pools.push((u32::from(ip("198.18.0.15")), u32::from(ip("198.18.0.24"))));
+            let mut t = Leases::default();
+            let reserved: HashSet<_> = [ip("198.18.0.12")].into();
+            let server = [ip("198.18.0.20")];
+            let ex = Excluded { server: &server, reserved: &reserved };
+            let mut now = 0;
+            for (op, n, dt) in ops {
+                now += dt;
+                let (c, mac) = key(n);
+                match op {
+                    0 | 1 => {
+                        if let Some(a) = t.pick(0, &sn, &c, None, &ex, now) {
+                            let state = if op == 0 {
+                                State::Offered { until: now + 30 }
+                            } else {
+                                State::Bound { expires: now + 50 }
+                            };
+                            t.put(Lease { ip: a, client: c, mac, hostname: None, vendor_class: None, state });
+                        }
+                    }
+                    2 => {
+                        if let Some(mut l) = t.of_client(&c).cloned() {
+                            l.state = State::Free;
+                            t.put(l);
+                        }
+                    }
+                    3 => {
+                        if let Some(a) = t.of_client(&c).map(|l| l.ip) {
+                            t.remove(a);
+                        }
+                    }
+                    _ => {
+                        t.sweep(now);
+                    }
+                }
+                let naive = (10..=24u8)
+                    .map(|d| Ipv4Addr::new(198, 18, 0, d))
+                    .filter(|a| !server.contains(a) && !reserved.contains(a))
+                    .filter(|a| t.get(*a).is_none_or(|l| l.state == State::Free))
+                    .count() as u64;
+                if let Some(free) = t.free_in(0) {
+                    proptest::prop_assert_eq!(free, naive);
+                }
+                let (stranger, _) = key(200);
+                let got = t.pick(0, &sn, &stranger, None, &ex, now);
+                proptest::prop_assert_eq!(got.is_some(), naive > 0);
+                if let Some(a) = got {
+                    proptest::prop_assert!(sn.in_pool(a) && !server.contains(&a) && !reserved.contains(&a));
+                    proptest::prop_assert!(t.get(a).is_none_or(|l| !l.is_live(now)));
+                }
+            }
+        }
+    }
 }
