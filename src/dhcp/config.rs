@@ -2,6 +2,7 @@
 //! ([`Settings`]), so nothing at run time re-checks config. Validation reports every
 //! problem with its field and line through the same words `provbox check` prints.
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
@@ -41,6 +42,29 @@ pub struct Config {
     pub option_sets: Vec<OptionSetConfig>,
     #[serde(default)]
     pub subnets: Vec<SubnetConfig>,
+    /// BOOTP header fields for boot ROMs (PXE-era firmware, some phones).
+    #[serde(default)]
+    pub boot: BootConfig,
+}
+
+/// `siaddr`, `sname` and `file` of every reply. A field left unset falls back to the
+/// device's option 66 (siaddr when it is an address, and sname) and 67 (file) when the
+/// client did not ask for those options.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootConfig {
+    /// `siaddr`: the server a boot ROM fetches its file from.
+    #[serde(default)]
+    pub next_server: Option<Ipv4Addr>,
+    /// `sname`, up to 63 bytes.
+    #[serde(default)]
+    pub server_name: Option<At<String>>,
+    /// `file` when option 93 matches no `by_arch` entry, up to 127 bytes.
+    #[serde(default)]
+    pub file: Option<At<String>>,
+    /// Client system architecture (option 93, RFC 4578: 0 BIOS, 7 x64 UEFI, ...) → file.
+    #[serde(default)]
+    pub by_arch: BTreeMap<u16, At<String>>,
 }
 
 fn default_port() -> At<u16> {
@@ -68,6 +92,7 @@ impl Default for Config {
             options: Vec::new(),
             option_sets: Vec::new(),
             subnets: Vec::new(),
+            boot: BootConfig::default(),
         }
     }
 }
@@ -189,6 +214,25 @@ pub struct Settings {
     pub global: Vec<OptValue>,
     pub sets: Vec<OptionSet>,
     pub subnets: Vec<Subnet>,
+    pub boot: Boot,
+}
+
+/// Validated [`BootConfig`]: bytes that fit their header fields.
+#[derive(Debug, Clone, Default)]
+pub struct Boot {
+    pub next_server: Option<Ipv4Addr>,
+    pub server_name: Option<Vec<u8>>,
+    pub file: Option<Vec<u8>>,
+    pub by_arch: Vec<(u16, Vec<u8>)>,
+}
+
+impl Boot {
+    /// The boot file for a client of architecture `arch` (option 93's first type).
+    pub fn file_for(&self, arch: Option<u16>) -> Option<&[u8]> {
+        arch.and_then(|a| self.by_arch.iter().find(|(k, _)| *k == a))
+            .map(|(_, f)| f.as_slice())
+            .or(self.file.as_deref())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -433,6 +477,7 @@ impl Config {
                 subnets.push(sn);
             }
         }
+        let boot = compile_boot(&self.boot, &mut r);
         if count > 0 {
             return None;
         }
@@ -445,7 +490,49 @@ impl Config {
             global,
             sets,
             subnets,
+            boot,
         })
+    }
+}
+
+fn compile_boot(b: &BootConfig, r: &mut dyn FnMut(String, usize, usize, String)) -> Boot {
+    let mut text = |field: String, v: &At<String>, max: usize| -> Option<Vec<u8>> {
+        let len = v.value.len();
+        if len == 0 || len > max || v.value.contains('\0') {
+            r(
+                field,
+                v.line,
+                v.col,
+                format!(
+                    "is {len} bytes long; expected 1 to {max} bytes without NUL (the header field is fixed)"
+                ),
+            );
+            return None;
+        }
+        Some(v.value.as_bytes().to_vec())
+    };
+    Boot {
+        next_server: b.next_server,
+        server_name: b
+            .server_name
+            .as_ref()
+            .and_then(|v| text("dhcp.boot.server_name".into(), v, super::wire::SNAME_MAX)),
+        file: b
+            .file
+            .as_ref()
+            .and_then(|v| text("dhcp.boot.file".into(), v, super::wire::FILE_MAX)),
+        by_arch: b
+            .by_arch
+            .iter()
+            .filter_map(|(arch, v)| {
+                let f = text(
+                    format!("dhcp.boot.by_arch.{arch}"),
+                    v,
+                    super::wire::FILE_MAX,
+                )?;
+                Some((*arch, f))
+            })
+            .collect(),
     }
 }
 

@@ -4,12 +4,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use std::time::Instant;
-
-use dhcproto::{Decodable, Decoder, v4};
 
 use crate::devices::Mac;
 use crate::devices::registry::{LeaseInfo, Registry};
@@ -31,6 +30,11 @@ const ACK: u8 = 5;
 const NAK: u8 = 6;
 const RELEASE: u8 = 7;
 const INFORM: u8 = 8;
+
+/// The offer hold when fewer than a quarter of a pool's addresses are free: long enough
+/// for a real client's REQUEST, short enough that a DISCOVER flood with made-up MACs
+/// cannot keep the last addresses from the phones that need them.
+pub const SHORT_OFFER_HOLD: Duration = Duration::from_secs(3);
 
 fn type_name(t: u8) -> Option<&'static str> {
     Some(match t {
@@ -99,6 +103,39 @@ struct Bucket {
     last: Instant,
 }
 
+/// One warning per interval for a refusal a flood can repeat, with a count of those held
+/// back (every one is still counted in the metrics).
+#[derive(Default)]
+struct Throttle {
+    next: AtomicU64,
+    held: AtomicU64,
+}
+
+impl Throttle {
+    const EVERY_SECS: u64 = 10;
+
+    /// `Some(held back since the last warning)` when a warning may be written now.
+    fn allow(&self, now: u64) -> Option<u64> {
+        let next = self.next.load(Ordering::Relaxed);
+        if now >= next
+            && self
+                .next
+                .compare_exchange(
+                    next,
+                    now + Self::EVERY_SECS,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            Some(self.held.swap(0, Ordering::Relaxed))
+        } else {
+            self.held.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
 pub struct Engine {
     /// Swapped whole on reload; each message works with one snapshot from start to end
     /// (subnet indexes and reservations stay consistent).
@@ -109,6 +146,9 @@ pub struct Engine {
     buckets: Mutex<HashMap<Mac, Bucket>>,
     registry: Arc<Registry>,
     pub metrics: Arc<DhcpMetrics>,
+    warn_exhausted: Throttle,
+    warn_mac_taken: Throttle,
+    warn_off_link: Throttle,
 }
 
 /// What the configuration decides: subnets, pools, options, reservations, times.
@@ -231,6 +271,9 @@ impl Engine {
             buckets: Mutex::new(HashMap::new()),
             registry,
             metrics,
+            warn_exhausted: Throttle::default(),
+            warn_mac_taken: Throttle::default(),
+            warn_off_link: Throttle::default(),
         }
     }
 
@@ -255,8 +298,13 @@ impl Engine {
                 .get_or_create(&SubnetLabels { subnet: s.cidr() })
                 .set(s.pool_size() as i64);
         }
+        // Pools, reservations and our addresses may have changed: the free-address
+        // indexes are rebuilt under the new policy.
+        let mut t = self.table();
         self.policy
             .store(Arc::new(Policy::new(settings, &self.ifaces)));
+        t.forget_pools();
+        drop(t);
         self.update_gauges(now);
     }
 
@@ -381,13 +429,14 @@ impl Engine {
 
     /// Handle one datagram that arrived on interface `iface`. `Err` is the drop reason.
     pub fn handle(&self, iface: usize, buf: &[u8], now: u64) -> Result<Outcome, &'static str> {
-        // dhcproto checks the fixed header; the strict scan checks every option length.
-        let msg = v4::Message::decode(&mut Decoder::new(buf)).map_err(|_| "malformed")?;
+        // The fixed header and a strict scan of every option length, both our own:
+        // dhcproto's decoder panics on some options (152 with a length other than 4).
+        let msg = wire::Fixed::parse(buf).ok_or("malformed")?;
         let opts = wire::scan(buf).ok_or("malformed")?;
-        if msg.opcode() != v4::Opcode::BootRequest {
+        if msg.op != 1 {
             return Err("not_a_request");
         }
-        if msg.htype() != v4::HType::Eth || msg.hlen() != 6 {
+        if msg.htype != 1 || msg.hlen != 6 {
             return Err("unsupported_hardware");
         }
         let mtype = match opts.iter().find(|(c, _)| *c == 53) {
@@ -399,9 +448,7 @@ impl Engine {
             .received
             .get_or_create(&MessageLabels { message: name })
             .inc();
-        let mut chaddr = [0u8; 16];
-        let ch = msg.chaddr();
-        chaddr[..ch.len().min(16)].copy_from_slice(&ch[..ch.len().min(16)]);
+        let chaddr = msg.chaddr;
         let mac = Mac(chaddr[..6].try_into().expect("6 bytes"));
         let policy = self.policy.load_full();
         let p = &*policy;
@@ -414,10 +461,10 @@ impl Engine {
             .map(|(_, d)| d.as_slice());
         let req = Req {
             mtype,
-            xid: msg.xid(),
-            flags: u16::from(msg.flags()),
-            ciaddr: msg.ciaddr(),
-            giaddr: msg.giaddr(),
+            xid: msg.xid,
+            flags: msg.flags,
+            ciaddr: msg.ciaddr,
+            giaddr: msg.giaddr,
             chaddr,
             mac,
             client: ClientKey::new(client_id, &mac),
@@ -443,10 +490,7 @@ impl Engine {
             REQUEST => self.request(&turn, now),
             DECLINE => self.decline(&turn, now),
             RELEASE => self.release(&turn, now),
-            INFORM => Ok(Outcome {
-                reply: Some(self.reply(&turn, ACK, None)),
-                ..Default::default()
-            }),
+            INFORM => self.inform(&turn, iface, now),
             _ => Err("unexpected_message_type"),
         }
     }
@@ -483,6 +527,7 @@ impl Engine {
         } = *turn;
         let subnet = turn.subnet();
         let mut t = self.table();
+        self.no_second_lease(&t, req, now)?;
         let ip = match resv {
             Some(r) => {
                 if !t.available_to(r.address, &req.client, now) {
@@ -496,27 +541,79 @@ impl Engine {
                 match t.pick(sidx, subnet, &req.client, requested, &p.excluded(sidx), now) {
                     Some(ip) => ip,
                     None => {
-                        tracing::warn!(subnet = %subnet.cidr(), mac = %req.mac, "dhcp: pool exhausted, no offer");
+                        if let Some(held) = self.warn_exhausted.allow(now) {
+                            tracing::warn!(subnet = %subnet.cidr(), mac = %req.mac, held_back = held, "dhcp: pool exhausted, no offer");
+                        }
                         return Err("pool_exhausted");
                     }
                 }
             }
         };
-        // A client still bound to this address keeps its lease state; others get a hold.
+        // A client still bound to this address keeps its lease state; others get a hold,
+        // a short one when the pool is nearly full (see SHORT_OFFER_HOLD).
         let bound = t.bound_to(ip, &req.client, now);
         if !bound {
+            let nearly_full = resv.is_none()
+                && t.free_in(sidx)
+                    .is_some_and(|free| free.saturating_mul(4) < subnet.pool_size());
+            let hold = if nearly_full {
+                p.settings.offer_hold.min(SHORT_OFFER_HOLD)
+            } else {
+                p.settings.offer_hold
+            };
             t.put(self.lease(
                 req,
                 resv,
                 ip,
                 State::Offered {
-                    until: now + p.settings.offer_hold.as_secs(),
+                    until: now + hold.as_secs(),
                 },
             ));
         }
         drop(t);
         Ok(Outcome {
             reply: Some(self.reply(turn, OFFER, Some(ip))),
+            ..Default::default()
+        })
+    }
+
+    /// A MAC that holds a live lease under one client id gets none under another: that
+    /// is a second host using the first one's hardware address in `chaddr` (a lease
+    /// recorded against the victim's MAC would "prove" the attacker to be the victim).
+    fn no_second_lease(&self, t: &Leases, req: &Req<'_>, now: u64) -> Result<(), &'static str> {
+        if !t.mac_leased_to_other(&req.mac, &req.client, now) {
+            return Ok(());
+        }
+        if let Some(held) = self.warn_mac_taken.allow(now) {
+            tracing::warn!(mac = %req.mac, held_back = held, "dhcp: a second client id asks for a lease with a MAC that holds a live lease; refused");
+        }
+        Err("mac_leased_to_other_client")
+    }
+
+    /// DHCPINFORM: the client has an address and wants options. It is answered only when
+    /// its `ciaddr` is on-link: in a configured subnet of the receiving interface (or of
+    /// the relay's `giaddr`). Otherwise the ACK, sent to `ciaddr`, would let anyone aim
+    /// provbox's replies at any host it can route to.
+    fn inform(&self, turn: &Turn<'_>, iface: usize, now: u64) -> Result<Outcome, &'static str> {
+        let req = turn.req;
+        let ciaddr = req.ciaddr;
+        let subnets = &turn.p.settings.subnets;
+        let on_link = !ciaddr.is_unspecified()
+            && if req.giaddr.is_unspecified() {
+                subnets.iter().any(|s| {
+                    s.contains(ciaddr) && self.ifaces[iface].addrs.iter().any(|a| s.contains(a.0))
+                })
+            } else {
+                turn.subnet().contains(ciaddr)
+            };
+        if !on_link {
+            if let Some(held) = self.warn_off_link.allow(now) {
+                tracing::warn!(mac = %req.mac, %ciaddr, iface = %self.ifaces[iface].name, held_back = held, "dhcp: INFORM from an address that is not on-link; not answered");
+            }
+            return Err("inform_off_link");
+        }
+        Ok(Outcome {
+            reply: Some(self.reply(turn, ACK, None)),
             ..Default::default()
         })
     }
@@ -544,6 +641,7 @@ impl Engine {
         let Turn { req, sid, resv, .. } = *turn;
         let subnet = turn.subnet();
         let mut t = self.table();
+        self.no_second_lease(&t, req, now)?;
         let selected_server = req.ip_opt(54);
         let (ip, nak_if_foreign) = match (selected_server, req.ip_opt(50)) {
             // SELECTING: answering an OFFER, ours or another server's.
@@ -707,6 +805,8 @@ impl Engine {
             htype: 1,
             hlen: 6,
             chaddr: req.chaddr,
+            sname: Vec::new(),
+            file: Vec::new(),
         }
     }
 
@@ -788,6 +888,7 @@ impl Engine {
         }
         let configured = self.options_for(p, sidx, sid, &req.mac, req.opt(60), resv);
         let chosen = options::select(&configured, req.opt(55));
+        boot_fields(&mut h, &p.settings.boot, req, &configured);
         let extra: Vec<(u8, &[u8])> = chosen
             .iter()
             .filter(|o| o.code != 1)
@@ -816,6 +917,48 @@ impl Engine {
             },
         }
     }
+}
+
+/// The header's boot-ROM fields: `dhcp.boot` first (option 93 picks the file), else
+/// this device's options 66 (sname, and siaddr when it is an address) and 67 (file) when
+/// the client did not ask for them in its request list (55), or sent none: a boot ROM
+/// reads the header.
+fn boot_fields(
+    h: &mut wire::Header,
+    boot: &super::config::Boot,
+    req: &Req<'_>,
+    configured: &[OptValue],
+) {
+    let unasked = |code: u8, max: usize| {
+        if req.opt(55).is_some_and(|prl| prl.contains(&code)) {
+            return None;
+        }
+        configured
+            .iter()
+            .find(|o| o.code == code)
+            .map(|o| o.data.as_slice())
+            .filter(|d| d.len() <= max && !d.contains(&0))
+    };
+    let arch = req
+        .opt(93)
+        .and_then(|d| d.get(..2))
+        .map(|b| u16::from_be_bytes([b[0], b[1]]));
+    let o66 = unasked(66, wire::SNAME_MAX);
+    h.siaddr = boot
+        .next_server
+        .or_else(|| std::str::from_utf8(o66?).ok()?.parse().ok())
+        .unwrap_or(Ipv4Addr::UNSPECIFIED);
+    h.sname = boot
+        .server_name
+        .as_deref()
+        .or(o66)
+        .unwrap_or_default()
+        .to_vec();
+    h.file = boot
+        .file_for(arch)
+        .or_else(|| unasked(67, wire::FILE_MAX))
+        .unwrap_or_default()
+        .to_vec();
 }
 
 fn info(l: &Lease) -> LeaseInfo {
@@ -924,5 +1067,124 @@ subnets:
         let mut nt = b.clone();
         nt[240] = 12;
         assert_eq!(e.handle(0, &nt, 1000).unwrap_err(), "no_message_type");
+    }
+
+    /// A request from MAC 02:00:00:00:01:`n` with the given option bytes (after 53).
+    fn msg(mtype: u8, n: u8, ciaddr: [u8; 4], opts: &[u8]) -> Vec<u8> {
+        let mut b = vec![0u8; 236];
+        b[0] = 1;
+        b[1] = 1;
+        b[2] = 6;
+        b[4] = n;
+        b[10] = 0x80;
+        b[12..16].copy_from_slice(&ciaddr);
+        b[28..34].copy_from_slice(&[2, 0, 0, 0, 1, n]);
+        b.extend_from_slice(&[99, 130, 83, 99, 53, 1, mtype]);
+        b.extend_from_slice(opts);
+        b.push(255);
+        b
+    }
+
+    #[test]
+    fn options_dhcproto_would_assert_on_are_just_options() {
+        let e = engine(false);
+        // 152 with lengths other than 4, and other odd lengths dhcproto types strictly.
+        for (i, opt) in [
+            &[152u8, 3, 1, 2, 3][..],
+            &[152, 0],
+            &[152, 7, 1, 2, 3, 4, 5, 6, 7],
+            &[51, 2, 0, 1, 54, 3, 1, 2, 3, 1, 1, 9],
+        ]
+        .iter()
+        .enumerate()
+        {
+            let out = e
+                .handle(0, &msg(DISCOVER, i as u8, [0; 4], opt), 1000)
+                .unwrap_or_else(|r| panic!("{opt:?}: {r}"));
+            assert_eq!(out.reply.unwrap().kind, "offer", "{opt:?}");
+        }
+    }
+
+    #[test]
+    fn offers_are_held_briefly_when_the_pool_is_nearly_full() {
+        let e = engine(false);
+        let mut holds = Vec::new();
+        for n in 0..11u8 {
+            let out = e.handle(0, &msg(DISCOVER, n, [0; 4], &[]), 1000).unwrap();
+            let r = out.reply.unwrap();
+            let ip = Ipv4Addr::new(r.bytes[16], r.bytes[17], r.bytes[18], r.bytes[19]);
+            match e.table().get(ip).unwrap().state {
+                State::Offered { until } => holds.push(until - 1000),
+                s => panic!("{s:?}"),
+            }
+        }
+        // 11 addresses: below a quarter free (2 left) the hold is short.
+        assert_eq!(holds[..9], [30; 9]);
+        assert_eq!(holds[9..], [3, 3]);
+        assert_eq!(
+            e.handle(0, &msg(DISCOVER, 20, [0; 4], &[]), 1000)
+                .unwrap_err(),
+            "pool_exhausted"
+        );
+        // The short holds lapse first and serve the next client.
+        e.sweep(1003);
+        assert!(e.handle(0, &msg(DISCOVER, 20, [0; 4], &[]), 1003).is_ok());
+    }
+
+    #[test]
+    fn a_mac_with_a_lease_gets_none_under_another_client_id() {
+        let e = engine(false);
+        let phone_id = [61u8, 7, 1, 2, 0, 0, 0, 1, 5];
+        let offer = e
+            .handle(0, &msg(DISCOVER, 5, [0; 4], &phone_id), 1000)
+            .unwrap();
+        let yi = offer.reply.unwrap().bytes[16..20].to_vec();
+        let mut req = phone_id.to_vec();
+        req.extend_from_slice(&[50, 4]);
+        req.extend_from_slice(&yi);
+        req.extend_from_slice(&[54, 4, 198, 18, 0, 1]);
+        let ack = e.handle(0, &msg(REQUEST, 5, [0; 4], &req), 1000).unwrap();
+        assert_eq!(ack.reply.unwrap().kind, "ack");
+        // Same chaddr, another client id: neither an offer nor a lease.
+        let evil = [61u8, 4, b'e', b'v', b'i', b'l'];
+        assert_eq!(
+            e.handle(0, &msg(DISCOVER, 5, [0; 4], &evil), 1000)
+                .unwrap_err(),
+            "mac_leased_to_other_client"
+        );
+        let mut req2 = evil.to_vec();
+        req2.extend_from_slice(&[50, 4, 198, 18, 0, 109, 54, 4, 198, 18, 0, 1]);
+        assert_eq!(
+            e.handle(0, &msg(REQUEST, 5, [0; 4], &req2), 1000)
+                .unwrap_err(),
+            "mac_leased_to_other_client"
+        );
+        // The phone itself renews.
+        let ack = e.handle(
+            0,
+            &msg(REQUEST, 5, yi.clone().try_into().unwrap(), &phone_id),
+            1000,
+        );
+        assert_eq!(ack.unwrap().reply.unwrap().kind, "ack");
+    }
+
+    #[test]
+    fn inform_is_answered_only_on_link() {
+        let e = engine(false);
+        let ok = e
+            .handle(0, &msg(INFORM, 1, [198, 18, 0, 30], &[]), 1000)
+            .unwrap();
+        let r = ok.reply.unwrap();
+        assert_eq!(
+            r.dest,
+            Dest::To("198.18.0.30".parse().unwrap(), CLIENT_PORT)
+        );
+        for ciaddr in [[10, 9, 8, 7], [0, 0, 0, 0], [198, 18, 1, 5]] {
+            assert_eq!(
+                e.handle(0, &msg(INFORM, 1, ciaddr, &[]), 1000).unwrap_err(),
+                "inform_off_link",
+                "{ciaddr:?}"
+            );
+        }
     }
 }

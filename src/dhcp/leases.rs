@@ -5,8 +5,16 @@
 //! nobody else took it); a reservation wins; an address is never handed out when it is
 //! the server's, reserved for another device, declined (quarantined) or held by another
 //! client's live offer or lease.
+//!
+//! Allocation does not scan: each subnet's pools keep an index of the addresses nobody
+//! holds (ranges never used or forgotten, plus addresses whose lease was released or
+//! expired), built once and kept up to date as leases change. A full pool is answered
+//! without looking at any address, so a flood of DISCOVERs costs O(log n) each.
+//!
+//! A MAC may hold one live lease: a second client id arriving with the same `chaddr`
+//! is someone else claiming that hardware ([`Leases::mac_leased_to_other`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 
 use crate::devices::Mac;
@@ -30,6 +38,21 @@ impl ClientKey {
                 v.extend_from_slice(&mac.0);
                 ClientKey(v)
             }
+        }
+    }
+
+    /// The same hardware: equal keys, or keys both made from `mac` alone (no client id,
+    /// or the RFC 2132 form `01 ‖ mac` that udhcpc and most phones send). A boot ROM
+    /// without a client id and the phone's OS with one are one device.
+    pub fn same_device(&self, other: &ClientKey, mac: &Mac) -> bool {
+        self == other || (self.is_of_mac(mac) && other.is_of_mac(mac))
+    }
+
+    fn is_of_mac(&self, mac: &Mac) -> bool {
+        match self.0.split_first() {
+            Some((b'm', rest)) => rest == mac.0,
+            Some((b'i', [1, rest @ ..])) => rest == mac.0,
+            _ => false,
         }
     }
 }
@@ -71,8 +94,118 @@ impl Lease {
 pub struct Leases {
     by_ip: HashMap<Ipv4Addr, Lease>,
     by_client: HashMap<ClientKey, Ipv4Addr>,
-    /// Next address to try per subnet (index), so allocation does not rescan from the start.
-    cursor: HashMap<usize, u32>,
+    /// The address of each MAC's latest bound lease (checked against `by_ip` when read).
+    by_mac: HashMap<Mac, Ipv4Addr>,
+    /// Free-address index per subnet (by index in the settings), built at its first
+    /// allocation; dropped by [`Leases::forget_pools`] when the settings change.
+    pools: HashMap<usize, PoolIndex>,
+    /// Addresses looked at by the pool walk of [`Leases::pick`] (tests count them).
+    pub probes: u64,
+}
+
+/// The free addresses of one subnet's pools.
+struct PoolIndex {
+    ranges: Vec<(u32, u32)>,
+    /// Addresses with no lease record: disjoint inclusive ranges, start → end.
+    fresh: BTreeMap<u32, u32>,
+    fresh_len: u64,
+    /// Addresses whose lease is released or expired (the owner gets it back first, but
+    /// anyone may have it); taken only when no fresh address is left.
+    reclaim: BTreeSet<u32>,
+    /// Where the next walk starts, so addresses are used round the pool.
+    cursor: u32,
+}
+
+impl PoolIndex {
+    fn covers(&self, n: u32) -> bool {
+        self.ranges.iter().any(|&(a, b)| a <= n && n <= b)
+    }
+
+    fn fresh_insert(&mut self, n: u32) {
+        if self.fresh_contains(n) {
+            return;
+        }
+        let mut start = n;
+        let mut end = n;
+        if let Some((&s, &e)) = self.fresh.range(..n).next_back()
+            && e.checked_add(1) == Some(n)
+        {
+            self.fresh.remove(&s);
+            start = s;
+        }
+        if let Some(e) = n.checked_add(1).and_then(|m| self.fresh.remove(&m)) {
+            end = e;
+        }
+        self.fresh.insert(start, end);
+        self.fresh_len += 1;
+    }
+
+    fn fresh_contains(&self, n: u32) -> bool {
+        matches!(self.fresh.range(..=n).next_back(), Some((_, &e)) if e >= n)
+    }
+
+    fn fresh_remove(&mut self, n: u32) -> bool {
+        let Some((&s, &e)) = self.fresh.range(..=n).next_back() else {
+            return false;
+        };
+        if e < n {
+            return false;
+        }
+        self.fresh.remove(&s);
+        if s < n {
+            self.fresh.insert(s, n - 1);
+        }
+        if n < e {
+            self.fresh.insert(n + 1, e);
+        }
+        self.fresh_len -= 1;
+        true
+    }
+
+    /// The fresh address at or after the cursor, wrapping round.
+    fn next_fresh(&self) -> Option<u32> {
+        let c = self.cursor;
+        if let Some((_, &e)) = self.fresh.range(..=c).next_back()
+            && e >= c
+        {
+            return Some(c);
+        }
+        self.fresh
+            .range(c..)
+            .next()
+            .or_else(|| self.fresh.iter().next())
+            .map(|(&s, _)| s)
+    }
+
+    fn next_reclaim(&self) -> Option<u32> {
+        self.reclaim
+            .range(self.cursor..)
+            .next()
+            .or_else(|| self.reclaim.iter().next())
+            .copied()
+    }
+
+    /// What this address now is: free (fresh or reclaimable) or held.
+    fn note(&mut self, n: u32, lease: Option<&Lease>) {
+        match lease {
+            None => {
+                self.reclaim.remove(&n);
+                self.fresh_insert(n);
+            }
+            Some(l) if l.state == State::Free => {
+                self.fresh_remove(n);
+                self.reclaim.insert(n);
+            }
+            Some(_) => {
+                self.fresh_remove(n);
+                self.reclaim.remove(&n);
+            }
+        }
+    }
+
+    fn free(&self) -> u64 {
+        self.fresh_len + self.reclaim.len() as u64
+    }
 }
 
 /// Addresses never handed out from the pool of one subnet.
@@ -88,6 +221,90 @@ impl Leases {
 
     pub fn of_client(&self, client: &ClientKey) -> Option<&Lease> {
         self.by_client.get(client).and_then(|ip| self.by_ip.get(ip))
+    }
+
+    /// Does `mac` hold a live bound lease under a client that is not `client` (see
+    /// [`ClientKey::same_device`])? Then a request from `client` with that `chaddr` is
+    /// another host claiming the hardware, and gets no second lease.
+    pub fn mac_leased_to_other(&self, mac: &Mac, client: &ClientKey, now: u64) -> bool {
+        let Some(l) = self.by_mac.get(mac).and_then(|ip| self.by_ip.get(ip)) else {
+            return false;
+        };
+        l.mac == *mac
+            && matches!(l.state, State::Bound { .. })
+            && l.is_live(now)
+            && !l.client.same_device(client, mac)
+    }
+
+    /// Free addresses in the pools of subnet `idx` as its index knows them (`None` before
+    /// the first allocation there). Offers and quarantines lapse at the next sweep.
+    pub fn free_in(&self, idx: usize) -> Option<u64> {
+        self.pools.get(&idx).map(PoolIndex::free)
+    }
+
+    /// The settings changed (pools, reservations, our addresses): indexes are rebuilt at
+    /// the next allocation.
+    pub fn forget_pools(&mut self) {
+        self.pools.clear();
+    }
+
+    fn index<'a>(
+        by_ip: &HashMap<Ipv4Addr, Lease>,
+        pools: &'a mut HashMap<usize, PoolIndex>,
+        idx: usize,
+        subnet: &Subnet,
+        ex: &Excluded<'_>,
+    ) -> &'a mut PoolIndex {
+        pools.entry(idx).or_insert_with(|| {
+            let mut p = PoolIndex {
+                ranges: subnet.pools.clone(),
+                fresh: BTreeMap::new(),
+                fresh_len: 0,
+                reclaim: BTreeSet::new(),
+                cursor: 0,
+            };
+            // Pools may overlap or touch in config: merge them into disjoint ranges.
+            let mut ranges = subnet.pools.clone();
+            ranges.sort_unstable();
+            for (a, b) in ranges {
+                let last = p.fresh.iter().next_back().map(|(&s, &e)| (s, e));
+                match last {
+                    Some((s, e)) if a <= e.saturating_add(1) => {
+                        if b > e {
+                            p.fresh_len += (b - e) as u64;
+                            p.fresh.insert(s, b);
+                        }
+                    }
+                    _ => {
+                        p.fresh.insert(a, b);
+                        p.fresh_len += (b - a) as u64 + 1;
+                    }
+                }
+            }
+            for (ip, l) in by_ip {
+                let n = u32::from(*ip);
+                if p.covers(n) {
+                    p.note(n, Some(l));
+                }
+            }
+            for ip in ex.server.iter().chain(ex.reserved.iter()) {
+                let n = u32::from(*ip);
+                p.fresh_remove(n);
+                p.reclaim.remove(&n);
+            }
+            p
+        })
+    }
+
+    /// Tell every pool index covering `ip` what the address now is.
+    fn note(&mut self, ip: Ipv4Addr) {
+        let n = u32::from(ip);
+        let lease = self.by_ip.get(&ip);
+        for p in self.pools.values_mut() {
+            if p.covers(n) {
+                p.note(n, lease);
+            }
+        }
     }
 
     /// Is `ip` leased to `client` right now (a renewal, not a new grant)?
@@ -115,11 +332,7 @@ impl Leases {
 
     /// Can `client` have `ip` (pool membership and exclusions are the caller's)?
     pub fn available_to(&self, ip: Ipv4Addr, client: &ClientKey, now: u64) -> bool {
-        match self.by_ip.get(&ip) {
-            None => true,
-            Some(l) if matches!(l.state, State::Declined { .. }) => !l.is_live(now),
-            Some(l) => l.client == *client || !l.is_live(now),
-        }
+        free_for(&self.by_ip, ip, client, now)
     }
 
     /// Choose an address for `client` in subnet `idx`: its previous one, the one it asks
@@ -144,30 +357,54 @@ impl Leases {
         {
             return Some(r);
         }
-        let size = subnet.pool_size();
-        if size == 0 {
-            return None;
-        }
-        // Walk the pools from the cursor: first pass takes never-used addresses, second
-        // pass reclaims expired/released ones of other clients (oldest knowledge lost last).
-        let start = *self.cursor.get(&idx).unwrap_or(&0) as u64 % size;
-        for pass in 0..2 {
-            for k in 0..size {
-                let off = (start + k) % size;
-                let ip = nth(subnet, off);
-                let fresh = !self.by_ip.contains_key(&ip);
-                if (pass == 0 && !fresh) || !usable(self, ip) {
-                    continue;
-                }
-                self.cursor.insert(idx, ((off + 1) % size) as u32);
+        // The pool index: fresh addresses first, then released/expired ones of other
+        // clients (a client's own old address was offered above). Each candidate is
+        // checked; one that fails is dropped from the index (it is excluded or held and
+        // comes back through `note` when that changes), so the loop ends.
+        let Leases {
+            by_ip,
+            pools,
+            probes,
+            ..
+        } = self;
+        let p = Self::index(by_ip, pools, idx, subnet, ex);
+        loop {
+            let (n, fresh) = match p.next_fresh() {
+                Some(n) => (n, true),
+                None => (p.next_reclaim()?, false),
+            };
+            *probes += 1;
+            let ip = Ipv4Addr::from(n);
+            let ok = subnet.in_pool(ip)
+                && !ex.server.contains(&ip)
+                && !ex.reserved.contains(&ip)
+                && free_for(by_ip, ip, client, now);
+            if fresh {
+                p.fresh_remove(n);
+            } else {
+                p.reclaim.remove(&n);
+            }
+            if ok {
+                p.cursor = n.wrapping_add(1);
+                // Not yet recorded: put it back until the caller records the offer, so
+                // the index stays true if it does not.
+                p.note(n, by_ip.get(&ip));
                 return Some(ip);
             }
         }
-        None
     }
 
     /// Record `lease` at its address, dropping whatever other client had it before.
     pub fn put(&mut self, lease: Lease) {
+        let ip = lease.ip;
+        if matches!(lease.state, State::Bound { .. }) {
+            self.by_mac.insert(lease.mac, ip);
+        }
+        self.put_inner(lease);
+        self.note(ip);
+    }
+
+    fn put_inner(&mut self, lease: Lease) {
         if let Some(old) = self.by_ip.get(&lease.ip)
             && old.client != lease.client
             && self.by_client.get(&old.client) == Some(&lease.ip)
@@ -183,6 +420,7 @@ impl Leases {
             {
                 // The client moved on: its old, unused address goes back to the pool.
                 self.by_ip.remove(&prev_ip);
+                self.note(prev_ip);
             }
         } else if self.by_client.get(&lease.client) == Some(&lease.ip) {
             self.by_client.remove(&lease.client);
@@ -195,6 +433,10 @@ impl Leases {
         if self.by_client.get(&l.client) == Some(&ip) {
             self.by_client.remove(&l.client);
         }
+        if self.by_mac.get(&l.mac) == Some(&ip) {
+            self.by_mac.remove(&l.mac);
+        }
+        self.note(ip);
         Some(l)
     }
 
@@ -208,6 +450,12 @@ impl Leases {
                 State::Bound { expires } if expires <= now => {
                     l.state = State::Free;
                     ended.push(l.clone());
+                    let n = u32::from(l.ip);
+                    for p in self.pools.values_mut() {
+                        if p.covers(n) {
+                            p.note(n, Some(l));
+                        }
+                    }
                 }
                 State::Offered { until } if until <= now => forget.push(l.ip),
                 State::Declined { until } if until <= now => forget.push(l.ip),
@@ -231,15 +479,12 @@ impl Leases {
     }
 }
 
-fn nth(subnet: &Subnet, mut off: u64) -> Ipv4Addr {
-    for &(a, b) in &subnet.pools {
-        let len = (b - a) as u64 + 1;
-        if off < len {
-            return Ipv4Addr::from(a + off as u32);
-        }
-        off -= len;
+fn free_for(by_ip: &HashMap<Ipv4Addr, Lease>, ip: Ipv4Addr, client: &ClientKey, now: u64) -> bool {
+    match by_ip.get(&ip) {
+        None => true,
+        Some(l) if matches!(l.state, State::Declined { .. }) => !l.is_live(now),
+        Some(l) => l.client == *client || !l.is_live(now),
     }
-    unreachable!("offset within pool_size")
 }
 
 #[cfg(test)]
@@ -397,5 +642,167 @@ mod tests {
         t.sweep(31);
         assert!(t.get(ip("198.18.0.10")).is_none());
         assert_eq!(t.pick(0, &sn, &c2, None, &ex, 31), Some(ip("198.18.0.10")));
+    }
+
+    #[test]
+    fn allocation_on_a_full_pool_looks_at_no_address() {
+        let sn = subnet(("198.18.0.10", "198.18.0.209"));
+        let mut t = Leases::default();
+        let reserved: HashSet<_> = [ip("198.18.0.20")].into();
+        let server = [ip("198.18.0.10")];
+        let ex = Excluded {
+            server: &server,
+            reserved: &reserved,
+        };
+        let mut got = HashSet::new();
+        for n in 0..198u32 {
+            let mac = Mac([2, 0, 0, 0, (n >> 8) as u8, n as u8]);
+            let c = ClientKey::new(None, &mac);
+            let a = t.pick(0, &sn, &c, None, &ex, 0).expect("pool has room");
+            assert!(got.insert(a), "{a} handed out twice");
+            t.put(Lease {
+                ip: a,
+                client: c,
+                mac,
+                hostname: None,
+                vendor_class: None,
+                state: State::Offered { until: 100 },
+            });
+        }
+        assert!(!got.contains(&ip("198.18.0.10")) && !got.contains(&ip("198.18.0.20")));
+        assert_eq!(t.free_in(0), Some(0));
+        // Each allocation looked at one address, and a full pool at none.
+        assert_eq!(t.probes, 198);
+        let (c, _) = key(250);
+        for _ in 0..1000 {
+            assert_eq!(t.pick(0, &sn, &c, None, &ex, 50), None);
+        }
+        assert_eq!(t.probes, 198, "a full pool was scanned");
+        // Lapsed offers come back at the sweep, and are found without a scan.
+        t.sweep(100);
+        assert_eq!(t.free_in(0), Some(198));
+        assert!(t.pick(0, &sn, &c, None, &ex, 100).is_some());
+        assert_eq!(t.probes, 199);
+    }
+
+    #[test]
+    fn released_addresses_are_reclaimed_after_fresh_ones() {
+        let sn = subnet(("198.18.0.10", "198.18.0.12"));
+        let mut t = Leases::default();
+        let reserved = HashSet::new();
+        let ex = Excluded {
+            server: &[],
+            reserved: &reserved,
+        };
+        t.put(lease(ip("198.18.0.10"), 1, State::Free));
+        let mut got = Vec::new();
+        for n in 2..=4 {
+            let (c, mac) = key(n);
+            let a = t.pick(0, &sn, &c, None, &ex, 0).unwrap();
+            t.put(Lease {
+                mac,
+                client: c,
+                ..lease(a, n, State::Bound { expires: 100 })
+            });
+            got.push(a);
+        }
+        // .10 was client 1's: the fresh ones go first, then .10 is taken over.
+        assert_eq!(
+            got,
+            [ip("198.18.0.11"), ip("198.18.0.12"), ip("198.18.0.10")]
+        );
+        assert_eq!(t.free_in(0), Some(0));
+        // Release and removal give addresses back to the index.
+        let mut l = t.get(ip("198.18.0.11")).unwrap().clone();
+        l.state = State::Free;
+        t.put(l);
+        t.remove(ip("198.18.0.12"));
+        assert_eq!(t.free_in(0), Some(2));
+    }
+
+    #[test]
+    fn a_leased_mac_is_refused_to_another_client_id_but_not_to_itself() {
+        let mut t = Leases::default();
+        let mac = Mac([2, 0, 0, 0, 0, 9]);
+        let phone = ClientKey::new(Some(&[1, 2, 0, 0, 0, 0, 9]), &mac);
+        t.put(Lease {
+            ip: ip("198.18.0.10"),
+            client: phone.clone(),
+            mac,
+            hostname: None,
+            vendor_class: None,
+            state: State::Bound { expires: 100 },
+        });
+        let thief = ClientKey::new(Some(b"evil"), &mac);
+        assert!(t.mac_leased_to_other(&mac, &thief, 50));
+        assert!(!t.mac_leased_to_other(&mac, &phone, 50));
+        // The same hardware without a client id (a boot ROM) is the same device.
+        assert!(!t.mac_leased_to_other(&mac, &ClientKey::new(None, &mac), 50));
+        // Other MACs are not affected, and an expired lease holds nothing.
+        assert!(!t.mac_leased_to_other(&Mac([2, 0, 0, 0, 0, 8]), &thief, 50));
+        assert!(!t.mac_leased_to_other(&mac, &thief, 100));
+    }
+
+    proptest::proptest! {
+        /// The index agrees with the table after any sequence of grants, releases,
+        /// removals and sweeps: it counts exactly the pool addresses (not excluded) that
+        /// have no record or a free one, and a pick succeeds exactly when there is one.
+        #[test]
+        fn the_free_index_agrees_with_the_table(
+            ops in proptest::collection::vec((0u8..5, 0u8..24, 0u64..40), 1..120)
+        ) {
+            let mut sn = subnet(("198.18.0.10", "198.18.0.19"));
+            sn.pools.push((u32::from(ip("198.18.0.15")), u32::from(ip("198.18.0.24"))));
+            let mut t = Leases::default();
+            let reserved: HashSet<_> = [ip("198.18.0.12")].into();
+            let server = [ip("198.18.0.20")];
+            let ex = Excluded { server: &server, reserved: &reserved };
+            let mut now = 0;
+            for (op, n, dt) in ops {
+                now += dt;
+                let (c, mac) = key(n);
+                match op {
+                    0 | 1 => {
+                        if let Some(a) = t.pick(0, &sn, &c, None, &ex, now) {
+                            let state = if op == 0 {
+                                State::Offered { until: now + 30 }
+                            } else {
+                                State::Bound { expires: now + 50 }
+                            };
+                            t.put(Lease { ip: a, client: c, mac, hostname: None, vendor_class: None, state });
+                        }
+                    }
+                    2 => {
+                        if let Some(mut l) = t.of_client(&c).cloned() {
+                            l.state = State::Free;
+                            t.put(l);
+                        }
+                    }
+                    3 => {
+                        if let Some(a) = t.of_client(&c).map(|l| l.ip) {
+                            t.remove(a);
+                        }
+                    }
+                    _ => {
+                        t.sweep(now);
+                    }
+                }
+                let naive = (10..=24u8)
+                    .map(|d| Ipv4Addr::new(198, 18, 0, d))
+                    .filter(|a| !server.contains(a) && !reserved.contains(a))
+                    .filter(|a| t.get(*a).is_none_or(|l| l.state == State::Free))
+                    .count() as u64;
+                if let Some(free) = t.free_in(0) {
+                    proptest::prop_assert_eq!(free, naive);
+                }
+                let (stranger, _) = key(200);
+                let got = t.pick(0, &sn, &stranger, None, &ex, now);
+                proptest::prop_assert_eq!(got.is_some(), naive > 0);
+                if let Some(a) = got {
+                    proptest::prop_assert!(sn.in_pool(a) && !server.contains(&a) && !reserved.contains(&a));
+                    proptest::prop_assert!(t.get(a).is_none_or(|l| !l.is_live(now)));
+                }
+            }
+        }
     }
 }

@@ -2,6 +2,11 @@
 //! only there, plus the ways a reply leaves (RFC 2131 4.1): broadcast, unicast to an
 //! address the client already has, or unicast to a client that has no address yet (its
 //! MAC is put in the ARP table first, as dnsmasq does, since it cannot answer ARP).
+//!
+//! That ARP entry is the server's own doing, not evidence: it is deleted as soon as the
+//! reply is handed to the kernel, because the kernel's neighbour table is what proves a
+//! lease's MAC elsewhere (an entry left behind would "prove" whatever `chaddr` a request
+//! carried).
 
 use std::ffi::CString;
 use std::io;
@@ -86,9 +91,10 @@ pub fn bind(name: &str, port: u16, field: &str) -> Result<UdpSocket> {
     Ok(UdpSocket::from_std(s.into())?)
 }
 
-/// SIOCSARP: put (ip, mac) in the ARP table of `ifname`, so a unicast reply reaches a
-/// client that has no address yet.
-fn arp_set(sock: &UdpSocket, ifname: &str, ip: Ipv4Addr, mac: [u8; 6]) -> io::Result<()> {
+/// SIOCSARP (`Some(mac)`): put (ip, mac) in the ARP table of `ifname`, so a unicast
+/// reply reaches a client that has no address yet. SIOCDARP (`None`): delete it again.
+fn arp(sock: &UdpSocket, ifname: &str, ip: Ipv4Addr, mac: Option<[u8; 6]>) -> io::Result<()> {
+    const SIOCDARP: libc::c_ulong = 0x8953;
     const SIOCSARP: libc::c_ulong = 0x8955;
     const ATF_COM: libc::c_int = 0x02;
     // SAFETY: arpreq is plain old data; every pointer cast targets a field of it.
@@ -98,18 +104,41 @@ fn arp_set(sock: &UdpSocket, ifname: &str, ip: Ipv4Addr, mac: [u8; 6]) -> io::Re
         (*pa).sin_family = libc::AF_INET as libc::sa_family_t;
         (*pa).sin_addr.s_addr = u32::from(ip).to_be();
         req.arp_ha.sa_family = libc::ARPHRD_ETHER;
-        for (i, b) in mac.iter().enumerate() {
-            req.arp_ha.sa_data[i] = *b as libc::c_char;
-        }
-        req.arp_flags = ATF_COM;
         for (i, b) in ifname.bytes().take(15).enumerate() {
             req.arp_dev[i] = b as libc::c_char;
         }
-        if libc::ioctl(sock.as_raw_fd(), SIOCSARP as _, &req) != 0 {
+        let op = match mac {
+            Some(mac) => {
+                for (i, b) in mac.iter().enumerate() {
+                    req.arp_ha.sa_data[i] = *b as libc::c_char;
+                }
+                req.arp_flags = ATF_COM;
+                SIOCSARP
+            }
+            None => SIOCDARP,
+        };
+        if libc::ioctl(sock.as_raw_fd(), op as _, &req) != 0 {
             return Err(io::Error::last_os_error());
         }
     }
     Ok(())
+}
+
+/// Set the entry, send, delete the entry: in one step under one lock, so two replies
+/// for the same address (from different tasks) cannot swap entries between them. The
+/// send does not wait: the frame is built (with the entry's MAC) inside `send_to`.
+fn send_via_arp(iface: &Iface, bytes: &[u8], ip: Ipv4Addr, mac: [u8; 6]) -> io::Result<()> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    arp(&iface.socket, &iface.name, ip, Some(mac))?;
+    let sent = iface
+        .socket
+        .try_send_to(bytes, SocketAddr::V4(SocketAddrV4::new(ip, CLIENT_PORT)))
+        .map(drop);
+    if let Err(e) = arp(&iface.socket, &iface.name, ip, None) {
+        tracing::warn!(iface = %iface.name, %ip, "dhcp: cannot delete the ARP entry set for a reply: {e}");
+    }
+    sent
 }
 
 /// Send a reply the way `dest` says.
@@ -122,14 +151,10 @@ pub async fn send(iface: &Iface, bytes: &[u8], dest: Dest) -> io::Result<()> {
             .send_to(bytes, SocketAddrV4::new(ip, port))
             .await
             .map(drop),
-        Dest::Hw(ip, mac) => match arp_set(&iface.socket, &iface.name, ip, mac) {
-            Ok(()) => iface
-                .socket
-                .send_to(bytes, SocketAddrV4::new(ip, CLIENT_PORT))
-                .await
-                .map(drop),
+        Dest::Hw(ip, mac) => match send_via_arp(iface, bytes, ip, mac) {
+            Ok(()) => Ok(()),
             Err(e) => {
-                tracing::debug!(iface = %iface.name, %ip, "dhcp: cannot set ARP entry ({e}); broadcasting");
+                tracing::debug!(iface = %iface.name, %ip, "dhcp: cannot set ARP entry or send through it ({e}); broadcasting");
                 iface.socket.send_to(bytes, bcast).await.map(drop)
             }
         },

@@ -1,4 +1,7 @@
-//! Bytes on the wire that provbox handles itself, beside dhcproto's decoder:
+//! Bytes on the wire, all handled by provbox itself:
+//! - the request's fixed header ([`Fixed::parse`]): dhcproto 0.15 decodes every option
+//!   while reading the header, and panics (a `debug_assert`) on some it does not expect,
+//!   e.g. option 152 with a length other than 4;
 //! - a strict scan of the request's options (dhcproto stops silently at the first option it
 //!   cannot parse; a truncated packet must be *dropped*, and option 82 must be echoed
 //!   byte for byte), and
@@ -15,6 +18,37 @@ pub const HEADER: usize = 236;
 pub const BOOTP_MIN: usize = 300;
 /// What every client must accept: a 576-byte IP datagram minus IP and UDP headers.
 pub const DEFAULT_MAX: usize = 576 - 28;
+
+/// The fixed BOOTP header fields of a request that the server reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fixed {
+    pub op: u8,
+    pub htype: u8,
+    pub hlen: u8,
+    pub xid: u32,
+    pub flags: u16,
+    pub ciaddr: Ipv4Addr,
+    pub giaddr: Ipv4Addr,
+    pub chaddr: [u8; 16],
+}
+
+impl Fixed {
+    /// `None` when the packet is shorter than the fixed header.
+    pub fn parse(buf: &[u8]) -> Option<Fixed> {
+        let h = buf.get(..HEADER)?;
+        let ip = |i: usize| Ipv4Addr::new(h[i], h[i + 1], h[i + 2], h[i + 3]);
+        Some(Fixed {
+            op: h[0],
+            htype: h[1],
+            hlen: h[2],
+            xid: u32::from_be_bytes([h[4], h[5], h[6], h[7]]),
+            flags: u16::from_be_bytes([h[10], h[11]]),
+            ciaddr: ip(12),
+            giaddr: ip(24),
+            chaddr: h[28..44].try_into().expect("16 bytes"),
+        })
+    }
+}
 
 /// Options of a request in wire order; instances of one code are concatenated (RFC 3396).
 /// `None` when the option area runs past the end of the packet or has no magic cookie.
@@ -56,7 +90,15 @@ pub struct Header {
     pub htype: u8,
     pub hlen: u8,
     pub chaddr: [u8; 16],
+    /// Server host name (64 bytes, NUL-terminated when shorter); empty: all zero.
+    pub sname: Vec<u8>,
+    /// Boot file name (128 bytes, NUL-terminated when shorter); empty: all zero.
+    pub file: Vec<u8>,
 }
+
+/// Longest `sname` / `file` that still leaves the terminating NUL.
+pub const SNAME_MAX: usize = 63;
+pub const FILE_MAX: usize = 127;
 
 fn encoded_len(data_len: usize) -> usize {
     // Each started 255-byte chunk costs code + length.
@@ -83,7 +125,13 @@ pub fn encode(
         b.extend_from_slice(&a.octets());
     }
     b.extend_from_slice(&h.chaddr);
-    b.resize(HEADER, 0); // sname and file stay empty
+    // sname at 44..108, file at 108..236; the caller keeps them short enough for a NUL.
+    let sname = &h.sname[..h.sname.len().min(SNAME_MAX)];
+    b.extend_from_slice(sname);
+    b.resize(108, 0);
+    let file = &h.file[..h.file.len().min(FILE_MAX)];
+    b.extend_from_slice(file);
+    b.resize(HEADER, 0);
     b.extend_from_slice(&MAGIC);
     let put = |b: &mut Vec<u8>, code: u8, data: &[u8]| {
         if data.is_empty() {
@@ -151,11 +199,20 @@ mod tests {
             htype: 1,
             hlen: 6,
             chaddr: [0; 16],
+            sname: b"prov".to_vec(),
+            file: vec![b'f'; 200],
         };
         let (b, left) = encode(&h, &[(53, &[2])], &[], DEFAULT_MAX);
         assert_eq!(b.len(), BOOTP_MIN);
         assert!(left.is_empty());
         assert_eq!(&b[240..244], &[53, 1, 2, 255]);
+        // sname and file sit in their fields, cut to leave a NUL.
+        assert_eq!(&b[44..49], b"prov\0");
+        assert_eq!(&b[108..108 + FILE_MAX], &[b'f'; FILE_MAX][..]);
+        assert_eq!(b[108 + FILE_MAX], 0);
+        let f = Fixed::parse(&b).unwrap();
+        assert_eq!((f.op, f.htype, f.hlen, f.xid), (2, 1, 6, 7));
+        assert!(Fixed::parse(&b[..HEADER - 1]).is_none());
         // A 300-byte option is split into 255 + 45 (RFC 3396) and reassembles.
         let long = vec![b'a'; 300];
         let (b, left) = encode(&h, &[(53, &[2])], &[(66, &long)], 1400);
