@@ -63,17 +63,38 @@ impl Notifier {
     }
 
     /// Ping the watchdog at half the interval systemd asked for, if it asked. Pinging from
-    /// a runtime task proves the runtime still schedules work.
-    pub fn spawn_watchdog(&self, shutdown: tokio_util::sync::CancellationToken) {
+    /// a runtime task proves the runtime still schedules work; `healthy` (every service
+    /// loop beating, none restarting) must hold too, else the ping is withheld and
+    /// systemd restarts a process that stays wedged.
+    pub fn spawn_watchdog(
+        &self,
+        shutdown: tokio_util::sync::CancellationToken,
+        healthy: impl Fn() -> Result<(), String> + Send + 'static,
+    ) {
         let Some(every) = self.watchdog_interval() else {
             return;
         };
         let notifier = Notifier::from_env();
         tokio::spawn(async move {
+            let mut withheld = false;
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(every / 2) => notifier.notify("WATCHDOG=1"),
+                    _ = tokio::time::sleep(every / 2) => match healthy() {
+                        Ok(()) => {
+                            if withheld {
+                                tracing::info!("watchdog: every service runs again; pinging");
+                                withheld = false;
+                            }
+                            notifier.notify("WATCHDOG=1");
+                        }
+                        Err(why) => {
+                            if !withheld {
+                                tracing::warn!("watchdog: not pinging while {}", why.replace('\n', "; "));
+                                withheld = true;
+                            }
+                        }
+                    },
                 }
             }
         });

@@ -11,7 +11,6 @@ mod idle;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -180,7 +179,8 @@ impl Handler for FileHandler {
 /// `/metrics`, `/healthz`, `/readyz` on their own listener.
 pub struct AdminHandler {
     pub registry: Arc<Registry>,
-    pub ready: Arc<AtomicBool>,
+    /// Whether every service loop runs (`/readyz`).
+    pub ready: Arc<crate::supervisor::Supervisor>,
 }
 
 impl Handler for AdminHandler {
@@ -192,14 +192,10 @@ impl Handler for AdminHandler {
                 crate::metrics::encode(&self.registry),
             ),
             (&Method::GET, "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_string()),
-            (&Method::GET, "/readyz") if self.ready.load(Ordering::Acquire) => {
-                (StatusCode::OK, "text/plain", "ready\n".to_string())
-            }
-            (&Method::GET, "/readyz") => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "text/plain",
-                "starting\n".to_string(),
-            ),
+            (&Method::GET, "/readyz") => match self.ready.health() {
+                Ok(()) => (StatusCode::OK, "text/plain", "ready\n".to_string()),
+                Err(why) => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", why + "\n"),
+            },
             _ => (
                 StatusCode::NOT_FOUND,
                 "text/plain",

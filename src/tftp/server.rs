@@ -22,6 +22,10 @@ use crate::devices::TransferDone;
 use crate::metrics::{OutcomeLabels, Protocol};
 use crate::server::{Context, bind_error};
 
+/// With the `fault-injection` feature, a read request for this file panics the listener.
+#[cfg(feature = "fault-injection")]
+pub const FAULT_INJECTION_FILE: &str = "provbox-fault-injection/panic";
+
 /// The bound listener, not yet serving (every front end binds before any serves).
 pub struct Bound {
     socket: UdpSocket,
@@ -53,7 +57,8 @@ impl Bound {
         self.socket.local_addr()
     }
 
-    /// Serve until `ctx.shutdown`; transfers run on `ctx.tracker`.
+    /// Serve until `ctx.shutdown`; transfers run on `ctx.tracker`. The listener runs under
+    /// the supervisor: after a panic it is made again over the same socket and state.
     pub fn start(self, ctx: &Context) {
         let shared = Arc::new(Shared {
             provisioner: ctx.provisioner.clone(),
@@ -70,16 +75,22 @@ impl Bound {
         let slots = Arc::new(Semaphore::new(self.cfg.max_transfers.value));
         let shutdown = ctx.shutdown.clone();
         let tracker = ctx.tracker.clone();
-        ctx.tracker.spawn(async move {
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = self.listen(shared, slots, tracker) => {}
-            }
-        });
+        let this = Arc::new(self);
+        ctx.supervisor
+            .spawn_restartable("tftp", "tftp listener", move || {
+                let (this, shared, slots) = (this.clone(), shared.clone(), slots.clone());
+                let (shutdown, tracker) = (shutdown.clone(), tracker.clone());
+                Box::pin(async move {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {}
+                        _ = this.listen(shared, slots, tracker) => {}
+                    }
+                })
+            });
     }
 
     async fn listen(
-        self,
+        &self,
         shared: Arc<Shared>,
         slots: Arc<Semaphore>,
         tracker: tokio_util::task::TaskTracker,
@@ -114,6 +125,12 @@ impl Bound {
                 continue;
             }
             let request = match packet::parse(&buf[..r.len]) {
+                // Test builds only: a request for this name panics the loop, so the suite
+                // can watch the supervisor restart it.
+                #[cfg(feature = "fault-injection")]
+                Ok(Packet::Rrq(req)) if req.filename == FAULT_INJECTION_FILE => {
+                    panic!("fault injection: tftp request for {FAULT_INJECTION_FILE}")
+                }
                 Ok(Packet::Rrq(req)) => req,
                 Ok(Packet::Wrq(req)) => {
                     tracing::info!(peer = %peer, file = %shared.provisioner.log_path(&req.filename), outcome = "write_refused", "tftp transfer");
