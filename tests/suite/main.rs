@@ -16,6 +16,7 @@ mod e2e;
 mod http;
 mod https;
 mod legacy_tls;
+mod lifecycle;
 mod netns;
 mod reload;
 mod syslog;
