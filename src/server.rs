@@ -21,7 +21,7 @@ use crate::control;
 use crate::devices::{self, Provisioner};
 use crate::metrics::Metrics;
 use crate::sdnotify::Notifier;
-use crate::service::{Change, Reloaded, Service, fronts};
+use crate::service::{Change, Deps, Reloaded, Service, fronts};
 use crate::store::Store;
 use crate::supervisor::Supervisor;
 
@@ -184,7 +184,7 @@ async fn reload(
     if !verdict.pending.is_empty() {
         tracing::warn!(
             keys = %verdict.pending.join(", "),
-            "reload: these keys changed since the start and take effect only at the next restart"
+            "reload: changed since the start, each of these keys takes a restart to apply"
         );
     }
     tracing::info!(result, trigger = why, restarted = ?verdict.restarted, pending = ?verdict.pending, "configuration reloaded");
@@ -298,36 +298,37 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
     // Every enabled service binds its sockets first; nothing is served, no lease journal
     // or forward file opened, until all of them are bound: a half-started appliance is
     // worse than one that refuses to start.
+    let deps = Deps {
+        ctx: ctx.clone(),
+        registry,
+        book,
+        tftp_metrics,
+        dhcp_metrics,
+        dns_metrics,
+        syslog_metrics,
+    };
     let mut services: Vec<Box<dyn Service>> = Vec::new();
-    let web = fronts::WebGroup::bind(&ctx, registry.clone(), &mut banner).await?;
+    let web = fronts::WebGroup::bind(&deps, &mut banner).await?;
     let lab_ca_of = web.web.clone();
     services.push(Box::new(web));
-    if cfg.https_legacy.enabled {
-        services.push(Box::new(fronts::LegacyTls::bind(&ctx, &mut banner).await?));
+    async fn bind<S: Service + 'static>(
+        on: bool,
+        deps: &Deps,
+        banner: &mut Vec<String>,
+        services: &mut Vec<Box<dyn Service>>,
+    ) -> Result<()> {
+        if on {
+            services.push(Box::new(S::bind(deps, banner).await?));
+        }
+        Ok(())
     }
-    if let Some(m) = &tftp_metrics {
-        services.push(Box::new(
-            fronts::Tftp::bind(&ctx, m.clone(), &mut banner).await?,
-        ));
-    }
-    if cfg.syslog.enabled {
-        services.push(Box::new(
-            fronts::Syslog::bind(&ctx, book.clone(), syslog_metrics, &mut banner).await?,
-        ));
-    }
-    if cfg.dashboard.enabled {
-        services.push(Box::new(
-            fronts::Dashboard::bind(&ctx, book.clone(), &mut banner).await?,
-        ));
-    }
-    if let Some(m) = dhcp_metrics {
-        services.push(Box::new(fronts::Dhcp::bind(&ctx, m, &mut banner)?));
-    }
-    if cfg.dns.enabled {
-        services.push(Box::new(
-            fronts::Dns::bind(&ctx, dns_metrics, &mut banner).await?,
-        ));
-    }
+    let b = &mut banner;
+    bind::<fronts::LegacyTls>(cfg.https_legacy.enabled, &deps, b, &mut services).await?;
+    bind::<fronts::Tftp>(cfg.tftp.enabled, &deps, b, &mut services).await?;
+    bind::<fronts::Syslog>(cfg.syslog.enabled, &deps, b, &mut services).await?;
+    bind::<fronts::Dashboard>(cfg.dashboard.enabled, &deps, b, &mut services).await?;
+    bind::<fronts::Dhcp>(cfg.dhcp.enabled, &deps, b, &mut services).await?;
+    bind::<fronts::Dns>(cfg.dns.enabled, &deps, b, &mut services).await?;
 
     // Handlers first: a reload or stop sent right after READY=1 must not kill the process
     // with the default signal action.

@@ -20,7 +20,11 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
+use prometheus_client::registry::Registry;
+
 use crate::config::Config;
+use crate::server::Context;
+use crate::status::StatusBook;
 use crate::supervisor::Supervisor;
 pub use keys::{Key, Table};
 
@@ -84,9 +88,27 @@ impl Reloaded {
     }
 }
 
+/// What services are bound with: the shared context and what the server made for them
+/// (metric families registered before the registry was shared, the status book).
+pub struct Deps {
+    pub ctx: Arc<Context>,
+    pub registry: Arc<Registry>,
+    pub book: Arc<StatusBook>,
+    pub tftp_metrics: Option<Arc<crate::tftp::TftpMetrics>>,
+    pub dhcp_metrics: Option<Arc<crate::dhcp::DhcpMetrics>>,
+    pub dns_metrics: Arc<crate::dns::DnsMetrics>,
+    pub syslog_metrics: crate::syslog::Metrics,
+}
+
 /// One front end (or group of listeners) as the server drives it.
 #[async_trait::async_trait]
 pub trait Service: Send + Sync {
+    /// Bind the sockets (adding a banner line each); serve nothing, open no journal or
+    /// file. An error refuses the whole start.
+    async fn bind(deps: &Deps, banner: &mut Vec<String>) -> Result<Self>
+    where
+        Self: Sized;
+
     /// The name in logs and metrics; also its key table's name.
     fn name(&self) -> &'static str;
 

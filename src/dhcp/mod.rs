@@ -103,106 +103,108 @@ pub fn bind(ctx: &Context, banner: &mut Vec<String>) -> Result<Bound> {
     Ok(Bound { settings, ifaces })
 }
 
-impl Bound {
-    /// Open the lease journal, restore leases and serve (loops under the supervisor).
-    /// Returns the reload hook.
-    pub fn start(self, ctx: &Context, metrics: Arc<DhcpMetrics>) -> Result<ReloadFn> {
-        let Bound { settings, ifaces } = self;
-        let infos = ifaces
-            .iter()
-            .map(|i| IfaceInfo {
-                name: i.name.clone(),
-                addrs: i.addrs.clone(),
-            })
-            .collect();
-        let engine = Arc::new(Engine::new(
-            settings,
-            infos,
-            ctx.config.dns.enabled,
-            ctx.provisioner.registry().clone(),
-            metrics,
-        ));
-        let (journal, stored, bad) =
-            store::Journal::open(&ctx.data_dir).context("dhcp: loading leases")?;
-        if bad > 0 {
-            tracing::warn!(records = bad, "dhcp: unreadable lease records skipped");
-        }
-        let total = stored.len();
-        let live = engine.restore(stored, now());
-        tracing::info!(stored = total, active = live, "dhcp: leases restored");
+/// Open the lease journal, restore leases and serve (loops under the supervisor).
+/// Returns the reload hook.
+pub fn start(bound: Bound, ctx: &Context, metrics: Arc<DhcpMetrics>) -> Result<ReloadFn> {
+    let Bound { settings, ifaces } = bound;
+    let infos = ifaces
+        .iter()
+        .map(|i| IfaceInfo {
+            name: i.name.clone(),
+            addrs: i.addrs.clone(),
+        })
+        .collect();
+    let engine = Arc::new(Engine::new(
+        settings,
+        infos,
+        ctx.config.dns.enabled,
+        ctx.provisioner.registry().clone(),
+        metrics,
+    ));
+    let (journal, stored, bad) =
+        store::Journal::open(&ctx.data_dir).context("dhcp: loading leases")?;
+    if bad > 0 {
+        tracing::warn!(records = bad, "dhcp: unreadable lease records skipped");
+    }
+    let total = stored.len();
+    let live = engine.restore(stored, now());
+    tracing::info!(stored = total, active = live, "dhcp: leases restored");
 
-        let ifaces = Arc::new(ifaces);
-        let (tx, rx) = mpsc::unbounded_channel::<Job>();
-        // The writer owns its channel: it cannot be made again, so a panic there ends the
-        // process (never an ACK without its lease on disk).
-        ctx.supervisor.spawn_once(
-            "dhcp",
-            "dhcp lease writer",
-            writer(
-                rx,
-                Arc::new(std::sync::Mutex::new(journal)),
-                engine.clone(),
+    let ifaces = Arc::new(ifaces);
+    let (tx, rx) = mpsc::unbounded_channel::<Job>();
+    // The writer owns its channel: it cannot be made again, so a panic there ends the
+    // process (never an ACK without its lease on disk).
+    ctx.supervisor.spawn_once(
+        "dhcp",
+        "dhcp lease writer",
+        writer(
+            rx,
+            Arc::new(std::sync::Mutex::new(journal)),
+            engine.clone(),
+            ifaces.clone(),
+        ),
+    );
+    for idx in 0..ifaces.len() {
+        let (ifaces, engine, tx) = (ifaces.clone(), engine.clone(), tx.clone());
+        let shutdown = ctx.shutdown.clone();
+        let name = format!("dhcp receive {}", ifaces[idx].name);
+        ctx.supervisor.spawn_restartable("dhcp", name, move || {
+            Box::pin(receive(
+                idx,
                 ifaces.clone(),
-            ),
-        );
-        for idx in 0..ifaces.len() {
-            let (ifaces, engine, tx) = (ifaces.clone(), engine.clone(), tx.clone());
-            let shutdown = ctx.shutdown.clone();
-            let name = format!("dhcp receive {}", ifaces[idx].name);
-            ctx.supervisor.spawn_restartable("dhcp", name, move || {
-                Box::pin(receive(
-                    idx,
-                    ifaces.clone(),
-                    engine.clone(),
-                    tx.clone(),
-                    shutdown.clone(),
-                ))
-            });
-        }
-        // Expiry: leases whose time ran out are announced and their addresses reclaimed.
-        let (e, sd) = (engine.clone(), ctx.shutdown.clone());
-        ctx.supervisor
-            .spawn_restartable("dhcp", "dhcp lease expiry", move || {
-                let (e, sd) = (e.clone(), sd.clone());
-                Box::pin(async move {
-                    let mut tick = tokio::time::interval(Duration::from_secs(2));
-                    loop {
-                        tokio::select! {
-                            _ = sd.cancelled() => break,
-                            _ = tick.tick() => {
-                                for ev in e.sweep(now()) {
-                                    e.announce(&ev);
-                                }
+                engine.clone(),
+                tx.clone(),
+                shutdown.clone(),
+            ))
+        });
+    }
+    // Expiry: leases whose time ran out are announced and their addresses reclaimed.
+    let (e, sd) = (engine.clone(), ctx.shutdown.clone());
+    ctx.supervisor
+        .spawn_restartable("dhcp", "dhcp lease expiry", move || {
+            let (e, sd) = (e.clone(), sd.clone());
+            Box::pin(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(2));
+                loop {
+                    tokio::select! {
+                        _ = sd.cancelled() => break,
+                        _ = tick.tick() => {
+                            for ev in e.sweep(now()) {
+                                e.announce(&ev);
                             }
                         }
                     }
-                })
-            });
+                }
+            })
+        });
 
-        // Reload: subnets, pools, options, reservations and times apply at once; the
-        // sockets (interfaces, port) and turning DHCP off only at a restart (the reload
-        // names those keys).
-        let (names, port) = (
-            engine.policy().settings.interfaces.clone(),
-            engine.policy().settings.port,
-        );
-        Ok(Box::new(move |cfg: &crate::config::Config| {
-            if !cfg.dhcp.enabled {
-                return Ok(());
-            }
-            let mut problems = Vec::new();
-            let mut new = cfg
-                .dhcp
-                .compile(&mut |f, _, _, m| problems.push(format!("{f}: {m}")))
-                .ok_or_else(|| anyhow!("{}", problems.join("; ")))?;
-            // The engine's interfaces are the bound sockets until a restart.
-            new.interfaces = names.clone();
-            new.port = port;
-            engine.reload(new, now());
-            tracing::info!("dhcp: settings reloaded");
-            Ok(())
-        }))
-    }
+    // Reload: subnets, pools, options, reservations and times apply at once; the
+    // sockets (interfaces, port) only at a restart (the reload names those keys).
+    let (names, port) = (
+        engine.policy().settings.interfaces.clone(),
+        engine.policy().settings.port,
+    );
+    Ok(Box::new(move |cfg: &crate::config::Config| {
+        if !cfg.dhcp.enabled {
+            return Err(anyhow!(
+                "dhcp.enabled: turning DHCP off takes a restart; it keeps serving meanwhile"
+            ));
+        }
+        let mut problems = Vec::new();
+        let new = cfg
+            .dhcp
+            .compile(&mut |f, _, _, m| problems.push(format!("{f}: {m}")))
+            .ok_or_else(|| anyhow!("{}", problems.join("; ")))?;
+        if new.interfaces != names || new.port != port {
+            return Err(anyhow!(
+                "dhcp.interfaces / dhcp.port changed: that takes a restart (the other \
+                 DHCP settings were not applied either)"
+            ));
+        }
+        engine.reload(new, now());
+        tracing::info!("dhcp: settings reloaded");
+        Ok(())
+    }))
 }
 
 async fn receive(

@@ -4,9 +4,8 @@
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
-use prometheus_client::registry::Registry;
 
-use super::{Change, ReloadFn, Reloaded, Service, keys};
+use super::{Change, Deps, ReloadFn, Reloaded, Service, keys};
 use crate::server::{Context, bind_tcp};
 use crate::status::StatusBook;
 use crate::supervisor::Supervisor;
@@ -25,19 +24,14 @@ pub struct WebGroup {
     pub web: Arc<Web>,
 }
 
-impl WebGroup {
-    pub async fn bind(
-        ctx: &Arc<Context>,
-        registry: Arc<Registry>,
-        banner: &mut Vec<String>,
-    ) -> Result<WebGroup> {
-        let web = Web::bind(ctx, &ctx.config, registry, banner).await?;
-        Ok(WebGroup { web })
-    }
-}
-
 #[async_trait::async_trait]
 impl Service for WebGroup {
+    async fn bind(deps: &Deps, banner: &mut Vec<String>) -> Result<WebGroup> {
+        let ctx = &deps.ctx;
+        let web = Web::bind(ctx, &ctx.config, deps.registry.clone(), banner).await?;
+        Ok(WebGroup { web })
+    }
+
     fn name(&self) -> &'static str {
         "web"
     }
@@ -71,8 +65,10 @@ pub struct LegacyTls {
     hook: Option<ReloadFn>,
 }
 
-impl LegacyTls {
-    pub async fn bind(ctx: &Arc<Context>, banner: &mut Vec<String>) -> Result<LegacyTls> {
+#[async_trait::async_trait]
+impl Service for LegacyTls {
+    async fn bind(deps: &Deps, banner: &mut Vec<String>) -> Result<LegacyTls> {
+        let ctx = &deps.ctx;
         let (listeners, hook) = crate::tls_legacy::bind(ctx, banner).await?;
         Ok(LegacyTls {
             ctx: ctx.clone(),
@@ -80,10 +76,7 @@ impl LegacyTls {
             hook: Some(hook),
         })
     }
-}
 
-#[async_trait::async_trait]
-impl Service for LegacyTls {
     fn name(&self) -> &'static str {
         "https_legacy"
     }
@@ -109,12 +102,10 @@ pub struct Dashboard {
     handler: Arc<crate::dashboard::DashboardHandler>,
 }
 
-impl Dashboard {
-    pub async fn bind(
-        ctx: &Arc<Context>,
-        book: Arc<StatusBook>,
-        banner: &mut Vec<String>,
-    ) -> Result<Dashboard> {
+#[async_trait::async_trait]
+impl Service for Dashboard {
+    async fn bind(deps: &Deps, banner: &mut Vec<String>) -> Result<Dashboard> {
+        let (ctx, book) = (&deps.ctx, deps.book.clone());
         let d = &ctx.config.dashboard;
         let socket = bind_tcp("dashboard.listen", d.listen.value).await?;
         banner.push(format!("dashboard http://{}/", socket.local_addr()?));
@@ -138,10 +129,7 @@ impl Dashboard {
             handler,
         })
     }
-}
 
-#[async_trait::async_trait]
-impl Service for Dashboard {
     fn name(&self) -> &'static str {
         "dashboard"
     }
@@ -171,12 +159,14 @@ pub struct Tftp {
     bound: Option<crate::tftp::Bound>,
 }
 
-impl Tftp {
-    pub async fn bind(
-        ctx: &Arc<Context>,
-        metrics: Arc<crate::tftp::TftpMetrics>,
-        banner: &mut Vec<String>,
-    ) -> Result<Tftp> {
+#[async_trait::async_trait]
+impl Service for Tftp {
+    async fn bind(deps: &Deps, banner: &mut Vec<String>) -> Result<Tftp> {
+        let ctx = &deps.ctx;
+        let metrics = deps
+            .tftp_metrics
+            .clone()
+            .context("tftp: metrics not registered")?;
         let bound = crate::tftp::bind(&ctx.config.tftp, metrics).await?;
         banner.push(format!("tftp   tftp://{}/", bound.local_addr()?));
         Ok(Tftp {
@@ -184,10 +174,7 @@ impl Tftp {
             bound: Some(bound),
         })
     }
-}
 
-#[async_trait::async_trait]
-impl Service for Tftp {
     fn name(&self) -> &'static str {
         "tftp"
     }
@@ -212,12 +199,14 @@ pub struct Dhcp {
     hook: Option<ReloadFn>,
 }
 
-impl Dhcp {
-    pub fn bind(
-        ctx: &Arc<Context>,
-        metrics: Arc<crate::dhcp::DhcpMetrics>,
-        banner: &mut Vec<String>,
-    ) -> Result<Dhcp> {
+#[async_trait::async_trait]
+impl Service for Dhcp {
+    async fn bind(deps: &Deps, banner: &mut Vec<String>) -> Result<Dhcp> {
+        let ctx = &deps.ctx;
+        let metrics = deps
+            .dhcp_metrics
+            .clone()
+            .context("dhcp: metrics not registered")?;
         let bound = crate::dhcp::bind(ctx, banner)?;
         Ok(Dhcp {
             ctx: ctx.clone(),
@@ -226,17 +215,14 @@ impl Dhcp {
             hook: None,
         })
     }
-}
 
-#[async_trait::async_trait]
-impl Service for Dhcp {
     fn name(&self) -> &'static str {
         "dhcp"
     }
 
     async fn start(&mut self, _sup: &Arc<Supervisor>) -> Result<()> {
         if let Some(b) = self.bound.take() {
-            self.hook = Some(b.start(&self.ctx, self.metrics.clone())?);
+            self.hook = Some(crate::dhcp::start(b, &self.ctx, self.metrics.clone())?);
         }
         Ok(())
     }
@@ -254,12 +240,10 @@ pub struct Dns {
     hook: Option<ReloadFn>,
 }
 
-impl Dns {
-    pub async fn bind(
-        ctx: &Arc<Context>,
-        metrics: Arc<crate::dns::DnsMetrics>,
-        banner: &mut Vec<String>,
-    ) -> Result<Dns> {
+#[async_trait::async_trait]
+impl Service for Dns {
+    async fn bind(deps: &Deps, banner: &mut Vec<String>) -> Result<Dns> {
+        let (ctx, metrics) = (&deps.ctx, deps.dns_metrics.clone());
         let bound = crate::dns::bind(&ctx.config.dns, banner).await?;
         Ok(Dns {
             ctx: ctx.clone(),
@@ -268,10 +252,7 @@ impl Dns {
             hook: None,
         })
     }
-}
 
-#[async_trait::async_trait]
-impl Service for Dns {
     fn name(&self) -> &'static str {
         "dns"
     }
@@ -296,13 +277,11 @@ pub struct Syslog {
     metrics: crate::syslog::Metrics,
 }
 
-impl Syslog {
-    pub async fn bind(
-        ctx: &Arc<Context>,
-        book: Arc<StatusBook>,
-        metrics: crate::syslog::Metrics,
-        banner: &mut Vec<String>,
-    ) -> Result<Syslog> {
+#[async_trait::async_trait]
+impl Service for Syslog {
+    async fn bind(deps: &Deps, banner: &mut Vec<String>) -> Result<Syslog> {
+        let ctx = &deps.ctx;
+        let (book, metrics) = (deps.book.clone(), deps.syslog_metrics.clone());
         let bound = crate::syslog::bind(ctx, banner).await?;
         Ok(Syslog {
             ctx: ctx.clone(),
@@ -311,17 +290,14 @@ impl Syslog {
             metrics,
         })
     }
-}
 
-#[async_trait::async_trait]
-impl Service for Syslog {
     fn name(&self) -> &'static str {
         "syslog"
     }
 
     async fn start(&mut self, _sup: &Arc<Supervisor>) -> Result<()> {
         if let Some(b) = self.bound.take() {
-            b.start(&self.ctx, self.book.clone(), self.metrics.clone())?;
+            crate::syslog::start(b, &self.ctx, self.book.clone(), self.metrics.clone())?;
         }
         Ok(())
     }

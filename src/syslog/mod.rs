@@ -258,77 +258,75 @@ pub async fn bind(ctx: &Context, banner: &mut Vec<String>) -> Result<Bound> {
     })
 }
 
-impl Bound {
-    /// Open the forward file and serve, loops under the supervisor (lines only update the
-    /// status book, so there is nothing to wait for).
-    pub fn start(self, ctx: &Context, book: Arc<StatusBook>, metrics: Metrics) -> Result<()> {
-        let cfg = &ctx.config.syslog;
-        let rx = Arc::new(Receiver::new(
-            book,
-            metrics,
-            cfg.forward_file.as_ref().map(|f| f.value.as_path()),
-        )?);
-        let (udp, tcp) = (self.udp, self.tcp);
-        let shutdown = ctx.shutdown.clone();
-        let r = rx.clone();
-        ctx.supervisor
-            .spawn_restartable("syslog", "syslog udp", move || {
-                let (udp, shutdown, r) = (udp.clone(), shutdown.clone(), r.clone());
-                Box::pin(async move {
-                    let mut buf = vec![0u8; MAX_FRAME + 1];
-                    loop {
-                        let (n, from) = tokio::select! {
-                            _ = shutdown.cancelled() => return,
-                            r = udp.recv_from(&mut buf) => match r {
-                                Ok(x) => x,
-                                Err(e) => {
-                                    tracing::debug!("syslog: recv failed: {e}");
-                                    continue;
-                                }
-                            },
-                        };
-                        r.handle(from.ip(), &buf[..n], "udp");
-                    }
-                })
-            });
-        if let Some(l) = tcp {
-            let shutdown = ctx.shutdown.clone();
-            let tracker = ctx.tracker.clone();
-            let slots = Arc::new(tokio::sync::Semaphore::new(MAX_TCP));
-            ctx.supervisor
-                .spawn_once("syslog", "syslog tcp", async move {
-                    loop {
-                        let (s, peer) = tokio::select! {
-                            _ = shutdown.cancelled() => return,
-                            r = l.accept() => match r {
-                                Ok(x) => x,
-                                Err(e) => {
-                                    tracing::warn!("syslog: accept failed: {e}");
-                                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                                    continue;
-                                }
-                            },
-                        };
-                        let Ok(permit) = slots.clone().try_acquire_owned() else {
-                            tracing::warn!(%peer, "syslog: too many TCP senders, closing");
-                            continue;
-                        };
-                        let rx = rx.clone();
-                        let shutdown = shutdown.clone();
-                        tracker.spawn(async move {
-                            tokio::select! {
-                                r = tcp_session(s, peer.ip(), &rx) => if let Err(e) = r {
-                                    tracing::debug!(%peer, "syslog: TCP session ended: {e}");
-                                },
-                                _ = shutdown.cancelled() => {}
+/// Open the forward file and serve, loops under the supervisor (lines only update the
+/// status book, so there is nothing to wait for).
+pub fn start(bound: Bound, ctx: &Context, book: Arc<StatusBook>, metrics: Metrics) -> Result<()> {
+    let cfg = &ctx.config.syslog;
+    let rx = Arc::new(Receiver::new(
+        book,
+        metrics,
+        cfg.forward_file.as_ref().map(|f| f.value.as_path()),
+    )?);
+    let (udp, tcp) = (bound.udp, bound.tcp);
+    let shutdown = ctx.shutdown.clone();
+    let r = rx.clone();
+    ctx.supervisor
+        .spawn_restartable("syslog", "syslog udp", move || {
+            let (udp, shutdown, r) = (udp.clone(), shutdown.clone(), r.clone());
+            Box::pin(async move {
+                let mut buf = vec![0u8; MAX_FRAME + 1];
+                loop {
+                    let (n, from) = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        r = udp.recv_from(&mut buf) => match r {
+                            Ok(x) => x,
+                            Err(e) => {
+                                tracing::debug!("syslog: recv failed: {e}");
+                                continue;
                             }
-                            drop(permit);
-                        });
-                    }
-                });
-        }
-        Ok(())
+                        },
+                    };
+                    r.handle(from.ip(), &buf[..n], "udp");
+                }
+            })
+        });
+    if let Some(l) = tcp {
+        let shutdown = ctx.shutdown.clone();
+        let tracker = ctx.tracker.clone();
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_TCP));
+        ctx.supervisor
+            .spawn_once("syslog", "syslog tcp", async move {
+                loop {
+                    let (s, peer) = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        r = l.accept() => match r {
+                            Ok(x) => x,
+                            Err(e) => {
+                                tracing::warn!("syslog: accept failed: {e}");
+                                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                                continue;
+                            }
+                        },
+                    };
+                    let Ok(permit) = slots.clone().try_acquire_owned() else {
+                        tracing::warn!(%peer, "syslog: too many TCP senders, closing");
+                        continue;
+                    };
+                    let rx = rx.clone();
+                    let shutdown = shutdown.clone();
+                    tracker.spawn(async move {
+                        tokio::select! {
+                            r = tcp_session(s, peer.ip(), &rx) => if let Err(e) = r {
+                                tracing::debug!(%peer, "syslog: TCP session ended: {e}");
+                            },
+                            _ = shutdown.cancelled() => {}
+                        }
+                        drop(permit);
+                    });
+                }
+            });
     }
+    Ok(())
 }
 
 /// RFC 6587: a frame is `LEN SP MSG` (octet counting) or a line ending in LF.

@@ -298,14 +298,11 @@ devices:
         want,
         "the answer names exactly the changed restart keys (a new one? change it in this test's second file)\n{out}"
     );
-    pb.wait_for_log(
-        "take effect only at the next restart",
-        Duration::from_secs(5),
-    );
+    pb.wait_for_log("takes a restart to apply", Duration::from_secs(5));
     let log = pb.log();
     let line = log
         .lines()
-        .find(|l| l.contains("take effect only at the next restart"))
+        .find(|l| l.contains("takes a restart to apply"))
         .unwrap();
     for k in &want {
         assert!(line.contains(k.as_str()), "{k} not in the log line: {line}");
