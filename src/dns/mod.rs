@@ -97,10 +97,10 @@ impl Bound {
             metrics: metrics.clone(),
         });
         let upstream = Arc::new(Semaphore::new(transport::MAX_UPSTREAM_IN_FLIGHT));
-        for socket in self.udp.iter().flatten() {
+        for (i, socket) in self.udp.iter().flatten().enumerate() {
             let (socket, handler, upstream) = (socket.clone(), handler.clone(), upstream.clone());
             let shutdown = ctx.shutdown.clone();
-            let name = format!("dns udp {}", socket.local_addr()?);
+            let name = format!("dns udp {} #{i}", socket.local_addr()?);
             ctx.supervisor.spawn_restartable("dns", name, move || {
                 Box::pin(transport::serve_udp(
                     socket.clone(),
