@@ -25,6 +25,10 @@ use crate::server::{Context, bind_error};
 /// With the `fault-injection` feature, a read request for this file panics the listener.
 #[cfg(feature = "fault-injection")]
 pub const FAULT_INJECTION_FILE: &str = "provbox-fault-injection/panic";
+/// With `fault-injection`, a read request for this file blocks the listener's thread for
+/// 8 s, as a wedged loop would.
+#[cfg(feature = "fault-injection")]
+pub const FAULT_WEDGE_FILE: &str = "provbox-fault-injection/wedge";
 
 /// The bound listener, not yet serving (every front end binds before any serves).
 pub struct Bound {
@@ -130,6 +134,11 @@ impl Bound {
                 #[cfg(feature = "fault-injection")]
                 Ok(Packet::Rrq(req)) if req.filename == FAULT_INJECTION_FILE => {
                     panic!("fault injection: tftp request for {FAULT_INJECTION_FILE}")
+                }
+                #[cfg(feature = "fault-injection")]
+                Ok(Packet::Rrq(req)) if req.filename == FAULT_WEDGE_FILE => {
+                    std::thread::sleep(std::time::Duration::from_secs(8));
+                    continue;
                 }
                 Ok(Packet::Rrq(req)) => req,
                 Ok(Packet::Wrq(req)) => {

@@ -463,3 +463,40 @@ fn a_panicking_tftp_loop_is_restarted_and_serves_again() {
     assert!(!status.success(), "{status}:\n{}", pb.log());
     assert!(pb.log().contains("more than 5 panics"), "{}", pb.log());
 }
+
+/// A loop that stops running (here: its thread blocked for 8 s by the test-only hook) makes
+/// `/readyz` answer 503 naming it, and ready again once it runs.
+#[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs `--features fault-injection` (tests/run sets it)"
+)]
+fn a_wedged_tftp_loop_makes_readyz_name_it() {
+    let dir = Provbox::dir();
+    std::fs::write(dir.path().join("files/phone.cfg"), "<cfg/>\n").unwrap();
+    let (tftp, metrics) = (free_udp_port(), free_tcp_port());
+    let _pb = Provbox::start(
+        dir,
+        &format!(
+            "data_dir: data\ncatalog:\n  roots: [files]\nmetrics:\n  enabled: true\n  listen: 127.0.0.1:{metrics}\ntftp:\n  enabled: true\n  listen: 127.0.0.1:{tftp}\n"
+        ),
+    );
+    assert_eq!(get(metrics, "/readyz").0, 200);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.send_to(&rrq("provbox-fault-injection/wedge"), ("127.0.0.1", tftp))
+        .unwrap();
+    let mut seen = String::new();
+    wait_until(
+        "/readyz to name the wedged loop",
+        Duration::from_secs(15),
+        || {
+            let (code, body) = get(metrics, "/readyz");
+            seen = body;
+            code == 503
+        },
+    );
+    assert!(seen.contains("tftp: tftp listener has not run"), "{seen}");
+    wait_until("/readyz to be 200 again", Duration::from_secs(20), || {
+        get(metrics, "/readyz").0 == 200
+    });
+}
