@@ -73,12 +73,15 @@ fn is_provbox(pid: i32) -> bool {
 }
 
 /// `provbox reload`: SIGHUP to the provbox using `data_dir`, then wait for its verdict.
-/// Returns the result word (`ok`, `partial`, `invalid`) and the message that came with it.
+/// Returns the result word (`ok`, `restart_needed`, `partial`, `invalid`) and the message
+/// that came with it (what restarted, the keys waiting for a restart, what failed).
 pub fn signal_reload(data_dir: &Path, wait: Duration) -> Result<(String, String)> {
     let path = pid_file(data_dir);
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!(
-            "no running provbox found: cannot read {} (is it running with this config?)",
+            "no running provbox found: cannot read {} (is it running with this config? A \
+             changed data_dir takes effect only at a restart: until then send SIGHUP, e.g. \
+             `systemctl reload provbox`)",
             path.display()
         )
     })?;

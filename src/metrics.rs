@@ -189,7 +189,7 @@ impl Metrics {
         );
         reg.register(
             "provbox_config_reloads",
-            "Configuration reloads by result (ok, partial, invalid)",
+            "Configuration reloads by result (ok, restart_needed, partial, invalid)",
             m.config_reloads.clone(),
         );
         reg.register(

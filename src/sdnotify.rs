@@ -63,17 +63,46 @@ impl Notifier {
     }
 
     /// Ping the watchdog at half the interval systemd asked for, if it asked. Pinging from
-    /// a runtime task proves the runtime still schedules work.
-    pub fn spawn_watchdog(&self, shutdown: tokio_util::sync::CancellationToken) {
+    /// a runtime task proves the runtime still schedules work; `healthy` (every service
+    /// loop beating, none restarting) must hold too, else the ping is withheld and
+    /// systemd restarts a process that stays wedged.
+    pub fn spawn_watchdog(
+        &self,
+        shutdown: tokio_util::sync::CancellationToken,
+        healthy: impl Fn() -> Result<(), String> + Send + 'static,
+    ) {
         let Some(every) = self.watchdog_interval() else {
             return;
         };
-        let notifier = Notifier::from_env();
+        Notifier::from_env().ping_while_healthy(every / 2, shutdown, healthy);
+    }
+
+    fn ping_while_healthy(
+        self,
+        every: Duration,
+        shutdown: tokio_util::sync::CancellationToken,
+        healthy: impl Fn() -> Result<(), String> + Send + 'static,
+    ) {
         tokio::spawn(async move {
+            let mut withheld = false;
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(every / 2) => notifier.notify("WATCHDOG=1"),
+                    _ = tokio::time::sleep(every) => match healthy() {
+                        Ok(()) => {
+                            if withheld {
+                                tracing::info!("watchdog: every service runs again; pinging");
+                                withheld = false;
+                            }
+                            self.notify("WATCHDOG=1");
+                        }
+                        Err(why) => {
+                            if !withheld {
+                                tracing::warn!("watchdog: not pinging while {}", why.replace('\n', "; "));
+                                withheld = true;
+                            }
+                        }
+                    },
                 }
             }
         });
@@ -144,6 +173,47 @@ mod tests {
                 .unwrap()
                 .starts_with("STOPPING=1")
         );
+    }
+
+    #[tokio::test]
+    async fn watchdog_pings_are_withheld_while_a_service_is_unhealthy() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let rx = UnixDatagram::bind(&path).unwrap();
+        let n = Notifier {
+            socket: Some((
+                UnixDatagram::unbound().unwrap(),
+                target(path.to_str().unwrap()).unwrap(),
+            )),
+        };
+        let ok = Arc::new(AtomicBool::new(false));
+        let o = ok.clone();
+        let stop = tokio_util::sync::CancellationToken::new();
+        n.ping_while_healthy(Duration::from_millis(10), stop.clone(), move || {
+            if o.load(Ordering::SeqCst) {
+                Ok(())
+            } else {
+                Err("tftp: tftp listener is restarting".into())
+            }
+        });
+        let rx = tokio::net::UnixDatagram::from_std({
+            rx.set_nonblocking(true).unwrap();
+            rx
+        })
+        .unwrap();
+        let mut buf = [0u8; 64];
+        // Unhealthy: nothing arrives over many intervals.
+        let quiet = tokio::time::timeout(Duration::from_millis(300), rx.recv(&mut buf)).await;
+        assert!(quiet.is_err(), "a ping was sent while unhealthy");
+        ok.store(true, Ordering::SeqCst);
+        let len = tokio::time::timeout(Duration::from_secs(5), rx.recv(&mut buf))
+            .await
+            .expect("pings resume once healthy")
+            .unwrap();
+        assert_eq!(&buf[..len], b"WATCHDOG=1");
+        stop.cancel();
     }
 
     #[test]

@@ -1,11 +1,14 @@
-//! Starting the enabled front ends, waiting for a signal, and shutting down gracefully.
+//! Binding every enabled service, then starting them all, reloading on a signal or a
+//! change of the file, and shutting down gracefully.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context as _, Result};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
@@ -18,36 +21,9 @@ use crate::control;
 use crate::devices::{self, Provisioner};
 use crate::metrics::Metrics;
 use crate::sdnotify::Notifier;
+use crate::service::{Change, Deps, Reloaded, Service, fronts};
 use crate::store::Store;
-use crate::web::Web;
-
-/// A front end's way to apply a new, already validated configuration without a restart.
-pub type ReloadFn = Box<dyn Fn(&Config) -> Result<()> + Send + Sync>;
-
-/// Reload hooks, registered by front ends at start, run in order on every good reload.
-#[derive(Default)]
-pub struct Reloaders(std::sync::Mutex<Vec<(&'static str, ReloadFn)>>);
-
-impl Reloaders {
-    pub fn add(&self, name: &'static str, f: ReloadFn) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((name, f));
-    }
-
-    fn apply(&self, cfg: &Config) -> Vec<String> {
-        let hooks = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let mut failed = Vec::new();
-        for (name, f) in hooks.iter() {
-            if let Err(e) = f(cfg) {
-                tracing::error!("reload: {name} kept its old settings: {e:#}");
-                failed.push(name.to_string());
-            }
-        }
-        failed
-    }
-}
+use crate::supervisor::Supervisor;
 
 /// What every front end is started with.
 pub struct Context {
@@ -58,16 +34,109 @@ pub struct Context {
     pub data_dir: PathBuf,
     pub store: Arc<Store>,
     pub config: Arc<Config>,
-    pub reloaders: Arc<Reloaders>,
+    /// Owns every service loop (src/supervisor.rs).
+    pub supervisor: Arc<Supervisor>,
+}
+
+/// `provbox_config_restart_pending{key}`: 1 while a changed key waits for a restart.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyLabels {
+    key: &'static str,
+}
+
+struct ReloadMetrics {
+    pending: Family<KeyLabels, Gauge>,
+}
+
+impl ReloadMetrics {
+    fn register(reg: &mut Registry) -> ReloadMetrics {
+        let pending = Family::<KeyLabels, Gauge>::default();
+        reg.register(
+            "provbox_config_restart_pending",
+            "1 for each configuration key changed since the start that takes effect only at the next restart",
+            pending.clone(),
+        );
+        ReloadMetrics { pending }
+    }
+}
+
+/// What a reload did, for the log, `provbox reload` and the metrics.
+#[derive(Debug, Default, PartialEq)]
+pub struct Verdict {
+    pub restarted: Vec<&'static str>,
+    /// Keys changed since the start that wait for a restart, sorted.
+    pub pending: Vec<&'static str>,
+    /// Services that kept their old settings, with the reason.
+    pub failed: Vec<String>,
+}
+
+impl Verdict {
+    /// `ok`, `restart_needed` or `partial` (a refused file is `invalid` before this).
+    pub fn result(&self) -> &'static str {
+        if !self.failed.is_empty() {
+            "partial"
+        } else if !self.pending.is_empty() {
+            "restart_needed"
+        } else {
+            "ok"
+        }
+    }
+
+    /// The answer `provbox reload` prints after the result word.
+    pub fn text(&self) -> String {
+        let mut parts = vec![format!(
+            "restarted: {}",
+            if self.restarted.is_empty() {
+                "nothing".to_string()
+            } else {
+                self.restarted.join(", ")
+            }
+        )];
+        if !self.pending.is_empty() {
+            parts.push(format!("needs a restart: {}", self.pending.join(", ")));
+        }
+        let mut text = parts.join("; ");
+        for f in &self.failed {
+            text.push('\n');
+            text.push_str(f);
+        }
+        text
+    }
+}
+
+/// Ask every service to apply `change`; keys of services not running (and the process's
+/// own) are compared from their tables.
+async fn apply(services: &[Box<dyn Service>], change: &Change<'_>) -> Verdict {
+    let mut v = Verdict::default();
+    let mut pending = std::collections::BTreeSet::new();
+    for s in services {
+        match s.reload(change).await {
+            Reloaded::Applied { restarted } => v.restarted.extend(restarted),
+            Reloaded::NeedsRestart(keys) => pending.extend(keys),
+            Reloaded::Invalid(e) => {
+                tracing::error!("reload: {} kept its old settings: {e}", s.name());
+                v.failed.push(format!("{}: {e}", s.name()));
+            }
+        }
+    }
+    for t in crate::service::keys::tables() {
+        pending.extend(change.pending(&t));
+    }
+    v.pending = pending.into_iter().collect();
+    v
 }
 
 /// SIGHUP, `provbox reload` or a change of the file: read and validate it again. A bad
-/// file changes nothing; a good one restarts only the front ends whose settings changed.
+/// file changes nothing; a good one is applied by each service as far as it can live, and
+/// every key that waits for a restart is named.
+#[allow(clippy::too_many_arguments)]
 async fn reload(
     new: Result<Config, crate::config::ConfigErrors>,
     running: &mut Arc<Config>,
+    boot: &Config,
+    services: &[Box<dyn Service>],
     ctx: &Context,
-    web: &Web,
+    rm: &ReloadMetrics,
     why: &str,
     generation: u64,
 ) {
@@ -87,59 +156,39 @@ async fn reload(
             return;
         }
     };
-    let mut failed = Vec::new();
-    let (web_failed, restarted) = web.apply(&new).await;
-    for (kind, e) in web_failed {
-        tracing::error!("reload: {} kept its old settings: {e:#}", kind.name());
-        failed.push(format!("{}: {e:#}", kind.name()));
-    }
-    // Listeners of the other front ends: their own reload hooks decide what they can apply.
-    let others = |c: &Config| {
-        let mut v: Vec<String> = c
-            .listeners()
-            .iter()
-            .filter(|l| {
-                !["http.", "https.", "metrics."]
-                    .iter()
-                    .any(|p| l.field.starts_with(p))
-            })
-            .map(|l| format!("{} {}", l.field, l.addr.value))
-            .collect();
-        v.sort();
-        v
-    };
-    if others(&new) != others(running) {
-        tracing::warn!(
-            "reload: listener changes outside HTTP(S)/metrics take effect at the next restart"
-        );
-    }
-    if new.data_dir != running.data_dir {
-        tracing::warn!("reload: data_dir changes take effect at the next restart");
-    }
-    failed.extend(ctx.reloaders.apply(&new));
+    let verdict = apply(
+        services,
+        &Change {
+            boot,
+            old: running,
+            new: &new,
+        },
+    )
+    .await;
     // Changes inotify cannot see (network filesystems, files changed while stopped).
     let catalog = ctx.provisioner.catalog().clone();
     let _ = tokio::task::spawn_blocking(move || catalog.rescan()).await;
-    let result = if failed.is_empty() { "ok" } else { "partial" };
+    for t in crate::service::keys::tables() {
+        for k in t.keys.iter().filter(|k| !k.live) {
+            let on = verdict.pending.contains(&k.name);
+            rm.pending
+                .get_or_create(&KeyLabels { key: k.name })
+                .set(on as i64);
+        }
+    }
+    let result = verdict.result();
     ctx.metrics
         .config_reloads
         .get_or_create(&label(result))
         .inc();
-    let restarted: Vec<&str> = restarted.iter().map(|k| k.name()).collect();
-    tracing::info!(result, trigger = why, restarted = ?restarted, "configuration reloaded");
-    let text = if failed.is_empty() {
-        format!(
-            "restarted: {}",
-            if restarted.is_empty() {
-                "nothing".to_string()
-            } else {
-                restarted.join(", ")
-            }
-        )
-    } else {
-        failed.join("\n")
-    };
-    control::write_status(&ctx.data_dir, generation, result, &text);
+    if !verdict.pending.is_empty() {
+        tracing::warn!(
+            keys = %verdict.pending.join(", "),
+            "reload: changed since the start, each of these keys takes a restart to apply"
+        );
+    }
+    tracing::info!(result, trigger = why, restarted = ?verdict.restarted, pending = ?verdict.pending, "configuration reloaded");
+    control::write_status(&ctx.data_dir, generation, result, &verdict.text());
     *running = Arc::new(new);
 }
 
@@ -204,6 +253,10 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
         .enabled
         .then(|| crate::dhcp::register(&mut registry));
     let dns_metrics = Arc::new(crate::dns::register(&mut registry));
+    let reload_metrics = ReloadMetrics::register(&mut registry);
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let supervisor = Supervisor::new(&mut registry, shutdown.clone(), tracker.clone());
     let registry = Arc::new(registry);
 
     let roots: Vec<PathBuf> = cfg.catalog.roots.iter().map(|r| r.value.clone()).collect();
@@ -221,17 +274,16 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
         Some(store.clone()),
         device_metrics,
     )?);
-    let ctx = Context {
+    let ctx = Arc::new(Context {
         provisioner: provisioner.clone(),
         metrics: metrics.clone(),
-        shutdown: CancellationToken::new(),
-        tracker: TaskTracker::new(),
+        shutdown,
+        tracker,
         data_dir: cfg.data_dir.clone(),
         store,
         config: cfg.clone(),
-        reloaders: Arc::new(Reloaders::default()),
-    };
-    let ready = Arc::new(AtomicBool::new(false));
+        supervisor: supervisor.clone(),
+    });
     // Device status: fed by leases and transfers (through the device registry), syslog.
     let book = crate::status::StatusBook::open(
         ctx.store.clone(),
@@ -243,55 +295,41 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
     provisioner.registry().set_observer(book.clone());
     let mut banner = Vec::new();
 
-    // HTTP, HTTPS and the admin listener: bound now, restartable on reload (src/web.rs).
-    let web = Web::bind(&ctx, &cfg, registry.clone(), ready.clone(), &mut banner).await?;
-    // The legacy TLS door for old phones (off unless configured; restart to change).
-    // Listeners outside the restartable web group (legacy TLS door, dashboard).
-    let mut others = crate::tls_legacy::bind(&ctx, &mut banner).await?;
-
-    // Front ends other than HTTP(S) bind and start here, each from its own module
-    // (`crate::<proto>::start(&ctx, ...)`), adding their lines to `banner`.
-    provisioner.watch_inventory(ctx.shutdown.clone());
-    let tftp = match &tftp_metrics {
-        Some(m) => {
-            let bound = crate::tftp::bind(&cfg.tftp, m.clone()).await?;
-            banner.push(format!("tftp   tftp://{}/", bound.local_addr()?));
-            Some(bound)
+    // Every enabled service binds its sockets first; nothing is served, no lease journal
+    // or forward file opened, until all of them are bound: a half-started appliance is
+    // worse than one that refuses to start.
+    let deps = Deps {
+        ctx: ctx.clone(),
+        registry,
+        book,
+        tftp_metrics,
+        dhcp_metrics,
+        dns_metrics,
+        syslog_metrics,
+    };
+    let mut services: Vec<Box<dyn Service>> = Vec::new();
+    let web = fronts::WebGroup::bind(&deps, &mut banner).await?;
+    let lab_ca_of = web.web.clone();
+    services.push(Box::new(web));
+    async fn bind<S: Service + 'static>(
+        on: bool,
+        deps: &Deps,
+        banner: &mut Vec<String>,
+        services: &mut Vec<Box<dyn Service>>,
+    ) -> Result<()> {
+        if on {
+            services.push(Box::new(S::bind(deps, banner).await?));
         }
-        None => None,
-    };
-
-    if cfg.syslog.enabled {
-        crate::syslog::start(&ctx, book.clone(), syslog_metrics, &mut banner).await?;
+        Ok(())
     }
-    if cfg.dashboard.enabled {
-        let (handler, listener) = crate::dashboard::bind(
-            &cfg.dashboard,
-            &cfg.data_dir,
-            book.clone(),
-            ctx.tracker.clone(),
-            metrics.clone(),
-            &mut banner,
-        )
-        .await?;
-        ctx.reloaders.add(
-            "dashboard",
-            Box::new(move |cfg: &Config| handler.reload(cfg)),
-        );
-        others.push(listener);
-    }
+    let b = &mut banner;
+    bind::<fronts::LegacyTls>(cfg.https_legacy.enabled, &deps, b, &mut services).await?;
+    bind::<fronts::Tftp>(cfg.tftp.enabled, &deps, b, &mut services).await?;
+    bind::<fronts::Syslog>(cfg.syslog.enabled, &deps, b, &mut services).await?;
+    bind::<fronts::Dashboard>(cfg.dashboard.enabled, &deps, b, &mut services).await?;
+    bind::<fronts::Dhcp>(cfg.dhcp.enabled, &deps, b, &mut services).await?;
+    bind::<fronts::Dns>(cfg.dns.enabled, &deps, b, &mut services).await?;
 
-    if let Some(m) = dhcp_metrics {
-        crate::dhcp::start(&ctx, m, &mut banner).await?;
-    }
-    let dns = if cfg.dns.enabled {
-        Some(crate::dns::bind(&cfg.dns, &mut banner).await?)
-    } else {
-        None
-    };
-
-    // Every socket is bound before anything is served: a half-started appliance is worse
-    // than one that refuses to start.
     // Handlers first: a reload or stop sent right after READY=1 must not kill the process
     // with the default signal action.
     let mut term = signal(SignalKind::terminate())?;
@@ -307,21 +345,20 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
             (None, tokio::sync::mpsc::channel(1).1)
         }
     };
-    web.start().await;
-    for l in others {
-        ctx.tracker
-            .spawn(l.run(ctx.shutdown.clone(), ctx.tracker.clone()));
+    provisioner.watch_inventory(ctx.shutdown.clone());
+    // Those whose start can still fail (zones, the lease journal, the forward file) first.
+    for s in services.iter_mut().rev() {
+        if let Err(e) = s.start(&supervisor).await {
+            // Stop what already started before refusing.
+            ctx.shutdown.cancel();
+            supervisor.wait(cfg.shutdown_grace.0).await;
+            return Err(e.context(format!("{}: cannot start", s.name())));
+        }
     }
-    if let Some(t) = tftp {
-        t.start(&ctx);
-    }
-    if let Some(dns) = dns {
-        dns.start(&ctx, dns_metrics)?;
-    }
-    ready.store(true, Ordering::Release);
+    supervisor.set_started();
     let _pid_file = control::PidFile::create(&cfg.data_dir)?;
     // The banner before the "ready" log line: whoever waits for that line finds it.
-    let lab_ca = web.lab_ca.lock().unwrap().clone();
+    let lab_ca = lab_ca_of.lab_ca.lock().unwrap().clone();
     crate::banner::print(&cfg, &banner, lab_ca);
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -334,15 +371,21 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
     }
     let notifier = Notifier::from_env();
     notifier.ready();
-    notifier.spawn_watchdog(ctx.shutdown.clone());
+    let sup = supervisor.clone();
+    notifier.spawn_watchdog(ctx.shutdown.clone(), move || sup.health());
 
     let mut running = cfg.clone();
     let mut generation = 0u64;
+    let mut failure = None;
     loop {
         // The file is read once per trigger; what is compared is what is applied.
         let (why, text) = tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
+            why = supervisor.failed() => {
+                failure = Some(why);
+                break;
+            }
             _ = hup.recv() => ("signal", Config::read(&config_path)),
             Some(()) = changed.recv() => {
                 // Let the writer finish (editors write, truncate, rename in bursts).
@@ -358,7 +401,17 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
         generation += 1;
         notifier.reloading();
         let new = text.and_then(|t| Config::parse(&t, &config_path));
-        reload(new, &mut running, &ctx, &web, why, generation).await;
+        reload(
+            new,
+            &mut running,
+            &cfg,
+            &services,
+            &ctx,
+            &reload_metrics,
+            why,
+            generation,
+        )
+        .await;
         notifier.ready();
     }
     notifier.stopping();
@@ -368,14 +421,164 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
         "shutting down: no new requests, finishing transfers"
     );
     ctx.shutdown.cancel();
-    web.wait().await;
-    ctx.tracker.close();
-    if tokio::time::timeout(grace, ctx.tracker.wait())
-        .await
-        .is_err()
-    {
+    for s in &services {
+        s.shutdown().await;
+    }
+    if !supervisor.wait(grace).await {
         tracing::warn!("grace period over, abandoning transfers still running");
+    }
+    if let Some(why) = failure {
+        anyhow::bail!("stopped because a service failed: {why}");
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::keys::tables;
+
+    /// docs/operations.md's reference table: (key, reload column) per row.
+    fn documented() -> Vec<(String, String)> {
+        let doc = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operations.md"),
+        )
+        .unwrap();
+        let table = doc
+            .split("| key | default | meaning | reload |")
+            .nth(1)
+            .expect("docs/operations.md has the configuration reference table");
+        table
+            .lines()
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| {
+                let cells: Vec<&str> = l.trim_matches('|').split(" | ").collect();
+                (
+                    cells[0].trim().trim_matches('`').to_string(),
+                    cells[cells.len() - 1].trim().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_reload_column_says_what_the_services_report() {
+        let declared: std::collections::BTreeMap<&str, (bool, &str)> = tables()
+            .iter()
+            .flat_map(|t| t.keys.iter().map(|k| (k.name, (k.live, t.service))))
+            .collect();
+        let docs = documented();
+        assert!(
+            docs.len() > 50,
+            "table not found whole: {} rows",
+            docs.len()
+        );
+        let mut wrong = Vec::new();
+        for (key, column) in &docs {
+            let Some((live, service)) = declared.get(key.as_str()) else {
+                wrong.push(format!(
+                    "{key}: documented but no service declares it (src/service/keys.rs)"
+                ));
+                continue;
+            };
+            let says_live = column.starts_with("live");
+            let says_restart = column.starts_with("restart");
+            if !(says_live || says_restart) {
+                wrong.push(format!(
+                    "{key}: reload column `{column}`; expected `live…` or `restart…`"
+                ));
+            } else if says_live != *live {
+                wrong.push(format!(
+                    "{key}: docs say `{column}` but {service} declares it {}",
+                    if *live { "live" } else { "restart" }
+                ));
+            }
+        }
+        for key in declared.keys() {
+            if !docs.iter().any(|(k, _)| k == key) {
+                wrong.push(format!("{key}: declared but missing from the docs table"));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    fn parse(yaml: &str, dir: &std::path::Path) -> Config {
+        Config::parse(yaml, &dir.join("config.yaml")).unwrap()
+    }
+
+    fn pending(boot: &Config, new: &Config) -> Vec<&'static str> {
+        let change = Change {
+            boot,
+            old: boot,
+            new,
+        };
+        let mut v: Vec<_> = tables().iter().flat_map(|t| change.pending(t)).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn restart_keys_compare_values_not_where_they_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("files")).unwrap();
+        let base = "catalog:\n  roots: [files]\ntftp:\n  enabled: true\n  listen: 127.0.0.1:0\n  max_transfers: 10\ndevices:\n  trust:\n    lease: false\nsyslog:\n  enabled: true\n  listen: 127.0.0.1:1514\n";
+        let boot = parse(base, dir.path());
+        // The same values, every line moved: nothing waits for a restart.
+        let moved = parse(&format!("\n\n# moved\n{base}"), dir.path());
+        assert_eq!(pending(&boot, &moved), Vec::<&str>::new());
+        let changed = parse(
+            &base
+                .replace("max_transfers: 10", "max_transfers: 11")
+                .replace("lease: false", "lease: true")
+                .replace(
+                    "  listen: 127.0.0.1:1514\n",
+                    "  listen: 127.0.0.1:1514\n  forward_file: fwd.log\n",
+                ),
+            dir.path(),
+        );
+        assert_eq!(
+            pending(&boot, &changed),
+            vec![
+                "devices.trust.lease",
+                "syslog.forward_file",
+                "tftp.max_transfers"
+            ]
+        );
+        // Keys of a service that is off then and now wait for nothing.
+        let off = parse(
+            &base.replace(
+                "enabled: true\n  listen: 127.0.0.1:0\n  max",
+                "enabled: false\n  listen: 127.0.0.1:0\n  max",
+            ),
+            dir.path(),
+        );
+        let off2 = parse(
+            &base
+                .replace(
+                    "enabled: true\n  listen: 127.0.0.1:0\n  max",
+                    "enabled: false\n  listen: 127.0.0.1:0\n  max",
+                )
+                .replace("max_transfers: 10", "max_transfers: 12"),
+            dir.path(),
+        );
+        assert_eq!(pending(&off, &off2), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn the_verdict_names_what_waits() {
+        let v = Verdict {
+            restarted: vec!["http"],
+            pending: vec!["tftp.max_transfers"],
+            failed: vec![],
+        };
+        assert_eq!(v.result(), "restart_needed");
+        assert_eq!(
+            v.text(),
+            "restarted: http; needs a restart: tftp.max_transfers"
+        );
+        assert_eq!(Verdict::default().result(), "ok");
+        assert_eq!(Verdict::default().text(), "restarted: nothing");
+    }
 }

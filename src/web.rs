@@ -16,7 +16,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context as _, Result};
 use prometheus_client::registry::Registry;
@@ -29,6 +28,7 @@ use crate::config::{Config, HttpLimits};
 use crate::http::{self, AdminHandler, FileHandler, Handler};
 use crate::metrics::Protocol;
 use crate::server::{Context, bind_tcp};
+use crate::supervisor::Supervisor;
 use crate::tls;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,9 +80,9 @@ struct Prepared {
 pub struct Web {
     ctx_shutdown: CancellationToken,
     tracker: TaskTracker,
-    accept_loops: TaskTracker,
     registry: Arc<Registry>,
-    ready: Arc<AtomicBool>,
+    /// Owns the accept loops; also answers `/readyz`.
+    supervisor: Arc<Supervisor>,
     metrics: Arc<crate::metrics::Metrics>,
     files_http: Arc<FileHandler>,
     files_https: Arc<FileHandler>,
@@ -145,7 +145,6 @@ impl Web {
         ctx: &Context,
         cfg: &Config,
         registry: Arc<Registry>,
-        ready: Arc<AtomicBool>,
         banner: &mut Vec<String>,
     ) -> Result<Arc<Web>> {
         let handler = |protocol| {
@@ -158,9 +157,8 @@ impl Web {
         let web = Arc::new(Web {
             ctx_shutdown: ctx.shutdown.clone(),
             tracker: ctx.tracker.clone(),
-            accept_loops: TaskTracker::new(),
             registry,
-            ready,
+            supervisor: ctx.supervisor.clone(),
             metrics: ctx.metrics.clone(),
             files_http: handler(Protocol::http),
             files_https: handler(Protocol::https),
@@ -216,7 +214,7 @@ impl Web {
             Kind::Metrics => (
                 Arc::new(AdminHandler {
                     registry: self.registry.clone(),
-                    ready: self.ready.clone(),
+                    ready: self.supervisor.clone(),
                 }) as Arc<dyn Handler>,
                 Protocol::http,
                 None,
@@ -269,10 +267,11 @@ impl Web {
         let mut loops = Vec::new();
         for (l, (addr, _)) in p.listeners.into_iter().zip(&p.sockets) {
             let token = self.ctx_shutdown.child_token();
-            let handle = self
-                .accept_loops
-                .spawn(l.run(token.clone(), self.tracker.clone()));
-            loops.push((*addr, token, handle.abort_handle()));
+            let name = l.name.clone();
+            let accept =
+                self.supervisor
+                    .spawn_once("web", name, l.run(token.clone(), self.tracker.clone()));
+            loops.push((*addr, token, accept));
         }
         (
             p.kind,
@@ -348,11 +347,5 @@ impl Web {
             changed.push(kind);
         }
         (failed, changed)
-    }
-
-    /// After the process-wide shutdown token is cancelled: wait for the accept loops.
-    pub async fn wait(&self) {
-        self.accept_loops.close();
-        self.accept_loops.wait().await;
     }
 }

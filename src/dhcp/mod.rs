@@ -34,6 +34,7 @@ pub use config::Config;
 pub use metrics::DhcpMetrics;
 
 use crate::server::Context;
+use crate::service::ReloadFn;
 use engine::{Engine, Event, IfaceInfo, Reply};
 use metrics::MessageLabels;
 use socket::Iface;
@@ -57,13 +58,14 @@ struct Job {
     reply: Option<(Reply, usize)>,
 }
 
-/// Bind every configured interface, restore leases, and start serving. Returns after
-/// binding (errors here refuse the start); the work runs on `ctx.tracker`.
-pub async fn start(
-    ctx: &Context,
-    metrics: Arc<DhcpMetrics>,
-    banner: &mut Vec<String>,
-) -> Result<()> {
+/// The interfaces' sockets, bound; no lease journal opened and nothing answered yet.
+pub struct Bound {
+    settings: config::Settings,
+    ifaces: Vec<Iface>,
+}
+
+/// Bind every configured interface. Errors here refuse the start before anything serves.
+pub fn bind(ctx: &Context, banner: &mut Vec<String>) -> Result<Bound> {
     let cfg = &ctx.config.dhcp;
     let settings = cfg
         .compile(&mut |f, _, _, m| tracing::error!("{f}: {m}"))
@@ -98,6 +100,13 @@ pub async fn start(
             socket: sock,
         });
     }
+    Ok(Bound { settings, ifaces })
+}
+
+/// Open the lease journal, restore leases and serve (loops under the supervisor).
+/// Returns the reload hook.
+pub fn start(bound: Bound, ctx: &Context, metrics: Arc<DhcpMetrics>) -> Result<ReloadFn> {
+    let Bound { settings, ifaces } = bound;
     let infos = ifaces
         .iter()
         .map(|i| IfaceInfo {
@@ -121,71 +130,81 @@ pub async fn start(
     let live = engine.restore(stored, now());
     tracing::info!(stored = total, active = live, "dhcp: leases restored");
 
-    // Reload: subnets, pools, options, reservations and times apply at once; the sockets
-    // (interfaces, port) only at a restart.
-    let (e, names, port) = (
-        engine.clone(),
-        engine.policy().settings.interfaces.clone(),
-        engine.policy().settings.port,
-    );
-    ctx.reloaders.add(
-        "dhcp",
-        Box::new(move |cfg: &crate::config::Config| {
-            if !cfg.dhcp.enabled {
-                return Err(anyhow!(
-                    "dhcp.enabled: turning DHCP off takes a restart; it keeps serving meanwhile"
-                ));
-            }
-            let mut problems = Vec::new();
-            let new = cfg
-                .dhcp
-                .compile(&mut |f, _, _, m| problems.push(format!("{f}: {m}")))
-                .ok_or_else(|| anyhow!("{}", problems.join("; ")))?;
-            if new.interfaces != names || new.port != port {
-                return Err(anyhow!(
-                    "dhcp.interfaces / dhcp.port changed: that takes a restart (the other \
-                     DHCP settings were not applied either)"
-                ));
-            }
-            e.reload(new, now());
-            tracing::info!("dhcp: settings reloaded");
-            Ok(())
-        }),
-    );
-
     let ifaces = Arc::new(ifaces);
     let (tx, rx) = mpsc::unbounded_channel::<Job>();
-    ctx.tracker.spawn(writer(
-        rx,
-        Arc::new(std::sync::Mutex::new(journal)),
-        engine.clone(),
-        ifaces.clone(),
-    ));
-    for idx in 0..ifaces.len() {
-        ctx.tracker.spawn(receive(
-            idx,
-            ifaces.clone(),
+    // The writer owns its channel: it cannot be made again, so a panic there ends the
+    // process (never an ACK without its lease on disk).
+    ctx.supervisor.spawn_once(
+        "dhcp",
+        "dhcp lease writer",
+        writer(
+            rx,
+            Arc::new(std::sync::Mutex::new(journal)),
             engine.clone(),
-            tx.clone(),
-            ctx.shutdown.clone(),
-        ));
+            ifaces.clone(),
+        ),
+    );
+    for idx in 0..ifaces.len() {
+        let (ifaces, engine, tx) = (ifaces.clone(), engine.clone(), tx.clone());
+        let shutdown = ctx.shutdown.clone();
+        let name = format!("dhcp receive {}", ifaces[idx].name);
+        ctx.supervisor.spawn_restartable("dhcp", name, move || {
+            Box::pin(receive(
+                idx,
+                ifaces.clone(),
+                engine.clone(),
+                tx.clone(),
+                shutdown.clone(),
+            ))
+        });
     }
     // Expiry: leases whose time ran out are announced and their addresses reclaimed.
     let (e, sd) = (engine.clone(), ctx.shutdown.clone());
-    ctx.tracker.spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(2));
-        loop {
-            tokio::select! {
-                _ = sd.cancelled() => break,
-                _ = tick.tick() => {
-                    for ev in e.sweep(now()) {
-                        e.announce(&ev);
+    ctx.supervisor
+        .spawn_restartable("dhcp", "dhcp lease expiry", move || {
+            let (e, sd) = (e.clone(), sd.clone());
+            Box::pin(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(2));
+                loop {
+                    tokio::select! {
+                        _ = sd.cancelled() => break,
+                        _ = tick.tick() => {
+                            for ev in e.sweep(now()) {
+                                e.announce(&ev);
+                            }
+                        }
                     }
                 }
-            }
+            })
+        });
+
+    // Reload: subnets, pools, options, reservations and times apply at once; the
+    // sockets (interfaces, port) only at a restart (the reload names those keys).
+    let (names, port) = (
+        engine.policy().settings.interfaces.clone(),
+        engine.policy().settings.port,
+    );
+    Ok(Box::new(move |cfg: &crate::config::Config| {
+        if !cfg.dhcp.enabled {
+            return Err(anyhow!(
+                "dhcp.enabled: turning DHCP off takes a restart; it keeps serving meanwhile"
+            ));
         }
-    });
-    Ok(())
+        let mut problems = Vec::new();
+        let new = cfg
+            .dhcp
+            .compile(&mut |f, _, _, m| problems.push(format!("{f}: {m}")))
+            .ok_or_else(|| anyhow!("{}", problems.join("; ")))?;
+        if new.interfaces != names || new.port != port {
+            return Err(anyhow!(
+                "dhcp.interfaces / dhcp.port changed: that takes a restart (the other \
+                 DHCP settings were not applied either)"
+            ));
+        }
+        engine.reload(new, now());
+        tracing::info!("dhcp: settings reloaded");
+        Ok(())
+    }))
 }
 
 async fn receive(

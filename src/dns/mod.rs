@@ -23,6 +23,7 @@ pub use config::{CheckConfig, Config, LeasesConfig, RecordConfig, ZoneConfig};
 pub use metrics::{DnsMetrics, register};
 
 use crate::server::{Context, bind_error, bind_tcp};
+use crate::service::ReloadFn;
 
 /// Sockets bound before anything is served.
 pub struct Bound {
@@ -80,8 +81,9 @@ pub async fn bind(cfg: &Config, banner: &mut Vec<String>) -> Result<Bound> {
 }
 
 impl Bound {
-    /// Build the zones, start health checks and the listeners, and register the reload hook.
-    pub fn start(self, ctx: &Context, metrics: Arc<DnsMetrics>) -> Result<()> {
+    /// Build the zones, start health checks and the listeners (under the supervisor), and
+    /// return the reload hook.
+    pub fn start(self, ctx: &Context, metrics: Arc<DnsMetrics>) -> Result<ReloadFn> {
         let board = Arc::new(health::Board::new(metrics.clone(), ctx.shutdown.clone()));
         let states = board.sync(&ctx.config.dns.targets());
         let data = Arc::new(ArcSwap::from_pointee(zone::ZoneData::build(
@@ -95,43 +97,48 @@ impl Bound {
             metrics: metrics.clone(),
         });
         let upstream = Arc::new(Semaphore::new(transport::MAX_UPSTREAM_IN_FLIGHT));
-        for socket in self.udp.iter().flatten() {
-            tokio::spawn(transport::serve_udp(
-                socket.clone(),
-                handler.clone(),
-                upstream.clone(),
-                ctx.shutdown.clone(),
-            ));
+        for (i, socket) in self.udp.iter().flatten().enumerate() {
+            let (socket, handler, upstream) = (socket.clone(), handler.clone(), upstream.clone());
+            let shutdown = ctx.shutdown.clone();
+            let name = format!("dns udp {} #{i}", socket.local_addr()?);
+            ctx.supervisor.spawn_restartable("dns", name, move || {
+                Box::pin(transport::serve_udp(
+                    socket.clone(),
+                    handler.clone(),
+                    upstream.clone(),
+                    shutdown.clone(),
+                ))
+            });
         }
         let limits = ctx.config.dns.tcp_limits.or(config::TCP_DEFAULTS);
         for l in self.tcp {
             let name = format!("dns:{}", l.local_addr()?);
             let acceptor = crate::acceptor::Acceptor::new(
-                name,
+                name.clone(),
                 limits,
                 ctx.metrics.connections_refused.clone(),
             );
-            tokio::spawn(transport::serve_tcp(
-                l,
-                acceptor,
-                handler.clone(),
-                ctx.shutdown.clone(),
-                ctx.tracker.clone(),
-            ));
+            ctx.supervisor.spawn_once(
+                "dns",
+                name,
+                transport::serve_tcp(
+                    l,
+                    acceptor,
+                    handler.clone(),
+                    ctx.shutdown.clone(),
+                    ctx.tracker.clone(),
+                ),
+            );
         }
-        ctx.reloaders.add(
-            "dns",
-            Box::new(move |cfg: &crate::config::Config| {
-                // Checks for unchanged targets keep running (and keep their state); the
-                // zone set is replaced in one store, so a query sees old or new, never a mix.
-                let states = board.sync(&cfg.dns.targets());
-                let new = zone::ZoneData::build(&cfg.dns, &states)?;
-                data.store(Arc::new(new));
-                metrics.reloads.inc();
-                tracing::info!(zones = cfg.dns.zones.len(), "dns: zones reloaded");
-                Ok(())
-            }),
-        );
-        Ok(())
+        Ok(Box::new(move |cfg: &crate::config::Config| {
+            // Checks for unchanged targets keep running (and keep their state); the
+            // zone set is replaced in one store, so a query sees old or new, never a mix.
+            let states = board.sync(&cfg.dns.targets());
+            let new = zone::ZoneData::build(&cfg.dns, &states)?;
+            data.store(Arc::new(new));
+            metrics.reloads.inc();
+            tracing::info!(zones = cfg.dns.zones.len(), "dns: zones reloaded");
+            Ok(())
+        }))
     }
 }

@@ -11,7 +11,6 @@ mod files;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -178,7 +177,8 @@ impl Handler for FileHandler {
 /// `/metrics`, `/healthz`, `/readyz` on their own listener.
 pub struct AdminHandler {
     pub registry: Arc<Registry>,
-    pub ready: Arc<AtomicBool>,
+    /// Whether every service loop runs (`/readyz`).
+    pub ready: Arc<crate::supervisor::Supervisor>,
 }
 
 impl Handler for AdminHandler {
@@ -191,14 +191,10 @@ impl Handler for AdminHandler {
                 (StatusCode::OK, ctype, body)
             }
             (&Method::GET, "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_string()),
-            (&Method::GET, "/readyz") if self.ready.load(Ordering::Acquire) => {
-                (StatusCode::OK, "text/plain", "ready\n".to_string())
-            }
-            (&Method::GET, "/readyz") => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "text/plain",
-                "starting\n".to_string(),
-            ),
+            (&Method::GET, "/readyz") => match self.ready.health() {
+                Ok(()) => (StatusCode::OK, "text/plain", "ready\n".to_string()),
+                Err(why) => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", why + "\n"),
+            },
             _ => (
                 StatusCode::NOT_FOUND,
                 "text/plain",

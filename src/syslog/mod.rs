@@ -254,14 +254,14 @@ impl Receiver {
     }
 }
 
-/// Bind the configured sockets; serving starts on `ctx.tracker` right away (lines only
-/// update the status book, so there is nothing to wait for).
-pub async fn start(
-    ctx: &Context,
-    book: Arc<StatusBook>,
-    metrics: Metrics,
-    banner: &mut Vec<String>,
-) -> Result<()> {
+/// The receiver's sockets, bound; nothing read and no file opened yet.
+pub struct Bound {
+    udp: Arc<UdpSocket>,
+    tcp: Option<tokio::net::TcpListener>,
+}
+
+/// Bind the configured sockets.
+pub async fn bind(ctx: &Context, banner: &mut Vec<String>) -> Result<Bound> {
     let cfg = &ctx.config.syslog;
     let udp = UdpSocket::bind(cfg.listen.value)
         .await
@@ -275,6 +275,16 @@ pub async fn start(
         }
         None => None,
     };
+    Ok(Bound {
+        udp: Arc::new(udp),
+        tcp,
+    })
+}
+
+/// Open the forward file and serve, loops under the supervisor (lines only update the
+/// status book, so there is nothing to wait for).
+pub fn start(bound: Bound, ctx: &Context, book: Arc<StatusBook>, metrics: Metrics) -> Result<()> {
+    let cfg = &ctx.config.syslog;
     let rx = Arc::new(Receiver::new(
         book,
         metrics,
@@ -282,35 +292,42 @@ pub async fn start(
             .as_ref()
             .map(|f| (f.value.as_path(), cfg.forward_max.0)),
     )?);
+    let (udp, tcp) = (bound.udp, bound.tcp);
     let shutdown = ctx.shutdown.clone();
     let r = rx.clone();
-    ctx.tracker.spawn(async move {
-        let mut buf = vec![0u8; MAX_FRAME + 1];
-        loop {
-            let (n, from) = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                r = udp.recv_from(&mut buf) => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::debug!("syslog: recv failed: {e}");
-                        continue;
-                    }
-                },
-            };
-            r.handle(from.ip(), &buf[..n], "udp");
-        }
-    });
+    ctx.supervisor
+        .spawn_restartable("syslog", "syslog udp", move || {
+            let (udp, shutdown, r) = (udp.clone(), shutdown.clone(), r.clone());
+            Box::pin(async move {
+                let mut buf = vec![0u8; MAX_FRAME + 1];
+                loop {
+                    let (n, from) = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        r = udp.recv_from(&mut buf) => match r {
+                            Ok(x) => x,
+                            Err(e) => {
+                                tracing::debug!("syslog: recv failed: {e}");
+                                continue;
+                            }
+                        },
+                    };
+                    r.handle(from.ip(), &buf[..n], "udp");
+                }
+            })
+        });
     if let Some(l) = tcp {
         let name = format!("syslog:{}", l.local_addr()?);
         let limits = cfg.tcp_limits.or(TCP_DEFAULTS);
-        let acceptor = Acceptor::new(name, limits, ctx.metrics.connections_refused.clone());
-        ctx.tracker.spawn(serve_tcp(
-            l,
-            acceptor,
-            rx,
-            ctx.shutdown.clone(),
-            ctx.tracker.clone(),
-        ));
+        let acceptor = Acceptor::new(
+            name.clone(),
+            limits,
+            ctx.metrics.connections_refused.clone(),
+        );
+        ctx.supervisor.spawn_once(
+            "syslog",
+            name,
+            serve_tcp(l, acceptor, rx, ctx.shutdown.clone(), ctx.tracker.clone()),
+        );
     }
     Ok(())
 }

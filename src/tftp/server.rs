@@ -23,6 +23,14 @@ use crate::devices::TransferDone;
 use crate::metrics::{OutcomeLabels, Protocol};
 use crate::server::{Context, bind_error};
 
+/// With the `fault-injection` feature, a read request for this file panics the listener.
+#[cfg(feature = "fault-injection")]
+pub const FAULT_INJECTION_FILE: &str = "provbox-fault-injection/panic";
+/// With `fault-injection`, a read request for this file blocks the listener's thread for
+/// 8 s, as a wedged loop would.
+#[cfg(feature = "fault-injection")]
+pub const FAULT_WEDGE_FILE: &str = "provbox-fault-injection/wedge";
+
 /// The bound listener, not yet serving (every front end binds before any serves).
 pub struct Bound {
     socket: UdpSocket,
@@ -54,7 +62,8 @@ impl Bound {
         self.socket.local_addr()
     }
 
-    /// Serve until `ctx.shutdown`; transfers run on `ctx.tracker`.
+    /// Serve until `ctx.shutdown`; transfers run on `ctx.tracker`. The listener runs under
+    /// the supervisor: after a panic it is made again over the same socket and state.
     pub fn start(self, ctx: &Context) {
         let shared = Arc::new(Shared {
             provisioner: ctx.provisioner.clone(),
@@ -73,16 +82,23 @@ impl Bound {
         let per_ip = PerIp::new(self.cfg.max_transfers_per_ip.value);
         let shutdown = ctx.shutdown.clone();
         let tracker = ctx.tracker.clone();
-        ctx.tracker.spawn(async move {
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = self.listen(shared, slots, per_ip, tracker) => {}
-            }
-        });
+        let this = Arc::new(self);
+        ctx.supervisor
+            .spawn_restartable("tftp", "tftp listener", move || {
+                let (this, shared, slots) = (this.clone(), shared.clone(), slots.clone());
+                let per_ip = per_ip.clone();
+                let (shutdown, tracker) = (shutdown.clone(), tracker.clone());
+                Box::pin(async move {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {}
+                        _ = this.listen(shared, slots, per_ip, tracker) => {}
+                    }
+                })
+            });
     }
 
     async fn listen(
-        self,
+        &self,
         shared: Arc<Shared>,
         slots: Arc<Semaphore>,
         per_ip: Arc<PerIp>,
@@ -120,6 +136,17 @@ impl Bound {
                 continue;
             }
             let request = match packet::parse(&buf[..r.len]) {
+                // Test builds only: a request for this name panics the loop, so the suite
+                // can watch the supervisor restart it.
+                #[cfg(feature = "fault-injection")]
+                Ok(Packet::Rrq(req)) if req.filename == FAULT_INJECTION_FILE => {
+                    panic!("fault injection: tftp request for {FAULT_INJECTION_FILE}")
+                }
+                #[cfg(feature = "fault-injection")]
+                Ok(Packet::Rrq(req)) if req.filename == FAULT_WEDGE_FILE => {
+                    std::thread::sleep(std::time::Duration::from_secs(8));
+                    continue;
+                }
                 Ok(Packet::Rrq(req)) => req,
                 Ok(Packet::Wrq(req)) => {
                     tracing::info!(peer = %peer, file = %shared.provisioner.log_path(&req.filename), outcome = "write_refused", "tftp transfer");

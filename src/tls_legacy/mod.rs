@@ -204,14 +204,14 @@ impl Config {
 }
 
 /// Bind the enabled legacy listeners (all sockets first, like every front end) and return
-/// them ready to run; adds a banner line per socket.
+/// them ready to run with their reload hook; adds a banner line per socket.
 pub async fn bind(
     ctx: &crate::server::Context,
     banner: &mut Vec<String>,
-) -> anyhow::Result<Vec<crate::http::Listener>> {
+) -> anyhow::Result<(Vec<crate::http::Listener>, crate::service::ReloadFn)> {
     let cfg = &ctx.config.https_legacy;
     if !cfg.enabled {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Box::new(|_: &crate::config::Config| Ok(()))));
     }
     #[cfg(not(feature = "legacy-tls"))]
     {

@@ -410,7 +410,7 @@ pub async fn bind(
     ctx: &Context,
     cfg: &Config,
     banner: &mut Vec<String>,
-) -> Result<Vec<http::Listener>> {
+) -> Result<(Vec<http::Listener>, crate::service::ReloadFn)> {
     let eff = cfg.effective(&ctx.config.https);
     let lab = match &eff.cert_key {
         Some(_) => None,
@@ -428,17 +428,13 @@ pub async fn bind(
     // SIGHUP: new ciphers, minimum protocol, certificate paths or client policy apply to
     // the next handshake; the addresses stay until a restart (server.rs says so).
     let acc = acceptor.clone();
-    ctx.reloaders.add(
-        "https_legacy",
-        Box::new(move |cfg: &crate::config::Config| {
-            if !cfg.https_legacy.enabled {
-                tracing::warn!("https_legacy: disabling takes effect at the next restart");
-                return Ok(());
-            }
-            let eff = cfg.https_legacy.effective(&cfg.https);
-            acc.reconfigure(files_of(eff, lab.as_ref())?)
-        }),
-    );
+    let reload: crate::service::ReloadFn = Box::new(move |cfg: &crate::config::Config| {
+        if !cfg.https_legacy.enabled {
+            return Ok(());
+        }
+        let eff = cfg.https_legacy.effective(&cfg.https);
+        acc.reconfigure(files_of(eff, lab.as_ref())?)
+    });
     acceptor
         .clone()
         .watch(Duration::from_secs(2), ctx.shutdown.clone());
@@ -470,5 +466,5 @@ pub async fn bind(
         %ciphers,
         "https_legacy is ON: old TLS versions and CBC/RSA key-exchange suites are accepted on these ports. Keep them on the staging LAN, and turn this off once no phone needs it (see provbox_tls_handshakes_total{{listener=\"https_legacy:…\"}})"
     );
-    Ok(out)
+    Ok((out, reload))
 }

@@ -26,6 +26,7 @@ mod hostile_web;
 mod http;
 mod https;
 mod legacy_tls;
+mod lifecycle;
 mod metrics_format;
 mod netns;
 mod reload;

@@ -1,0 +1,297 @@
+//! The [`Service`] of each front end: a thin adapter over the front end's own `bind` and
+//! `start`, holding what was bound until it is served.
+
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+
+use super::{Change, Deps, ReloadFn, Reloaded, Service, keys};
+use crate::server::Context;
+use crate::status::StatusBook;
+use crate::supervisor::Supervisor;
+use crate::web::Web;
+
+fn hook_result(hook: &Option<ReloadFn>, change: &Change, service: &str) -> Reloaded {
+    let result = match hook {
+        Some(h) => h(change.new),
+        None => Ok(()),
+    };
+    Reloaded::from_hook(result, change, &keys::table(service))
+}
+
+/// HTTP, HTTPS and the metrics listener: restartable groups (src/web.rs).
+pub struct WebGroup {
+    pub web: Arc<Web>,
+}
+
+#[async_trait::async_trait]
+impl Service for WebGroup {
+    async fn bind(deps: &Deps, banner: &mut Vec<String>) -> Result<WebGroup> {
+        let ctx = &deps.ctx;
+        let web = Web::bind(ctx, &ctx.config, deps.registry.clone(), banner).await?;
+        Ok(WebGroup { web })
+    }
+
+    fn name(&self) -> &'static str {
+        "web"
+    }
+
+    async fn start(&mut self, _sup: &Arc<Supervisor>) -> Result<()> {
+        self.web.start().await;
+        Ok(())
+    }
+
+    async fn reload(&self, change: &Change<'_>) -> Reloaded {
+        let (failed, restarted) = self.web.apply(change.new).await;
+        if failed.is_empty() {
+            return Reloaded::Applied {
+                restarted: restarted.iter().map(|k| k.name()).collect(),
+            };
+        }
+        Reloaded::Invalid(
+            failed
+                .iter()
+                .map(|(kind, e)| format!("{}: {e:#}", kind.name()))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    }
+}
+
+/// The OpenSSL door for old phones.
+pub struct LegacyTls {
+    ctx: Arc<Context>,
+    listeners: Vec<crate::http::Listener>,
+    hook: Option<ReloadFn>,
+}
+
+#[async_trait::async_trait]
+impl Service for LegacyTls {
+    async fn bind(deps: &Deps, banner: &mut Vec<String>) -> Result<LegacyTls> {
+        let ctx = &deps.ctx;
+        let (listeners, hook) = crate::tls_legacy::bind(ctx, banner).await?;
+        Ok(LegacyTls {
+            ctx: ctx.clone(),
+            listeners,
+            hook: Some(hook),
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        "https_legacy"
+    }
+
+    async fn start(&mut self, sup: &Arc<Supervisor>) -> Result<()> {
+        for l in std::mem::take(&mut self.listeners) {
+            let name = l.name.clone();
+            let run = l.run(self.ctx.shutdown.clone(), self.ctx.tracker.clone());
+            sup.spawn_once("https_legacy", name, run);
+        }
+        Ok(())
+    }
+
+    async fn reload(&self, change: &Change<'_>) -> Reloaded {
+        hook_result(&self.hook, change, self.name())
+    }
+}
+
+/// The bench dashboard.
+pub struct Dashboard {
+    ctx: Arc<Context>,
+    listener: Option<crate::http::Listener>,
+    handler: Arc<crate::dashboard::DashboardHandler>,
+}
+
+#[async_trait::async_trait]
+impl Service for Dashboard {
+    async fn bind(deps: &Deps, banner: &mut Vec<String>) -> Result<Dashboard> {
+        let (ctx, book) = (&deps.ctx, deps.book.clone());
+        let d = &ctx.config.dashboard;
+        let (handler, listener) = crate::dashboard::bind(
+            d,
+            &ctx.config.data_dir,
+            book,
+            ctx.tracker.clone(),
+            ctx.metrics.clone(),
+            banner,
+        )
+        .await?;
+        Ok(Dashboard {
+            ctx: ctx.clone(),
+            listener: Some(listener),
+            handler,
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        "dashboard"
+    }
+
+    async fn start(&mut self, sup: &Arc<Supervisor>) -> Result<()> {
+        if let Some(l) = self.listener.take() {
+            let name = l.name.clone();
+            let run = l.run(self.ctx.shutdown.clone(), self.ctx.tracker.clone());
+            sup.spawn_once("dashboard", name, run);
+        }
+        Ok(())
+    }
+
+    async fn reload(&self, change: &Change<'_>) -> Reloaded {
+        let applied = self.handler.reload(change.new);
+        Reloaded::from_hook(applied, change, &keys::table(self.name()))
+    }
+}
+
+/// TFTP.
+pub struct Tftp {
+    ctx: Arc<Context>,
+    bound: Option<crate::tftp::Bound>,
+}
+
+#[async_trait::async_trait]
+impl Service for Tftp {
+    async fn bind(deps: &Deps, banner: &mut Vec<String>) -> Result<Tftp> {
+        let ctx = &deps.ctx;
+        let metrics = deps
+            .tftp_metrics
+            .clone()
+            .context("tftp: metrics not registered")?;
+        let bound = crate::tftp::bind(&ctx.config.tftp, metrics).await?;
+        banner.push(format!("tftp   tftp://{}/", bound.local_addr()?));
+        Ok(Tftp {
+            ctx: ctx.clone(),
+            bound: Some(bound),
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        "tftp"
+    }
+
+    async fn start(&mut self, _sup: &Arc<Supervisor>) -> Result<()> {
+        if let Some(b) = self.bound.take() {
+            b.start(&self.ctx);
+        }
+        Ok(())
+    }
+
+    async fn reload(&self, change: &Change<'_>) -> Reloaded {
+        hook_result(&None, change, self.name())
+    }
+}
+
+/// DHCP: binds its interfaces; opens the lease journal only when started.
+pub struct Dhcp {
+    ctx: Arc<Context>,
+    bound: Option<crate::dhcp::Bound>,
+    metrics: Arc<crate::dhcp::DhcpMetrics>,
+    hook: Option<ReloadFn>,
+}
+
+#[async_trait::async_trait]
+impl Service for Dhcp {
+    async fn bind(deps: &Deps, banner: &mut Vec<String>) -> Result<Dhcp> {
+        let ctx = &deps.ctx;
+        let metrics = deps
+            .dhcp_metrics
+            .clone()
+            .context("dhcp: metrics not registered")?;
+        let bound = crate::dhcp::bind(ctx, banner)?;
+        Ok(Dhcp {
+            ctx: ctx.clone(),
+            bound: Some(bound),
+            metrics,
+            hook: None,
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        "dhcp"
+    }
+
+    async fn start(&mut self, _sup: &Arc<Supervisor>) -> Result<()> {
+        if let Some(b) = self.bound.take() {
+            self.hook = Some(crate::dhcp::start(b, &self.ctx, self.metrics.clone())?);
+        }
+        Ok(())
+    }
+
+    async fn reload(&self, change: &Change<'_>) -> Reloaded {
+        hook_result(&self.hook, change, self.name())
+    }
+}
+
+/// DNS.
+pub struct Dns {
+    ctx: Arc<Context>,
+    bound: Option<crate::dns::Bound>,
+    metrics: Arc<crate::dns::DnsMetrics>,
+    hook: Option<ReloadFn>,
+}
+
+#[async_trait::async_trait]
+impl Service for Dns {
+    async fn bind(deps: &Deps, banner: &mut Vec<String>) -> Result<Dns> {
+        let (ctx, metrics) = (&deps.ctx, deps.dns_metrics.clone());
+        let bound = crate::dns::bind(&ctx.config.dns, banner).await?;
+        Ok(Dns {
+            ctx: ctx.clone(),
+            bound: Some(bound),
+            metrics,
+            hook: None,
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        "dns"
+    }
+
+    async fn start(&mut self, _sup: &Arc<Supervisor>) -> Result<()> {
+        if let Some(b) = self.bound.take() {
+            self.hook = Some(b.start(&self.ctx, self.metrics.clone()).context("dns")?);
+        }
+        Ok(())
+    }
+
+    async fn reload(&self, change: &Change<'_>) -> Reloaded {
+        hook_result(&self.hook, change, self.name())
+    }
+}
+
+/// The syslog receiver; opens `forward_file` only when started.
+pub struct Syslog {
+    ctx: Arc<Context>,
+    bound: Option<crate::syslog::Bound>,
+    book: Arc<StatusBook>,
+    metrics: crate::syslog::Metrics,
+}
+
+#[async_trait::async_trait]
+impl Service for Syslog {
+    async fn bind(deps: &Deps, banner: &mut Vec<String>) -> Result<Syslog> {
+        let ctx = &deps.ctx;
+        let (book, metrics) = (deps.book.clone(), deps.syslog_metrics.clone());
+        let bound = crate::syslog::bind(ctx, banner).await?;
+        Ok(Syslog {
+            ctx: ctx.clone(),
+            bound: Some(bound),
+            book,
+            metrics,
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        "syslog"
+    }
+
+    async fn start(&mut self, _sup: &Arc<Supervisor>) -> Result<()> {
+        if let Some(b) = self.bound.take() {
+            crate::syslog::start(b, &self.ctx, self.book.clone(), self.metrics.clone())?;
+        }
+        Ok(())
+    }
+
+    async fn reload(&self, change: &Change<'_>) -> Reloaded {
+        hook_result(&None, change, self.name())
+    }
+}
