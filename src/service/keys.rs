@@ -237,7 +237,7 @@ pub fn tables() -> Vec<Table> {
                 restart("syslog.listen", |c| d(c.syslog.listen.value)),
                 restart("syslog.tcp_listen", |c| opt(&c.syslog.tcp_listen)),
                 restart("syslog.forward_file", |c| opt(&c.syslog.forward_file)),
-                restart("syslog.forward_max", |c| d(&c.syslog.forward_max.value)),
+                restart("syslog.forward_max", |c| d(c.syslog.forward_max.value)),
                 restart("syslog.tcp_limits.max_connections", |c| {
                     d(c.syslog.tcp_limits.max_connections)
                 }),
