@@ -26,5 +26,6 @@ pub mod syslog;
 pub mod tftp;
 pub mod tls;
 pub mod tls_legacy;
+pub mod vendors;
 pub mod web;
 pub mod zerocopy;

@@ -11,6 +11,7 @@ use tokio::net::{TcpStream, UdpSocket};
 
 use crate::config::{At, Problems};
 use crate::http_client::{Client, Get, Target};
+use crate::vendors;
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
@@ -24,7 +25,8 @@ pub enum Method {
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EventName {
-    /// By vendor: Cisco/Linksys SPA and 3PCC phones want `resync`, the others `check-sync`.
+    /// By vendor (`vendors::*::VENDOR.notify`): Cisco/Linksys SPA and 3PCC phones want
+    /// `resync`, the others `check-sync`.
     #[default]
     #[serde(rename = "auto")]
     Auto,
@@ -60,11 +62,12 @@ pub struct Config {
 fn default_sip_port() -> u16 {
     5060
 }
+// Cisco's web commands: the phones `http` was first written for.
 fn default_http_url() -> At<String> {
-    At::new("http://{ip}/admin/resync".into())
+    At::new(format!("http://{{ip}}{}", vendors::cisco::WEB.resync))
 }
 fn default_http_reboot_url() -> At<String> {
-    At::new("http://{ip}/admin/reboot".into())
+    At::new(format!("http://{{ip}}{}", vendors::cisco::WEB.reboot))
 }
 
 impl Default for Config {
@@ -117,24 +120,17 @@ pub struct Request {
     pub reboot: bool,
 }
 
-/// `Event:` header value for this phone.
+/// `Event:` header value for this phone: the vendor's (from its table in `vendors`, found
+/// by hint in the model, vendor class or User-Agent) unless the configuration names one.
 pub fn event_for(cfg: &Config, vendor: Option<&str>, reboot: bool) -> String {
-    let v = vendor.unwrap_or("").to_ascii_lowercase();
-    let cisco_like = ["cisco", "spa", "linksys", "cp-", "sipura"]
-        .iter()
-        .any(|k| v.contains(k));
-    let name = match cfg.event {
-        EventName::CheckSync => "check-sync",
-        EventName::Resync => "resync",
-        EventName::Auto if cisco_like => "resync",
-        EventName::Auto => "check-sync",
+    let n = match cfg.event {
+        EventName::CheckSync => vendors::CHECK_SYNC,
+        EventName::Resync => vendors::cisco::NOTIFY,
+        EventName::Auto => vendor
+            .and_then(vendors::by_hint)
+            .map_or(vendors::CHECK_SYNC, |v| v.notify),
     };
-    match (reboot, name) {
-        (false, n) => n.to_string(),
-        // Cisco/Linksys reboot on `Event: reboot`; the others on check-sync;reboot=true.
-        (true, "resync") => "reboot".to_string(),
-        (true, n) => format!("{n};reboot=true"),
-    }
+    if reboot { n.reboot } else { n.resync }.to_string()
 }
 
 fn token() -> String {

@@ -1,7 +1,7 @@
 //! Who is asking: the device's MAC, model and firmware, and how sure we are.
 //!
-//! Vendor knowledge is data: one row per User-Agent format in [`UA_FORMATS`]. Adding a
-//! vendor means adding a row (and a unit test), never a branch in a handler.
+//! Vendor knowledge is data: each vendor's User-Agent formats live in its file under
+//! [`crate::vendors`]. Adding a vendor means adding that file, never a branch here.
 
 use std::net::IpAddr;
 use std::sync::OnceLock;
@@ -11,6 +11,7 @@ use regex::Regex;
 
 use super::config::Trust;
 use super::{ClientIdentity, Mac, Registry};
+use crate::vendors::{self, Vendor};
 
 /// Where a device's MAC came from, strongest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
@@ -28,59 +29,16 @@ pub enum Source {
     none,
 }
 
-/// One User-Agent format. `pattern` has named groups `model`, `version` and, where the
-/// vendor sends it, `mac` and `serial`.
-pub struct UaFormat {
-    pub vendor: &'static str,
-    pub pattern: &'static str,
-}
-
-/// Vendor User-Agent formats, tried in order; the first match wins.
-pub const UA_FORMATS: &[UaFormat] = &[
-    // Cisco-CP-8831-3PCC/9.3.3 (00562b043615)
-    UaFormat {
-        vendor: "cisco",
-        pattern: r"^Cisco-(?P<model>CP-[0-9A-Za-z]+(?:-[0-9A-Za-z]+)*)/(?P<version>[^\s(]+)\s*\((?P<mac>[0-9A-Fa-f]{12})\)",
-    },
-    // Cisco/SPA508G-7.4.4 (0002FDFF2103)(CBT141400FK)
-    UaFormat {
-        vendor: "cisco",
-        pattern: r"^Cisco/(?P<model>[A-Z]+[0-9][0-9A-Za-z]*)-(?P<version>[^\s(]+)\s*\((?P<mac>[0-9A-Fa-f]{12})\)(?:\((?P<serial>[0-9A-Za-z]+)\))?",
-    },
-    // Yealink SIP-T46G 28.72.0.1 00:15:65:4a:a9:37
-    UaFormat {
-        vendor: "yealink",
-        pattern: r"^Yealink\s+(?P<model>\S+)\s+(?P<version>[0-9][0-9.]*)\s+(?P<mac>(?:[0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2})",
-    },
-    // FileTransport PolycomVVX-VVX_400-UA/5.9.5.0614 (SN:0004f2abcdef) Type/Application
-    // The MAC is often absent: the lease or certificate has to provide it.
-    UaFormat {
-        vendor: "polycom",
-        pattern: r"Polycom[A-Za-z]*-(?P<model>[A-Za-z]+_[0-9A-Za-z]+)-UA/(?P<version>[0-9][0-9A-Za-z.]*)(?:.*?\(SN:(?P<mac>[0-9A-Fa-f]{12})\))?",
-    },
-    // Grandstream Model HW GXP2170 SW 1.0.11.3 DevId c074ad2bd859
-    // Grandstream GXP1625 1.0.4.128 DevId c074ad2bd859 (older firmware)
-    UaFormat {
-        vendor: "grandstream",
-        pattern: r"^Grandstream\s+(?:Model\s+HW\s+)?(?P<model>\S+)(?:\s+V\S+)?\s+(?:SW\s+)?(?P<version>[0-9]\S*)\s+DevId\s+(?P<mac>[0-9A-Fa-f]{12})",
-    },
-    // Mozilla/4.0 (compatible; snomD785-SIP 10.1.33.33 010.1.33.33 000413922D24)
-    UaFormat {
-        vendor: "snom",
-        pattern: r"snom(?P<model>[0-9A-Za-z]+)-SIP\s+(?P<version>[0-9][0-9.]*)(?:.*?\b(?P<mac>[0-9A-Fa-f]{12})\b)?",
-    },
-];
-
-fn compiled() -> &'static [(&'static UaFormat, Regex)] {
-    static C: OnceLock<Vec<(&'static UaFormat, Regex)>> = OnceLock::new();
+/// Every vendor's User-Agent formats, in [`vendors::VENDORS`] order, compiled once.
+fn compiled() -> &'static [(&'static Vendor, Regex)] {
+    static C: OnceLock<Vec<(&'static Vendor, Regex)>> = OnceLock::new();
     C.get_or_init(|| {
-        UA_FORMATS
+        vendors::VENDORS
             .iter()
-            .map(|f| {
-                (
-                    f,
-                    Regex::new(f.pattern).expect("UA_FORMATS patterns are valid"),
-                )
+            .flat_map(|v| v.user_agents.iter().map(move |f| (*v, f)))
+            .map(|(v, f)| {
+                let re = Regex::new(f.pattern).expect("vendor User-Agent patterns are valid");
+                (v, re)
             })
             .collect()
     })
@@ -96,12 +54,13 @@ pub struct UaInfo {
     pub serial: Option<String>,
 }
 
+/// The first vendor format (see [`vendors`]) the User-Agent matches.
 pub fn parse_user_agent(ua: &str) -> Option<UaInfo> {
-    for (f, re) in compiled() {
+    for (v, re) in compiled() {
         if let Some(c) = re.captures(ua) {
             let get = |n: &str| c.name(n).map(|m| m.as_str().to_string());
             return Some(UaInfo {
-                vendor: f.vendor,
+                vendor: v.name,
                 model: get("model"),
                 version: get("version"),
                 mac: c.name("mac").and_then(|m| m.as_str().parse().ok()),

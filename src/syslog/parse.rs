@@ -3,6 +3,7 @@
 
 use crate::devices::Mac;
 use crate::status::{Action, PhoneEvent, PhoneReport};
+use crate::vendors::{self, Job, Outcome};
 
 /// One syslog message with the header taken apart as far as it goes.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -147,21 +148,12 @@ pub fn parse(line: &str) -> Message {
     out
 }
 
-/// The phrases phones put in their default "Log … Msg" templates.
-const PHRASES: [(&str, Action, Kind); 6] = [
-    ("requesting resync", Action::Resync, Kind::Requested),
-    ("successful resync", Action::Resync, Kind::Succeeded),
-    ("resync failed", Action::Resync, Kind::Failed),
-    ("requesting upgrade", Action::Upgrade, Kind::Requested),
-    ("successful upgrade", Action::Upgrade, Kind::Succeeded),
-    ("upgrade failed", Action::Upgrade, Kind::Failed),
-];
-
-#[derive(Debug, Clone, Copy)]
-enum Kind {
-    Requested,
-    Succeeded,
-    Failed,
+/// The event kind a vendor phrase reports (`vendors` has no dependency on `status`).
+fn action(job: Job) -> Action {
+    match job {
+        Job::Resync => Action::Resync,
+        Job::Upgrade => Action::Upgrade,
+    }
 }
 
 /// A separator between `$MAC` and the phrase, or before `$ERR`: `--`, `–` (U+2013), `–-`,
@@ -187,14 +179,16 @@ fn url_and_detail(s: &str) -> (String, Option<String>) {
 }
 
 /// Recognise `$PN $MAC -- Requesting resync $URL`, `… Successful resync $URL [-- $ERR]`,
-/// `… Resync failed: $ERR` and the same for upgrade, anywhere in the message.
+/// `… Resync failed: $ERR` and the same for upgrade, anywhere in the message: the
+/// phrases of every vendor's table, the earliest in the line winning.
 pub fn recognise(msg: &str) -> Option<PhoneReport> {
     let lower = msg.to_ascii_lowercase();
     // Lowercasing ASCII keeps byte offsets, so indexes into `lower` are valid in `msg`.
-    let (at, phrase, action, kind) = PHRASES
-        .iter()
-        .filter_map(|(p, a, k)| lower.find(p).map(|i| (i, *p, *a, *k)))
-        .min_by_key(|(i, ..)| *i)?;
+    // The phrases come from every vendor's table (`vendors::*::VENDOR.syslog`).
+    let (at, p) = vendors::phrases()
+        .filter_map(|p| lower.find(p.text).map(|i| (i, p)))
+        .min_by_key(|(i, _)| *i)?;
+    let (phrase, action) = (p.text, action(p.job));
     let before: Vec<&str> = msg[..at].split_whitespace().collect();
     let after = &msg[at + phrase.len()..];
     let mut toks = before.into_iter().rev().peekable();
@@ -207,12 +201,12 @@ pub fn recognise(msg: &str) -> Option<PhoneReport> {
         .next()
         .filter(|t| !t.ends_with(':'))
         .map(str::to_string);
-    let event = match kind {
-        Kind::Requested => PhoneEvent::Requested {
+    let event = match p.outcome {
+        Outcome::Requested => PhoneEvent::Requested {
             action,
             url: url_and_detail(after).0,
         },
-        Kind::Succeeded => {
+        Outcome::Succeeded => {
             let (url, detail) = url_and_detail(after);
             PhoneEvent::Succeeded {
                 action,
@@ -220,7 +214,7 @@ pub fn recognise(msg: &str) -> Option<PhoneReport> {
                 detail,
             }
         }
-        Kind::Failed => {
+        Outcome::Failed => {
             let reason = after.trim_start_matches([':', ' ']).trim();
             PhoneEvent::Failed {
                 action,

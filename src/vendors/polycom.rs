@@ -1,0 +1,78 @@
+//! Polycom (Poly): SoundPoint IP and VVX. The provisioning User-Agent often has no MAC;
+//! the lease, certificate or requested file name has to provide it.
+
+use super::{CHECK_SYNC, LegacyTls, UaExample, UaFormat, Vendor};
+
+pub const VENDOR: Vendor = Vendor {
+    name: "polycom",
+    hints: &["polycom"],
+    user_agents: &[UaFormat {
+        pattern: r"Polycom[A-Za-z]*-(?P<model>[A-Za-z]+_[0-9A-Za-z]+)-UA/(?P<version>[0-9][0-9A-Za-z.]*)(?:.*?\(SN:(?P<mac>[0-9A-Fa-f]{12})\))?",
+        examples: &[
+            UaExample {
+                ua: "FileTransport PolycomVVX-VVX_400-UA/5.9.5.0614 Type/Application",
+                model: "VVX_400",
+                version: "5.9.5.0614",
+                mac: None,
+                serial: None,
+            },
+            UaExample {
+                ua: "FileTransport PolycomVVX-VVX_410-UA/5.9.0.9373 (SN:64167f0a0b0c) Type/Application",
+                model: "VVX_410",
+                version: "5.9.0.9373",
+                mac: Some("64167f0a0b0c"),
+                serial: None,
+            },
+            UaExample {
+                ua: "FileTransport PolycomSoundPointIP-SPIP_550-UA/4.0.15.1009 Type/Application",
+                model: "SPIP_550",
+                version: "4.0.15.1009",
+                mac: None,
+                serial: None,
+            },
+        ],
+    }],
+    syslog: &[],
+    notify: CHECK_SYNC,
+    web: None,
+    // The master file `000000000000.cfg` (the all-zero MAC: every phone), then `$MAC.cfg`.
+    factory_files: &["000000000000.cfg"],
+    device_files: &["0004f2abcdef.cfg", "0004f2abcdef-phone.cfg"],
+    // SoundPoint IP: TLS 1.0, RSA or DHE key exchange, AES-CBC.
+    legacy_tls: Some(LegacyTls {
+        max_protocol: "tls1.0",
+        ciphers: &["DHE-RSA-AES256-SHA", "AES256-SHA"],
+    }),
+};
+
+#[cfg(test)]
+mod tests {
+    use super::super::check;
+    use super::VENDOR;
+
+    #[test]
+    fn user_agents() {
+        check::user_agents(&VENDOR);
+    }
+
+    #[test]
+    fn syslog_phrases() {
+        check::syslog(&VENDOR, "VVX_400", &[]);
+    }
+
+    #[test]
+    fn resync_event() {
+        check::notify(
+            &VENDOR,
+            "Polycom-VVX_400",
+            "check-sync",
+            "check-sync;reboot=true",
+        );
+    }
+
+    #[test]
+    fn files_and_tls() {
+        check::files(&VENDOR);
+        check::tls(&VENDOR);
+    }
+}
