@@ -10,6 +10,7 @@ pub mod dashboard;
 pub mod devices;
 pub mod dhcp;
 pub mod dns;
+pub mod hooks;
 pub mod http;
 pub mod metrics;
 pub mod netif;

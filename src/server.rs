@@ -204,6 +204,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
         .enabled
         .then(|| crate::dhcp::register(&mut registry));
     let dns_metrics = Arc::new(crate::dns::register(&mut registry));
+    let hook_metrics = crate::hooks::Metrics::register(&mut registry);
     let registry = Arc::new(registry);
 
     let roots: Vec<PathBuf> = cfg.catalog.roots.iter().map(|r| r.value.clone()).collect();
@@ -295,6 +296,11 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
 
     if let Some(m) = dhcp_metrics {
         crate::dhcp::start(&ctx, m, &mut banner).await?;
+    }
+    // After DHCP restored its journal: leases it had are not news to a hook.
+    let hooks = crate::hooks::Hooks::start(&cfg.hooks, hook_metrics, &ctx.shutdown, &ctx.tracker)?;
+    if let Some(h) = hooks {
+        book.set_hooks(h);
     }
     let dns = if cfg.dns.enabled {
         Some(crate::dns::bind(&cfg.dns, &mut banner).await?)

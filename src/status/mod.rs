@@ -94,6 +94,8 @@ pub struct StatusBook {
     version: AtomicU64,
     /// Keys to write (or delete) in the store; `None` when running without one (tests).
     dirty: Option<mpsc::UnboundedSender<String>>,
+    /// Told of every state change and lease event; set once hooks are configured.
+    hooks: OnceLock<Arc<crate::hooks::Hooks>>,
 }
 
 /// What the dashboard and CLI need to reach a device.
@@ -130,6 +132,7 @@ impl StatusBook {
             metrics,
             version: AtomicU64::new(1),
             dirty,
+            hooks: OnceLock::new(),
         });
         // First book wins: one per process (tests make more, each with its own Metrics).
         let _ = book.metrics.book.set(Arc::downgrade(&book));
@@ -174,6 +177,20 @@ impl StatusBook {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hooks hear of state changes from now on (set once; later calls are ignored).
+    pub fn set_hooks(&self, h: Arc<crate::hooks::Hooks>) {
+        let _ = self.hooks.set(h);
+    }
+
+    /// `d` was `before` (None: it is new): tell the hooks if its state moved. Only queues.
+    fn announce(&self, d: &Device, before: Option<State>) {
+        if before != Some(d.state)
+            && let Some(h) = self.hooks.get()
+        {
+            h.publish(crate::hooks::Event::state(d, before));
+        }
     }
 
     pub fn version(&self) -> u64 {
@@ -252,6 +269,7 @@ impl StatusBook {
         let at = now_ms();
         let mut inner = self.lock();
         let mut touched = Vec::new();
+        let before = inner.devices.get(&key_of(mac)).map(|d| d.state);
         let d = self.device_for_mac(&mut inner, mac, Some(ip), at, &mut touched);
         if let Some(v) = vendor_class {
             d.vendor_class = Some(v.to_string());
@@ -260,6 +278,7 @@ impl StatusBook {
             d.hostname = Some(h.to_string());
         }
         d.push_event(at, "lease", ip.to_string());
+        self.announce(d, before);
         let keys: Vec<&str> = touched.iter().map(String::as_str).collect();
         self.changed(&keys);
     }
@@ -279,6 +298,9 @@ impl StatusBook {
             .or_else(|| t.user_agent.and_then(Mac::find_in))
             .or_else(|| Mac::find_in(t.path.rsplit('/').next().unwrap_or("")))
             .or_else(|| self.key_for_ip(&inner, ip).0);
+        let before = (inner.devices)
+            .get(&mac.map(key_of).unwrap_or_else(|| ip_key(ip)))
+            .map(|d| d.state);
         let d = match mac {
             Some(m) => self.device_for_mac(&mut inner, m, Some(ip), at, &mut touched),
             None => {
@@ -313,6 +335,7 @@ impl StatusBook {
             ),
         );
         d.on_transfer(ok);
+        self.announce(d, before);
         let keys: Vec<&str> = touched.iter().map(String::as_str).collect();
         self.changed(&keys);
     }
@@ -322,12 +345,14 @@ impl StatusBook {
         let at = now_ms();
         let mut inner = self.lock();
         let mut touched = Vec::new();
+        let before = inner.devices.get(&key_of(r.mac)).map(|d| d.state);
         let d = self.device_for_mac(&mut inner, r.mac, Some(from), at, &mut touched);
         if let Some(m) = &r.model {
             d.model = Some(m.clone());
         }
         d.push_event(at, r.event.kind(), r.event.detail());
         d.on_phone(&r.event);
+        self.announce(d, before);
         let keys: Vec<&str> = touched.iter().map(String::as_str).collect();
         self.changed(&keys);
     }
@@ -452,6 +477,26 @@ impl Observer for StatusBook {
 
     fn transfer(&self, t: &TransferDone<'_>) {
         StatusBook::transfer(self, t);
+    }
+
+    fn lease_bound(&self, ip: IpAddr, lease: &LeaseInfo) {
+        if let Some(h) = self.hooks.get() {
+            h.publish(crate::hooks::Event::lease(
+                crate::hooks::Kind::LeaseBound,
+                ip,
+                lease,
+            ));
+        }
+    }
+
+    fn lease_ended(&self, ip: IpAddr, lease: &LeaseInfo) {
+        if let Some(h) = self.hooks.get() {
+            h.publish(crate::hooks::Event::lease(
+                crate::hooks::Kind::LeaseEnded,
+                ip,
+                lease,
+            ));
+        }
     }
 }
 
