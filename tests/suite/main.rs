@@ -24,5 +24,6 @@ mod syslog;
 mod systemd;
 mod tftp;
 
+mod hooks;
 mod hostile_catalog;
 mod hostile_tftp;
