@@ -567,3 +567,57 @@ async fn drain(
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(hooks: &str) -> Result<crate::config::Config, crate::config::ConfigErrors> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("files")).unwrap();
+        let yaml = format!("catalog:\n  roots: [files]\nhooks:\n{hooks}");
+        crate::config::Config::parse(&yaml, &dir.path().join("config.yaml"))
+    }
+
+    #[test]
+    fn a_good_list_parses_with_defaults() {
+        let c = parse(
+            "  - name: label\n    events: [provisioned, lease_ended]\n    command: [true]\n  - name: tickets\n    webhook:\n      url: http://127.0.0.1:9/in\n      secret: x\n",
+        )
+        .unwrap();
+        assert_eq!(c.hooks.0.len(), 2);
+        assert_eq!(c.hooks.0[0].timeout.0, Duration::from_secs(10));
+        assert_eq!(c.hooks.0[1].queue.value, 256);
+        assert_eq!(c.hooks.0[1].webhook.as_ref().unwrap().retries, 3);
+    }
+
+    #[test]
+    fn mistakes_name_the_field_and_line() {
+        let err = parse(
+            "  - name: a\n    events: [provisioned, installed]\n    command: [true]\n  - name: a\n    command: [true]\n    concurrency: 0\n  - name: c\n    webhook:\n      url: https://x/\n  - name: d\n",
+        )
+        .unwrap_err();
+        let found: Vec<(String, usize)> = err.0.iter().map(|e| (e.field.clone(), e.line)).collect();
+        assert_eq!(
+            found,
+            [
+                ("hooks[0].events[1]".to_string(), 5),
+                ("hooks[1].name".to_string(), 7),
+                ("hooks[1].concurrency".to_string(), 9),
+                ("hooks[2].webhook.url".to_string(), 12),
+                ("hooks[3].name".to_string(), 13),
+            ],
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("`installed` is not an event; expected one of seen,"),
+            "{text}"
+        );
+        assert!(text.contains("https is not supported"), "{text}");
+        assert!(
+            text.contains("needs exactly one of command and webhook"),
+            "{text}"
+        );
+    }
+}
