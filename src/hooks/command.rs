@@ -98,7 +98,7 @@ mod tests {
             state: Some("provisioned"),
             previous_state: Some("configured"),
             reason: None,
-            model: Some("SPA\0504G".into()),
+            model: Some("SPA\u{0}504G".into()),
             vendor_class: None,
             hostname: None,
         }
