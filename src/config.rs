@@ -126,6 +126,9 @@ pub struct Config {
     pub syslog: crate::syslog::Config,
     #[serde(default)]
     pub dashboard: crate::dashboard::Config,
+    /// Commands and webhooks run on device and lease events (none by default).
+    #[serde(default)]
+    pub hooks: crate::hooks::Config,
     /// How long in-flight transfers may finish after SIGTERM/SIGINT.
     #[serde(default = "default_grace")]
     pub shutdown_grace: Dur,
@@ -506,6 +509,7 @@ impl Config {
         self.https_legacy.resolve_paths(base);
         self.syslog.resolve_paths(base);
         self.dashboard.resolve_paths(base);
+        self.hooks.resolve_paths(base);
     }
 
     fn validate(&self, p: &mut Problems) {
@@ -579,6 +583,7 @@ impl Config {
         self.devices.validate(p);
         self.syslog.validate(p);
         self.dashboard.validate(p);
+        self.hooks.validate(p);
         check_conflicts(&self.listeners(), p);
     }
 

@@ -11,6 +11,7 @@ pub mod dashboard;
 pub mod devices;
 pub mod dhcp;
 pub mod dns;
+pub mod hooks;
 pub mod http;
 pub mod http_client;
 pub mod metrics;

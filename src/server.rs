@@ -257,6 +257,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let supervisor = Supervisor::new(&mut registry, shutdown.clone(), tracker.clone());
+    let hook_metrics = crate::hooks::Metrics::register(&mut registry);
     let registry = Arc::new(registry);
 
     let roots: Vec<PathBuf> = cfg.catalog.roots.iter().map(|r| r.value.clone()).collect();
@@ -353,6 +354,16 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
             ctx.shutdown.cancel();
             supervisor.wait(cfg.shutdown_grace.0).await;
             return Err(e.context(format!("{}: cannot start", s.name())));
+        }
+    }
+    // After DHCP restored its journal: leases it had are not news to a hook.
+    match crate::hooks::Hooks::start(&cfg.hooks, hook_metrics, &ctx.shutdown, &ctx.tracker) {
+        Ok(Some(h)) => deps.book.set_hooks(h),
+        Ok(None) => {}
+        Err(e) => {
+            ctx.shutdown.cancel();
+            supervisor.wait(cfg.shutdown_grace.0).await;
+            return Err(e.context("hooks: cannot start"));
         }
     }
     supervisor.set_started();

@@ -63,6 +63,10 @@ pub struct TransferDone<'a> {
 pub trait Observer: Send + Sync {
     fn lease_seen(&self, _ip: std::net::IpAddr, _lease: &LeaseInfo) {}
     fn transfer(&self, _t: &TransferDone<'_>) {}
+    /// A lease newly ties `ip` to a MAC (a renewal of the same binding is not told).
+    fn lease_bound(&self, _ip: std::net::IpAddr, _lease: &LeaseInfo) {}
+    /// The lease on `ip` was released, declined or expired.
+    fn lease_ended(&self, _ip: std::net::IpAddr, _lease: &LeaseInfo) {}
 }
 
 use access::Owner;

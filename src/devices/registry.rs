@@ -162,15 +162,25 @@ impl Registry {
             o.lease_seen(ip, &info);
         }
         let name = info.hostname.as_deref().and_then(dns_label);
-        let mut l = self.leases.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(old) = l.by_ip.insert(ip, info) {
-            l.unindex(ip, &old);
-        }
-        if let Some(name) = name {
-            let ips = l.by_name.entry(name).or_default();
-            if !ips.contains(&ip) {
-                ips.push(ip);
+        // Told outside the lock (the observer reads leases back).
+        let mut fresh = None;
+        {
+            let mut l = self.leases.write().unwrap_or_else(|e| e.into_inner());
+            if self.observer.get().is_some() && l.by_ip.get(&ip).map(|o| o.mac) != Some(info.mac) {
+                fresh = Some(info.clone());
             }
+            if let Some(old) = l.by_ip.insert(ip, info) {
+                l.unindex(ip, &old);
+            }
+            if let Some(name) = name {
+                let ips = l.by_name.entry(name).or_default();
+                if !ips.contains(&ip) {
+                    ips.push(ip);
+                }
+            }
+        }
+        if let (Some(o), Some(info)) = (self.observer.get(), fresh) {
+            o.lease_bound(ip, &info);
         }
     }
 
@@ -179,6 +189,10 @@ impl Registry {
         let mut l = self.leases.write().unwrap_or_else(|e| e.into_inner());
         if let Some(old) = l.by_ip.remove(&ip) {
             l.unindex(ip, &old);
+            drop(l);
+            if let Some(o) = self.observer.get() {
+                o.lease_ended(ip, &old);
+            }
         }
     }
 

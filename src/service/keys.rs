@@ -72,6 +72,7 @@ pub fn tables() -> Vec<Table> {
                     d(c.catalog.case_insensitive)
                 }),
                 live("shutdown_grace"),
+                restart("hooks", |c| d(&c.hooks)),
             ],
         },
         Table {

@@ -178,6 +178,8 @@ pub struct StatusBook {
     version: AtomicU64,
     /// Keys to write (or delete) in the store; `None` when running without one (tests).
     dirty: Option<Dirty>,
+    /// Told of every state change and lease event; set once hooks are configured.
+    hooks: OnceLock<Arc<crate::hooks::Hooks>>,
 }
 
 /// What the dashboard and CLI need to reach a device.
@@ -229,6 +231,7 @@ impl StatusBook {
             metrics,
             version: AtomicU64::new(1),
             dirty,
+            hooks: OnceLock::new(),
         });
         // First book wins: one per process (tests make more, each with its own Metrics).
         let _ = book.metrics.book.set(Arc::downgrade(&book));
@@ -288,6 +291,20 @@ impl StatusBook {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hooks hear of state changes from now on (set once; later calls are ignored).
+    pub fn set_hooks(&self, h: Arc<crate::hooks::Hooks>) {
+        let _ = self.hooks.set(h);
+    }
+
+    /// `d` was `before` (None: it is new): tell the hooks if its state moved. Only queues.
+    fn announce(&self, d: &Device, before: Option<State>) {
+        if before != Some(d.state)
+            && let Some(h) = self.hooks.get()
+        {
+            h.publish(crate::hooks::Event::state(d, before));
+        }
     }
 
     pub fn version(&self) -> u64 {
@@ -441,6 +458,7 @@ impl StatusBook {
         let at = now_ms();
         let mut inner = self.lock();
         let mut touched = Vec::new();
+        let before = inner.devices.get(&key_of(mac)).map(|d| d.state);
         let d = self.device_for_mac(
             &mut inner,
             mac,
@@ -456,6 +474,7 @@ impl StatusBook {
             d.hostname = Some(h.to_string());
         }
         d.push_event(at, "lease", ip.to_string());
+        self.announce(d, before);
         self.changed(&touched);
     }
 
@@ -492,6 +511,9 @@ impl StatusBook {
             (None, None) => None,
         };
         let mac = mac.or_else(|| self.key_for_ip(&inner, ip).0.map(|m| (m, None)));
+        let before = (inner.devices)
+            .get(&mac.map(|(m, _)| key_of(m)).unwrap_or_else(|| ip_key(ip)))
+            .map(|d| d.state);
         let d = match mac {
             Some((m, proof)) => {
                 self.device_for_mac(&mut inner, m, Some(ip), proof, at, &mut touched)
@@ -529,6 +551,7 @@ impl StatusBook {
             ),
         );
         d.on_transfer(ok);
+        self.announce(d, before);
         self.changed(&touched);
     }
 
@@ -540,12 +563,14 @@ impl StatusBook {
         let mut touched = Vec::new();
         match self.judge(&mut inner, r.mac, from, "a syslog report", at, &mut touched) {
             Verdict::Unproven | Verdict::Proven => {
+                let before = inner.devices.get(&key_of(r.mac)).map(|d| d.state);
                 let d = self.device_for_mac(&mut inner, r.mac, Some(from), None, at, &mut touched);
                 if let Some(m) = &r.model {
                     d.model = Some(m.clone());
                 }
                 d.push_event(at, r.event.kind(), r.event.detail());
                 d.on_phone(&r.event);
+                self.announce(d, before);
             }
             Verdict::OwnedBy(_) | Verdict::Refused => {}
         }
@@ -788,6 +813,26 @@ impl Observer for StatusBook {
 
     fn transfer(&self, t: &TransferDone<'_>) {
         StatusBook::transfer(self, t);
+    }
+
+    fn lease_bound(&self, ip: IpAddr, lease: &LeaseInfo) {
+        if let Some(h) = self.hooks.get() {
+            h.publish(crate::hooks::Event::lease(
+                crate::hooks::Kind::LeaseBound,
+                ip,
+                lease,
+            ));
+        }
+    }
+
+    fn lease_ended(&self, ip: IpAddr, lease: &LeaseInfo) {
+        if let Some(h) = self.hooks.get() {
+            h.publish(crate::hooks::Event::lease(
+                crate::hooks::Kind::LeaseEnded,
+                ip,
+                lease,
+            ));
+        }
     }
 }
 

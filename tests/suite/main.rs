@@ -16,6 +16,7 @@ mod dns;
 mod dns_records;
 mod docs;
 mod e2e;
+mod hooks;
 mod hostile_catalog;
 mod hostile_devices;
 mod hostile_dhcp;
