@@ -305,9 +305,11 @@ pub fn iso(ms: u64) -> String {
 
 impl DashboardHandler {
     /// A new configuration's token, names and resync settings, for the next request.
-    pub fn reload(&self, cfg: &crate::config::Config) -> Result<()> {
+    /// New settings from a reloaded `dashboard` section. `data_dir` is the running one
+    /// (a changed `data_dir` waits for a restart, so the token file stays where it is).
+    pub fn reload(&self, cfg: &Config, data_dir: &Path) -> Result<()> {
         self.settings
-            .store(Arc::new(Settings::load(&cfg.dashboard, &cfg.data_dir)?));
+            .store(Arc::new(Settings::load(cfg, data_dir)?));
         Ok(())
     }
 

@@ -137,7 +137,9 @@ impl Service for Dashboard {
     }
 
     async fn reload(&self, change: &Change<'_>) -> Reloaded {
-        let applied = self.handler.reload(change.new);
+        let applied = self
+            .handler
+            .reload(&change.new.dashboard, &self.ctx.config.data_dir);
         Reloaded::from_hook(applied, change, &keys::table(self.name()))
     }
 }

@@ -215,6 +215,8 @@ https_legacy:
     max_connections: 5
     header_timeout: 3s
     idle_timeout: 4s
+    max_connections_per_ip: 2
+    write_timeout: 5s
 tftp:
   enabled: false
   listen: 127.0.0.1:{tftp2}
@@ -223,9 +225,16 @@ tftp:
   timeout: 2s
   retries: 3
   max_transfers: 50
+  max_timeout: 9s
+  max_transfers_per_ip: 3
 dns:
   enabled: false
   listen: ["127.0.0.1:{dns2}"]
+  tcp_limits:
+    max_connections: 9
+    max_connections_per_ip: 2
+    idle_timeout: 3s
+    write_timeout: 4s
 dhcp:
   enabled: true
   interfaces: [lo]
@@ -238,6 +247,12 @@ syslog:
   listen: 127.0.0.1:{syslog2}
   tcp_listen: 127.0.0.1:{syslog_tcp}
   forward_file: forward.log
+  forward_max: 1MiB
+  tcp_limits:
+    max_connections: 9
+    max_connections_per_ip: 2
+    idle_timeout: 3s
+    write_timeout: 4s
 dashboard:
   enabled: false
   listen: 127.0.0.1:{dash2}
@@ -258,6 +273,10 @@ devices:
     init_prefix: /init
     profile: other.tmpl
     devices_per_pin: 2
+    wrong_pins_budget: 7
+hooks:
+  - name: h1
+    command: [/bin/true]
 "#
     );
     // Through a symlink the watcher does not see: each reload below is exactly one.
