@@ -341,4 +341,56 @@ mod tests {
         );
         assert_eq!(reached.load(Ordering::SeqCst), 1);
     }
+
+    #[test]
+    fn a_pin_binding_is_recorded_only_after_its_profile_rendered() {
+        use crate::config::At;
+        use crate::devices::{Config, DeviceMetrics, Registry};
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("files");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("init.cfg.tmpl"), "ext=$extension\n").unwrap();
+        let inv = d.path().join("inventory.yaml");
+        // 1111's account has no extension: its profile cannot render.
+        std::fs::write(
+            &inv,
+            "devices:\n  - pin: \"1111\"\n    account: broken\n  - pin: \"2222\"\n    account: ok\n    extension: \"2002\"\n",
+        )
+        .unwrap();
+        let m = Arc::new(crate::metrics::Metrics::register(&mut Default::default()));
+        let cat = crate::catalog::Catalog::open(&[root], false, &d.path().join("data"), m).unwrap();
+        cat.start().unwrap();
+        let mut c = Config {
+            inventory: Some(At::new(inv)),
+            ..Config::default()
+        };
+        c.trust.lease = true;
+        c.binding.init_prefix = Some(At::new("/init".into()));
+        let store = crate::store::Store::open(d.path()).unwrap();
+        let reg = Arc::new(Registry::default());
+        let lan = reg.clone();
+        let p = Provisioner::new(cat, reg)
+            .with_devices(&c, Some(store), DeviceMetrics::default())
+            .unwrap()
+            .with_neighbours(Arc::new(move |ip| lan.by_ip(ip).map(|l| l.mac)));
+        lease(&p, LEASED, A);
+        let mac: Mac = A.parse().unwrap();
+        let get = |path: &str| {
+            p.fetch(&FetchRequest {
+                protocol: Protocol::http,
+                peer: format!("{LEASED}:40000").parse().unwrap(),
+                path,
+                user_agent: None,
+                client: None,
+            })
+        };
+        let bindings = p.bindings.as_ref().unwrap();
+
+        // Claimed, but the profile does not render: nothing is bound.
+        assert_eq!(get("/init/1111").unwrap_err(), Refusal::NotFound);
+        assert_eq!(bindings.pin_of(mac), None);
+        // A profile that renders: bound, and the answer is that profile.
+        assert_eq!(&get("/init/2222").unwrap().body[..], b"ext=2002\n");
+        assert_eq!(bindings.pin_of(mac).as_deref(), Some("2222"));
+    }
 }
