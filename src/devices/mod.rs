@@ -1,12 +1,12 @@
 //! The device layer between the front ends and the catalog: who is asking, and what
 //! bytes they may have. Every protocol calls [`Provisioner::fetch`] and nothing else.
 //!
-//! One request goes: normalise the path → identify the requester ([`identity`]) → PIN
-//! binding if the path is under the init prefix ([`binding`]) → static file or template
-//! from the catalog ([`template`]) → access check for per-device answers ([`access`]) →
-//! render with the device's inventory variables ([`inventory`]) → encrypt with the
-//! device's key ([`crypt`]). Public static files take the short way: identify, look up,
-//! return the catalog's own entry.
+//! One request goes through one chain of stages ([`pipeline`]): normalise the path →
+//! identify the requester ([`identity`]) → claim a PIN binding under the init prefix
+//! ([`binding`]) → resolve a static file or template from the catalog ([`template`]) →
+//! authorize per-device answers ([`access`]) and gather the device's variables
+//! ([`inventory`]) → render → record the binding → encrypt with the device's key
+//! ([`crypt`]). Public static files are answered at `authorize`, as the catalog has them.
 
 pub mod access;
 pub mod binding;
@@ -15,11 +15,10 @@ pub mod crypt;
 pub mod identity;
 pub mod inventory;
 pub mod neighbour;
+pub mod pipeline;
 pub mod registry;
 pub mod template;
 
-use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -69,8 +68,7 @@ pub trait Observer: Send + Sync {
     fn lease_ended(&self, _ip: std::net::IpAddr, _lease: &LeaseInfo) {}
 }
 
-use access::Owner;
-use binding::{Bindings, Bound};
+use binding::Bindings;
 
 /// A verified TLS client certificate, as the HTTPS listener saw it.
 #[derive(Debug, Clone, Default)]
@@ -175,6 +173,8 @@ pub struct Provisioner {
     metrics: DeviceMetrics,
     /// Where a lease's MAC is checked against the LAN (the kernel's neighbour table).
     neighbours: neighbour::Lookup,
+    /// The stages every request goes through.
+    chain: pipeline::Chain,
 }
 
 impl Provisioner {
@@ -189,6 +189,7 @@ impl Provisioner {
             bindings: None,
             metrics: DeviceMetrics::default(),
             neighbours: neighbour::kernel(),
+            chain: pipeline::Chain::standard(),
         }
     }
 
@@ -304,29 +305,6 @@ impl Provisioner {
         });
     }
 
-    fn refuse(
-        &self,
-        req: &FetchRequest<'_>,
-        id: &Identity,
-        reason: &'static str,
-        detail: &str,
-    ) -> Refusal {
-        self.metrics
-            .refusals
-            .get_or_create(&ReasonLabels { reason })
-            .inc();
-        tracing::info!(
-            protocol = req.protocol.as_str(),
-            peer = %req.peer,
-            path = %self.log_path(req.path),
-            mac = ?id.mac,
-            source = ?id.source,
-            reason,
-            "device request refused: {detail}"
-        );
-        Refusal::Forbidden(reason)
-    }
-
     /// `path` (as a client sent it) the way logs and timelines show it: a PIN request is
     /// shown as `/<init_prefix>/****` (a PIN is a credential; logs are read by more people
     /// than the inventory). Recognised exactly as `fetch` routes it: decoded, normalized,
@@ -353,277 +331,22 @@ impl Provisioner {
         }
     }
 
-    /// The bytes this request should get, or why not.
+    /// The bytes this request should get, or why not: the request run through the
+    /// device layer's stages ([`pipeline::Chain`]).
     pub fn fetch(&self, req: &FetchRequest<'_>) -> Result<Arc<Entry>, Refusal> {
-        let key = crate::catalog::path::normalize(req.path)?;
-        let owner = access::owner_of(&key, &self.cfg);
-        let id = identity::identify(
-            req.peer.ip(),
-            req.user_agent,
-            req.client,
-            owner.mac(),
-            &self.registry,
-            &self.cfg.trust,
-            &*self.neighbours,
-        );
-        self.metrics
-            .identity
-            .get_or_create(&SourceLabels { source: id.source })
-            .inc();
-
-        if let Some(rest) = self.bindings.as_ref().and_then(|b| b.route(&key)) {
-            return self.bind(req, &id, rest);
-        }
-        if template::is_template(&key) {
-            // Template sources show how profiles are built; never served as they are.
-            return Err(Refusal::NotFound);
-        }
-
-        match self.catalog.lookup(&key) {
-            Ok(entry) => match owner {
-                Owner::Public => Ok(entry),
-                Owner::Device(m, _) => {
-                    let mac = access::allow(&id, Some(m))
-                        .map_err(|r| self.refuse(req, &id, r, "per-device file"))?;
-                    let inv = self.inventory.load();
-                    let vars = self.device_vars(&inv, mac, &id, None);
-                    self.maybe_encrypt(entry, &vars, mac, inv.modified)
-                }
-                Owner::Private => Err(self.refuse(
-                    req,
-                    &id,
-                    "no_owner",
-                    "a static file under a private prefix names no device",
-                )),
-            },
-            Err(Refusal::NotFound) => {
-                let tmpl = template::candidates(&key, owner.mac_range())
-                    .iter()
-                    .find_map(|c| self.catalog.lookup(c).ok())
-                    .ok_or(Refusal::NotFound)?;
-                let mac = access::allow(&id, owner.mac())
-                    .map_err(|r| self.refuse(req, &id, r, "per-device profile"))?;
-                let inv = self.inventory.load();
-                let vars = self.device_vars(&inv, mac, &id, None);
-                let body = self.render(req, &id, &tmpl, &vars)?;
-                let modified = tmpl
-                    .modified
-                    .max(inv.modified.unwrap_or(SystemTime::UNIX_EPOCH));
-                let entry = Arc::new(generated(key, Bytes::from(body), modified));
-                self.maybe_encrypt(entry, &vars, mac, inv.modified)
-            }
-            Err(e) => Err(e),
-        }
+        self.chain.run(self, req)
     }
 
-    /// Variables for rendering for device `mac`: its macros, its bound account's
-    /// variables, then its own inventory record's (which win). `account` is an account
-    /// record to use instead of the bound one (the binding being made).
+    /// Variables for rendering for device `mac` ([`pipeline::authorize::device_vars`]).
+    #[cfg(test)]
     fn device_vars(
         &self,
         inv: &Inventory,
         mac: Mac,
         id: &Identity,
         account: Option<&Record>,
-    ) -> BTreeMap<String, String> {
-        let mut v = BTreeMap::new();
-        let bound_pin;
-        let account = match account {
-            Some(a) => Some(a),
-            None => {
-                bound_pin = self.bindings.as_ref().and_then(|b| b.pin_of(mac));
-                bound_pin.as_deref().and_then(|p| inv.by_pin(p))
-            }
-        };
-        if let Some(a) = account {
-            v.extend(a.vars.iter().map(|(k, x)| (k.clone(), x.clone())));
-        }
-        // A serial is only what the User-Agent says: it selects a record that names no MAC
-        // (one scanned by serial) or names this proven device, never another device's.
-        let own = inv.by_mac(mac).or_else(|| {
-            id.serial
-                .as_deref()
-                .and_then(|s| inv.by_serial(s))
-                .filter(|r| r.mac.is_none_or(|m| m == mac))
-        });
-        if let Some(r) = own {
-            v.extend(r.vars.iter().map(|(k, x)| (k.clone(), x.clone())));
-        }
-        let serial = own
-            .and_then(|r| r.serial.clone())
-            .or_else(|| id.serial.clone());
-        let hex = mac.to_hex();
-        v.insert("MAU".into(), hex.to_ascii_uppercase());
-        v.insert("MA".into(), hex);
-        v.insert("MAC".into(), mac.to_string());
-        if let Some(pn) = &id.model {
-            v.insert("PN".into(), pn.clone());
-            if let Some(psn) = template::series(pn) {
-                v.insert("PSN".into(), psn);
-            }
-        }
-        if let Some(sw) = &id.version {
-            v.insert("SWVER".into(), sw.clone());
-        }
-        if let Some(sn) = serial {
-            v.insert("SN".into(), sn);
-        }
-        v
-    }
-
-    fn render(
-        &self,
-        req: &FetchRequest<'_>,
-        id: &Identity,
-        tmpl: &Entry,
-        vars: &BTreeMap<String, String>,
-    ) -> Result<Vec<u8>, Refusal> {
-        let outcome = |o| {
-            self.metrics
-                .renders
-                .get_or_create(&OutcomeLabels { outcome: o })
-                .inc()
-        };
-        let Ok(text) = std::str::from_utf8(&tmpl.body) else {
-            outcome("template_syntax");
-            return Err(self.refuse(req, id, "template_syntax", "template is not UTF-8"));
-        };
-        let lookup = |n: &str| vars.get(n).map(|s| Cow::Borrowed(s.as_str()));
-        match template::render(text, &lookup) {
-            Ok(s) => {
-                outcome("rendered");
-                Ok(s.into_bytes())
-            }
-            Err(e) => {
-                outcome(e.reason());
-                let detail = format!("template {}: {e}", tmpl.key);
-                let reason = e.reason();
-                let refusal = self.refuse(req, id, reason, &detail);
-                if self.cfg.missing_variable.value == 404 {
-                    Err(Refusal::NotFound)
-                } else {
-                    Err(refusal)
-                }
-            }
-        }
-    }
-
-    fn maybe_encrypt(
-        &self,
-        entry: Arc<Entry>,
-        vars: &BTreeMap<String, String>,
-        _mac: Mac,
-        inv_modified: Option<SystemTime>,
-    ) -> Result<Arc<Entry>, Refusal> {
-        let Some(key) = vars.get("key").filter(|_| self.cfg.encryption.enabled) else {
-            return Ok(entry);
-        };
-        let digest = match vars.get("digest").map(String::as_str) {
-            Some("sha256") => config::Digest::Sha256,
-            Some("md5") => config::Digest::Md5,
-            _ => self.cfg.encryption.digest,
-        };
-        let body = crypt::encrypt(&entry.body, key, digest, self.cfg.encryption.gzip);
-        self.metrics.encrypted.inc();
-        let modified = entry
-            .modified
-            .max(inv_modified.unwrap_or(SystemTime::UNIX_EPOCH));
-        Ok(Arc::new(generated(
-            entry.key.clone(),
-            Bytes::from(body),
-            modified,
-        )))
-    }
-
-    /// `GET <init_prefix>/<PIN>`: bind the proven requester to the PIN's account and answer
-    /// the binding profile rendered for it. Render first, bind second: a broken profile
-    /// binds nothing.
-    fn bind(
-        &self,
-        req: &FetchRequest<'_>,
-        id: &Identity,
-        rest: &str,
-    ) -> Result<Arc<Entry>, Refusal> {
-        let count = |r: &'static str| {
-            self.metrics
-                .bindings
-                .get_or_create(&ResultLabels { result: r })
-                .inc()
-        };
-        let fail = |r: &'static str, detail: &str| {
-            count(r);
-            Err(self.refuse(req, id, r, detail))
-        };
-        let pin = rest.trim_start_matches('/');
-        if pin.is_empty() || pin.contains('/') {
-            return fail("pin_missing", "expected <init_prefix>/<PIN>");
-        }
-        let mac = match access::allow(id, None) {
-            Ok(m) => m,
-            Err(_) => {
-                return fail(
-                    "unidentified_device",
-                    "PIN binding needs a device whose MAC is known and proven",
-                );
-            }
-        };
-        let Some(bindings) = &self.bindings else {
-            return Err(Refusal::NotFound);
-        };
-        let ip = req.peer.ip();
-        if let Err(t) = bindings.try_attempt(mac, ip) {
-            let detail = match t {
-                binding::Throttle::Guesser => {
-                    "too many wrong PINs from this device or address; try again later"
-                }
-                binding::Throttle::Global => {
-                    "devices.binding.wrong_pins_budget is used up for everyone; try again later"
-                }
-            };
-            return fail(t.reason(), detail);
-        }
-        let inv = self.inventory.load();
-        let Some(account) = inv.by_pin(pin) else {
-            return fail("pin_unknown", "no account holds this PIN");
-        };
-        let profile = &self.cfg.binding.profile.value;
-        let tmpl = match self.catalog.lookup(profile) {
-            Ok(t) => t,
-            Err(_) => {
-                tracing::error!(profile = %profile, "devices.binding.profile is not in the catalog; nothing bound");
-                return fail(
-                    "binding_profile_missing",
-                    "the binding profile template is missing",
-                );
-            }
-        };
-        let vars = self.device_vars(&inv, mac, id, Some(account));
-        let body = self.render(req, id, &tmpl, &vars)?;
-        match bindings.bind(pin, mac) {
-            Ok(b) => {
-                bindings.bound_ok(mac, ip);
-                count(if b == Bound::New { "bound" } else { "again" });
-                if b == Bound::New {
-                    tracing::info!(mac = %mac, account = account.var("account").unwrap_or(""), "device bound to its account by PIN");
-                }
-            }
-            Err(e) => {
-                // Someone else's PIN, or a second one, stays counted as a guess.
-                if let binding::BindRefusal::Store(s) = &e {
-                    tracing::error!("binding store: {s}");
-                }
-                return fail(e.reason(), "PIN binding refused");
-            }
-        }
-        let modified = tmpl
-            .modified
-            .max(inv.modified.unwrap_or(SystemTime::UNIX_EPOCH));
-        let entry = Arc::new(generated(
-            req.path.trim_start_matches('/').to_string(),
-            Bytes::from(body),
-            modified,
-        ));
-        self.maybe_encrypt(entry, &vars, mac, inv.modified)
+    ) -> std::collections::BTreeMap<String, String> {
+        pipeline::authorize::device_vars(self, inv, mac, id, account)
     }
 }
 
@@ -644,12 +367,12 @@ mod tests {
     use registry::LeaseInfo;
     use std::net::IpAddr;
 
-    struct Lab {
+    pub(super) struct Lab {
         _dir: tempfile::TempDir,
-        p: Provisioner,
+        pub(super) p: Provisioner,
     }
 
-    fn lab(cfg: impl FnOnce(&mut Config)) -> Lab {
+    pub(super) fn lab(cfg: impl FnOnce(&mut Config)) -> Lab {
         let d = tempfile::tempdir().unwrap();
         let root = d.path().join("files");
         std::fs::create_dir_all(root.join("cfg")).unwrap();
@@ -685,10 +408,10 @@ mod tests {
         Lab { _dir: d, p }
     }
 
-    const A: &str = "00562b043615";
-    const LEASED: &str = "198.18.0.57";
+    pub(super) const A: &str = "00562b043615";
+    pub(super) const LEASED: &str = "198.18.0.57";
 
-    fn lease(p: &Provisioner, ip: &str, mac: &str) {
+    pub(super) fn lease(p: &Provisioner, ip: &str, mac: &str) {
         p.registry().lease_bound(
             ip.parse().unwrap(),
             LeaseInfo {

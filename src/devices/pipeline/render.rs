@@ -1,0 +1,74 @@
+//! `render`: the bytes of the answer. A template is rendered with the device's variables
+//! (all or nothing: a missing variable refuses the whole file, 404 or 403 as
+//! `devices.missing_variable` says, and the log names template, line and variable); its
+//! entry's ETag is the content's hash. A static file is taken as it is.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+use super::{Ctx, Flow, Found, Stage};
+use crate::catalog::{Entry, Refusal};
+use crate::devices::{OutcomeLabels, generated, template};
+
+pub struct Render;
+
+impl Stage for Render {
+    fn name(&self) -> &'static str {
+        "render"
+    }
+
+    fn run(&self, ctx: &mut Ctx<'_>) -> Flow {
+        let (tmpl, key) = match &ctx.found {
+            None => return Flow::Continue,
+            Some(Found::File(entry)) => {
+                ctx.entry = Some(entry.clone());
+                return Flow::Continue;
+            }
+            Some(Found::Template { tmpl, key }) => (tmpl.clone(), key.clone()),
+        };
+        let body = match render(ctx, &tmpl) {
+            Ok(b) => b,
+            Err(r) => return Flow::Refuse(r),
+        };
+        let modified = tmpl
+            .modified
+            .max(ctx.inventory().modified.unwrap_or(SystemTime::UNIX_EPOCH));
+        ctx.entry = Some(Arc::new(generated(key, Bytes::from(body), modified)));
+        Flow::Continue
+    }
+}
+
+fn render(ctx: &Ctx<'_>, tmpl: &Entry) -> Result<Vec<u8>, Refusal> {
+    let outcome = |o| {
+        ctx.pv
+            .metrics
+            .renders
+            .get_or_create(&OutcomeLabels { outcome: o })
+            .inc()
+    };
+    let Ok(text) = std::str::from_utf8(&tmpl.body) else {
+        outcome("template_syntax");
+        return Err(ctx.refuse("template_syntax", "template is not UTF-8"));
+    };
+    let lookup = |n: &str| ctx.vars.get(n).map(|s| Cow::Borrowed(s.as_str()));
+    match template::render(text, &lookup) {
+        Ok(s) => {
+            outcome("rendered");
+            Ok(s.into_bytes())
+        }
+        Err(e) => {
+            outcome(e.reason());
+            let detail = format!("template {}: {e}", tmpl.key);
+            let reason = e.reason();
+            let refusal = ctx.refuse(reason, &detail);
+            if ctx.pv.cfg.missing_variable.value == 404 {
+                Err(Refusal::NotFound)
+            } else {
+                Err(refusal)
+            }
+        }
+    }
+}
