@@ -32,3 +32,4 @@ mod reload;
 mod syslog;
 mod systemd;
 mod tftp;
+mod dhcp_proxy;
