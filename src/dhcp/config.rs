@@ -689,7 +689,8 @@ fn compile_subnet(
                 format!("{field}.pools"),
                 p.line,
                 p.col,
-                "is set in proxy mode; expected none (dhcp.mode: proxy never hands out an address)".into(),
+                "is set in proxy mode; expected none (dhcp.mode: proxy never hands out an address)"
+                    .into(),
             );
         }
         if let Some(rs) = s.reservations.first() {
@@ -697,7 +698,8 @@ fn compile_subnet(
                 format!("{field}.reservations"),
                 rs.address.line,
                 rs.address.col,
-                "is set in proxy mode; expected none (dhcp.mode: proxy never hands out an address)".into(),
+                "is set in proxy mode; expected none (dhcp.mode: proxy never hands out an address)"
+                    .into(),
             );
         }
     } else if s.pools.is_empty() && s.reservations.is_empty() {

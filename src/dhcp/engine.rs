@@ -932,7 +932,8 @@ impl Engine {
         h.yiaddr = yiaddr.unwrap_or(Ipv4Addr::UNSPECIFIED);
         // A proxy reply (no address) carries no lease times; a PXE client recognises it
         // by option 60 "PXEClient" (PXE 2.1, as dnsmasq's proxy mode sends).
-        let pxe = yiaddr.is_none() && !inform && req.opt(60).is_some_and(|v| v.starts_with(b"PXEClient"));
+        let pxe =
+            yiaddr.is_none() && !inform && req.opt(60).is_some_and(|v| v.starts_with(b"PXEClient"));
         let sidb = sid.octets();
         let lease = (subnet.lease.as_secs() as u32).to_be_bytes();
         let t1 = (subnet.renew.as_secs() as u32).to_be_bytes();
@@ -1296,11 +1297,17 @@ subnets:
         // A plain client's DISCOVER and REQUEST (for the site server's offer) go unanswered.
         let req = [50u8, 4, 198, 18, 0, 77, 54, 4, 198, 18, 0, 254];
         for m in [msg(DISCOVER, 1, [0; 4], &[]), msg(REQUEST, 1, [0; 4], &req)] {
-            assert_eq!(e.handle(0, &m, 1000).unwrap_err(), "proxy_not_for_this_client");
+            assert_eq!(
+                e.handle(0, &m, 1000).unwrap_err(),
+                "proxy_not_for_this_client"
+            );
         }
         // Even an INIT-REBOOT for an address outside every subnet: silence, no NAK.
         let reboot = [50u8, 4, 10, 1, 2, 3];
-        assert!(e.handle(0, &msg(REQUEST, 1, [0; 4], &reboot), 1000).is_err());
+        assert!(
+            e.handle(0, &msg(REQUEST, 1, [0; 4], &reboot), 1000)
+                .is_err()
+        );
         // A PXE client gets an address-less OFFER with the options and "PXEClient".
         let pxe = b"\x3c\x14PXEClient:Arch:00000";
         let out = e.handle(0, &msg(DISCOVER, 2, [0; 4], pxe), 1000).unwrap();
@@ -1326,7 +1333,12 @@ subnets:
             .handle(0, &msg(INFORM, 3, [198, 18, 0, 77], &[]), 1000)
             .unwrap();
         assert_eq!(inf.reply.unwrap().kind, "ack");
-        assert_eq!(e.table().of_client(&ClientKey::new(None, &Mac([2, 0, 0, 0, 1, 2]))).map(|l| l.ip), None);
+        assert_eq!(
+            e.table()
+                .of_client(&ClientKey::new(None, &Mac([2, 0, 0, 0, 1, 2])))
+                .map(|l| l.ip),
+            None
+        );
     }
 
     #[test]
@@ -1334,25 +1346,47 @@ subnets:
         let yaml = format!("{PROXY}    pools: [\"198.18.0.100-198.18.0.110\"]\n");
         let cfg: super::super::Config = serde_saphyr::from_str(&yaml).unwrap();
         let mut errs = Vec::new();
-        assert!(cfg.compile(&mut |f, _, _, m| errs.push(format!("{f}: {m}"))).is_none());
-        assert!(errs[0].contains("dhcp.subnets[0].pools") && errs[0].contains("proxy"), "{errs:?}");
+        assert!(
+            cfg.compile(&mut |f, _, _, m| errs.push(format!("{f}: {m}")))
+                .is_none()
+        );
+        assert!(
+            errs[0].contains("dhcp.subnets[0].pools") && errs[0].contains("proxy"),
+            "{errs:?}"
+        );
     }
 
     #[test]
     fn a_non_authoritative_server_does_not_nak_a_client_it_does_not_know() {
-        let quiet = engine_with(false, &YAML.replace("interfaces: [br0]", "interfaces: [br0]\nauthoritative: false"));
+        let quiet = engine_with(
+            false,
+            &YAML.replace(
+                "interfaces: [br0]",
+                "interfaces: [br0]\nauthoritative: false",
+            ),
+        );
         let loud = engine(false);
         // INIT-REBOOT for an address outside the pool, and one outside the subnet.
         for want in [[198u8, 18, 0, 200], [10, 0, 0, 5]] {
-            let m = msg(REQUEST, 9, [0; 4], &[50, 4, want[0], want[1], want[2], want[3]]);
+            let m = msg(
+                REQUEST,
+                9,
+                [0; 4],
+                &[50, 4, want[0], want[1], want[2], want[3]],
+            );
             assert_eq!(loud.handle(0, &m, 1000).unwrap().reply.unwrap().kind, "nak");
             assert_eq!(quiet.handle(0, &m, 1000).unwrap_err(), "not_authoritative");
         }
         // A client it does know (holding its offer) is still told no.
-        let offer = quiet.handle(0, &msg(DISCOVER, 9, [0; 4], &[]), 1000).unwrap();
+        let offer = quiet
+            .handle(0, &msg(DISCOVER, 9, [0; 4], &[]), 1000)
+            .unwrap();
         assert_eq!(offer.reply.unwrap().kind, "offer");
         let m = msg(REQUEST, 9, [0; 4], &[50, 4, 198, 18, 0, 200]);
-        assert_eq!(quiet.handle(0, &m, 1000).unwrap().reply.unwrap().kind, "nak");
+        assert_eq!(
+            quiet.handle(0, &m, 1000).unwrap().reply.unwrap().kind,
+            "nak"
+        );
     }
 
     #[test]
@@ -1378,7 +1412,11 @@ subnets:
         };
         let yi = |b: &[u8]| Ipv4Addr::new(b[16], b[17], b[18], b[19]);
         let port12 = o82(b"bench-3/port-12", b"sw1");
-        let r = e.handle(0, &relayed(1, &port12, true), 1000).unwrap().reply.unwrap();
+        let r = e
+            .handle(0, &relayed(1, &port12, true), 1000)
+            .unwrap()
+            .reply
+            .unwrap();
         assert_eq!(yi(&r.bytes), Ipv4Addr::new(198, 18, 0, 62));
         // Another port, another switch's remote-id, or option 82 straight from a client:
         // the pool.
@@ -1390,6 +1428,10 @@ subnets:
             let r = e.handle(0, &b, 1000).unwrap().reply.unwrap();
             assert_ne!(yi(&r.bytes), Ipv4Addr::new(198, 18, 0, 62), "case {n}");
         }
-        assert_eq!(relay_agent_info(&[1, 2, b'a', b'b', 2, 9]), (None, None), "truncated");
+        assert_eq!(
+            relay_agent_info(&[1, 2, b'a', b'b', 2, 9]),
+            (None, None),
+            "truncated"
+        );
     }
 }
