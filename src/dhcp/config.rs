@@ -505,6 +505,16 @@ impl Config {
                 "is 0; expected at least 1 message per second".into(),
             );
         }
+        if self.proxy_offer_vendor_classes.iter().any(|v| v.is_empty()) {
+            // An empty prefix matches every client: plain clients would take an
+            // address-less offer and end up with no address.
+            r(
+                "dhcp.proxy_offer_vendor_classes".into(),
+                0,
+                0,
+                "holds an empty prefix; expected vendor class prefixes such as PXEClient".into(),
+            );
+        }
         let global = compile_options("dhcp.options", &self.options, &mut r);
         let mut sets = Vec::new();
         for (i, s) in self.option_sets.iter().enumerate() {
