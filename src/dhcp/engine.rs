@@ -80,6 +80,8 @@ pub struct Event {
     pub kind: EventKind,
     pub lease: Lease,
     pub now: u64,
+    /// A first grant through a switch-port reservation: the port, for the timeline.
+    pub circuit: Option<String>,
 }
 
 #[derive(Debug)]
@@ -346,6 +348,7 @@ impl Engine {
                 kind: EventKind::Expired,
                 lease,
                 now,
+                circuit: None,
             })
             .collect()
     }
@@ -385,6 +388,16 @@ impl Engine {
         match e.kind {
             EventKind::Granted | EventKind::Renewed => self.registry.lease_bound(ip, info(l)),
             _ => self.registry.lease_ended(ip),
+        }
+        if let Some(c) = &e.circuit {
+            // The slot → MAC binding, on the device's timeline (after lease_bound made
+            // the device): nobody scanned this phone's MAC, the port named it.
+            tracing::info!(%ip, mac = %l.mac, circuit = %c, "dhcp: switch port {c} bound to {}", l.mac);
+            self.registry.note(
+                l.mac,
+                "port",
+                &format!("switch port {c} bound to {} at {}", l.mac, l.ip),
+            );
         }
         self.metrics
             .lease_events
@@ -746,10 +759,6 @@ impl Engine {
             self.count(turn.p, &t, ip, 1);
         }
         drop(t);
-        if !renewed && let Some(c) = resv.and_then(|r| r.circuit.as_ref()) {
-            // The slot → MAC binding: nobody scanned this phone's MAC, the port named it.
-            tracing::info!(%ip, mac = %req.mac, circuit = %c.describe(), "dhcp: switch port {} bound to {}", c.describe(), req.mac);
-        }
         Ok(Outcome {
             reply: Some(self.reply(turn, ACK, Some(ip))),
             changes: vec![Change::Put(lease.clone())],
@@ -761,6 +770,10 @@ impl Engine {
                 },
                 lease,
                 now,
+                circuit: resv
+                    .and_then(|r| r.circuit.as_ref())
+                    .filter(|_| !renewed)
+                    .map(|c| c.describe()),
             }],
         })
     }
@@ -789,6 +802,7 @@ impl Engine {
                 kind: EventKind::Declined,
                 lease: l,
                 now,
+                circuit: None,
             }],
         })
     }
@@ -816,6 +830,7 @@ impl Engine {
                 kind: EventKind::Released,
                 lease: l,
                 now,
+                circuit: None,
             }],
         })
     }
@@ -1433,5 +1448,60 @@ subnets:
             (None, None),
             "truncated"
         );
+    }
+
+    #[test]
+    fn a_port_binding_is_noted_on_the_devices_timeline() {
+        let yaml = YAML.replace(
+            "    reservations:\n",
+            "    reservations:\n      - {circuit: bench-3/port-12, address: 198.18.0.62}\n",
+        );
+        let cfg: super::super::Config = serde_saphyr::from_str(&yaml).unwrap();
+        let settings = cfg.compile(&mut |_, _, _, m| panic!("{m}")).unwrap();
+        let reg = Arc::new(Registry::default());
+        let book = crate::status::StatusBook::in_memory(reg.clone(), Default::default());
+        reg.set_observer(book.clone());
+        let e = Engine::new(
+            settings,
+            vec![IfaceInfo {
+                name: "br0".into(),
+                addrs: vec![("198.18.0.1".parse().unwrap(), 24)],
+            }],
+            false,
+            reg,
+            Arc::new(DhcpMetrics::default()),
+        );
+        let port = b"\x52\x11\x01\x0fbench-3/port-12";
+        let relayed = |mtype: u8, extra: &[u8]| {
+            let mut opts = port.to_vec();
+            opts.extend_from_slice(extra);
+            let mut b = msg(mtype, 7, [0; 4], &opts);
+            b[24..28].copy_from_slice(&[198, 18, 0, 2]);
+            b
+        };
+        e.handle(0, &relayed(DISCOVER, &[]), 1000).unwrap();
+        let sel = [50u8, 4, 198, 18, 0, 62, 54, 4, 198, 18, 0, 1];
+        let out = e.handle(0, &relayed(REQUEST, &sel), 1000).unwrap();
+        assert_eq!(out.events[0].circuit.as_deref(), Some("bench-3/port-12"));
+        for ev in &out.events {
+            e.announce(ev);
+        }
+        let d = book
+            .get("02:00:00:00:01:07")
+            .expect("the device is on the book");
+        let note = d
+            .events
+            .iter()
+            .find(|n| n.kind == "port")
+            .expect("a port note");
+        assert_eq!(
+            note.detail,
+            "switch port bench-3/port-12 bound to 02:00:00:00:01:07 at 198.18.0.62"
+        );
+        // A renewal is not a new binding.
+        let renew = e
+            .handle(0, &relayed(REQUEST, &[50, 4, 198, 18, 0, 62]), 1001)
+            .unwrap();
+        assert_eq!(renew.events[0].circuit, None);
     }
 }
