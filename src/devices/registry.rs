@@ -144,7 +144,12 @@ pub struct Registry {
     leases: RwLock<Leases>,
     /// Who else wants to hear about leases and transfers (the device status book).
     observer: OnceLock<Arc<dyn Observer>>,
+    /// Where notes for a device's timeline go (the status book sets it).
+    timeline: OnceLock<Timeline>,
 }
+
+/// Writes `(kind, detail)` on the timeline of the device with this MAC.
+pub type Timeline = Box<dyn Fn(Mac, &str, &str) + Send + Sync>;
 
 impl Registry {
     /// Set once at start; later calls are ignored.
@@ -154,6 +159,18 @@ impl Registry {
 
     pub fn observer(&self) -> Option<&Arc<dyn Observer>> {
         self.observer.get()
+    }
+
+    /// Set once (by the status book); later calls are ignored.
+    pub fn set_timeline(&self, t: Timeline) {
+        let _ = self.timeline.set(t);
+    }
+
+    /// A note on the timeline of the device with `mac` (nothing without a status book).
+    pub fn note(&self, mac: Mac, kind: &str, detail: &str) {
+        if let Some(t) = self.timeline.get() {
+            t(mac, kind, detail);
+        }
     }
 
     /// Called by the DHCP server whenever a lease is granted or restored from its store.

@@ -45,6 +45,36 @@ pub struct Config {
     /// BOOTP header fields for boot ROMs (PXE-era firmware, some phones).
     #[serde(default)]
     pub boot: BootConfig,
+    /// `server` hands out addresses; `proxy` answers beside the site's own DHCP server
+    /// with provisioning options only, never an address, never a NAK, never a lease.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Server mode: NAK a REQUEST for an address it cannot give even when the client
+    /// holds no lease here (true, as Kea's default), or stay silent then (false).
+    #[serde(default = "default_true")]
+    pub authoritative: bool,
+    /// Proxy mode: clients whose vendor class (option 60) starts with one of these take
+    /// an option-only OFFER (`yiaddr` 0) beside the site server's offer, as PXE ROMs do.
+    /// Others get options only through DHCPINFORM: a plain client would take the
+    /// address-less offer if it came first.
+    #[serde(default = "default_proxy_offer")]
+    pub proxy_offer_vendor_classes: Vec<String>,
+}
+
+/// What provbox is on the segment.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Server,
+    Proxy,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_proxy_offer() -> Vec<String> {
+    vec!["PXEClient".into()]
 }
 
 /// `siaddr`, `sname` and `file` of every reply. A field left unset falls back to the
@@ -93,6 +123,9 @@ impl Default for Config {
             option_sets: Vec::new(),
             subnets: Vec::new(),
             boot: BootConfig::default(),
+            mode: Mode::Server,
+            authoritative: true,
+            proxy_offer_vendor_classes: default_proxy_offer(),
         }
     }
 }
@@ -148,6 +181,16 @@ pub struct ReservationConfig {
     /// Client identifier (option 61) as hex, e.g. `01:00:0e:08:12:34:56`.
     #[serde(default)]
     pub client_id: Option<At<String>>,
+    /// Switch port: the relay agent's circuit-id (option 82 sub-option 1) as text, e.g.
+    /// `bench-3/port-12`. Matched only on relayed messages (giaddr set).
+    #[serde(default)]
+    pub circuit: Option<At<String>>,
+    /// With `circuit`: the relay's remote-id (option 82 sub-option 2) must also match.
+    #[serde(default)]
+    pub remote_id: Option<At<String>>,
+    /// With `circuit`: the relay address (giaddr) must also match.
+    #[serde(default)]
+    pub relay: Option<Ipv4Addr>,
     pub address: At<Ipv4Addr>,
     #[serde(default)]
     pub hostname: Option<String>,
@@ -215,6 +258,10 @@ pub struct Settings {
     pub sets: Vec<OptionSet>,
     pub subnets: Vec<Subnet>,
     pub boot: Boot,
+    pub mode: Mode,
+    pub authoritative: bool,
+    /// Option 60 prefixes that get a proxy OFFER.
+    pub proxy_offer: Vec<Vec<u8>>,
 }
 
 /// Validated [`BootConfig`]: bytes that fit their header fields.
@@ -281,9 +328,44 @@ impl Subnet {
 pub struct Reservation {
     pub mac: Option<Mac>,
     pub client_id: Option<Vec<u8>>,
+    pub circuit: Option<Circuit>,
     pub address: Ipv4Addr,
     pub hostname: Option<String>,
     pub options: Vec<OptValue>,
+}
+
+/// A switch port as a relay agent names it (option 82).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Circuit {
+    pub circuit_id: Vec<u8>,
+    pub remote_id: Option<Vec<u8>>,
+    pub relay: Option<Ipv4Addr>,
+}
+
+impl Circuit {
+    /// Does a relayed message (relay address `giaddr`, option 82 sub-options) come from
+    /// this port?
+    pub fn matches(&self, giaddr: Ipv4Addr, circuit_id: &[u8], remote_id: Option<&[u8]>) -> bool {
+        self.circuit_id == circuit_id
+            && self
+                .remote_id
+                .as_deref()
+                .is_none_or(|want| remote_id == Some(want))
+            && self.relay.is_none_or(|r| r == giaddr)
+    }
+
+    /// `bench-3/port-12` (remote-id and relay shown when configured), for logs and the
+    /// device timeline.
+    pub fn describe(&self) -> String {
+        let mut s = String::from_utf8_lossy(&self.circuit_id).into_owned();
+        if let Some(r) = &self.remote_id {
+            s.push_str(&format!(" remote-id {}", String::from_utf8_lossy(r)));
+        }
+        if let Some(g) = self.relay {
+            s.push_str(&format!(" via {g}"));
+        }
+        s
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -423,6 +505,16 @@ impl Config {
                 "is 0; expected at least 1 message per second".into(),
             );
         }
+        if self.proxy_offer_vendor_classes.iter().any(|v| v.is_empty()) {
+            // An empty prefix matches every client: plain clients would take an
+            // address-less offer and end up with no address.
+            r(
+                "dhcp.proxy_offer_vendor_classes".into(),
+                0,
+                0,
+                "holds an empty prefix; expected vendor class prefixes such as PXEClient".into(),
+            );
+        }
         let global = compile_options("dhcp.options", &self.options, &mut r);
         let mut sets = Vec::new();
         for (i, s) in self.option_sets.iter().enumerate() {
@@ -459,7 +551,7 @@ impl Config {
         }
         let mut subnets: Vec<Subnet> = Vec::new();
         for (i, s) in self.subnets.iter().enumerate() {
-            if let Some(sn) = compile_subnet(i, s, &mut r) {
+            if let Some(sn) = compile_subnet(i, s, self.mode, &mut r) {
                 for (j, o) in subnets.iter().enumerate() {
                     if o.contains(sn.network) || sn.contains(o.network) {
                         r(
@@ -491,6 +583,13 @@ impl Config {
             sets,
             subnets,
             boot,
+            mode: self.mode,
+            authoritative: self.authoritative,
+            proxy_offer: self
+                .proxy_offer_vendor_classes
+                .iter()
+                .map(|v| v.as_bytes().to_vec())
+                .collect(),
         })
     }
 }
@@ -539,6 +638,7 @@ fn compile_boot(b: &BootConfig, r: &mut dyn FnMut(String, usize, usize, String))
 fn compile_subnet(
     i: usize,
     s: &SubnetConfig,
+    mode: Mode,
     r: &mut dyn FnMut(String, usize, usize, String),
 ) -> Option<Subnet> {
     let field = format!("dhcp.subnets[{i}]");
@@ -591,7 +691,28 @@ fn compile_subnet(
     let (mask, bcast) = (sn.mask(), sn.broadcast());
     let usable =
         move |ip: Ipv4Addr| u32::from(ip) & mask == u32::from(net) && ip != net && ip != bcast;
-    if s.pools.is_empty() && s.reservations.is_empty() {
+    if mode == Mode::Proxy {
+        // The site's server owns the addresses: a pool or reservation here would be a
+        // second server handing out the same segment.
+        if let Some(p) = s.pools.first() {
+            r(
+                format!("{field}.pools"),
+                p.line,
+                p.col,
+                "is set in proxy mode; expected none (dhcp.mode: proxy never hands out an address)"
+                    .into(),
+            );
+        }
+        if let Some(rs) = s.reservations.first() {
+            r(
+                format!("{field}.reservations"),
+                rs.address.line,
+                rs.address.col,
+                "is set in proxy mode; expected none (dhcp.mode: proxy never hands out an address)"
+                    .into(),
+            );
+        }
+    } else if s.pools.is_empty() && s.reservations.is_empty() {
         r(
             format!("{field}.pools"),
             s.subnet.line,
@@ -706,12 +827,65 @@ fn compile_subnet(
                 }
             },
         };
-        if rs.mac.is_none() && rs.client_id.is_none() {
+        let text = |v: &At<String>, what: &str, r: &mut dyn FnMut(String, usize, usize, String)| {
+            if v.value.is_empty() || v.value.len() > 255 {
+                r(
+                    format!("{rf}.{what}"),
+                    v.line,
+                    v.col,
+                    format!("is {} bytes long; expected 1 to 255", v.value.len()),
+                );
+            }
+            v.value.as_bytes().to_vec()
+        };
+        let circuit = match &rs.circuit {
+            Some(c) => Some(Circuit {
+                circuit_id: text(c, "circuit", &mut *r),
+                remote_id: rs.remote_id.as_ref().map(|v| text(v, "remote_id", &mut *r)),
+                relay: rs.relay,
+            }),
+            None => {
+                if let Some(v) = &rs.remote_id {
+                    r(
+                        format!("{rf}.remote_id"),
+                        v.line,
+                        v.col,
+                        "without `circuit`; expected it beside a circuit-id".into(),
+                    );
+                }
+                if rs.relay.is_some() {
+                    r(
+                        format!("{rf}.relay"),
+                        rs.address.line,
+                        rs.address.col,
+                        "without `circuit`; expected it beside a circuit-id".into(),
+                    );
+                }
+                None
+            }
+        };
+        if rs.mac.is_none() && rs.client_id.is_none() && circuit.is_none() {
             r(
                 rf.clone(),
                 rs.address.line,
                 rs.address.col,
-                "names no device; expected `mac` or `client_id`".into(),
+                "names no device; expected `mac`, `client_id` or `circuit`".into(),
+            );
+        }
+        if let Some(c) = &circuit
+            && let Some(prev) = sn
+                .reservations
+                .iter()
+                .position(|p: &Reservation| p.circuit.as_ref() == Some(c))
+        {
+            r(
+                format!("{rf}.circuit"),
+                rs.address.line,
+                rs.address.col,
+                format!(
+                    "`{}` is already reserved by {field}.reservations[{prev}]; expected one address per port",
+                    c.describe()
+                ),
             );
         }
         if !usable(rs.address.value) {
@@ -744,6 +918,7 @@ fn compile_subnet(
         sn.reservations.push(Reservation {
             mac,
             client_id,
+            circuit,
             address: rs.address.value,
             hostname: rs.hostname.clone(),
             options: compile_options(&format!("{rf}.options"), &rs.options, &mut *r),

@@ -13,7 +13,7 @@ use arc_swap::ArcSwap;
 use crate::devices::Mac;
 use crate::devices::registry::{LeaseInfo, Registry};
 
-use super::config::{Reservation, Settings, Subnet};
+use super::config::{Mode, Reservation, Settings, Subnet};
 use super::leases::{ClientKey, Excluded, Lease, Leases, State};
 use super::metrics::{DhcpMetrics, EventLabels, MessageLabels, SubnetLabels};
 use super::options::{self, OptValue};
@@ -80,6 +80,8 @@ pub struct Event {
     pub kind: EventKind,
     pub lease: Lease,
     pub now: u64,
+    /// A first grant through a switch-port reservation: the port, for the timeline.
+    pub circuit: Option<String>,
 }
 
 #[derive(Debug)]
@@ -346,6 +348,7 @@ impl Engine {
                 kind: EventKind::Expired,
                 lease,
                 now,
+                circuit: None,
             })
             .collect()
     }
@@ -385,6 +388,16 @@ impl Engine {
         match e.kind {
             EventKind::Granted | EventKind::Renewed => self.registry.lease_bound(ip, info(l)),
             _ => self.registry.lease_ended(ip),
+        }
+        if let Some(c) = &e.circuit {
+            // The slot → MAC binding, on the device's timeline (after lease_bound made
+            // the device): nobody scanned this phone's MAC, the port named it.
+            tracing::info!(%ip, mac = %l.mac, circuit = %c, "dhcp: switch port {c} bound to {}", l.mac);
+            self.registry.note(
+                l.mac,
+                "port",
+                &format!("switch port {c} bound to {} at {}", l.mac, l.ip),
+            );
         }
         self.metrics
             .lease_events
@@ -471,13 +484,28 @@ impl Engine {
             opts: &opts,
         };
         let (sidx, sid) = self.subnet_for(p, iface, &req).ok_or("no_subnet")?;
-        let resv = p.settings.subnets[sidx].reservations.iter().find(|r| {
-            match (&r.client_id, client_id) {
-                (Some(want), Some(got)) if want.as_slice() == got => return true,
-                _ => {}
-            }
-            r.mac == Some(mac)
-        });
+        // Option 82 names the switch port only when a relay put it there (giaddr set);
+        // from a client on the link it would be a claim anyone can make.
+        let (circuit_id, remote_id) = match (req.giaddr.is_unspecified(), req.opt(82)) {
+            (false, Some(d)) => relay_agent_info(d),
+            _ => (None, None),
+        };
+        let reservations = &p.settings.subnets[sidx].reservations;
+        let resv = reservations
+            .iter()
+            .find(|r| match (&r.client_id, client_id) {
+                (Some(want), Some(got)) => want.as_slice() == got,
+                _ => false,
+            })
+            .or_else(|| reservations.iter().find(|r| r.mac == Some(mac)))
+            .or_else(|| {
+                let cid = circuit_id?;
+                reservations.iter().find(|r| {
+                    r.circuit
+                        .as_ref()
+                        .is_some_and(|c| c.matches(req.giaddr, cid, remote_id))
+                })
+            });
         let turn = Turn {
             p,
             req: &req,
@@ -485,6 +513,9 @@ impl Engine {
             sid,
             resv,
         };
+        if p.settings.mode == Mode::Proxy {
+            return self.proxy(&turn, iface, now);
+        }
         match mtype {
             DISCOVER => self.discover(&turn, now),
             REQUEST => self.request(&turn, now),
@@ -590,6 +621,35 @@ impl Engine {
         Err("mac_leased_to_other_client")
     }
 
+    /// Proxy mode: options only, beside the site's own server. INFORM is answered as
+    /// always; a DISCOVER from a client that takes address-less offers (PXE ROMs: option
+    /// 60 in `proxy_offer_vendor_classes`) gets an OFFER with `yiaddr` 0, and its REQUEST
+    /// naming us an ACK with `yiaddr` 0. Nothing else is answered: no address, no lease,
+    /// no NAK, nothing journaled.
+    fn proxy(&self, turn: &Turn<'_>, iface: usize, now: u64) -> Result<Outcome, &'static str> {
+        let req = turn.req;
+        if req.mtype == INFORM {
+            return self.inform(turn, iface, now);
+        }
+        let takes_offer = req.opt(60).is_some_and(|vc| {
+            turn.p
+                .settings
+                .proxy_offer
+                .iter()
+                .any(|p| vc.starts_with(p))
+        });
+        let kind = match req.mtype {
+            DISCOVER if takes_offer => OFFER,
+            REQUEST if takes_offer && req.ip_opt(54) == Some(turn.sid) => ACK,
+            DISCOVER | REQUEST => return Err("proxy_not_for_this_client"),
+            _ => return Err("proxy_mode"),
+        };
+        Ok(Outcome {
+            reply: Some(self.reply(turn, kind, None)),
+            ..Default::default()
+        })
+    }
+
     /// DHCPINFORM: the client has an address and wants options. It is answered only when
     /// its `ciaddr` is on-link: in a configured subnet of the receiving interface (or of
     /// the relay's `giaddr`). Otherwise the ACK, sent to `ciaddr`, would let anyone aim
@@ -664,10 +724,15 @@ impl Engine {
             (None, None) if !req.ciaddr.is_unspecified() => (req.ciaddr, false),
             (None, None) => return Err("request_without_address"),
         };
+        // Not authoritative (Kea's `authoritative: false`): a client this server holds no
+        // lease or offer for may be another server's; it gets no NAK, only silence.
+        let unknown = !turn.p.settings.authoritative && t.of_client(&req.client).is_none();
         if !subnet.contains(ip) {
             // Wrong network for this client: tell it to start over (RFC 2131 4.3.2), but a
             // rebinding client of some other server is none of our business.
-            return if nak_if_foreign {
+            return if nak_if_foreign && unknown {
+                Err("not_authoritative")
+            } else if nak_if_foreign {
                 Ok(self.nak(turn, "address not on this network"))
             } else {
                 Err("not_our_subnet")
@@ -675,6 +740,9 @@ impl Engine {
         }
         if !turn.grantable(&t, ip, now) {
             drop(t);
+            if unknown {
+                return Err("not_authoritative");
+            }
             return Ok(self.nak(turn, "address not available"));
         }
         let renewed = t.bound_to(ip, &req.client, now);
@@ -702,6 +770,10 @@ impl Engine {
                 },
                 lease,
                 now,
+                circuit: resv
+                    .and_then(|r| r.circuit.as_ref())
+                    .filter(|_| !renewed)
+                    .map(|c| c.describe()),
             }],
         })
     }
@@ -730,6 +802,7 @@ impl Engine {
                 kind: EventKind::Declined,
                 lease: l,
                 now,
+                circuit: None,
             }],
         })
     }
@@ -757,6 +830,7 @@ impl Engine {
                 kind: EventKind::Released,
                 lease: l,
                 now,
+                circuit: None,
             }],
         })
     }
@@ -871,6 +945,10 @@ impl Engine {
             h.ciaddr = req.ciaddr;
         }
         h.yiaddr = yiaddr.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        // A proxy reply (no address) carries no lease times; a PXE client recognises it
+        // by option 60 "PXEClient" (PXE 2.1, as dnsmasq's proxy mode sends).
+        let pxe =
+            yiaddr.is_none() && !inform && req.opt(60).is_some_and(|v| v.starts_with(b"PXEClient"));
         let sidb = sid.octets();
         let lease = (subnet.lease.as_secs() as u32).to_be_bytes();
         let t1 = (subnet.renew.as_secs() as u32).to_be_bytes();
@@ -878,8 +956,11 @@ impl Engine {
         let mask = subnet.mask().to_be_bytes();
         let kindb = [kind];
         let mut ess: Vec<(u8, &[u8])> = vec![(53, &kindb), (54, &sidb)];
-        if !inform {
+        if yiaddr.is_some() {
             ess.extend([(51, &lease[..]), (58, &t1[..]), (59, &t2[..])]);
+        }
+        if pxe {
+            ess.push((60, b"PXEClient"));
         }
         ess.push((1, &mask));
         let r82 = req.opt(82).map(|d| d.to_vec());
@@ -902,7 +983,7 @@ impl Engine {
             Dest::To(req.giaddr, p.settings.port)
         } else if !req.ciaddr.is_unspecified() {
             Dest::To(req.ciaddr, CLIENT_PORT)
-        } else if req.broadcast() || inform {
+        } else if req.broadcast() || inform || h.yiaddr.is_unspecified() {
             Dest::Broadcast
         } else {
             Dest::Hw(h.yiaddr, req.mac.0)
@@ -961,6 +1042,28 @@ fn boot_fields(
         .to_vec();
 }
 
+/// Circuit-id (sub-option 1) and remote-id (sub-option 2) of a relay agent information
+/// option (82, RFC 3046); a malformed option yields neither.
+pub fn relay_agent_info(d: &[u8]) -> (Option<&[u8]>, Option<&[u8]>) {
+    let (mut circuit, mut remote) = (None, None);
+    let mut i = 0;
+    while i < d.len() {
+        let Some(&len) = d.get(i + 1) else {
+            return (None, None);
+        };
+        let Some(v) = d.get(i + 2..i + 2 + len as usize) else {
+            return (None, None);
+        };
+        match d[i] {
+            1 => circuit = Some(v),
+            2 => remote = Some(v),
+            _ => {}
+        }
+        i += 2 + len as usize;
+    }
+    (circuit, remote)
+}
+
 fn info(l: &Lease) -> LeaseInfo {
     LeaseInfo {
         mac: l.mac,
@@ -974,7 +1077,10 @@ mod tests {
     use super::*;
 
     fn engine(dns_on: bool) -> Engine {
-        let yaml = r#"
+        engine_with(dns_on, YAML)
+    }
+
+    const YAML: &str = r#"
 enabled: true
 interfaces: [br0]
 options:
@@ -990,6 +1096,8 @@ subnets:
     reservations:
       - {mac: "00:04:f2:00:00:01", address: 198.18.0.57, hostname: lobby, options: [{code: 66, string: mine}]}
 "#;
+
+    fn engine_with(dns_on: bool, yaml: &str) -> Engine {
         let cfg: super::super::Config = serde_saphyr::from_str(yaml).unwrap();
         let mut errs = Vec::new();
         let settings = cfg
@@ -1186,5 +1294,214 @@ subnets:
                 "{ciaddr:?}"
             );
         }
+    }
+
+    const PROXY: &str = r#"
+enabled: true
+interfaces: [br0]
+mode: proxy
+options:
+  - {code: 66, string: prov.lab.test, force: true}
+subnets:
+  - subnet: 198.18.0.0/24
+"#;
+
+    #[test]
+    fn proxy_mode_gives_options_never_an_address_nor_a_nak() {
+        let e = engine_with(false, PROXY);
+        // A plain client's DISCOVER and REQUEST (for the site server's offer) go unanswered.
+        let req = [50u8, 4, 198, 18, 0, 77, 54, 4, 198, 18, 0, 254];
+        for m in [msg(DISCOVER, 1, [0; 4], &[]), msg(REQUEST, 1, [0; 4], &req)] {
+            assert_eq!(
+                e.handle(0, &m, 1000).unwrap_err(),
+                "proxy_not_for_this_client"
+            );
+        }
+        // Even an INIT-REBOOT for an address outside every subnet: silence, no NAK.
+        let reboot = [50u8, 4, 10, 1, 2, 3];
+        assert!(
+            e.handle(0, &msg(REQUEST, 1, [0; 4], &reboot), 1000)
+                .is_err()
+        );
+        // A PXE client gets an address-less OFFER with the options and "PXEClient".
+        let pxe = b"\x3c\x14PXEClient:Arch:00000";
+        let out = e.handle(0, &msg(DISCOVER, 2, [0; 4], pxe), 1000).unwrap();
+        let r = out.reply.unwrap();
+        assert_eq!(r.kind, "offer");
+        assert_eq!(&r.bytes[16..20], &[0, 0, 0, 0], "yiaddr");
+        assert_eq!(r.dest, Dest::Broadcast);
+        let opts = wire::scan(&r.bytes).unwrap();
+        let o = |c: u8| opts.iter().find(|(k, _)| *k == c).map(|(_, d)| d.clone());
+        assert_eq!(o(66).as_deref(), Some(&b"prov.lab.test"[..]));
+        assert_eq!(o(60).as_deref(), Some(&b"PXEClient"[..]));
+        assert!(o(51).is_none(), "no lease time");
+        assert!(out.changes.is_empty() && out.events.is_empty());
+        // Its REQUEST naming us: an address-less ACK.
+        let mut sel = pxe.to_vec();
+        sel.extend_from_slice(&[54, 4, 198, 18, 0, 1]);
+        let ack = e.handle(0, &msg(REQUEST, 2, [0; 4], &sel), 1000).unwrap();
+        let r = ack.reply.unwrap();
+        assert_eq!((r.kind, &r.bytes[16..20]), ("ack", &[0u8, 0, 0, 0][..]));
+        assert!(ack.changes.is_empty());
+        // INFORM from an on-link address: options.
+        let inf = e
+            .handle(0, &msg(INFORM, 3, [198, 18, 0, 77], &[]), 1000)
+            .unwrap();
+        assert_eq!(inf.reply.unwrap().kind, "ack");
+        assert_eq!(
+            e.table()
+                .of_client(&ClientKey::new(None, &Mac([2, 0, 0, 0, 1, 2])))
+                .map(|l| l.ip),
+            None
+        );
+    }
+
+    #[test]
+    fn proxy_mode_refuses_pools_and_reservations() {
+        let yaml = format!("{PROXY}    pools: [\"198.18.0.100-198.18.0.110\"]\n");
+        let cfg: super::super::Config = serde_saphyr::from_str(&yaml).unwrap();
+        let mut errs = Vec::new();
+        assert!(
+            cfg.compile(&mut |f, _, _, m| errs.push(format!("{f}: {m}")))
+                .is_none()
+        );
+        assert!(
+            errs[0].contains("dhcp.subnets[0].pools") && errs[0].contains("proxy"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn a_non_authoritative_server_does_not_nak_a_client_it_does_not_know() {
+        let quiet = engine_with(
+            false,
+            &YAML.replace(
+                "interfaces: [br0]",
+                "interfaces: [br0]\nauthoritative: false",
+            ),
+        );
+        let loud = engine(false);
+        // INIT-REBOOT for an address outside the pool, and one outside the subnet.
+        for want in [[198u8, 18, 0, 200], [10, 0, 0, 5]] {
+            let m = msg(
+                REQUEST,
+                9,
+                [0; 4],
+                &[50, 4, want[0], want[1], want[2], want[3]],
+            );
+            assert_eq!(loud.handle(0, &m, 1000).unwrap().reply.unwrap().kind, "nak");
+            assert_eq!(quiet.handle(0, &m, 1000).unwrap_err(), "not_authoritative");
+        }
+        // A client it does know (holding its offer) is still told no.
+        let offer = quiet
+            .handle(0, &msg(DISCOVER, 9, [0; 4], &[]), 1000)
+            .unwrap();
+        assert_eq!(offer.reply.unwrap().kind, "offer");
+        let m = msg(REQUEST, 9, [0; 4], &[50, 4, 198, 18, 0, 200]);
+        assert_eq!(
+            quiet.handle(0, &m, 1000).unwrap().reply.unwrap().kind,
+            "nak"
+        );
+    }
+
+    #[test]
+    fn a_relayed_circuit_id_selects_the_port_reservation() {
+        let yaml = YAML.replace(
+            "    reservations:\n",
+            "    reservations:\n      - {circuit: bench-3/port-12, remote_id: sw1, address: 198.18.0.62, hostname: slot12}\n",
+        );
+        let e = engine_with(false, &yaml);
+        let o82 = |cid: &[u8], rid: &[u8]| {
+            let mut v = vec![82u8, (4 + cid.len() + rid.len()) as u8, 1, cid.len() as u8];
+            v.extend_from_slice(cid);
+            v.extend_from_slice(&[2, rid.len() as u8]);
+            v.extend_from_slice(rid);
+            v
+        };
+        let relayed = |n: u8, opts: &[u8], giaddr: bool| {
+            let mut b = msg(DISCOVER, n, [0; 4], opts);
+            if giaddr {
+                b[24..28].copy_from_slice(&[198, 18, 0, 2]);
+            }
+            b
+        };
+        let yi = |b: &[u8]| Ipv4Addr::new(b[16], b[17], b[18], b[19]);
+        let port12 = o82(b"bench-3/port-12", b"sw1");
+        let r = e
+            .handle(0, &relayed(1, &port12, true), 1000)
+            .unwrap()
+            .reply
+            .unwrap();
+        assert_eq!(yi(&r.bytes), Ipv4Addr::new(198, 18, 0, 62));
+        // Another port, another switch's remote-id, or option 82 straight from a client:
+        // the pool.
+        for (n, b) in [
+            (2, relayed(2, &o82(b"bench-3/port-13", b"sw1"), true)),
+            (3, relayed(3, &o82(b"bench-3/port-12", b"sw2"), true)),
+            (4, relayed(4, &port12, false)),
+        ] {
+            let r = e.handle(0, &b, 1000).unwrap().reply.unwrap();
+            assert_ne!(yi(&r.bytes), Ipv4Addr::new(198, 18, 0, 62), "case {n}");
+        }
+        assert_eq!(
+            relay_agent_info(&[1, 2, b'a', b'b', 2, 9]),
+            (None, None),
+            "truncated"
+        );
+    }
+
+    #[test]
+    fn a_port_binding_is_noted_on_the_devices_timeline() {
+        let yaml = YAML.replace(
+            "    reservations:\n",
+            "    reservations:\n      - {circuit: bench-3/port-12, address: 198.18.0.62}\n",
+        );
+        let cfg: super::super::Config = serde_saphyr::from_str(&yaml).unwrap();
+        let settings = cfg.compile(&mut |_, _, _, m| panic!("{m}")).unwrap();
+        let reg = Arc::new(Registry::default());
+        let book = crate::status::StatusBook::in_memory(reg.clone(), Default::default());
+        reg.set_observer(book.clone());
+        let e = Engine::new(
+            settings,
+            vec![IfaceInfo {
+                name: "br0".into(),
+                addrs: vec![("198.18.0.1".parse().unwrap(), 24)],
+            }],
+            false,
+            reg,
+            Arc::new(DhcpMetrics::default()),
+        );
+        let port = b"\x52\x11\x01\x0fbench-3/port-12";
+        let relayed = |mtype: u8, extra: &[u8]| {
+            let mut opts = port.to_vec();
+            opts.extend_from_slice(extra);
+            let mut b = msg(mtype, 7, [0; 4], &opts);
+            b[24..28].copy_from_slice(&[198, 18, 0, 2]);
+            b
+        };
+        e.handle(0, &relayed(DISCOVER, &[]), 1000).unwrap();
+        let sel = [50u8, 4, 198, 18, 0, 62, 54, 4, 198, 18, 0, 1];
+        let out = e.handle(0, &relayed(REQUEST, &sel), 1000).unwrap();
+        assert_eq!(out.events[0].circuit.as_deref(), Some("bench-3/port-12"));
+        for ev in &out.events {
+            e.announce(ev);
+        }
+        let d = book
+            .get("02:00:00:00:01:07")
+            .expect("the device is on the book");
+        let note = d
+            .events
+            .iter()
+            .find(|n| n.kind == "port")
+            .expect("a port note");
+        assert_eq!(
+            note.detail,
+            "switch port bench-3/port-12 bound to 02:00:00:00:01:07 at 198.18.0.62"
+        );
+        // A renewal is not a new binding.
+        let renew = e
+            .handle(0, &relayed(REQUEST, &[50, 4, 198, 18, 0, 62]), 1001)
+            .unwrap();
+        assert_eq!(renew.events[0].circuit, None);
     }
 }

@@ -235,6 +235,13 @@ impl StatusBook {
         });
         // First book wins: one per process (tests make more, each with its own Metrics).
         let _ = book.metrics.book.set(Arc::downgrade(&book));
+        let weak = Arc::downgrade(&book);
+        book.registry
+            .set_timeline(Box::new(move |mac, kind, detail| {
+                if let Some(b) = weak.upgrade() {
+                    b.note(&key_of(mac), kind, detail);
+                }
+            }));
         book
     }
 

@@ -12,6 +12,7 @@ mod deploy;
 mod devices;
 mod dhcp;
 mod dhcp_boot;
+mod dhcp_proxy;
 mod dns;
 mod dns_records;
 mod docs;
