@@ -14,6 +14,7 @@ mod dns;
 mod dns_records;
 mod docs;
 mod e2e;
+mod fleet;
 mod hostile_dns;
 mod http;
 mod https;
