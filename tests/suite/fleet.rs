@@ -104,10 +104,22 @@ fn fifty_phones_boot_through_every_step_with_distinct_leases() {
     let dir = Provbox::dir();
     let d = dir.path().to_str().unwrap().to_string();
     let out = Command::new(&sim)
-        .args(["setup", "--dir", &d, "--phones", "50", "--firmware-kib", "16"])
+        .args([
+            "setup",
+            "--dir",
+            &d,
+            "--phones",
+            "50",
+            "--firmware-kib",
+            "16",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let pb = Provbox::start_with(dir, CONFIG, &srv.prefix());
 
     let pid = pb.pid().to_string();
@@ -149,15 +161,28 @@ fn fifty_phones_boot_through_every_step_with_distinct_leases() {
         assert_eq!(row.split_whitespace().nth(1), Some("50"), "{row}");
     }
     let plot = std::fs::read_to_string(&svg).unwrap();
-    assert!(plot.contains("<polyline") && plot.contains("(50 phones)"), "{plot}");
+    assert!(
+        plot.contains("<polyline") && plot.contains("(50 phones)"),
+        "{plot}"
+    );
 
     // The server saw the same: 50 leases, and every phone's two syslog lines recognised.
     let metrics = || {
-        let out = srv.run(&["curl", "-s", "--max-time", "5", "http://127.0.0.1:9100/metrics"]);
+        let out = srv.run(&[
+            "curl",
+            "-s",
+            "--max-time",
+            "5",
+            "http://127.0.0.1:9100/metrics",
+        ]);
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let m = metrics();
-    assert_eq!(support::metric(&m, "provbox_dhcp_leases_active"), 50.0, "{m}");
+    assert_eq!(
+        support::metric(&m, "provbox_dhcp_leases_active"),
+        50.0,
+        "{m}"
+    );
     // Counters carry labels (transport, event): add up every series of a family.
     let total = |m: &str, family: &str| -> f64 {
         m.lines()

@@ -74,7 +74,9 @@ impl Relay {
     ) -> Result<Lease> {
         let (tx, mut rx) = mpsc::channel(8);
         self.waiting.lock().unwrap().insert(xid, tx);
-        let r = self.exchange(xid, mac, vendor_class, deadline, &mut rx).await;
+        let r = self
+            .exchange(xid, mac, vendor_class, deadline, &mut rx)
+            .await;
         self.waiting.lock().unwrap().remove(&xid);
         r
     }
@@ -150,7 +152,9 @@ impl Relay {
             OptionCode::DomainNameServer,
             OptionCode::TFTPServerName,
         ]));
-        o.insert(DhcpOption::ClassIdentifier(vendor_class.as_bytes().to_vec()));
+        o.insert(DhcpOption::ClassIdentifier(
+            vendor_class.as_bytes().to_vec(),
+        ));
         if let Some((ip, sid)) = requested {
             o.insert(DhcpOption::RequestedIpAddress(ip));
             o.insert(DhcpOption::ServerIdentifier(sid));

@@ -304,7 +304,10 @@ async fn run(a: RunArgs) -> Result<bool> {
         std::fs::write(p, text)?;
     }
     if let Some(p) = &a.svg {
-        let title = format!("{} phones, {}: phones fully provisioned over time", a.phones, a.label);
+        let title = format!(
+            "{} phones, {}: phones fully provisioned over time",
+            a.phones, a.label
+        );
         std::fs::write(p, report::svg(&title, &[(a.label.clone(), times)]))?;
     }
     Ok(ok == a.phones)

@@ -102,7 +102,10 @@ pub async fn boot(
         .await
     );
     if got != ex.factory[ph.persona] {
-        return Err((step, format!("{}: {} bytes differ", persona.factory, got.len())));
+        return Err((
+            step,
+            format!("{}: {} bytes differ", persona.factory, got.len()),
+        ));
     }
     done!();
 

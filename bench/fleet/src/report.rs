@@ -40,7 +40,10 @@ pub fn table(outcomes: &[Outcome]) -> String {
         .map(|(k, name)| {
             (
                 *name,
-                outcomes.iter().filter_map(|o| o.steps.get(k).copied()).collect(),
+                outcomes
+                    .iter()
+                    .filter_map(|o| o.steps.get(k).copied())
+                    .collect(),
             )
         })
         .collect();
@@ -101,7 +104,12 @@ pub fn svg(title: &str, series: &[(String, Vec<f64>)]) -> String {
         .iter()
         .flat_map(|(_, t)| t.last().copied())
         .fold(1.0f64, f64::max);
-    let nmax = series.iter().map(|(_, t)| t.len()).max().unwrap_or(1).max(1) as f64;
+    let nmax = series
+        .iter()
+        .map(|(_, t)| t.len())
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
     let x = |t: f64| L + t / tmax * (W - L - 20.0);
     let y = |n: f64| H - B - n / nmax * (H - B - 40.0);
     let mut s = format!(
@@ -157,5 +165,7 @@ pub fn svg(title: &str, series: &[(String, Vec<f64>)]) -> String {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }

@@ -56,7 +56,9 @@ impl Persona {
         match self.name {
             "cisco-3pcc" => format!("Cisco-CP-8831-3PCC/9.3.3 ({hex})"),
             "yealink" => format!("Yealink SIP-T46G 28.72.0.1 {}", mac_colons(mac)),
-            _ => format!("FileTransport PolycomVVX-VVX_400-UA/5.9.5.0614 (SN:{hex}) Type/Application"),
+            _ => format!(
+                "FileTransport PolycomVVX-VVX_400-UA/5.9.5.0614 (SN:{hex}) Type/Application"
+            ),
         }
     }
 
