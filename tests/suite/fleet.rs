@@ -26,6 +26,15 @@ fn fleet_bin() -> PathBuf {
     let target = profile_dir.parent().unwrap();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
+    // Cargo gives this process the suite package's CARGO_PKG_*, CARGO_MANIFEST_* and
+    // CARGO_BIN_EXE_* variables; build scripts that watch such variables (ring's) would
+    // see them changed and rebuild, so the nested cargo gets the caller's environment.
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if k.starts_with("CARGO_") && k != "CARGO_HOME" && k != "CARGO_TARGET_DIR" {
+            cmd.env_remove(&k);
+        }
+    }
     cmd.args(["build", "-q", "-p", "provbox-fleet", "--manifest-path"])
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
         .arg("--target-dir")
