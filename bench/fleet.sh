@@ -255,7 +255,7 @@ run() {
     local p50 p99
     p50=$(awk '$1=="boot"{print $3}' "$OUT/$tag-$server.txt")
     p99=$(awk '$1=="boot"{print $5}' "$OUT/$tag-$server.txt")
-    grep '^RESULT' "$OUT/$tag-$server.txt" | sed "s/\$/ run=$tag boot_p50_ms=$p50 boot_p99_ms=$p99/" >>"$RESULTS"
+    { grep '^RESULT' "$OUT/$tag-$server.txt" || echo "RESULT label=$label phones=$n ok=0 failed=$n (simulator died)"; } | sed "s/\$/ run=$tag boot_p50_ms=$p50 boot_p99_ms=$p99/" >>"$RESULTS"
     stop_servers
 }
 

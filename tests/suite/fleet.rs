@@ -32,7 +32,7 @@ fn fleet_bin() -> PathBuf {
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy().into_owned();
         if k.starts_with("CARGO_") && k != "CARGO_HOME" && k != "CARGO_TARGET_DIR" {
-            cmd.env_remove(&k);
+            cmd.env_remove(k);
         }
     }
     cmd.args(["build", "-q", "-p", "provbox-fleet", "--manifest-path"])
