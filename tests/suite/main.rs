@@ -17,6 +17,7 @@ mod dns;
 mod dns_records;
 mod docs;
 mod e2e;
+mod fleet;
 mod hooks;
 mod hostile_catalog;
 mod hostile_devices;
