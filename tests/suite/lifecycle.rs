@@ -13,15 +13,20 @@ use support::netns::Lab;
 use support::{Provbox, free_tcp_port, free_udp_port, metric};
 
 fn get(port: u16, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    try_get(port, path).unwrap()
+}
+
+/// As [`get`], but a connection or read that fails (a worker thread held by a wedged
+/// loop may answer late) is an error to retry, not a panic.
+fn try_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    )?;
     let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
+    s.read_to_string(&mut text)?;
     let status = text
         .split_whitespace()
         .nth(1)
@@ -32,7 +37,7 @@ fn get(port: u16, path: &str) -> (u16, String) {
         .nth(1)
         .unwrap_or_default()
         .to_string();
-    (status, body)
+    Ok((status, body))
 }
 
 fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
@@ -508,14 +513,16 @@ fn a_wedged_tftp_loop_makes_readyz_name_it() {
     wait_until(
         "/readyz to name the wedged loop",
         Duration::from_secs(15),
-        || {
-            let (code, body) = get(metrics, "/readyz");
-            seen = body;
-            code == 503
+        || match try_get(metrics, "/readyz") {
+            Ok((code, body)) => {
+                seen = body;
+                code == 503
+            }
+            Err(_) => false,
         },
     );
     assert!(seen.contains("tftp: tftp listener has not run"), "{seen}");
     wait_until("/readyz to be 200 again", Duration::from_secs(20), || {
-        get(metrics, "/readyz").0 == 200
+        try_get(metrics, "/readyz").is_ok_and(|(code, _)| code == 200)
     });
 }
