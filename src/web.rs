@@ -209,6 +209,10 @@ impl Web {
                 let lab = self.data_dir.join("tls").join("server.pem");
                 *self.lab_ca.lock().unwrap() =
                     (files.cert == lab).then(|| self.data_dir.join("tls").join("ca.pem"));
+                // The HTTPS bootstrap points phones at these listeners and serves this CA.
+                let ca = self.lab_ca.lock().unwrap().clone();
+                let bootstrap = &self.files_https.provisioner.bootstrap;
+                bootstrap.publish(settings.listen.clone(), ca.as_deref());
                 (self.files_https.clone(), Protocol::https, Some(reloading))
             }
             Kind::Metrics => (
