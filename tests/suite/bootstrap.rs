@@ -170,3 +170,41 @@ devices:\n  inventory: inventory.yaml\n  trust:\n    user_agent: true\n    path:
     );
     assert_eq!(element(&factory, "Profile_Rule"), profile_rule);
 }
+
+#[test]
+fn a_configured_certificate_serves_its_configured_ca() {
+    require("curl");
+    let d = Provbox::dir();
+    // An operator's own CA and certificate, outside data_dir.
+    let own = provbox::tls::LabCa::ensure(
+        &d.path().join("own-ca"),
+        &["localhost".into(), "127.0.0.1".into()],
+    )
+    .unwrap();
+    std::fs::write(d.path().join("files/hello.txt"), "hello\n").unwrap();
+    let (http, https) = (free_tcp_port(), free_tcp_port());
+    let pb = Provbox::start(
+        d,
+        &format!(
+            "catalog:\n  roots: [files]\n\
+http:\n  enabled: true\n  listen: [\"127.0.0.1:{http}\"]\n\
+https:\n  enabled: true\n  listen: [\"127.0.0.1:{https}\"]\n  cert: {}\n  key: {}\n  ca_cert: {}\n",
+            own.server_cert.display(),
+            own.server_key.display(),
+            own.ca_cert.display()
+        ),
+    );
+    let (code, ca, _) = curl(&[], &format!("http://127.0.0.1:{http}/provbox-ca.pem"));
+    assert_eq!(code, 200, "{}", pb.log());
+    assert_eq!(ca, std::fs::read(&own.ca_cert).unwrap());
+    let work = tempfile::tempdir().unwrap();
+    let ca_file = work.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca).unwrap();
+    let (code, body, rc) = curl(
+        &["--cacert", ca_file.to_str().unwrap()],
+        &format!("https://127.0.0.1:{https}/hello.txt"),
+    );
+    assert_eq!((code, rc, &body[..]), (200, 0, &b"hello\n"[..]));
+    // provbox made no lab CA of its own.
+    assert!(!pb.path().join("data/tls/ca.pem").exists());
+}
