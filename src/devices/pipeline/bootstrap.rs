@@ -51,11 +51,6 @@ impl Bootstrap {
         self.current.store(Some(Arc::new(Published { https, ca })));
     }
 
-    /// HTTPS is off: nothing to point phones at.
-    pub fn withdraw(&self) {
-        self.current.store(None);
-    }
-
     /// `$CA_URL` and `$HTTPS_BASE` for a request, those that can be built.
     pub fn vars(&self, req: &FetchRequest<'_>) -> BTreeMap<String, String> {
         let mut v = BTreeMap::new();
