@@ -300,6 +300,10 @@ pub struct HttpsConfig {
     /// PEM bundle of CAs whose client certificates are accepted.
     #[serde(default)]
     pub client_ca: Option<At<PathBuf>>,
+    /// The CA that issued `cert`, served to phones at `/provbox-ca.pem` (HTTPS bootstrap);
+    /// unset with the lab certificate: the lab CA.
+    #[serde(default)]
+    pub ca_cert: Option<At<PathBuf>>,
     /// Extra DNS names for the generated server certificate (the machine's names are added).
     #[serde(default)]
     pub names: Vec<String>,
@@ -496,6 +500,7 @@ impl Config {
             &mut self.https.cert,
             &mut self.https.key,
             &mut self.https.client_ca,
+            &mut self.https.ca_cert,
         ]
         .into_iter()
         .flatten()
@@ -561,6 +566,16 @@ impl Config {
         }
         if self.https.enabled {
             check_cert_pair("https", &self.https.cert, &self.https.key, p);
+            if let Some(ca) = self.https.ca_cert.as_ref().filter(|c| !c.is_file()) {
+                p.add(
+                    "https.ca_cert",
+                    ca,
+                    format!(
+                        "{} is not a readable file; expected a PEM certificate",
+                        ca.display()
+                    ),
+                );
+            }
             match (self.https.client_auth.value, &self.https.client_ca) {
                 (ClientAuth::None, _) => {}
                 (_, Some(ca)) if !ca.is_file() => p.add(

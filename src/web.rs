@@ -55,6 +55,8 @@ struct Settings {
     listen: Vec<SocketAddr>,
     limits: HttpLimits,
     tls: Option<tls::TlsFiles>,
+    /// `https.ca_cert`: the CA the HTTPS bootstrap serves, when not the lab CA.
+    ca_cert: Option<PathBuf>,
 }
 
 struct Group {
@@ -99,16 +101,19 @@ fn settings(cfg: &Config, kind: Kind, data_dir: &std::path::Path) -> Result<Opti
             listen: cfg.http.listen.iter().map(|a| a.value).collect(),
             limits: cfg.http.limits.clone(),
             tls: None,
+            ca_cert: None,
         }),
         Kind::Https if cfg.https.enabled => Some(Settings {
             listen: cfg.https.listen.iter().map(|a| a.value).collect(),
             limits: cfg.https.limits.clone(),
             tls: Some(tls_files(cfg, data_dir)?),
+            ca_cert: cfg.https.ca_cert.as_ref().map(|c| c.value.clone()),
         }),
         Kind::Metrics if cfg.metrics.enabled => Some(Settings {
             listen: vec![cfg.metrics.listen.value],
             limits: HttpLimits::default(),
             tls: None,
+            ca_cert: None,
         }),
         _ => None,
     })
@@ -209,6 +214,10 @@ impl Web {
                 let lab = self.data_dir.join("tls").join("server.pem");
                 *self.lab_ca.lock().unwrap() =
                     (files.cert == lab).then(|| self.data_dir.join("tls").join("ca.pem"));
+                // The HTTPS bootstrap points phones at these listeners and serves this CA.
+                let ca = (settings.ca_cert.clone()).or_else(|| self.lab_ca.lock().unwrap().clone());
+                let bootstrap = &self.files_https.provisioner.bootstrap;
+                bootstrap.publish(settings.listen.clone(), ca.as_deref());
                 (self.files_https.clone(), Protocol::https, Some(reloading))
             }
             Kind::Metrics => (

@@ -85,6 +85,8 @@ pub struct ClientIdentity {
 pub struct FetchRequest<'a> {
     pub protocol: Protocol,
     pub peer: SocketAddr,
+    /// The address the request reached (`$CA_URL`, `$HTTPS_BASE`), when the front end knows it.
+    pub local: Option<SocketAddr>,
     pub path: &'a str,
     pub user_agent: Option<&'a str>,
     pub client: Option<&'a ClientIdentity>,
@@ -175,6 +177,8 @@ pub struct Provisioner {
     neighbours: neighbour::Lookup,
     /// The stages every request goes through.
     chain: pipeline::Chain,
+    /// The HTTPS listeners and CA the HTTPS bootstrap points phones at.
+    pub bootstrap: pipeline::bootstrap::Bootstrap,
 }
 
 impl Provisioner {
@@ -190,6 +194,7 @@ impl Provisioner {
             metrics: DeviceMetrics::default(),
             neighbours: neighbour::kernel(),
             chain: pipeline::Chain::standard(),
+            bootstrap: Default::default(),
         }
     }
 
@@ -427,6 +432,7 @@ mod tests {
         p.fetch(&FetchRequest {
             protocol: proto,
             peer: SocketAddr::new(ip, 40000),
+            local: None,
             path,
             user_agent: None,
             client: None,
@@ -479,6 +485,7 @@ mod tests {
             l.p.fetch(&FetchRequest {
                 protocol: Protocol::http,
                 peer: "127.0.0.1:40000".parse().unwrap(),
+                local: None,
                 path: "/cfg/0002FDFF2103.xml",
                 user_agent: Some("Cisco/SPA508G-7.4.4 (0002FDFF2103)(CBT141400FK)"),
                 client: None,

@@ -37,6 +37,8 @@ use crate::tls;
 /// What is known about the connection a request arrived on.
 pub struct ConnInfo {
     pub peer: SocketAddr,
+    /// The address the connection reached.
+    pub local: Option<SocketAddr>,
     pub client: Option<ClientIdentity>,
 }
 
@@ -97,6 +99,7 @@ impl Handler for FileHandler {
             Ok(p) => self.provisioner.fetch(&FetchRequest {
                 protocol: self.protocol,
                 peer: conn.peer,
+                local: conn.local,
                 path: p,
                 user_agent: user_agent.as_deref(),
                 client: conn.client.as_ref(),
@@ -274,11 +277,20 @@ impl Listener {
 
     async fn connection(&self, conn: Conn, shutdown: CancellationToken) {
         let peer = conn.peer;
+        let local = conn.tcp.local_addr().ok();
         match &self.tls {
             None => {
                 let io = conn.guarded_as(crate::zerocopy::SendfileStream);
-                self.serve(io, ConnInfo { peer, client: None }, shutdown)
-                    .await
+                self.serve(
+                    io,
+                    ConnInfo {
+                        peer,
+                        local,
+                        client: None,
+                    },
+                    shutdown,
+                )
+                .await
             }
             Some(TlsDoor::Rustls(tls)) => {
                 let io = conn.guarded();
@@ -308,8 +320,16 @@ impl Listener {
                     .and_then(|c| c.first())
                     .and_then(tls::client_identity);
                 self.handshake_done(peer, version, cipher, client.as_ref());
-                self.serve(stream, ConnInfo { peer, client }, shutdown)
-                    .await
+                self.serve(
+                    stream,
+                    ConnInfo {
+                        peer,
+                        local,
+                        client,
+                    },
+                    shutdown,
+                )
+                .await
             }
             #[cfg(feature = "legacy-tls")]
             Some(TlsDoor::OpenSsl(acceptor)) => {
@@ -326,6 +346,7 @@ impl Listener {
                 self.handshake_done(peer, hs.version, hs.cipher, hs.client.as_ref());
                 let conn = ConnInfo {
                     peer,
+                    local,
                     client: hs.client,
                 };
                 self.serve(stream, conn, shutdown).await

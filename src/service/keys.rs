@@ -128,6 +128,7 @@ pub fn tables() -> Vec<Table> {
                 live("https.key"),
                 live("https.client_auth"),
                 live("https.client_ca"),
+                live("https.ca_cert"),
                 // Only read when the lab certificate is first made.
                 restart("https.names", |c| d(&c.https.names)),
                 live("https.limits.max_connections"),

@@ -76,6 +76,7 @@ impl Bound {
             },
             timeout: self.cfg.timeout.value.0,
             retries: self.cfg.retries.value,
+            port: self.socket.local_addr().map_or(0, |a| a.port()),
             active: Mutex::new(HashMap::new()),
         });
         let slots = Arc::new(Semaphore::new(self.cfg.max_transfers.value));

@@ -30,6 +30,8 @@ pub struct Shared {
     pub limits: Limits,
     pub timeout: Duration,
     pub retries: u32,
+    /// The listener's port (with `Job::local`, the address a request reached).
+    pub port: u16,
     /// Clients (address and port) with a transfer running, with a hash of the request
     /// that started it: a retransmitted (identical) RRQ must not start a second transfer.
     /// A different request from the same port (a boot ROM's second RRQ after its tsize
@@ -207,6 +209,7 @@ async fn serve(shared: &Shared, job: &Job) -> std::io::Result<Report> {
     let fetched = shared.provisioner.fetch(&FetchRequest {
         protocol: Protocol::tftp,
         peer: job.peer,
+        local: Some(SocketAddr::new(job.local, shared.port)),
         path: &req.filename,
         user_agent: None,
         client: None,

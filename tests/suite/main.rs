@@ -6,6 +6,7 @@ mod bench_kit;
 mod support;
 
 mod acceptor;
+mod bootstrap;
 mod cert;
 mod dashboard;
 mod deploy;

@@ -6,6 +6,7 @@
 //! on, the answer is the entry the stages built. The order is `docs/devices.md`'s:
 //!
 //! 1. [`normalise`]: the catalog key, and whose file it is;
+//!    [`bootstrap`] (`ca`): the CA certificate at its fixed keys;
 //! 2. [`identify`]: who is asking, and whether that is proven;
 //! 3. [`bind`] (`bind_pin`): a PIN request claims its account and the binding profile;
 //! 4. [`resolve`]: a static file, else a template;
@@ -22,6 +23,7 @@
 
 pub mod authorize;
 pub mod bind;
+pub mod bootstrap;
 pub mod encrypt;
 pub mod identify;
 pub mod normalise;
@@ -165,6 +167,7 @@ impl Chain {
         Chain {
             stages: vec![
                 Box::new(normalise::Normalise),
+                Box::new(bootstrap::Ca),
                 Box::new(identify::Identify),
                 Box::new(bind::BindPin),
                 Box::new(resolve::Resolve),
@@ -252,6 +255,7 @@ mod tests {
             Chain::standard().names(),
             [
                 "normalise",
+                "ca",
                 "identify",
                 "bind_pin",
                 "resolve",
@@ -304,13 +308,14 @@ mod tests {
         l.p.chain.push(Box::new(Tail(reached.clone())));
         assert_eq!(
             &l.p.chain.names()[..5],
-            ["normalise", "identify", "bind_pin", "gate", "resolve"]
+            ["normalise", "ca", "identify", "bind_pin", "gate"]
         );
         assert_eq!(l.p.chain.names().last(), Some(&"tail"));
         let get = |path: &str| {
             l.p.fetch(&FetchRequest {
                 protocol: Protocol::http,
                 peer: format!("{LEASED}:40000").parse().unwrap(),
+                local: None,
                 path,
                 user_agent: None,
                 client: None,
@@ -379,6 +384,7 @@ mod tests {
             p.fetch(&FetchRequest {
                 protocol: Protocol::http,
                 peer: format!("{LEASED}:40000").parse().unwrap(),
+                local: None,
                 path,
                 user_agent: None,
                 client: None,

@@ -29,6 +29,10 @@ impl Stage for Render {
             }
             Some(Found::Template { tmpl, key }) => (tmpl.clone(), key.clone()),
         };
+        // The HTTPS bootstrap's URLs, unless the device's own variables name them.
+        for (k, v) in ctx.pv.bootstrap.vars(ctx.req) {
+            ctx.vars.entry(k).or_insert(v);
+        }
         let body = match render(ctx, &tmpl) {
             Ok(b) => b,
             Err(r) => return Flow::Refuse(r),
