@@ -105,3 +105,44 @@ mod tests {
         assert_eq!(normalize("profile.xml~"), Err(PathRefusal::Hidden));
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// What `normalize` accepts is a key: no way out of the root, no empty or dot
+        /// segments, and normalising it again changes nothing.
+        #[test]
+        fn accepted_paths_are_stable_keys(raw in "[a-zA-Z0-9./:\\\\~_-]{0,40}") {
+            if let Ok(k) = normalize(&raw) {
+                prop_assert!(!k.starts_with('/') && !k.contains('\\'), "{}", k);
+                for seg in k.split('/') {
+                    prop_assert!(!seg.is_empty() && seg != "." && seg != "..", "{}", k);
+                }
+                let first = k.split('/').next().unwrap();
+                prop_assert!(!(first.len() == 2 && first.ends_with(':')), "drive in {}", k);
+                prop_assert_eq!(normalize(&k), Ok(k.clone()));
+            }
+        }
+
+        /// A path made of plain names normalises to those names joined by `/`, whatever
+        /// leading slashes and `.` segments surround them.
+        #[test]
+        fn plain_names_survive(names in proptest::collection::vec("[a-zA-Z0-9][a-zA-Z0-9_-]{0,12}", 1..5), lead in "/?", dots in 0usize..3) {
+            let mut raw = lead.clone();
+            for n in &names {
+                for _ in 0..dots {
+                    raw.push_str("./");
+                }
+                raw.push_str(n);
+                raw.push('/');
+            }
+            raw.pop();
+            prop_assert_eq!(normalize(&raw), Ok(names.join("/")));
+        }
+    }
+}

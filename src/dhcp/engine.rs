@@ -202,7 +202,8 @@ impl Req<'_> {
     fn text(&self, code: u8) -> Option<String> {
         self.opt(code)
             .filter(|d| !d.is_empty())
-            .map(|d| String::from_utf8_lossy(d).into_owned())
+            // Cut as the lease journal stores it, so a restart reads back what was served.
+            .map(|d| super::store::cap_text(&String::from_utf8_lossy(d)).to_owned())
     }
     fn broadcast(&self) -> bool {
         self.flags & 0x8000 != 0

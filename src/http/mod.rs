@@ -5,7 +5,7 @@
 //! bytes, the admin handler exposes the metrics registry.
 
 mod body;
-mod files;
+pub mod files;
 mod idle;
 
 use std::convert::Infallible;
