@@ -60,14 +60,22 @@ fuzz_target!(|data: &[u8]| {
             continue;
         };
         if let Some(r) = &out.reply {
-            assert!(wire::scan(&r.bytes).is_some(), "our {} does not scan", r.kind);
+            assert!(
+                wire::scan(&r.bytes).is_some(),
+                "our {} does not scan",
+                r.kind
+            );
             assert_eq!(r.bytes[0], 2);
         }
         for c in &out.changes {
             if let Change::Put(l) = c
                 && let Some(rec) = store::encode(l)
             {
-                assert_eq!(store::decode(l.ip, &rec).as_ref(), Some(l), "lease record round trip");
+                assert_eq!(
+                    store::decode(l.ip, &rec).as_ref(),
+                    Some(l),
+                    "lease record round trip"
+                );
             }
         }
         now += 7;

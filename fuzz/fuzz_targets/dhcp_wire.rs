@@ -26,10 +26,15 @@ fuzz_target!(|data: &[u8]| {
     };
     // The first option essential, the rest extra, up to the client's size or 576.
     let max = match opts.iter().find(|(c, _)| *c == 57) {
-        Some((_, v)) if v.len() == 2 => usize::from(u16::from_be_bytes([v[0], v[1]])).max(wire::DEFAULT_MAX),
+        Some((_, v)) if v.len() == 2 => {
+            usize::from(u16::from_be_bytes([v[0], v[1]])).max(wire::DEFAULT_MAX)
+        }
         _ => wire::DEFAULT_MAX,
     };
-    let (first, rest) = opts.split_first().map(|(f, r)| (vec![f], r)).unwrap_or((vec![], &[]));
+    let (first, rest) = opts
+        .split_first()
+        .map(|(f, r)| (vec![f], r))
+        .unwrap_or((vec![], &[]));
     let essential: Vec<(u8, &[u8])> = first.iter().map(|(c, d)| (*c, d.as_slice())).collect();
     let extra: Vec<(u8, &[u8])> = rest.iter().map(|(c, d)| (*c, d.as_slice())).collect();
     let (reply, left_out) = wire::encode(&h, &essential, &extra, max);

@@ -46,4 +46,3 @@ fn check(query: &[u8], answer: &[u8]) {
         panic!("our answer does not decode: {e}");
     }
 }
-

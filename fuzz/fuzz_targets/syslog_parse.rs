@@ -15,7 +15,11 @@ fuzz_target!(|data: &[u8]| {
         assert!(!s.is_empty() && !s.contains(' '), "field {s:?}");
     }
     // What the parser returns is part of the line it was given.
-    assert!(line.contains(m.msg.as_str()), "message {:?} not in the line", m.msg);
+    assert!(
+        line.contains(m.msg.as_str()),
+        "message {:?} not in the line",
+        m.msg
+    );
     // The phones' resync and upgrade reports, recognised anywhere in the message.
     let _ = parse::recognise(&m.msg);
 });

@@ -57,7 +57,10 @@ fuzz_target!(|data: &[u8]| {
         Packet::Error { code, message } => {
             let e = packet::error(code, &message);
             match packet::parse(&e) {
-                Ok(Packet::Error { code: c, message: m }) => {
+                Ok(Packet::Error {
+                    code: c,
+                    message: m,
+                }) => {
                     assert_eq!(c, code);
                     assert_eq!(m, message.replace('\0', ""));
                 }

@@ -263,7 +263,10 @@ fn queue(tx: &mpsc::Sender<Job>, job: Job, engine: &Engine) {
             mpsc::error::TrySendError::Full(_) => "writer_busy",
             mpsc::error::TrySendError::Closed(_) => "store_error",
         };
-        tracing::debug!(reason, "dhcp: lease writer queue refused a request; no reply");
+        tracing::debug!(
+            reason,
+            "dhcp: lease writer queue refused a request; no reply"
+        );
         engine.metrics.drop_reason(reason);
     }
 }
@@ -478,7 +481,10 @@ mod tests {
         // Syncs work again: the journal is rewritten whole and ACKs resume.
         commit_batch(&journal, &e, vec![job(14)], &send).await;
         commit_batch(&journal, &e, vec![job(15)], &send).await;
-        assert_eq!((sent.lock().unwrap().clone(), degraded(&e)), (vec![10, 14, 15], 0));
+        assert_eq!(
+            (sent.lock().unwrap().clone(), degraded(&e)),
+            (vec![10, 14, 15], 0)
+        );
         drop(journal);
         let (_, got, _) = store::Journal::open(dir.path()).unwrap();
         for n in [10, 14, 15] {
@@ -505,4 +511,3 @@ mod tests {
         assert_eq!(n, WRITER_QUEUE);
     }
 }
-

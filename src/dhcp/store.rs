@@ -154,9 +154,8 @@ pub fn decode(ip: Ipv4Addr, b: &[u8]) -> Option<Lease> {
         i += 1 + n;
         Some(f)
     };
-    let text = |v: &[u8]| {
-        (!v.is_empty()).then(|| cap_text(&String::from_utf8_lossy(v)).to_string())
-    };
+    let text =
+        |v: &[u8]| (!v.is_empty()).then(|| cap_text(&String::from_utf8_lossy(v)).to_string());
     let hostname = text(field()?);
     let vendor_class = text(field()?);
     Some(Lease {
@@ -822,7 +821,11 @@ mod tests {
             if damage == "payload" {
                 bytes[host - 2] ^= 0x01; // the client key, just before the hostname
             } else {
-                let first = if bytes.starts_with(b"PBXLEAS1") { 8 } else { 16 };
+                let first = if bytes.starts_with(b"PBXLEAS1") {
+                    8
+                } else {
+                    16
+                };
                 bytes[first + 1] ^= 0x55;
             }
             std::fs::write(&path, &bytes).unwrap();
@@ -831,7 +834,11 @@ mod tests {
                 got.iter().all(|l| l.ip != target),
                 "{damage}: the forged lease was recovered: {got:?}"
             );
-            assert_eq!(got, vec![b], "{damage}: the record after the damage is kept");
+            assert_eq!(
+                got,
+                vec![b],
+                "{damage}: the record after the damage is kept"
+            );
         }
     }
 
@@ -900,7 +907,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut j, _, _) = Journal::open(dir.path()).unwrap();
         let faults = j.sync_faults.clone();
-        let (a, b, c) = (bound("198.18.0.10"), bound("198.18.0.11"), bound("198.18.0.12"));
+        let (a, b, c) = (
+            bound("198.18.0.10"),
+            bound("198.18.0.11"),
+            bound("198.18.0.12"),
+        );
         j.commit(&[Change::Put(a.clone())]).unwrap();
         // The fdatasync of an append fails.
         faults.lock().unwrap().push_back(true);
