@@ -45,11 +45,14 @@ pub fn normalize(raw: &str) -> Result<String, PathRefusal> {
         return Err(PathRefusal::Traversal);
     }
     let mut out: Vec<&str> = Vec::new();
-    for (i, seg) in raw.split('/').enumerate() {
+    for seg in raw.split('/') {
         match seg {
             "" | "." => continue,
             ".." => return Err(PathRefusal::Traversal),
-            s if i <= 1 && s.len() == 2 && s.ends_with(':') => return Err(PathRefusal::Traversal),
+            // The first kept segment, wherever `/` and `.` put it (`././C:/x` too).
+            s if out.is_empty() && s.len() == 2 && s.ends_with(':') => {
+                return Err(PathRefusal::Traversal);
+            }
             s if s.len() > MAX_SEGMENT => return Err(PathRefusal::TooLong),
             s if !is_servable_name(s) => return Err(PathRefusal::Hidden),
             s => out.push(s),
@@ -103,6 +106,20 @@ mod tests {
         assert_eq!(normalize("fw.bin.part"), Err(PathRefusal::Hidden));
         assert_eq!(normalize("fw.bin.tmp"), Err(PathRefusal::Hidden));
         assert_eq!(normalize("profile.xml~"), Err(PathRefusal::Hidden));
+    }
+
+    /// Found by the `path_normalize` fuzz target: the drive-letter check looked at the
+    /// first two `/`-separated pieces, so `././C:/x` passed it, and a key such as
+    /// `'4/R:` (from `/'4/R:`) was refused when normalised again.
+    #[test]
+    fn a_drive_letter_is_judged_on_the_first_kept_segment() {
+        for raw in ["././C:/x", "/./C:/x", ".//./c:"] {
+            assert_eq!(normalize(raw), Err(PathRefusal::Traversal), "{raw}");
+        }
+        for raw in ["/'4/R:", "73-7]////]:////2/-//x", "/272///-:", "p3//,:"] {
+            let key = normalize(raw).unwrap();
+            assert_eq!(normalize(&key), Ok(key.clone()), "{raw}");
+        }
     }
 }
 

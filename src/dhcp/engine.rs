@@ -9,8 +9,6 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use std::time::Instant;
 
-use dhcproto::{Decodable, Decoder, v4};
-
 use crate::devices::Mac;
 use crate::devices::registry::{LeaseInfo, Registry};
 
@@ -382,13 +380,16 @@ impl Engine {
 
     /// Handle one datagram that arrived on interface `iface`. `Err` is the drop reason.
     pub fn handle(&self, iface: usize, buf: &[u8], now: u64) -> Result<Outcome, &'static str> {
-        // dhcproto checks the fixed header; the strict scan checks every option length.
-        let msg = v4::Message::decode(&mut Decoder::new(buf)).map_err(|_| "malformed")?;
+        // The strict scan checks the header's length and every option length; the fixed
+        // fields are read here. (dhcproto's decoder debug-asserts on options such as 93, 94
+        // or 152 with lengths other than the RFCs', a panic in the receive loop: found by
+        // the `dhcp_engine` fuzz target.)
         let opts = wire::scan(buf).ok_or("malformed")?;
-        if msg.opcode() != v4::Opcode::BootRequest {
+        let be32 = |i: usize| u32::from_be_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
+        if buf[0] != 1 {
             return Err("not_a_request");
         }
-        if msg.htype() != v4::HType::Eth || msg.hlen() != 6 {
+        if buf[1] != 1 || buf[2] != 6 {
             return Err("unsupported_hardware");
         }
         let mtype = match opts.iter().find(|(c, _)| *c == 53) {
@@ -401,8 +402,7 @@ impl Engine {
             .get_or_create(&MessageLabels { message: name })
             .inc();
         let mut chaddr = [0u8; 16];
-        let ch = msg.chaddr();
-        chaddr[..ch.len().min(16)].copy_from_slice(&ch[..ch.len().min(16)]);
+        chaddr[..6].copy_from_slice(&buf[28..34]);
         let mac = Mac(chaddr[..6].try_into().expect("6 bytes"));
         let policy = self.policy.load_full();
         let p = &*policy;
@@ -415,10 +415,10 @@ impl Engine {
             .map(|(_, d)| d.as_slice());
         let req = Req {
             mtype,
-            xid: msg.xid(),
-            flags: u16::from(msg.flags()),
-            ciaddr: msg.ciaddr(),
-            giaddr: msg.giaddr(),
+            xid: be32(4),
+            flags: u16::from_be_bytes([buf[10], buf[11]]),
+            ciaddr: Ipv4Addr::from(be32(12)),
+            giaddr: Ipv4Addr::from(be32(24)),
             chaddr,
             mac,
             client: ClientKey::new(client_id, &mac),
@@ -925,5 +925,33 @@ subnets:
         let mut nt = b.clone();
         nt[240] = 12;
         assert_eq!(e.handle(0, &nt, 1000).unwrap_err(), "no_message_type");
+    }
+
+    /// Options dhcproto debug-asserted on (a panic in the receive loop) are just options:
+    /// the fuzzer's findings, 93 and 94 and 152 with other lengths than the RFCs give.
+    #[test]
+    fn options_dhcproto_would_assert_on_are_just_options() {
+        let e = engine(false);
+        for (n, odd) in [
+            &[93u8, 1, 0][..],
+            &[94, 5, 1, 2, 3, 4, 5],
+            &[94, 1, 1],
+            &[152, 2, 0, 0],
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut b = vec![0u8; 236];
+            b[..3].copy_from_slice(&[1, 1, 6]);
+            b[4..8].copy_from_slice(&[0x12, 0x34, 0x56, n as u8]);
+            b[28..34].copy_from_slice(&[2, 0, 0, 0, 1, n as u8]);
+            b.extend_from_slice(&[99, 130, 83, 99, 53, 1, 1]);
+            b.extend_from_slice(odd);
+            b.push(255);
+            let r = e.handle(0, &b, 1000).unwrap().reply.unwrap();
+            assert_eq!(r.kind, "offer", "{odd:?}");
+            assert_eq!(&r.bytes[4..8], &[0x12, 0x34, 0x56, n as u8], "xid echoed");
+            assert_eq!(&r.bytes[28..34], &[2, 0, 0, 0, 1, n as u8], "chaddr echoed");
+        }
     }
 }
