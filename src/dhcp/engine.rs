@@ -381,8 +381,8 @@ impl Engine {
     /// Handle one datagram that arrived on interface `iface`. `Err` is the drop reason.
     pub fn handle(&self, iface: usize, buf: &[u8], now: u64) -> Result<Outcome, &'static str> {
         // The strict scan checks the header's length and every option length; the fixed
-        // fields are read here. (dhcproto's decoder debug-asserts on options such as 93, 94
-        // or 152 with lengths other than the RFCs', a panic in the receive loop: found by
+        // fields are read here. (dhcproto's decoder debug-asserts on options 80, 81, 94 and
+        // 152-155 with lengths other than the RFCs', a panic in the receive loop: found by
         // the `dhcp_engine` fuzz target.)
         let opts = wire::scan(buf).ok_or("malformed")?;
         let be32 = |i: usize| u32::from_be_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
@@ -928,19 +928,21 @@ subnets:
     }
 
     /// Options dhcproto debug-asserted on (a panic in the receive loop) are just options:
-    /// the fuzzer's findings, 93 and 94 and 152 with other lengths than the RFCs give.
+    /// the fuzzer's findings, 80, 81, 94 and 152-155 with other lengths than the RFCs give.
     #[test]
     fn options_dhcproto_would_assert_on_are_just_options() {
         let e = engine(false);
-        for (n, odd) in [
-            &[93u8, 1, 0][..],
+        let odd: [&[u8]; 8] = [
+            &[80, 1, 0],
+            &[81, 1, 0],
             &[94, 5, 1, 2, 3, 4, 5],
             &[94, 1, 1],
             &[152, 2, 0, 0],
-        ]
-        .into_iter()
-        .enumerate()
-        {
+            &[153, 1, 0],
+            &[154, 5, 0, 0, 0, 0, 0],
+            &[155, 0],
+        ];
+        for (n, odd) in odd.into_iter().enumerate() {
             let mut b = vec![0u8; 236];
             b[..3].copy_from_slice(&[1, 1, 6]);
             b[4..8].copy_from_slice(&[0x12, 0x34, 0x56, n as u8]);
