@@ -45,11 +45,14 @@ pub fn normalize(raw: &str) -> Result<String, PathRefusal> {
         return Err(PathRefusal::Traversal);
     }
     let mut out: Vec<&str> = Vec::new();
-    for (i, seg) in raw.split('/').enumerate() {
+    for seg in raw.split('/') {
         match seg {
             "" | "." => continue,
             ".." => return Err(PathRefusal::Traversal),
-            s if i <= 1 && s.len() == 2 && s.ends_with(':') => return Err(PathRefusal::Traversal),
+            // The first kept segment, wherever `/` and `.` put it (`././C:/x` too).
+            s if out.is_empty() && s.len() == 2 && s.ends_with(':') => {
+                return Err(PathRefusal::Traversal);
+            }
             s if s.len() > MAX_SEGMENT => return Err(PathRefusal::TooLong),
             s if !is_servable_name(s) => return Err(PathRefusal::Hidden),
             s => out.push(s),
@@ -103,5 +106,60 @@ mod tests {
         assert_eq!(normalize("fw.bin.part"), Err(PathRefusal::Hidden));
         assert_eq!(normalize("fw.bin.tmp"), Err(PathRefusal::Hidden));
         assert_eq!(normalize("profile.xml~"), Err(PathRefusal::Hidden));
+    }
+
+    /// Found by the `path_normalize` fuzz target: the drive-letter check looked at the
+    /// first two `/`-separated pieces, so `././C:/x` passed it, and a key such as
+    /// `'4/R:` (from `/'4/R:`) was refused when normalised again.
+    #[test]
+    fn a_drive_letter_is_judged_on_the_first_kept_segment() {
+        for raw in ["././C:/x", "/./C:/x", ".//./c:"] {
+            assert_eq!(normalize(raw), Err(PathRefusal::Traversal), "{raw}");
+        }
+        for raw in ["/'4/R:", "73-7]////]:////2/-//x", "/272///-:", "p3//,:"] {
+            let key = normalize(raw).unwrap();
+            assert_eq!(normalize(&key), Ok(key.clone()), "{raw}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// What `normalize` accepts is a key: no way out of the root, no empty or dot
+        /// segments, and normalising it again changes nothing.
+        #[test]
+        fn accepted_paths_are_stable_keys(raw in "[a-zA-Z0-9./:\\\\~_-]{0,40}") {
+            if let Ok(k) = normalize(&raw) {
+                prop_assert!(!k.starts_with('/') && !k.contains('\\'), "{}", k);
+                for seg in k.split('/') {
+                    prop_assert!(!seg.is_empty() && seg != "." && seg != "..", "{}", k);
+                }
+                let first = k.split('/').next().unwrap();
+                prop_assert!(!(first.len() == 2 && first.ends_with(':')), "drive in {}", k);
+                prop_assert_eq!(normalize(&k), Ok(k.clone()));
+            }
+        }
+
+        /// A path made of plain names normalises to those names joined by `/`, whatever
+        /// leading slashes and `.` segments surround them.
+        #[test]
+        fn plain_names_survive(names in proptest::collection::vec("[a-zA-Z0-9][a-zA-Z0-9_-]{0,12}", 1..5), lead in "/?", dots in 0usize..3) {
+            let mut raw = lead.clone();
+            for n in &names {
+                for _ in 0..dots {
+                    raw.push_str("./");
+                }
+                raw.push_str(n);
+                raw.push('/');
+            }
+            raw.pop();
+            prop_assert_eq!(normalize(&raw), Ok(names.join("/")));
+        }
     }
 }

@@ -244,7 +244,8 @@ impl Req<'_> {
     fn text(&self, code: u8) -> Option<String> {
         self.opt(code)
             .filter(|d| !d.is_empty())
-            .map(|d| String::from_utf8_lossy(d).into_owned())
+            // Cut as the lease journal stores it, so a restart reads back what was served.
+            .map(|d| super::store::cap_text(&String::from_utf8_lossy(d)).to_owned())
     }
     fn broadcast(&self) -> bool {
         self.flags & 0x8000 != 0
@@ -1503,5 +1504,35 @@ subnets:
             .handle(0, &relayed(REQUEST, &[50, 4, 198, 18, 0, 62]), 1001)
             .unwrap();
         assert_eq!(renew.events[0].circuit, None);
+    }
+
+    /// Options dhcproto debug-asserted on (a panic in the receive loop) are just options:
+    /// the fuzzer's findings, 80, 81, 94 and 152-155 with other lengths than the RFCs give.
+    #[test]
+    fn options_the_fuzzer_found_dhcproto_asserting_on_are_just_options() {
+        let e = engine(false);
+        let odd: [&[u8]; 8] = [
+            &[80, 1, 0],
+            &[81, 1, 0],
+            &[94, 5, 1, 2, 3, 4, 5],
+            &[94, 1, 1],
+            &[152, 2, 0, 0],
+            &[153, 1, 0],
+            &[154, 5, 0, 0, 0, 0, 0],
+            &[155, 0],
+        ];
+        for (n, odd) in odd.into_iter().enumerate() {
+            let mut b = vec![0u8; 236];
+            b[..3].copy_from_slice(&[1, 1, 6]);
+            b[4..8].copy_from_slice(&[0x12, 0x34, 0x56, n as u8]);
+            b[28..34].copy_from_slice(&[2, 0, 0, 0, 1, n as u8]);
+            b.extend_from_slice(&[99, 130, 83, 99, 53, 1, 1]);
+            b.extend_from_slice(odd);
+            b.push(255);
+            let r = e.handle(0, &b, 1000).unwrap().reply.unwrap();
+            assert_eq!(r.kind, "offer", "{odd:?}");
+            assert_eq!(&r.bytes[4..8], &[0x12, 0x34, 0x56, n as u8], "xid echoed");
+            assert_eq!(&r.bytes[28..34], &[2, 0, 0, 0, 1, n as u8], "chaddr echoed");
+        }
     }
 }

@@ -35,6 +35,7 @@ pub struct DhcpMetrics {
     pub leases_active: Gauge,
     pub pool_size: Family<SubnetLabels, Gauge>,
     pub pool_used: Family<SubnetLabels, Gauge>,
+    pub journal_degraded: Gauge,
 }
 
 impl DhcpMetrics {
@@ -74,6 +75,11 @@ impl DhcpMetrics {
             "provbox_dhcp_pool_used",
             "Active leases in each subnet (utilisation = used / size)",
             m.pool_used.clone(),
+        );
+        reg.register(
+            "provbox_dhcp_journal_degraded",
+            "1 while the lease journal cannot be made durable (a sync failed): no ACK leaves",
+            m.journal_degraded.clone(),
         );
         m
     }

@@ -131,9 +131,10 @@ pub fn start(bound: Bound, ctx: &Context, metrics: Arc<DhcpMetrics>) -> Result<R
     tracing::info!(stored = total, active = live, "dhcp: leases restored");
 
     let ifaces = Arc::new(ifaces);
-    let (tx, rx) = mpsc::unbounded_channel::<Job>();
+    let (tx, rx) = mpsc::channel::<Job>(WRITER_QUEUE);
     // The writer owns its channel: it cannot be made again, so a panic there ends the
     // process (never an ACK without its lease on disk).
+    let (e, i) = (engine.clone(), ifaces.clone());
     ctx.supervisor.spawn_once(
         "dhcp",
         "dhcp lease writer",
@@ -141,7 +142,10 @@ pub fn start(bound: Bound, ctx: &Context, metrics: Arc<DhcpMetrics>) -> Result<R
             rx,
             Arc::new(std::sync::Mutex::new(journal)),
             engine.clone(),
-            ifaces.clone(),
+            move |r, idx| {
+                let (e, i) = (e.clone(), i.clone());
+                async move { deliver(&e, &i[idx], r).await }
+            },
         ),
     );
     for idx in 0..ifaces.len() {
@@ -211,7 +215,7 @@ async fn receive(
     idx: usize,
     ifaces: Arc<Vec<Iface>>,
     engine: Arc<Engine>,
-    tx: mpsc::UnboundedSender<Job>,
+    tx: mpsc::Sender<Job>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let iface = &ifaces[idx];
@@ -239,11 +243,12 @@ async fn receive(
                 }
             }
             Ok(out) => {
-                let _ = tx.send(Job {
+                let job = Job {
                     changes: out.changes,
                     events: out.events,
                     reply: out.reply.map(|r| (r, idx)),
-                });
+                };
+                queue(&tx, job, &engine);
             }
         }
     }
@@ -266,53 +271,96 @@ async fn deliver(engine: &Engine, iface: &Iface, r: Reply) {
     }
 }
 
+/// Jobs waiting for the writer. Past this the writer is behind the disk: requests are
+/// dropped (counted as `writer_busy`, never ACKed) and their clients retry.
+const WRITER_QUEUE: usize = 1024;
+
+/// Queue a job for the writer, or drop it (counted) when the queue is full.
+fn queue(tx: &mpsc::Sender<Job>, job: Job, engine: &Engine) {
+    if let Err(e) = tx.try_send(job) {
+        let reason = match e {
+            mpsc::error::TrySendError::Full(_) => "writer_busy",
+            mpsc::error::TrySendError::Closed(_) => "store_error",
+        };
+        tracing::debug!(
+            reason,
+            "dhcp: lease writer queue refused a request; no reply"
+        );
+        engine.metrics.drop_reason(reason);
+    }
+}
+
 /// Group commit: everything queued while the previous commit ran goes into the next one.
-async fn writer(
-    mut rx: mpsc::UnboundedReceiver<Job>,
+/// `send` delivers a reply on an interface (the sockets; a recorder in tests).
+async fn writer<S, F>(
+    mut rx: mpsc::Receiver<Job>,
     journal: Arc<std::sync::Mutex<store::Journal>>,
     engine: Arc<Engine>,
-    ifaces: Arc<Vec<Iface>>,
-) {
+    send: S,
+) where
+    S: Fn(Reply, usize) -> F,
+    F: std::future::Future<Output = ()>,
+{
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
-        while batch.len() < 1024 {
+        while batch.len() < WRITER_QUEUE {
             match rx.try_recv() {
                 Ok(j) => batch.push(j),
                 Err(_) => break,
             }
         }
-        let changes: Vec<Change> = batch
-            .iter_mut()
-            .flat_map(|j| std::mem::take(&mut j.changes))
-            .collect();
-        let j = journal.clone();
-        let res = tokio::task::spawn_blocking(move || {
-            j.lock().unwrap_or_else(|e| e.into_inner()).commit(&changes)
-        })
-        .await;
-        match res {
-            Ok(Ok(())) => {
-                for j in batch {
-                    for ev in &j.events {
-                        engine.announce(ev);
+        commit_batch(&journal, &engine, batch, &send).await;
+    }
+}
+
+/// Persist a batch; only when that succeeded, send its replies and announce its events.
+async fn commit_batch<S, F>(
+    journal: &Arc<std::sync::Mutex<store::Journal>>,
+    engine: &Engine,
+    mut batch: Vec<Job>,
+    send: &S,
+) where
+    S: Fn(Reply, usize) -> F,
+    F: std::future::Future<Output = ()>,
+{
+    let changes: Vec<Change> = batch
+        .iter_mut()
+        .flat_map(|j| std::mem::take(&mut j.changes))
+        .collect();
+    let j = journal.clone();
+    let res = tokio::task::spawn_blocking(move || {
+        let mut j = j.lock().unwrap_or_else(|e| e.into_inner());
+        let r = j.commit(&changes);
+        (r, j.degraded())
+    })
+    .await;
+    match res {
+        Ok((r, degraded)) => {
+            engine.metrics.journal_degraded.set(i64::from(degraded));
+            match r {
+                Ok(()) => {
+                    for j in batch {
+                        for ev in &j.events {
+                            engine.announce(ev);
+                        }
+                        if let Some((r, idx)) = j.reply {
+                            send(r, idx).await;
+                        }
                     }
-                    if let Some((r, idx)) = j.reply {
-                        deliver(&engine, &ifaces[idx], r).await;
+                }
+                Err(e) => {
+                    // No ACK without a durable lease: the clients will retry.
+                    tracing::error!(
+                        "dhcp: cannot store leases, {} replies withheld: {e:#}",
+                        batch.len()
+                    );
+                    for _ in &batch {
+                        engine.metrics.drop_reason("store_error");
                     }
                 }
             }
-            Ok(Err(e)) => {
-                // No ACK without a durable lease: the clients will retry.
-                tracing::error!(
-                    "dhcp: cannot store leases, {} replies withheld: {e:#}",
-                    batch.len()
-                );
-                for _ in &batch {
-                    engine.metrics.drop_reason("store_error");
-                }
-            }
-            Err(e) => tracing::error!("dhcp: lease writer failed: {e}"),
         }
+        Err(e) => tracing::error!("dhcp: lease writer failed: {e}"),
     }
 }
 
@@ -362,4 +410,123 @@ pub fn print_leases(data_dir: &std::path::Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::{Mac, Registry};
+    use leases::{ClientKey, Lease, State};
+    use std::sync::Mutex;
+
+    fn engine() -> Arc<Engine> {
+        let yaml = "enabled: true\ninterfaces: [br0]\nsubnets:\n  - subnet: 198.18.0.0/24\n    pools: [\"198.18.0.100-198.18.0.110\"]\n";
+        let cfg: Config = serde_saphyr::from_str(yaml).unwrap();
+        let settings = cfg.compile(&mut |f, _, _, m| panic!("{f}: {m}")).unwrap();
+        Arc::new(Engine::new(
+            settings,
+            vec![IfaceInfo {
+                name: "br0".into(),
+                addrs: vec![("198.18.0.1".parse().unwrap(), 24)],
+            }],
+            false,
+            Arc::new(Registry::default()),
+            Arc::new(DhcpMetrics::default()),
+        ))
+    }
+
+    /// A job binding 198.18.0.`n`, whose reply is the one byte `n`.
+    fn job(n: u8) -> Job {
+        let mac = Mac([2, 0, 0, 0, 0, n]);
+        let lease = Lease {
+            ip: [198, 18, 0, n].into(),
+            client: ClientKey::new(None, &mac),
+            mac,
+            hostname: None,
+            vendor_class: None,
+            state: State::Bound {
+                expires: 1_900_000_000,
+            },
+        };
+        Job {
+            changes: vec![Change::Put(lease)],
+            events: Vec::new(),
+            reply: Some((
+                Reply {
+                    bytes: vec![n],
+                    dest: socket::Dest::Broadcast,
+                    kind: "ack",
+                },
+                0,
+            )),
+        }
+    }
+
+    fn dropped(e: &Engine, reason: &'static str) -> u64 {
+        e.metrics
+            .dropped
+            .get_or_create(&metrics::ReasonLabels { reason })
+            .get()
+    }
+
+    #[tokio::test]
+    async fn no_ack_leaves_after_a_failed_sync_and_acks_resume_when_it_syncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, _, _) = store::Journal::open(dir.path()).unwrap();
+        let faults = journal.sync_faults.clone();
+        let journal = Arc::new(Mutex::new(journal));
+        let e = engine();
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let s = sent.clone();
+        let send = move |r: Reply, _| {
+            s.lock().unwrap().push(r.bytes[0]);
+            async {}
+        };
+        let degraded = |e: &Engine| e.metrics.journal_degraded.get();
+
+        commit_batch(&journal, &e, vec![job(10)], &send).await;
+        assert_eq!((sent.lock().unwrap().clone(), degraded(&e)), (vec![10], 0));
+
+        // fdatasync fails: no ACK, and none while the journal cannot be made whole.
+        faults.lock().unwrap().push_back(true);
+        commit_batch(&journal, &e, vec![job(11), job(12)], &send).await;
+        assert_eq!((sent.lock().unwrap().clone(), degraded(&e)), (vec![10], 1));
+        // The rewrite's file syncs but its directory does not.
+        faults.lock().unwrap().extend([false, true]);
+        commit_batch(&journal, &e, vec![job(13)], &send).await;
+        assert_eq!((sent.lock().unwrap().clone(), degraded(&e)), (vec![10], 1));
+        assert_eq!(dropped(&e, "store_error"), 3);
+
+        // Syncs work again: the journal is rewritten whole and ACKs resume.
+        commit_batch(&journal, &e, vec![job(14)], &send).await;
+        commit_batch(&journal, &e, vec![job(15)], &send).await;
+        assert_eq!(
+            (sent.lock().unwrap().clone(), degraded(&e)),
+            (vec![10, 14, 15], 0)
+        );
+        drop(journal);
+        let (_, got, _) = store::Journal::open(dir.path()).unwrap();
+        for n in [10, 14, 15] {
+            let ip: std::net::Ipv4Addr = [198, 18, 0, n].into();
+            assert!(got.iter().any(|l| l.ip == ip), "ACKed {ip} is on disk");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_writer_queue_drops_and_counts_and_never_acks() {
+        let e = engine();
+        let (tx, mut rx) = mpsc::channel::<Job>(WRITER_QUEUE);
+        for _ in 0..WRITER_QUEUE {
+            queue(&tx, job(20), &e);
+        }
+        queue(&tx, job(21), &e);
+        assert_eq!(dropped(&e, "writer_busy"), 1);
+        // What the writer will see: the queued jobs only.
+        let mut n = 0;
+        while let Ok(j) = rx.try_recv() {
+            assert_eq!(j.reply.unwrap().0.bytes, vec![20]);
+            n += 1;
+        }
+        assert_eq!(n, WRITER_QUEUE);
+    }
 }

@@ -233,3 +233,69 @@ mod tests {
         assert_eq!(&b[240..249], &[53, 1, 2, 3, 4, 1, 2, 3, 4]);
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn header() -> Header {
+        Header {
+            xid: 7,
+            flags: 0,
+            ciaddr: Ipv4Addr::UNSPECIFIED,
+            yiaddr: [198, 18, 0, 10].into(),
+            siaddr: Ipv4Addr::UNSPECIFIED,
+            giaddr: Ipv4Addr::UNSPECIFIED,
+            htype: 1,
+            hlen: 6,
+            chaddr: [0; 16],
+            sname: Vec::new(),
+            file: Vec::new(),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        /// Options of any length (RFC 3396 splits the long ones) read back from our reply
+        /// in the order given; the ones left out are exactly the ones missing, and a
+        /// reply with an extra option in it fits the size asked for.
+        #[test]
+        fn options_round_trip_through_a_reply(
+            opts in proptest::collection::btree_map(1u8..255, proptest::collection::vec(any::<u8>(), 0..700), 1..8),
+            essential_n in 0usize..3,
+            max in 300usize..1500,
+        ) {
+            let opts: Vec<(u8, Vec<u8>)> = opts.into_iter().collect();
+            let split = essential_n.min(opts.len());
+            let essential: Vec<(u8, &[u8])> = opts[..split].iter().map(|(c, d)| (*c, d.as_slice())).collect();
+            let extra: Vec<(u8, &[u8])> = opts[split..].iter().map(|(c, d)| (*c, d.as_slice())).collect();
+            let (b, left) = encode(&header(), &essential, &extra, max);
+            let got = scan(&b).expect("our reply scans");
+            let want: Vec<(u8, Vec<u8>)> = essential
+                .iter()
+                .chain(extra.iter().filter(|(c, _)| !left.contains(c)))
+                .map(|(c, d)| (*c, d.to_vec()))
+                .collect();
+            prop_assert_eq!(got, want);
+            prop_assert!(b.len() >= BOOTP_MIN);
+            if left.len() < extra.len() {
+                prop_assert!(b.len() <= max.max(BOOTP_MIN));
+            }
+        }
+
+        /// Truncating a request anywhere inside an option makes the scan refuse it.
+        #[test]
+        fn a_cut_option_is_refused(data in proptest::collection::vec(any::<u8>(), 1..200), cut in 1usize..200) {
+            let mut b = vec![0u8; HEADER];
+            b.extend_from_slice(&MAGIC);
+            b.push(43);
+            b.push(data.len() as u8);
+            b.extend_from_slice(&data);
+            let cut = cut.min(data.len() + 1);
+            prop_assert!(scan(&b[..b.len() - cut]).is_none());
+            prop_assert_eq!(scan(&b), Some(vec![(43, data)]));
+        }
+    }
+}

@@ -8,6 +8,8 @@ mod forward;
 mod handler;
 mod health;
 mod metrics;
+#[doc(hidden)]
+pub mod offline;
 mod transport;
 mod zone;
 

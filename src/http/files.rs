@@ -220,3 +220,37 @@ mod tests {
         assert_eq!(content_type("/fw.bin.sgn"), "application/octet-stream");
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// A satisfiable range lies inside the file; `a-b` within it is taken as is.
+        #[test]
+        fn ranges_stay_inside_the_file(
+            spec in "(bytes=)?[ 0-9,-]{0,16}",
+            len in prop_oneof![Just(0u64), 1u64..2000, Just(u64::MAX)],
+        ) {
+            if let Some(Some((a, b))) = parse_range(&spec, len) {
+                prop_assert!(a <= b && b < len, "{} on {}: {}-{}", spec, len, a, b);
+            }
+        }
+
+        #[test]
+        fn explicit_ranges_are_exact(a in 0u64..1000, n in 0u64..1000, len in 1u64..3000) {
+            let b = a + n;
+            let got = parse_range(&format!("bytes={a}-{b}"), len);
+            if a >= len {
+                prop_assert_eq!(got, Some(None));
+            } else {
+                prop_assert_eq!(got, Some(Some((a, b.min(len - 1)))));
+            }
+            let suffix = parse_range(&format!("bytes=-{}", n + 1), len);
+            prop_assert_eq!(suffix, Some(Some((len.saturating_sub(n + 1), len - 1))));
+        }
+    }
+}

@@ -6,7 +6,7 @@
 //! bytes, the admin handler exposes the metrics registry.
 
 mod body;
-mod files;
+pub mod files;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -390,3 +390,42 @@ mod tests {
         assert!(recognise("").is_none());
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn token() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9._-]{1,16}"
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// An RFC 5424 line gives back its priority, host, app and message.
+        #[test]
+        fn rfc5424_fields_come_back(pri in 0u8..=191, host in token(), app in token(), msg in "[^\r\n\u{0}]{0,60}") {
+            prop_assume!(host != "-" && app != "-" && !msg.starts_with('\u{feff}'));
+            let line = format!("<{pri}>1 2026-01-01T00:00:00Z {host} {app} 12 - - {msg}\n");
+            let m = parse(&line);
+            prop_assert_eq!(m.pri, Some(pri));
+            prop_assert_eq!(m.hostname, Some(host));
+            prop_assert_eq!(m.app, Some(app));
+            prop_assert_eq!(m.msg, msg.trim_end_matches(['\r', '\n', '\0']).to_string());
+        }
+
+        /// Any text: a message that is part of the line, a priority ≤ 191, fields without
+        /// spaces, and the report recogniser never panics on it.
+        #[test]
+        fn any_line_parses(line in "\\PC{0,80}") {
+            let m = parse(&line);
+            prop_assert!(m.pri.is_none_or(|p| p <= 191));
+            prop_assert!(line.contains(m.msg.as_str()));
+            for f in [&m.hostname, &m.app].into_iter().flatten() {
+                prop_assert!(!f.is_empty() && !f.contains(' '));
+            }
+            let _ = recognise(&m.msg);
+        }
+    }
+}

@@ -9,8 +9,8 @@
 
 mod config;
 mod metrics;
-mod netascii;
-mod options;
+pub mod netascii;
+pub mod options;
 pub mod packet;
 mod per_ip;
 mod server;

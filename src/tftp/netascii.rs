@@ -99,6 +99,10 @@ impl Stream {
         self.len
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// Converted bytes `range` (one block).
     pub fn block(&mut self, range: Range<usize>) -> &[u8] {
         let start = range.start as u64;

@@ -217,3 +217,66 @@ mod tests {
         assert_eq!(n.used().collect::<Vec<_>>(), vec!["timeout"]);
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("blksize".to_string()),
+            Just("tsize".to_string()),
+            Just("timeout".to_string()),
+            Just("windowsize".to_string()),
+            "[a-z]{1,8}",
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (0u32..70_000).prop_map(|n| n.to_string()),
+            "[0-9a-z -]{0,8}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Whatever a client asks, the transfer stays inside the server's limits and the
+        /// OACK names only options the client sent, once each.
+        #[test]
+        fn negotiation_stays_inside_the_limits(
+            asked in proptest::collection::vec((name(), value()), 0..8),
+            max_blksize in MIN_BLKSIZE..=MAX_BLKSIZE,
+            max_window in 1u16..64,
+            size in any::<u32>(),
+        ) {
+            let limits = Limits {
+                max_blksize,
+                max_window,
+                max_timeout: Duration::from_secs(5),
+            };
+            let n = negotiate(&asked, limits, u64::from(size));
+            if n.oack.iter().any(|(k, _)| k == "blksize") {
+                prop_assert!((MIN_BLKSIZE..=max_blksize).contains(&n.blksize));
+            } else {
+                prop_assert_eq!(n.blksize, DEFAULT_BLKSIZE);
+            }
+            prop_assert!((1..=max_window).contains(&n.windowsize));
+            let mut seen = Vec::new();
+            for (k, v) in &n.oack {
+                prop_assert!(asked.iter().any(|(a, _)| a == k), "unasked {}", k);
+                prop_assert!(!seen.contains(k), "{} twice", k);
+                seen.push(k.clone());
+                match k.as_str() {
+                    "blksize" => prop_assert_eq!(v, &n.blksize.to_string()),
+                    "windowsize" => prop_assert_eq!(v, &n.windowsize.to_string()),
+                    "tsize" => prop_assert_eq!(v, &size.to_string()),
+                    _ => {}
+                }
+            }
+            prop_assert_eq!(n.used().count(), n.oack.len());
+        }
+    }
+}

@@ -366,3 +366,57 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn field() -> impl Strategy<Value = String> {
+        "[^\u{0}]{1,24}"
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// A request as a client sends it reads back field for field (option names
+        /// lower-cased), and any bytes at all parse or are refused without a panic.
+        #[test]
+        fn requests_round_trip(
+            file in field(),
+            mode in prop_oneof![Just("octet"), Just("NetASCII"), Just("mail")],
+            opts in proptest::collection::vec((field(), field()), 0..5),
+            junk in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let o: Vec<(&str, &str)> = opts.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let bytes = request_bytes(RRQ, &file, mode, &o);
+            let Ok(Packet::Rrq(r)) = parse(&bytes) else {
+                return Err(TestCaseError::fail(format!("not an RRQ: {bytes:?}")));
+            };
+            prop_assert_eq!(&r.filename, &file);
+            let want_mode = match mode {
+                "octet" => Mode::Octet,
+                "NetASCII" => Mode::Netascii,
+                m => Mode::Other(m.to_string()),
+            };
+            prop_assert_eq!(r.mode, want_mode);
+            let want: Vec<(String, String)> =
+                opts.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect();
+            prop_assert_eq!(r.options, want);
+            let _ = parse(&junk);
+        }
+
+        /// An OACK and an ERROR we send read back as sent.
+        #[test]
+        fn oack_and_error_round_trip(
+            opts in proptest::collection::vec((field(), field()), 1..5),
+            code in any::<u16>(),
+            msg in "[^\u{0}]{0,40}",
+        ) {
+            let o = oack(&opts);
+            prop_assert_eq!(parse(&o), Ok(Packet::Oack(opts.clone())));
+            let e = error(code, &msg);
+            prop_assert_eq!(parse(&e), Ok(Packet::Error { code, message: msg.clone() }));
+        }
+    }
+}
