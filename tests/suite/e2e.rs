@@ -287,17 +287,8 @@ fn leased_phones_get_their_own_profile_over_tftp_and_reach_provisioned() {
         &format!("http://198.18.0.1:8080/{}", file(A)),
     ]);
     assert_eq!(out.stdout, want(A, "101"));
-    let out = a.run(&[
-        "curl",
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "--max-time",
-        "5",
-        &format!("http://198.18.0.1:8080/{}", file(B)),
-    ]);
+    let url = format!("http://198.18.0.1:8080/{}", file(B));
+    let out = a.run(&[&["curl"], support::CURL_CODE, &["--max-time", "5", &url]].concat());
     assert_eq!(out.stdout, b"403", "B's profile over HTTP from A's lease");
 
     // The phone's own syslog line finishes it.

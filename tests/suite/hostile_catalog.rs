@@ -6,10 +6,9 @@ use crate::support;
 
 use std::os::unix::fs::symlink;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{Provbox, free_tcp_port, require};
+use support::{Provbox, free_tcp_port};
 
 struct Served {
     pb: Provbox,
@@ -34,21 +33,9 @@ impl Served {
 
     /// (status, body) of GET /<path>.
     fn get(&self, path: &str) -> (u16, Vec<u8>) {
-        require("curl");
-        let tmp = tempfile::tempdir().unwrap();
-        let body = tmp.path().join("body");
-        let out = Command::new("curl")
-            .args(["-sS", "--max-time", "20", "-o"])
-            .arg(&body)
-            .args(["-w", "%{http_code}"])
-            .arg(format!("http://127.0.0.1:{}/{path}", self.port))
-            .output()
-            .unwrap();
-        let code = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .unwrap_or(0);
-        (code, std::fs::read(&body).unwrap_or_default())
+        let url = format!("http://127.0.0.1:{}/{path}", self.port);
+        let r = support::curl(20, &[], &url);
+        (r.code, r.body)
     }
 
     /// SIGHUP, and wait until the catalog's full rescan has begun (the next barrier then
@@ -61,14 +48,7 @@ impl Served {
                 .count()
         };
         let before = count();
-        let pid = self.pb.pid().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-HUP", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        self.pb.reload();
         let start = Instant::now();
         while count() == before {
             assert!(

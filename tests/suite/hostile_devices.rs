@@ -5,7 +5,7 @@
 //! the server's namespace, torn down after each test), or curl on loopback.
 use crate::support;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::Path;
 use std::sync::mpsc;
@@ -133,14 +133,7 @@ fn web_stub(ns: &Netns) -> mpsc::Receiver<String> {
         for s in l.incoming() {
             let Ok(mut s) = s else { return };
             s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let mut head = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                match s.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => head.extend_from_slice(&buf[..n]),
-                }
-            }
+            let head = support::read_head(&mut s);
             if head.is_empty() {
                 continue; // a bare connection (the kernel resolving the neighbour)
             }
@@ -167,16 +160,7 @@ fn device(lan: &Lan, mac: &str) -> serde_json::Value {
     serde_json::from_str(&body).unwrap()
 }
 
-fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use support::wait_for;
 
 #[test]
 fn a_spoofed_syslog_line_does_not_move_a_leased_phone_nor_its_resync() {
@@ -502,14 +486,7 @@ fn get_as(source: &str, ua: &str, url: &str) -> (u16, String) {
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
-fn scrape(port: u16) -> String {
-    get_as(
-        "127.0.0.1",
-        "test",
-        &format!("http://127.0.0.1:{port}/metrics"),
-    )
-    .1
-}
+use support::scrape;
 
 #[test]
 fn another_devices_serial_does_not_select_its_record() {

@@ -4,10 +4,8 @@
 
 use crate::support;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use support::netns::Lab;
@@ -25,13 +23,7 @@ fn ack(block: u16) -> Vec<u8> {
     vec![0, 4, b[0], b[1]]
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use support::output_text as text;
 
 fn read(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap_or_default()
@@ -81,12 +73,7 @@ impl Local {
     }
 
     fn metrics(&self) -> String {
-        let mut s = TcpStream::connect(("127.0.0.1", self.metrics_port)).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
-        text
+        support::scrape(self.metrics_port)
     }
 
     /// Wait (bounded) for a finished transfer's log line containing every needle.

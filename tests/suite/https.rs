@@ -12,16 +12,7 @@ use support::*;
 
 fn openssl(dir: &Path, args: &[&str]) {
     require("openssl");
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(Command::new("openssl").current_dir(dir).args(args));
 }
 
 /// CA, server cert for localhost/127.0.0.1, a phone's client cert (CN carries its MAC) and
@@ -161,11 +152,7 @@ impl Bench {
     }
 
     fn metrics(&self) -> String {
-        let out = Command::new("curl")
-            .args(["-sS", &format!("http://127.0.0.1:{}/metrics", self.metrics)])
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap()
+        scrape(self.metrics)
     }
 }
 
@@ -315,30 +302,20 @@ fn lab_ca_is_made_when_no_certificate_is_configured() {
     let pb = Provbox::start(dir, &cfg);
     let ca = pb.path().join("data/tls/ca.pem");
     assert!(pb.log().contains("lab CA"), "{}", pb.log());
-    let out = Command::new("openssl")
-        .arg("verify")
-        .arg("-CAfile")
-        .arg(&ca)
-        .arg(pb.path().join("data/tls/server.pem"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new("openssl")
+            .arg("verify")
+            .arg("-CAfile")
+            .arg(&ca)
+            .arg(pb.path().join("data/tls/server.pem")),
     );
     // A client trusting only the lab CA fetches by the configured name.
-    let out = Command::new("curl")
-        .args(["-sS", "--fail", "--cacert"])
-        .arg(&ca)
-        .args(["--resolve", &format!("prov.lab.test:{port}:127.0.0.1")])
-        .arg(format!("https://prov.lab.test:{port}/a.cfg"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new("curl")
+            .args(["-sS", "--fail", "--cacert"])
+            .arg(&ca)
+            .args(["--resolve", &format!("prov.lab.test:{port}:127.0.0.1")])
+            .arg(format!("https://prov.lab.test:{port}/a.cfg")),
     );
     assert_eq!(out.stdout, b"a");
 }

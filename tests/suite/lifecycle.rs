@@ -35,13 +35,7 @@ fn get(port: u16, path: &str) -> (u16, String) {
     (status, body)
 }
 
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use support::eventually as wait_until;
 
 /// A port taken on the DNS address must stop the start before DHCP answers anyone or
 /// writes its lease journal (before the fix DHCP bound, opened its journal and served
@@ -368,9 +362,7 @@ hooks:
     )
     .unwrap();
     let status = pb.path().join("data/reload-status");
-    let _ = Command::new("kill")
-        .args(["-HUP", &pb.pid().to_string()])
-        .status();
+    pb.reload();
     wait_until(
         "the second reload's verdict",
         Duration::from_secs(10),

@@ -6,7 +6,6 @@
 
 use crate::support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::{Provbox, free_tcp_port};
@@ -19,33 +18,11 @@ fn config(http: u16, metrics: u16, max_connections: usize) -> String {
 
 /// curl's HTTP status for a URL, or "000" when nothing answered.
 fn status(url: &str) -> String {
-    let out = support::run(
-        "curl",
-        &[
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "5",
-            url,
-        ],
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    support::http_code(&[], url)
 }
 
 fn metric(port: u16, result: &str) -> u64 {
-    let out = support::run(
-        "curl",
-        &[
-            "-sf",
-            "--max-time",
-            "5",
-            &format!("http://127.0.0.1:{port}/metrics"),
-        ],
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = support::scrape(port);
     let needle = format!("provbox_config_reloads_total{{result=\"{result}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&needle))
@@ -106,9 +83,7 @@ fn good_reload_applies_bad_reload_keeps_serving_and_both_are_counted() {
         ),
     )
     .unwrap();
-    let _ = Command::new("kill")
-        .args(["-HUP", &pb.pid().to_string()])
-        .status();
+    pb.reload();
     pb.wait_for_log("reload refused", Duration::from_secs(10));
     assert!(
         pb.log().contains("enabeld"),

@@ -192,11 +192,7 @@ impl Bench {
     }
 
     pub fn metrics_text(&self) -> String {
-        let out = run(
-            "curl",
-            &["-s", &format!("http://127.0.0.1:{}/metrics", self.metrics)],
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        crate::support::scrape(self.metrics)
     }
 
     /// Value of one metric line (`name{labels}`), 0 when absent.
@@ -207,20 +203,7 @@ impl Bench {
     /// curl a file from the HTTP front end as a phone would.
     pub fn fetch(&self, path: &str, user_agent: &str) -> u16 {
         let url = format!("http://127.0.0.1:{}{path}", self.http);
-        let out = run(
-            "curl",
-            &[
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "-A",
-                user_agent,
-                &url,
-            ],
-        );
-        String::from_utf8_lossy(&out.stdout)
+        crate::support::http_code(&["-A", user_agent], &url)
             .trim()
             .parse()
             .unwrap_or(0)

@@ -149,23 +149,7 @@ pub fn udhcpc_daemon(ns: &Netns, dir: &Path, extra: &[&str]) -> (Bg, HashMap<Str
     (bg, env)
 }
 
-pub fn wait_until<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if start.elapsed() > limit {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-pub fn signal(pid: u32, sig: i32) {
-    // SAFETY: signalling a child we started.
-    unsafe { libc::kill(pid as i32, sig) };
-}
+pub use super::{signal, wait_until};
 
 // ------------------------------------------------------------------ raw client
 
