@@ -16,15 +16,7 @@ const SERVER: &str = "198.18.0.1";
 
 fn yaml(extra_subnets: &str, interfaces: &str) -> String {
     format!(
-        r#"data_dir: data
-catalog:
-  roots: [files]
-metrics:
-  enabled: true
-  listen: 127.0.0.1:9100
-dhcp:
-  enabled: true
-  interfaces: {interfaces}
+        r#"{LAB_CONFIG_HEAD}  interfaces: {interfaces}
   rate_limit_per_mac: 50
   options:
     - code: 66

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use support::dhcp_raw::LAB_CONFIG_HEAD;
 use support::netns::{Lab, Netns};
 use support::{Provbox, free_tcp_port, metric};
 
@@ -23,15 +24,7 @@ fn hex(mac: &str) -> String {
 
 fn dhcp_config(extra: &str) -> String {
     format!(
-        r#"data_dir: data
-catalog:
-  roots: [files]
-metrics:
-  enabled: true
-  listen: 127.0.0.1:9100
-dhcp:
-  enabled: true
-  interfaces: [br0]
+        r#"{LAB_CONFIG_HEAD}  interfaces: [br0]
   subnets:
     - subnet: 198.18.0.0/24
       pools: ["198.18.0.100-198.18.0.150"]

@@ -151,6 +151,18 @@ pub fn udhcpc_daemon(ns: &Netns, dir: &Path, extra: &[&str]) -> (Bg, HashMap<Str
 
 pub use super::{signal, wait_until};
 
+/// The start of a lab config: DHCP on, metrics where [`Lan::metrics`] reads them; the
+/// test appends the rest of its `dhcp:` section (keys indented two spaces).
+pub const LAB_CONFIG_HEAD: &str = "data_dir: data
+catalog:
+  roots: [files]
+metrics:
+  enabled: true
+  listen: 127.0.0.1:9100
+dhcp:
+  enabled: true
+";
+
 // ------------------------------------------------------------------ raw client
 
 /// A UDP socket opened inside `ns`, bound to eth0 and `port`, broadcast allowed.
