@@ -94,21 +94,9 @@ fn lease_with_udhcpc(ns: &Netns, dir: &Path) -> String {
     let mut perm = std::fs::metadata(&script).unwrap().permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
     std::fs::set_permissions(&script, perm).unwrap();
-    let out = ns.run(&[
-        "busybox",
-        "udhcpc",
-        "-i",
-        "eth0",
-        "-f",
-        "-q",
-        "-n",
-        "-t",
-        "5",
-        "-T",
-        "1",
-        "-s",
-        script.to_str().unwrap(),
-    ]);
+    let mut args = support::dhcp_raw::UDHCPC_ONCE.to_vec();
+    args.extend(["-t", "5", "-T", "1", "-s", script.to_str().unwrap()]);
+    let out = ns.run(&args);
     assert!(
         out.status.success(),
         "udhcpc got no lease: {}",

@@ -125,6 +125,22 @@ fn collect(s: &UdpSocket, done: impl Fn() -> bool, settle: Duration) -> Vec<Vec<
     }
 }
 
+/// Everything the server sends `c` until its transfer's log line is written, and for
+/// 600 ms after (retransmissions).
+fn collect_transfer(s: &Local, c: &UdpSocket) -> Vec<Vec<u8>> {
+    let port = c.local_addr().unwrap().port().to_string();
+    let peer = format!("peer=127.0.0.1:{port} ");
+    collect(
+        c,
+        || {
+            s.pb.log()
+                .lines()
+                .any(|l| l.contains("tftp transfer") && l.contains(&peer))
+        },
+        Duration::from_millis(600),
+    )
+}
+
 #[test]
 fn a_flood_of_unacknowledged_timeout_255_requests_does_not_lock_out_a_phone() {
     support::require("tftp");
@@ -277,18 +293,8 @@ fn a_silent_request_costs_at_most_three_packets() {
         ),
     ] {
         let c = client();
-        let port = c.local_addr().unwrap().port().to_string();
         c.send_to(&rrq("fw.bin", "octet", &opts), s.addr()).unwrap();
-        let peer = format!("peer=127.0.0.1:{port} ");
-        let got = collect(
-            &c,
-            || {
-                s.pb.log()
-                    .lines()
-                    .any(|l| l.contains("tftp transfer") && l.contains(&peer))
-            },
-            Duration::from_millis(600),
-        );
+        let got = collect_transfer(&s, &c);
         let bytes: usize = got.iter().map(Vec::len).sum();
         assert_eq!(
             got.len(),
@@ -304,6 +310,7 @@ fn a_silent_request_costs_at_most_three_packets() {
             bytes <= 3 * 1024,
             "request {n}: {bytes} bytes to a silent peer"
         );
+        let peer = format!("peer=127.0.0.1:{} ", c.local_addr().unwrap().port());
         let line = s.wait_log_line(&[&peer]);
         assert!(line.contains("outcome=\"timeout\""), "{line}");
         assert!(line.contains("retransmits=2"), "{line}");
@@ -314,17 +321,7 @@ fn a_silent_request_costs_at_most_three_packets() {
     let mut buf = [0u8; 1024];
     let (_, tid) = c.recv_from(&mut buf).unwrap();
     c.send_to(&ack(1), tid).unwrap();
-    let port = c.local_addr().unwrap().port().to_string();
-    let peer = format!("peer=127.0.0.1:{port} ");
-    let got = collect(
-        &c,
-        || {
-            s.pb.log()
-                .lines()
-                .any(|l| l.contains("tftp transfer") && l.contains(&peer))
-        },
-        Duration::from_millis(600),
-    );
+    let got = collect_transfer(&s, &c);
     assert_eq!(got.len(), 6, "DATA 2 and its 5 retransmissions");
     assert!(got.iter().all(|p| p[..4] == *b"\0\x03\0\x02"));
 }

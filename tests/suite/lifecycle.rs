@@ -73,21 +73,9 @@ dns:
     let cfg = dir.path().join("config.yaml");
     std::fs::write(&cfg, yaml).unwrap();
     // The phone asks for an address all through the attempt.
-    let mut phone_dhcp = phone.spawn(&[
-        "busybox",
-        "udhcpc",
-        "-i",
-        "eth0",
-        "-f",
-        "-q",
-        "-n",
-        "-t",
-        "6",
-        "-T",
-        "1",
-        "-s",
-        "/bin/true",
-    ]);
+    let mut args = support::dhcp_raw::UDHCPC_ONCE.to_vec();
+    args.extend(["-t", "6", "-T", "1", "-s", "/bin/true"]);
+    let mut phone_dhcp = phone.spawn(&args);
     let mut args = srv.prefix();
     let bin = support::bin();
     let cfg_s = cfg.to_str().unwrap();
@@ -393,6 +381,22 @@ hooks:
 /// With the `fault-injection` feature, a read request for this name panics the TFTP loop.
 const FAULT: &str = "provbox-fault-injection/panic";
 
+/// provbox serving `phone.cfg` over TFTP with metrics on, ready: (provbox, TFTP port,
+/// metrics port).
+fn tftp_box() -> (Provbox, u16, u16) {
+    let dir = Provbox::dir();
+    std::fs::write(dir.path().join("files/phone.cfg"), "<cfg/>\n").unwrap();
+    let (tftp, metrics) = (free_udp_port(), free_tcp_port());
+    let pb = Provbox::start(
+        dir,
+        &format!(
+            "data_dir: data\ncatalog:\n  roots: [files]\nmetrics:\n  enabled: true\n  listen: 127.0.0.1:{metrics}\ntftp:\n  enabled: true\n  listen: 127.0.0.1:{tftp}\n"
+        ),
+    );
+    assert_eq!(get(metrics, "/readyz").0, 200);
+    (pb, tftp, metrics)
+}
+
 fn rrq(name: &str) -> Vec<u8> {
     let mut p = vec![0, 1];
     p.extend_from_slice(name.as_bytes());
@@ -409,16 +413,7 @@ fn rrq(name: &str) -> Vec<u8> {
     ignore = "needs `--features fault-injection` (tests/run sets it)"
 )]
 fn a_panicking_tftp_loop_is_restarted_and_serves_again() {
-    let dir = Provbox::dir();
-    std::fs::write(dir.path().join("files/phone.cfg"), "<cfg/>\n").unwrap();
-    let (tftp, metrics) = (free_udp_port(), free_tcp_port());
-    let mut pb = Provbox::start(
-        dir,
-        &format!(
-            "data_dir: data\ncatalog:\n  roots: [files]\nmetrics:\n  enabled: true\n  listen: 127.0.0.1:{metrics}\ntftp:\n  enabled: true\n  listen: 127.0.0.1:{tftp}\n"
-        ),
-    );
-    assert_eq!(get(metrics, "/readyz").0, 200);
+    let (mut pb, tftp, metrics) = tftp_box();
     let fetch = |pb: &Provbox, n: u32| {
         let out = pb.path().join(format!("got{n}"));
         let o = support::run(
@@ -483,16 +478,7 @@ fn a_panicking_tftp_loop_is_restarted_and_serves_again() {
     ignore = "needs `--features fault-injection` (tests/run sets it)"
 )]
 fn a_wedged_tftp_loop_makes_readyz_name_it() {
-    let dir = Provbox::dir();
-    std::fs::write(dir.path().join("files/phone.cfg"), "<cfg/>\n").unwrap();
-    let (tftp, metrics) = (free_udp_port(), free_tcp_port());
-    let _pb = Provbox::start(
-        dir,
-        &format!(
-            "data_dir: data\ncatalog:\n  roots: [files]\nmetrics:\n  enabled: true\n  listen: 127.0.0.1:{metrics}\ntftp:\n  enabled: true\n  listen: 127.0.0.1:{tftp}\n"
-        ),
-    );
-    assert_eq!(get(metrics, "/readyz").0, 200);
+    let (_pb, tftp, metrics) = tftp_box();
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.send_to(&rrq("provbox-fault-injection/wedge"), ("127.0.0.1", tftp))
         .unwrap();

@@ -111,12 +111,15 @@ pub fn bound(dir: &Path) -> Vec<HashMap<String, String>> {
         .collect()
 }
 
+/// busybox udhcpc on eth0 in the foreground, quitting after one lease or none (the
+/// tries, timeout and script follow).
+pub const UDHCPC_ONCE: &[&str] = &["busybox", "udhcpc", "-i", "eth0", "-f", "-q", "-n"];
+
 /// Run udhcpc once (obtain a lease, exit). Returns the `bound` environment.
 pub fn udhcpc_once(ns: &Netns, dir: &Path, extra: &[&str]) -> HashMap<String, String> {
     let s = script(dir);
-    let mut args = vec![
-        "busybox", "udhcpc", "-i", "eth0", "-f", "-q", "-n", "-t", "5", "-T", "1", "-s",
-    ];
+    let mut args = UDHCPC_ONCE.to_vec();
+    args.extend(["-t", "5", "-T", "1", "-s"]);
     let sp = s.to_str().unwrap().to_string();
     args.push(&sp);
     args.extend([
