@@ -329,17 +329,7 @@ hooks:
     }
     // Nothing that waits was applied: TFTP still serves on its first address.
     let tftp_out = pb.path().join("a.got");
-    let o = support::run(
-        "tftp",
-        &[
-            "127.0.0.1",
-            &tftp.to_string(),
-            "-c",
-            "get",
-            "a.cfg",
-            tftp_out.to_str().unwrap(),
-        ],
-    );
+    let o = tftp_get(tftp, "a.cfg", &tftp_out);
     assert!(o.status.success(), "{o:?}");
     assert_eq!(std::fs::read(&tftp_out).unwrap(), b"a\n");
 
@@ -397,6 +387,21 @@ fn tftp_box() -> (Provbox, u16, u16) {
     (pb, tftp, metrics)
 }
 
+/// tftp-hpa fetching `file` from 127.0.0.1:`port` into `out`.
+fn tftp_get(port: u16, file: &str, out: &std::path::Path) -> std::process::Output {
+    support::run(
+        "tftp",
+        &[
+            "127.0.0.1",
+            &port.to_string(),
+            "-c",
+            "get",
+            file,
+            out.to_str().unwrap(),
+        ],
+    )
+}
+
 fn rrq(name: &str) -> Vec<u8> {
     let mut p = vec![0, 1];
     p.extend_from_slice(name.as_bytes());
@@ -416,17 +421,7 @@ fn a_panicking_tftp_loop_is_restarted_and_serves_again() {
     let (mut pb, tftp, metrics) = tftp_box();
     let fetch = |pb: &Provbox, n: u32| {
         let out = pb.path().join(format!("got{n}"));
-        let o = support::run(
-            "tftp",
-            &[
-                "127.0.0.1",
-                &tftp.to_string(),
-                "-c",
-                "get",
-                "phone.cfg",
-                out.to_str().unwrap(),
-            ],
-        );
+        let o = tftp_get(tftp, "phone.cfg", &out);
         o.status.success()
             && std::fs::read(&out)
                 .map(|b| b == b"<cfg/>\n")
