@@ -90,6 +90,15 @@ fn assert_not_secret(what: &str, got: &(u16, Vec<u8>)) {
 }
 
 /// A tree with secrets outside the root (`outside/`) and hidden inside it (`.private/`).
+/// Each of `paths` answers 404 and none of the secrets.
+fn assert_hidden(s: &Served, paths: &[&str]) {
+    for path in paths {
+        let got = s.get(path);
+        assert_not_secret(path, &got);
+        assert_eq!(got.0, 404, "{path}");
+    }
+}
+
 fn tree() -> tempfile::TempDir {
     let d = Provbox::dir();
     let outside = d.path().join("outside");
@@ -119,40 +128,34 @@ fn symlinks_leading_out_of_a_root_never_publish() {
     symlink(".private", files.join("aliasdir")).unwrap();
     let s = Served::start(d);
     assert_eq!(s.get("ok.cfg"), (200, b"ok".to_vec()));
-    for path in [
-        "linkdir/secret.cfg",
-        "leak.cfg",
-        "alias.cfg",
-        "aliasdir/secret.cfg",
-    ] {
-        let got = s.get(path);
-        assert_not_secret(path, &got);
-        assert_eq!(got.0, 404, "{path}");
-    }
+    assert_hidden(
+        &s,
+        &[
+            "linkdir/secret.cfg",
+            "leak.cfg",
+            "alias.cfg",
+            "aliasdir/secret.cfg",
+        ],
+    );
     // Files written outside later, under the symlinked directory: the watcher must not
     // be watching there (notify follows symlinks unless told not to).
     std::fs::write(out.join("new.cfg"), SECRETS[0]).unwrap();
     std::fs::write(files.join(".private/new.cfg"), SECRETS[1]).unwrap();
     s.barrier("after.cfg");
     std::thread::sleep(Duration::from_millis(500));
-    for path in ["linkdir/new.cfg", "aliasdir/new.cfg"] {
-        let got = s.get(path);
-        assert_not_secret(path, &got);
-        assert_eq!(got.0, 404, "{path}");
-    }
+    assert_hidden(&s, &["linkdir/new.cfg", "aliasdir/new.cfg"]);
     // And a reload's full rescan does not change that.
     s.reload();
     s.barrier("after-reload.cfg");
-    for path in [
-        "linkdir/new.cfg",
-        "leak.cfg",
-        "alias.cfg",
-        "aliasdir/new.cfg",
-    ] {
-        let got = s.get(path);
-        assert_not_secret(path, &got);
-        assert_eq!(got.0, 404, "{path}");
-    }
+    assert_hidden(
+        &s,
+        &[
+            "linkdir/new.cfg",
+            "leak.cfg",
+            "alias.cfg",
+            "aliasdir/new.cfg",
+        ],
+    );
     assert!(
         s.pb.log().contains("symlinks are never served"),
         "the skipped symlinks are logged"

@@ -15,6 +15,31 @@ fn openssl(dir: &Path, args: &[&str]) {
     run_ok(Command::new("openssl").current_dir(dir).args(args));
 }
 
+/// Sign `csr` in `dir` with its `ca.pem`/`ca.key` for 30 days into `pem`, with the
+/// extensions in `ext`.
+fn sign(dir: &Path, csr: &str, pem: &str, ext: &str) {
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            pem,
+            "-days",
+            "30",
+            "-extfile",
+            ext,
+        ],
+    );
+}
+
 /// CA, server cert for localhost/127.0.0.1, a phone's client cert (CN carries its MAC) and
 /// a stranger's self-signed client cert, all made by the openssl CLI.
 fn pki(dir: &Path) {
@@ -63,26 +88,7 @@ fn pki(dir: &Path) {
         a.extend(ec);
         a.extend(["-keyout", &key, "-out", &csr, "-subj", subj]);
         openssl(dir, &a);
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &pem,
-                "-days",
-                "30",
-                "-extfile",
-                ext,
-            ],
-        );
+        sign(dir, &csr, &pem, ext);
     }
     let mut a = vec!["req", "-x509"];
     a.extend(ec);
@@ -255,26 +261,7 @@ fn certificate_files_are_reread_when_they_change() {
             "/CN=prov.lab.test",
         ],
     );
-    openssl(
-        &b.pki,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "new.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "new.pem",
-            "-days",
-            "30",
-            "-extfile",
-            "server.ext",
-        ],
-    );
+    sign(&b.pki, "new.csr", "new.pem", "server.ext");
     std::fs::rename(b.pki.join("new.pem"), b.pki.join("server.pem")).unwrap();
     let start = Instant::now();
     while !subject(&b).contains("CN = prov.lab.test") {
