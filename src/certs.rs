@@ -76,7 +76,7 @@ pub fn write_csr(
         key: out.join(format!("{cn}.key")),
         csr: out.join(format!("{cn}.csr")),
     };
-    tls::write_private(&files.key, &key.serialize_pem())?;
+    tls::write_private(&files.key, key.serialize_pem())?;
     fs::write(&files.csr, csr.pem()?)
         .with_context(|| format!("writing {}", files.csr.display()))?;
     Ok(files)

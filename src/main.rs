@@ -122,6 +122,13 @@ fn load(path: &std::path::Path) -> Result<config::Config, ExitCode> {
     })
 }
 
+fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, ExitCode> {
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("provbox: cannot start runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
 fn cert(cmd: CertCommand) -> ExitCode {
     let result = match cmd {
         CertCommand::Csr {
@@ -212,12 +219,9 @@ fn main() -> ExitCode {
                     dry_run,
                 },
         } => {
-            let cfg = match config::Config::load(&config) {
+            let cfg = match load(&config) {
                 Ok(cfg) => cfg,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             let Some(inv) = &cfg.devices.inventory else {
                 eprintln!(
@@ -267,22 +271,13 @@ fn main() -> ExitCode {
             reboot,
             config,
         } => {
-            let cfg = match config::Config::load(&config) {
+            let cfg = match load(&config) {
                 Ok(cfg) => cfg,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let rt = match runtime(tokio::runtime::Builder::new_current_thread()) {
                 Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("provbox: cannot start runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             match rt.block_on(provbox::resync::cli(&cfg, &target, reboot)) {
                 Ok(true) => ExitCode::SUCCESS,
@@ -307,23 +302,14 @@ fn main() -> ExitCode {
             }
         },
         Command::Serve { config } => {
-            let cfg = match config::Config::load(&config) {
+            let cfg = match load(&config) {
                 Ok(cfg) => cfg,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             server::init_logging(&cfg);
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let rt = match runtime(tokio::runtime::Builder::new_multi_thread()) {
                 Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("provbox: cannot start runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             match rt.block_on(server::run(cfg, config)) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -137,17 +137,19 @@ fn monotonic_usec() -> u64 {
 mod tests {
     use super::*;
 
+    /// A notifier sending to `to` (a path, or `@name` for an abstract socket).
+    fn notifier_to(to: &str) -> Notifier {
+        Notifier {
+            socket: Some((UnixDatagram::unbound().unwrap(), target(to).unwrap())),
+        }
+    }
+
     #[test]
     fn sends_to_path_and_abstract_sockets() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notify");
         let rx = UnixDatagram::bind(&path).unwrap();
-        let n = Notifier {
-            socket: Some((
-                UnixDatagram::unbound().unwrap(),
-                target(path.to_str().unwrap()).unwrap(),
-            )),
-        };
+        let n = notifier_to(path.to_str().unwrap());
         n.ready();
         let mut buf = [0u8; 256];
         let len = rx.recv(&mut buf).unwrap();
@@ -160,12 +162,7 @@ mod tests {
         use std::os::linux::net::SocketAddrExt;
         let name = format!("provbox-test-{}", std::process::id());
         let rx = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(&name).unwrap()).unwrap();
-        let n = Notifier {
-            socket: Some((
-                UnixDatagram::unbound().unwrap(),
-                target(&format!("@{name}")).unwrap(),
-            )),
-        };
+        let n = notifier_to(&format!("@{name}"));
         n.stopping();
         let len = rx.recv(&mut buf).unwrap();
         assert!(
@@ -182,12 +179,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notify");
         let rx = UnixDatagram::bind(&path).unwrap();
-        let n = Notifier {
-            socket: Some((
-                UnixDatagram::unbound().unwrap(),
-                target(path.to_str().unwrap()).unwrap(),
-            )),
-        };
+        let n = notifier_to(path.to_str().unwrap());
         let ok = Arc::new(AtomicBool::new(false));
         let o = ok.clone();
         let stop = tokio_util::sync::CancellationToken::new();

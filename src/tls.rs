@@ -185,7 +185,9 @@ pub struct LabCa {
     pub server_key: PathBuf,
 }
 
-pub fn write_private(path: &Path, data: &str) -> Result<()> {
+/// Write `data` to `path` readable by its owner only, through a synced temporary file so
+/// a crash leaves the old file or the new one, never half of one.
+pub fn write_private(path: &Path, data: impl AsRef<[u8]>) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
@@ -196,7 +198,7 @@ pub fn write_private(path: &Path, data: &str) -> Result<()> {
         .mode(0o600)
         .open(&tmp)
         .with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(data.as_bytes())?;
+    f.write_all(data.as_ref())?;
     f.sync_all()?;
     fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
@@ -216,8 +218,8 @@ impl LabCa {
         if !lab.ca_cert.exists() || !lab.ca_key.exists() {
             let key = KeyPair::generate()?;
             let cert = ca_params("provbox lab CA").self_signed(&key)?;
-            write_private(&lab.ca_key, &key.serialize_pem())?;
-            write_private(&lab.ca_cert, &cert.pem())?;
+            write_private(&lab.ca_key, key.serialize_pem())?;
+            write_private(&lab.ca_cert, cert.pem())?;
             // A new CA invalidates any server certificate the old one issued.
             let _ = fs::remove_file(&lab.server_cert);
         }

@@ -319,23 +319,6 @@ impl Acceptor {
     }
 }
 
-fn write_private(path: &Path, data: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
-}
-
 fn modified(p: &Path) -> Option<SystemTime> {
     fs::metadata(p).and_then(|m| m.modified()).ok()
 }
@@ -377,8 +360,8 @@ pub fn lab_rsa_cert(dir: &Path, names: &[String]) -> Result<(PathBuf, PathBuf)> 
     params.not_before = rcgen::date_time_ymd(2020, 1, 1);
     params.not_after = rcgen::date_time_ymd(2045, 1, 1);
     let signed = params.signed_by(&key_pair, &issuer)?;
-    write_private(&key, &key_pem)?;
-    write_private(&cert, signed.pem().as_bytes())?;
+    tls::write_private(&key, &key_pem)?;
+    tls::write_private(&cert, signed.pem().as_bytes())?;
     Ok((cert, key))
 }
 

@@ -94,41 +94,17 @@ pub const VENDOR: Vendor = Vendor {
 };
 
 #[cfg(test)]
-mod tests {
-    use super::super::check;
-    use super::VENDOR;
-
-    #[test]
-    fn user_agents() {
-        check::user_agents(&VENDOR);
-    }
-
-    #[test]
-    fn syslog_phrases() {
-        check::syslog(
-            &VENDOR,
-            "SPA504G",
-            &[
-                ("Requesting resync", "resync_requested"),
-                ("Successful resync", "resync_ok"),
-                ("Resync failed", "resync_failed"),
-                ("Requesting upgrade", "upgrade_requested"),
-                ("Successful upgrade", "upgrade_ok"),
-                ("Upgrade failed", "upgrade_failed"),
-            ],
-        );
-    }
-
-    #[test]
-    fn resync_event() {
-        check::notify(&VENDOR, "SPA504G", "resync", "reboot");
-        check::notify(&VENDOR, "CP-8841-3PCC", "resync", "reboot");
-        check::notify(&VENDOR, "Linksys SPA942", "resync", "reboot");
-    }
-
-    #[test]
-    fn files_and_tls() {
-        check::files(&VENDOR);
-        check::tls(&VENDOR);
-    }
+vendor_table_tests! {
+    syslog: "SPA504G", &[
+        ("Requesting resync", "resync_requested"),
+        ("Successful resync", "resync_ok"),
+        ("Resync failed", "resync_failed"),
+        ("Requesting upgrade", "upgrade_requested"),
+        ("Successful upgrade", "upgrade_ok"),
+        ("Upgrade failed", "upgrade_failed"),
+    ];
+    notify:
+        ("SPA504G", "resync", "reboot"),
+        ("CP-8841-3PCC", "resync", "reboot"),
+        ("Linksys SPA942", "resync", "reboot"),
 }

@@ -35,33 +35,7 @@ pub const VENDOR: Vendor = Vendor {
 };
 
 #[cfg(test)]
-mod tests {
-    use super::super::check;
-    use super::VENDOR;
-
-    #[test]
-    fn user_agents() {
-        check::user_agents(&VENDOR);
-    }
-
-    #[test]
-    fn syslog_phrases() {
-        check::syslog(&VENDOR, "GXP2170", &[]);
-    }
-
-    #[test]
-    fn resync_event() {
-        check::notify(
-            &VENDOR,
-            "Grandstream GXP2170",
-            "check-sync",
-            "check-sync;reboot=true",
-        );
-    }
-
-    #[test]
-    fn files_and_tls() {
-        check::files(&VENDOR);
-        check::tls(&VENDOR);
-    }
+vendor_table_tests! {
+    syslog: "GXP2170", &[];
+    notify: ("Grandstream GXP2170", "check-sync", "check-sync;reboot=true")
 }

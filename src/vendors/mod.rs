@@ -7,6 +7,43 @@
 //! file here, its `mod` line and its entry in [`VENDORS`]; its table test comes with it.
 //! This module imports nothing from the rest of the crate.
 
+/// The table test of one vendor file: `tests::{user_agents, syslog_phrases, resync_event,
+/// files_and_tls}` over its `VENDOR`, given the model its syslog lines carry, its phrase
+/// examples and the (User-Agent, event, NOTIFY sent) cases of its resync.
+#[cfg(test)]
+macro_rules! vendor_table_tests {
+    (
+        syslog: $model:literal, $phrases:expr;
+        notify: $(($ua:literal, $event:literal, $sent:literal)),+ $(,)?
+    ) => {
+        mod tests {
+            use super::super::check;
+            use super::VENDOR;
+
+            #[test]
+            fn user_agents() {
+                check::user_agents(&VENDOR);
+            }
+
+            #[test]
+            fn syslog_phrases() {
+                check::syslog(&VENDOR, $model, $phrases);
+            }
+
+            #[test]
+            fn resync_event() {
+                $(check::notify(&VENDOR, $ua, $event, $sent);)+
+            }
+
+            #[test]
+            fn files_and_tls() {
+                check::files(&VENDOR);
+                check::tls(&VENDOR);
+            }
+        }
+    };
+}
+
 pub mod cisco;
 pub mod grandstream;
 pub mod polycom;

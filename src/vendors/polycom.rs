@@ -46,33 +46,7 @@ pub const VENDOR: Vendor = Vendor {
 };
 
 #[cfg(test)]
-mod tests {
-    use super::super::check;
-    use super::VENDOR;
-
-    #[test]
-    fn user_agents() {
-        check::user_agents(&VENDOR);
-    }
-
-    #[test]
-    fn syslog_phrases() {
-        check::syslog(&VENDOR, "VVX_400", &[]);
-    }
-
-    #[test]
-    fn resync_event() {
-        check::notify(
-            &VENDOR,
-            "Polycom-VVX_400",
-            "check-sync",
-            "check-sync;reboot=true",
-        );
-    }
-
-    #[test]
-    fn files_and_tls() {
-        check::files(&VENDOR);
-        check::tls(&VENDOR);
-    }
+vendor_table_tests! {
+    syslog: "VVX_400", &[];
+    notify: ("Polycom-VVX_400", "check-sync", "check-sync;reboot=true")
 }

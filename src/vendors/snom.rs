@@ -26,28 +26,7 @@ pub const VENDOR: Vendor = Vendor {
 };
 
 #[cfg(test)]
-mod tests {
-    use super::super::check;
-    use super::VENDOR;
-
-    #[test]
-    fn user_agents() {
-        check::user_agents(&VENDOR);
-    }
-
-    #[test]
-    fn syslog_phrases() {
-        check::syslog(&VENDOR, "D785", &[]);
-    }
-
-    #[test]
-    fn resync_event() {
-        check::notify(&VENDOR, "snomD785", "check-sync", "check-sync;reboot=true");
-    }
-
-    #[test]
-    fn files_and_tls() {
-        check::files(&VENDOR);
-        check::tls(&VENDOR);
-    }
+vendor_table_tests! {
+    syslog: "D785", &[];
+    notify: ("snomD785", "check-sync", "check-sync;reboot=true")
 }

@@ -38,33 +38,7 @@ pub const VENDOR: Vendor = Vendor {
 };
 
 #[cfg(test)]
-mod tests {
-    use super::super::check;
-    use super::VENDOR;
-
-    #[test]
-    fn user_agents() {
-        check::user_agents(&VENDOR);
-    }
-
-    #[test]
-    fn syslog_phrases() {
-        check::syslog(&VENDOR, "SIP-T46G", &[]);
-    }
-
-    #[test]
-    fn resync_event() {
-        check::notify(
-            &VENDOR,
-            "Yealink SIP-T46G",
-            "check-sync",
-            "check-sync;reboot=true",
-        );
-    }
-
-    #[test]
-    fn files_and_tls() {
-        check::files(&VENDOR);
-        check::tls(&VENDOR);
-    }
+vendor_table_tests! {
+    syslog: "SIP-T46G", &[];
+    notify: ("Yealink SIP-T46G", "check-sync", "check-sync;reboot=true")
 }

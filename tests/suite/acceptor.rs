@@ -7,7 +7,7 @@ use crate::support;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::{Provbox, free_tcp_port, metric, run};
 
@@ -20,40 +20,11 @@ fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
     s.into()
 }
 
-fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < timeout, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn scrape(port: u16) -> String {
-    let out = run(
-        "curl",
-        &["-sS", &format!("http://127.0.0.1:{port}/metrics")],
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use support::{eventually, scrape};
 
 /// curl's status code for `url` from source address `from` ("000" when no answer).
 fn curl_from(from: &str, url: &str) -> String {
-    let out = run(
-        "curl",
-        &[
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "10",
-            "--interface",
-            from,
-            url,
-        ],
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    support::http_code(&["--interface", from], url)
 }
 
 /// Until `conn` is closed by the other end (EOF or reset), reading at most `bound`; true

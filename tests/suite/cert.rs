@@ -176,9 +176,9 @@ fn lab_ca_issues_server_and_client_certs_that_openssl_and_curl_accept() {
     );
     let url = format!("https://prov.lab.test:{port}/CP-8831-3PCC.cfg");
     let resolve = format!("prov.lab.test:{port}:127.0.0.1");
-    let ok = support::run(
-        "curl",
-        &[
+    let ca = p("ca.pem");
+    let fetch = |extra: &[&str]| {
+        let mut args = vec![
             "-sS",
             "--fail",
             "--max-time",
@@ -186,14 +186,18 @@ fn lab_ca_issues_server_and_client_certs_that_openssl_and_curl_accept() {
             "--resolve",
             &resolve,
             "--cacert",
-            &p("ca.pem"),
-            "--cert",
-            &p("clients/00562b043615.pem"),
-            "--key",
-            &p("clients/00562b043615.key"),
-            &url,
-        ],
-    );
+            &ca,
+        ];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        support::run("curl", &args)
+    };
+    let ok = fetch(&[
+        "--cert",
+        &p("clients/00562b043615.pem"),
+        "--key",
+        &p("clients/00562b043615.key"),
+    ]);
     assert!(
         ok.status.success(),
         "{}",
@@ -201,19 +205,6 @@ fn lab_ca_issues_server_and_client_certs_that_openssl_and_curl_accept() {
     );
     assert_eq!(String::from_utf8_lossy(&ok.stdout), "<flat-profile/>\n");
     // Without a client certificate the handshake is refused.
-    let no = support::run(
-        "curl",
-        &[
-            "-sS",
-            "--fail",
-            "--max-time",
-            "10",
-            "--resolve",
-            &resolve,
-            "--cacert",
-            &p("ca.pem"),
-            &url,
-        ],
-    );
+    let no = fetch(&[]);
     assert!(!no.status.success());
 }

@@ -55,21 +55,8 @@ fn setup(files: &[(&str, &str)], inventory: (&str, &str)) -> tempfile::TempDir {
 
 /// GET with curl: (HTTP status, body).
 fn curl(args: &[&str], url: &str) -> (u16, Vec<u8>) {
-    let out_dir = tempfile::tempdir().unwrap();
-    let out = out_dir.path().join("body");
-    let mut all: Vec<&str> = vec!["-sS", "--max-time", "10", "-o"];
-    let out_s = out.to_str().unwrap().to_string();
-    all.push(&out_s);
-    all.extend(["-w", "%{http_code}"]);
-    all.extend_from_slice(args);
-    all.push(url);
-    let r = run("curl", &all);
-    let code = String::from_utf8_lossy(&r.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0);
-    let body = std::fs::read(&out).unwrap_or_default();
-    (code, body)
+    let r = support::curl(10, args, url);
+    (r.code, r.body)
 }
 
 fn http_as(p: &Ports, ua: &str, path: &str) -> (u16, String) {

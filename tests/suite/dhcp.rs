@@ -16,15 +16,7 @@ const SERVER: &str = "198.18.0.1";
 
 fn yaml(extra_subnets: &str, interfaces: &str) -> String {
     format!(
-        r#"data_dir: data
-catalog:
-  roots: [files]
-metrics:
-  enabled: true
-  listen: 127.0.0.1:9100
-dhcp:
-  enabled: true
-  interfaces: {interfaces}
+        r#"{LAB_CONFIG_HEAD}  interfaces: {interfaces}
   rate_limit_per_mac: 50
   options:
     - code: 66
@@ -148,7 +140,7 @@ fn renew_keeps_the_address_and_release_frees_it() {
     let tmp = tempfile::tempdir().unwrap();
     let (mut bg, env) = udhcpc_daemon(&a, tmp.path(), &[]);
     let ip = env["ip"].clone();
-    signal(bg.pid(), libc::SIGUSR1);
+    signal(bg.pid(), "USR1");
     let renewed = wait_until(Duration::from_secs(15), || {
         events(tmp.path())
             .into_iter()
@@ -160,7 +152,7 @@ fn renew_keeps_the_address_and_release_frees_it() {
     assert!(p.log().contains("dhcp lease renewed"), "{}", p.log());
 
     // Release, then another client asking for that address gets it.
-    signal(bg.pid(), libc::SIGUSR2);
+    signal(bg.pid(), "USR2");
     wait_until(Duration::from_secs(10), || {
         p.log().contains("dhcp lease released").then_some(())
     })
@@ -315,7 +307,7 @@ fn kill_9_and_restart_loses_no_lease() {
     }
     // Every client renews and keeps its address.
     for (i, (bg, t, _)) in daemons.iter().enumerate() {
-        signal(bg.pid(), libc::SIGUSR1);
+        signal(bg.pid(), "USR1");
         let env = wait_until(Duration::from_secs(15), || {
             events(t.path())
                 .into_iter()

@@ -5,7 +5,7 @@ use crate::support;
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::metric;
 use support::{Provbox, free_tcp_port, provbox, run};
@@ -26,12 +26,7 @@ fn yaml(dns: &str, metrics: u16) -> String {
 fn start(dns: &str) -> Dns {
     let metrics = free_tcp_port();
     let pb = Provbox::start(Provbox::dir(), &yaml(dns, metrics));
-    let log = pb.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("dns    udp+tcp"))
-        .unwrap_or_else(|| panic!("no dns listener in the log:\n{log}"));
-    let port = line.rsplit(':').next().unwrap().trim().parse().unwrap();
+    let port = support::dns::port_of(&pb);
     Dns { pb, port, metrics }
 }
 
@@ -72,18 +67,13 @@ impl Dns {
     }
 
     fn metrics(&self) -> String {
-        let out = run(
-            "curl",
-            &["-sf", &format!("http://127.0.0.1:{}/metrics", self.metrics)],
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        support::scrape(self.metrics)
     }
 
     fn reload(&mut self, dns: &str) {
         let before = self.pb.log().matches("configuration reloaded").count();
         std::fs::write(self.pb.path().join("config.yaml"), yaml(dns, self.metrics)).unwrap();
-        let pid = self.pb.pid().to_string();
-        assert!(run("kill", &["-HUP", &pid]).status.success());
+        self.pb.reload();
         wait_until("the reload to be logged", || {
             self.pb.log().matches("configuration reloaded").count() > before
                 || self.pb.log().contains("reload refused")
@@ -92,15 +82,8 @@ impl Dns {
 }
 
 /// Poll (bounded) until `f` holds; the bound is a hang guard, not a performance claim.
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_until(what: &str, f: impl FnMut() -> bool) {
+    support::eventually(what, Duration::from_secs(20), f)
 }
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {

@@ -193,16 +193,7 @@ fn laptop_quick_start_works_on_a_copy_of_the_checkout() {
             .collect()
     };
     let check = sub(cmds[1]);
-    let out = Command::new(&check[0])
-        .args(&check[1..])
-        .current_dir(work)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = support::run_ok(Command::new(&check[0]).args(&check[1..]).current_dir(work));
     assert!(String::from_utf8_lossy(&out.stdout).contains("config.yaml: OK"));
 
     let serve = sub(cmds[2]);

@@ -91,10 +91,11 @@ fn phone(lab: &Lab, srv: &Netns, tag: &str, mac: &str, script: &str) -> (Netns, 
     let ns = lab.ns(tag);
     lab.attach_as(srv, &ns, "eth0", None, Some(mac));
     let hostname = format!("hostname:phone-{tag}");
-    let out = ns.run(&[
-        "busybox", "udhcpc", "-i", "eth0", "-f", "-q", "-n", "-t", "5", "-T", "1", "-s", script,
-        "-O", "66", "-x", &hostname,
+    let mut args = support::dhcp_raw::UDHCPC_ONCE.to_vec();
+    args.extend([
+        "-t", "5", "-T", "1", "-s", script, "-O", "66", "-x", &hostname,
     ]);
+    let out = ns.run(&args);
     assert!(
         out.status.success(),
         "{mac}: no lease: {}",
@@ -117,6 +118,20 @@ fn phone(lab: &Lab, srv: &Netns, tag: &str, mac: &str, script: &str) -> (Netns, 
 }
 
 /// `dig +short` from inside a phone's namespace, at the DNS server its lease named.
+/// `line` sent from `ns` to provbox's syslog port as a phone does (RFC 3164 over UDP).
+fn syslog_from(ns: &Netns, line: &str) -> std::process::Output {
+    ns.run(&[
+        "logger",
+        "-n",
+        "198.18.0.1",
+        "-P",
+        "5514",
+        "-d",
+        "--rfc3164",
+        line,
+    ])
+}
+
 fn dig(ns: &Netns, server: &str, name: &str) -> String {
     let out = ns.run(&[
         "dig",
@@ -287,17 +302,8 @@ fn leased_phones_get_their_own_profile_over_tftp_and_reach_provisioned() {
         &format!("http://198.18.0.1:8080/{}", file(A)),
     ]);
     assert_eq!(out.stdout, want(A, "101"));
-    let out = a.run(&[
-        "curl",
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "--max-time",
-        "5",
-        &format!("http://198.18.0.1:8080/{}", file(B)),
-    ]);
+    let url = format!("http://198.18.0.1:8080/{}", file(B));
+    let out = a.run(&[&["curl"], support::CURL_CODE, &["--max-time", "5", &url]].concat());
     assert_eq!(out.stdout, b"403", "B's profile over HTTP from A's lease");
 
     // The phone's own syslog line finishes it.
@@ -305,17 +311,7 @@ fn leased_phones_get_their_own_profile_over_tftp_and_reach_provisioned() {
         "CP-8831-3PCC {A} -- Successful resync tftp://198.18.0.1/{}",
         file(A)
     );
-    let out = a.run(&[
-        "logger",
-        "-n",
-        "198.18.0.1",
-        "-P",
-        "5514",
-        "-d",
-        "--rfc3164",
-        &line,
-    ]);
-    assert!(out.status.success());
+    assert!(syslog_from(&a, &line).status.success());
     let d = wait_state(&srv, &pb, A, "provisioned");
     assert_eq!(
         d["ip"].as_str().map(|ip| ip.starts_with("198.18.0.1")),
@@ -324,16 +320,7 @@ fn leased_phones_get_their_own_profile_over_tftp_and_reach_provisioned() {
     );
     // A failure shows the phone's reason.
     let line = format!("CP-8831-3PCC {B} -- Resync failed: 401 Unauthorized");
-    b.run(&[
-        "logger",
-        "-n",
-        "198.18.0.1",
-        "-P",
-        "5514",
-        "-d",
-        "--rfc3164",
-        &line,
-    ]);
+    syslog_from(&b, &line);
     let d = wait_state(&srv, &pb, B, "failed");
     assert!(
         d["reason"]

@@ -10,10 +10,10 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::netns::Lab;
-use support::{Provbox, run};
+use support::{Provbox, run, wait_until};
 
 /// Write an executable script.
 fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
@@ -23,20 +23,6 @@ fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
     std::fs::set_permissions(&path, perm).unwrap();
     path
-}
-
-/// Poll `f` every 50 ms for at most `limit`.
-fn wait_until<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if start.elapsed() > limit {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// The JSON bodies a command hook saved as `<event>.<pid>.json`, with their `.env` files.
@@ -443,8 +429,7 @@ hooks:
     .unwrap_or_else(|| panic!("udhcpc got no lease:\n{}", p.log()));
     let ip = ip.trim();
     // SIGUSR2: udhcpc releases its lease.
-    // SAFETY: signalling a child this test started.
-    unsafe { libc::kill(bg.pid() as i32, libc::SIGUSR2) };
+    assert!(support::signal(bg.pid(), "USR2"));
     let want = vec![
         format!("lease_bound {mac} {ip}"),
         format!("lease_ended {mac} {ip}"),

@@ -6,10 +6,9 @@ use crate::support;
 
 use std::os::unix::fs::symlink;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{Provbox, free_tcp_port, require};
+use support::{Provbox, free_tcp_port};
 
 struct Served {
     pb: Provbox,
@@ -34,21 +33,9 @@ impl Served {
 
     /// (status, body) of GET /<path>.
     fn get(&self, path: &str) -> (u16, Vec<u8>) {
-        require("curl");
-        let tmp = tempfile::tempdir().unwrap();
-        let body = tmp.path().join("body");
-        let out = Command::new("curl")
-            .args(["-sS", "--max-time", "20", "-o"])
-            .arg(&body)
-            .args(["-w", "%{http_code}"])
-            .arg(format!("http://127.0.0.1:{}/{path}", self.port))
-            .output()
-            .unwrap();
-        let code = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .unwrap_or(0);
-        (code, std::fs::read(&body).unwrap_or_default())
+        let url = format!("http://127.0.0.1:{}/{path}", self.port);
+        let r = support::curl(20, &[], &url);
+        (r.code, r.body)
     }
 
     /// SIGHUP, and wait until the catalog's full rescan has begun (the next barrier then
@@ -61,14 +48,7 @@ impl Served {
                 .count()
         };
         let before = count();
-        let pid = self.pb.pid().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-HUP", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        self.pb.reload();
         let start = Instant::now();
         while count() == before {
             assert!(
@@ -110,6 +90,15 @@ fn assert_not_secret(what: &str, got: &(u16, Vec<u8>)) {
 }
 
 /// A tree with secrets outside the root (`outside/`) and hidden inside it (`.private/`).
+/// Each of `paths` answers 404 and none of the secrets.
+fn assert_hidden(s: &Served, paths: &[&str]) {
+    for path in paths {
+        let got = s.get(path);
+        assert_not_secret(path, &got);
+        assert_eq!(got.0, 404, "{path}");
+    }
+}
+
 fn tree() -> tempfile::TempDir {
     let d = Provbox::dir();
     let outside = d.path().join("outside");
@@ -139,40 +128,34 @@ fn symlinks_leading_out_of_a_root_never_publish() {
     symlink(".private", files.join("aliasdir")).unwrap();
     let s = Served::start(d);
     assert_eq!(s.get("ok.cfg"), (200, b"ok".to_vec()));
-    for path in [
-        "linkdir/secret.cfg",
-        "leak.cfg",
-        "alias.cfg",
-        "aliasdir/secret.cfg",
-    ] {
-        let got = s.get(path);
-        assert_not_secret(path, &got);
-        assert_eq!(got.0, 404, "{path}");
-    }
+    assert_hidden(
+        &s,
+        &[
+            "linkdir/secret.cfg",
+            "leak.cfg",
+            "alias.cfg",
+            "aliasdir/secret.cfg",
+        ],
+    );
     // Files written outside later, under the symlinked directory: the watcher must not
     // be watching there (notify follows symlinks unless told not to).
     std::fs::write(out.join("new.cfg"), SECRETS[0]).unwrap();
     std::fs::write(files.join(".private/new.cfg"), SECRETS[1]).unwrap();
     s.barrier("after.cfg");
     std::thread::sleep(Duration::from_millis(500));
-    for path in ["linkdir/new.cfg", "aliasdir/new.cfg"] {
-        let got = s.get(path);
-        assert_not_secret(path, &got);
-        assert_eq!(got.0, 404, "{path}");
-    }
+    assert_hidden(&s, &["linkdir/new.cfg", "aliasdir/new.cfg"]);
     // And a reload's full rescan does not change that.
     s.reload();
     s.barrier("after-reload.cfg");
-    for path in [
-        "linkdir/new.cfg",
-        "leak.cfg",
-        "alias.cfg",
-        "aliasdir/new.cfg",
-    ] {
-        let got = s.get(path);
-        assert_not_secret(path, &got);
-        assert_eq!(got.0, 404, "{path}");
-    }
+    assert_hidden(
+        &s,
+        &[
+            "linkdir/new.cfg",
+            "leak.cfg",
+            "alias.cfg",
+            "aliasdir/new.cfg",
+        ],
+    );
     assert!(
         s.pb.log().contains("symlinks are never served"),
         "the skipped symlinks are logged"

@@ -5,12 +5,13 @@
 //! the server's namespace, torn down after each test), or curl on loopback.
 use crate::support;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use support::dhcp_raw::LAB_CONFIG_HEAD;
 use support::netns::{Lab, Netns};
 use support::{Provbox, free_tcp_port, metric};
 
@@ -23,15 +24,7 @@ fn hex(mac: &str) -> String {
 
 fn dhcp_config(extra: &str) -> String {
     format!(
-        r#"data_dir: data
-catalog:
-  roots: [files]
-metrics:
-  enabled: true
-  listen: 127.0.0.1:9100
-dhcp:
-  enabled: true
-  interfaces: [br0]
+        r#"{LAB_CONFIG_HEAD}  interfaces: [br0]
   subnets:
     - subnet: 198.18.0.0/24
       pools: ["198.18.0.100-198.18.0.150"]
@@ -101,21 +94,9 @@ fn lease_with_udhcpc(ns: &Netns, dir: &Path) -> String {
     let mut perm = std::fs::metadata(&script).unwrap().permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
     std::fs::set_permissions(&script, perm).unwrap();
-    let out = ns.run(&[
-        "busybox",
-        "udhcpc",
-        "-i",
-        "eth0",
-        "-f",
-        "-q",
-        "-n",
-        "-t",
-        "5",
-        "-T",
-        "1",
-        "-s",
-        script.to_str().unwrap(),
-    ]);
+    let mut args = support::dhcp_raw::UDHCPC_ONCE.to_vec();
+    args.extend(["-t", "5", "-T", "1", "-s", script.to_str().unwrap()]);
+    let out = ns.run(&args);
     assert!(
         out.status.success(),
         "udhcpc got no lease: {}",
@@ -133,14 +114,7 @@ fn web_stub(ns: &Netns) -> mpsc::Receiver<String> {
         for s in l.incoming() {
             let Ok(mut s) = s else { return };
             s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let mut head = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                match s.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => head.extend_from_slice(&buf[..n]),
-                }
-            }
+            let head = support::read_head(&mut s);
             if head.is_empty() {
                 continue; // a bare connection (the kernel resolving the neighbour)
             }
@@ -167,16 +141,7 @@ fn device(lan: &Lan, mac: &str) -> serde_json::Value {
     serde_json::from_str(&body).unwrap()
 }
 
-fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use support::wait_for;
 
 #[test]
 fn a_spoofed_syslog_line_does_not_move_a_leased_phone_nor_its_resync() {
@@ -502,14 +467,7 @@ fn get_as(source: &str, ua: &str, url: &str) -> (u16, String) {
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
-fn scrape(port: u16) -> String {
-    get_as(
-        "127.0.0.1",
-        "test",
-        &format!("http://127.0.0.1:{port}/metrics"),
-    )
-    .1
-}
+use support::scrape;
 
 #[test]
 fn another_devices_serial_does_not_select_its_record() {

@@ -15,15 +15,8 @@ const SERVER: [u8; 4] = [198, 18, 0, 1];
 
 /// One subnet with a 20-address pool (198.18.0.100-119).
 fn config() -> String {
-    r#"data_dir: data
-catalog:
-  roots: [files]
-metrics:
-  enabled: true
-  listen: 127.0.0.1:9100
-dhcp:
-  enabled: true
-  interfaces: [br0]
+    format!(
+        r#"{LAB_CONFIG_HEAD}  interfaces: [br0]
   rate_limit_per_mac: 50
   options:
     - code: 66
@@ -34,7 +27,7 @@ dhcp:
       router: 198.18.0.1
       lease_time: 1h
 "#
-    .to_string()
+    )
 }
 
 fn in_pool(ip: Ipv4Addr) -> bool {

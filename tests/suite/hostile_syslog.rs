@@ -3,7 +3,7 @@
 //! rotated file kept.
 
 use crate::bench_kit::Bench;
-use crate::support::{self, Provbox, free_tcp_port, free_udp_port, run};
+use crate::support::{self, Provbox, free_tcp_port, free_udp_port};
 
 use std::net::UdpSocket;
 use std::path::Path;
@@ -135,11 +135,7 @@ syslog:
         (first..300).collect::<Vec<_>>(),
         "the newest lines, in order, none lost across the rotation"
     );
-    let out = run(
-        "curl",
-        &["-s", &format!("http://127.0.0.1:{metrics}/metrics")],
-    );
-    let m = String::from_utf8_lossy(&out.stdout);
+    let m = support::scrape(metrics);
     assert_eq!(
         support::metric(&m, "provbox_syslog_forward_rotations_total"),
         7.0,

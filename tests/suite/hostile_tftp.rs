@@ -4,10 +4,8 @@
 
 use crate::support;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use support::netns::Lab;
@@ -25,13 +23,7 @@ fn ack(block: u16) -> Vec<u8> {
     vec![0, 4, b[0], b[1]]
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use support::output_text as text;
 
 fn read(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap_or_default()
@@ -81,12 +73,7 @@ impl Local {
     }
 
     fn metrics(&self) -> String {
-        let mut s = TcpStream::connect(("127.0.0.1", self.metrics_port)).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
-        text
+        support::scrape(self.metrics_port)
     }
 
     /// Wait (bounded) for a finished transfer's log line containing every needle.
@@ -136,6 +123,22 @@ fn collect(s: &UdpSocket, done: impl Fn() -> bool, settle: Duration) -> Vec<Vec<
         }
         assert!(start.elapsed() < Duration::from_secs(60), "unbounded wait");
     }
+}
+
+/// Everything the server sends `c` until its transfer's log line is written, and for
+/// 600 ms after (retransmissions).
+fn collect_transfer(s: &Local, c: &UdpSocket) -> Vec<Vec<u8>> {
+    let port = c.local_addr().unwrap().port().to_string();
+    let peer = format!("peer=127.0.0.1:{port} ");
+    collect(
+        c,
+        || {
+            s.pb.log()
+                .lines()
+                .any(|l| l.contains("tftp transfer") && l.contains(&peer))
+        },
+        Duration::from_millis(600),
+    )
 }
 
 #[test]
@@ -290,18 +293,8 @@ fn a_silent_request_costs_at_most_three_packets() {
         ),
     ] {
         let c = client();
-        let port = c.local_addr().unwrap().port().to_string();
         c.send_to(&rrq("fw.bin", "octet", &opts), s.addr()).unwrap();
-        let peer = format!("peer=127.0.0.1:{port} ");
-        let got = collect(
-            &c,
-            || {
-                s.pb.log()
-                    .lines()
-                    .any(|l| l.contains("tftp transfer") && l.contains(&peer))
-            },
-            Duration::from_millis(600),
-        );
+        let got = collect_transfer(&s, &c);
         let bytes: usize = got.iter().map(Vec::len).sum();
         assert_eq!(
             got.len(),
@@ -317,6 +310,7 @@ fn a_silent_request_costs_at_most_three_packets() {
             bytes <= 3 * 1024,
             "request {n}: {bytes} bytes to a silent peer"
         );
+        let peer = format!("peer=127.0.0.1:{} ", c.local_addr().unwrap().port());
         let line = s.wait_log_line(&[&peer]);
         assert!(line.contains("outcome=\"timeout\""), "{line}");
         assert!(line.contains("retransmits=2"), "{line}");
@@ -327,17 +321,7 @@ fn a_silent_request_costs_at_most_three_packets() {
     let mut buf = [0u8; 1024];
     let (_, tid) = c.recv_from(&mut buf).unwrap();
     c.send_to(&ack(1), tid).unwrap();
-    let port = c.local_addr().unwrap().port().to_string();
-    let peer = format!("peer=127.0.0.1:{port} ");
-    let got = collect(
-        &c,
-        || {
-            s.pb.log()
-                .lines()
-                .any(|l| l.contains("tftp transfer") && l.contains(&peer))
-        },
-        Duration::from_millis(600),
-    );
+    let got = collect_transfer(&s, &c);
     assert_eq!(got.len(), 6, "DATA 2 and its 5 retransmissions");
     assert!(got.iter().all(|p| p[..4] == *b"\0\x03\0\x02"));
 }

@@ -31,28 +31,8 @@ fn ports() -> Ports {
 
 /// `curl` returning (status, headers, body). Extra args go before the URL.
 fn curl(url: &str, args: &[&str]) -> (u16, String, Vec<u8>) {
-    require("curl");
-    let tmp = tempfile::tempdir().unwrap();
-    let body = tmp.path().join("body");
-    let head = tmp.path().join("head");
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "60", "-o"])
-        .arg(&body)
-        .arg("-D")
-        .arg(&head)
-        .args(["-w", "%{http_code}"])
-        .args(args)
-        .arg(url)
-        .output()
-        .unwrap();
-    let code = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0);
-    let headers = std::fs::read_to_string(&head)
-        .unwrap_or_default()
-        .to_lowercase();
-    (code, headers, std::fs::read(&body).unwrap_or_default())
+    let r = support::curl(60, args, url);
+    (r.code, r.headers, r.body)
 }
 
 /// One response header's value, as sent (curl() lowercases its header text for matching).
@@ -84,14 +64,7 @@ fn served_dir() -> tempfile::TempDir {
 
 /// Poll `f` until it returns true, for at most `limit`; returns whether it did.
 fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
+    wait_until(limit, || f().then_some(())).is_some()
 }
 
 #[test]

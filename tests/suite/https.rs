@@ -12,15 +12,31 @@ use support::*;
 
 fn openssl(dir: &Path, args: &[&str]) {
     require("openssl");
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(Command::new("openssl").current_dir(dir).args(args));
+}
+
+/// Sign `csr` in `dir` with its `ca.pem`/`ca.key` for 30 days into `pem`, with the
+/// extensions in `ext`.
+fn sign(dir: &Path, csr: &str, pem: &str, ext: &str) {
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            pem,
+            "-days",
+            "30",
+            "-extfile",
+            ext,
+        ],
     );
 }
 
@@ -72,26 +88,7 @@ fn pki(dir: &Path) {
         a.extend(ec);
         a.extend(["-keyout", &key, "-out", &csr, "-subj", subj]);
         openssl(dir, &a);
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &pem,
-                "-days",
-                "30",
-                "-extfile",
-                ext,
-            ],
-        );
+        sign(dir, &csr, &pem, ext);
     }
     let mut a = vec!["req", "-x509"];
     a.extend(ec);
@@ -161,11 +158,7 @@ impl Bench {
     }
 
     fn metrics(&self) -> String {
-        let out = Command::new("curl")
-            .args(["-sS", &format!("http://127.0.0.1:{}/metrics", self.metrics)])
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap()
+        scrape(self.metrics)
     }
 }
 
@@ -268,26 +261,7 @@ fn certificate_files_are_reread_when_they_change() {
             "/CN=prov.lab.test",
         ],
     );
-    openssl(
-        &b.pki,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "new.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "new.pem",
-            "-days",
-            "30",
-            "-extfile",
-            "server.ext",
-        ],
-    );
+    sign(&b.pki, "new.csr", "new.pem", "server.ext");
     std::fs::rename(b.pki.join("new.pem"), b.pki.join("server.pem")).unwrap();
     let start = Instant::now();
     while !subject(&b).contains("CN = prov.lab.test") {
@@ -315,30 +289,20 @@ fn lab_ca_is_made_when_no_certificate_is_configured() {
     let pb = Provbox::start(dir, &cfg);
     let ca = pb.path().join("data/tls/ca.pem");
     assert!(pb.log().contains("lab CA"), "{}", pb.log());
-    let out = Command::new("openssl")
-        .arg("verify")
-        .arg("-CAfile")
-        .arg(&ca)
-        .arg(pb.path().join("data/tls/server.pem"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new("openssl")
+            .arg("verify")
+            .arg("-CAfile")
+            .arg(&ca)
+            .arg(pb.path().join("data/tls/server.pem")),
     );
     // A client trusting only the lab CA fetches by the configured name.
-    let out = Command::new("curl")
-        .args(["-sS", "--fail", "--cacert"])
-        .arg(&ca)
-        .args(["--resolve", &format!("prov.lab.test:{port}:127.0.0.1")])
-        .arg(format!("https://prov.lab.test:{port}/a.cfg"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new("curl")
+            .args(["-sS", "--fail", "--cacert"])
+            .arg(&ca)
+            .args(["--resolve", &format!("prov.lab.test:{port}:127.0.0.1")])
+            .arg(format!("https://prov.lab.test:{port}/a.cfg")),
     );
     assert_eq!(out.stdout, b"a");
 }

@@ -6,7 +6,7 @@
 use crate::support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use provbox::tls::LabCa;
@@ -134,25 +134,16 @@ impl Lab {
     /// stderr+session text).
     fn s_client(&self, port: u16, args: &[&str]) -> (bool, Vec<u8>, String) {
         require("openssl");
-        let mut child = Command::new("openssl")
-            .env("OPENSSL_CONF", client_openssl_conf())
-            .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
-            .arg("-CAfile")
-            .arg(self.server_ca())
-            .args(["-verify_return_error", "-quiet", "-ign_eof"])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(format!("GET /{NAME} HTTP/1.0\r\nHost: prov\r\n\r\n").as_bytes())
-            .unwrap();
+        let mut child = support::spawn_with_stdin(
+            Command::new("openssl")
+                .env("OPENSSL_CONF", client_openssl_conf())
+                .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+                .arg("-CAfile")
+                .arg(self.server_ca())
+                .args(["-verify_return_error", "-quiet", "-ign_eof"])
+                .args(args),
+            format!("GET /{NAME} HTTP/1.0\r\nHost: prov\r\n\r\n").as_bytes(),
+        );
         // Bounded: the server closes after an HTTP/1.0 response; kill a hung client.
         let started = std::time::Instant::now();
         while child.try_wait().unwrap().is_none() {
@@ -172,11 +163,7 @@ impl Lab {
     }
 
     fn metrics(&self) -> String {
-        let out = support::run(
-            "curl",
-            &["-sS", &format!("http://127.0.0.1:{}/metrics", self.metrics)],
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        support::scrape(self.metrics)
     }
 
     /// The value of one counter line, 0 when absent.
@@ -587,14 +574,7 @@ fn sighup_applies_a_new_policy_to_the_next_handshake() {
         "https_legacy:\n  enabled: true\n  min_protocol: tls1.2\n",
     );
     std::fs::write(&cfg, text).unwrap();
-    let pid = lab.pb.pid().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    lab.pb.reload();
     lab.pb
         .wait_for_log("configuration reloaded", Duration::from_secs(10));
     assert!(lab.pb.log().contains("result=\"ok\""), "{}", lab.pb.log());

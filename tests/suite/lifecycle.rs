@@ -40,13 +40,7 @@ fn try_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     Ok((status, body))
 }
 
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use support::eventually as wait_until;
 
 /// A port taken on the DNS address must stop the start before DHCP answers anyone or
 /// writes its lease journal (before the fix DHCP bound, opened its journal and served
@@ -84,21 +78,9 @@ dns:
     let cfg = dir.path().join("config.yaml");
     std::fs::write(&cfg, yaml).unwrap();
     // The phone asks for an address all through the attempt.
-    let mut phone_dhcp = phone.spawn(&[
-        "busybox",
-        "udhcpc",
-        "-i",
-        "eth0",
-        "-f",
-        "-q",
-        "-n",
-        "-t",
-        "6",
-        "-T",
-        "1",
-        "-s",
-        "/bin/true",
-    ]);
+    let mut args = support::dhcp_raw::UDHCPC_ONCE.to_vec();
+    args.extend(["-t", "6", "-T", "1", "-s", "/bin/true"]);
+    let mut phone_dhcp = phone.spawn(&args);
     let mut args = srv.prefix();
     let bin = support::bin();
     let cfg_s = cfg.to_str().unwrap();
@@ -352,17 +334,7 @@ hooks:
     }
     // Nothing that waits was applied: TFTP still serves on its first address.
     let tftp_out = pb.path().join("a.got");
-    let o = support::run(
-        "tftp",
-        &[
-            "127.0.0.1",
-            &tftp.to_string(),
-            "-c",
-            "get",
-            "a.cfg",
-            tftp_out.to_str().unwrap(),
-        ],
-    );
+    let o = tftp_get(tftp, "a.cfg", &tftp_out);
     assert!(o.status.success(), "{o:?}");
     assert_eq!(std::fs::read(&tftp_out).unwrap(), b"a\n");
 
@@ -373,9 +345,7 @@ hooks:
     )
     .unwrap();
     let status = pb.path().join("data/reload-status");
-    let _ = Command::new("kill")
-        .args(["-HUP", &pb.pid().to_string()])
-        .status();
+    pb.reload();
     wait_until(
         "the second reload's verdict",
         Duration::from_secs(10),
@@ -406,6 +376,37 @@ hooks:
 /// With the `fault-injection` feature, a read request for this name panics the TFTP loop.
 const FAULT: &str = "provbox-fault-injection/panic";
 
+/// provbox serving `phone.cfg` over TFTP with metrics on, ready: (provbox, TFTP port,
+/// metrics port).
+fn tftp_box() -> (Provbox, u16, u16) {
+    let dir = Provbox::dir();
+    std::fs::write(dir.path().join("files/phone.cfg"), "<cfg/>\n").unwrap();
+    let (tftp, metrics) = (free_udp_port(), free_tcp_port());
+    let pb = Provbox::start(
+        dir,
+        &format!(
+            "data_dir: data\ncatalog:\n  roots: [files]\nmetrics:\n  enabled: true\n  listen: 127.0.0.1:{metrics}\ntftp:\n  enabled: true\n  listen: 127.0.0.1:{tftp}\n"
+        ),
+    );
+    assert_eq!(get(metrics, "/readyz").0, 200);
+    (pb, tftp, metrics)
+}
+
+/// tftp-hpa fetching `file` from 127.0.0.1:`port` into `out`.
+fn tftp_get(port: u16, file: &str, out: &std::path::Path) -> std::process::Output {
+    support::run(
+        "tftp",
+        &[
+            "127.0.0.1",
+            &port.to_string(),
+            "-c",
+            "get",
+            file,
+            out.to_str().unwrap(),
+        ],
+    )
+}
+
 fn rrq(name: &str) -> Vec<u8> {
     let mut p = vec![0, 1];
     p.extend_from_slice(name.as_bytes());
@@ -422,29 +423,10 @@ fn rrq(name: &str) -> Vec<u8> {
     ignore = "needs `--features fault-injection` (tests/run sets it)"
 )]
 fn a_panicking_tftp_loop_is_restarted_and_serves_again() {
-    let dir = Provbox::dir();
-    std::fs::write(dir.path().join("files/phone.cfg"), "<cfg/>\n").unwrap();
-    let (tftp, metrics) = (free_udp_port(), free_tcp_port());
-    let mut pb = Provbox::start(
-        dir,
-        &format!(
-            "data_dir: data\ncatalog:\n  roots: [files]\nmetrics:\n  enabled: true\n  listen: 127.0.0.1:{metrics}\ntftp:\n  enabled: true\n  listen: 127.0.0.1:{tftp}\n"
-        ),
-    );
-    assert_eq!(get(metrics, "/readyz").0, 200);
+    let (mut pb, tftp, metrics) = tftp_box();
     let fetch = |pb: &Provbox, n: u32| {
         let out = pb.path().join(format!("got{n}"));
-        let o = support::run(
-            "tftp",
-            &[
-                "127.0.0.1",
-                &tftp.to_string(),
-                "-c",
-                "get",
-                "phone.cfg",
-                out.to_str().unwrap(),
-            ],
-        );
+        let o = tftp_get(tftp, "phone.cfg", &out);
         o.status.success()
             && std::fs::read(&out)
                 .map(|b| b == b"<cfg/>\n")
@@ -496,16 +478,7 @@ fn a_panicking_tftp_loop_is_restarted_and_serves_again() {
     ignore = "needs `--features fault-injection` (tests/run sets it)"
 )]
 fn a_wedged_tftp_loop_makes_readyz_name_it() {
-    let dir = Provbox::dir();
-    std::fs::write(dir.path().join("files/phone.cfg"), "<cfg/>\n").unwrap();
-    let (tftp, metrics) = (free_udp_port(), free_tcp_port());
-    let _pb = Provbox::start(
-        dir,
-        &format!(
-            "data_dir: data\ncatalog:\n  roots: [files]\nmetrics:\n  enabled: true\n  listen: 127.0.0.1:{metrics}\ntftp:\n  enabled: true\n  listen: 127.0.0.1:{tftp}\n"
-        ),
-    );
-    assert_eq!(get(metrics, "/readyz").0, 200);
+    let (_pb, tftp, metrics) = tftp_box();
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.send_to(&rrq("provbox-fault-injection/wedge"), ("127.0.0.1", tftp))
         .unwrap();

@@ -4,8 +4,7 @@
 
 use crate::support::{Provbox, free_tcp_port, require, run};
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// curl /metrics with extra args: (content type, body).
 fn scrape(port: u16, args: &[&str]) -> (String, String) {
@@ -27,19 +26,10 @@ fn python_parse(module: &str, text: &str) -> Result<String, String> {
          for f in parse(sys.stdin.read()):\n\
          \x20   print(f.name, f.type, ' '.join(f'{{s.name}}{{sorted(s.labels.items())}}={{float(s.value)}}' for s in f.samples))\n"
     );
-    let mut child = Command::new("python3")
-        .args(["-c", &script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
+    let child = crate::support::spawn_with_stdin(
+        Command::new("python3").args(["-c", &script]),
+        text.as_bytes(),
+    );
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     if stderr.contains("No module named 'prometheus_client'") {

@@ -6,7 +6,6 @@
 
 use crate::support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::{Provbox, free_tcp_port};
@@ -19,33 +18,11 @@ fn config(http: u16, metrics: u16, max_connections: usize) -> String {
 
 /// curl's HTTP status for a URL, or "000" when nothing answered.
 fn status(url: &str) -> String {
-    let out = support::run(
-        "curl",
-        &[
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "5",
-            url,
-        ],
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    support::http_code(&[], url)
 }
 
 fn metric(port: u16, result: &str) -> u64 {
-    let out = support::run(
-        "curl",
-        &[
-            "-sf",
-            "--max-time",
-            "5",
-            &format!("http://127.0.0.1:{port}/metrics"),
-        ],
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = support::scrape(port);
     let needle = format!("provbox_config_reloads_total{{result=\"{result}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&needle))
@@ -71,18 +48,24 @@ fn write_config(pb: &Provbox, text: &str) {
     std::fs::rename(&tmp, pb.path().join("config.yaml")).unwrap();
 }
 
-#[test]
-fn good_reload_applies_bad_reload_keeps_serving_and_both_are_counted() {
+/// A provbox directory serving one profile, whose config.yaml is a link into real/.
+fn linked_dir() -> tempfile::TempDir {
     let dir = Provbox::dir();
     std::fs::write(
         dir.path().join("files/CP-8831-3PCC.cfg"),
         "<flat-profile/>\n",
     )
     .unwrap();
-    // config.yaml is a symlink into real/, which the file watcher does not see: SIGHUP and
-    // `provbox reload` are tested alone first. Step 5 replaces the link to test the watcher.
     std::fs::create_dir(dir.path().join("real")).unwrap();
     std::os::unix::fs::symlink("real/config.yaml", dir.path().join("config.yaml")).unwrap();
+    dir
+}
+
+#[test]
+fn good_reload_applies_bad_reload_keeps_serving_and_both_are_counted() {
+    // config.yaml is a symlink into real/, which the file watcher does not see: SIGHUP and
+    // `provbox reload` are tested alone first. Step 5 replaces the link to test the watcher.
+    let dir = linked_dir();
     let (a, b, m) = (free_tcp_port(), free_tcp_port(), free_tcp_port());
     let mut pb = Provbox::start(dir, &config(a, m, 64));
     let cfg_path = pb.path().join("config.yaml");
@@ -106,9 +89,7 @@ fn good_reload_applies_bad_reload_keeps_serving_and_both_are_counted() {
         ),
     )
     .unwrap();
-    let _ = Command::new("kill")
-        .args(["-HUP", &pb.pid().to_string()])
-        .status();
+    pb.reload();
     pb.wait_for_log("reload refused", Duration::from_secs(10));
     assert!(
         pb.log().contains("enabeld"),
@@ -324,14 +305,7 @@ fn https_certificate_paths_apply_on_reload() {
 /// clients that connect all through twenty reloads are never refused or dropped.
 #[test]
 fn no_connection_is_refused_while_a_listener_restarts() {
-    let dir = Provbox::dir();
-    std::fs::write(
-        dir.path().join("files/CP-8831-3PCC.cfg"),
-        "<flat-profile/>\n",
-    )
-    .unwrap();
-    std::fs::create_dir(dir.path().join("real")).unwrap();
-    std::os::unix::fs::symlink("real/config.yaml", dir.path().join("config.yaml")).unwrap();
+    let dir = linked_dir();
     let (a, m) = (free_tcp_port(), free_tcp_port());
     let pb = Provbox::start(dir, &config(a, m, 64));
     let cfg = pb.path().join("config.yaml");

@@ -175,15 +175,15 @@ fn notify_protocol_ready_reloading_stopping() {
     assert_eq!(next(), "WATCHDOG=1");
     // Ready means bound: the HTTP port answers now.
     std::net::TcpStream::connect(("127.0.0.1", port)).expect("listener bound at READY=1");
-    let pid = child.id().to_string();
-    Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    let pid = child.id();
+    support::signal(pid, "HUP");
     let reloading = recv();
     assert!(
         reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
         "{reloading}"
     );
     assert!(recv().starts_with("READY=1"));
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    support::signal(pid, "TERM");
     assert!(recv().starts_with("STOPPING=1"));
 
     assert!(child.wait().unwrap().success());

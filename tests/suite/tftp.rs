@@ -3,8 +3,7 @@
 
 use crate::support;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
@@ -73,12 +72,7 @@ impl Server {
     }
 
     fn metrics(&self) -> String {
-        let mut s = TcpStream::connect(("127.0.0.1", self.metrics_port)).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
-        text
+        support::scrape(self.metrics_port)
     }
 
     /// The log lines of finished transfers for `file`.
@@ -113,13 +107,7 @@ impl Server {
     }
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use support::output_text as text;
 
 fn read(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap_or_default()

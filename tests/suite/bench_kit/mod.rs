@@ -129,29 +129,27 @@ impl Bench {
 
     /// GET on the dashboard with curl: (status, body).
     pub fn dash_get(&self, path: &str) -> (u16, String) {
-        let url = format!("http://127.0.0.1:{}{path}", self.dash);
-        let mut args: Vec<String> = vec!["-s".into(), "-w".into(), "\n%{http_code}".into()];
-        args.extend(self.auth_args());
-        args.push(url);
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = run("curl", &a);
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap();
-        (code.trim().parse().unwrap_or(0), body.to_string())
+        self.dash_curl(Vec::new(), path)
     }
 
     pub fn dash_post(&self, path: &str) -> (u16, String) {
+        self.dash_curl(
+            vec![
+                "-X".into(),
+                "POST".into(),
+                // A state change must come from the dashboard's own origin, as the page's do.
+                "-H".into(),
+                format!("Origin: http://127.0.0.1:{}", self.dash),
+            ],
+            path,
+        )
+    }
+
+    /// curl on the dashboard with `extra` args and the admin token: (status, body).
+    fn dash_curl(&self, extra: Vec<String>, path: &str) -> (u16, String) {
         let url = format!("http://127.0.0.1:{}{path}", self.dash);
-        let mut args: Vec<String> = vec![
-            "-s".into(),
-            "-X".into(),
-            "POST".into(),
-            "-w".into(),
-            "\n%{http_code}".into(),
-            // A state change must come from the dashboard's own origin, as the page's do.
-            "-H".into(),
-            format!("Origin: http://127.0.0.1:{}", self.dash),
-        ];
+        let mut args: Vec<String> = vec!["-s".into(), "-w".into(), "\n%{http_code}".into()];
+        args.extend(extra);
         args.extend(self.auth_args());
         args.push(url);
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -192,11 +190,7 @@ impl Bench {
     }
 
     pub fn metrics_text(&self) -> String {
-        let out = run(
-            "curl",
-            &["-s", &format!("http://127.0.0.1:{}/metrics", self.metrics)],
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        crate::support::scrape(self.metrics)
     }
 
     /// Value of one metric line (`name{labels}`), 0 when absent.
@@ -207,20 +201,7 @@ impl Bench {
     /// curl a file from the HTTP front end as a phone would.
     pub fn fetch(&self, path: &str, user_agent: &str) -> u16 {
         let url = format!("http://127.0.0.1:{}{path}", self.http);
-        let out = run(
-            "curl",
-            &[
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "-A",
-                user_agent,
-                &url,
-            ],
-        );
-        String::from_utf8_lossy(&out.stdout)
+        crate::support::http_code(&["-A", user_agent], &url)
             .trim()
             .parse()
             .unwrap_or(0)

@@ -111,12 +111,15 @@ pub fn bound(dir: &Path) -> Vec<HashMap<String, String>> {
         .collect()
 }
 
+/// busybox udhcpc on eth0 in the foreground, quitting after one lease or none (the
+/// tries, timeout and script follow).
+pub const UDHCPC_ONCE: &[&str] = &["busybox", "udhcpc", "-i", "eth0", "-f", "-q", "-n"];
+
 /// Run udhcpc once (obtain a lease, exit). Returns the `bound` environment.
 pub fn udhcpc_once(ns: &Netns, dir: &Path, extra: &[&str]) -> HashMap<String, String> {
     let s = script(dir);
-    let mut args = vec![
-        "busybox", "udhcpc", "-i", "eth0", "-f", "-q", "-n", "-t", "5", "-T", "1", "-s",
-    ];
+    let mut args = UDHCPC_ONCE.to_vec();
+    args.extend(["-t", "5", "-T", "1", "-s"]);
     let sp = s.to_str().unwrap().to_string();
     args.push(&sp);
     args.extend([
@@ -149,23 +152,19 @@ pub fn udhcpc_daemon(ns: &Netns, dir: &Path, extra: &[&str]) -> (Bg, HashMap<Str
     (bg, env)
 }
 
-pub fn wait_until<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if start.elapsed() > limit {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+pub use super::{signal, wait_until};
 
-pub fn signal(pid: u32, sig: i32) {
-    // SAFETY: signalling a child we started.
-    unsafe { libc::kill(pid as i32, sig) };
-}
+/// The start of a lab config: DHCP on, metrics where [`Lan::metrics`] reads them; the
+/// test appends the rest of its `dhcp:` section (keys indented two spaces).
+pub const LAB_CONFIG_HEAD: &str = "data_dir: data
+catalog:
+  roots: [files]
+metrics:
+  enabled: true
+  listen: 127.0.0.1:9100
+dhcp:
+  enabled: true
+";
 
 // ------------------------------------------------------------------ raw client
 

@@ -15,13 +15,18 @@ pub fn start(dns: &str) -> Dns {
         "catalog:\n  roots: [files]\ndns:\n  enabled: true\n  listen: [\"127.0.0.1:0\"]\n{dns}"
     );
     let pb = Provbox::start(Provbox::dir(), &cfg);
+    let port = port_of(&pb);
+    Dns { _pb: pb, port }
+}
+
+/// The DNS port a provbox started on port 0 bound, read from its log.
+pub fn port_of(pb: &Provbox) -> u16 {
     let log = pb.log();
     let line = log
         .lines()
         .find(|l| l.contains("dns    udp+tcp"))
         .unwrap_or_else(|| panic!("no dns listener in the log:\n{log}"));
-    let port = line.rsplit(':').next().unwrap().trim().parse().unwrap();
-    Dns { _pb: pb, port }
+    line.rsplit(':').next().unwrap().trim().parse().unwrap()
 }
 
 impl Dns {

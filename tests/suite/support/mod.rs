@@ -5,6 +5,9 @@
 pub mod dhcp_raw;
 pub mod dns;
 pub mod netns;
+mod tools;
+
+pub use tools::*;
 
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -181,12 +184,19 @@ impl Provbox {
         }
     }
 
+    /// Send `sig` ("HUP", "TERM"...) to provbox; whether it went.
+    pub fn signal(&self, sig: &str) -> bool {
+        signal(self.pid(), sig)
+    }
+
+    /// SIGHUP: ask provbox to reload its configuration (asserts the signal went).
+    pub fn reload(&self) {
+        assert!(self.signal("HUP"), "cannot send SIGHUP to provbox");
+    }
+
     /// Send a signal and wait for the process to exit; returns its exit code.
     pub fn signal_and_wait(&mut self, sig: &str) -> Option<i32> {
-        let pid = self.pid().to_string();
-        let _ = Command::new("kill")
-            .args([&format!("-{sig}"), &pid])
-            .status();
+        self.signal(sig);
         let mut child = self.child.take().unwrap();
         let start = Instant::now();
         loop {
