@@ -23,6 +23,8 @@ fuzz_target!(|data: &[u8]| {
         htype: data[1],
         hlen: data[2],
         chaddr,
+        sname: Vec::new(),
+        file: Vec::new(),
     };
     // The first option essential, the rest extra, up to the client's size or 576.
     let max = match opts.iter().find(|(c, _)| *c == 57) {

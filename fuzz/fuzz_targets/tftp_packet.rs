@@ -34,6 +34,7 @@ fuzz_target!(|data: &[u8]| {
             let limits = Limits {
                 max_blksize: 1468,
                 max_window: 16,
+                max_timeout: std::time::Duration::from_secs(5),
             };
             let n = options::negotiate(&r.options, limits, data.len() as u64 * 1000);
             if n.oack.iter().any(|(k, _)| k == "blksize") {
@@ -73,7 +74,15 @@ fuzz_target!(|data: &[u8]| {
 
 /// Every LF leaves as CR LF and every CR as CR NUL, nothing else changes.
 fn check_netascii(data: &[u8]) {
-    let out = netascii::encode(&Bytes::copy_from_slice(data));
+    // The whole stream, converted in uneven blocks as a transfer would ask for it.
+    let mut stream = netascii::Stream::new(Bytes::copy_from_slice(data));
+    let len = stream.len() as usize;
+    let mut out = Vec::with_capacity(len);
+    let step = 1 + data.first().map_or(0, |b| usize::from(*b) % 512);
+    while out.len() < len {
+        let end = (out.len() + step).min(len);
+        out.extend_from_slice(stream.block(out.len()..end));
+    }
     let mut back = Vec::with_capacity(out.len());
     let mut i = 0;
     while i < out.len() {
