@@ -66,6 +66,8 @@ pub trait Observer: Send + Sync {
     fn lease_bound(&self, _ip: std::net::IpAddr, _lease: &LeaseInfo) {}
     /// The lease on `ip` was released, declined or expired.
     fn lease_ended(&self, _ip: std::net::IpAddr, _lease: &LeaseInfo) {}
+    /// A note (`kind`, `detail`) on the timeline of the device with `mac`.
+    fn note(&self, _mac: Mac, _kind: &str, _detail: &str) {}
 }
 
 use binding::Bindings;

@@ -144,12 +144,7 @@ pub struct Registry {
     leases: RwLock<Leases>,
     /// Who else wants to hear about leases and transfers (the device status book).
     observer: OnceLock<Arc<dyn Observer>>,
-    /// Where notes for a device's timeline go (the status book sets it).
-    timeline: OnceLock<Timeline>,
 }
-
-/// Writes `(kind, detail)` on the timeline of the device with this MAC.
-pub type Timeline = Box<dyn Fn(Mac, &str, &str) + Send + Sync>;
 
 impl Registry {
     /// Set once at start; later calls are ignored.
@@ -161,15 +156,11 @@ impl Registry {
         self.observer.get()
     }
 
-    /// Set once (by the status book); later calls are ignored.
-    pub fn set_timeline(&self, t: Timeline) {
-        let _ = self.timeline.set(t);
-    }
-
-    /// A note on the timeline of the device with `mac` (nothing without a status book).
+    /// A note on the timeline of the device with `mac`, told to the observer (nothing
+    /// without one).
     pub fn note(&self, mac: Mac, kind: &str, detail: &str) {
-        if let Some(t) = self.timeline.get() {
-            t(mac, kind, detail);
+        if let Some(o) = self.observer.get() {
+            o.note(mac, kind, detail);
         }
     }
 

@@ -235,13 +235,6 @@ impl StatusBook {
         });
         // First book wins: one per process (tests make more, each with its own Metrics).
         let _ = book.metrics.book.set(Arc::downgrade(&book));
-        let weak = Arc::downgrade(&book);
-        book.registry
-            .set_timeline(Box::new(move |mac, kind, detail| {
-                if let Some(b) = weak.upgrade() {
-                    b.note(&key_of(mac), kind, detail);
-                }
-            }));
         book
     }
 
@@ -840,6 +833,10 @@ impl Observer for StatusBook {
                 lease,
             ));
         }
+    }
+
+    fn note(&self, mac: Mac, kind: &str, detail: &str) {
+        StatusBook::note(self, &key_of(mac), kind, detail);
     }
 }
 
