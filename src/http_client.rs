@@ -1,5 +1,5 @@
 //! The one outbound HTTP client: DNS health checks, the phones' web resync command and the
-//! CLI's calls to the dashboard API all GET through it.
+//! CLI's calls to the dashboard API all GET through it; hooks' webhooks POST through it.
 //!
 //! hyper's HTTP/1 client on one connection per request (`Connection: close`), rustls for
 //! `https://`, a deadline over the whole exchange and a cap on the body it reads. URLs are
@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
-use http::{Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty};
+use http::{Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
@@ -187,6 +187,27 @@ impl Get {
     }
 }
 
+/// One POST to send: a target, headers and a body, like a [`Get`] with a payload.
+#[derive(Debug, Clone)]
+pub struct Post {
+    pub get: Get,
+    pub body: Bytes,
+}
+
+impl Post {
+    pub fn new(target: Target, body: impl Into<Bytes>) -> Post {
+        Post {
+            get: Get::new(target),
+            body: body.into(),
+        }
+    }
+
+    pub fn header(mut self, name: HeaderName, value: &str) -> Result<Post, Error> {
+        self.get = self.get.header(name, value)?;
+        Ok(self)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Response {
     pub status: StatusCode,
@@ -204,6 +225,16 @@ impl std::fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// How the deadline's error begins.
+const NO_ANSWER: &str = "no answer within";
+
+impl Error {
+    /// The deadline passed before the exchange was over.
+    pub fn is_timeout(&self) -> bool {
+        self.0.starts_with(NO_ANSWER)
+    }
+}
 
 fn err(e: impl std::fmt::Display) -> Error {
     Error(e.to_string())
@@ -236,7 +267,7 @@ impl Client {
     /// The status and the whole body (at most `max_body` bytes).
     pub async fn get(&self, req: &Get) -> Result<Response, Error> {
         self.within_deadline(async {
-            let resp = self.send(req).await?;
+            let resp = self.send(req, Method::GET, Bytes::new()).await?;
             let status = resp.status();
             let body = self.read_capped(resp.into_body()).await?;
             Ok(Response { status, body })
@@ -246,8 +277,21 @@ impl Client {
 
     /// The status only; the body is not read.
     pub async fn status(&self, req: &Get) -> Result<StatusCode, Error> {
-        self.within_deadline(async { Ok(self.send(req).await?.status()) })
-            .await
+        self.within_deadline(async {
+            Ok(self.send(req, Method::GET, Bytes::new()).await?.status())
+        })
+        .await
+    }
+
+    /// POST the body; the status only, the answer's body is not read.
+    pub async fn post_status(&self, req: &Post) -> Result<StatusCode, Error> {
+        self.within_deadline(async {
+            Ok(self
+                .send(&req.get, Method::POST, req.body.clone())
+                .await?
+                .status())
+        })
+        .await
     }
 
     async fn within_deadline<T>(
@@ -256,7 +300,7 @@ impl Client {
     ) -> Result<T, Error> {
         tokio::time::timeout(self.timeout, work)
             .await
-            .map_err(|_| Error(format!("no answer within {:?}", self.timeout)))?
+            .map_err(|_| Error(format!("{NO_ANSWER} {:?}", self.timeout)))?
     }
 
     async fn read_capped(&self, mut body: Incoming) -> Result<Bytes, Error> {
@@ -276,7 +320,12 @@ impl Client {
     }
 
     /// Connect, handshake, send; the body is left for the caller to read or drop.
-    async fn send(&self, req: &Get) -> Result<hyper::Response<Incoming>, Error> {
+    async fn send(
+        &self,
+        req: &Get,
+        method: Method,
+        body: Bytes,
+    ) -> Result<hyper::Response<Incoming>, Error> {
         let t = &req.target;
         let addr = match req.connect_to {
             Some(a) => a,
@@ -286,7 +335,7 @@ impl Client {
             .await
             .map_err(|e| Error(format!("connect to {addr}: {e}")))?;
         let _ = tcp.set_nodelay(true);
-        let request = build(req)?;
+        let request = build(req, method, body)?;
         match t.scheme {
             Scheme::Http => exchange(tcp, request).await,
             Scheme::Https => {
@@ -314,7 +363,7 @@ impl Client {
 /// holds the only handle to the socket, and dropping the response closes it).
 async fn exchange<IO>(
     io: IO,
-    request: Request<Empty<Bytes>>,
+    request: Request<Full<Bytes>>,
 ) -> Result<hyper::Response<Incoming>, Error>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -356,9 +405,12 @@ impl Drop for AbortOnDrop {
     }
 }
 
-fn build(req: &Get) -> Result<Request<Empty<Bytes>>, Error> {
+/// A GET carries no body (and no `Content-Length`); a POST's length is set by hyper.
+fn build(req: &Get, method: Method, body: Bytes) -> Result<Request<Full<Bytes>>, Error> {
     let t = &req.target;
-    let mut b = Request::get(t.path_and_query.as_str())
+    let mut b = Request::builder()
+        .method(method)
+        .uri(t.path_and_query.as_str())
         .header(header::HOST, t.host_header())
         .header(
             header::USER_AGENT,
@@ -368,7 +420,7 @@ fn build(req: &Get) -> Result<Request<Empty<Bytes>>, Error> {
     for (k, v) in &req.headers {
         b = b.header(k, v);
     }
-    b.body(Empty::new()).map_err(err)
+    b.body(Full::new(body)).map_err(err)
 }
 
 async fn resolve(t: &Target) -> Result<SocketAddr, Error> {

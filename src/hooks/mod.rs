@@ -303,7 +303,7 @@ impl Config {
                     }
                 }
                 (None, Some(w)) => {
-                    if let Err(e) = webhook::Target::parse(&w.url) {
+                    if let Err(e) = webhook::parse_url(&w.url) {
                         p.add(f("webhook.url"), &w.url, e);
                     }
                     match (&w.secret, &w.secret_file) {
@@ -469,7 +469,7 @@ impl Hooks {
                     };
                     Action::Webhook(webhook::Webhook {
                         name: name.clone(),
-                        target: webhook::Target::parse(&w.url).map_err(anyhow::Error::msg)?,
+                        target: webhook::parse_url(&w.url).map_err(anyhow::Error::msg)?,
                         secret,
                         timeout: h.timeout.0,
                         retries: w.retries,

@@ -1,103 +1,36 @@
-//! A webhook: the event as a JSON POST over plain HTTP/1.1, written by hand on a tokio
-//! `TcpStream` (provbox has no HTTP client), signed with HMAC-SHA256 of the body in
-//! `X-Provbox-Signature: sha256=<hex>`, retried with doubling back-off.
+//! A webhook: the event as a JSON POST through [`crate::http_client`], signed with
+//! HMAC-SHA256 of the body in `X-Provbox-Signature: sha256=<hex>`, retried with doubling
+//! back-off.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use sha2::{Digest as _, Sha256};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use hmac::{Hmac, Mac as _};
+use http::header::{CONTENT_TYPE, HeaderName};
+use sha2::Sha256;
 
 use super::{Event, Outcome};
+use crate::http_client::{Client, Post, Scheme, Target};
 
 /// The longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
-/// Where to POST: `http://host[:port][/path]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    /// As written (a name, an IPv4 address, or an IPv6 literal without brackets).
-    pub host: String,
-    pub port: u16,
-    pub path: String,
+/// Where to POST: `http://host[:port][/path]`, read by [`Target::parse`]; https is refused.
+pub fn parse_url(url: &str) -> Result<Target, String> {
+    let t = Target::parse(url).map_err(|e| format!("{e}; expected http://host:port/path"))?;
+    if t.scheme == Scheme::Https {
+        return Err(format!(
+            "`{url}`: https is not supported for webhooks (sign with a secret instead); expected http://host:port/path"
+        ));
+    }
+    Ok(t)
 }
 
-impl Target {
-    pub fn parse(url: &str) -> Result<Target, String> {
-        let expected = "; expected http://host:port/path";
-        let rest = match url.split_once("://") {
-            Some(("http", rest)) => rest,
-            Some(("https", _)) => {
-                return Err(format!(
-                    "`{url}`: https is not supported for webhooks (sign with a secret instead){expected}"
-                ));
-            }
-            _ => return Err(format!("`{url}` is not an http URL{expected}")),
-        };
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        if path.bytes().any(|b| b.is_ascii_control() || b == b' ') || authority.contains('@') {
-            return Err(format!(
-                "`{url}` has spaces, controls or credentials{expected}"
-            ));
-        }
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (h, tail) = v6
-                .split_once(']')
-                .ok_or_else(|| format!("`{url}`: unclosed `[`{expected}"))?;
-            (h, tail.strip_prefix(':'))
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (authority, None),
-            }
-        };
-        let port = match port {
-            None => 80,
-            Some(p) => p
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p > 0)
-                .ok_or_else(|| format!("`{url}`: `{p}` is not a port{expected}"))?,
-        };
-        if host.is_empty() {
-            return Err(format!("`{url}` names no host{expected}"));
-        }
-        Ok(Target {
-            host: host.to_string(),
-            port,
-            path: path.to_string(),
-        })
-    }
-
-    fn host_header(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
-    }
-}
-
-/// HMAC-SHA256 (RFC 2104) over SHA-256 from `sha2`.
+/// HMAC-SHA256 (RFC 2104).
 pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    let mut k = [0u8; 64];
-    if key.len() > 64 {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let inner = Sha256::new()
-        .chain_update(k.map(|b| b ^ 0x36))
-        .chain_update(msg)
-        .finalize();
-    Sha256::new()
-        .chain_update(k.map(|b| b ^ 0x5c))
-        .chain_update(inner)
-        .finalize()
-        .into()
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
+    mac.update(msg);
+    mac.finalize().into_bytes().into()
 }
 
 fn hex(b: &[u8]) -> String {
@@ -119,61 +52,35 @@ pub struct Webhook {
 /// What one attempt gave.
 enum Attempt {
     Status(u16),
-    Io(std::io::Error),
+    Error(String),
     Timeout,
 }
 
 impl Webhook {
-    fn request(&self, ev: &Event, body: &[u8], delivery: &str) -> Vec<u8> {
-        let mut head = format!(
-            "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: provbox/{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Provbox-Event: {}\r\nX-Provbox-Delivery: {delivery}\r\nConnection: close\r\n",
-            self.target.path,
-            self.target.host_header(),
-            env!("CARGO_PKG_VERSION"),
-            body.len(),
-            ev.event.as_str(),
-        );
+    fn request(&self, ev: &Event, body: &[u8], delivery: &str) -> Result<Post, String> {
+        let mut post = Post::new(self.target.clone(), body.to_vec())
+            .header(CONTENT_TYPE, "application/json")
+            .and_then(|p| {
+                p.header(
+                    HeaderName::from_static("x-provbox-event"),
+                    ev.event.as_str(),
+                )
+            })
+            .and_then(|p| p.header(HeaderName::from_static("x-provbox-delivery"), delivery));
         if let Some(s) = &self.secret {
-            head.push_str(&format!(
-                "X-Provbox-Signature: sha256={}\r\n",
-                hex(&hmac_sha256(s, body))
-            ));
+            let sig = format!("sha256={}", hex(&hmac_sha256(s, body)));
+            post =
+                post.and_then(|p| p.header(HeaderName::from_static("x-provbox-signature"), &sig));
         }
-        head.push_str("\r\n");
-        let mut req = head.into_bytes();
-        req.extend_from_slice(body);
-        req
+        post.map_err(|e| e.to_string())
     }
 
-    async fn attempt(&self, req: &[u8]) -> Attempt {
-        let t = &self.target;
-        let once = async {
-            let mut s = tokio::net::TcpStream::connect((t.host.as_str(), t.port)).await?;
-            s.write_all(req).await?;
-            // Only the status line matters; read until it is complete.
-            let mut buf = Vec::with_capacity(256);
-            let mut chunk = [0u8; 512];
-            while !buf.windows(2).any(|w| w == b"\r\n") && buf.len() < 8192 {
-                let n = s.read(&mut chunk).await?;
-                if n == 0 {
-                    break;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            let line = String::from_utf8_lossy(&buf);
-            let code = line
-                .strip_prefix("HTTP/1.")
-                .and_then(|r| r.get(2..5))
-                .and_then(|c| c.parse::<u16>().ok())
-                .ok_or_else(|| {
-                    std::io::Error::new(std::io::ErrorKind::InvalidData, "no HTTP status line")
-                })?;
-            Ok::<u16, std::io::Error>(code)
-        };
-        match tokio::time::timeout(self.timeout, once).await {
-            Ok(Ok(code)) => Attempt::Status(code),
-            Ok(Err(e)) => Attempt::Io(e),
-            Err(_) => Attempt::Timeout,
+    async fn attempt(&self, req: &Post) -> Attempt {
+        // The timeout covers connect, request and the answer's status; its body is not read.
+        match Client::new(self.timeout, 0).post_status(req).await {
+            Ok(code) => Attempt::Status(code.as_u16()),
+            Err(e) if e.is_timeout() => Attempt::Timeout,
+            Err(e) => Attempt::Error(e.to_string()),
         }
     }
 
@@ -184,7 +91,13 @@ impl Webhook {
             ev.at,
             self.seq.fetch_add(1, Ordering::Relaxed)
         );
-        let req = self.request(ev, body, &delivery);
+        let req = match self.request(ev, body, &delivery) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(hook = %self.name, delivery, "webhook not sent: {e}");
+                return Outcome::Failed;
+            }
+        };
         let mut wait = self.backoff;
         let mut last = Outcome::Failed;
         for n in 0..=self.retries {
@@ -203,9 +116,9 @@ impl Webhook {
                     last = Outcome::Failed;
                     format!("HTTP {c}")
                 }
-                Attempt::Io(e) => {
+                Attempt::Error(e) => {
                     last = Outcome::Failed;
-                    e.to_string()
+                    e
                 }
                 Attempt::Timeout => {
                     last = Outcome::Timeout;
@@ -247,15 +160,15 @@ mod tests {
 
     #[test]
     fn urls() {
-        let t = Target::parse("http://tickets.lab:8080/hook?x=1").unwrap();
+        let t = parse_url("http://tickets.lab:8080/hook?x=1").unwrap();
         assert_eq!(
-            (t.host.as_str(), t.port, t.path.as_str()),
+            (t.host.as_str(), t.port, t.path_and_query.as_str()),
             ("tickets.lab", 8080, "/hook?x=1")
         );
-        let t = Target::parse("http://[::1]:9/").unwrap();
+        let t = parse_url("http://[::1]:9/").unwrap();
         assert_eq!((t.host.as_str(), t.port), ("::1", 9));
         assert_eq!(t.host_header(), "[::1]:9");
-        assert_eq!(Target::parse("http://h").unwrap().port, 80);
+        assert_eq!(parse_url("http://h").unwrap().port, 80);
         for bad in [
             "https://h/",
             "ftp://h/",
@@ -266,7 +179,7 @@ mod tests {
             "http://h/a b",
             "h:80",
         ] {
-            assert!(Target::parse(bad).is_err(), "{bad}");
+            assert!(parse_url(bad).is_err(), "{bad}");
         }
     }
 
@@ -308,7 +221,7 @@ mod tests {
     fn hook(port: u16, retries: u32) -> Webhook {
         Webhook {
             name: "w".into(),
-            target: Target::parse(&format!("http://127.0.0.1:{port}/in")).unwrap(),
+            target: parse_url(&format!("http://127.0.0.1:{port}/in")).unwrap(),
             secret: Some(b"s3cret".to_vec()),
             timeout: Duration::from_secs(5),
             retries,
