@@ -1,20 +1,17 @@
-//! The UDP query path without sockets, for the fuzz target and property tests: the fast
-//! path's key and cache, hickory's parse, the handler, and the cache fill, in the order
-//! `transport::serve_udp` runs them. Only local zones (no forwarders: nothing leaves).
+//! The UDP query path without sockets, for the fuzz target and property tests: the very
+//! per-datagram decision `transport::serve_udp` makes ([`transport::answer_datagram`]:
+//! fast-path key and cache, hickory's parse, the handler), then the cache fill the loop
+//! does once an answer is sent. Only local zones (no forwarders: nothing leaves).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
-use hickory_server::net::runtime::TokioTime;
-use hickory_server::net::xfer::Protocol;
-use hickory_server::proto::op::MessageType;
-use hickory_server::server::{Request, RequestHandler};
-
-use super::handler::{Capture, Handler};
-use super::{Config, fastpath, zone};
+use super::handler::Handler;
+use super::transport::{self, Datagram};
+use super::{Config, zone};
 use crate::devices::Registry;
+use arc_swap::ArcSwap;
 
 pub struct Offline {
     handler: Handler,
@@ -52,38 +49,22 @@ impl Offline {
 
     /// One UDP query, as the receive loop treats it.
     pub fn query(&self, bytes: &[u8]) -> Outcome {
-        let fast = fastpath::key(bytes, false);
-        let data = self.handler.data.load_full();
-        if let Some((key, _)) = &fast
-            && bytes.len() >= 2
-            && let Some(r) = data.cache.answer(key, [bytes[0], bytes[1]])
-        {
-            return Outcome::Replayed(r.bytes);
-        }
         let src: SocketAddr = ([192, 0, 2, 1], 5353).into();
-        let request = match Request::from_bytes(bytes.to_vec(), src, Protocol::Udp) {
-            Ok(r) if r.metadata.message_type != MessageType::Response => r,
-            _ => return Outcome::Dropped,
-        };
-        let epoch = fastpath::current_epoch();
-        let cap = Capture::new(Protocol::Udp);
-        self.rt.block_on(
-            self.handler
-                .handle_request::<_, TokioTime>(&request, cap.clone()),
-        );
-        let Some(answer) = cap.take() else {
-            return Outcome::Dropped;
-        };
-        if let Some((key, qtype)) = fast
-            && request
-                .queries
-                .queries()
-                .first()
-                .is_some_and(|q| data.cacheable(q.name()))
-        {
-            data.cache.learn(key, qtype, &answer, epoch);
-        }
-        Outcome::Answered(answer)
+        self.rt.block_on(async {
+            match transport::answer_datagram(&self.handler, bytes, src).await {
+                Datagram::Replayed(r) => Outcome::Replayed(r),
+                Datagram::Answered(answer, learn) => {
+                    // As the loop does once the answer is sent.
+                    learn.fill(&answer);
+                    Outcome::Answered(answer)
+                }
+                // Not with forwarders cleared; answered as the loop's upstream task would.
+                Datagram::Upstream(request) => transport::answer(&self.handler, &request)
+                    .await
+                    .map_or(Outcome::Dropped, Outcome::Answered),
+                Datagram::Dropped => Outcome::Dropped,
+            }
+        })
     }
 }
 

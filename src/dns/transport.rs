@@ -78,40 +78,95 @@ pub async fn serve_udp(
             },
             _ = shutdown.cancelled() => return,
         };
-        if src.port() == 0 {
-            handler.metrics.dropped("udp", "bad_source");
-            continue;
-        }
-        let fast = fastpath::key(&buf[..n], false);
-        if let Some((key, _)) = &fast
-            && let Some(r) = replay(&handler, key, [buf[0], buf[1]], "udp")
-        {
-            if let Err(e) = socket.send_to(&r, src).await {
-                tracing::debug!(%src, error = %e, "dns: udp send failed");
-                handler.metrics.dropped("udp", "send_failed");
+        match answer_datagram(&handler, &buf[..n], src).await {
+            Datagram::Replayed(bytes) => {
+                send_udp(&socket, &handler, &bytes, src).await;
             }
-            continue;
-        }
-        let Some(request) = parse(&handler, buf[..n].to_vec(), src, Protocol::Udp) else {
-            continue;
-        };
-        if handler.goes_upstream(&request) {
-            let Ok(permit) = upstream_slots.clone().try_acquire_owned() else {
-                handler.metrics.dropped("udp", "upstream_busy");
-                continue;
-            };
-            let (socket, handler) = (socket.clone(), handler.clone());
-            tokio::spawn(async move {
-                answer_udp(&socket, &handler, &request).await;
-                drop(permit);
-            });
-        } else {
-            let learn = Learn::new(&handler, fast);
-            if let Some(bytes) = answer_udp(&socket, &handler, &request).await {
-                learn.keep(&request, &bytes);
+            Datagram::Answered(bytes, learn) => {
+                if send_udp(&socket, &handler, &bytes, src).await {
+                    learn.fill(&bytes);
+                }
             }
+            Datagram::Upstream(request) => {
+                let Ok(permit) = upstream_slots.clone().try_acquire_owned() else {
+                    handler.metrics.dropped("udp", "upstream_busy");
+                    continue;
+                };
+                let (socket, handler) = (socket.clone(), handler.clone());
+                tokio::spawn(async move {
+                    if let Some(bytes) = answer(&handler, &request).await {
+                        send_udp(&socket, &handler, &bytes, request.src()).await;
+                    }
+                    drop(permit);
+                });
+            }
+            Datagram::Dropped => {}
         }
     }
+}
+
+/// What became of one datagram: the receive loop's whole decision for it, made without
+/// socket I/O (so the fuzz target and property tests run this very code, via
+/// [`super::offline`]).
+pub(super) enum Datagram {
+    /// Answered from the fast-path cache (counted): send it.
+    Replayed(Vec<u8>),
+    /// Answered by the handler in the receive task: send it, then `fill` the cache.
+    Answered(Vec<u8>, Learn),
+    /// For an upstream: answer it with [`answer`] off the receive task, under a slot.
+    Upstream(Request),
+    /// Dropped with a counted reason, or left unanswered by the handler.
+    Dropped,
+}
+
+/// One UDP datagram from `src`, in the order the receive loop judges it: the source port,
+/// the fast-path cache, hickory's parse, upstream or local, the handler's answer.
+pub(super) async fn answer_datagram(handler: &Handler, bytes: &[u8], src: SocketAddr) -> Datagram {
+    if src.port() == 0 {
+        handler.metrics.dropped("udp", "bad_source");
+        return Datagram::Dropped;
+    }
+    // `key` only answers for at least a header and a question, so the ID is there.
+    let fast = fastpath::key(bytes, false);
+    if let Some((key, _)) = &fast
+        && let Some(r) = replay(handler, key, [bytes[0], bytes[1]], "udp")
+    {
+        return Datagram::Replayed(r);
+    }
+    let Some(request) = parse(handler, bytes.to_vec(), src, Protocol::Udp) else {
+        return Datagram::Dropped;
+    };
+    if handler.goes_upstream(&request) {
+        return Datagram::Upstream(request);
+    }
+    let learn = Learn::new(handler, fast);
+    match answer(handler, &request).await {
+        Some(bytes) => {
+            let learn = learn.for_request(&request);
+            Datagram::Answered(bytes, learn)
+        }
+        None => Datagram::Dropped,
+    }
+}
+
+/// The handler's answer to one UDP query, encoded as it goes on the wire (EDNS size cap,
+/// TC when cut); `None` when it made none.
+pub(super) async fn answer(handler: &Handler, request: &Request) -> Option<Vec<u8>> {
+    let cap = Capture::new(Protocol::Udp);
+    handler
+        .handle_request::<_, TokioTime>(request, cap.clone())
+        .await;
+    cap.take()
+}
+
+/// Send one UDP answer; a failure is counted. Whether it went.
+async fn send_udp(socket: &UdpSocket, handler: &Handler, bytes: &[u8], dst: SocketAddr) -> bool {
+    if let Err(e) = socket.send_to(bytes, dst).await {
+        tracing::debug!(src = %dst, error = %e, "dns: udp send failed");
+        handler.metrics.dropped("udp", "send_failed");
+        return false;
+    }
+    true
 }
 
 /// A cached answer for this exact question, counted like any other.
@@ -125,7 +180,7 @@ fn replay(handler: &Handler, key: &[u8], id: [u8; 2], t: &'static str) -> Option
 
 /// What is needed to remember an answer made by the normal path: the zone generation and
 /// health epoch from before it was made, so an answer is never kept past either.
-struct Learn {
+pub(super) struct Learn {
     key: Option<(Vec<u8>, u16)>,
     data: Arc<super::zone::ZoneData>,
     epoch: u64,
@@ -140,31 +195,28 @@ impl Learn {
         }
     }
 
-    fn keep(self, request: &Request, answer: &[u8]) {
-        let Some((key, qtype)) = self.key else { return };
-        if request
+    /// Nothing to keep unless the request's question may be cached.
+    fn for_request(mut self, request: &Request) -> Learn {
+        if !request
             .queries
             .queries()
             .first()
             .is_some_and(|q| self.data.cacheable(q.name()))
         {
-            self.data.cache.learn(key, qtype, answer, self.epoch);
+            self.key = None;
         }
+        self
     }
-}
 
-async fn answer_udp(socket: &UdpSocket, handler: &Handler, request: &Request) -> Option<Vec<u8>> {
-    let cap = Capture::new(Protocol::Udp);
-    handler
-        .handle_request::<_, TokioTime>(request, cap.clone())
-        .await;
-    let bytes = cap.take()?;
-    if let Err(e) = socket.send_to(&bytes, request.src()).await {
-        tracing::debug!(src = %request.src(), error = %e, "dns: udp send failed");
-        handler.metrics.dropped("udp", "send_failed");
-        return None;
+    /// Keep `answer` for the fast path (when the question was cacheable).
+    pub(super) fn fill(self, answer: &[u8]) {
+        let Some((key, qtype)) = self.key else { return };
+        self.data.cache.learn(key, qtype, answer, self.epoch);
     }
-    Some(bytes)
+
+    fn keep(self, request: &Request, answer: &[u8]) {
+        self.for_request(request).fill(answer);
+    }
 }
 
 /// DNS over TCP on one listener, admitted by the shared acceptor (caps, timeouts).
