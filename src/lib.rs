@@ -14,6 +14,7 @@ pub mod dns;
 pub mod hooks;
 pub mod http;
 pub mod http_client;
+pub mod limit;
 pub mod metrics;
 pub mod netif;
 pub mod resync;

@@ -11,10 +11,9 @@
 
 mod idle;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
@@ -22,13 +21,13 @@ use prometheus_client::metrics::family::Family;
 use serde::Deserialize;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use idle::{Idle, Timeouts};
 
 use crate::config::{Dur, Problems};
+use crate::limit::{IpSlot, PerIp, WarnGate};
 use crate::metrics::RefusedLabels;
 
 /// Refusal warnings per listener are at most this frequent.
@@ -124,33 +123,10 @@ impl Conn {
     }
 }
 
-/// Addresses with connections open, and how many each has.
-type PerAddress = Arc<Mutex<HashMap<IpAddr, usize>>>;
-
 /// A connection's place in both caps; dropping it gives both back.
 struct Slot {
     _permit: OwnedSemaphorePermit,
-    ip: IpAddr,
-    open: PerAddress,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = open.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.ip);
-            }
-        }
-    }
-}
-
-/// Refusals since the last warning, so a flood makes one log line per [`LOG_EVERY`].
-#[derive(Default)]
-struct LogGate {
-    last: Option<Instant>,
-    held: u64,
+    _ip: IpSlot,
 }
 
 pub struct Acceptor {
@@ -159,16 +135,10 @@ pub struct Acceptor {
     refuse_with: Option<&'static [u8]>,
     refused: Family<RefusedLabels, Counter>,
     slots: Arc<Semaphore>,
-    open: PerAddress,
-    gate: Mutex<LogGate>,
-}
-
-/// Addresses of one client compare equal whichever socket family it came in on.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
+    /// Connections open per address.
+    open: Arc<PerIp>,
+    /// Refusals since the last warning, so a flood makes one log line per [`LOG_EVERY`].
+    gate: WarnGate,
 }
 
 /// Accept errors that mean "no descriptor or memory for a new socket right now".
@@ -188,8 +158,8 @@ impl Acceptor {
             limits,
             refuse_with: None,
             refused,
-            open: PerAddress::default(),
-            gate: Mutex::new(LogGate::default()),
+            open: PerIp::new(limits.max_connections_per_ip),
+            gate: WarnGate::new(LOG_EVERY),
         }
     }
 
@@ -263,22 +233,17 @@ impl Acceptor {
     }
 
     fn admit(&self, ip: IpAddr) -> Result<Slot, &'static str> {
-        let ip = canonical(ip);
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let n = open.get(&ip).copied().unwrap_or(0);
-        if n >= self.limits.max_connections_per_ip {
-            return Err("per_ip_limit");
-        }
+        // The address first, so a client over its own cap is refused as such; a refused
+        // total gives the address's place back (dropping `ip`).
+        let ip = self.open.try_acquire(ip).ok_or("per_ip_limit")?;
         let permit = self
             .slots
             .clone()
             .try_acquire_owned()
             .map_err(|_| "limit")?;
-        open.insert(ip, n + 1);
         Ok(Slot {
             _permit: permit,
-            ip,
-            open: self.open.clone(),
+            _ip: ip,
         })
     }
 
@@ -298,19 +263,14 @@ impl Acceptor {
             let _ = tcp.try_write(bytes);
         }
         drop(tcp);
-        let mut g = self.gate.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        if g.last.is_some_and(|t| now.duration_since(t) < LOG_EVERY) {
-            g.held += 1;
+        let Some(held) = self.gate.admit() else {
             return;
-        }
+        };
         let (max, per_ip) = (
             self.limits.max_connections,
             self.limits.max_connections_per_ip,
         );
-        tracing::warn!(listener = %self.name, %peer, reason, max_connections = max, max_connections_per_ip = per_ip, also_refused = g.held, "connection refused");
-        g.last = Some(now);
-        g.held = 0;
+        tracing::warn!(listener = %self.name, %peer, reason, max_connections = max, max_connections_per_ip = per_ip, also_refused = held, "connection refused");
     }
 }
 
@@ -350,7 +310,7 @@ mod tests {
         assert_eq!(a.admit(other).err(), Some("limit"));
         drop(s1);
         let _s4 = a.admit(one).unwrap();
-        assert_eq!(a.open.lock().unwrap().get(&one), Some(&2));
+        assert_eq!(a.open.held(one), 2);
     }
 
     #[test]
@@ -359,9 +319,9 @@ mod tests {
         let slots: Vec<_> = (1..=5)
             .map(|i| a.admit(IpAddr::from([127, 0, 0, i])).unwrap())
             .collect();
-        assert_eq!(a.open.lock().unwrap().len(), 5);
+        assert_eq!(a.open.addresses(), 5);
         drop(slots);
-        assert!(a.open.lock().unwrap().is_empty());
+        assert_eq!(a.open.addresses(), 0);
     }
 
     #[test]

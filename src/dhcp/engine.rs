@@ -4,7 +4,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,6 +19,7 @@ use super::options::{self, OptValue};
 use super::socket::{CLIENT_PORT, Dest};
 use super::store::Change;
 use super::wire;
+use crate::limit::WarnGate;
 
 /// Message types (option 53).
 const DISCOVER: u8 = 1;
@@ -107,36 +107,7 @@ struct Bucket {
 
 /// One warning per interval for a refusal a flood can repeat, with a count of those held
 /// back (every one is still counted in the metrics).
-#[derive(Default)]
-struct Throttle {
-    next: AtomicU64,
-    held: AtomicU64,
-}
-
-impl Throttle {
-    const EVERY_SECS: u64 = 10;
-
-    /// `Some(held back since the last warning)` when a warning may be written now.
-    fn allow(&self, now: u64) -> Option<u64> {
-        let next = self.next.load(Ordering::Relaxed);
-        if now >= next
-            && self
-                .next
-                .compare_exchange(
-                    next,
-                    now + Self::EVERY_SECS,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
-        {
-            Some(self.held.swap(0, Ordering::Relaxed))
-        } else {
-            self.held.fetch_add(1, Ordering::Relaxed);
-            None
-        }
-    }
-}
+const WARN_EVERY: Duration = Duration::from_secs(10);
 
 pub struct Engine {
     /// Swapped whole on reload; each message works with one snapshot from start to end
@@ -148,9 +119,9 @@ pub struct Engine {
     buckets: Mutex<HashMap<Mac, Bucket>>,
     registry: Arc<Registry>,
     pub metrics: Arc<DhcpMetrics>,
-    warn_exhausted: Throttle,
-    warn_mac_taken: Throttle,
-    warn_off_link: Throttle,
+    warn_exhausted: WarnGate,
+    warn_mac_taken: WarnGate,
+    warn_off_link: WarnGate,
 }
 
 /// What the configuration decides: subnets, pools, options, reservations, times.
@@ -274,9 +245,9 @@ impl Engine {
             buckets: Mutex::new(HashMap::new()),
             registry,
             metrics,
-            warn_exhausted: Throttle::default(),
-            warn_mac_taken: Throttle::default(),
-            warn_off_link: Throttle::default(),
+            warn_exhausted: WarnGate::new(WARN_EVERY),
+            warn_mac_taken: WarnGate::new(WARN_EVERY),
+            warn_off_link: WarnGate::new(WARN_EVERY),
         }
     }
 
@@ -515,14 +486,14 @@ impl Engine {
             resv,
         };
         if p.settings.mode == Mode::Proxy {
-            return self.proxy(&turn, iface, now);
+            return self.proxy(&turn, iface);
         }
         match mtype {
             DISCOVER => self.discover(&turn, now),
             REQUEST => self.request(&turn, now),
             DECLINE => self.decline(&turn, now),
             RELEASE => self.release(&turn, now),
-            INFORM => self.inform(&turn, iface, now),
+            INFORM => self.inform(&turn, iface),
             _ => Err("unexpected_message_type"),
         }
     }
@@ -573,7 +544,7 @@ impl Engine {
                 match t.pick(sidx, subnet, &req.client, requested, &p.excluded(sidx), now) {
                     Some(ip) => ip,
                     None => {
-                        if let Some(held) = self.warn_exhausted.allow(now) {
+                        if let Some(held) = self.warn_exhausted.admit() {
                             tracing::warn!(subnet = %subnet.cidr(), mac = %req.mac, held_back = held, "dhcp: pool exhausted, no offer");
                         }
                         return Err("pool_exhausted");
@@ -616,7 +587,7 @@ impl Engine {
         if !t.mac_leased_to_other(&req.mac, &req.client, now) {
             return Ok(());
         }
-        if let Some(held) = self.warn_mac_taken.allow(now) {
+        if let Some(held) = self.warn_mac_taken.admit() {
             tracing::warn!(mac = %req.mac, held_back = held, "dhcp: a second client id asks for a lease with a MAC that holds a live lease; refused");
         }
         Err("mac_leased_to_other_client")
@@ -627,10 +598,10 @@ impl Engine {
     /// 60 in `proxy_offer_vendor_classes`) gets an OFFER with `yiaddr` 0, and its REQUEST
     /// naming us an ACK with `yiaddr` 0. Nothing else is answered: no address, no lease,
     /// no NAK, nothing journaled.
-    fn proxy(&self, turn: &Turn<'_>, iface: usize, now: u64) -> Result<Outcome, &'static str> {
+    fn proxy(&self, turn: &Turn<'_>, iface: usize) -> Result<Outcome, &'static str> {
         let req = turn.req;
         if req.mtype == INFORM {
-            return self.inform(turn, iface, now);
+            return self.inform(turn, iface);
         }
         let takes_offer = req.opt(60).is_some_and(|vc| {
             turn.p
@@ -655,7 +626,7 @@ impl Engine {
     /// its `ciaddr` is on-link: in a configured subnet of the receiving interface (or of
     /// the relay's `giaddr`). Otherwise the ACK, sent to `ciaddr`, would let anyone aim
     /// provbox's replies at any host it can route to.
-    fn inform(&self, turn: &Turn<'_>, iface: usize, now: u64) -> Result<Outcome, &'static str> {
+    fn inform(&self, turn: &Turn<'_>, iface: usize) -> Result<Outcome, &'static str> {
         let req = turn.req;
         let ciaddr = req.ciaddr;
         let subnets = &turn.p.settings.subnets;
@@ -668,7 +639,7 @@ impl Engine {
                 turn.subnet().contains(ciaddr)
             };
         if !on_link {
-            if let Some(held) = self.warn_off_link.allow(now) {
+            if let Some(held) = self.warn_off_link.admit() {
                 tracing::warn!(mac = %req.mac, %ciaddr, iface = %self.ifaces[iface].name, held_back = held, "dhcp: INFORM from an address that is not on-link; not answered");
             }
             return Err("inform_off_link");

@@ -11,7 +11,7 @@ pub mod webhook;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
@@ -26,6 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{At, Dur, Problems};
 use crate::devices::LeaseInfo;
+use crate::limit::WarnGate;
 use crate::status::{Device, State, now_ms};
 
 /// What a hook can be told about.
@@ -423,9 +424,8 @@ struct Slot {
     /// None: every event.
     events: Option<Vec<Kind>>,
     tx: mpsc::Sender<Arc<Event>>,
-    /// Drops since the last warning, and when that was (unix ms): one line per 10 s.
-    dropped: AtomicU64,
-    warned_at: AtomicU64,
+    /// Drops since the last warning: one line per 10 s.
+    dropped: WarnGate,
 }
 
 pub struct Hooks {
@@ -496,8 +496,7 @@ impl Hooks {
                 name,
                 events,
                 tx,
-                dropped: AtomicU64::new(0),
-                warned_at: AtomicU64::new(0),
+                dropped: WarnGate::new(Duration::from_secs(10)),
             });
         }
         Ok(Some(Arc::new(Hooks { slots, metrics })))
@@ -514,18 +513,11 @@ impl Hooks {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     self.metrics.count(&s.name, "dropped");
-                    let n = s.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                    let now = now_ms();
-                    let last = s.warned_at.load(Ordering::Relaxed);
-                    if now.saturating_sub(last) >= 10_000
-                        && s.warned_at
-                            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                            .is_ok()
-                    {
-                        s.dropped.fetch_sub(n, Ordering::Relaxed);
+                    if let Some(held) = s.dropped.admit() {
+                        // This one and those held back since the last warning.
                         tracing::warn!(
                             hook = %s.name,
-                            dropped = n,
+                            dropped = held + 1,
                             "hook queue full: events dropped (the hook is slower than events arrive)"
                         );
                     }

@@ -13,7 +13,7 @@ use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -21,6 +21,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Deserializer};
+
+use crate::limit::WarnGate;
 
 /// Lines waiting for the writer; a burst beyond this is dropped, not buffered.
 const QUEUE: usize = 4096;
@@ -158,7 +160,7 @@ impl Forward {
             file,
             size,
             metrics: metrics.clone(),
-            warned: None,
+            warned: WarnGate::new(Duration::from_secs(60)),
         };
         let writer = std::thread::Builder::new()
             .name("syslog-forward".into())
@@ -206,8 +208,8 @@ struct Writer {
     /// Bytes in the current file, counting what is about to be written.
     size: u64,
     metrics: Metrics,
-    /// Last time a failure was logged (at most one warning a minute).
-    warned: Option<Instant>,
+    /// At most one failure warning a minute.
+    warned: WarnGate,
 }
 
 impl Writer {
@@ -266,11 +268,7 @@ impl Writer {
     }
 
     fn warn(&mut self, what: &str) {
-        if self
-            .warned
-            .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
-        {
-            self.warned = Some(Instant::now());
+        if self.warned.admit().is_some() {
             tracing::warn!("syslog: forward_file: {what}");
         }
     }

@@ -12,7 +12,6 @@ mod metrics;
 pub mod netascii;
 pub mod options;
 pub mod packet;
-mod per_ip;
 mod server;
 mod sock;
 mod transfer;

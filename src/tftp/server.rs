@@ -16,10 +16,10 @@ use super::config::Config;
 use super::metrics::TftpMetrics;
 use super::options::Limits;
 use super::packet::{self, Packet, code};
-use super::per_ip::{PerIp, WarnGate};
 use super::sock;
 use super::transfer::{self, Job, Shared};
 use crate::devices::TransferDone;
+use crate::limit::{PerIp, WarnGate};
 use crate::metrics::{OutcomeLabels, Protocol};
 use crate::server::{Context, bind_error};
 

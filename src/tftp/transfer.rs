@@ -15,11 +15,11 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::metrics::{OptionLabel, TftpMetrics};
 use super::options::{self, Limits};
 use super::packet::{self, Mode, Packet, Request, code};
-use super::per_ip::IpSlot;
 use super::window::{Ack, Window};
 use super::{netascii, sock};
 use crate::catalog::Refusal;
 use crate::devices::{FetchRequest, Provisioner};
+use crate::limit::IpSlot;
 use crate::metrics::{Metrics, OutcomeLabels, ProtoLabels, Protocol};
 
 /// What every transfer shares: the device layer, metrics and the configured limits.

@@ -1,64 +1,15 @@
-//! The per-address cap: one host runs at most `cap` transfers at once, so a flood of
-//! requests from one address cannot take every slot. The map holds only addresses with a
-//! transfer running (each entry is a held slot, and slots are bounded by
-//! `tftp.max_transfers`), so it stays small however many addresses ask.
+//! Two small limits the front ends share (a leaf: nothing of the crate is imported here).
+//!
+//! - [`WarnGate`]: a repeated warning goes out at most once per period, with a count of
+//!   what was held back, so a flood does not turn into a flood of log lines.
+//! - [`PerIp`]: a per-address cap. The map holds only addresses with a slot taken (each
+//!   entry is a held slot, and the callers bound those), so it stays small however many
+//!   addresses ask.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-pub struct PerIp {
-    cap: usize,
-    running: Mutex<HashMap<IpAddr, usize>>,
-}
-
-/// One running transfer's place in its address's count; released on drop.
-pub struct IpSlot {
-    owner: Arc<PerIp>,
-    ip: IpAddr,
-}
-
-impl PerIp {
-    pub fn new(cap: usize) -> Arc<PerIp> {
-        Arc::new(PerIp {
-            cap,
-            running: Mutex::new(HashMap::new()),
-        })
-    }
-
-    /// A slot for `ip`, or `None` when it already runs `cap` transfers.
-    pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
-        // A v4 client on a dual-stack socket is the same host as over v4.
-        let ip = ip.to_canonical();
-        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        if running.get(&ip).copied().unwrap_or(0) >= self.cap {
-            return None;
-        }
-        *running.entry(ip).or_insert(0) += 1;
-        Some(IpSlot {
-            owner: self.clone(),
-            ip,
-        })
-    }
-
-    #[cfg(test)]
-    fn addresses(&self) -> usize {
-        self.running.lock().unwrap().len()
-    }
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        let mut running = self.owner.running.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = running.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                running.remove(&self.ip);
-            }
-        }
-    }
-}
 
 /// Lets a repeated warning through at most once per period, counting what it held back:
 /// a flood must not turn into a flood of log lines.
@@ -80,7 +31,8 @@ impl WarnGate {
         self.admit_at(Instant::now())
     }
 
-    fn admit_at(&self, now: Instant) -> Option<u64> {
+    /// [`admit`](Self::admit) at a given time.
+    pub fn admit_at(&self, now: Instant) -> Option<u64> {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match s.0 {
             Some(last) if now.duration_since(last) < self.every => {
@@ -91,6 +43,67 @@ impl WarnGate {
                 let held = s.1;
                 *s = (Some(now), 0);
                 Some(held)
+            }
+        }
+    }
+}
+
+/// At most `cap` slots at once per address.
+pub struct PerIp {
+    cap: usize,
+    running: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One place in its address's count; released on drop.
+pub struct IpSlot {
+    owner: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    pub fn new(cap: usize) -> Arc<PerIp> {
+        Arc::new(PerIp {
+            cap,
+            running: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A slot for `ip`, or `None` when it already holds `cap`.
+    pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+        // A v4 client on a dual-stack socket is the same host as over v4.
+        let ip = ip.to_canonical();
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if running.get(&ip).copied().unwrap_or(0) >= self.cap {
+            return None;
+        }
+        *running.entry(ip).or_insert(0) += 1;
+        Some(IpSlot {
+            owner: self.clone(),
+            ip,
+        })
+    }
+
+    /// Addresses holding a slot.
+    #[cfg(test)]
+    pub(crate) fn addresses(&self) -> usize {
+        self.running.lock().unwrap().len()
+    }
+
+    /// Slots `ip` holds.
+    #[cfg(test)]
+    pub(crate) fn held(&self, ip: IpAddr) -> usize {
+        let running = self.running.lock().unwrap();
+        running.get(&ip.to_canonical()).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut running = self.owner.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = running.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                running.remove(&self.ip);
             }
         }
     }
