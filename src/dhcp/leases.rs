@@ -517,6 +517,11 @@ mod tests {
 
     fn lease(ip: Ipv4Addr, n: u8, state: State) -> Lease {
         let (client, mac) = key(n);
+        held(ip, client, mac, state)
+    }
+
+    /// A lease with no hostname or vendor class.
+    fn held(ip: Ipv4Addr, client: ClientKey, mac: Mac, state: State) -> Lease {
         Lease {
             ip,
             client,
@@ -524,6 +529,28 @@ mod tests {
             hostname: None,
             vendor_class: None,
             state,
+        }
+    }
+
+    /// The server's own and the reserved addresses a test keeps out of its pool.
+    struct Sets {
+        server: Vec<Ipv4Addr>,
+        reserved: HashSet<Ipv4Addr>,
+    }
+
+    impl Sets {
+        fn new(server: &[Ipv4Addr], reserved: &[Ipv4Addr]) -> Sets {
+            Sets {
+                server: server.to_vec(),
+                reserved: reserved.iter().copied().collect(),
+            }
+        }
+
+        fn excluded(&self) -> Excluded<'_> {
+            Excluded {
+                server: &self.server,
+                reserved: &self.reserved,
+            }
         }
     }
 
@@ -535,12 +562,8 @@ mod tests {
     fn never_hands_out_server_reserved_or_declined_addresses() {
         let sn = subnet(("198.18.0.10", "198.18.0.14"));
         let mut t = Leases::default();
-        let reserved: HashSet<_> = [ip("198.18.0.11")].into();
-        let server = [ip("198.18.0.10")];
-        let ex = Excluded {
-            server: &server,
-            reserved: &reserved,
-        };
+        let sets = Sets::new(&[ip("198.18.0.10")], &[ip("198.18.0.11")]);
+        let ex = sets.excluded();
         t.put(lease(
             ip("198.18.0.12"),
             99,
@@ -550,14 +573,7 @@ mod tests {
         for n in 1..=2 {
             let (c, mac) = key(n);
             let a = t.pick(0, &sn, &c, None, &ex, 100).unwrap();
-            t.put(Lease {
-                ip: a,
-                client: c,
-                mac,
-                hostname: None,
-                vendor_class: None,
-                state: State::Bound { expires: 5000 },
-            });
+            t.put(held(a, c, mac, State::Bound { expires: 5000 }));
             got.push(a);
         }
         got.sort();
@@ -577,11 +593,8 @@ mod tests {
     fn exhaustion_returns_none() {
         let sn = subnet(("198.18.0.10", "198.18.0.11"));
         let mut t = Leases::default();
-        let reserved = HashSet::new();
-        let ex = Excluded {
-            server: &[],
-            reserved: &reserved,
-        };
+        let sets = Sets::new(&[], &[]);
+        let ex = sets.excluded();
         for n in 1..=2 {
             let (c, _) = key(n);
             let a = t.pick(0, &sn, &c, None, &ex, 0).unwrap();
@@ -599,11 +612,8 @@ mod tests {
     fn client_gets_its_previous_or_requested_address() {
         let sn = subnet(("198.18.0.10", "198.18.0.50"));
         let mut t = Leases::default();
-        let reserved = HashSet::new();
-        let ex = Excluded {
-            server: &[],
-            reserved: &reserved,
-        };
+        let sets = Sets::new(&[], &[]);
+        let ex = sets.excluded();
         let (c1, _) = key(1);
         assert_eq!(
             t.pick(0, &sn, &c1, Some(ip("198.18.0.40")), &ex, 0),
@@ -631,11 +641,8 @@ mod tests {
     fn offers_hold_then_lapse() {
         let sn = subnet(("198.18.0.10", "198.18.0.10"));
         let mut t = Leases::default();
-        let reserved = HashSet::new();
-        let ex = Excluded {
-            server: &[],
-            reserved: &reserved,
-        };
+        let sets = Sets::new(&[], &[]);
+        let ex = sets.excluded();
         t.put(lease(ip("198.18.0.10"), 1, State::Offered { until: 30 }));
         let (c2, _) = key(2);
         assert_eq!(t.pick(0, &sn, &c2, None, &ex, 10), None);
@@ -648,26 +655,15 @@ mod tests {
     fn allocation_on_a_full_pool_looks_at_no_address() {
         let sn = subnet(("198.18.0.10", "198.18.0.209"));
         let mut t = Leases::default();
-        let reserved: HashSet<_> = [ip("198.18.0.20")].into();
-        let server = [ip("198.18.0.10")];
-        let ex = Excluded {
-            server: &server,
-            reserved: &reserved,
-        };
+        let sets = Sets::new(&[ip("198.18.0.10")], &[ip("198.18.0.20")]);
+        let ex = sets.excluded();
         let mut got = HashSet::new();
         for n in 0..198u32 {
             let mac = Mac([2, 0, 0, 0, (n >> 8) as u8, n as u8]);
             let c = ClientKey::new(None, &mac);
             let a = t.pick(0, &sn, &c, None, &ex, 0).expect("pool has room");
             assert!(got.insert(a), "{a} handed out twice");
-            t.put(Lease {
-                ip: a,
-                client: c,
-                mac,
-                hostname: None,
-                vendor_class: None,
-                state: State::Offered { until: 100 },
-            });
+            t.put(held(a, c, mac, State::Offered { until: 100 }));
         }
         assert!(!got.contains(&ip("198.18.0.10")) && !got.contains(&ip("198.18.0.20")));
         assert_eq!(t.free_in(0), Some(0));
@@ -689,11 +685,8 @@ mod tests {
     fn released_addresses_are_reclaimed_after_fresh_ones() {
         let sn = subnet(("198.18.0.10", "198.18.0.12"));
         let mut t = Leases::default();
-        let reserved = HashSet::new();
-        let ex = Excluded {
-            server: &[],
-            reserved: &reserved,
-        };
+        let sets = Sets::new(&[], &[]);
+        let ex = sets.excluded();
         t.put(lease(ip("198.18.0.10"), 1, State::Free));
         let mut got = Vec::new();
         for n in 2..=4 {
@@ -725,14 +718,12 @@ mod tests {
         let mut t = Leases::default();
         let mac = Mac([2, 0, 0, 0, 0, 9]);
         let phone = ClientKey::new(Some(&[1, 2, 0, 0, 0, 0, 9]), &mac);
-        t.put(Lease {
-            ip: ip("198.18.0.10"),
-            client: phone.clone(),
+        t.put(held(
+            ip("198.18.0.10"),
+            phone.clone(),
             mac,
-            hostname: None,
-            vendor_class: None,
-            state: State::Bound { expires: 100 },
-        });
+            State::Bound { expires: 100 },
+        ));
         let thief = ClientKey::new(Some(b"evil"), &mac);
         assert!(t.mac_leased_to_other(&mac, &thief, 50));
         assert!(!t.mac_leased_to_other(&mac, &phone, 50));

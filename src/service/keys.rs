@@ -40,6 +40,22 @@ fn restart(name: &'static str, value: fn(&Config) -> String) -> Key {
     }
 }
 
+/// A restart key named by its path in `Config` and read through that path:
+/// `restart!(d, tftp.enabled)` is `restart("tftp.enabled", |c| d(&c.tftp.enabled))`;
+/// `at` reads a located value's `.value`, and `vals`/`opt` read lists and options.
+macro_rules! restart {
+    (at, $h:ident $(. $t:ident)*) => {
+        restart(concat!(stringify!($h) $(, ".", stringify!($t))*), |c| {
+            d(&c.$h $(.$t)*.value)
+        })
+    };
+    ($f:ident, $h:ident $(. $t:ident)*) => {
+        restart(concat!(stringify!($h) $(, ".", stringify!($t))*), |c| {
+            $f(&c.$h $(.$t)*)
+        })
+    };
+}
+
 fn d<T: Debug>(v: T) -> String {
     format!("{v:?}")
 }
@@ -64,51 +80,33 @@ pub fn tables() -> Vec<Table> {
             service: "process",
             enabled: always,
             keys: vec![
-                restart("data_dir", |c| d(&c.data_dir)),
-                restart("log.level", |c| d(&c.log.level)),
-                restart("log.format", |c| d(c.log.format)),
-                restart("catalog.roots", |c| vals(&c.catalog.roots)),
-                restart("catalog.case_insensitive", |c| {
-                    d(c.catalog.case_insensitive)
-                }),
+                restart!(d, data_dir),
+                restart!(d, log.level),
+                restart!(d, log.format),
+                restart!(vals, catalog.roots),
+                restart!(d, catalog.case_insensitive),
                 live("shutdown_grace"),
-                restart("hooks", |c| d(&c.hooks)),
+                restart!(d, hooks),
             ],
         },
         Table {
             service: "devices",
             enabled: always,
             keys: vec![
-                restart("devices.inventory", |c| opt(&c.devices.inventory)),
-                restart("devices.trust.lease", |c| d(c.devices.trust.lease)),
-                restart("devices.trust.user_agent", |c| {
-                    d(c.devices.trust.user_agent)
-                }),
-                restart("devices.trust.path", |c| d(c.devices.trust.path)),
-                restart("devices.private", |c| vals(&c.devices.private)),
-                restart("devices.mac_in_path", |c| d(c.devices.mac_in_path)),
-                restart("devices.missing_variable", |c| {
-                    d(c.devices.missing_variable.value)
-                }),
-                restart("devices.encryption.enabled", |c| {
-                    d(c.devices.encryption.enabled)
-                }),
-                restart("devices.encryption.digest", |c| {
-                    d(c.devices.encryption.digest)
-                }),
-                restart("devices.encryption.gzip", |c| d(c.devices.encryption.gzip)),
-                restart("devices.binding.init_prefix", |c| {
-                    opt(&c.devices.binding.init_prefix)
-                }),
-                restart("devices.binding.profile", |c| {
-                    d(&c.devices.binding.profile.value)
-                }),
-                restart("devices.binding.devices_per_pin", |c| {
-                    d(c.devices.binding.devices_per_pin.value)
-                }),
-                restart("devices.binding.wrong_pins_budget", |c| {
-                    d(c.devices.binding.wrong_pins_budget.value)
-                }),
+                restart!(opt, devices.inventory),
+                restart!(d, devices.trust.lease),
+                restart!(d, devices.trust.user_agent),
+                restart!(d, devices.trust.path),
+                restart!(vals, devices.private),
+                restart!(d, devices.mac_in_path),
+                restart!(at, devices.missing_variable),
+                restart!(d, devices.encryption.enabled),
+                restart!(d, devices.encryption.digest),
+                restart!(d, devices.encryption.gzip),
+                restart!(opt, devices.binding.init_prefix),
+                restart!(at, devices.binding.profile),
+                restart!(at, devices.binding.devices_per_pin),
+                restart!(at, devices.binding.wrong_pins_budget),
             ],
         },
         Table {
@@ -130,7 +128,7 @@ pub fn tables() -> Vec<Table> {
                 live("https.client_ca"),
                 live("https.ca_cert"),
                 // Only read when the lab certificate is first made.
-                restart("https.names", |c| d(&c.https.names)),
+                restart!(d, https.names),
                 live("https.limits.max_connections"),
                 live("https.limits.header_timeout"),
                 live("https.limits.idle_timeout"),
@@ -144,66 +142,46 @@ pub fn tables() -> Vec<Table> {
             service: "https_legacy",
             enabled: |c| c.https_legacy.enabled,
             keys: vec![
-                restart("https_legacy.enabled", |c| d(c.https_legacy.enabled)),
-                restart("https_legacy.listen", |c| vals(&c.https_legacy.listen)),
+                restart!(d, https_legacy.enabled),
+                restart!(vals, https_legacy.listen),
                 live("https_legacy.min_protocol"),
                 live("https_legacy.ciphers"),
                 live("https_legacy.cert"),
                 live("https_legacy.key"),
                 live("https_legacy.client_auth"),
                 live("https_legacy.client_ca"),
-                restart("https_legacy.limits.max_connections", |c| {
-                    d(c.https_legacy.limits.max_connections)
-                }),
-                restart("https_legacy.limits.header_timeout", |c| {
-                    d(c.https_legacy.limits.header_timeout)
-                }),
-                restart("https_legacy.limits.idle_timeout", |c| {
-                    d(c.https_legacy.limits.idle_timeout)
-                }),
-                restart("https_legacy.limits.max_connections_per_ip", |c| {
-                    d(c.https_legacy.limits.max_connections_per_ip)
-                }),
-                restart("https_legacy.limits.write_timeout", |c| {
-                    d(c.https_legacy.limits.write_timeout)
-                }),
+                restart!(d, https_legacy.limits.max_connections),
+                restart!(d, https_legacy.limits.header_timeout),
+                restart!(d, https_legacy.limits.idle_timeout),
+                restart!(d, https_legacy.limits.max_connections_per_ip),
+                restart!(d, https_legacy.limits.write_timeout),
             ],
         },
         Table {
             service: "tftp",
             enabled: |c| c.tftp.enabled,
             keys: vec![
-                restart("tftp.enabled", |c| d(c.tftp.enabled)),
-                restart("tftp.listen", |c| d(c.tftp.listen.value)),
-                restart("tftp.max_blksize", |c| d(c.tftp.max_blksize.value)),
-                restart("tftp.max_window", |c| d(c.tftp.max_window.value)),
-                restart("tftp.timeout", |c| d(c.tftp.timeout.value)),
-                restart("tftp.retries", |c| d(c.tftp.retries.value)),
-                restart("tftp.max_transfers", |c| d(c.tftp.max_transfers.value)),
-                restart("tftp.max_timeout", |c| d(c.tftp.max_timeout.value)),
-                restart("tftp.max_transfers_per_ip", |c| {
-                    d(c.tftp.max_transfers_per_ip.value)
-                }),
+                restart!(d, tftp.enabled),
+                restart!(at, tftp.listen),
+                restart!(at, tftp.max_blksize),
+                restart!(at, tftp.max_window),
+                restart!(at, tftp.timeout),
+                restart!(at, tftp.retries),
+                restart!(at, tftp.max_transfers),
+                restart!(at, tftp.max_timeout),
+                restart!(at, tftp.max_transfers_per_ip),
             ],
         },
         Table {
             service: "dns",
             enabled: |c| c.dns.enabled,
             keys: vec![
-                restart("dns.enabled", |c| d(c.dns.enabled)),
-                restart("dns.listen", |c| vals(&c.dns.listen)),
-                restart("dns.tcp_limits.max_connections", |c| {
-                    d(c.dns.tcp_limits.max_connections)
-                }),
-                restart("dns.tcp_limits.max_connections_per_ip", |c| {
-                    d(c.dns.tcp_limits.max_connections_per_ip)
-                }),
-                restart("dns.tcp_limits.idle_timeout", |c| {
-                    d(c.dns.tcp_limits.idle_timeout)
-                }),
-                restart("dns.tcp_limits.write_timeout", |c| {
-                    d(c.dns.tcp_limits.write_timeout)
-                }),
+                restart!(d, dns.enabled),
+                restart!(vals, dns.listen),
+                restart!(d, dns.tcp_limits.max_connections),
+                restart!(d, dns.tcp_limits.max_connections_per_ip),
+                restart!(d, dns.tcp_limits.idle_timeout),
+                restart!(d, dns.tcp_limits.write_timeout),
                 live("dns.ttl"),
                 live("dns.zones"),
                 live("dns.forwarders"),
@@ -216,9 +194,9 @@ pub fn tables() -> Vec<Table> {
             service: "dhcp",
             enabled: |c| c.dhcp.enabled,
             keys: vec![
-                restart("dhcp.enabled", |c| d(c.dhcp.enabled)),
-                restart("dhcp.interfaces", |c| vals(&c.dhcp.interfaces)),
-                restart("dhcp.port", |c| d(c.dhcp.port.value)),
+                restart!(d, dhcp.enabled),
+                restart!(vals, dhcp.interfaces),
+                restart!(at, dhcp.port),
                 live("dhcp.rate_limit_per_mac"),
                 live("dhcp.decline_quarantine"),
                 live("dhcp.offer_hold"),
@@ -238,31 +216,23 @@ pub fn tables() -> Vec<Table> {
             service: "syslog",
             enabled: |c| c.syslog.enabled,
             keys: vec![
-                restart("syslog.enabled", |c| d(c.syslog.enabled)),
-                restart("syslog.listen", |c| d(c.syslog.listen.value)),
-                restart("syslog.tcp_listen", |c| opt(&c.syslog.tcp_listen)),
-                restart("syslog.forward_file", |c| opt(&c.syslog.forward_file)),
-                restart("syslog.forward_max", |c| d(c.syslog.forward_max.value)),
-                restart("syslog.tcp_limits.max_connections", |c| {
-                    d(c.syslog.tcp_limits.max_connections)
-                }),
-                restart("syslog.tcp_limits.max_connections_per_ip", |c| {
-                    d(c.syslog.tcp_limits.max_connections_per_ip)
-                }),
-                restart("syslog.tcp_limits.idle_timeout", |c| {
-                    d(c.syslog.tcp_limits.idle_timeout)
-                }),
-                restart("syslog.tcp_limits.write_timeout", |c| {
-                    d(c.syslog.tcp_limits.write_timeout)
-                }),
+                restart!(d, syslog.enabled),
+                restart!(at, syslog.listen),
+                restart!(opt, syslog.tcp_listen),
+                restart!(opt, syslog.forward_file),
+                restart!(at, syslog.forward_max),
+                restart!(d, syslog.tcp_limits.max_connections),
+                restart!(d, syslog.tcp_limits.max_connections_per_ip),
+                restart!(d, syslog.tcp_limits.idle_timeout),
+                restart!(d, syslog.tcp_limits.write_timeout),
             ],
         },
         Table {
             service: "dashboard",
             enabled: |c| c.dashboard.enabled,
             keys: vec![
-                restart("dashboard.enabled", |c| d(c.dashboard.enabled)),
-                restart("dashboard.listen", |c| d(c.dashboard.listen.value)),
+                restart!(d, dashboard.enabled),
+                restart!(at, dashboard.listen),
                 live("dashboard.token"),
                 live("dashboard.hosts"),
                 live("dashboard.resync.method"),

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use crate::support::{Provbox, free_tcp_port, free_udp_port, require, run};
+use crate::support::{Provbox, free_tcp_port, free_udp_port, require, run, tftp_get};
 
 const MAC: &str = "00562b043615";
 const UA: &str = "Cisco-CP-8831-3PCC/9.3.3 (00562b043615)";
@@ -115,19 +115,7 @@ devices:\n  inventory: inventory.yaml\n  trust:\n    user_agent: true\n    path:
     let port = tftp.to_string();
     for name in ["provbox-ca.pem", "provbox-ca.der"] {
         let out = work.path().join(name);
-        let r = run(
-            "tftp",
-            &[
-                "127.0.0.1",
-                &port,
-                "-m",
-                "octet",
-                "-c",
-                "get",
-                name,
-                out.to_str().unwrap(),
-            ],
-        );
+        let r = tftp_get(&port, name, &out);
         assert!(out.exists(), "tftp {name}: {r:?}");
     }
     assert_eq!(
@@ -148,19 +136,7 @@ devices:\n  inventory: inventory.yaml\n  trust:\n    user_agent: true\n    path:
 
     // 5. A factory profile fetched over TFTP points at the CA over TFTP.
     let out = work.path().join("factory-tftp.cfg");
-    run(
-        "tftp",
-        &[
-            "127.0.0.1",
-            &port,
-            "-m",
-            "octet",
-            "-c",
-            "get",
-            &format!("bootstrap/{MAC}.cfg"),
-            out.to_str().unwrap(),
-        ],
-    );
+    tftp_get(&port, &format!("bootstrap/{MAC}.cfg"), &out);
     let factory = std::fs::read_to_string(&out).unwrap_or_default();
     assert_eq!(
         element(&factory, "Custom_CA_Rule"),

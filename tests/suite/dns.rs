@@ -8,7 +8,7 @@ use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use support::metric;
-use support::{Provbox, free_tcp_port, provbox, run};
+use support::{Provbox, check_refuses, free_tcp_port, provbox, run};
 
 struct Dns {
     pb: Provbox,
@@ -158,47 +158,16 @@ fn answers_rotate_and_zone_records_over_udp_and_tcp() {
     );
 
     let m = dns.metrics();
-    assert!(
-        metric(
-            &m,
-            r#"provbox_dns_queries_total{transport="udp",qtype="A",rcode="NOERROR"}"#
-        ) >= 5.0,
-        "{m}"
-    );
-    assert!(
-        metric(
-            &m,
-            r#"provbox_dns_queries_total{transport="tcp",qtype="A",rcode="NOERROR"}"#
-        ) >= 5.0,
-        "{m}"
-    );
-    assert!(
-        metric(
-            &m,
-            r#"provbox_dns_queries_total{transport="udp",qtype="A",rcode="REFUSED"}"#
-        ) >= 1.0,
-        "{m}"
-    );
-    assert!(
-        metric(
-            &m,
-            r#"provbox_dns_queries_total{transport="tcp",qtype="A",rcode="NXDOMAIN"}"#
-        ) >= 1.0,
-        "{m}"
-    );
-    assert!(
-        metric(
-            &m,
-            r#"provbox_dns_queries_total{transport="udp",qtype="SOA",rcode="NOERROR"}"#
-        ) >= 1.0,
-        "{m}"
-    );
-    assert!(
-        metric(
-            &m,
-            r#"provbox_dns_queries_total{transport="udp",qtype="MX",rcode="NOERROR"}"#
-        ) >= 1.0,
-        "{m}"
+    assert_queries(
+        &m,
+        &[
+            ("udp", "A", "NOERROR", 5.0),
+            ("tcp", "A", "NOERROR", 5.0),
+            ("udp", "A", "REFUSED", 1.0),
+            ("tcp", "A", "NXDOMAIN", 1.0),
+            ("udp", "SOA", "NOERROR", 1.0),
+            ("udp", "MX", "NOERROR", 1.0),
+        ],
     );
 }
 
@@ -232,19 +201,9 @@ fn names_outside_are_forwarded_when_configured() {
         "{m}"
     );
     let up = upstream.metrics();
-    assert!(
-        metric(
-            &up,
-            r#"provbox_dns_queries_total{transport="udp",qtype="A",rcode="NOERROR"}"#
-        ) >= 1.0,
-        "{up}"
-    );
-    assert!(
-        metric(
-            &up,
-            r#"provbox_dns_queries_total{transport="tcp",qtype="A",rcode="NOERROR"}"#
-        ) >= 1.0,
-        "{up}"
+    assert_queries(
+        &up,
+        &[("udp", "A", "NOERROR", 1.0), ("tcp", "A", "NOERROR", 1.0)],
     );
 
     // An upstream that does not answer: SERVFAIL, counted, and the server keeps serving.
@@ -264,6 +223,16 @@ fn names_outside_are_forwarded_when_configured() {
             >= 1.0,
         "{m}"
     );
+}
+
+/// Asserts that each (transport, qtype, rcode) series counted at least so many queries.
+fn assert_queries(m: &str, rows: &[(&str, &str, &str, f64)]) {
+    for &(transport, qtype, rcode, min) in rows {
+        let series = format!(
+            r#"provbox_dns_queries_total{{transport="{transport}",qtype="{qtype}",rcode="{rcode}"}}"#
+        );
+        assert!(metric(m, &series) >= min, "{series} < {min}\n{m}");
+    }
 }
 
 /// Listeners on 127.0.0.2 and 127.0.0.3 with the same port, owned by the test.
@@ -439,10 +408,7 @@ fn records_change_on_reload_without_dropping_queries() {
 
 #[test]
 fn bad_dns_config_is_refused_with_line_and_field() {
-    let dir = Provbox::dir();
-    let cfg = dir.path().join("config.yaml");
-    std::fs::write(
-        &cfg,
+    let (_dir, cfg, out) = check_refuses(
         r#"catalog:
   roots: [files]
 dns:
@@ -459,10 +425,7 @@ dns:
         - name: "bad..name"
           a: [127.0.0.1]
 "#,
-    )
-    .unwrap();
-    let (code, out) = provbox(&["check", "--config", cfg.to_str().unwrap()]);
-    assert_ne!(code, 0, "{out}");
+    );
     assert!(
         out.contains(":6:") && out.contains("dns.forwarders[0]") && out.contains("forwarding loop"),
         "{out}"

@@ -2,7 +2,7 @@
 //! UDP and TCP and checked field by field; zone mistakes refused with file and line.
 
 use crate::support::dns::{self, Dns};
-use crate::support::{Provbox, provbox};
+use crate::support::{check_refuses, provbox};
 
 const LONG: usize = 300;
 
@@ -142,10 +142,7 @@ fn sip_records_srv_naptr_cname_txt_ptr_over_udp_and_tcp() {
 
 #[test]
 fn bad_zone_records_are_refused_with_file_and_line() {
-    let dir = Provbox::dir();
-    let cfg = dir.path().join("config.yaml");
-    std::fs::write(
-        &cfg,
+    let (_dir, cfg, out) = check_refuses(
         r#"catalog:
   roots: [files]
 dns:
@@ -180,10 +177,7 @@ dns:
         - name: bad-ptr
           ptr: ["a..b"]
 "#,
-    )
-    .unwrap();
-    let (code, out) = provbox(&["check", "--config", cfg.to_str().unwrap()]);
-    assert_ne!(code, 0, "{out}");
+    );
     let file = cfg.to_str().unwrap();
     let expect = [
         (12, "dns.zones[0].records[1].cname", "loops back"),

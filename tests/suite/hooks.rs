@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use support::netns::Lab;
-use support::{Provbox, run, wait_until};
+use support::{Provbox, run, tftp_get, wait_until};
 
 /// Write an executable script.
 fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
@@ -326,19 +326,7 @@ tftp:
     // The phone's TFTP fetch meanwhile.
     let got = work.path().join("got.cfg");
     let port = tftp_port.to_string();
-    let out = run(
-        "tftp",
-        &[
-            "127.0.0.1",
-            &port,
-            "-m",
-            "octet",
-            "-c",
-            "get",
-            "y000000000028.cfg",
-            got.to_str().unwrap(),
-        ],
-    );
+    let out = tftp_get(&port, "y000000000028.cfg", &got);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(std::fs::read_to_string(&got).unwrap(), body);
     assert!(

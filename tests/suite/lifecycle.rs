@@ -3,8 +3,7 @@
 use crate::support;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::{TcpStream, UdpSocket};
+use std::net::UdpSocket;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,32 +11,11 @@ use std::time::{Duration, Instant};
 use support::netns::Lab;
 use support::{Provbox, free_tcp_port, free_udp_port, metric};
 
+/// GET `path` on 127.0.0.1:`port` with curl (at most 5 s): (status, body), status 0 when
+/// nothing answered in time, so a poll may count a late or failed read as "not yet".
 fn get(port: u16, path: &str) -> (u16, String) {
-    try_get(port, path).unwrap()
-}
-
-/// As [`get`], but a connection or read that fails (a worker thread held by a wedged
-/// loop may answer late) is an error to retry, not a panic.
-fn try_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_string();
-    Ok((status, body))
+    let r = support::curl(5, &[], &format!("http://127.0.0.1:{port}{path}"));
+    (r.code, String::from_utf8_lossy(&r.body).into_owned())
 }
 
 use support::eventually as wait_until;
@@ -313,7 +291,7 @@ hooks:
     for k in &want {
         assert!(line.contains(k.as_str()), "{k} not in the log line: {line}");
     }
-    let (_, text) = get(metrics, "/metrics");
+    let text = support::scrape(metrics);
     assert_eq!(
         metric(
             &text,
@@ -360,7 +338,7 @@ hooks:
     let (code, out) = support::provbox(&["reload", "--config", &cfg_s]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("reload ok: restarted: nothing"), "{out}");
-    let (_, text) = get(metrics, "/metrics");
+    let text = support::scrape(metrics);
     for k in &keys {
         assert_eq!(
             metric(
@@ -439,7 +417,7 @@ fn a_panicking_tftp_loop_is_restarted_and_serves_again() {
     pb.wait_for_log("service loop panicked", Duration::from_secs(10));
     wait_until("the restart to be counted", Duration::from_secs(10), || {
         metric(
-            &get(metrics, "/metrics").1,
+            &support::scrape(metrics),
             "provbox_service_restarts_total{service=\"tftp\"}",
         ) == 1.0
     });
@@ -486,16 +464,16 @@ fn a_wedged_tftp_loop_makes_readyz_name_it() {
     wait_until(
         "/readyz to name the wedged loop",
         Duration::from_secs(15),
-        || match try_get(metrics, "/readyz") {
-            Ok((code, body)) => {
+        || match get(metrics, "/readyz") {
+            (0, _) => false,
+            (code, body) => {
                 seen = body;
                 code == 503
             }
-            Err(_) => false,
         },
     );
     assert!(seen.contains("tftp: tftp listener has not run"), "{seen}");
     wait_until("/readyz to be 200 again", Duration::from_secs(20), || {
-        try_get(metrics, "/readyz").is_ok_and(|(code, _)| code == 200)
+        get(metrics, "/readyz").0 == 200
     });
 }

@@ -2,7 +2,7 @@
 //! `Accept` names it; plain clients (curl, Python's `prometheus_client.parser`, older
 //! agents) get Prometheus text 0.0.4.
 
-use crate::support::{Provbox, free_tcp_port, require, run};
+use crate::support::{Provbox, free_tcp_port, http_and_metrics, require, run};
 
 use std::process::Command;
 
@@ -49,18 +49,7 @@ fn metrics_speak_text_004_unless_openmetrics_is_asked_for() {
     std::fs::write(dir.path().join("files/a.cfg"), "x").unwrap();
     let _p = Provbox::start(
         dir,
-        &format!(
-            "data_dir: data
-catalog:
-  roots: [files]
-http:
-  enabled: true
-  listen: [\"127.0.0.1:{http}\"]
-metrics:
-  enabled: true
-  listen: 127.0.0.1:{metrics}
-"
-        ),
+        &format!("data_dir: data\n{}", http_and_metrics(http, metrics)),
     );
     run("curl", &["-s", &format!("http://127.0.0.1:{http}/a.cfg")]);
     run(

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{Provbox, free_tcp_port, free_udp_port, run};
+use crate::support::{Provbox, free_tcp_port, free_udp_port, http_and_metrics, run};
 
 pub struct Bench {
     pub p: Provbox,
@@ -16,20 +16,13 @@ pub struct Bench {
 }
 
 pub fn config(http: u16, udp: u16, tcp: u16, dash: u16, metrics: u16, extra: &str) -> String {
+    let served = http_and_metrics(http, metrics);
     format!(
         "data_dir: data
 # Per-device file names tie requests to phones here without being access-controlled.
 devices:
   mac_in_path: false
-catalog:
-  roots: [files]
-http:
-  enabled: true
-  listen: [\"127.0.0.1:{http}\"]
-metrics:
-  enabled: true
-  listen: 127.0.0.1:{metrics}
-syslog:
+{served}syslog:
   enabled: true
   listen: 127.0.0.1:{udp}
   tcp_listen: 127.0.0.1:{tcp}

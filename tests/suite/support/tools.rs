@@ -3,10 +3,11 @@
 //! lands everywhere.
 
 use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{require, run};
+use super::{Provbox, provbox, require, run};
 
 /// Poll `f` every 50 ms for at most `limit`; its first `Some`, or `None` on timeout.
 pub fn wait_until<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
@@ -148,4 +149,49 @@ pub fn read_head(s: &mut impl Read) -> Vec<u8> {
         }
     }
     head
+}
+
+/// Fetch `name` in octet mode from the TFTP server on 127.0.0.1:`port` into `out` with the
+/// tftp client; its output (whether it worked is the caller's to judge).
+pub fn tftp_get(port: &str, name: &str, out: &Path) -> Output {
+    run(
+        "tftp",
+        &[
+            "127.0.0.1",
+            port,
+            "-m",
+            "octet",
+            "-c",
+            "get",
+            name,
+            out.to_str().unwrap(),
+        ],
+    )
+}
+
+/// Write `yaml` as config.yaml in a fresh test dir and run `provbox check` on it, which
+/// must refuse it: the dir (kept alive for the caller), the file and the output.
+pub fn check_refuses(yaml: &str) -> (tempfile::TempDir, PathBuf, String) {
+    let dir = Provbox::dir();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(&cfg, yaml).unwrap();
+    let (code, out) = provbox(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_ne!(code, 0, "{out}");
+    (dir, cfg, out)
+}
+
+/// The config lines that serve `files/` over HTTP on 127.0.0.1:`http` with metrics on
+/// 127.0.0.1:`metrics` (from `catalog:`; the caller adds `data_dir` and the rest).
+pub fn http_and_metrics(http: u16, metrics: u16) -> String {
+    format!(
+        "catalog:
+  roots: [files]
+http:
+  enabled: true
+  listen: [\"127.0.0.1:{http}\"]
+metrics:
+  enabled: true
+  listen: 127.0.0.1:{metrics}
+"
+    )
 }
