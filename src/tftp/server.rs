@@ -26,8 +26,9 @@ use crate::server::{Context, bind_error};
 /// With the `fault-injection` feature, a read request for this file panics the listener.
 #[cfg(feature = "fault-injection")]
 pub const FAULT_INJECTION_FILE: &str = "provbox-fault-injection/panic";
-/// With `fault-injection`, a read request for this file blocks the listener's thread for
-/// 8 s, as a wedged loop would.
+/// With `fault-injection`, a read request for this file stops the listener for 12 s, as a
+/// wedged loop would: well past the supervisor's 5 s staleness, so `/readyz` has a wide
+/// window to report it even on a loaded machine.
 #[cfg(feature = "fault-injection")]
 pub const FAULT_WEDGE_FILE: &str = "provbox-fault-injection/wedge";
 
@@ -145,7 +146,12 @@ impl Bound {
                 }
                 #[cfg(feature = "fault-injection")]
                 Ok(Packet::Rrq(req)) if req.filename == FAULT_WEDGE_FILE => {
-                    std::thread::sleep(std::time::Duration::from_secs(8));
+                    // The loop stops; the runtime's other tasks move to another thread (as
+                    // they would not for a loop blocking its worker outright: then the
+                    // admin listener could stall too, and only the watchdog notices).
+                    tokio::task::block_in_place(|| {
+                        std::thread::sleep(std::time::Duration::from_secs(12))
+                    });
                     continue;
                 }
                 Ok(Packet::Rrq(req)) => req,

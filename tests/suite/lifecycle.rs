@@ -463,7 +463,7 @@ fn a_wedged_tftp_loop_makes_readyz_name_it() {
     let mut seen = String::new();
     wait_until(
         "/readyz to name the wedged loop",
-        Duration::from_secs(15),
+        Duration::from_secs(25),
         || match get(metrics, "/readyz") {
             (0, _) => false,
             (code, body) => {
@@ -473,7 +473,7 @@ fn a_wedged_tftp_loop_makes_readyz_name_it() {
         },
     );
     assert!(seen.contains("tftp: tftp listener has not run"), "{seen}");
-    wait_until("/readyz to be 200 again", Duration::from_secs(20), || {
+    wait_until("/readyz to be 200 again", Duration::from_secs(40), || {
         get(metrics, "/readyz").0 == 200
     });
 }
