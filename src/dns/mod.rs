@@ -66,15 +66,25 @@ pub async fn bind(cfg: &Config, banner: &mut Vec<String>) -> Result<Bound> {
     };
     for (i, a) in cfg.listen.iter().enumerate() {
         let field = format!("dns.listen[{i}]");
-        let first = udp_socket(a.value).map_err(|e| bind_error(&field, a.value, e))?;
-        let local = first.local_addr()?;
-        let mut group = vec![Arc::new(first)];
-        for _ in 1..udp_workers() {
-            let s = udp_socket(local).map_err(|e| bind_error(&field, local, e))?;
-            group.push(Arc::new(s));
-        }
-        // Same port on TCP, so a configured port 0 (tests) still means one address.
-        let tcp = bind_tcp(&field, local).await?;
+        // Same port on TCP, so a configured port 0 (tests) still means one address; the
+        // port the kernel picked for UDP may be taken on TCP, so port 0 tries a few.
+        let tries = if a.value.port() == 0 { 8 } else { 1 };
+        let mut attempt = 0;
+        let (local, group, tcp) = loop {
+            attempt += 1;
+            let first = udp_socket(a.value).map_err(|e| bind_error(&field, a.value, e))?;
+            let local = first.local_addr()?;
+            let mut group = vec![Arc::new(first)];
+            for _ in 1..udp_workers() {
+                let s = udp_socket(local).map_err(|e| bind_error(&field, local, e))?;
+                group.push(Arc::new(s));
+            }
+            match bind_tcp(&field, local).await {
+                Ok(tcp) => break (local, group, tcp),
+                Err(e) if attempt >= tries => return Err(e),
+                Err(_) => continue,
+            }
+        };
         banner.push(format!("dns    udp+tcp {local}"));
         b.udp.push(group);
         b.tcp.push(tcp);
