@@ -283,6 +283,17 @@ impl Client {
         .await
     }
 
+    /// Any method, with a body: the status and the whole answer (the API's CLI client).
+    pub async fn request(&self, method: Method, req: &Get, body: Bytes) -> Result<Response, Error> {
+        self.within_deadline(async {
+            let resp = self.send(req, method, body).await?;
+            let status = resp.status();
+            let body = self.read_capped(resp.into_body()).await?;
+            Ok(Response { status, body })
+        })
+        .await
+    }
+
     /// POST the body; the status only, the answer's body is not read.
     pub async fn post_status(&self, req: &Post) -> Result<StatusCode, Error> {
         self.within_deadline(async {

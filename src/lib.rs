@@ -2,6 +2,7 @@
 //! over these modules; integration tests use them too (certificates, MAC parsing).
 
 pub mod acceptor;
+pub mod api;
 pub mod banner;
 pub mod catalog;
 pub mod certs;

@@ -161,6 +161,23 @@ impl Catalog {
             .ok_or(Refusal::NotFound)
     }
 
+    /// The current version of every published file (where roots share a name, the one a
+    /// lookup finds), by key.
+    pub fn entries(&self) -> Vec<Arc<Entry>> {
+        let index = self.index.load();
+        let mut seen = std::collections::HashSet::new();
+        let mut out: Vec<Arc<Entry>> = Vec::new();
+        for m in &index.roots {
+            for (k, e) in m {
+                if seen.insert(k.clone()) {
+                    out.push(e.clone());
+                }
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out
+    }
+
     pub fn file_count(&self) -> usize {
         let index = self.index.load();
         let mut keys: Vec<&String> = index.roots.iter().flat_map(|m| m.keys()).collect();

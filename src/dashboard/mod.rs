@@ -50,6 +50,9 @@ pub struct Config {
     /// loopback); any other `Host` gets 421 (DNS rebinding).
     #[serde(default)]
     pub hosts: Vec<At<String>>,
+    /// Who the token stands for in the audit log of `/api/v1` writes (default `operator`).
+    #[serde(default)]
+    pub token_name: Option<At<String>>,
     #[serde(default)]
     pub resync: resync::Config,
 }
@@ -65,6 +68,7 @@ impl Default for Config {
             listen: default_listen(),
             token: None,
             hosts: Vec::new(),
+            token_name: None,
             resync: resync::Config::default(),
         }
     }
@@ -87,6 +91,15 @@ impl Config {
                 "dashboard.token",
                 t,
                 "is too short to guess-proof the dashboard; expected 16 or more characters (e.g. `openssl rand -hex 16`), or no token to have one made in data_dir",
+            );
+        }
+        if let Some(n) = &self.token_name
+            && (n.trim().is_empty() || n.len() > 64 || n.chars().any(char::is_control))
+        {
+            p.add(
+                "dashboard.token_name",
+                n,
+                "is not a usable name; expected 1 to 64 printable characters, e.g. bench-operator",
             );
         }
         for h in &self.hosts {
@@ -123,6 +136,8 @@ pub struct Settings {
     /// `dashboard.hosts`, lower case, without a trailing dot.
     pub hosts: Vec<String>,
     pub resync: resync::Config,
+    /// `dashboard.token_name`: who the audit log says did an API write.
+    pub token_name: String,
 }
 
 impl Settings {
@@ -139,6 +154,10 @@ impl Settings {
             source,
             hosts,
             resync: cfg.resync.clone(),
+            token_name: cfg
+                .token_name
+                .as_ref()
+                .map_or_else(|| "operator".to_string(), |n| n.value.clone()),
         })
     }
 }
@@ -164,6 +183,8 @@ pub struct DashboardHandler {
     pub local: SocketAddr,
     /// Served over TLS: the login cookie is `Secure` and origins are `https://`.
     pub tls: bool,
+    /// `/api/v1`, behind the same gate.
+    pub api: Arc<crate::api::Api>,
 }
 
 /// Bind the dashboard's listener and make its handler (the token is resolved, and made
@@ -171,11 +192,11 @@ pub struct DashboardHandler {
 pub async fn bind(
     cfg: &Config,
     data_dir: &Path,
-    book: Arc<StatusBook>,
-    tracker: TaskTracker,
+    api: Arc<crate::api::Api>,
     metrics: Arc<Metrics>,
     banner: &mut Vec<String>,
 ) -> Result<(Arc<DashboardHandler>, crate::http::Listener)> {
+    let (book, tracker) = (api.book.clone(), api.tracker.clone());
     let settings = Settings::load(cfg, data_dir)?;
     let socket = crate::server::bind_tcp("dashboard.listen", cfg.listen.value).await?;
     let local = socket.local_addr()?;
@@ -216,6 +237,7 @@ pub async fn bind(
         metrics: metrics.clone(),
         local,
         tls: false,
+        api,
     });
     let listener = crate::http::Listener {
         name: format!("dashboard:{}", cfg.listen.value),
@@ -499,6 +521,47 @@ const LOGIN: &str = "<!doctype html><meta charset=utf-8><title>provbox</title>\
 <input name=token type=password autofocus style='width:100%'> <button>Open</button></form>";
 
 impl Handler for DashboardHandler {
+    /// `/api/v1/…` goes to the API (after the same gate, its refusals as problem+json);
+    /// everything else is answered at once by `handle`.
+    fn handle_async(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        conn: Arc<ConnInfo>,
+    ) -> crate::http::Reply {
+        if !req.uri().path().starts_with(crate::api::PREFIX) {
+            let r = self.handle(req, &conn);
+            return Box::pin(std::future::ready(r));
+        }
+        if let Some(refused) = self.gate(&req, &conn) {
+            let status = refused.status();
+            let (title, detail) = match status {
+                StatusCode::UNAUTHORIZED => (
+                    "Token required",
+                    "the admin token is required (Authorization: Bearer <token>)",
+                ),
+                StatusCode::FORBIDDEN => (
+                    "Cross-site request refused",
+                    "a request that changes state must come from the dashboard's own origin (Origin header)",
+                ),
+                _ => (
+                    "Wrong host",
+                    "this dashboard does not answer to that Host; add the name to dashboard.hosts",
+                ),
+            };
+            let mut r = crate::api::Problem::new(status, title, detail).response();
+            if let Some(v) = refused.headers().get(header::WWW_AUTHENTICATE) {
+                r.headers_mut().insert(header::WWW_AUTHENTICATE, v.clone());
+            }
+            return Box::pin(std::future::ready(r));
+        }
+        let s = self.settings.load();
+        let caller = crate::api::Caller {
+            who: s.token_name.clone(),
+            resync: s.resync.clone(),
+        };
+        Box::pin(async move { self.api.handle(req, caller).await })
+    }
+
     fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<LoggedBody> {
         if let Some(refused) = self.gate(&req, conn) {
             return refused;

@@ -191,6 +191,17 @@ impl Bindings {
         Some(v.value().to_string())
     }
 
+    /// Every PIN with the devices (`00562b043615`) bound to it, by PIN.
+    pub fn list(&self) -> Result<Vec<(String, Vec<String>)>, String> {
+        list_in(&self.store)
+    }
+
+    /// Free `pin`: the devices bound to it are unbound and the PIN can bind another
+    /// phone. Returns the devices it had (none: it was not bound).
+    pub fn unbind(&self, pin: &str) -> Result<Vec<String>, String> {
+        unbind_in(&self.store, pin)
+    }
+
     pub fn bind(&self, pin: &str, mac: Mac) -> Result<Bound, BindRefusal> {
         let st = |e: &dyn std::fmt::Display| BindRefusal::Store(e.to_string());
         let hex = mac.to_hex();
@@ -230,6 +241,53 @@ impl Bindings {
     }
 }
 
+/// [`Bindings::list`] on a store (also for the CLI while no server holds it).
+pub fn list_in(store: &Store) -> Result<Vec<(String, Vec<String>)>, String> {
+    let tx = store.db().begin_read().map_err(|e| e.to_string())?;
+    let t = match tx.open_table(PIN_DEVICES) {
+        Ok(t) => t,
+        // Nothing was ever bound.
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(e.to_string()),
+    };
+    let mut out = Vec::new();
+    for row in t.iter().map_err(|e| e.to_string())? {
+        let (k, v) = row.map_err(|e| e.to_string())?;
+        let macs: Vec<String> = v
+            .value()
+            .split(',')
+            .filter(|m| !m.is_empty())
+            .map(str::to_string)
+            .collect();
+        if !macs.is_empty() {
+            out.push((k.value().to_string(), macs));
+        }
+    }
+    Ok(out)
+}
+
+/// [`Bindings::unbind`] on a store, in one write transaction.
+pub fn unbind_in(store: &Store, pin: &str) -> Result<Vec<String>, String> {
+    let st = |e: &dyn std::fmt::Display| e.to_string();
+    let tx = store.db().begin_write().map_err(|e| st(&e))?;
+    let macs = {
+        let mut by_dev = tx.open_table(DEVICE_PIN).map_err(|e| st(&e))?;
+        let mut by_pin = tx.open_table(PIN_DEVICES).map_err(|e| st(&e))?;
+        let macs: Vec<String> = by_pin
+            .remove(pin)
+            .map_err(|e| st(&e))?
+            .map(|v| v.value().split(',').map(str::to_string).collect())
+            .unwrap_or_default();
+        let macs: Vec<String> = macs.into_iter().filter(|m| !m.is_empty()).collect();
+        for m in &macs {
+            by_dev.remove(m.as_str()).map_err(|e| st(&e))?;
+        }
+        macs
+    };
+    tx.commit().map_err(|e| st(&e))?;
+    Ok(macs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,6 +311,16 @@ mod tests {
         // With two allowed, a second device may join.
         assert_eq!(b2.bind("1234", b), Ok(Bound::New));
         assert_eq!(b2.pin_of(b).as_deref(), Some("1234"));
+        assert_eq!(
+            b2.list().unwrap(),
+            vec![("1234".to_string(), vec![a.to_hex(), b.to_hex()])]
+        );
+        // Unbound: the PIN takes another device, the old ones may bind elsewhere.
+        assert_eq!(b2.unbind("1234").unwrap(), vec![a.to_hex(), b.to_hex()]);
+        assert_eq!(b2.unbind("1234").unwrap(), Vec::<String>::new());
+        assert_eq!(b2.pin_of(a), None);
+        assert!(b2.list().unwrap().is_empty());
+        assert_eq!(b2.bind("9999", a), Ok(Bound::New));
     }
 
     #[test]

@@ -625,18 +625,28 @@ pub fn to_csv(records: &[Record]) -> String {
 pub fn import(scan: &Path, inventory: &Path, dry_run: bool) -> Result<String, String> {
     let text = std::fs::read_to_string(scan)
         .map_err(|e| format!("{}: cannot read: {e}", scan.display()))?;
-    let records = match format_of(scan) {
-        Some(Format::Yaml) => parse_yaml(&text),
-        _ => parse_csv(&text),
+    import_text(&text, scan, format_of(scan), inventory, dry_run).map(|(summary, _)| summary)
+}
+
+/// [`import`] of a scan already read (`shown` names it in errors; `format` None is CSV).
+/// Returns the summary and, unless a dry run, the inventory now in the file.
+pub fn import_text(
+    text: &str,
+    shown: &Path,
+    format: Option<Format>,
+    inventory: &Path,
+    dry_run: bool,
+) -> Result<(String, Option<Inventory>), String> {
+    let scan = shown;
+    let records = match format {
+        Some(Format::Yaml) => parse_yaml(text),
+        _ => parse_csv(text),
     }
     .map_err(|e| describe(scan, &e))?;
     // Validate the scan on its own first, so its errors name its own lines.
     Inventory::build(records.clone()).map_err(|e| describe(scan, &e))?;
-    let current = if inventory.exists() {
-        Inventory::load(inventory).map_err(|e| describe(inventory, &e))?
-    } else {
-        Inventory::default()
-    };
+    let _one = WRITER.lock().unwrap_or_else(|e| e.into_inner());
+    let current = current(inventory)?;
     let (merged, added, updated) = current.merge(&records).map_err(|e| {
         format!(
             "the scan conflicts with {}:\n{}",
@@ -644,16 +654,6 @@ pub fn import(scan: &Path, inventory: &Path, dry_run: bool) -> Result<String, St
             describe(scan, &e)
         )
     })?;
-    let body = match format_of(inventory) {
-        Some(Format::Csv) => to_csv(&merged),
-        Some(Format::Yaml) => to_yaml(&merged),
-        None => {
-            return Err(format!(
-                "{}: unknown format; expected a .yaml, .yml or .csv file",
-                inventory.display()
-            ));
-        }
-    };
     let summary = format!(
         "{}: {} devices ({added} added, {updated} updated) from {}",
         inventory.display(),
@@ -661,12 +661,185 @@ pub fn import(scan: &Path, inventory: &Path, dry_run: bool) -> Result<String, St
         scan.display()
     );
     if dry_run {
-        return Ok(format!("{summary} (dry run, nothing written)"));
+        return Ok((format!("{summary} (dry run, nothing written)"), None));
     }
-    let tmp = inventory.with_extension("import.tmp");
-    std::fs::write(&tmp, body).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, inventory).map_err(|e| format!("{}: {e}", inventory.display()))?;
-    Ok(summary)
+    let inv = write_records(inventory, merged)?;
+    Ok((summary, Some(inv)))
+}
+
+/// One writer of the inventory file at a time in this process (API requests race).
+static WRITER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The inventory in `path` (none yet: empty).
+fn current(path: &Path) -> Result<Inventory, String> {
+    if path.exists() {
+        Inventory::load(path).map_err(|e| describe(path, &e))
+    } else {
+        Ok(Inventory::default())
+    }
+}
+
+/// How the API and CLI name one record: its MAC (`00:56:2b:04:36:15`), else its serial,
+/// else `pin:<PIN>` (an account waiting for a retail phone).
+pub fn key_of(r: &Record) -> String {
+    match (&r.mac, &r.serial, r.var("pin")) {
+        (Some(m), _, _) => m.to_string(),
+        (None, Some(s), _) => s.clone(),
+        (None, None, Some(p)) => format!("pin:{p}"),
+        _ => String::new(),
+    }
+}
+
+/// The position of the record named `key` (a MAC in any spelling, a serial in any case,
+/// or `pin:<PIN>`).
+pub fn position(records: &[Record], key: &str) -> Option<usize> {
+    if let Some(pin) = key.strip_prefix("pin:") {
+        return records.iter().position(|r| r.var("pin") == Some(pin));
+    }
+    if let Ok(m) = key.parse::<Mac>() {
+        if let Some(i) = records.iter().position(|r| r.mac == Some(m)) {
+            return Some(i);
+        }
+    }
+    records.iter().position(|r| {
+        r.serial
+            .as_deref()
+            .is_some_and(|s| s.eq_ignore_ascii_case(key))
+    })
+}
+
+/// A record for `key` with these variables (`tags` may be `a;b` or `a,b`), as one line of
+/// a scan would make it.
+pub fn record_for(key: &str, vars: &BTreeMap<String, String>) -> Result<Record, Vec<InvError>> {
+    let mut r = Record {
+        line: 1,
+        ..Record::default()
+    };
+    if let Some(pin) = key.strip_prefix("pin:") {
+        r.vars.insert("pin".into(), pin.to_string());
+    } else if let Ok(m) = key.parse::<Mac>() {
+        r.mac = Some(m);
+    } else if looks_like_mac(key) || key.is_empty() || key.contains(['/', ' ']) {
+        return Err(vec![InvError {
+            line: 0,
+            message: format!(
+                "`{key}` is neither a MAC address nor a serial number; expected e.g. 00:56:2b:04:36:15 or CBT141400FK"
+            ),
+        }]);
+    } else {
+        r.serial = Some(key.to_string());
+    }
+    for (k, v) in vars {
+        match k.as_str() {
+            "mac" | "serial" | "device" => {
+                return Err(vec![InvError {
+                    line: 0,
+                    message: format!(
+                        "`{k}` is the record's key (in the path), not a variable; expected variables such as account, extension, display_name"
+                    ),
+                }]);
+            }
+            "tags" => {
+                r.vars.insert(k.clone(), split_tags(v));
+            }
+            _ => {
+                r.vars.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    Ok(r)
+}
+
+/// Put one record (replacing the one with the same key, or adding it), validated against
+/// the whole inventory, written atomically. Returns (the record, created, the inventory
+/// now in the file).
+pub fn put_record(
+    path: &Path,
+    key: &str,
+    vars: &BTreeMap<String, String>,
+) -> Result<(Record, bool, Inventory), String> {
+    let new = record_for(key, vars).map_err(|e| describe(path, &e))?;
+    let _one = WRITER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut records = current(path)?.records;
+    let created = match position(&records, key) {
+        Some(i) => {
+            let mut new = new.clone();
+            // A record found by serial keeps its MAC (and the other way round).
+            new.mac = new.mac.or(records[i].mac);
+            new.serial = new.serial.clone().or_else(|| records[i].serial.clone());
+            new.line = records[i].line;
+            records[i] = new;
+            false
+        }
+        None => {
+            let mut new = new.clone();
+            new.line = records.iter().map(|r| r.line).max().unwrap_or(0) + 1;
+            records.push(new);
+            true
+        }
+    };
+    let i = position(&records, key).unwrap_or(records.len() - 1);
+    let rec = records[i].clone();
+    let inv = write_records(path, records)?;
+    Ok((rec, created, inv))
+}
+
+/// Delete the record named `key`. Returns the record and the inventory now in the file;
+/// None when there was no such record.
+pub fn delete_record(path: &Path, key: &str) -> Result<Option<(Record, Inventory)>, String> {
+    let _one = WRITER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut records = current(path)?.records;
+    let Some(i) = position(&records, key) else {
+        return Ok(None);
+    };
+    let gone = records.remove(i);
+    let inv = write_records(path, records)?;
+    Ok(Some((gone, inv)))
+}
+
+/// Validate `records` and write them to `path` in its format, atomically: a temporary file
+/// beside it, synced, renamed over it, the directory synced. A reader (the server's watch,
+/// a phone's profile) sees the old file or the new one, never half of one.
+pub fn write_records(path: &Path, records: Vec<Record>) -> Result<Inventory, String> {
+    let body = match format_of(path) {
+        Some(Format::Csv) => to_csv(&records),
+        Some(Format::Yaml) => to_yaml(&records),
+        None => {
+            return Err(format!(
+                "{}: unknown format; expected a .yaml, .yml or .csv file",
+                path.display()
+            ));
+        }
+    };
+    // What is written must read back as what was validated (lines renumber on write).
+    let mut inv = Inventory::build(records).map_err(|e| describe(path, &e))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(body.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent() {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+        }
+        Ok(())
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!("{}: cannot write: {e}", path.display()));
+    }
+    inv.modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    Ok(inv)
 }
 
 #[cfg(test)]

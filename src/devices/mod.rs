@@ -262,6 +262,23 @@ impl Provisioner {
         self.inventory.load_full()
     }
 
+    /// `devices.inventory`, when one is configured.
+    pub fn inventory_path(&self) -> Option<&std::path::Path> {
+        self.cfg.inventory.as_ref().map(|p| p.value.as_path())
+    }
+
+    /// Serve `inv` from the next request on (the API wrote it to the file just now; the
+    /// file watch would find it too, a moment later).
+    pub fn set_inventory(&self, inv: Inventory) {
+        self.metrics.inventory_records.set(inv.records.len() as i64);
+        self.inventory.store(Arc::new(inv));
+    }
+
+    /// The PIN bindings, when `devices.binding` is on.
+    pub fn bindings(&self) -> Option<&Bindings> {
+        self.bindings.as_ref()
+    }
+
     /// Re-read the inventory when its file changes (polled: editors, `provbox devices
     /// import` and config management all replace files differently). A broken file is
     /// logged with its lines and counted; the previous inventory keeps serving.

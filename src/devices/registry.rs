@@ -144,6 +144,8 @@ pub struct Registry {
     leases: RwLock<Leases>,
     /// Who else wants to hear about leases and transfers (the device status book).
     observer: OnceLock<Arc<dyn Observer>>,
+    /// The running DHCP server's lease desk (release, list), for the API.
+    desk: OnceLock<Arc<dyn crate::status::desk::LeaseDesk>>,
 }
 
 impl Registry {
@@ -154,6 +156,15 @@ impl Registry {
 
     pub fn observer(&self) -> Option<&Arc<dyn Observer>> {
         self.observer.get()
+    }
+
+    /// Set by the DHCP server when it starts (once; later calls are ignored).
+    pub fn set_desk(&self, d: Arc<dyn crate::status::desk::LeaseDesk>) {
+        let _ = self.desk.set(d);
+    }
+
+    pub fn desk(&self) -> Option<&Arc<dyn crate::status::desk::LeaseDesk>> {
+        self.desk.get()
     }
 
     /// A note on the timeline of the device with `mac`, told to the observer (nothing

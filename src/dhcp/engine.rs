@@ -779,6 +779,43 @@ impl Engine {
         })
     }
 
+    /// Every lease held (any state), by address.
+    pub fn leases_now(&self) -> Vec<Lease> {
+        let mut v: Vec<Lease> = self.table().all().cloned().collect();
+        v.sort_by_key(|l| l.ip);
+        v
+    }
+
+    /// The operator released `ip` (API, CLI): the lease ends now, and the address is held
+    /// out of the pool until the old holder's lease would have run out (the phone may use
+    /// it till then; nobody else must get it), so its next renewal is NAKed and it starts
+    /// over with another address. None when no lease is bound there.
+    pub fn release_by_operator(&self, ip: Ipv4Addr, now: u64) -> Option<(Change, Event)> {
+        let p = self.policy();
+        let mut t = self.table();
+        let mut l = t.get(ip)?.clone();
+        let State::Bound { expires } = l.state else {
+            return None;
+        };
+        if !l.is_live(now) {
+            return None;
+        }
+        l.state = State::Declined {
+            until: expires.max(now + 1),
+        };
+        t.put(l.clone());
+        self.count(&p, &t, ip, -1);
+        Some((
+            Change::Put(l.clone()),
+            Event {
+                kind: EventKind::Released,
+                lease: l,
+                now,
+                circuit: None,
+            },
+        ))
+    }
+
     fn release(&self, turn: &Turn<'_>, now: u64) -> Result<Outcome, &'static str> {
         let req = turn.req;
         let ip = req.ciaddr;

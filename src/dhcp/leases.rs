@@ -215,6 +215,11 @@ pub struct Excluded<'a> {
 }
 
 impl Leases {
+    /// Every lease record, in no order.
+    pub fn all(&self) -> impl Iterator<Item = &Lease> {
+        self.by_ip.values()
+    }
+
     pub fn get(&self, ip: Ipv4Addr) -> Option<&Lease> {
         self.by_ip.get(&ip)
     }

@@ -14,6 +14,7 @@
 //! its lease is on disk, and many clients at once share one fsync.
 
 pub mod config;
+mod desk;
 pub mod engine;
 pub mod leases;
 pub mod metrics;
@@ -56,6 +57,8 @@ struct Job {
     changes: Vec<Change>,
     events: Vec<Event>,
     reply: Option<(Reply, usize)>,
+    /// Told whether the changes are on disk (an operator's release waits for it).
+    done: Option<tokio::sync::oneshot::Sender<bool>>,
 }
 
 /// The interfaces' sockets, bound; no lease journal opened and nothing answered yet.
@@ -132,6 +135,7 @@ pub fn start(bound: Bound, ctx: &Context, metrics: Arc<DhcpMetrics>) -> Result<R
 
     let ifaces = Arc::new(ifaces);
     let (tx, rx) = mpsc::channel::<Job>(WRITER_QUEUE);
+    (ctx.provisioner.registry()).set_desk(Arc::new(desk::Desk::new(engine.clone(), tx.clone())));
     // The writer owns its channel: it cannot be made again, so a panic there ends the
     // process (never an ACK without its lease on disk).
     let (e, i) = (engine.clone(), ifaces.clone());
@@ -247,6 +251,7 @@ async fn receive(
                     changes: out.changes,
                     events: out.events,
                     reply: out.reply.map(|r| (r, idx)),
+                    done: None,
                 };
                 queue(&tx, job, &engine);
             }
@@ -342,6 +347,9 @@ async fn commit_batch<S, F>(
                     for j in batch {
                         for ev in &j.events {
                             engine.announce(ev);
+                        }
+                        if let Some(d) = j.done {
+                            let _ = d.send(true);
                         }
                         if let Some((r, idx)) = j.reply {
                             send(r, idx).await;
@@ -451,6 +459,7 @@ mod tests {
         Job {
             changes: vec![Change::Put(lease)],
             events: Vec::new(),
+            done: None,
             reply: Some((
                 Reply {
                     bytes: vec![n],

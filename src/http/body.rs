@@ -38,9 +38,23 @@ pub struct LoggedBody {
     sent: u64,
     total: u64,
     access: Option<Access>,
+    /// A body that arrives piece by piece (an event stream): sent as it comes, ended
+    /// when the sender is dropped.
+    stream: Option<tokio::sync::mpsc::Receiver<Bytes>>,
 }
 
 impl LoggedBody {
+    /// A body sent as its pieces arrive on `rx` (no access-log line: admin answers).
+    pub fn stream(rx: tokio::sync::mpsc::Receiver<Bytes>) -> LoggedBody {
+        LoggedBody {
+            data: Bytes::new(),
+            sent: 0,
+            total: 0,
+            access: None,
+            stream: Some(rx),
+        }
+    }
+
     pub fn new(data: Bytes, access: Option<Access>) -> LoggedBody {
         if let Some(a) = &access {
             a.metrics
@@ -56,6 +70,7 @@ impl LoggedBody {
             sent: 0,
             total,
             access,
+            stream: None,
         }
     }
 }
@@ -66,10 +81,23 @@ impl Body for LoggedBody {
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         if self.data.is_empty() {
-            return Poll::Ready(None);
+            let Some(rx) = self.stream.as_mut() else {
+                return Poll::Ready(None);
+            };
+            return match rx.poll_recv(cx) {
+                Poll::Ready(Some(b)) => {
+                    self.sent += b.len() as u64;
+                    Poll::Ready(Some(Ok(Frame::data(b))))
+                }
+                Poll::Ready(None) => {
+                    self.stream = None;
+                    Poll::Ready(None)
+                }
+                Poll::Pending => Poll::Pending,
+            };
         }
         let n = self.data.len().min(CHUNK);
         let chunk = self.data.split_to(n);
@@ -78,10 +106,13 @@ impl Body for LoggedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.data.is_empty()
+        self.data.is_empty() && self.stream.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
+        if self.stream.is_some() {
+            return SizeHint::default();
+        }
         SizeHint::with_exact(self.data.len() as u64)
     }
 }

@@ -42,8 +42,18 @@ pub struct ConnInfo {
     pub client: Option<ClientIdentity>,
 }
 
+/// An answer that is still being worked out (a request body to read first).
+pub type Reply = std::pin::Pin<Box<dyn std::future::Future<Output = Response<LoggedBody>> + Send>>;
+
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<LoggedBody>;
+
+    /// What the listener calls: handlers that must wait (read a request body) override
+    /// it; the default answers at once with [`Handler::handle`].
+    fn handle_async(self: Arc<Self>, req: Request<Incoming>, conn: Arc<ConnInfo>) -> Reply {
+        let r = self.handle(req, &conn);
+        Box::pin(std::future::ready(r))
+    }
 }
 
 /// Serves catalog files to phones.
@@ -393,8 +403,8 @@ impl Listener {
         let handler = self.handler.clone();
         let conn = Arc::new(conn);
         let service = hyper::service::service_fn(move |req| {
-            let r = handler.handle(req, &conn);
-            std::future::ready(Ok::<_, Infallible>(r))
+            let r = handler.clone().handle_async(req, conn.clone());
+            async move { Ok::<_, Infallible>(r.await) }
         });
         let http = http1::Builder::new()
             .timer(TokioTimer::new())

@@ -107,15 +107,15 @@ impl Service for Dashboard {
     async fn bind(deps: &Deps, banner: &mut Vec<String>) -> Result<Dashboard> {
         let (ctx, book) = (&deps.ctx, deps.book.clone());
         let d = &ctx.config.dashboard;
-        let (handler, listener) = crate::dashboard::bind(
-            d,
-            &ctx.config.data_dir,
+        let api = Arc::new(crate::api::Api::new(
             book,
+            ctx.provisioner.clone(),
             ctx.tracker.clone(),
-            ctx.metrics.clone(),
-            banner,
-        )
-        .await?;
+            ctx.shutdown.clone(),
+        ));
+        let (handler, listener) =
+            crate::dashboard::bind(d, &ctx.config.data_dir, api, ctx.metrics.clone(), banner)
+                .await?;
         Ok(Dashboard {
             ctx: ctx.clone(),
             listener: Some(listener),

@@ -31,6 +31,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry as PromRegistry;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
+pub mod desk;
+
 use crate::devices::{LeaseInfo, Mac, Observer, Registry, TransferDone};
 use crate::store::Store;
 pub use record::{Action, Device, Event, PhoneEvent, PhoneReport, Proof, State, now_ms};
@@ -180,7 +182,14 @@ pub struct StatusBook {
     dirty: Option<Dirty>,
     /// Told of every state change and lease event; set once hooks are configured.
     hooks: OnceLock<Arc<crate::hooks::Hooks>>,
+    /// The keys of every change, for live subscribers (the API's event stream). A
+    /// subscriber that falls [`CHANGE_QUEUE`] changes behind is told it lagged; nobody
+    /// here ever waits for one.
+    changes: tokio::sync::broadcast::Sender<Arc<[String]>>,
 }
+
+/// Changes a live subscriber may fall behind before it is dropped.
+pub const CHANGE_QUEUE: usize = 256;
 
 /// What the dashboard and CLI need to reach a device.
 #[derive(Debug, Clone)]
@@ -232,6 +241,7 @@ impl StatusBook {
             version: AtomicU64::new(1),
             dirty,
             hooks: OnceLock::new(),
+            changes: tokio::sync::broadcast::channel(CHANGE_QUEUE).0,
         });
         // First book wins: one per process (tests make more, each with its own Metrics).
         let _ = book.metrics.book.set(Arc::downgrade(&book));
@@ -316,6 +326,39 @@ impl StatusBook {
         if let Some(d) = &self.dirty {
             d.mark(keys.iter().map(String::as_str));
         }
+        if self.changes.receiver_count() > 0 {
+            // No receiver is no error: nobody is watching.
+            let _ = self.changes.send(keys.into());
+        }
+    }
+
+    /// The keys of every later change (a removed record's key too), as they happen.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<[String]>> {
+        self.changes.subscribe()
+    }
+
+    /// Forget a device (a MAC, an address or a record key): its record, timeline and the
+    /// address it was placed at go; the store row is deleted with the next write. The
+    /// next thing heard from it starts a new record. Returns the key forgotten.
+    pub fn forget(&self, key: &str) -> Option<String> {
+        let mut inner = self.lock();
+        let k = if inner.devices.contains_key(key) {
+            key.to_string()
+        } else {
+            match key.parse::<Mac>() {
+                Ok(m) => key_of(m),
+                Err(_) => {
+                    let ip = key.parse::<IpAddr>().ok()?;
+                    inner.by_ip.get(&ip).cloned().unwrap_or_else(|| ip_key(ip))
+                }
+            }
+        };
+        let d = inner.devices.remove(&k)?;
+        inner.by_ip.retain(|_, owner| *owner != k);
+        drop(inner);
+        tracing::info!(device = %k, ip = ?d.ip, "status: device forgotten");
+        self.changed(std::slice::from_ref(&k));
+        Some(k)
     }
 
     /// Devices per state, for the metrics scrape.

@@ -1,0 +1,1 @@
+//! The CLI side of the API.
