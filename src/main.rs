@@ -1,5 +1,6 @@
 //! provbox: one process that provisions IP phones (DHCP, DNS, TFTP, HTTP(S), metrics).
 
+use provbox::api::client;
 use provbox::{certs, config, control, server, tls};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,10 +43,23 @@ enum Command {
         #[arg(long, short, default_value = "config.yaml")]
         config: PathBuf,
     },
-    /// List the DHCP leases in the lease journal (also while provbox runs).
+    /// List the DHCP leases in the lease journal (also while provbox runs), or release one.
     Leases {
-        #[arg(long, short, default_value = "config.yaml")]
+        #[arg(long, short, default_value = "config.yaml", global = true)]
         config: PathBuf,
+        #[command(subcommand)]
+        command: Option<LeasesCommand>,
+    },
+    /// Retail PIN bindings (through the running provbox; its store when it is stopped).
+    Bindings {
+        #[command(subcommand)]
+        command: BindingsCommand,
+    },
+    /// Edit one inventory record (through the running provbox, or the file when it is
+    /// stopped).
+    Inventory {
+        #[command(subcommand)]
+        command: InventoryCommand,
     },
     /// Make the running provbox re-read its configuration (like `systemctl reload`):
     /// validates the file first, signals the process, prints what it applied.
@@ -76,6 +90,59 @@ enum DevicesCommand {
         /// Validate and report only.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// A device's status and timeline, from the running provbox.
+    Show {
+        mac: String,
+        #[arg(long, short, default_value = "config.yaml")]
+        config: PathBuf,
+    },
+    /// Forget a device's status record and timeline in the running provbox.
+    Forget {
+        mac: String,
+        #[arg(long, short, default_value = "config.yaml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum LeasesCommand {
+    /// End the lease at this address now: the phone is NAKed at its next renewal and gets
+    /// another address (the old one is held until its lease would have ended).
+    Release { ip: String },
+}
+
+#[derive(Subcommand)]
+enum BindingsCommand {
+    /// Every PIN and the devices bound to it.
+    List {
+        #[arg(long, short, default_value = "config.yaml")]
+        config: PathBuf,
+    },
+    /// Unbind a PIN: it can then bind another phone.
+    Unbind {
+        pin: String,
+        #[arg(long, short, default_value = "config.yaml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum InventoryCommand {
+    /// Set variables on a record (MAC, serial or pin:<PIN>), or add it: `extension=1001
+    /// display_name="Front desk"`; `name=` removes a variable.
+    Set {
+        key: String,
+        #[arg(required = true)]
+        vars: Vec<String>,
+        #[arg(long, short, default_value = "config.yaml")]
+        config: PathBuf,
+    },
+    /// Delete a record.
+    Delete {
+        key: String,
+        #[arg(long, short, default_value = "config.yaml")]
+        config: PathBuf,
     },
 }
 
@@ -127,6 +194,29 @@ fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runti
         eprintln!("provbox: cannot start runtime: {e}");
         ExitCode::FAILURE
     })
+}
+
+/// An API command (`provbox devices forget`, ...): load the configuration, run it on a
+/// small runtime, print its error.
+fn api_command<F>(config: &std::path::Path, f: impl FnOnce(config::Config) -> F) -> ExitCode
+where
+    F: std::future::Future<Output = Result<(), String>>,
+{
+    let cfg = match load(config) {
+        Ok(cfg) => cfg,
+        Err(code) => return code,
+    };
+    let rt = match runtime(tokio::runtime::Builder::new_current_thread()) {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match rt.block_on(f(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("provbox: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn cert(cmd: CertCommand) -> ExitCode {
@@ -241,6 +331,32 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Devices {
+            command: DevicesCommand::Show { mac, config },
+        } => api_command(&config, |c| async move { client::devices_show(&c, &mac).await }),
+        Command::Devices {
+            command: DevicesCommand::Forget { mac, config },
+        } => api_command(&config, |c| async move { client::devices_forget(&c, &mac).await }),
+        Command::Leases {
+            config,
+            command: Some(LeasesCommand::Release { ip }),
+        } => api_command(&config, |c| async move { client::leases_release(&c, &ip).await }),
+        Command::Bindings { command } => match command {
+            BindingsCommand::List { config } => {
+                api_command(&config, |c| async move { client::bindings_list(&c).await })
+            }
+            BindingsCommand::Unbind { pin, config } => {
+                api_command(&config, |c| async move { client::bindings_unbind(&c, &pin).await })
+            }
+        },
+        Command::Inventory { command } => match command {
+            InventoryCommand::Set { key, vars, config } => api_command(&config, |c| async move {
+                client::inventory_set(&c, &key, &vars).await
+            }),
+            InventoryCommand::Delete { key, config } => api_command(&config, |c| async move {
+                client::inventory_delete(&c, &key).await
+            }),
+        },
         Command::Cert(cmd) => cert(cmd),
         Command::Reload { config } => {
             let cfg = match load(&config) {
@@ -288,7 +404,10 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Leases { config } => match config::Config::load(&config) {
+        Command::Leases {
+            config,
+            command: None,
+        } => match config::Config::load(&config) {
             Ok(cfg) => match provbox::dhcp::print_leases(&cfg.data_dir) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -235,6 +235,7 @@ pub fn tables() -> Vec<Table> {
                 restart!(at, dashboard.listen),
                 live("dashboard.token"),
                 live("dashboard.hosts"),
+                live("dashboard.token_name"),
                 live("dashboard.resync.method"),
                 live("dashboard.resync.sip_port"),
                 live("dashboard.resync.event"),
