@@ -6,6 +6,7 @@ mod bench_kit;
 mod support;
 
 mod acceptor;
+mod api;
 mod bootstrap;
 mod cert;
 mod dashboard;
