@@ -257,7 +257,7 @@ mod tests {
         assert_eq!(got.unwrap().records.len(), 1);
         let before = std::fs::read_to_string(&inv).unwrap();
         let err = inventory::import_text(
-            "mac,extension,pin\n00:56:2b:04:36:1,1002,\n0015654aa937,1003,12\n",
+            "mac,extension\n00:56:2b:04:36:1,1002\n0015654aa93,1003\n",
             Path::new("import.csv"),
             None,
             &inv,
