@@ -59,7 +59,7 @@ pub fn to_list(rows: Vec<(String, Vec<String>)>) -> BindingList {
 }
 
 /// Every PIN with the devices bound to it.
-#[utoipa::path(get, path = "/api/v1/bindings", tag = "bindings",
+#[utoipa::path(get, operation_id = "bindings_list", path = "/api/v1/bindings", tag = "bindings",
     responses(
         (status = 200, body = BindingList),
         (status = 503, body = Problem, content_type = "application/problem+json"),
@@ -75,7 +75,7 @@ pub fn list(api: &Api) -> Response<LoggedBody> {
 }
 
 /// Unbind a PIN: its devices are unbound, and it can bind another phone.
-#[utoipa::path(delete, path = "/api/v1/bindings/{pin}", tag = "bindings",
+#[utoipa::path(delete, operation_id = "bindings_unbind", path = "/api/v1/bindings/{pin}", tag = "bindings",
     params(("pin" = String, Path, description = "the PIN")),
     responses(
         (status = 200, body = Unbound),

@@ -76,7 +76,7 @@ fn sha256_of(etag: &str, body: &[u8]) -> String {
 }
 
 /// Every published file.
-#[utoipa::path(get, path = "/api/v1/catalog", tag = "catalog",
+#[utoipa::path(get, operation_id = "catalog_list", path = "/api/v1/catalog", tag = "catalog",
     responses((status = 200, body = CatalogList)))]
 pub async fn list(api: &Api) -> Response<LoggedBody> {
     let entries = api.provisioner.catalog().entries();
@@ -128,7 +128,7 @@ fn same_path(a: &str, b: &str) -> bool {
 
 /// Which devices fetched a file (from the timelines provbox keeps: the most recent
 /// transfers of each device).
-#[utoipa::path(get, path = "/api/v1/catalog/fetches", tag = "catalog",
+#[utoipa::path(get, operation_id = "catalog_fetches", path = "/api/v1/catalog/fetches", tag = "catalog",
     params(("path" = String, Query, description = "the file's path, e.g. profiles/y000000000028.cfg")),
     responses(
         (status = 200, body = FetchList),

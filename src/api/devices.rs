@@ -173,7 +173,7 @@ impl Filter {
 }
 
 /// List devices, filtered and paged.
-#[utoipa::path(get, path = "/api/v1/devices", tag = "devices",
+#[utoipa::path(get, operation_id = "devices_list", path = "/api/v1/devices", tag = "devices",
     params(
         ("state" = Option<String>, Query, description = "seen, configured, upgraded, provisioned or failed"),
         ("vendor" = Option<String>, Query, description = "a part of the model, vendor class or User-Agent"),
@@ -195,7 +195,7 @@ pub fn list(api: &Api, query: Option<&str>) -> Response<LoggedBody> {
 }
 
 /// One device, with its timeline.
-#[utoipa::path(get, path = "/api/v1/devices/{mac}", tag = "devices",
+#[utoipa::path(get, operation_id = "devices_get", path = "/api/v1/devices/{mac}", tag = "devices",
     params(("mac" = String, Path, description = "a MAC address (any spelling), an IP address or a record key")),
     responses(
         (status = 200, body = DeviceDetail),
@@ -234,7 +234,7 @@ pub fn get(api: &Api, mac: &str) -> Response<LoggedBody> {
 
 /// Forget a device: its status record, timeline and the address it was placed at. The
 /// next thing heard from it starts a new record.
-#[utoipa::path(delete, path = "/api/v1/devices/{mac}", tag = "devices",
+#[utoipa::path(delete, operation_id = "devices_forget", path = "/api/v1/devices/{mac}", tag = "devices",
     params(("mac" = String, Path, description = "a MAC address, an IP address or a record key")),
     responses(
         (status = 200, body = Forgotten),
@@ -287,7 +287,7 @@ fn start(api: &Api, caller: &Caller, mac: &str, reboot: bool) -> Response<Logged
 
 /// Ask the phone to fetch its configuration again (SIP NOTIFY or its web command, as
 /// `dashboard.resync` says). The result lands on its timeline.
-#[utoipa::path(post, path = "/api/v1/devices/{mac}/resync", tag = "devices",
+#[utoipa::path(post, operation_id = "devices_resync", path = "/api/v1/devices/{mac}/resync", tag = "devices",
     params(("mac" = String, Path, description = "a MAC address or an IP address")),
     responses(
         (status = 202, body = Sending),
@@ -299,7 +299,7 @@ pub fn resync(api: &Api, caller: &Caller, mac: &str) -> Response<LoggedBody> {
 }
 
 /// Ask the phone to reboot.
-#[utoipa::path(post, path = "/api/v1/devices/{mac}/reboot", tag = "devices",
+#[utoipa::path(post, operation_id = "devices_reboot", path = "/api/v1/devices/{mac}/reboot", tag = "devices",
     params(("mac" = String, Path, description = "a MAC address or an IP address")),
     responses(
         (status = 202, body = Sending),
@@ -310,7 +310,7 @@ pub fn reboot(api: &Api, caller: &Caller, mac: &str) -> Response<LoggedBody> {
 }
 
 /// Ask the phone for a status report (SIP NOTIFY `Event: report`).
-#[utoipa::path(post, path = "/api/v1/devices/{mac}/report", tag = "devices",
+#[utoipa::path(post, operation_id = "devices_report", path = "/api/v1/devices/{mac}/report", tag = "devices",
     params(("mac" = String, Path, description = "a MAC address or an IP address")),
     responses(
         (status = 501, body = Problem, content_type = "application/problem+json"),

@@ -68,7 +68,7 @@ impl Drop for Slot {
 
 /// Device events as they happen (Server-Sent Events): `event: device` with the device's
 /// summary, `event: forgotten` with its key; a comment line every 15 s.
-#[utoipa::path(get, path = "/api/v1/events", tag = "events",
+#[utoipa::path(get, operation_id = "events_stream", path = "/api/v1/events", tag = "events",
     responses(
         (status = 200, description = "an event stream", content_type = "text/event-stream"),
         (status = 503, body = Problem, content_type = "application/problem+json", description = "too many open streams"),

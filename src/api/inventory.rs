@@ -96,7 +96,7 @@ pub fn vars_of(body: &[u8]) -> Result<BTreeMap<String, String>, Problem> {
 }
 
 /// Every record of the inventory.
-#[utoipa::path(get, path = "/api/v1/inventory", tag = "inventory",
+#[utoipa::path(get, operation_id = "inventory_list", path = "/api/v1/inventory", tag = "inventory",
     responses((status = 200, body = InventoryList)))]
 pub fn list(api: &Api) -> Response<LoggedBody> {
     let inv = api.provisioner.inventory();
@@ -111,7 +111,7 @@ pub fn list(api: &Api) -> Response<LoggedBody> {
 }
 
 /// One record.
-#[utoipa::path(get, path = "/api/v1/inventory/{key}", tag = "inventory",
+#[utoipa::path(get, operation_id = "inventory_get", path = "/api/v1/inventory/{key}", tag = "inventory",
     params(("key" = String, Path, description = "a MAC address, a serial number or pin:<PIN>")),
     responses(
         (status = 200, body = InventoryRecord),
@@ -127,7 +127,7 @@ pub fn get(api: &Api, key: &str) -> Response<LoggedBody> {
 
 /// Put one record: its variables replace the record's (or a new record is added),
 /// validated like an import, written atomically, served from the next fetch on.
-#[utoipa::path(put, path = "/api/v1/inventory/{key}", tag = "inventory",
+#[utoipa::path(put, operation_id = "inventory_put", path = "/api/v1/inventory/{key}", tag = "inventory",
     params(("key" = String, Path, description = "a MAC address, a serial number or pin:<PIN>")),
     request_body(content = BTreeMap<String, String>, description = "the record's variables, e.g. {\"extension\": \"1001\", \"display_name\": \"Front desk\"}"),
     responses(
@@ -165,7 +165,7 @@ pub fn put(api: &Api, who: &str, key: &str, body: &[u8]) -> Response<LoggedBody>
 }
 
 /// Delete one record.
-#[utoipa::path(delete, path = "/api/v1/inventory/{key}", tag = "inventory",
+#[utoipa::path(delete, operation_id = "inventory_delete", path = "/api/v1/inventory/{key}", tag = "inventory",
     params(("key" = String, Path, description = "a MAC address, a serial number or pin:<PIN>")),
     responses(
         (status = 200, body = InventoryRecord, description = "the record deleted"),
@@ -192,7 +192,7 @@ pub fn delete(api: &Api, who: &str, key: &str) -> Response<LoggedBody> {
 
 /// Import a scan (CSV, header row optional): the same validation and line errors as
 /// `provbox devices import`; nothing is written unless the whole scan is valid.
-#[utoipa::path(post, path = "/api/v1/inventory/import", tag = "inventory",
+#[utoipa::path(post, operation_id = "inventory_import", path = "/api/v1/inventory/import", tag = "inventory",
     params(("dry_run" = Option<bool>, Query, description = "validate and report only")),
     request_body(content = String, content_type = "text/csv", description = "the scan"),
     responses(

@@ -38,7 +38,7 @@ fn parse_ip(ip: &str) -> Result<Ipv4Addr, Problem> {
 }
 
 /// Every lease the DHCP server holds.
-#[utoipa::path(get, path = "/api/v1/leases", tag = "leases",
+#[utoipa::path(get, operation_id = "leases_list", path = "/api/v1/leases", tag = "leases",
     responses(
         (status = 200, body = LeaseList),
         (status = 503, body = Problem, content_type = "application/problem+json"),
@@ -60,7 +60,7 @@ pub fn list(api: &Api) -> Response<LoggedBody> {
 }
 
 /// The lease at one address.
-#[utoipa::path(get, path = "/api/v1/leases/{ip}", tag = "leases",
+#[utoipa::path(get, operation_id = "leases_get", path = "/api/v1/leases/{ip}", tag = "leases",
     params(("ip" = String, Path, description = "the leased IPv4 address")),
     responses(
         (status = 200, body = LeaseRow),
@@ -83,7 +83,7 @@ pub fn get(api: &Api, ip: &str) -> Response<LoggedBody> {
 /// Release a lease: it ends now, durably (journaled like any lease change). The address
 /// is held back until the old holder's lease would have run out, so the phone is NAKed
 /// at its next renewal and gets another address; then it returns to the pool.
-#[utoipa::path(delete, path = "/api/v1/leases/{ip}", tag = "leases",
+#[utoipa::path(delete, operation_id = "leases_release", path = "/api/v1/leases/{ip}", tag = "leases",
     params(("ip" = String, Path, description = "the leased IPv4 address")),
     responses(
         (status = 200, body = LeaseRow, description = "released; the row shows the hold"),
