@@ -333,21 +333,29 @@ fn main() -> ExitCode {
         }
         Command::Devices {
             command: DevicesCommand::Show { mac, config },
-        } => api_command(&config, |c| async move { client::devices_show(&c, &mac).await }),
+        } => api_command(
+            &config,
+            |c| async move { client::devices_show(&c, &mac).await },
+        ),
         Command::Devices {
             command: DevicesCommand::Forget { mac, config },
-        } => api_command(&config, |c| async move { client::devices_forget(&c, &mac).await }),
+        } => api_command(&config, |c| async move {
+            client::devices_forget(&c, &mac).await
+        }),
         Command::Leases {
             config,
             command: Some(LeasesCommand::Release { ip }),
-        } => api_command(&config, |c| async move { client::leases_release(&c, &ip).await }),
+        } => api_command(
+            &config,
+            |c| async move { client::leases_release(&c, &ip).await },
+        ),
         Command::Bindings { command } => match command {
             BindingsCommand::List { config } => {
                 api_command(&config, |c| async move { client::bindings_list(&c).await })
             }
-            BindingsCommand::Unbind { pin, config } => {
-                api_command(&config, |c| async move { client::bindings_unbind(&c, &pin).await })
-            }
+            BindingsCommand::Unbind { pin, config } => api_command(&config, |c| async move {
+                client::bindings_unbind(&c, &pin).await
+            }),
         },
         Command::Inventory { command } => match command {
             InventoryCommand::Set { key, vars, config } => api_command(&config, |c| async move {

@@ -95,7 +95,12 @@ pub fn unbind(api: &Api, who: &str, pin: &str) -> Response<LoggedBody> {
         }
         Ok(macs) => {
             let unbound: Vec<String> = macs.iter().map(|m| colons(m)).collect();
-            audit(who, "unbind", &format!("{shown} from {}", unbound.join(", ")), "done");
+            audit(
+                who,
+                "unbind",
+                &format!("{shown} from {}", unbound.join(", ")),
+                "done",
+            );
             json(
                 StatusCode::OK,
                 &Unbound {

@@ -122,7 +122,10 @@ async fn ask(
         )),
         Ok(a) => Ok(Some(a)),
         Err(e) => {
-            eprintln!("provbox: no answer from the running provbox at {} ({e})", c.addr);
+            eprintln!(
+                "provbox: no answer from the running provbox at {} ({e})",
+                c.addr
+            );
             Ok(None)
         }
     }
@@ -210,7 +213,10 @@ pub async fn bindings_list(cfg: &Config) -> Result<(), String> {
     let store = idle_store(cfg, "list bindings")?;
     let list = super::bindings::to_list(crate::devices::binding::list_in(&store)?);
     eprintln!("{FALLBACK} read from the store");
-    println!("{}", serde_json::to_string_pretty(&list).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&list).unwrap_or_default()
+    );
     Ok(())
 }
 
@@ -274,7 +280,13 @@ pub async fn inventory_set(cfg: &Config, key: &str, words: &[String]) -> Result<
     let file = inventory_file(cfg)?;
     let inv = crate::devices::inventory::Inventory::load(file)
         .map_err(|e| crate::devices::inventory::describe(file, &e))
-        .or_else(|e| if file.exists() { Err(e) } else { Ok(Default::default()) })?;
+        .or_else(|e| {
+            if file.exists() {
+                Err(e)
+            } else {
+                Ok(Default::default())
+            }
+        })?;
     let current = crate::devices::inventory::position(&inv.records, key)
         .map(|i| inv.records[i].vars.clone())
         .unwrap_or_default();
@@ -289,7 +301,14 @@ pub async fn inventory_set(cfg: &Config, key: &str, words: &[String]) -> Result<
 }
 
 pub async fn inventory_delete(cfg: &Config, key: &str) -> Result<(), String> {
-    if let Some(a) = ask(cfg, Method::DELETE, &format!("inventory/{}", enc(key)), None).await? {
+    if let Some(a) = ask(
+        cfg,
+        Method::DELETE,
+        &format!("inventory/{}", enc(key)),
+        None,
+    )
+    .await?
+    {
         return shown(a);
     }
     let file = inventory_file(cfg)?;

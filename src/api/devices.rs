@@ -144,7 +144,8 @@ impl Filter {
 
     fn matches(&self, d: &DeviceSummary) -> bool {
         let has = |f: &Option<String>, n: &str| {
-            f.as_ref().is_some_and(|f| f.to_ascii_lowercase().contains(n))
+            f.as_ref()
+                .is_some_and(|f| f.to_ascii_lowercase().contains(n))
         };
         self.state.as_ref().is_none_or(|s| d.state == *s)
             && self.vendor.as_ref().is_none_or(|v| {
@@ -360,7 +361,11 @@ mod tests {
                 dev(
                     &format!("00:00:00:00:00:{i:02}"),
                     if i % 5 == 0 { "failed" } else { "provisioned" },
-                    if i % 2 == 0 { "Yealink T46S" } else { "Cisco SPA504G" },
+                    if i % 2 == 0 {
+                        "Yealink T46S"
+                    } else {
+                        "Cisco SPA504G"
+                    },
                 )
             })
             .collect();
@@ -368,13 +373,17 @@ mod tests {
         let p = f.page(all.clone());
         assert_eq!((p.total, p.items.len()), (25, 5));
         assert_eq!(p.items[0].key, "00:00:00:00:00:20");
-        let p = Filter::parse(Some("state=failed")).unwrap().page(all.clone());
+        let p = Filter::parse(Some("state=failed"))
+            .unwrap()
+            .page(all.clone());
         assert_eq!(p.total, 5);
         let p = Filter::parse(Some("vendor=yealink&state=failed"))
             .unwrap()
             .page(all.clone());
         assert_eq!(p.total, 3, "0, 10, 20");
-        let p = Filter::parse(Some("q=00%3A00%3A00%3A00%3A00%3A1")).unwrap().page(all.clone());
+        let p = Filter::parse(Some("q=00%3A00%3A00%3A00%3A00%3A1"))
+            .unwrap()
+            .page(all.clone());
         assert_eq!(p.total, 10);
         let p = Filter::parse(Some("offset=100")).unwrap().page(all);
         assert_eq!((p.total, p.items.len()), (25, 0));

@@ -37,7 +37,11 @@ struct Change<'a> {
 /// The SSE frame for a change of `key`.
 fn frame(book: &StatusBook, key: &str) -> Bytes {
     let device = book.get(key).map(|d| summary(&d));
-    let kind = if device.is_some() { "device" } else { "forgotten" };
+    let kind = if device.is_some() {
+        "device"
+    } else {
+        "forgotten"
+    };
     let data = serde_json::to_string(&Change {
         key,
         version: book.version(),

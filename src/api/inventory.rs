@@ -150,11 +150,19 @@ pub fn put(api: &Api, who: &str, key: &str, body: &[u8]) -> Response<LoggedBody>
             let names: Vec<&str> = vars.keys().map(String::as_str).collect();
             audit(
                 who,
-                if created { "add inventory record" } else { "replace inventory record" },
+                if created {
+                    "add inventory record"
+                } else {
+                    "replace inventory record"
+                },
                 &format!("{} ({})", inventory::key_of(&rec), names.join(", ")),
                 "done",
             );
-            let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
             json(status, &shown(&rec))
         }
         Err(e) => {
@@ -179,7 +187,12 @@ pub fn delete(api: &Api, who: &str, key: &str) -> Response<LoggedBody> {
     match inventory::delete_record(file, key) {
         Ok(Some((rec, inv))) => {
             api.provisioner.set_inventory(inv);
-            audit(who, "delete inventory record", &inventory::key_of(&rec), "done");
+            audit(
+                who,
+                "delete inventory record",
+                &inventory::key_of(&rec),
+                "done",
+            );
             json(StatusCode::OK, &shown(&rec))
         }
         Ok(None) => Problem::not_found(format!("no inventory record `{key}`")).into(),
@@ -217,7 +230,12 @@ pub fn import(api: &Api, who: &str, body: &[u8], dry_run: bool) -> Response<Logg
         }
         Err(e) => {
             if !dry_run {
-                audit(who, "import inventory", &file.display().to_string(), "refused");
+                audit(
+                    who,
+                    "import inventory",
+                    &file.display().to_string(),
+                    "refused",
+                );
             }
             Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid scan", e).into()
         }
@@ -230,8 +248,8 @@ mod tests {
 
     #[test]
     fn put_bodies() {
-        let v = vars_of(br#"{"extension": 1001, "display_name": "Bob", "tags": ["a", "b"]}"#)
-            .unwrap();
+        let v =
+            vars_of(br#"{"extension": 1001, "display_name": "Bob", "tags": ["a", "b"]}"#).unwrap();
         assert_eq!(v["extension"], "1001");
         assert_eq!(v["tags"], "a,b");
         let v = vars_of(br#"{"key": "00:56:2b:04:36:15", "vars": {"account": "acme"}}"#).unwrap();
@@ -278,8 +296,16 @@ mod tests {
         assert!(created);
         let loaded = crate::devices::inventory::Inventory::load(&inv).unwrap();
         assert_eq!(loaded.records.len(), 2);
-        assert!(inventory::delete_record(&inv, "cbt141400fk").unwrap().is_some());
-        assert!(inventory::delete_record(&inv, "cbt141400fk").unwrap().is_none());
+        assert!(
+            inventory::delete_record(&inv, "cbt141400fk")
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            inventory::delete_record(&inv, "cbt141400fk")
+                .unwrap()
+                .is_none()
+        );
         assert!(inventory::put_record(&inv, "00:56:2b:04:36:1", &vars).is_err());
         // No temporary file left beside it.
         let names: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();

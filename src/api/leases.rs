@@ -109,7 +109,12 @@ pub async fn release(api: &Api, who: &str, ip: &str) -> Response<LoggedBody> {
             Problem::not_found(format!("no bound lease at {ip}")).into()
         }
         Err(ReleaseError::Store(e)) => {
-            audit(who, "release lease", &ip.to_string(), "journal write failed");
+            audit(
+                who,
+                "release lease",
+                &ip.to_string(),
+                "journal write failed",
+            );
             Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Not released", e).into()
         }
     }

@@ -232,8 +232,10 @@ impl Api {
             ref m => m.clone(),
         };
         let who = caller.who.as_str();
-        let r = match (&method, segs.as_slice()) {
-            (&Method::GET, ["openapi.json"]) => respond(StatusCode::OK, "application/json", openapi()),
+        match (&method, segs.as_slice()) {
+            (&Method::GET, ["openapi.json"]) => {
+                respond(StatusCode::OK, "application/json", openapi())
+            }
             (&Method::GET, ["devices"]) => devices::list(self, q),
             (&Method::GET, ["devices", mac]) => devices::get(self, mac),
             (&Method::DELETE, ["devices", mac]) => devices::forget(self, who, mac),
@@ -283,8 +285,7 @@ impl Api {
                     .into()
                 }
             }
-        };
-        r
+        }
     }
 }
 

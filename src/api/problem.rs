@@ -61,8 +61,7 @@ mod tests {
 
     #[tokio::test]
     async fn problem_json_has_the_rfc_9457_members() {
-        let r: Response<LoggedBody> =
-            Problem::not_found("no device `00:56:2b:04:36:15`").into();
+        let r: Response<LoggedBody> = Problem::not_found("no device `00:56:2b:04:36:15`").into();
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
         assert_eq!(
             r.headers()[http::header::CONTENT_TYPE],

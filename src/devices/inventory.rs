@@ -696,10 +696,10 @@ pub fn position(records: &[Record], key: &str) -> Option<usize> {
     if let Some(pin) = key.strip_prefix("pin:") {
         return records.iter().position(|r| r.var("pin") == Some(pin));
     }
-    if let Ok(m) = key.parse::<Mac>() {
-        if let Some(i) = records.iter().position(|r| r.mac == Some(m)) {
-            return Some(i);
-        }
+    if let Ok(m) = key.parse::<Mac>()
+        && let Some(i) = records.iter().position(|r| r.mac == Some(m))
+    {
+        return Some(i);
     }
     records.iter().position(|r| {
         r.serial

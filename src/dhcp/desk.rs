@@ -43,11 +43,7 @@ pub fn row(l: &Lease, now: u64) -> LeaseRow {
 impl LeaseDesk for Desk {
     fn list(&self) -> Vec<LeaseRow> {
         let t = now();
-        self.engine
-            .leases_now()
-            .iter()
-            .map(|l| row(l, t))
-            .collect()
+        self.engine.leases_now().iter().map(|l| row(l, t)).collect()
     }
 
     fn release(&self, ip: Ipv4Addr) -> Released {

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use support::dhcp_raw::{Lan, LAB_CONFIG_HEAD, events, udhcpc_daemon};
+use support::dhcp_raw::{LAB_CONFIG_HEAD, Lan, events, udhcpc_daemon};
 use support::{Provbox, free_tcp_port, provbox, require, signal, wait_until};
 
 const TOKEN: &str = "api-test-token-0123456789";
@@ -97,7 +97,11 @@ impl Server {
         }
         if let Some(b) = body {
             args.extend(["--data-binary".into(), b.into()]);
-            let ctype = if b.starts_with('{') { "application/json" } else { "text/csv" };
+            let ctype = if b.starts_with('{') {
+                "application/json"
+            } else {
+                "text/csv"
+            };
             args.extend(["-H".into(), format!("Content-Type: {ctype}")]);
         }
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -114,19 +118,29 @@ impl Server {
 
     fn get(&self, path: &str) -> (u16, serde_json::Value) {
         let (c, _, b) = self.call("GET", path, true, None, None);
-        (c, serde_json::from_str(&b).unwrap_or(serde_json::Value::Null))
+        (
+            c,
+            serde_json::from_str(&b).unwrap_or(serde_json::Value::Null),
+        )
     }
 
     /// A write from the dashboard's own origin, with the token.
     fn write(&self, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
         let origin = self.base();
         let (c, _, b) = self.call(method, path, true, Some(&origin), body);
-        (c, serde_json::from_str(&b).unwrap_or(serde_json::Value::Null))
+        (
+            c,
+            serde_json::from_str(&b).unwrap_or(serde_json::Value::Null),
+        )
     }
 
     /// A phone's fetch from the HTTP front end: (status, body).
     fn fetch(&self, ua: &str, path: &str) -> (u16, String) {
-        let r = support::curl(10, &["-A", ua], &format!("http://127.0.0.1:{}{path}", self.http));
+        let r = support::curl(
+            10,
+            &["-A", ua],
+            &format!("http://127.0.0.1:{}{path}", self.http),
+        );
         (r.code, String::from_utf8_lossy(&r.body).into_owned())
     }
 
@@ -170,7 +184,10 @@ fn every_route_answers_with_the_token_and_refuses_without_it_or_cross_site() {
     require("curl");
     require("openapi-spec-validator");
     let b = start();
-    assert_eq!(b.fetch(UA_A, &format!("/cfg/{A_HEX}.xml")), (200, "ext=1001\n".into()));
+    assert_eq!(
+        b.fetch(UA_A, &format!("/cfg/{A_HEX}.xml")),
+        (200, "ext=1001\n".into())
+    );
 
     // The document: served, valid OpenAPI 3.1 by an independent validator.
     let (code, ctype, text) = b.call("GET", "/api/v1/openapi.json", true, None, None);
@@ -194,8 +211,7 @@ fn every_route_answers_with_the_token_and_refuses_without_it_or_cross_site() {
         assert_eq!(c, 401, "{m} {p} without a token: {text}");
         assert_eq!(ctype, "application/problem+json", "{m} {p}");
         if m != "GET" {
-            let (c, ctype, text) =
-                b.call(m, p, true, Some("http://evil.example"), body.as_deref());
+            let (c, ctype, text) = b.call(m, p, true, Some("http://evil.example"), body.as_deref());
             assert_eq!(c, 403, "{m} {p} cross-site: {text}");
             assert_eq!(ctype, "application/problem+json", "{m} {p}");
         }
@@ -246,8 +262,10 @@ fn devices_inventory_bindings_catalog_and_events() {
         .spawn()
         .unwrap();
     let read = || std::fs::read_to_string(&sse).unwrap_or_default();
-    wait_until(Duration::from_secs(10), || read().contains("provbox events").then_some(()))
-        .expect("the stream opened");
+    wait_until(Duration::from_secs(10), || {
+        read().contains("provbox events").then_some(())
+    })
+    .expect("the stream opened");
     assert_eq!(b.fetch(UA_B, "/firmware.bin").0, 200);
     let got = wait_until(Duration::from_secs(10), || {
         let t = read();
@@ -276,19 +294,37 @@ fn devices_inventory_bindings_catalog_and_events() {
     let (c, d) = b.get(&format!("/api/v1/devices/{A_HEX}"));
     assert_eq!(c, 200);
     assert!(
-        d["timeline"].as_array().unwrap().iter().any(|e| e["kind"] == "transfer"),
+        d["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "transfer"),
         "{d}"
     );
 
     // Inventory: a record put through the API is what the very next fetch renders.
-    let (c, r) = b.write("PUT", &format!("/api/v1/inventory/{A}"), Some("{\"extension\": \"4242\"}"));
+    let (c, r) = b.write(
+        "PUT",
+        &format!("/api/v1/inventory/{A}"),
+        Some("{\"extension\": \"4242\"}"),
+    );
     assert_eq!(c, 200, "{r}");
-    assert_eq!(b.fetch(UA_A, &format!("/cfg/{A_HEX}.xml")), (200, "ext=4242\n".into()));
+    assert_eq!(
+        b.fetch(UA_A, &format!("/cfg/{A_HEX}.xml")),
+        (200, "ext=4242\n".into())
+    );
     let file = std::fs::read_to_string(b.p.path().join("inventory.yaml")).unwrap();
     assert!(file.contains("4242"), "{file}");
-    assert_eq!(b.get(&format!("/api/v1/inventory/{A_HEX}")).1["vars"]["extension"], "4242");
+    assert_eq!(
+        b.get(&format!("/api/v1/inventory/{A_HEX}")).1["vars"]["extension"],
+        "4242"
+    );
     // A bad record and a bad scan: 422 naming the problem (the scan's lines), nothing written.
-    let (c, r) = b.write("PUT", "/api/v1/inventory/pin:12", Some("{\"account\": \"x\"}"));
+    let (c, r) = b.write(
+        "PUT",
+        "/api/v1/inventory/pin:12",
+        Some("{\"account\": \"x\"}"),
+    );
     assert_eq!(c, 422, "{r}");
     let (c, r) = b.write(
         "POST",
@@ -296,26 +332,42 @@ fn devices_inventory_bindings_catalog_and_events() {
         Some("mac,extension\n00:56:2B:04:36:1,1\n0015654aa937,2002,extra\n"),
     );
     assert_eq!(c, 422, "{r}");
-    assert!(r["detail"].as_str().unwrap().contains("import.csv:2:"), "{r}");
+    assert!(
+        r["detail"].as_str().unwrap().contains("import.csv:2:"),
+        "{r}"
+    );
     assert_eq!(
         std::fs::read_to_string(b.p.path().join("inventory.yaml")).unwrap(),
         file
     );
-    let (c, r) = b.write("POST", "/api/v1/inventory/import", Some("mac,extension\n0015654aa937,2002\n"));
+    let (c, r) = b.write(
+        "POST",
+        "/api/v1/inventory/import",
+        Some("mac,extension\n0015654aa937,2002\n"),
+    );
     assert_eq!(c, 200, "{r}");
-    assert_eq!(b.fetch(UA_B, "/cfg/0015654aa937.xml"), (200, "ext=2002\n".into()));
+    assert_eq!(
+        b.fetch(UA_B, "/cfg/0015654aa937.xml"),
+        (200, "ext=2002\n".into())
+    );
     let (c, _) = b.write("DELETE", &format!("/api/v1/inventory/{B}"), None);
     assert_eq!(c, 200);
     assert_eq!(b.fetch(UA_B, "/cfg/0015654aa937.xml").0, 404);
 
     // Unbind: the PIN a customer typed on the wrong phone then binds the right one.
-    assert_eq!(b.fetch(UA_A, "/init/4711"), (200, "<!-- acme-7 -->\n".into()));
+    assert_eq!(
+        b.fetch(UA_A, "/init/4711"),
+        (200, "<!-- acme-7 -->\n".into())
+    );
     assert_eq!(b.fetch(UA_B, "/init/4711").0, 403);
     let (_, list) = b.get("/api/v1/bindings");
     assert_eq!(list["items"][0]["devices"][0], A, "{list}");
     let (c, r) = b.write("DELETE", "/api/v1/bindings/4711", None);
     assert_eq!((c, &r["unbound"][0]), (200, &serde_json::json!(A)), "{r}");
-    assert_eq!(b.fetch(UA_B, "/init/4711"), (200, "<!-- acme-7 -->\n".into()));
+    assert_eq!(
+        b.fetch(UA_B, "/init/4711"),
+        (200, "<!-- acme-7 -->\n".into())
+    );
     assert_eq!(b.write("DELETE", "/api/v1/bindings/4711", None).0, 200);
     assert_eq!(b.write("DELETE", "/api/v1/bindings/4711", None).0, 404);
 
@@ -331,18 +383,33 @@ fn devices_inventory_bindings_catalog_and_events() {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    assert_eq!((fw["size"].as_u64(), fw["sha256"].as_str()), (Some(70_000), Some(sum.as_str())));
+    assert_eq!(
+        (fw["size"].as_u64(), fw["sha256"].as_str()),
+        (Some(70_000), Some(sum.as_str()))
+    );
     let (_, f) = b.get("/api/v1/catalog/fetches?path=firmware.bin");
     assert_eq!(f["items"][0]["device"], B, "{f}");
     assert_eq!(f["total"], 1, "{f}");
 
     // Forget: gone from the list; a report cannot be sent by this build (501).
-    assert_eq!(b.write("POST", &format!("/api/v1/devices/{A}/report"), None).0, 501);
-    assert_eq!(b.write("DELETE", &format!("/api/v1/devices/{A}"), None).0, 200);
+    assert_eq!(
+        b.write("POST", &format!("/api/v1/devices/{A}/report"), None)
+            .0,
+        501
+    );
+    assert_eq!(
+        b.write("DELETE", &format!("/api/v1/devices/{A}"), None).0,
+        200
+    );
     assert_eq!(b.get(&format!("/api/v1/devices/{A}")).0, 404);
     assert_eq!(b.get("/api/v1/devices").1["total"], 1);
     let log = b.p.log();
-    for what in ["forget device", "unbind", "import inventory", "delete inventory record"] {
+    for what in [
+        "forget device",
+        "unbind",
+        "import inventory",
+        "delete inventory record",
+    ] {
         assert!(log.contains(what), "no audit line for {what}:\n{log}");
     }
     // The old read-only API is still there.
@@ -355,10 +422,19 @@ fn cli_talks_to_the_running_server_and_falls_back_when_it_is_stopped() {
     require("curl");
     let mut b = start();
     assert_eq!(b.fetch(UA_A, &format!("/cfg/{A_HEX}.xml")).0, 200);
-    let (rc, out) = b.cli(&["inventory", "set", A, "extension=777", "display_name=Front desk"]);
+    let (rc, out) = b.cli(&[
+        "inventory",
+        "set",
+        A,
+        "extension=777",
+        "display_name=Front desk",
+    ]);
     assert_eq!(rc, 0, "{out}");
     assert!(out.contains("777") && !out.contains("not running"), "{out}");
-    assert_eq!(b.fetch(UA_A, &format!("/cfg/{A_HEX}.xml")), (200, "ext=777\n".into()));
+    assert_eq!(
+        b.fetch(UA_A, &format!("/cfg/{A_HEX}.xml")),
+        (200, "ext=777\n".into())
+    );
     let (rc, out) = b.cli(&["devices", "show", A_HEX]);
     assert!(rc == 0 && out.contains("transfer"), "{out}");
     assert_eq!(b.fetch(UA_A, "/init/4711").0, 200);
@@ -380,9 +456,15 @@ fn cli_talks_to_the_running_server_and_falls_back_when_it_is_stopped() {
     let inv = std::fs::read_to_string(b.p.path().join("inventory.yaml")).unwrap();
     assert!(inv.contains("888") && inv.contains("Front desk"), "{inv}");
     let (rc, out) = b.cli(&["bindings", "list"]);
-    assert!(rc == 0 && out.contains("read from the store") && out.contains(B), "{out}");
+    assert!(
+        rc == 0 && out.contains("read from the store") && out.contains(B),
+        "{out}"
+    );
     let (rc, out) = b.cli(&["bindings", "unbind", "4711"]);
-    assert!(rc == 0 && out.contains("in the store") && out.contains(B), "{out}");
+    assert!(
+        rc == 0 && out.contains("in the store") && out.contains(B),
+        "{out}"
+    );
     let (rc, out) = b.cli(&["leases", "release", "198.18.0.9"]);
     assert!(rc != 0 && out.contains("lease journal"), "{out}");
     let (rc, out) = b.cli(&["devices", "show", A]);
@@ -402,7 +484,11 @@ fn cli_talks_to_the_running_server_and_falls_back_when_it_is_stopped() {
     );
     assert_eq!((r.code, r.body.as_slice()), (200, b"ext=888\n".as_slice()));
     // The PIN record is gone: nobody binds with it.
-    let r = support::curl(10, &["-A", UA_A], &format!("http://127.0.0.1:{}/init/4711", b.http));
+    let r = support::curl(
+        10,
+        &["-A", UA_A],
+        &format!("http://127.0.0.1:{}/init/4711", b.http),
+    );
     assert_eq!(r.code, 403, "{}", p.log());
 }
 
@@ -468,7 +554,13 @@ dashboard:
             .find(|(e, _)| e == "bound")
             .map(|(_, env)| env["ip"].clone())
     })
-    .unwrap_or_else(|| panic!("no NAK then a new lease: {:?}\n{}", events(tmp.path()), p.log()));
+    .unwrap_or_else(|| {
+        panic!(
+            "no NAK then a new lease: {:?}\n{}",
+            events(tmp.path()),
+            p.log()
+        )
+    });
     bg.stop();
     assert_ne!(again, ip, "the released address was handed back at once");
     assert!(p.log().contains("dhcp NAK"), "{}", p.log());
@@ -476,7 +568,15 @@ dashboard:
     assert!(list.contains(&again), "{list}");
     // Without the token, the lease stays.
     let out = lan.srv.run(&[
-        "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "DELETE", "-H",
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-X",
+        "DELETE",
+        "-H",
         "Origin: http://127.0.0.1:8081",
         &format!("http://127.0.0.1:8081/api/v1/leases/{again}"),
     ]);
