@@ -556,8 +556,11 @@ dashboard:
     })
     .unwrap_or_else(|| {
         panic!(
-            "no NAK then a new lease: {:?}\n{}",
-            events(tmp.path()),
+            "no NAK then a new lease (udhcpc events: {:?})\n{}",
+            events(tmp.path())
+                .iter()
+                .map(|(e, env)| format!("{e} {}", env.get("ip").map_or("", String::as_str)))
+                .collect::<Vec<_>>(),
             p.log()
         )
     });
