@@ -70,6 +70,60 @@ impl Drop for Slot {
     }
 }
 
+/// Why a stream ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    Shutdown,
+    /// The client went away.
+    Gone,
+    /// The client stopped reading: its queue filled up.
+    TooSlow,
+    /// It fell behind the book's change feed.
+    Lagged,
+}
+
+/// Copy changes to one subscriber's queue until it ends; never waits for the subscriber.
+pub async fn pump(
+    book: &StatusBook,
+    changes: &mut broadcast::Receiver<Arc<[String]>>,
+    tx: &mpsc::Sender<Bytes>,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Ended {
+    let mut keepalive = tokio::time::interval(KEEPALIVE);
+    keepalive.tick().await;
+    loop {
+        let out: Vec<Bytes> = tokio::select! {
+            _ = shutdown.cancelled() => return Ended::Shutdown,
+            _ = tx.closed() => return Ended::Gone,
+            _ = keepalive.tick() => vec![Bytes::from_static(b": keepalive\n\n")],
+            r = changes.recv() => match r {
+                Ok(keys) => {
+                    let mut seen = std::collections::HashSet::new();
+                    keys.iter()
+                        .filter(|k| seen.insert(k.as_str()))
+                        .map(|k| frame(book, k))
+                        .collect()
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::info!(missed = n, "api: an event stream fell behind; dropped");
+                    return Ended::Lagged;
+                }
+                Err(broadcast::error::RecvError::Closed) => return Ended::Shutdown,
+            },
+        };
+        for b in out {
+            match tx.try_send(b) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::info!("api: an event stream's client is not reading; dropped");
+                    return Ended::TooSlow;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return Ended::Gone,
+            }
+        }
+    }
+}
+
 /// Device events as they happen (Server-Sent Events): `event: device` with the device's
 /// summary, `event: forgotten` with its key; a comment line every 15 s.
 #[utoipa::path(get, operation_id = "events_stream", path = "/api/v1/events", tag = "events",
@@ -93,37 +147,8 @@ pub fn stream(api: &Api) -> Response<LoggedBody> {
     let _ = tx.try_send(Bytes::from_static(b"retry: 2000\n: provbox events\n\n"));
     api.tracker.spawn(async move {
         let _slot = slot;
-        let mut keepalive = tokio::time::interval(KEEPALIVE);
-        keepalive.tick().await;
-        loop {
-            let out = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tx.closed() => break,
-                _ = keepalive.tick() => vec![Bytes::from_static(b": keepalive\n\n")],
-                r = changes.recv() => match r {
-                    Ok(keys) => {
-                        let mut seen = std::collections::HashSet::new();
-                        keys.iter()
-                            .filter(|k| seen.insert(k.as_str()))
-                            .map(|k| frame(&book, k))
-                            .collect()
-                    }
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::info!(missed = n, "api: an event stream fell behind; dropped");
-                        break;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => break,
-                },
-            };
-            for b in out {
-                if let Err(e) = tx.try_send(b) {
-                    if matches!(e, mpsc::error::TrySendError::Full(_)) {
-                        tracing::info!("api: an event stream's client is not reading; dropped");
-                    }
-                    return;
-                }
-            }
-        }
+        let why = pump(&book, &mut changes, &tx, &shutdown).await;
+        tracing::debug!(?why, "api: event stream ended");
     });
     let mut r = Response::new(LoggedBody::stream(rx));
     *r.status_mut() = StatusCode::OK;
@@ -135,4 +160,73 @@ pub fn stream(api: &Api) -> Response<LoggedBody> {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::{Mac, Registry};
+
+    #[tokio::test]
+    async fn a_subscriber_that_does_not_read_is_dropped_and_nobody_waits() {
+        let book = StatusBook::in_memory(
+            Arc::new(Registry::default()),
+            crate::status::Metrics::default(),
+        );
+        let mut changes = book.subscribe();
+        let (tx, mut rx) = mpsc::channel(QUEUE);
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        // More changes than the queue holds, none read: made before the pump runs, so
+        // this also shows the book never waited for the subscriber.
+        for i in 0..(QUEUE + 10) {
+            let mac = Mac([2, 0, 0, 0, (i >> 8) as u8, i as u8]);
+            book.lease_seen(
+                mac,
+                std::net::IpAddr::from([198, 18, 1, i as u8]),
+                None,
+                None,
+            );
+        }
+        let why = tokio::time::timeout(
+            Duration::from_secs(10),
+            pump(&book, &mut changes, &tx, &shutdown),
+        )
+        .await
+        .expect("the pump never waits");
+        assert_eq!(why, Ended::TooSlow);
+        let first = rx.try_recv().unwrap();
+        let first = String::from_utf8_lossy(&first);
+        assert!(first.starts_with("event: device\ndata: "), "{first}");
+        assert!(first.contains("02:00:00:00:00:00"), "{first}");
+
+        // A reader that keeps up gets every change, and the stream ends at shutdown.
+        let mut changes = book.subscribe();
+        let (tx, mut rx) = mpsc::channel(QUEUE);
+        let sd = shutdown.clone();
+        let b2 = book.clone();
+        let task = tokio::spawn(async move { pump(&b2, &mut changes, &tx, &sd).await });
+        assert!(book.forget("02:00:00:00:00:01").is_some());
+        let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&got)
+                .starts_with("event: forgotten\ndata: {\"key\":\"02:00:00:00:00:01\""),
+            "{got:?}"
+        );
+        shutdown.cancel();
+        assert_eq!(task.await.unwrap(), Ended::Shutdown);
+    }
+
+    #[test]
+    fn the_number_of_streams_is_capped() {
+        let n = Arc::new(AtomicUsize::new(0));
+        let slots: Vec<Slot> = (0..MAX_SUBSCRIBERS).map_while(|_| Slot::take(&n)).collect();
+        assert_eq!(slots.len(), MAX_SUBSCRIBERS);
+        assert!(Slot::take(&n).is_none());
+        drop(slots);
+        assert_eq!(n.load(Ordering::Acquire), 0);
+        assert!(Slot::take(&n).is_some());
+    }
 }

@@ -936,6 +936,30 @@ mod tests {
         (b, reg)
     }
 
+    #[test]
+    fn forget_drops_the_record_and_its_address_and_subscribers_hear_of_it() {
+        let (b, _) = book();
+        let mut rx = b.subscribe();
+        let mac: Mac = "00:56:2b:04:36:15".parse().unwrap();
+        b.lease_seen(mac, "198.18.0.7".parse().unwrap(), None, None);
+        assert!(rx.try_recv().unwrap().contains(&mac.to_string()));
+        assert!(b.get("198.18.0.7").is_some());
+        assert_eq!(
+            b.forget("00562b043615").as_deref(),
+            Some("00:56:2b:04:36:15")
+        );
+        assert!(b.get(&mac.to_string()).is_none());
+        assert!(
+            b.get("198.18.0.7").is_none(),
+            "the address index forgot it too"
+        );
+        assert_eq!(b.forget(&mac.to_string()), None);
+        assert!(rx.try_recv().unwrap().contains(&mac.to_string()));
+        // Heard from again: a new record.
+        b.transfer(&fetch("198.18.0.7", "/a.cfg", "ok"));
+        assert!(b.get("198.18.0.7").is_some());
+    }
+
     fn fetch<'a>(peer: &str, path: &'a str, outcome: &'a str) -> TransferDone<'a> {
         TransferDone {
             protocol: Protocol::http,
