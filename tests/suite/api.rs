@@ -447,6 +447,29 @@ fn cli_talks_to_the_running_server_and_falls_back_when_it_is_stopped() {
     let (rc, out) = b.cli(&["leases", "release", "198.18.0.9"]);
     assert!(rc != 0 && out.contains("DHCP"), "{out}");
     assert!(b.p.log().contains("bench-alice"), "{}", b.p.log());
+    // Its dashboard off (same data_dir): the CLI must not touch the store the running
+    // server holds.
+    let nodash = b.p.path().join("nodash.yaml");
+    std::fs::write(
+        &nodash,
+        std::fs::read_to_string(&b.cfg).unwrap().replace(
+            "dashboard:\n  enabled: true",
+            "dashboard:\n  enabled: false",
+        ),
+    )
+    .unwrap();
+    for args in [
+        &["bindings", "list"][..],
+        &["leases", "release", "198.18.0.9"][..],
+    ] {
+        let mut a = args.to_vec();
+        a.extend(["--config", nodash.to_str().unwrap()]);
+        let (rc, out) = provbox(&a);
+        assert!(
+            rc != 0 && out.contains("a running provbox holds it"),
+            "{args:?}: {out}"
+        );
+    }
     // Bound again (by the other phone), then the server stops.
     assert_eq!(b.fetch(UA_B, "/init/4711").0, 200);
     assert_eq!(b.p.signal_and_wait("TERM"), Some(0));
