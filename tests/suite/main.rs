@@ -14,6 +14,7 @@ mod devices;
 mod dhcp;
 mod dhcp_boot;
 mod dhcp_proxy;
+mod dhcp_relay;
 mod dns;
 mod dns_records;
 mod docs;
