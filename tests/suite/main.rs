@@ -35,6 +35,7 @@ mod lifecycle;
 mod metrics_format;
 mod netns;
 mod reload;
+mod skip_switch;
 mod syslog;
 mod systemd;
 mod tftp;
