@@ -229,6 +229,7 @@ devices:
     lease: true
     user_agent: true
     path: true
+    relay: true
   private: ["phones/"]
   mac_in_path: false
   missing_variable: 403
