@@ -72,6 +72,12 @@ pub struct Trust {
     /// MAC in their User-Agent). As spoofable as the User-Agent: staging only.
     #[serde(default)]
     pub path: bool,
+    /// A lease granted or renewed through a DHCP relay that named the switch port
+    /// (option 82, from `dhcp.trusted_relays`) proves the device at that lease's
+    /// address: the relay wrote the port, not the phone. For relayed bench LANs where
+    /// `lease` cannot work (the neighbour table shows the relay).
+    #[serde(default)]
+    pub relay: bool,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]

@@ -10,7 +10,7 @@ use prometheus_client::encoding::EncodeLabelValue;
 use regex::Regex;
 
 use super::config::Trust;
-use super::{ClientIdentity, Mac, Registry};
+use super::{ClientIdentity, Inventory, Mac, Record, Registry};
 use crate::vendors::{self, Vendor};
 
 /// Where a device's MAC came from, strongest first.
@@ -108,18 +108,26 @@ pub fn identify(
     let (mac, source, proven) = if let Some(m) = client.and_then(|c| c.mac) {
         (Some(m), Source::client_cert, true)
     } else if let Some(l) = registry.by_ip(peer) {
-        let proven = trust.lease
-            && match neighbour(peer) {
-                Some(n) if n == l.mac => true,
-                Some(_) => {
-                    doubt = Some("lease_neighbour_mismatch");
-                    false
-                }
-                None => {
-                    doubt = Some("lease_no_neighbour");
-                    false
-                }
-            };
+        // Behind a relay the neighbour table shows the relay, never the phone; there the
+        // trusted relay's word on the switch port stands in (`trust.relay`), for the
+        // address it leased through that port only.
+        let relayed = trust.relay
+            && registry
+                .port_of(l.mac)
+                .is_some_and(|(_, ip)| ip.to_canonical() == peer.to_canonical());
+        let proven = relayed
+            || trust.lease
+                && match neighbour(peer) {
+                    Some(n) if n == l.mac => true,
+                    Some(_) => {
+                        doubt = Some("lease_neighbour_mismatch");
+                        false
+                    }
+                    None => {
+                        doubt = Some("lease_no_neighbour");
+                        false
+                    }
+                };
         (Some(l.mac), Source::lease, proven)
     } else if let Some(m) = ua.as_ref().and_then(|u| u.mac) {
         (Some(m), Source::user_agent, trust.user_agent)
@@ -138,6 +146,14 @@ pub fn identify(
         version: ua.as_ref().and_then(|u| u.version.clone()),
         serial: ua.and_then(|u| u.serial),
     }
+}
+
+/// The inventory row of the switch port `mac` was last leased through (a trusted relay's
+/// option 82), unless that row names another device's MAC.
+pub fn port_record<'a>(registry: &Registry, inv: &'a Inventory, mac: Mac) -> Option<&'a Record> {
+    let (port, _) = registry.port_of(mac)?;
+    inv.by_port(&port)
+        .filter(|r| r.mac.is_none_or(|m| m == mac))
 }
 
 /// The MAC a request path names (`/cfg/00562b043615.xml`, `SEP00562B043615.cnf.xml`),

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Deserializer};
 
-use super::Mac;
+use super::{Mac, Port};
 use crate::config::At;
 
 /// Variables with a meaning of their own; any other name is a free variable.
@@ -46,10 +46,52 @@ pub const HEADERLESS: &[&str] = &[
 pub struct Record {
     pub mac: Option<Mac>,
     pub serial: Option<String>,
+    /// The switch port this row is for (a relay's option 82): whichever phone the DHCP
+    /// server leased through that port gets this row.
+    pub port: Option<PortKey>,
     /// All variables, `tags` joined with commas.
     pub vars: BTreeMap<String, String>,
     /// Where it was written (1-based).
     pub line: usize,
+}
+
+/// An inventory row's switch port: the circuit-id and/or remote-id text a relay writes
+/// into option 82, and optionally which relay (`giaddr`) it must come through.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PortKey {
+    pub circuit: Option<String>,
+    pub remote_id: Option<String>,
+    pub relay: Option<std::net::Ipv4Addr>,
+}
+
+impl PortKey {
+    /// Every part the row names matches the port the DHCP server saw.
+    pub fn matches(&self, p: &Port) -> bool {
+        (self.circuit.is_some() || self.remote_id.is_some())
+            && self
+                .circuit
+                .as_ref()
+                .is_none_or(|c| p.circuit.as_ref() == Some(c))
+            && self
+                .remote_id
+                .as_ref()
+                .is_none_or(|r| p.remote_id.as_ref() == Some(r))
+            && self.relay.is_none_or(|a| a == p.relay)
+    }
+
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(c) = &self.circuit {
+            parts.push(format!("circuit {c}"));
+        }
+        if let Some(r) = &self.remote_id {
+            parts.push(format!("remote_id {r}"));
+        }
+        if let Some(a) = &self.relay {
+            parts.push(format!("relay {a}"));
+        }
+        parts.join(", ")
+    }
 }
 
 impl Record {
@@ -96,6 +138,8 @@ pub struct Inventory {
     by_mac: HashMap<Mac, usize>,
     by_serial: HashMap<String, usize>,
     by_pin: HashMap<String, usize>,
+    /// Rows keyed by switch port (few: one per bench slot), matched in file order.
+    by_port: Vec<usize>,
     /// The file's modification time when read (part of a rendered profile's Last-Modified).
     pub modified: Option<SystemTime>,
 }
@@ -110,11 +154,31 @@ impl Inventory {
                 line: r.line,
                 message: m,
             };
-            if r.mac.is_none() && r.serial.is_none() && r.var("pin").is_none() {
+            if r.mac.is_none() && r.serial.is_none() && r.var("pin").is_none() && r.port.is_none() {
                 errors.push(err(
-                    "no MAC, serial or PIN; expected at least one to tell whose variables these are"
+                    "no MAC, serial, PIN or circuit; expected at least one to tell whose variables these are"
                         .into(),
                 ));
+            }
+            if let Some(k) = &r.port {
+                if k.circuit.is_none() && k.remote_id.is_none() {
+                    errors.push(err(
+                        "relay without circuit or remote_id; expected the port the relay names"
+                            .into(),
+                    ));
+                } else if let Some(&p) = inv
+                    .by_port
+                    .iter()
+                    .find(|&&p| records[p].port.as_ref() == Some(k))
+                {
+                    errors.push(err(format!(
+                        "{} is also on line {}; expected each port once",
+                        k.describe(),
+                        records[p].line
+                    )));
+                } else {
+                    inv.by_port.push(i);
+                }
             }
             for name in r.vars.keys() {
                 if !is_var_name(name) {
@@ -212,6 +276,15 @@ impl Inventory {
 
     pub fn by_pin(&self, pin: &str) -> Option<&Record> {
         self.by_pin.get(pin).map(|&i| &self.records[i])
+    }
+
+    /// The row for the switch port a device was leased through: the first (in file
+    /// order) whose circuit, remote-id and relay all match what the row names.
+    pub fn by_port(&self, port: &Port) -> Option<&Record> {
+        self.by_port
+            .iter()
+            .map(|&i| &self.records[i])
+            .find(|r| r.port.as_ref().is_some_and(|k| k.matches(port)))
     }
 
     /// Merge `scan` into this inventory: a record with the same MAC (else serial) gets the
@@ -335,11 +408,13 @@ pub fn parse_csv(text: &str) -> Result<Vec<Record>, Vec<InvError>> {
             let first = row.get(0).unwrap_or("").to_ascii_lowercase();
             if matches!(
                 first.as_str(),
-                "mac" | "serial" | "device" | "pin" | "account"
+                "mac" | "serial" | "device" | "pin" | "account" | "circuit"
             ) {
                 let cols: Vec<String> = row.iter().map(|c| c.to_ascii_lowercase()).collect();
                 for (i, c) in cols.iter().enumerate() {
-                    if c != "mac" && c != "serial" && c != "device" && !is_var_name(c) {
+                    if !matches!(c.as_str(), "mac" | "serial" | "device" | "relay")
+                        && !is_var_name(c)
+                    {
                         errors.push(InvError {
                             line,
                             message: format!(
@@ -387,6 +462,17 @@ pub fn parse_csv(text: &str) -> Result<Vec<Record>, Vec<InvError>> {
                     Err(_) => r.serial = Some(value.to_string()),
                 },
                 "serial" => r.serial = Some(value.to_string()),
+                "circuit" => r.port.get_or_insert_default().circuit = Some(value.to_string()),
+                "remote_id" => {
+                    r.port.get_or_insert_default().remote_id = Some(value.to_string())
+                }
+                "relay" => match value.parse() {
+                    Ok(a) => r.port.get_or_insert_default().relay = Some(a),
+                    Err(_) => errors.push(InvError {
+                        line,
+                        message: format!("relay `{value}` is not an IPv4 address; expected the relay's giaddr, e.g. 198.18.1.1"),
+                    }),
+                },
                 "tags" => {
                     r.vars.insert("tags".into(), split_tags(value));
                 }
@@ -444,6 +530,13 @@ struct YamlRecord {
     mac: Option<Text>,
     #[serde(default)]
     serial: Option<Text>,
+    /// Switch port (option 82 circuit-id text), remote-id and relay address.
+    #[serde(default)]
+    circuit: Option<Text>,
+    #[serde(default)]
+    remote_id: Option<Text>,
+    #[serde(default)]
+    relay: Option<Text>,
     #[serde(default)]
     account: Option<Text>,
     #[serde(default)]
@@ -494,6 +587,26 @@ pub fn parse_yaml(text: &str) -> Result<Vec<Record>, Vec<InvError>> {
             }
         }
         r.serial = y.serial.map(|t| t.0);
+        if y.circuit.is_some() || y.remote_id.is_some() || y.relay.is_some() {
+            let mut k = PortKey {
+                circuit: y.circuit.map(|t| t.0),
+                remote_id: y.remote_id.map(|t| t.0),
+                relay: None,
+            };
+            if let Some(a) = y.relay {
+                match a.0.parse() {
+                    Ok(a) => k.relay = Some(a),
+                    Err(_) => errors.push(InvError {
+                        line,
+                        message: format!(
+                            "relay `{}` is not an IPv4 address; expected the relay's giaddr, e.g. 198.18.1.1",
+                            a.0
+                        ),
+                    }),
+                }
+            }
+            r.port = Some(k);
+        }
         for (name, v) in [
             ("account", y.account),
             ("extension", y.extension),
@@ -564,6 +677,17 @@ pub fn to_yaml(records: &[Record]) -> String {
         if let Some(s) = &r.serial {
             field("serial", yq(s));
         }
+        if let Some(k) = &r.port {
+            if let Some(c) = &k.circuit {
+                field("circuit", yq(c));
+            }
+            if let Some(x) = &k.remote_id {
+                field("remote_id", yq(x));
+            }
+            if let Some(a) = &k.relay {
+                field("relay", yq(&a.to_string()));
+            }
+        }
         for k in KNOWN {
             if let Some(v) = r.vars.get(*k) {
                 if *k == "tags" {
@@ -597,6 +721,9 @@ pub fn to_csv(records: &[Record]) -> String {
     extra.sort();
     extra.dedup();
     let mut cols: Vec<String> = vec!["mac".into(), "serial".into()];
+    if records.iter().any(|r| r.port.is_some()) {
+        cols.extend(["circuit".into(), "remote_id".into(), "relay".into()]);
+    }
     cols.extend(KNOWN.iter().map(|s| s.to_string()));
     cols.extend(extra.into_iter().cloned());
     let mut w = csv::Writer::from_writer(Vec::new());
@@ -607,6 +734,22 @@ pub fn to_csv(records: &[Record]) -> String {
             .map(|c| match c.as_str() {
                 "mac" => r.mac.map(|m| m.to_string()).unwrap_or_default(),
                 "serial" => r.serial.clone().unwrap_or_default(),
+                "circuit" => r
+                    .port
+                    .as_ref()
+                    .and_then(|k| k.circuit.clone())
+                    .unwrap_or_default(),
+                "remote_id" => r
+                    .port
+                    .as_ref()
+                    .and_then(|k| k.remote_id.clone())
+                    .unwrap_or_default(),
+                "relay" => r
+                    .port
+                    .as_ref()
+                    .and_then(|k| k.relay)
+                    .map(|a| a.to_string())
+                    .unwrap_or_default(),
                 "tags" => r
                     .vars
                     .get("tags")
@@ -929,6 +1072,79 @@ devices:
         let err =
             parse_yaml("devices:\n  - mac: 00:56:2b:04:36:15\n    colour: red\n").unwrap_err();
         assert_eq!(err[0].line, 3, "{err:?}");
+    }
+
+    #[test]
+    fn rows_keyed_by_switch_port() {
+        let text = r#"
+devices:
+  - circuit: bench-3/port-12
+    extension: 1012
+  - circuit: bench-3/port-13
+    remote_id: sw1
+    relay: 198.18.1.1
+    extension: 1013
+  - remote_id: sw2
+    extension: 2000
+"#;
+        let recs = parse_yaml(text).unwrap();
+        let inv = Inventory::build(recs.clone()).unwrap();
+        let port = |c: Option<&str>, r: Option<&str>, relay: &str| Port {
+            circuit: c.map(str::to_string),
+            remote_id: r.map(str::to_string),
+            relay: relay.parse().unwrap(),
+        };
+        let ext = |p: &Port| inv.by_port(p).and_then(|r| r.var("extension"));
+        // A row naming only the circuit matches any remote-id and relay.
+        assert_eq!(
+            ext(&port(Some("bench-3/port-12"), Some("x"), "10.0.0.1")),
+            Some("1012")
+        );
+        // Every part a row names must match.
+        assert_eq!(
+            ext(&port(Some("bench-3/port-13"), Some("sw1"), "198.18.1.1")),
+            Some("1013")
+        );
+        assert_eq!(
+            ext(&port(Some("bench-3/port-13"), Some("sw1"), "198.18.1.2")),
+            None
+        );
+        assert_eq!(
+            ext(&port(Some("bench-3/port-13"), None, "198.18.1.1")),
+            None
+        );
+        assert_eq!(ext(&port(None, Some("sw2"), "198.18.1.1")), Some("2000"));
+        assert_eq!(
+            ext(&port(Some("bench-3/port-14"), None, "198.18.1.1")),
+            None
+        );
+        // Both file formats keep the port.
+        let again = parse_yaml(&to_yaml(&recs)).unwrap();
+        assert_eq!(
+            again.iter().map(|r| &r.port).collect::<Vec<_>>(),
+            recs.iter().map(|r| &r.port).collect::<Vec<_>>()
+        );
+        let again = parse_csv(&to_csv(&recs)).unwrap();
+        assert_eq!(
+            again.iter().map(|r| &r.port).collect::<Vec<_>>(),
+            recs.iter().map(|r| &r.port).collect::<Vec<_>>()
+        );
+        let csv = parse_csv("circuit,extension\nbench-3/port-12,1012\n").unwrap();
+        assert_eq!(
+            csv[0].port.as_ref().unwrap().circuit.as_deref(),
+            Some("bench-3/port-12")
+        );
+        // The same port twice, a relay naming no port, a relay that is no address.
+        let dup =
+            parse_yaml("devices:\n  - circuit: p1\n  - {circuit: p1, extension: 2}\n").unwrap();
+        let err = Inventory::build(dup).unwrap_err();
+        assert_eq!(err[0].line, 3, "{err:?}");
+        assert!(err[0].message.contains("line 2"), "{err:?}");
+        let err =
+            Inventory::build(parse_yaml("devices:\n  - relay: 198.18.1.1\n").unwrap()).unwrap_err();
+        assert!(err[0].message.contains("relay without circuit"), "{err:?}");
+        let err = parse_yaml("devices:\n  - circuit: p1\n    relay: sw1\n").unwrap_err();
+        assert_eq!(err[0].line, 2, "{err:?}");
     }
 
     #[test]

@@ -39,7 +39,7 @@ use crate::store::Store;
 pub use config::Config;
 pub use identity::{Identity, Source};
 pub use inventory::{Inventory, Record};
-pub use registry::{LeaseInfo, Mac, Registry};
+pub use registry::{LeaseInfo, Mac, Port, PortChange, Registry};
 
 /// A finished (or refused, or abandoned) file request, as the front end saw it at the end:
 /// what the device status book records. Every file front end reports each request once,
@@ -530,6 +530,63 @@ mod tests {
         assert_eq!(vars["PSN"], "508G");
         assert_eq!(vars["SWVER"], "7.4.4");
         assert_eq!(vars["MAU"], "0002FDFF2103");
+    }
+
+    #[test]
+    fn a_phone_on_a_relayed_port_gets_the_ports_inventory_row() {
+        let inv_dir = tempfile::tempdir().unwrap();
+        let inv = inv_dir.path().join("inventory.yaml");
+        std::fs::write(
+            &inv,
+            "devices:\n  - circuit: bench-3/port-12\n    extension: 1012\n    display_name: Slot 12\n",
+        )
+        .unwrap();
+        let make = |relay: bool| {
+            let Lab { _dir, p } = lab(|c| {
+                c.trust.relay = relay;
+                c.inventory = Some(At::new(inv.clone()));
+            });
+            // Relayed: the kernel shows no neighbour at a phone's address (the relay is).
+            Lab {
+                _dir,
+                p: p.with_neighbours(Arc::new(|_| None)),
+            }
+        };
+        let port = Port {
+            circuit: Some("bench-3/port-12".into()),
+            remote_id: None,
+            relay: "198.18.1.1".parse().unwrap(),
+        };
+        let (slot, other) = ("198.18.1.12", "198.18.1.13");
+        for trust in [true, false] {
+            let l = make(trust);
+            lease(&l.p, slot, "02:00:00:00:12:34");
+            lease(&l.p, other, "02:00:00:00:12:35");
+            l.p.registry().port_bound(
+                &port,
+                "02:00:00:00:12:34".parse().unwrap(),
+                slot.parse().unwrap(),
+            );
+            let got = get(&l.p, Protocol::tftp, slot, "cfg/020000001234.xml");
+            if trust {
+                // Nobody scanned this MAC: the port's row renders.
+                assert_eq!(
+                    &got.unwrap().body[..],
+                    b"<device mac=\"02:00:00:00:12:34\" ext=\"1012\" name=\"Slot 12\"/>\n"
+                );
+            } else {
+                assert_eq!(got.unwrap_err(), Refusal::Forbidden("unproven_identity"));
+            }
+            // A relayed lease that came through no port proves nothing, trusted or not.
+            assert_eq!(
+                get(&l.p, Protocol::tftp, other, "cfg/020000001235.xml").unwrap_err(),
+                Refusal::Forbidden("unproven_identity")
+            );
+            // The port's device, fetching from an address the port did not lease it:
+            // not proven by the port.
+            lease(&l.p, "198.18.1.14", "02:00:00:00:12:34");
+            assert!(get(&l.p, Protocol::tftp, "198.18.1.14", "cfg/020000001234.xml").is_err());
+        }
     }
 
     #[test]

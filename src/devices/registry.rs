@@ -139,9 +139,53 @@ pub fn dns_label(hostname: &str) -> Option<String> {
     ok.then_some(h)
 }
 
+/// A switch port as a DHCP relay agent names it in option 82, as text. Only the DHCP
+/// server makes these, and only from a relay it trusts (the relay writes option 82, the
+/// phone cannot): see `dhcp.trusted_relays`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Port {
+    /// Sub-option 1, circuit-id (`bench-3/port-12`; dhcrelay `-a`: the interface name).
+    pub circuit: Option<String>,
+    /// Sub-option 2, remote-id (which switch or relay).
+    pub remote_id: Option<String>,
+    /// The relay's address (`giaddr`).
+    pub relay: std::net::Ipv4Addr,
+}
+
+impl fmt::Display for Port {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.circuit, &self.remote_id) {
+            (Some(c), Some(r)) => write!(f, "{c} (remote-id {r})"),
+            (Some(c), None) => write!(f, "{c}"),
+            (None, Some(r)) => write!(f, "remote-id {r}"),
+            (None, None) => write!(f, "relay {}", self.relay),
+        }
+    }
+}
+
+/// What binding a device to a port changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortChange {
+    /// The device was already bound to this port (a renewal).
+    Same,
+    /// The port had no device, or the device came from another port.
+    New,
+    /// The port had this other device; it is no longer bound anywhere.
+    Replaced(Mac),
+}
+
+/// Switch port ↔ MAC, both ways. At most one device per port and one port per device,
+/// so the maps are bounded by the ports the trusted relays name.
+#[derive(Default)]
+struct Ports {
+    by_port: HashMap<Port, Mac>,
+    by_mac: HashMap<Mac, (Port, IpAddr)>,
+}
+
 #[derive(Default)]
 pub struct Registry {
     leases: RwLock<Leases>,
+    ports: RwLock<Ports>,
     /// Who else wants to hear about leases and transfers (the device status book).
     observer: OnceLock<Arc<dyn Observer>>,
     /// The running DHCP server's lease desk (release, list), for the API.
@@ -203,6 +247,37 @@ impl Registry {
         }
     }
 
+    /// Called by the DHCP server when a trusted relay's option 82 named the port a lease
+    /// for `mac` at `ip` was granted or renewed through.
+    pub fn port_bound(&self, port: &Port, mac: Mac, ip: IpAddr) -> PortChange {
+        let mut p = self.ports.write().unwrap_or_else(|e| e.into_inner());
+        let before = p.by_port.insert(port.clone(), mac);
+        if let Some((old, _)) = p.by_mac.insert(mac, (port.clone(), ip))
+            && old != *port
+            && p.by_port.get(&old) == Some(&mac)
+        {
+            p.by_port.remove(&old);
+        }
+        match before {
+            Some(m) if m == mac => PortChange::Same,
+            Some(m) => {
+                p.by_mac.remove(&m);
+                PortChange::Replaced(m)
+            }
+            None => PortChange::New,
+        }
+    }
+
+    /// The port `mac` was last leased through and the address leased then.
+    pub fn port_of(&self, mac: Mac) -> Option<(Port, IpAddr)> {
+        self.ports
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_mac
+            .get(&mac)
+            .cloned()
+    }
+
     /// Called when a lease is released, declined or expires.
     pub fn lease_ended(&self, ip: IpAddr) {
         let mut l = self.leases.write().unwrap_or_else(|e| e.into_inner());
@@ -249,6 +324,32 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_device_per_port_and_one_port_per_device() {
+        let r = Registry::default();
+        let port = |c: &str| Port {
+            circuit: Some(c.into()),
+            remote_id: None,
+            relay: "198.18.1.1".parse().unwrap(),
+        };
+        let (a, b): (Mac, Mac) = (
+            "02:00:00:00:00:0a".parse().unwrap(),
+            "02:00:00:00:00:0b".parse().unwrap(),
+        );
+        let ip: IpAddr = "198.18.1.12".parse().unwrap();
+        assert_eq!(r.port_bound(&port("p12"), a, ip), PortChange::New);
+        assert_eq!(r.port_bound(&port("p12"), a, ip), PortChange::Same);
+        assert_eq!(r.port_of(a), Some((port("p12"), ip)));
+        // Another device takes the port: the first is bound nowhere now.
+        assert_eq!(r.port_bound(&port("p12"), b, ip), PortChange::Replaced(a));
+        assert_eq!(r.port_of(a), None);
+        // It moves to another port: p12 is free again, so a's return there is new.
+        assert_eq!(r.port_bound(&port("p13"), b, ip), PortChange::New);
+        assert_eq!(r.port_bound(&port("p12"), a, ip), PortChange::New);
+        assert_eq!(r.port_of(b).map(|(p, _)| p), Some(port("p13")));
+        assert_eq!(r.ports.read().unwrap().by_port.len(), 2);
+    }
 
     #[test]
     fn mac_forms() {

@@ -59,6 +59,11 @@ pub struct Config {
     /// address-less offer if it came first.
     #[serde(default = "default_proxy_offer")]
     pub proxy_offer_vendor_classes: Vec<String>,
+    /// Relay agents whose option 82 (circuit-id, remote-id) names a switch port: a relayed
+    /// message (`giaddr` set) counts its option 82 only when `giaddr` is listed here.
+    /// Empty: any relay's. Never a client's own (unrelayed) option 82.
+    #[serde(default)]
+    pub trusted_relays: Vec<Ipv4Addr>,
 }
 
 /// What provbox is on the segment.
@@ -126,6 +131,7 @@ impl Default for Config {
             mode: Mode::Server,
             authoritative: true,
             proxy_offer_vendor_classes: default_proxy_offer(),
+            trusted_relays: Vec::new(),
         }
     }
 }
@@ -262,6 +268,8 @@ pub struct Settings {
     pub authoritative: bool,
     /// Option 60 prefixes that get a proxy OFFER.
     pub proxy_offer: Vec<Vec<u8>>,
+    /// `giaddr`s whose option 82 is believed (empty: every relay's).
+    pub trusted_relays: Vec<Ipv4Addr>,
 }
 
 /// Validated [`BootConfig`]: bytes that fit their header fields.
@@ -590,6 +598,7 @@ impl Config {
                 .iter()
                 .map(|v| v.as_bytes().to_vec())
                 .collect(),
+            trusted_relays: self.trusted_relays.clone(),
         })
     }
 }

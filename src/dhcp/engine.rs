@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 use crate::devices::Mac;
-use crate::devices::registry::{LeaseInfo, Registry};
+use crate::devices::registry::{LeaseInfo, Port, PortChange, Registry};
 
 use super::config::{Mode, Reservation, Settings, Subnet};
 use super::leases::{ClientKey, Excluded, Lease, Leases, State};
@@ -82,6 +82,9 @@ pub struct Event {
     pub now: u64,
     /// A first grant through a switch-port reservation: the port, for the timeline.
     pub circuit: Option<String>,
+    /// A grant or renewal through a trusted relay's option 82: the port it came from,
+    /// bound to the lease's MAC in the device registry.
+    pub port: Option<Port>,
 }
 
 #[derive(Debug)]
@@ -169,6 +172,8 @@ struct Turn<'a> {
     sidx: usize,
     sid: Ipv4Addr,
     resv: Option<&'a Reservation>,
+    /// The switch port a trusted relay named (option 82).
+    port: Option<Port>,
 }
 
 impl Turn<'_> {
@@ -321,6 +326,7 @@ impl Engine {
                 lease,
                 now,
                 circuit: None,
+                port: None,
             })
             .collect()
     }
@@ -362,14 +368,34 @@ impl Engine {
             _ => self.registry.lease_ended(ip),
         }
         if let Some(c) = &e.circuit {
-            // The slot → MAC binding, on the device's timeline (after lease_bound made
-            // the device): nobody scanned this phone's MAC, the port named it.
             tracing::info!(%ip, mac = %l.mac, circuit = %c, "dhcp: switch port {c} bound to {}", l.mac);
-            self.registry.note(
-                l.mac,
-                "port",
-                &format!("switch port {c} bound to {} at {}", l.mac, l.ip),
-            );
+        }
+        if let (Some(port), EventKind::Granted | EventKind::Renewed) = (&e.port, e.kind) {
+            // The slot → MAC binding, on the device's timeline (after lease_bound made
+            // the device): nobody scanned this phone's MAC, the port named it. Told
+            // when it changes, not on every renewal.
+            let via = format!("lease {}, relay {}", l.ip, port.relay);
+            match self.registry.port_bound(port, l.mac, ip) {
+                PortChange::Same => {}
+                PortChange::New => {
+                    tracing::info!(%ip, mac = %l.mac, %port, "dhcp: port {port} -> {}", l.mac);
+                    self.registry
+                        .note(l.mac, "port", &format!("port {port} -> {} ({via})", l.mac));
+                }
+                PortChange::Replaced(old) => {
+                    tracing::warn!(%ip, mac = %l.mac, %old, %port, "dhcp: port {port} -> {} (was {old})", l.mac);
+                    self.registry.note(
+                        l.mac,
+                        "port",
+                        &format!("port {port} -> {} (was {old}; {via})", l.mac),
+                    );
+                    self.registry.note(
+                        old,
+                        "port",
+                        &format!("port {port}: a different device {} is there now", l.mac),
+                    );
+                }
+            }
         }
         self.metrics
             .lease_events
@@ -457,11 +483,20 @@ impl Engine {
         };
         let (sidx, sid) = self.subnet_for(p, iface, &req).ok_or("no_subnet")?;
         // Option 82 names the switch port only when a relay put it there (giaddr set);
-        // from a client on the link it would be a claim anyone can make.
+        // from a client on the link it would be a claim anyone can make. With
+        // `trusted_relays`, only those relays' ports count.
+        let trusted = &p.settings.trusted_relays;
         let (circuit_id, remote_id) = match (req.giaddr.is_unspecified(), req.opt(82)) {
-            (false, Some(d)) => relay_agent_info(d),
+            (false, Some(d)) if trusted.is_empty() || trusted.contains(&req.giaddr) => {
+                relay_agent_info(d)
+            }
             _ => (None, None),
         };
+        let port = (circuit_id.is_some() || remote_id.is_some()).then(|| Port {
+            circuit: circuit_id.map(|c| String::from_utf8_lossy(c).into_owned()),
+            remote_id: remote_id.map(|r| String::from_utf8_lossy(r).into_owned()),
+            relay: req.giaddr,
+        });
         let reservations = &p.settings.subnets[sidx].reservations;
         let resv = reservations
             .iter()
@@ -484,6 +519,7 @@ impl Engine {
             sidx,
             sid,
             resv,
+            port,
         };
         if p.settings.mode == Mode::Proxy {
             return self.proxy(&turn, iface);
@@ -746,6 +782,7 @@ impl Engine {
                     .and_then(|r| r.circuit.as_ref())
                     .filter(|_| !renewed)
                     .map(|c| c.describe()),
+                port: turn.port.clone(),
             }],
         })
     }
@@ -775,6 +812,7 @@ impl Engine {
                 lease: l,
                 now,
                 circuit: None,
+                port: None,
             }],
         })
     }
@@ -840,6 +878,7 @@ impl Engine {
                 lease: l,
                 now,
                 circuit: None,
+                port: None,
             }],
         })
     }
@@ -946,6 +985,7 @@ impl Engine {
             sidx,
             sid,
             resv,
+            ..
         } = *turn;
         let subnet = turn.subnet();
         let mut h = self.header(req);
@@ -1505,13 +1545,100 @@ subnets:
             .expect("a port note");
         assert_eq!(
             note.detail,
-            "switch port bench-3/port-12 bound to 02:00:00:00:01:07 at 198.18.0.62"
+            "port bench-3/port-12 -> 02:00:00:00:01:07 (lease 198.18.0.62, relay 198.18.0.2)"
         );
-        // A renewal is not a new binding.
+        // A renewal is not a new binding: no second note.
         let renew = e
             .handle(0, &relayed(REQUEST, &[50, 4, 198, 18, 0, 62]), 1001)
             .unwrap();
         assert_eq!(renew.events[0].circuit, None);
+        for ev in &renew.events {
+            e.announce(ev);
+        }
+        let notes = |mac: &str| {
+            book.get(mac)
+                .map(|d| {
+                    d.events
+                        .iter()
+                        .filter(|n| n.kind == "port")
+                        .map(|n| n.detail.clone())
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        };
+        assert_eq!(notes("02:00:00:00:01:07").len(), 1);
+        // Another phone on the same port (the first one's lease gone): both timelines say so.
+        let mut release = relayed(RELEASE, &[]);
+        release[12..16].copy_from_slice(&[198, 18, 0, 62]);
+        e.handle(0, &release, 1002).unwrap();
+        let other = |mtype: u8, extra: &[u8]| {
+            let mut b = relayed(mtype, extra);
+            b[28 + 5] = 8;
+            b
+        };
+        e.handle(0, &other(DISCOVER, &[]), 1003).unwrap();
+        let out = e.handle(0, &other(REQUEST, &sel), 1003).unwrap();
+        for ev in &out.events {
+            e.announce(ev);
+        }
+        assert_eq!(
+            notes("02:00:00:00:01:08"),
+            [
+                "port bench-3/port-12 -> 02:00:00:00:01:08 (was 02:00:00:00:01:07; lease 198.18.0.62, relay 198.18.0.2)"
+            ]
+        );
+        assert_eq!(
+            notes("02:00:00:00:01:07").last().map(String::as_str),
+            Some("port bench-3/port-12: a different device 02:00:00:00:01:08 is there now")
+        );
+    }
+
+    #[test]
+    fn option_82_counts_only_from_trusted_relays() {
+        let yaml = YAML
+            .replace("subnets:\n", "trusted_relays: [198.18.0.3]\nsubnets:\n")
+            .replace(
+                "    reservations:\n",
+                "    reservations:\n      - {circuit: bench-3/port-12, address: 198.18.0.62}\n",
+            );
+        let e = engine_with(false, &yaml);
+        let port = b"\x52\x11\x01\x0fbench-3/port-12";
+        let relayed = |n: u8, mtype: u8, giaddr: [u8; 4], extra: &[u8]| {
+            let mut opts = port.to_vec();
+            opts.extend_from_slice(extra);
+            let mut b = msg(mtype, n, [0; 4], &opts);
+            b[24..28].copy_from_slice(&giaddr);
+            b
+        };
+        let yi = |b: &[u8]| Ipv4Addr::new(b[16], b[17], b[18], b[19]);
+        // A relay not on the list: its option 82 is ignored (pool address, no port).
+        let r = e
+            .handle(0, &relayed(1, DISCOVER, [198, 18, 0, 2], &[]), 1000)
+            .unwrap();
+        assert_ne!(yi(&r.reply.unwrap().bytes), Ipv4Addr::new(198, 18, 0, 62));
+        // The listed relay: the reservation, and grants and renewals carry the port.
+        let r = e
+            .handle(0, &relayed(2, DISCOVER, [198, 18, 0, 3], &[]), 1000)
+            .unwrap();
+        assert_eq!(yi(&r.reply.unwrap().bytes), Ipv4Addr::new(198, 18, 0, 62));
+        let sel = [50u8, 4, 198, 18, 0, 62, 54, 4, 198, 18, 0, 1];
+        let want = Port {
+            circuit: Some("bench-3/port-12".into()),
+            remote_id: None,
+            relay: "198.18.0.3".parse().unwrap(),
+        };
+        for now in [1000, 1001] {
+            let out = e
+                .handle(0, &relayed(2, REQUEST, [198, 18, 0, 3], &sel), now)
+                .unwrap();
+            assert_eq!(out.events[0].port.as_ref(), Some(&want), "at {now}");
+            e.announce(&out.events[0]);
+        }
+        let mac: Mac = "02:00:00:00:01:02".parse().unwrap();
+        assert_eq!(
+            e.registry.port_of(mac),
+            Some((want, "198.18.0.62".parse().unwrap()))
+        );
     }
 
     /// Options dhcproto debug-asserted on (a panic in the receive loop) are just options:

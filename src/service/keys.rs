@@ -97,6 +97,7 @@ pub fn tables() -> Vec<Table> {
                 restart!(d, devices.trust.lease),
                 restart!(d, devices.trust.user_agent),
                 restart!(d, devices.trust.path),
+                restart!(d, devices.trust.relay),
                 restart!(vals, devices.private),
                 restart!(d, devices.mac_in_path),
                 restart!(at, devices.missing_variable),
@@ -210,6 +211,7 @@ pub fn tables() -> Vec<Table> {
                 live("dhcp.boot.server_name"),
                 live("dhcp.boot.file"),
                 live("dhcp.boot.by_arch"),
+                live("dhcp.trusted_relays"),
             ],
         },
         Table {

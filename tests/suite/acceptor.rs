@@ -51,6 +51,7 @@ fn closed_within(conn: &mut TcpStream, bound: Duration) -> bool {
 
 #[test]
 fn http_per_address_cap_refuses_one_address_and_serves_the_others() {
+    crate::support::needs!("curl");
     let (http, metrics) = (free_tcp_port(), free_tcp_port());
     let dir = Provbox::dir();
     std::fs::write(dir.path().join("files/a.cfg"), "hello\n").unwrap();
@@ -137,6 +138,7 @@ fn dig_tcp_from(from: &str, port: u16) -> Vec<String> {
 
 #[test]
 fn dns_tcp_per_address_cap_refuses_one_address_and_serves_the_others() {
+    crate::support::needs!("curl", "dig");
     let (pb, port, metrics) = dns_box("    max_connections_per_ip: 2\n", ZONE, "");
     let to = SocketAddr::from(([127, 0, 0, 1], port));
     let held: Vec<TcpStream> = (0..2).map(|_| connect_from([127, 0, 0, 2], to)).collect();
@@ -195,6 +197,7 @@ fn silent_dns_and_syslog_tcp_connections_are_closed_by_the_idle_timeout() {
 
 #[test]
 fn a_dns_tcp_client_that_stops_reading_is_cut_off() {
+    crate::support::needs!("curl", "dig");
     // A name with 200 addresses: each answer is about 3 KiB.
     let mut zone = String::from(
         "  zones:\n    - name: lab.test\n      records:\n        - name: prov\n          a: [127.0.0.1]\n        - name: big\n          a: [",
@@ -272,6 +275,7 @@ fn fds(pid: u32) -> usize {
 
 #[test]
 fn out_of_file_descriptors_backs_off_and_recovers() {
+    crate::support::needs!("curl", "prlimit");
     support::require("prlimit");
     const LIMIT: usize = 256;
     let (http, metrics) = (free_tcp_port(), free_tcp_port());

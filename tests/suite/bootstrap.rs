@@ -47,6 +47,7 @@ fn copy_sample(dir: &Path, name: &str) {
 
 #[test]
 fn a_phone_installs_the_ca_from_its_factory_profile_and_moves_to_https() {
+    crate::support::needs!("curl", "openssl", "tftp");
     require("curl");
     require("tftp");
     require("openssl");
@@ -149,6 +150,7 @@ devices:\n  inventory: inventory.yaml\n  trust:\n    user_agent: true\n    path:
 
 #[test]
 fn a_configured_certificate_serves_its_configured_ca() {
+    crate::support::needs!("curl");
     require("curl");
     let d = Provbox::dir();
     // An operator's own CA and certificate, outside data_dir.

@@ -20,6 +20,7 @@ fn openssl(args: &[&str]) -> (bool, String) {
 
 #[test]
 fn csr_ecdsa_and_rsa_verify_with_openssl() {
+    crate::support::needs!("openssl");
     let dir = tempfile::tempdir().unwrap();
     for (kind, algo) in [
         ("ecdsa-p256", "id-ecPublicKey"),
@@ -90,6 +91,7 @@ fn csr_ecdsa_and_rsa_verify_with_openssl() {
 
 #[test]
 fn lab_ca_issues_server_and_client_certs_that_openssl_and_curl_accept() {
+    crate::support::needs!("curl", "openssl");
     let dir = Provbox::dir();
     std::fs::write(
         dir.path().join("files/CP-8831-3PCC.cfg"),

@@ -63,6 +63,7 @@ fn config_refuses_a_short_token_and_needs_none_off_loopback() {
 
 #[test]
 fn token_protects_page_and_api() {
+    crate::support::needs!("curl");
     let b = Bench::start(&[], &format!("  token: {TOKEN}\n"));
     let base = format!("http://127.0.0.1:{}", b.dash);
     let code = |args: &[&str]| {
@@ -192,6 +193,7 @@ impl Drop for Sipp {
 
 #[test]
 fn resync_by_sip_notify_reaches_sipp() {
+    crate::support::needs!("curl", "logger", "sipp");
     let work = tempfile::tempdir().unwrap();
     // A Cisco phone wants `Event: resync`: the CLI.
     let sipp = Sipp::start(work.path(), "resync");
@@ -252,6 +254,7 @@ fn resync_by_sip_notify_reaches_sipp() {
 
 #[test]
 fn resync_by_web_command_reaches_a_stub_phone() {
+    crate::support::needs!("curl", "logger");
     let phone = TcpListener::bind("127.0.0.1:0").unwrap();
     let phone_port = phone.local_addr().unwrap().port();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -436,6 +439,7 @@ fn artifacts() -> PathBuf {
 
 #[test]
 fn chromium_lists_devices_and_updates_live() {
+    crate::support::needs!("chromium", "curl", "logger");
     let b = Bench::start(
         &[
             ("spa504g.cfg", "<flat-profile/>"),

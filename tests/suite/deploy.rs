@@ -134,6 +134,7 @@ fn kubernetes_validate(files: &[PathBuf]) -> (bool, String) {
 
 #[test]
 fn kubernetes_manifests_validate_and_a_broken_copy_does_not() {
+    crate::support::needs!("kubernetes-validate");
     let files = manifests();
     assert!(files.len() >= 4, "{files:?}");
     let (ok, text) = kubernetes_validate(&files);
@@ -184,6 +185,7 @@ fn kubernetes_manifests_validate_and_a_broken_copy_does_not() {
 /// The ConfigMap carries deploy/config.yaml verbatim.
 #[test]
 fn configmap_holds_the_appliance_config() {
+    crate::support::needs!("python3");
     let out = support::run(
         "python3",
         &[
@@ -209,6 +211,7 @@ fn configmap_holds_the_appliance_config() {
 
 #[test]
 fn containerfile_is_multi_stage_non_root_and_complete() {
+    crate::support::needs!("hadolint");
     let text = read("deploy/Containerfile");
     // Join continuation lines, drop comments.
     let joined = text.replace("\\\n", " ");
@@ -306,6 +309,7 @@ fn containerfile_is_multi_stage_non_root_and_complete() {
 
 #[test]
 fn hadolint_catches_a_broken_containerfile() {
+    crate::support::needs!("hadolint");
     let dir = tempfile::tempdir().unwrap();
     let broken = read("deploy/Containerfile").replace("USER 10001:10001", "USER root");
     let path = dir.path().join("Containerfile");
@@ -319,6 +323,7 @@ fn hadolint_catches_a_broken_containerfile() {
 
 #[test]
 fn compose_uses_host_network_and_two_capabilities() {
+    crate::support::needs!("python3");
     let script = r#"
 import sys, yaml
 c = yaml.safe_load(open(sys.argv[1]))

@@ -86,6 +86,7 @@ fn ua_of(vendor: &str) -> &'static str {
 
 #[test]
 fn each_vendors_user_agent_gets_its_rendered_profile() {
+    crate::support::needs!("curl");
     let inventory = "\
 mac,extension,display_name
 00562b043615,1001,Cisco 3PCC
@@ -199,6 +200,7 @@ fn client_cert(dir: &Path, mac: &str) -> (PathBuf, PathBuf) {
 
 #[test]
 fn client_cert_for_one_device_cannot_read_anothers_profile() {
+    crate::support::needs!("curl");
     let d = setup(
         &[
             (
@@ -321,6 +323,7 @@ fn openssl_decrypt(data: &[u8], key: &str, md: &str) -> Vec<u8> {
 
 #[test]
 fn openssl_decrypts_encrypted_profiles_md5_and_sha256() {
+    crate::support::needs!("curl", "openssl");
     let d = setup(
         &[(
             "cfg/$MA.xml.tmpl",
@@ -400,6 +403,7 @@ fn openssl_decrypts_encrypted_profiles_md5_and_sha256() {
 
 #[test]
 fn gzip_before_encryption_decrypts_and_gunzips() {
+    crate::support::needs!("gzip", "openssl");
     let d = setup(
         &[("p.cfg.tmpl", "ext=$extension\n")],
         (
@@ -431,6 +435,7 @@ fn gzip_before_encryption_decrypts_and_gunzips() {
 
 #[test]
 fn pin_binding_succeeds_once_survives_restart_and_refuses_a_second_device() {
+    crate::support::needs!("curl");
     let inventory = "\
 devices:
   - pin: \"4711\"
@@ -534,6 +539,7 @@ devices:
 
 #[test]
 fn pin_guessing_is_locked_out_even_with_the_right_pin_after() {
+    crate::support::needs!("curl");
     let d = setup(
         &[
             (
@@ -594,6 +600,7 @@ fn pin_guessing_is_locked_out_even_with_the_right_pin_after() {
 
 #[test]
 fn missing_template_variable_refuses_the_whole_file() {
+    crate::support::needs!("curl");
     let d = setup(
         &[("p.cfg.tmpl", "ext=$extension\npassword=$sip_password\n")],
         ("inventory.csv", "mac,extension\n00562b043615,1001\n"),
@@ -635,6 +642,7 @@ fn missing_template_variable_refuses_the_whole_file() {
 
 #[test]
 fn missing_template_variable_answers_403_when_configured() {
+    crate::support::needs!("curl");
     let d = setup(
         &[("p.cfg.tmpl", "password=$sip_password\n")],
         ("inventory.csv", "mac,extension\n00562b043615,1001\n"),
@@ -652,6 +660,7 @@ fn missing_template_variable_answers_403_when_configured() {
 
 #[test]
 fn inventory_import_names_the_line_and_the_server_picks_up_the_merge() {
+    crate::support::needs!("curl");
     let d = setup(
         &[("cfg/$MA.xml.tmpl", "ext=$extension name=$display_name\n")],
         (

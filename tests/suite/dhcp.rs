@@ -67,6 +67,7 @@ fn in_pool(ip: &str) -> bool {
 
 #[test]
 fn pool_address_with_provisioning_options_66_and_150() {
+    crate::support::needs!(root, "busybox", "ip");
     let mut lan = Lan::new();
     let dir = Provbox::dir();
     let p = lan.start(dir, &yaml("", "[br0]"));
@@ -117,6 +118,7 @@ fn pool_address_with_provisioning_options_66_and_150() {
 
 #[test]
 fn reserved_mac_gets_its_address_and_hostname() {
+    crate::support::needs!(root, "busybox", "ip");
     let mut lan = Lan::new();
     let _p = lan.start(Provbox::dir(), &yaml("", "[br0]"));
     let c = lan.client(Some("02:00:00:00:00:57"), None);
@@ -134,6 +136,7 @@ fn reserved_mac_gets_its_address_and_hostname() {
 
 #[test]
 fn renew_keeps_the_address_and_release_frees_it() {
+    crate::support::needs!(root, "busybox", "ip");
     let mut lan = Lan::new();
     let p = lan.start(Provbox::dir(), &yaml("", "[br0]"));
     let a = lan.client(None, None);
@@ -166,6 +169,7 @@ fn renew_keeps_the_address_and_release_frees_it() {
 
 #[test]
 fn address_in_use_is_not_given_to_another_client() {
+    crate::support::needs!(root, "busybox", "ip");
     let mut lan = Lan::new();
     let _p = lan.start(Provbox::dir(), &yaml("", "[br0]"));
     let a = lan.client(None, None);
@@ -179,6 +183,7 @@ fn address_in_use_is_not_given_to_another_client() {
 
 #[test]
 fn inform_from_a_static_phone_is_answered() {
+    crate::support::needs!(root, "busybox", "ip");
     let mut lan = Lan::new();
     let _p = lan.start(Provbox::dir(), &yaml("", "[br0]"));
     let c = lan.client(Some("02:00:00:00:20:01"), Some("198.18.0.30/24"));
@@ -198,6 +203,7 @@ fn inform_from_a_static_phone_is_answered() {
 
 #[test]
 fn option_sets_follow_vendor_class() {
+    crate::support::needs!(root, "busybox", "ip");
     let mut lan = Lan::new();
     let _p = lan.start(Provbox::dir(), &yaml("", "[br0]"));
     let mut got = Vec::new();
@@ -232,6 +238,7 @@ fn option_sets_follow_vendor_class() {
 
 #[test]
 fn reload_applies_new_options_and_keeps_leases() {
+    crate::support::needs!(root, "busybox", "ip");
     let mut lan = Lan::new();
     let config = yaml("", "[br0]");
     let p = lan.start(Provbox::dir(), &config);
@@ -280,6 +287,7 @@ fn reload_applies_new_options_and_keeps_leases() {
 
 #[test]
 fn kill_9_and_restart_loses_no_lease() {
+    crate::support::needs!(root, "busybox", "ip");
     let mut lan = Lan::new();
     let config = yaml("", "[br0]");
     let mut p = lan.start(Provbox::dir(), &config);
@@ -321,6 +329,7 @@ fn kill_9_and_restart_loses_no_lease() {
 
 #[test]
 fn malformed_and_truncated_packets_are_dropped_and_service_continues() {
+    crate::support::needs!(root, "busybox", "ip");
     let mut lan = Lan::new();
     let _p = lan.start(Provbox::dir(), &yaml("", "[br0]"));
     let c = lan.client(Some("02:00:00:00:30:01"), Some("198.18.0.31/24"));
@@ -371,6 +380,7 @@ fn malformed_and_truncated_packets_are_dropped_and_service_continues() {
 
 #[test]
 fn relayed_request_uses_giaddr_subnet_and_echoes_option_82() {
+    crate::support::needs!(root, "busybox", "ip");
     let mut lan = Lan::new();
     let extra = r#"    - subnet: 198.18.1.0/24
       pools: ["198.18.1.100-198.18.1.110"]
@@ -420,6 +430,7 @@ fn relayed_request_uses_giaddr_subnet_and_echoes_option_82() {
 
 #[test]
 fn missing_interface_refuses_to_start() {
+    crate::support::needs!(root, "busybox", "ip");
     let lan = Lan::new();
     let dir = Provbox::dir();
     let cfg = dir.path().join("config.yaml");
@@ -461,6 +472,7 @@ fn bad_dhcp_config_names_field_and_line() {
 
 #[test]
 fn leases_command_lists_the_store() {
+    crate::support::needs!(root, "busybox", "ip");
     let mut lan = Lan::new();
     let mut p = lan.start(Provbox::dir(), &yaml("", "[br0]"));
     let c = lan.client(Some("02:00:00:00:00:57"), None);
@@ -491,6 +503,7 @@ fn leases_command_lists_the_store() {
 
 #[test]
 fn init_reboot_selecting_and_decline() {
+    crate::support::needs!(root, "busybox", "ip");
     let mut lan = Lan::new();
     let p = lan.start(Provbox::dir(), &yaml("", "[br0]"));
     let c = lan.client(Some("02:00:00:00:50:01"), Some("198.18.0.21/24"));
@@ -553,6 +566,7 @@ fn init_reboot_selecting_and_decline() {
 
 #[test]
 fn one_mac_flooding_is_rate_limited_others_still_served() {
+    crate::support::needs!(root, "busybox", "ip");
     let mut lan = Lan::new();
     let _p = lan.start(Provbox::dir(), &yaml("", "[br0]"));
     let c = lan.client(Some("02:00:00:00:60:01"), Some("198.18.0.22/24"));

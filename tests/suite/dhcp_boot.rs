@@ -52,6 +52,7 @@ fn offer(sock: &std::net::UdpSocket, n: u8, arch: Option<u16>, prl: &[u8]) -> Ra
 
 #[test]
 fn boot_rom_fields_from_the_client_architecture_and_option_66() {
+    crate::support::needs!(root, "busybox", "ip");
     let mut lan = Lan::new();
     let host = lan.client(Some("02:00:00:00:74:01"), Some("198.18.0.44/24"));
     let sock = raw_socket(&host, 68);

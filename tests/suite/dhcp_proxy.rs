@@ -89,6 +89,7 @@ fn server_id(r: &Raw) -> Option<Ipv4Addr> {
 
 #[test]
 fn proxy_mode_beside_dnsmasq_gives_options_only_and_never_naks() {
+    crate::support::needs!(root, "busybox", "dnsmasq", "ip", "tcpdump");
     support::require("dnsmasq");
     support::require("tcpdump");
     let mut lan = Lan::new();
@@ -267,6 +268,7 @@ fn proxy_mode_beside_dnsmasq_gives_options_only_and_never_naks() {
 
 #[test]
 fn a_non_authoritative_server_does_not_nak_a_request_it_knows_nothing_of() {
+    crate::support::needs!(root, "busybox", "ip");
     let mut lan = Lan::new();
     let cfg = head(
         r#"  authoritative: false
@@ -311,6 +313,7 @@ fn a_non_authoritative_server_does_not_nak_a_request_it_knows_nothing_of() {
 
 #[test]
 fn a_relayed_switch_port_gets_its_reserved_address() {
+    crate::support::needs!(root, "busybox", "ip");
     let mut lan = Lan::new();
     let cfg = head(&format!(
         r#"{OPTIONS}  subnets:

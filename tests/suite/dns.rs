@@ -104,6 +104,7 @@ const LAB: &str = r#"  zones:
 
 #[test]
 fn answers_rotate_and_zone_records_over_udp_and_tcp() {
+    crate::support::needs!("curl", "dig", "kdig");
     let dns = start(LAB);
     for tcp in [false, true] {
         // Both A records, and the first one changes between answers.
@@ -173,6 +174,7 @@ fn answers_rotate_and_zone_records_over_udp_and_tcp() {
 
 #[test]
 fn names_outside_are_forwarded_when_configured() {
+    crate::support::needs!("curl", "dig");
     let upstream = start(
         r#"  zones:
     - name: up.test
@@ -249,6 +251,7 @@ fn two_listeners() -> (TcpListener, TcpListener, u16) {
 
 #[test]
 fn health_checked_address_follows_its_tcp_port() {
+    crate::support::needs!("curl", "dig");
     let (a, b, port) = two_listeners();
     let dns = start(&format!(
         r#"  zones:
@@ -304,6 +307,7 @@ fn health_checked_address_follows_its_tcp_port() {
 
 #[test]
 fn http_health_check_follows_status() {
+    crate::support::needs!("dig");
     // A tiny HTTP server the test owns: answers 200 while `ok` is set, 503 after.
     let l = TcpListener::bind("127.0.0.4:0").unwrap();
     let port = l.local_addr().unwrap().port();
@@ -344,6 +348,7 @@ fn http_health_check_follows_status() {
 
 #[test]
 fn records_change_on_reload_without_dropping_queries() {
+    crate::support::needs!("curl", "dig");
     let v1 = "  zones:\n    - name: lab.test\n      records:\n        - name: prov\n          a: [10.0.0.1, 10.0.0.2]\n";
     let v2 = "  zones:\n    - name: lab.test\n      records:\n        - name: prov\n          a: [10.0.0.9]\n        - name: new\n          a: [10.0.0.10]\n";
     let mut dns = start(v1);
@@ -461,6 +466,7 @@ dns:
 
 #[test]
 fn garbage_is_dropped_and_service_continues() {
+    crate::support::needs!("curl", "dig");
     let dns = start(LAB);
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let to = ("127.0.0.1", dns.port);
@@ -561,6 +567,7 @@ fn garbage_is_dropped_and_service_continues() {
 /// counted like any other.
 #[test]
 fn cached_answers_rotate_follow_health_and_are_counted() {
+    crate::support::needs!("curl", "dig");
     let l2 = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
     let port = l2.local_addr().unwrap().port();
     let l3 = std::net::TcpListener::bind(("127.0.0.3", port)).unwrap();

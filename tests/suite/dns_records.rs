@@ -63,6 +63,7 @@ fn fields(line: &str) -> Vec<String> {
 
 #[test]
 fn sip_records_srv_naptr_cname_txt_ptr_over_udp_and_tcp() {
+    crate::support::needs!("dig");
     let d = dns::start(&lab());
     for tcp in [false, true] {
         let srv = records(&d, &["_sip._udp.lab.test", "SRV"], tcp);

@@ -150,6 +150,7 @@ fn every_key_in_the_shipped_config_is_documented() {
 /// can run beside a developer's own provbox): check, serve, curl the documented file.
 #[test]
 fn laptop_quick_start_works_on_a_copy_of_the_checkout() {
+    crate::support::needs!("curl");
     let doc = std::fs::read_to_string(repo().join("docs/operations.md")).unwrap();
     let block = doc
         .split("<!-- quickstart:laptop")

@@ -203,6 +203,7 @@ fn wait_state(srv: &Netns, pb: &Provbox, mac: &str, state: &str) -> serde_json::
 
 #[test]
 fn leased_phones_get_their_own_profile_over_tftp_and_reach_provisioned() {
+    crate::support::needs!(root, "curl", "dig", "ip", "logger", "tftp");
     for p in ["busybox", "tftp", "curl", "logger", "dig"] {
         support::require(p);
     }

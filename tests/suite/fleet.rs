@@ -99,6 +99,7 @@ metrics:
 
 #[test]
 fn fifty_phones_boot_through_every_step_with_distinct_leases() {
+    crate::support::needs!(root, "curl", "ip");
     support::require("curl");
     let sim = fleet_bin();
     let lab = Lab::new();

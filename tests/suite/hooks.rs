@@ -139,6 +139,7 @@ fn python_hmac(key: &str, body: &[u8]) -> String {
 /// second one is on its way. The webhook's signature verifies with Python's hmac.
 #[test]
 fn script_and_webhook_get_provisioned_once_signed() {
+    crate::support::needs!("curl", "logger", "python3");
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("out");
     std::fs::create_dir(&out).unwrap();
@@ -282,6 +283,7 @@ fn gone(pid: &str) -> bool {
 /// completes while it hangs, and at its timeout the hook and its child are both killed.
 #[test]
 fn hung_hook_does_not_delay_tftp_and_is_killed_at_its_timeout() {
+    crate::support::needs!("curl", "tftp");
     support::require("tftp");
     let work = tempfile::tempdir().unwrap();
     let w = work.path().display().to_string();
@@ -357,6 +359,7 @@ tftp:
 /// that wants lease events hears `lease_bound` then `lease_ended`, with the MAC and address.
 #[test]
 fn lease_bound_and_ended_reach_a_hook() {
+    crate::support::needs!(root, "busybox", "ip");
     support::require("busybox");
     let work = tempfile::tempdir().unwrap();
     let w = work.path().display().to_string();

@@ -145,6 +145,7 @@ use support::wait_for;
 
 #[test]
 fn a_spoofed_syslog_line_does_not_move_a_leased_phone_nor_its_resync() {
+    crate::support::needs!(root, "busybox", "ip", "logger");
     support::require("logger");
     let phone_mac = "02:00:00:00:0d:01";
     let mut lan = Lan::new();
@@ -328,6 +329,7 @@ fn dhcp_exchange(sock: &UdpSocket, packet: &[u8], xid: u32) -> (u8, Ipv4Addr) {
 
 #[test]
 fn a_lease_asked_for_with_the_victims_chaddr_does_not_prove_the_victim() {
+    crate::support::needs!(root, "busybox", "ip", "tftp");
     support::require("tftp");
     let victim = "02:00:00:00:0e:01";
     let honest = "02:00:00:00:0e:02";
@@ -471,6 +473,7 @@ use support::scrape;
 
 #[test]
 fn another_devices_serial_does_not_select_its_record() {
+    crate::support::needs!("curl");
     let dir = Provbox::dir();
     std::fs::create_dir_all(dir.path().join("files/cfg")).unwrap();
     std::fs::write(
@@ -516,6 +519,7 @@ fn another_devices_serial_does_not_select_its_record() {
 
 #[test]
 fn pin_guesses_from_rotating_macs_and_addresses_share_one_budget() {
+    crate::support::needs!("curl");
     let dir = Provbox::dir();
     std::fs::write(
         dir.path().join("files/init.cfg.tmpl"),

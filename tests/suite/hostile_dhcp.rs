@@ -51,6 +51,7 @@ fn wait_for_metric(lan: &Lan, series: &str, at_least: f64) -> String {
 
 #[test]
 fn spoofed_chaddr_gets_no_second_lease_for_a_leased_mac() {
+    crate::support::needs!(root, "busybox", "ip");
     let mut lan = Lan::new();
     let p = lan.start(Provbox::dir(), &config());
     let victim_mac = [2, 0, 0, 0, 0x70, 1];
@@ -113,6 +114,7 @@ fn spoofed_chaddr_gets_no_second_lease_for_a_leased_mac() {
 
 #[test]
 fn the_servers_own_arp_entry_for_a_reply_proves_nothing() {
+    crate::support::needs!(root, "busybox", "ip");
     let mut lan = Lan::new();
     let p = lan.start(Provbox::dir(), &config());
     let host = lan.client(Some("02:00:00:00:71:01"), Some("198.18.0.41/24"));
@@ -151,6 +153,7 @@ fn the_servers_own_arp_entry_for_a_reply_proves_nothing() {
 
 #[test]
 fn rotating_chaddr_discover_flood_does_not_keep_a_small_pool_from_a_real_phone() {
+    crate::support::needs!(root, "busybox", "ip");
     let mut lan = Lan::new();
     let _p = lan.start(Provbox::dir(), &config());
     let host = lan.client(Some("02:00:00:00:72:01"), Some("198.18.0.42/24"));
@@ -185,6 +188,7 @@ fn rotating_chaddr_discover_flood_does_not_keep_a_small_pool_from_a_real_phone()
 
 #[test]
 fn inform_with_an_off_link_ciaddr_gets_no_reply() {
+    crate::support::needs!(root, "busybox", "ip");
     let mut lan = Lan::new();
     let _p = lan.start(Provbox::dir(), &config());
     // The host also owns 10.99.0.7, and the server can route there: an ACK sent to an

@@ -7,6 +7,7 @@ use crate::support::dns;
 /// there over TCP. Before the cap, a 60-byte query drew a 1.6 KB answer (an amplifier).
 #[test]
 fn edns_payload_is_capped_at_1232_over_udp() {
+    crate::support::needs!("kdig");
     // 120 addresses: about 1.9 KB of answer, well over 1232 and under 64 KB.
     let addrs: Vec<String> = (1..=120).map(|i| format!("10.9.0.{i}")).collect();
     let d = dns::start(&format!(

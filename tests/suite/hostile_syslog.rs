@@ -29,6 +29,7 @@ fn wait_for_text(file: &Path, needle: &str, log: impl Fn() -> String) -> String 
 
 #[test]
 fn embedded_newlines_become_one_escaped_line() {
+    crate::support::needs!("logger");
     let b = Bench::start(&[], "");
     let file = b.p.path().join("syslog.log");
     // util-linux logger sends its argument as one message, newline and all.
@@ -78,6 +79,7 @@ fn embedded_newlines_become_one_escaped_line() {
 
 #[test]
 fn forward_file_rotates_at_its_cap_keeping_one_previous_file() {
+    crate::support::needs!("curl");
     let (udp, metrics) = (free_udp_port(), free_tcp_port());
     let dir = Provbox::dir();
     let p = Provbox::start(

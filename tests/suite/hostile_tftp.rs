@@ -143,6 +143,7 @@ fn collect_transfer(s: &Local, c: &UdpSocket) -> Vec<Vec<u8>> {
 
 #[test]
 fn a_flood_of_unacknowledged_timeout_255_requests_does_not_lock_out_a_phone() {
+    crate::support::needs!(root, "atftp", "curl", "ip", "tftp");
     support::require("tftp");
     support::require("atftp");
     support::require("curl");
@@ -328,6 +329,7 @@ fn a_silent_request_costs_at_most_three_packets() {
 
 #[test]
 fn a_timeout_above_max_timeout_is_not_acknowledged() {
+    crate::support::needs!("atftp", "curl");
     support::require("atftp");
     let body: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 253) as u8).collect();
     let s = Local::start(&[("f.bin", &body)], "  timeout: 300ms\n");
@@ -437,6 +439,7 @@ fn rss_anon_kib(pid: u32) -> u64 {
 
 #[test]
 fn a_large_netascii_file_arrives_intact() {
+    crate::support::needs!("tftp");
     support::require("tftp");
     const LEN: usize = 6 << 20;
     let body = text_file(LEN);

@@ -30,6 +30,7 @@ fn made_token(b: &Bench) -> String {
 
 #[test]
 fn token_always_required_bearer_or_login_cookie() {
+    crate::support::needs!("curl");
     // No token configured, loopback listener: still closed.
     let b = Bench::start(&[], "");
     let base = format!("http://127.0.0.1:{}", b.dash);
@@ -110,6 +111,7 @@ fn token_always_required_bearer_or_login_cookie() {
 
 #[test]
 fn made_token_is_private_printed_and_kept_across_restarts() {
+    crate::support::needs!("curl");
     let mut b = Bench::start(&[], "");
     let path = b.p.path().join("data/dashboard.token");
     let token = made_token(&b);
@@ -186,6 +188,7 @@ fn header<'a>(msg: &'a str, name: &str) -> &'a str {
 
 #[test]
 fn cross_site_state_changes_refused_and_nothing_sent() {
+    crate::support::needs!("curl", "logger");
     let sip = free_udp_port();
     let phone = UdpSocket::bind(("127.0.0.1", sip)).unwrap();
     let b = Bench::start(
@@ -294,6 +297,7 @@ fn cross_site_state_changes_refused_and_nothing_sent() {
 
 #[test]
 fn rebinding_host_gets_421() {
+    crate::support::needs!("curl");
     let b = Bench::start(&[], "  hosts: [prov.lab.test]\n");
     let token = made_token(&b);
     let bearer = format!("Authorization: Bearer {token}");

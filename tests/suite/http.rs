@@ -69,6 +69,7 @@ fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 #[test]
 fn get_head_ranges_conditionals_and_refusals() {
+    crate::support::needs!("curl");
     let p = ports();
     let pb = Provbox::start(served_dir(), &config(&p, ""));
     let base = format!("http://127.0.0.1:{}", p.http);
@@ -193,6 +194,7 @@ fn get_head_ranges_conditionals_and_refusals() {
 
 #[test]
 fn metrics_health_and_readiness() {
+    crate::support::needs!("curl");
     let p = ports();
     let _pb = Provbox::start(served_dir(), &config(&p, ""));
     let base = format!("http://127.0.0.1:{}", p.metrics);
@@ -219,6 +221,7 @@ fn metrics_health_and_readiness() {
 
 #[test]
 fn hot_reload_adds_replaces_and_removes_files() {
+    crate::support::needs!("curl");
     let p = ports();
     let pb = Provbox::start(served_dir(), &config(&p, ""));
     let url = |f: &str| format!("http://127.0.0.1:{}/{f}", p.http);
@@ -306,6 +309,7 @@ fn version(k: u8, len: usize) -> Vec<u8> {
 /// clients fetch it in a loop. Every completed fetch is exactly one whole version.
 #[test]
 fn slow_in_place_rewrite_never_delivers_a_torn_file() {
+    crate::support::needs!("curl");
     const LEN: usize = 40 << 20;
     let p = ports();
     let dir = served_dir();
@@ -361,6 +365,7 @@ fn slow_in_place_rewrite_never_delivers_a_torn_file() {
 
 #[test]
 fn connection_limit_and_timeouts() {
+    crate::support::needs!("curl");
     let p = ports();
     let extra = "";
     let cfg = config(&p, extra).replace(
@@ -402,6 +407,7 @@ fn connection_limit_and_timeouts() {
 
 #[test]
 fn sigterm_lets_a_transfer_in_flight_finish() {
+    crate::support::needs!("curl");
     let p = ports();
     let dir = served_dir();
     let big = version(5, 64 << 20);

@@ -166,6 +166,7 @@ const BODY: &[u8] = b"<flat-profile/>\n";
 
 #[test]
 fn policy_none_serves_everyone() {
+    crate::support::needs!("curl", "openssl");
     let b = start("none");
     assert_eq!(b.fetch(None), (true, BODY.to_vec()));
     assert_eq!(b.fetch(Some("phone")), (true, BODY.to_vec()));
@@ -190,6 +191,7 @@ fn policy_none_serves_everyone() {
 
 #[test]
 fn policy_optional_accepts_none_or_a_verified_cert() {
+    crate::support::needs!("curl", "openssl");
     let mut b = start("optional");
     assert_eq!(b.fetch(None), (true, BODY.to_vec()));
     assert_eq!(b.fetch(Some("phone")), (true, BODY.to_vec()));
@@ -205,6 +207,7 @@ fn policy_optional_accepts_none_or_a_verified_cert() {
 
 #[test]
 fn policy_required_refuses_missing_and_unknown_certs() {
+    crate::support::needs!("curl", "openssl");
     let b = start("required");
     assert!(!b.fetch(None).0);
     assert!(!b.fetch(Some("stranger")).0);
@@ -232,6 +235,7 @@ fn policy_required_refuses_missing_and_unknown_certs() {
 
 #[test]
 fn certificate_files_are_reread_when_they_change() {
+    crate::support::needs!("openssl");
     let b = start("none");
     let subject = |b: &Bench| {
         let out = Command::new("openssl")
@@ -280,6 +284,7 @@ fn certificate_files_are_reread_when_they_change() {
 
 #[test]
 fn lab_ca_is_made_when_no_certificate_is_configured() {
+    crate::support::needs!("curl", "openssl");
     let dir = Provbox::dir();
     std::fs::write(dir.path().join("files/a.cfg"), "a").unwrap();
     let port = free_tcp_port();

@@ -217,6 +217,7 @@ fn body_of(response: &[u8]) -> &[u8] {
 
 #[test]
 fn old_phone_handshake_fetches_byte_exact_from_the_legacy_listener_only() {
+    crate::support::needs!("curl", "openssl");
     let (lab, _) = start("none", "");
     let want = profile();
 
@@ -367,6 +368,7 @@ fn old_phone_handshake_fetches_byte_exact_from_the_legacy_listener_only() {
 
 #[test]
 fn required_client_certificate_on_the_legacy_listener() {
+    crate::support::needs!("curl", "openssl");
     let (mut lab, certs) = start("required", "");
     let c = certs.unwrap();
     let want = profile();
@@ -430,6 +432,7 @@ fn required_client_certificate_on_the_legacy_listener() {
 
 #[test]
 fn optional_client_certificate_and_minimum_protocol() {
+    crate::support::needs!("curl");
     let (lab, certs) = start("optional", "  min_protocol: tls1.1\n");
     let c = certs.unwrap();
     let want = profile();
@@ -474,6 +477,7 @@ fn optional_client_certificate_and_minimum_protocol() {
 
 #[test]
 fn configured_rsa_certificate_is_reloaded_when_it_changes() {
+    crate::support::needs!("curl");
     // An operator certificate in the https_legacy section, replaced while running.
     let dir = Provbox::dir();
     std::fs::write(dir.path().join("files").join(NAME), profile()).unwrap();
@@ -521,6 +525,7 @@ fn configured_rsa_certificate_is_reloaded_when_it_changes() {
 
 #[test]
 fn check_refuses_unusable_cipher_lists_and_shows_the_listener() {
+    crate::support::needs!("openssl");
     require("openssl");
     let dir = Provbox::dir();
     let cfg = dir.path().join("config.yaml");
@@ -562,6 +567,7 @@ fn check_refuses_unusable_cipher_lists_and_shows_the_listener() {
 
 #[test]
 fn sighup_applies_a_new_policy_to_the_next_handshake() {
+    crate::support::needs!("curl");
     let (mut lab, _) = start("none", "");
     let (ok, body, err) = lab.curl(lab.legacy, TLS10);
     assert!(ok, "{err}");

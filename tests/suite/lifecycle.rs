@@ -25,6 +25,7 @@ use support::eventually as wait_until;
 /// before DNS's bind failed).
 #[test]
 fn a_taken_dns_port_stops_the_start_before_dhcp_answers_or_journals() {
+    crate::support::needs!(root, "busybox", "ip");
     support::require("busybox");
     let lab = Lab::new();
     let srv = lab.ns("lcs");
@@ -127,6 +128,7 @@ fn documented_restart_keys() -> BTreeSet<String> {
 /// changed data_dir does not hold yet.
 #[test]
 fn a_reload_names_every_key_that_needs_a_restart() {
+    crate::support::needs!("curl", "tftp");
     let dir = Provbox::dir();
     std::fs::create_dir_all(dir.path().join("files2")).unwrap();
     std::fs::write(dir.path().join("files/a.cfg"), "a\n").unwrap();
@@ -227,6 +229,7 @@ devices:
     lease: true
     user_agent: true
     path: true
+    relay: true
   private: ["phones/"]
   mac_in_path: false
   missing_variable: 403
@@ -401,6 +404,7 @@ fn rrq(name: &str) -> Vec<u8> {
     ignore = "needs `--features fault-injection` (tests/run sets it)"
 )]
 fn a_panicking_tftp_loop_is_restarted_and_serves_again() {
+    crate::support::needs!("curl", "tftp");
     let (mut pb, tftp, metrics) = tftp_box();
     let fetch = |pb: &Provbox, n: u32| {
         let out = pb.path().join(format!("got{n}"));
@@ -456,6 +460,7 @@ fn a_panicking_tftp_loop_is_restarted_and_serves_again() {
     ignore = "needs `--features fault-injection` (tests/run sets it)"
 )]
 fn a_wedged_tftp_loop_makes_readyz_name_it() {
+    crate::support::needs!("curl");
     let (_pb, tftp, metrics) = tftp_box();
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.send_to(&rrq("provbox-fault-injection/wedge"), ("127.0.0.1", tftp))

@@ -44,6 +44,7 @@ fn python_parse(module: &str, text: &str) -> Result<String, String> {
 
 #[test]
 fn metrics_speak_text_004_unless_openmetrics_is_asked_for() {
+    crate::support::needs!("curl", "python3");
     let (http, metrics) = (free_tcp_port(), free_tcp_port());
     let dir = Provbox::dir();
     std::fs::write(dir.path().join("files/a.cfg"), "x").unwrap();

@@ -7,6 +7,7 @@ use support::netns::{Lab, list};
 
 #[test]
 fn veth_pair_pings_and_is_torn_down() {
+    crate::support::needs!(root, "busybox", "ip");
     let lab = Lab::new();
     let a = lab.ns("a");
     let b = lab.ns("b");
@@ -30,6 +31,7 @@ fn veth_pair_pings_and_is_torn_down() {
 
 #[test]
 fn bridge_joins_several_clients() {
+    crate::support::needs!(root, "busybox", "ip");
     let lab = Lab::new();
     let srv = lab.ns("s");
     let c1 = lab.ns("c1");
@@ -44,6 +46,7 @@ fn bridge_joins_several_clients() {
 
 #[test]
 fn teardown_runs_on_panic() {
+    crate::support::needs!(root, "ip");
     let mut names = Vec::new();
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let lab = Lab::new();

@@ -63,6 +63,7 @@ fn linked_dir() -> tempfile::TempDir {
 
 #[test]
 fn good_reload_applies_bad_reload_keeps_serving_and_both_are_counted() {
+    crate::support::needs!("curl");
     // config.yaml is a symlink into real/, which the file watcher does not see: SIGHUP and
     // `provbox reload` are tested alone first. Step 5 replaces the link to test the watcher.
     let dir = linked_dir();
@@ -175,6 +176,7 @@ fn slow_reader(port: u16) -> std::net::TcpStream {
 
 #[test]
 fn transfer_in_flight_finishes_when_its_listener_moves() {
+    crate::support::needs!("curl");
     use std::io::{Read, Write};
     let dir = Provbox::dir();
     // Larger than the server's socket send buffer (4 MiB here) plus the client's window.
@@ -225,6 +227,7 @@ fn transfer_in_flight_finishes_when_its_listener_moves() {
 /// old one serving and the reload counts as `partial`.
 #[test]
 fn https_certificate_paths_apply_on_reload() {
+    crate::support::needs!("curl");
     let dir = Provbox::dir();
     std::fs::write(
         dir.path().join("files/CP-8831-3PCC.cfg"),
@@ -305,6 +308,7 @@ fn https_certificate_paths_apply_on_reload() {
 /// clients that connect all through twenty reloads are never refused or dropped.
 #[test]
 fn no_connection_is_refused_while_a_listener_restarts() {
+    crate::support::needs!("curl");
     let dir = linked_dir();
     let (a, m) = (free_tcp_port(), free_tcp_port());
     let pb = Provbox::start(dir, &config(a, m, 64));

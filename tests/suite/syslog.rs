@@ -11,6 +11,7 @@ use std::net::UdpSocket;
 /// six phrases. Each line uses its own MAC so each lands on its own device.
 #[test]
 fn every_documented_variant_from_logger_becomes_the_right_event() {
+    crate::support::needs!("curl", "logger");
     let b = Bench::start(&[], "");
     let cases: &[(&str, &str, &str, &str)] = &[
         // framing, line, event kind, detail the timeline must show
@@ -122,6 +123,7 @@ fn every_documented_variant_from_logger_becomes_the_right_event() {
 /// is covered by the status unit tests), upgrades, resyncs: provisioned.
 #[test]
 fn bench_run_fetch_upgrade_resync_is_provisioned() {
+    crate::support::needs!("curl", "logger");
     let b = Bench::start(
         &[
             ("y000000000028.cfg", "#!version:1.0.0.1\n"),
@@ -174,6 +176,7 @@ fn bench_run_fetch_upgrade_resync_is_provisioned() {
 /// A failed resync shows the phone's reason in the record, the list and the CSV.
 #[test]
 fn failures_show_the_phones_reason() {
+    crate::support::needs!("curl", "logger");
     let b = Bench::start(&[("SEP0004F2AABB02.cnf.xml", "<device/>")], "");
     // The per-device file name ties the request to the phone.
     assert_eq!(
@@ -216,6 +219,7 @@ fn failures_show_the_phones_reason() {
 /// RFC 6587 over TCP, both framings; every line lands in forward_file.
 #[test]
 fn tcp_framing_and_forward_file() {
+    crate::support::needs!("curl", "logger");
     let b = Bench::start(&[], "");
     b.logger_tcp(
         true,
@@ -246,6 +250,7 @@ fn tcp_framing_and_forward_file() {
 /// Bad input is counted with a reason and changes nothing; the receiver keeps serving.
 #[test]
 fn garbage_is_counted_and_the_receiver_keeps_serving() {
+    crate::support::needs!("curl", "logger");
     let b = Bench::start(&[], "");
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     let to = ("127.0.0.1", b.udp);
@@ -280,6 +285,7 @@ fn garbage_is_counted_and_the_receiver_keeps_serving() {
 /// Records live in the store: a restart keeps state, reason and timeline.
 #[test]
 fn status_survives_a_restart() {
+    crate::support::needs!("curl", "logger");
     let mut b = Bench::start(&[], "");
     b.logger(
         "--rfc3164",

@@ -41,6 +41,7 @@ fn verify(path: &std::path::Path) -> (bool, String) {
 
 #[test]
 fn unit_verifies_and_a_broken_one_does_not() {
+    crate::support::needs!("systemd-analyze");
     let (_d, path) = installed_copy(&unit_text());
     let (ok, text) = verify(&path);
     assert!(ok, "systemd-analyze verify:\n{text}");
@@ -86,6 +87,7 @@ fn exposure(path: &std::path::Path) -> (f64, String) {
 
 #[test]
 fn security_exposure_is_at_most_2() {
+    crate::support::needs!("systemd-analyze");
     let (_d, path) = installed_copy(&unit_text());
     let (n, text) = exposure(&path);
     assert!(n <= 2.0, "exposure {n} > 2.0:\n{text}");

@@ -165,6 +165,7 @@ fn big_file(len: usize) -> Vec<u8> {
 
 #[test]
 fn small_profile_is_byte_exact_with_every_client() {
+    crate::support::needs!("atftp", "busybox", "tftp");
     let mut s = Server::start(&[("profiles/CP-8831-3PCC.cfg", PROFILE)], "");
     let name = "profiles/CP-8831-3PCC.cfg";
 
@@ -197,6 +198,7 @@ fn small_profile_is_byte_exact_with_every_client() {
 
 #[test]
 fn large_file_rollover_blksize_and_windowsize() {
+    crate::support::needs!("atftp", "curl", "tftp");
     // 40 MiB: at blksize 512 that is 81921 blocks, so the block number wraps past 65535.
     let body = big_file(40 << 20);
     let mut s = Server::start(&[("fw.bin", &body)], "");
@@ -252,6 +254,7 @@ fn large_file_rollover_blksize_and_windowsize() {
 
 #[test]
 fn tsize_is_reported_and_error_8_ends_the_transfer() {
+    crate::support::needs!("atftp");
     let mut s = Server::start(&[("p.cfg", PROFILE)], "  timeout: 300ms\n");
     let out = s.out("p.cfg");
     let o = s.atftp(&[
@@ -295,6 +298,7 @@ fn tsize_is_reported_and_error_8_ends_the_transfer() {
 
 #[test]
 fn missing_file_is_reported_not_found() {
+    crate::support::needs!("atftp", "busybox", "curl", "tftp");
     let mut s = Server::start(&[("p.cfg", PROFILE)], "");
     let out = s.out("x");
     let o = s.hpa(&["-c", "get", "nothing.cfg", out.to_str().unwrap()]);
@@ -318,6 +322,7 @@ fn missing_file_is_reported_not_found() {
 
 #[test]
 fn traversal_is_refused_as_access_violation() {
+    crate::support::needs!("busybox", "curl", "tftp");
     let mut s = Server::start(&[("p.cfg", PROFILE)], "");
     let out = s.out("x");
     for path in [
@@ -345,6 +350,7 @@ fn traversal_is_refused_as_access_violation() {
 
 #[test]
 fn write_requests_are_refused() {
+    crate::support::needs!("atftp", "tftp");
     let mut s = Server::start(&[("p.cfg", PROFILE)], "");
     let local = s.out("upload.cfg");
     std::fs::write(&local, b"data").unwrap();
@@ -362,6 +368,7 @@ fn write_requests_are_refused() {
 
 #[test]
 fn malformed_packets_are_counted_and_dropped() {
+    crate::support::needs!("curl", "tftp");
     let mut s = Server::start(&[("p.cfg", PROFILE)], "");
     let c = raw();
     let bad: &[(&[u8], &str)] = &[
@@ -442,6 +449,7 @@ fn duplicate_acks_do_not_trigger_duplicate_data() {
 
 #[test]
 fn lost_acks_are_retransmitted_then_the_transfer_gives_up() {
+    crate::support::needs!("curl");
     let mut s = Server::start(
         &[("f.bin", &big_file(100))],
         "  timeout: 200ms\n  retries: 2\n",
@@ -460,6 +468,7 @@ fn lost_acks_are_retransmitted_then_the_transfer_gives_up() {
 
 #[test]
 fn busy_beyond_max_transfers() {
+    crate::support::needs!("tftp");
     let mut s = Server::start(
         &[("f.bin", &big_file(2000))],
         "  max_transfers: 1\n  timeout: 5s\n",
@@ -508,6 +517,7 @@ fn replies_come_from_the_address_the_request_was_sent_to() {
 
 #[test]
 fn hot_reload_is_visible_over_tftp() {
+    crate::support::needs!("tftp");
     let s = Server::start(&[("p.cfg", PROFILE)], "");
     let out = s.out("new.cfg");
     let o = s.hpa(&["-c", "get", "new.cfg", out.to_str().unwrap()]);
@@ -531,6 +541,7 @@ fn hot_reload_is_visible_over_tftp() {
 
 #[test]
 fn retransmitted_request_does_not_start_a_second_transfer() {
+    crate::support::needs!("curl");
     let s = Server::start(&[("f.bin", &big_file(2000))], "  timeout: 5s\n");
     let c = raw();
     let req = rrq("f.bin", "octet", &[]);

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use super::{Ctx, Flow, Found, Stage};
 use crate::catalog::Refusal;
 use crate::devices::access::{self, Owner};
-use crate::devices::{Identity, Inventory, Mac, Provisioner, Record, template};
+use crate::devices::{Identity, Inventory, Mac, Provisioner, Record, identity, template};
 
 pub struct Authorize;
 
@@ -80,6 +80,8 @@ pub fn device_vars(
             .and_then(|s| inv.by_serial(s))
             .filter(|r| r.mac.is_none_or(|m| m == mac))
     });
+    // Nobody scanned it: the row of the switch port it was leased through.
+    let own = own.or_else(|| identity::port_record(&pv.registry, inv, mac));
     if let Some(r) = own {
         v.extend(r.vars.iter().map(|(k, x)| (k.clone(), x.clone())));
     }

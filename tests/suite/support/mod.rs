@@ -9,6 +9,7 @@ mod tools;
 
 pub use tools::*;
 
+use std::io::Write as _;
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -73,15 +74,92 @@ pub fn metric(text: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Panics with a clear message when a client program the test needs is missing
-/// (`.ci/run` installs them; a silent skip would hide a broken setup).
-pub fn require(program: &str) {
-    let found = std::env::var_os("PATH")
+/// Whether `program` is on the PATH.
+pub fn installed(program: &str) -> bool {
+    std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-        .unwrap_or(false);
+        .unwrap_or(false)
+}
+
+/// Whether this process runs as root (network namespaces, privileged ports, capabilities).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// `PROVBOX_TEST_STRICT=1` (set by `tests/run`, so by `.ci/run`): every skip for a missing
+/// privilege or tool is a failure instead, so CI runs every test or says why not.
+pub fn strict() -> bool {
+    std::env::var_os("PROVBOX_TEST_STRICT").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// What of `root` and `programs` this machine lacks: `needs root`, `needs curl, dig`.
+pub fn lacking(root: bool, programs: &[&str]) -> Option<String> {
+    let mut why = Vec::new();
+    if root && !is_root() {
+        why.push("root".to_string());
+    }
+    why.extend(
+        programs
+            .iter()
+            .filter(|p| !installed(p))
+            .map(|p| p.to_string()),
+    );
+    (!why.is_empty()).then(|| format!("needs {}", why.join(", ")))
+}
+
+/// The one place a test decides to skip: true (the caller returns) after printing
+/// `skipped: needs …`; under [`strict`] it panics with the same words instead.
+pub fn skip_unless(root: bool, programs: &[&str]) -> bool {
+    let Some(why) = lacking(root, programs) else {
+        return false;
+    };
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("this test")
+        .to_string();
     assert!(
-        found,
-        "`{program}` is not installed; run `.ci/run` (or install the packages it lists)"
+        !strict(),
+        "{test}: {why} and PROVBOX_TEST_STRICT is set (CI runs every test; run `.ci/run` as root, or install the packages tests/run lists)"
+    );
+    // Straight to the stderr handle: libtest captures `eprintln!` of passing tests, and a
+    // skip must show in a plain `cargo test` run.
+    let _ = writeln!(std::io::stderr(), "skipped: {why} ({test})");
+    true
+}
+
+/// First line of a test that needs root (network namespaces, port 53/67/69) and/or client
+/// programs: `needs!(root, "busybox", "curl");` or `needs!("dig");`. Without them the
+/// test prints `skipped: needs …` and returns; `PROVBOX_TEST_STRICT=1` makes that a failure.
+macro_rules! needs {
+    (root $(, $program:expr)* $(,)?) => {
+        if $crate::support::skip_unless(true, &[$($program),*]) {
+            return;
+        }
+    };
+    ($($program:expr),+ $(,)?) => {
+        if $crate::support::skip_unless(false, &[$($program),+]) {
+            return;
+        }
+    };
+}
+pub(crate) use needs;
+
+/// Panics with a clear message when a client program is missing: a test that did not
+/// declare it with [`needs!`] (which skips) has a bug, and this says which program.
+pub fn require(program: &str) {
+    assert!(
+        installed(program),
+        "`{program}` is not installed and the test did not declare it with `needs!`; run `.ci/run` (or install the packages tests/run lists)"
+    );
+}
+
+/// Panics unless root: for helpers that cannot work without it (a test declares
+/// `needs!(root)` first, so reaching this unprivileged is a bug in the test).
+pub fn require_root(what: &str) {
+    assert!(
+        is_root(),
+        "{what} needs root (CAP_NET_ADMIN) and the test did not declare `needs!(root)`; CI runs as root"
     );
 }
 

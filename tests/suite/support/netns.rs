@@ -222,11 +222,7 @@ pub struct Lab {
 
 impl Lab {
     pub fn new() -> Lab {
-        assert!(
-            // SAFETY: geteuid has no preconditions.
-            unsafe { libc::geteuid() } == 0,
-            "network-namespace tests need root (CAP_NET_ADMIN); CI runs as root"
-        );
+        super::require_root("a network-namespace lab");
         reap_stale();
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         Lab {
