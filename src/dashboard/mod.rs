@@ -10,6 +10,7 @@
 pub mod csv;
 pub mod guard;
 pub mod token;
+pub mod uploads;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -164,6 +165,8 @@ pub struct DashboardHandler {
     pub local: SocketAddr,
     /// Served over TLS: the login cookie is `Secure` and origins are `https://`.
     pub tls: bool,
+    /// `data_dir/uploads`, for the uploads view.
+    pub uploads: std::path::PathBuf,
 }
 
 /// Bind the dashboard's listener and make its handler (the token is resolved, and made
@@ -216,6 +219,7 @@ pub async fn bind(
         metrics: metrics.clone(),
         local,
         tls: false,
+        uploads: crate::uploads::dir(data_dir),
     });
     let listener = crate::http::Listener {
         name: format!("dashboard:{}", cfg.listen.value),
@@ -545,6 +549,9 @@ impl Handler for DashboardHandler {
                 self.start_resync(&key, reboot)
             }
             (&Method::POST, ["api", "resync", "all"]) => self.start_resync("all", reboot),
+            (&Method::GET, ["api", "uploads", rest @ ..]) => {
+                uploads::answer(&self.uploads, rest, req.uri().query())
+            }
             _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "not found"})),
         }
     }

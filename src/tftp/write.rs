@@ -158,7 +158,8 @@ async fn receive(
                     answer = packet::ack(block);
                     expect = expect.wrapping_add(1);
                     if data.len() < blksize {
-                        let _ = sock.send(&answer).await;
+                        // The last ACK goes once the file is in place: a client that
+                        // exits on it finds it stored, and a failed commit gets an ERROR.
                         break 'transfer Ok(());
                     }
                     continue 'transfer;
@@ -180,6 +181,9 @@ async fn receive(
     match outcome {
         Ok(()) => {
             let r = w.finish();
+            if r.is_ok() {
+                let _ = sock.send(&answer).await;
+            }
             report.outcome = match &r {
                 Ok(_) => "uploaded",
                 Err(Refused::TooLarge(_)) => "too_large",

@@ -311,8 +311,13 @@ impl Uploads {
                     .uploads
                     .get_or_create(&ResultLabels { result: e.reason() })
                     .inc();
-                if let Some(held_back) = self.warn.admit() {
-                    tracing::info!(%peer, path, reason = e.reason(), held_back, "upload refused: {e}");
+                // Each one at debug; at info at most every few seconds (a flood of bad
+                // uploads is not a flood of log lines).
+                match self.warn.admit() {
+                    Some(held_back) => {
+                        tracing::info!(%peer, path, reason = e.reason(), held_back, "upload refused: {e}")
+                    }
+                    None => tracing::debug!(%peer, path, reason = e.reason(), "upload refused: {e}"),
                 }
             }
         }
@@ -586,6 +591,37 @@ pub fn tail(root: &Path, mac: Mac, name: &str, lines: usize) -> io::Result<Optio
     }
     let from = all.len().saturating_sub(lines);
     Ok(Some(all[from..].join("\n")))
+}
+
+/// `provbox uploads <mac> [--export DIR]`: the listing as text, after copying the files
+/// into `export` when given.
+pub fn cli(data_dir: &Path, mac: &str, export: Option<&Path>) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    let mac: Mac = mac.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    let root = dir(data_dir);
+    let files = list(&root, mac).with_context(|| format!("reading {}", root.display()))?;
+    let mut out = String::new();
+    if files.is_empty() {
+        out.push_str(&format!("no uploads from {}\n", mac.to_hex()));
+    }
+    for f in &files {
+        out.push_str(&format!(
+            "{:<32} {:>10}  {}\n",
+            f.name,
+            f.bytes,
+            httpdate::fmt_http_date(SystemTime::UNIX_EPOCH + Duration::from_millis(f.modified_ms))
+        ));
+    }
+    if let Some(to) = export {
+        fs::create_dir_all(to).with_context(|| format!("making {}", to.display()))?;
+        for f in &files {
+            let from = root.join(mac.to_hex()).join(&f.name);
+            fs::copy(&from, to.join(&f.name))
+                .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+        }
+        out.push_str(&format!("exported {} files to {}\n", files.len(), to.display()));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
