@@ -400,3 +400,50 @@ fn tftp_put_lands_in_the_upload_area_only_when_enabled() {
     assert!(out.contains("read-only server"), "{out}");
     assert!(!pb.path().join("data/uploads").join(A).exists());
 }
+
+#[test]
+fn chromium_shows_a_devices_uploads_and_a_logs_last_lines_as_text() {
+    let b = bench("");
+    assert_eq!(b.https(Some(0), &[], "/common.cfg").code, 200);
+    let log = format!("/{A}-app.log");
+    assert_eq!(b.put(Some(0), &log, b"boot ok\n"), 201);
+    let hostile = "<img src=x onerror=\"window.__pwned=1\"> sip register failed\n";
+    assert_eq!(b.put(Some(0), &log, hostile.as_bytes()), 204);
+    assert_eq!(b.put(Some(0), &format!("/{A}-phone.cfg"), b"<x/>\n"), 201);
+
+    let mut br = crate::dashboard::Browser::start();
+    let url = format!("http://127.0.0.1:{}/?token={TOKEN}", b.dash);
+    br.call("Page.navigate", serde_json::json!({"url": url}));
+    br.wait_for(
+        "document.querySelectorAll('tr.dev[data-key=\"00:04:f2:ab:cd:ef\"]').length",
+        1.into(),
+    );
+    br.eval("document.querySelector('tr.dev[data-key=\"00:04:f2:ab:cd:ef\"]').click()");
+    br.wait_for(
+        "document.getElementById('up-files').querySelectorAll('li').length",
+        2.into(),
+    );
+    let files = br.eval("document.getElementById('up-files').innerText").to_string();
+    assert!(
+        files.contains(&format!("{A}-app.log")) && files.contains("67 bytes"),
+        "{files}"
+    );
+    assert!(files.contains(&format!("{A}-phone.cfg")) && files.contains("5 bytes"), "{files}");
+    // The tail of the log: the phone's text, shown as text.
+    br.eval("document.querySelector('button.up-tail').click()");
+    br.wait_for(
+        "document.getElementById('up-tail').textContent.includes('sip register failed')",
+        true.into(),
+    );
+    assert_eq!(
+        br.eval("document.getElementById('up-tail').textContent"),
+        serde_json::Value::from(format!("boot ok\n{}", hostile.trim_end()))
+    );
+    assert_eq!(br.eval("document.querySelectorAll('#up-tail img').length"), 0);
+    assert_eq!(br.eval("window.__pwned === undefined"), true);
+    // The timeline has the uploads too.
+    br.wait_for(
+        "document.getElementById('tl-events').innerText.includes('phone.cfg: 5 bytes created over https')",
+        true.into(),
+    );
+}
