@@ -43,7 +43,8 @@ pub struct ConnInfo {
 }
 
 /// An answer that needs the request body read first.
-pub type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = Response<LoggedBody>> + Send>>;
+pub type Pending =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Response<LoggedBody>> + Send>>;
 
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<LoggedBody>;
@@ -224,7 +225,9 @@ impl FileHandler {
         let result = crate::uploads::http::receive(up, &self.provisioner, req, from).await;
         let (status, outcome) = crate::uploads::http::status(&result);
         match &result {
-            Err(crate::uploads::Refused::NotUpload) => self.metrics.refused(self.protocol, "method"),
+            Err(crate::uploads::Refused::NotUpload) => {
+                self.metrics.refused(self.protocol, "method")
+            }
             Err(e) => self.metrics.refused(self.protocol, e.reason()),
             Ok(_) => {}
         }

@@ -143,7 +143,9 @@ mod tests {
 
     #[test]
     fn defaults_and_values() {
-        let c = parse("  enabled: true\n  max_file: 64KiB\n").unwrap().uploads;
+        let c = parse("  enabled: true\n  max_file: 64KiB\n")
+            .unwrap()
+            .uploads;
         assert!(c.enabled && !c.tftp);
         assert_eq!(c.max_file.0, 64 << 10);
         assert_eq!(c.max_device.0, 16 << 20);

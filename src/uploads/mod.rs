@@ -79,8 +79,7 @@ impl Pattern {
     /// The MAC `name` (a file name, no directories) carries, if it has this form.
     pub fn matches(&self, name: &str) -> Option<Mac> {
         let (p, s) = (self.prefix.len(), self.suffix.len());
-        if name.len() != p + 12 + s || !name.is_char_boundary(p) || !name.is_char_boundary(p + 12)
-        {
+        if name.len() != p + 12 + s || !name.is_char_boundary(p) || !name.is_char_boundary(p + 12) {
             return None;
         }
         let (head, rest) = name.split_at(p);
@@ -277,7 +276,11 @@ impl Uploads {
         let dir = self.device_dir(target.mac);
         fs::create_dir_all(&dir)?;
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        let tmp = dir.join(format!("{PARTIAL}{}-{}-{n}", target.name, std::process::id()));
+        let tmp = dir.join(format!(
+            "{PARTIAL}{}-{}-{n}",
+            target.name,
+            std::process::id()
+        ));
         let file = File::create(&tmp)?;
         Ok(Writer {
             up: self,
@@ -290,12 +293,7 @@ impl Uploads {
     }
 
     /// Count and log an upload's end.
-    pub fn record(
-        &self,
-        peer: std::net::SocketAddr,
-        path: &str,
-        result: &Result<Stored, Refused>,
-    ) {
+    pub fn record(&self, peer: std::net::SocketAddr, path: &str, result: &Result<Stored, Refused>) {
         match result {
             Ok(s) => {
                 self.metrics
@@ -317,7 +315,9 @@ impl Uploads {
                     Some(held_back) => {
                         tracing::info!(%peer, path, reason = e.reason(), held_back, "upload refused: {e}")
                     }
-                    None => tracing::debug!(%peer, path, reason = e.reason(), "upload refused: {e}"),
+                    None => {
+                        tracing::debug!(%peer, path, reason = e.reason(), "upload refused: {e}")
+                    }
                 }
             }
         }
@@ -619,7 +619,11 @@ pub fn cli(data_dir: &Path, mac: &str, export: Option<&Path>) -> anyhow::Result<
             fs::copy(&from, to.join(&f.name))
                 .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
         }
-        out.push_str(&format!("exported {} files to {}\n", files.len(), to.display()));
+        out.push_str(&format!(
+            "exported {} files to {}\n",
+            files.len(),
+            to.display()
+        ));
     }
     Ok(out)
 }

@@ -52,7 +52,14 @@ fn patterns_match_a_mac_in_any_case_and_nothing_else() {
     assert_eq!(p.matches("LOGS_0004f2abcdef"), Some(mac(A)));
     // Multi-byte text around where the MAC would be is no match, not a panic.
     assert_eq!(p.matches("logs_é0004f2abcde"), None);
-    for bad in ["$MA/x.cfg", "../$MA.cfg", ".$MA", "a.cfg", "$MA-$MA.cfg", "a\\$MA"] {
+    for bad in [
+        "$MA/x.cfg",
+        "../$MA.cfg",
+        ".$MA",
+        "a.cfg",
+        "$MA-$MA.cfg",
+        "a\\$MA",
+    ] {
         assert!(Pattern::parse(bad).is_err(), "{bad}");
     }
 }
@@ -64,7 +71,10 @@ fn targets_come_from_the_file_name_whatever_the_directory() {
     assert_eq!(t.mac, mac(A));
     assert_eq!(t.name, "0004f2abcdef-app.log");
     assert_eq!(up.target("0004f2abcdef.cfg"), None);
-    assert_eq!(up.target("0015654aa937-local.cfg").unwrap().name, "0015654aa937-local.cfg");
+    assert_eq!(
+        up.target("0015654aa937-local.cfg").unwrap().name,
+        "0015654aa937-local.cfg"
+    );
 }
 
 #[test]
@@ -80,7 +90,11 @@ fn overrides_are_replaced_and_a_cut_upload_leaves_the_previous_version() {
         // Dropped: the client went away.
     }
     assert_eq!(read(&up, key), b"two\n");
-    let names: Vec<String> = list(up.root(), mac(A)).unwrap().into_iter().map(|f| f.name).collect();
+    let names: Vec<String> = list(up.root(), mac(A))
+        .unwrap()
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
     assert_eq!(names, [key]);
     let left = std::fs::read_dir(up.root().join(A)).unwrap().count();
     assert_eq!(left, 1, "no temporary file left");
@@ -105,8 +119,15 @@ fn logs_are_appended_then_rotated_keeping_n() {
     for i in 11..40 {
         put(&up, key, &line(i)).unwrap();
     }
-    let names: Vec<String> = list(up.root(), mac(A)).unwrap().into_iter().map(|f| f.name).collect();
-    assert_eq!(names, [key.to_string(), format!("{key}.1"), format!("{key}.2")]);
+    let names: Vec<String> = list(up.root(), mac(A))
+        .unwrap()
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    assert_eq!(
+        names,
+        [key.to_string(), format!("{key}.1"), format!("{key}.2")]
+    );
     // The newest lines are in the current file, the ones before in .1.
     assert!(read(&up, key).ends_with(&line(39)));
     assert!(read(&up, &format!("{key}.1")).ends_with(&line(29)));
@@ -114,7 +135,10 @@ fn logs_are_appended_then_rotated_keeping_n() {
         tail(up.root(), mac(A), key, 2).unwrap().unwrap(),
         format!("{:0>99}\n{:0>99}", 38, 39)
     );
-    assert_eq!(tail(up.root(), mac(A), "../../etc/passwd", 2).unwrap(), None);
+    assert_eq!(
+        tail(up.root(), mac(A), "../../etc/passwd", 2).unwrap(),
+        None
+    );
 }
 
 #[test]
@@ -127,11 +151,17 @@ fn quotas_file_device_and_store() {
     let k = |m: &str, f: &str| format!("{m}-{f}");
     // Declared too large: refused before a byte is written.
     let t = up.target(&k(A, "phone.cfg")).unwrap();
-    assert!(matches!(up.begin(t.clone(), Some(101)), Err(Refused::TooLarge("file"))));
+    assert!(matches!(
+        up.begin(t.clone(), Some(101)),
+        Err(Refused::TooLarge("file"))
+    ));
     // Undeclared, found while streaming.
     let mut w = up.begin(t, None).unwrap();
     w.write(&[b'x'; 60]).unwrap();
-    assert!(matches!(w.write(&[b'x'; 60]), Err(Refused::TooLarge("file"))));
+    assert!(matches!(
+        w.write(&[b'x'; 60]),
+        Err(Refused::TooLarge("file"))
+    ));
     drop(w);
     put(&up, &k(A, "phone.cfg"), &[b'a'; 100]).unwrap();
     put(&up, &k(A, "calls.xml"), &[b'b'; 100]).unwrap();
@@ -155,7 +185,11 @@ fn a_leftover_temporary_file_is_removed_at_open() {
     std::fs::write(dev.join(format!("{PARTIAL}x-1-0")), b"junk").unwrap();
     std::fs::write(dev.join("0004f2abcdef-phone.cfg"), b"kept").unwrap();
     let up = Uploads::open(d.path(), &Config::default(), Metrics::default()).unwrap();
-    let names: Vec<String> = list(up.root(), mac(A)).unwrap().into_iter().map(|f| f.name).collect();
+    let names: Vec<String> = list(up.root(), mac(A))
+        .unwrap()
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
     assert_eq!(names, ["0004f2abcdef-phone.cfg"]);
     assert_eq!(std::fs::read_dir(&dev).unwrap().count(), 1);
 }

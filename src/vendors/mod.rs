@@ -258,8 +258,17 @@ pub(crate) mod check {
     pub fn files(v: &Vendor) {
         assert!(!v.factory_files.is_empty() && !v.device_files.is_empty());
         for u in v.uploads {
-            assert_eq!(u.matches("$MA").count(), 1, "{}: {u} names the phone once", v.name);
-            assert!(!u.contains('/') && !u.starts_with('.'), "{}: {u} is a file name", v.name);
+            assert_eq!(
+                u.matches("$MA").count(),
+                1,
+                "{}: {u} names the phone once",
+                v.name
+            );
+            assert!(
+                !u.contains('/') && !u.starts_with('.'),
+                "{}: {u} is a file name",
+                v.name
+            );
         }
         for f in v.factory_files {
             assert_eq!(mac_in_path(f), None, "{}: {f} is shared", v.name);

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::{eventually, scrape};
 use support::{Provbox, free_tcp_port, free_udp_port, metric, provbox, run};
+use support::{eventually, scrape};
 
 /// A Polycom VVX and a second phone.
 const A: &str = "0004f2abcdef";
@@ -94,7 +94,11 @@ impl Bench {
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        support::curl(20, &args, &format!("https://127.0.0.1:{}{path}", self.https))
+        support::curl(
+            20,
+            &args,
+            &format!("https://127.0.0.1:{}{path}", self.https),
+        )
     }
 
     /// PUT `body` to `path` as phone `who`: the status.
@@ -128,8 +132,14 @@ fn a_phone_uploads_its_override_and_log_and_only_it_reads_them_back() {
     assert_eq!(b.https(Some(0), &[], &cfg).code, 404);
 
     // Its own override: created, then replaced.
-    assert_eq!(b.put(Some(0), &cfg, b"<PHONE_CONFIG up.ringer=\"1\"/>\n"), 201);
-    assert_eq!(b.put(Some(0), &cfg, b"<PHONE_CONFIG up.ringer=\"2\"/>\n"), 204);
+    assert_eq!(
+        b.put(Some(0), &cfg, b"<PHONE_CONFIG up.ringer=\"1\"/>\n"),
+        201
+    );
+    assert_eq!(
+        b.put(Some(0), &cfg, b"<PHONE_CONFIG up.ringer=\"2\"/>\n"),
+        204
+    );
     assert_eq!(
         b.stored(A, &format!("{A}-phone.cfg")).unwrap(),
         b"<PHONE_CONFIG up.ringer=\"2\"/>\n"
@@ -177,7 +187,12 @@ fn a_phone_uploads_its_override_and_log_and_only_it_reads_them_back() {
     std::fs::write(&f, &big).unwrap();
     let chunked = b.https(
         Some(0),
-        &["-T", f.to_str().unwrap(), "-H", "Transfer-Encoding: chunked"],
+        &[
+            "-T",
+            f.to_str().unwrap(),
+            "-H",
+            "Transfer-Encoding: chunked",
+        ],
         &format!("/{A}-directory.xml"),
     );
     assert_eq!(chunked.code, 413);
@@ -187,7 +202,10 @@ fn a_phone_uploads_its_override_and_log_and_only_it_reads_them_back() {
     let log = format!("/{A}-app.log");
     let line = |i: usize| format!("{i:04} {}\n", "l".repeat(194));
     for i in 0..5 {
-        assert_eq!(b.put(Some(0), &log, line(i).as_bytes()), if i == 0 { 201 } else { 204 });
+        assert_eq!(
+            b.put(Some(0), &log, line(i).as_bytes()),
+            if i == 0 { 201 } else { 204 }
+        );
     }
     let name = format!("{A}-app.log");
     assert_eq!(b.stored(A, &name).unwrap().len(), 1000);
@@ -197,15 +215,30 @@ fn a_phone_uploads_its_override_and_log_and_only_it_reads_them_back() {
     let current = String::from_utf8(b.stored(A, &name).unwrap()).unwrap();
     assert!(current.starts_with("0015 "), "{current}");
     let first = String::from_utf8(b.stored(A, &format!("{name}.1")).unwrap()).unwrap();
-    assert!(first.starts_with("0010 ") && first.ends_with(&line(14)), "{first}");
+    assert!(
+        first.starts_with("0010 ") && first.ends_with(&line(14)),
+        "{first}"
+    );
     assert!(b.stored(A, &format!("{name}.2")).is_some());
     assert!(b.stored(A, &format!("{name}.3")).is_none());
 
     // Counted by result, refusals logged with their reason.
     let m = scrape(b.metrics);
-    assert_eq!(metric(&m, "provbox_uploads_total{result=\"stored\"}"), 19.0, "{m}");
-    assert_eq!(metric(&m, "provbox_uploads_total{result=\"forbidden\"}"), 3.0, "{m}");
-    assert_eq!(metric(&m, "provbox_uploads_total{result=\"file_quota\"}"), 2.0, "{m}");
+    assert_eq!(
+        metric(&m, "provbox_uploads_total{result=\"stored\"}"),
+        19.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "provbox_uploads_total{result=\"forbidden\"}"),
+        3.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "provbox_uploads_total{result=\"file_quota\"}"),
+        2.0,
+        "{m}"
+    );
     assert!(metric(&m, "provbox_upload_bytes_total") > 3000.0, "{m}");
     let log_text = b.pb.log();
     assert!(log_text.contains("upload refused"), "{log_text}");
@@ -266,7 +299,10 @@ fn a_phone_uploads_its_override_and_log_and_only_it_reads_them_back() {
         out.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{text}");
-    assert!(text.contains(&format!("{A}-phone.cfg")) && text.contains("exported 4 files"), "{text}");
+    assert!(
+        text.contains(&format!("{A}-phone.cfg")) && text.contains("exported 4 files"),
+        "{text}"
+    );
     assert_eq!(
         std::fs::read(out.join(format!("{A}-phone.cfg"))).unwrap(),
         b"<PHONE_CONFIG up.ringer=\"2\"/>\n"
@@ -305,20 +341,35 @@ fn a_cut_upload_leaves_the_previous_version() {
             .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
             .next()
     };
-    eventually("part of the body is written", Duration::from_secs(20), || {
-        partial().is_some_and(|n| n > 0)
-    });
+    eventually(
+        "part of the body is written",
+        Duration::from_secs(20),
+        || partial().is_some_and(|n| n > 0),
+    );
     curl.kill().unwrap();
     curl.wait().unwrap();
-    eventually("the temporary file is removed", Duration::from_secs(10), || {
-        partial().is_none()
-    });
-    assert_eq!(b.stored(A, &format!("{A}-phone.cfg")).unwrap(), b"previous\n");
+    eventually(
+        "the temporary file is removed",
+        Duration::from_secs(10),
+        || partial().is_none(),
+    );
+    assert_eq!(
+        b.stored(A, &format!("{A}-phone.cfg")).unwrap(),
+        b"previous\n"
+    );
     let got = b.https(Some(0), &[], &cfg);
     assert_eq!((got.code, got.body.as_slice()), (200, &b"previous\n"[..]));
     let m = scrape(b.metrics);
-    assert_eq!(metric(&m, "provbox_uploads_total{result=\"cut\"}"), 1.0, "{m}");
-    assert_eq!(metric(&m, "provbox_uploads_total{result=\"stored\"}"), 1.0, "{m}");
+    assert_eq!(
+        metric(&m, "provbox_uploads_total{result=\"cut\"}"),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "provbox_uploads_total{result=\"stored\"}"),
+        1.0,
+        "{m}"
+    );
 }
 
 /// tftp-hpa `put` of `local` as `remote` to 127.0.0.1:`port`: its output.
@@ -369,7 +420,11 @@ fn tftp_put_lands_in_the_upload_area_only_when_enabled() {
     std::fs::write(&local, &body).unwrap();
     let out = tftp_put(port, &local, &format!("{A}-boot.log"));
     assert!(!out.contains("Error"), "{out}");
-    let stored = pb.path().join("data/uploads").join(A).join(format!("{A}-boot.log"));
+    let stored = pb
+        .path()
+        .join("data/uploads")
+        .join(A)
+        .join(format!("{A}-boot.log"));
     assert_eq!(std::fs::read(&stored).unwrap(), body);
     // Appended, as logs are.
     tftp_put(port, &local, &format!("{A}-boot.log"));
@@ -386,10 +441,24 @@ fn tftp_put_lands_in_the_upload_area_only_when_enabled() {
     std::fs::write(&big, vec![b'x'; 70_000]).unwrap();
     let out = tftp_put(port, &big, &format!("{A}-phone.cfg"));
     assert!(out.contains("Error"), "{out}");
-    assert!(!pb.path().join("data/uploads").join(A).join(format!("{A}-phone.cfg")).exists());
+    assert!(
+        !pb.path()
+            .join("data/uploads")
+            .join(A)
+            .join(format!("{A}-phone.cfg"))
+            .exists()
+    );
     let m = scrape(metrics);
-    assert_eq!(metric(&m, "provbox_uploads_total{result=\"stored\"}"), 2.0, "{m}");
-    assert_eq!(metric(&m, "provbox_uploads_total{result=\"file_quota\"}"), 1.0, "{m}");
+    assert_eq!(
+        metric(&m, "provbox_uploads_total{result=\"stored\"}"),
+        2.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "provbox_uploads_total{result=\"file_quota\"}"),
+        1.0,
+        "{m}"
+    );
     drop(pb);
 
     // With `uploads.tftp` off, even the upload area is read-only over TFTP.
@@ -423,12 +492,17 @@ fn chromium_shows_a_devices_uploads_and_a_logs_last_lines_as_text() {
         "document.getElementById('up-files').querySelectorAll('li').length",
         2.into(),
     );
-    let files = br.eval("document.getElementById('up-files').innerText").to_string();
+    let files = br
+        .eval("document.getElementById('up-files').innerText")
+        .to_string();
     assert!(
         files.contains(&format!("{A}-app.log")) && files.contains("67 bytes"),
         "{files}"
     );
-    assert!(files.contains(&format!("{A}-phone.cfg")) && files.contains("5 bytes"), "{files}");
+    assert!(
+        files.contains(&format!("{A}-phone.cfg")) && files.contains("5 bytes"),
+        "{files}"
+    );
     // The tail of the log: the phone's text, shown as text.
     br.eval("document.querySelector('button.up-tail').click()");
     br.wait_for(
@@ -439,7 +513,10 @@ fn chromium_shows_a_devices_uploads_and_a_logs_last_lines_as_text() {
         br.eval("document.getElementById('up-tail').textContent"),
         serde_json::Value::from(format!("boot ok\n{}", hostile.trim_end()))
     );
-    assert_eq!(br.eval("document.querySelectorAll('#up-tail img').length"), 0);
+    assert_eq!(
+        br.eval("document.querySelectorAll('#up-tail img').length"),
+        0
+    );
     assert_eq!(br.eval("window.__pwned === undefined"), true);
     // The timeline has the uploads too.
     br.wait_for(
