@@ -466,8 +466,12 @@ fn usage(dir: &Path) -> io::Result<u64> {
 
 fn usage_all(root: &Path) -> io::Result<u64> {
     let mut n = 0;
-    for d in fs::read_dir(root)?.flatten() {
-        n += usage(&d.path())?;
+    for e in fs::read_dir(root)?.flatten() {
+        // Device directories; anything else someone put there counts as it is.
+        n += match e.file_type() {
+            Ok(t) if t.is_dir() => usage(&e.path())?,
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        };
     }
     Ok(n)
 }

@@ -178,6 +178,14 @@ fn quotas_file_device_and_store() {
 }
 
 #[test]
+fn a_stray_file_in_the_store_counts_but_breaks_nothing() {
+    let (_d, up) = store(|c| c.max_total.value = crate::syslog::forward::Size(100 << 20));
+    std::fs::write(up.root().join("README"), vec![b'r'; 1000]).unwrap();
+    put(&up, "0004f2abcdef-phone.cfg", b"ok\n").unwrap();
+    assert_eq!(usage_all(up.root()).unwrap(), 1003);
+}
+
+#[test]
 fn a_leftover_temporary_file_is_removed_at_open() {
     let d = tempfile::tempdir().unwrap();
     let dev = dir(d.path()).join(A);
