@@ -431,6 +431,15 @@ fn tftp_put_lands_in_the_upload_area_only_when_enabled() {
     // Appended, as logs are.
     tftp_put(port, &local, &format!("{A}-boot.log"));
     assert_eq!(std::fs::read(&stored).unwrap().len(), 6000);
+    // An override, read back over TFTP as the phone does at boot.
+    let over = pb.path().join("phone.cfg");
+    std::fs::write(&over, b"<PHONE_CONFIG/>\n").unwrap();
+    let out = tftp_put(port, &over, &format!("{A}-phone.cfg"));
+    assert!(!out.contains("Error"), "{out}");
+    let back = pb.path().join("back.cfg");
+    let got = support::tftp_get(&port.to_string(), &format!("{A}-phone.cfg"), &back);
+    assert!(got.status.success(), "{got:?}");
+    assert_eq!(std::fs::read(&back).unwrap(), b"<PHONE_CONFIG/>\n");
     // Elsewhere the server stays read-only, and the catalog is untouched.
     let out = tftp_put(port, &local, "common.cfg");
     assert!(out.contains("read-only server"), "{out}");
@@ -441,19 +450,19 @@ fn tftp_put_lands_in_the_upload_area_only_when_enabled() {
     // Over the file quota: refused, nothing stored.
     let big = pb.path().join("big");
     std::fs::write(&big, vec![b'x'; 70_000]).unwrap();
-    let out = tftp_put(port, &big, &format!("{A}-phone.cfg"));
+    let out = tftp_put(port, &big, &format!("{A}-directory.xml"));
     assert!(out.contains("Error"), "{out}");
     assert!(
         !pb.path()
             .join("data/uploads")
             .join(A)
-            .join(format!("{A}-phone.cfg"))
+            .join(format!("{A}-directory.xml"))
             .exists()
     );
     let m = scrape(metrics);
     assert_eq!(
         metric(&m, "provbox_uploads_total{result=\"stored\"}"),
-        2.0,
+        3.0,
         "{m}"
     );
     assert_eq!(
