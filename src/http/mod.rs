@@ -241,7 +241,8 @@ impl FileHandler {
             outcome,
             user_agent,
             started,
-            provisioner: Some(self.provisioner.clone()),
+            // The upload told the device layer itself, before its timeline note.
+            provisioner: None,
             client_mac: conn.client.as_ref().and_then(|c| c.mac),
         };
         let mut r = simple(status, Some(access));

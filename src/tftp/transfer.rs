@@ -111,6 +111,8 @@ pub(super) struct Report {
     pub(super) windowsize: u16,
     pub(super) retransmits: u64,
     pub(super) detail: Option<String>,
+    /// A timeline note for the device (an upload), told after the transfer.
+    pub(super) note: Option<(crate::devices::Mac, String)>,
 }
 
 impl Report {
@@ -122,6 +124,7 @@ impl Report {
             windowsize: 1,
             retransmits: 0,
             detail: None,
+            note: None,
         }
     }
 }
@@ -186,6 +189,9 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
             bytes: report.bytes,
             outcome: report.outcome,
         });
+    if let Some((mac, detail)) = &report.note {
+        shared.provisioner.registry().note(*mac, "upload", detail);
+    }
     tracing::info!(
         peer = %job.peer,
         file = %shared.provisioner.log_path(&job.request.filename),
@@ -264,6 +270,7 @@ async fn serve(shared: &Shared, job: &Job) -> std::io::Result<Report> {
         windowsize: neg.windowsize,
         retransmits: 0,
         detail: None,
+        note: None,
     };
     let mut buf = [0u8; 1024];
     let mut timeouts = 0u32;

@@ -47,12 +47,12 @@ pub(super) async fn serve(shared: &Shared, job: &Job) -> std::io::Result<Report>
     }
     let shown = shared.provisioner.log_path(&req.filename).into_owned();
     up.record(job.peer, &shown, &result);
+    // Noted on the timeline once the transfer itself is recorded (`transfer::run`).
     if let Ok(s) = &result
         && let Ok(key) = crate::catalog::path::normalize(&req.filename)
         && let Some(t) = up.target(&key)
     {
-        let detail = format!("{}: {} bytes {} over tftp", s.name, s.bytes, s.how);
-        shared.provisioner.registry().note(t.mac, "upload", &detail);
+        report.note = Some((t.mac, s.describe("tftp")));
     }
     Ok(report)
 }

@@ -9,7 +9,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::{Refused, Stored, Uploads};
-use crate::devices::{ClientIdentity, FetchRequest, Provisioner};
+use crate::devices::{ClientIdentity, FetchRequest, Provisioner, TransferDone};
 use crate::metrics::Protocol;
 
 /// Who sent the request, as the front end knows it.
@@ -43,19 +43,29 @@ pub async fn receive(
 ) -> Result<Stored, Refused> {
     let raw = req.uri().path().to_string();
     let shown = pv.log_path(&raw).into_owned();
-    let result = store(up, pv, req, &raw, &from).await;
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let result = store(up, pv, req, &raw, user_agent.as_deref(), &from).await;
     up.record(from.peer, &shown, &result);
+    // The device status book hears of the request first (a phone whose first request is
+    // an upload gets its record), then of the upload, on that device's timeline.
+    pv.transfer_done(&TransferDone {
+        protocol: from.protocol,
+        peer: from.peer,
+        path: &shown,
+        user_agent: user_agent.as_deref(),
+        client_mac: from.client.and_then(|c| c.mac),
+        bytes: result.as_ref().map_or(0, |s| s.bytes),
+        outcome: status(&result).1,
+    });
     if let (Ok(s), Ok(key)) = (&result, crate::catalog::path::normalize(&raw))
         && let Some(t) = up.target(&key)
     {
-        let detail = format!(
-            "{}: {} bytes {} over {}",
-            s.name,
-            s.bytes,
-            s.how,
-            from.protocol.as_str()
-        );
-        pv.registry().note(t.mac, "upload", &detail);
+        pv.registry()
+            .note(t.mac, "upload", &s.describe(from.protocol.as_str()));
     }
     result
 }
@@ -65,16 +75,12 @@ async fn store(
     pv: &Provisioner,
     req: Request<Incoming>,
     raw: &str,
+    user_agent: Option<&str>,
     from: &Sender<'_>,
 ) -> Result<Stored, Refused> {
     let decoded = percent_encoding::percent_decode_str(raw)
         .decode_utf8()
         .map_err(|_| Refused::NotUpload)?;
-    let user_agent = req
-        .headers()
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
     let target = up.authorize(
         pv,
         &FetchRequest {
@@ -82,7 +88,7 @@ async fn store(
             peer: from.peer,
             local: from.local,
             path: &decoded,
-            user_agent: user_agent.as_deref(),
+            user_agent,
             client: from.client,
         },
     )?;

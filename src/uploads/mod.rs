@@ -201,6 +201,16 @@ pub struct Stored {
     pub how: &'static str,
 }
 
+impl Stored {
+    /// The timeline's words for it: `<name>: <n> bytes <how> over <protocol>`.
+    pub fn describe(&self, protocol: &str) -> String {
+        format!(
+            "{}: {} bytes {} over {protocol}",
+            self.name, self.bytes, self.how
+        )
+    }
+}
+
 /// The upload store.
 pub struct Uploads {
     root: PathBuf,

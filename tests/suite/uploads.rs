@@ -287,6 +287,21 @@ fn a_phone_uploads_its_override_and_log_and_only_it_reads_them_back() {
         "{uploads:?}"
     );
 
+    // B's upload is on B's timeline, not A's.
+    let (code, dev) = b.dashboard("/api/devices/00:04:f2:00:00:01");
+    assert_eq!(code, 200, "{dev}");
+    let details: Vec<&str> = dev["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "upload")
+        .map(|e| e["detail"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        details,
+        [format!("{B}-calls.xml: 8 bytes created over https")]
+    );
+
     // `provbox uploads` lists and exports, reading data_dir directly.
     let config = b.pb.path().join("config.yaml");
     let out = b.pb.path().join("export");
@@ -484,7 +499,7 @@ fn tftp_put_lands_in_the_upload_area_only_when_enabled() {
 #[test]
 fn chromium_shows_a_devices_uploads_and_a_logs_last_lines_as_text() {
     let b = bench("");
-    assert_eq!(b.https(Some(0), &[], "/common.cfg").code, 200);
+    // The phone's very first request is an upload: it still gets its record and event.
     let log = format!("/{A}-app.log");
     assert_eq!(b.put(Some(0), &log, b"boot ok\n"), 201);
     let hostile = "<img src=x onerror=\"window.__pwned=1\"> sip register failed\n";
@@ -529,7 +544,11 @@ fn chromium_shows_a_devices_uploads_and_a_logs_last_lines_as_text() {
         0
     );
     assert_eq!(br.eval("window.__pwned === undefined"), true);
-    // The timeline has the uploads too.
+    // The timeline has the uploads too, the first one included.
+    br.wait_for(
+        "document.getElementById('tl-events').innerText.includes('app.log: 8 bytes created over https')",
+        true.into(),
+    );
     br.wait_for(
         "document.getElementById('tl-events').innerText.includes('phone.cfg: 5 bytes created over https')",
         true.into(),
