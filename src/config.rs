@@ -129,6 +129,9 @@ pub struct Config {
     /// Commands and webhooks run on device and lease events (none by default).
     #[serde(default)]
     pub hooks: crate::hooks::Config,
+    /// Files phones write back (off by default).
+    #[serde(default)]
+    pub uploads: crate::uploads::Config,
     /// How long in-flight transfers may finish after SIGTERM/SIGINT.
     #[serde(default = "default_grace")]
     pub shutdown_grace: Dur,
@@ -598,6 +601,7 @@ impl Config {
         self.devices.validate(p);
         self.syslog.validate(p);
         self.dashboard.validate(p);
+        self.uploads.validate(p);
         self.hooks.validate(p);
         check_conflicts(&self.listeners(), p);
     }

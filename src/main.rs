@@ -70,6 +70,17 @@ enum Command {
     /// Keys, certificate signing requests and the lab CA.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// List the files a phone uploaded (`uploads:`), read from data_dir directly (also
+    /// while provbox runs); `--export DIR` copies them there.
+    Uploads {
+        /// The phone's MAC address.
+        mac: String,
+        /// Copy the files into this directory (made if missing).
+        #[arg(long)]
+        export: Option<PathBuf>,
+        #[arg(long, short, default_value = "config.yaml")]
+        config: PathBuf,
+    },
     /// Device inventory tools.
     Devices {
         #[command(subcommand)]
@@ -366,6 +377,26 @@ fn main() -> ExitCode {
             }),
         },
         Command::Cert(cmd) => cert(cmd),
+        Command::Uploads {
+            mac,
+            export,
+            config,
+        } => {
+            let cfg = match load(&config) {
+                Ok(cfg) => cfg,
+                Err(code) => return code,
+            };
+            match provbox::uploads::cli(&cfg.data_dir, &mac, export.as_deref()) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("provbox uploads: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Reload { config } => {
             let cfg = match load(&config) {
                 Ok(c) => c,

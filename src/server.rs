@@ -34,6 +34,8 @@ pub struct Context {
     pub data_dir: PathBuf,
     pub store: Arc<Store>,
     pub config: Arc<Config>,
+    /// Where phones' uploads go (`uploads.enabled`).
+    pub uploads: Option<Arc<crate::uploads::Uploads>>,
     /// Owns every service loop (src/supervisor.rs).
     pub supervisor: Arc<Supervisor>,
 }
@@ -258,6 +260,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
     let tracker = TaskTracker::new();
     let supervisor = Supervisor::new(&mut registry, shutdown.clone(), tracker.clone());
     let hook_metrics = crate::hooks::Metrics::register(&mut registry);
+    let upload_metrics = crate::uploads::Metrics::register(&mut registry);
     let registry = Arc::new(registry);
 
     let roots: Vec<PathBuf> = cfg.catalog.roots.iter().map(|r| r.value.clone()).collect();
@@ -270,11 +273,28 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
     catalog.start()?;
     let devices = Arc::new(devices::Registry::default());
     let store = Store::open(&cfg.data_dir)?;
-    let provisioner = Arc::new(Provisioner::new(catalog.clone(), devices).with_devices(
+    let uploads = if cfg.uploads.enabled {
+        let up = crate::uploads::Uploads::open(&cfg.data_dir, &cfg.uploads, upload_metrics)
+            .with_context(|| {
+                format!(
+                    "uploads: cannot use {}",
+                    crate::uploads::dir(&cfg.data_dir).display()
+                )
+            })?;
+        Some(Arc::new(up))
+    } else {
+        None
+    };
+    let mut provisioner = Provisioner::new(catalog.clone(), devices).with_devices(
         &cfg.devices,
         Some(store.clone()),
         device_metrics,
-    )?);
+    )?;
+    if let Some(up) = &uploads {
+        let stage = crate::uploads::readback::ReadBack(up.clone());
+        provisioner = provisioner.with_stage("resolve", Box::new(stage));
+    }
+    let provisioner = Arc::new(provisioner);
     let ctx = Arc::new(Context {
         provisioner: provisioner.clone(),
         metrics: metrics.clone(),
@@ -283,6 +303,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
         data_dir: cfg.data_dir.clone(),
         store,
         config: cfg.clone(),
+        uploads,
         supervisor: supervisor.clone(),
     });
     // Device status: fed by leases and transfers (through the device registry), syslog.

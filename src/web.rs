@@ -157,6 +157,7 @@ impl Web {
                 provisioner: ctx.provisioner.clone(),
                 metrics: ctx.metrics.clone(),
                 protocol,
+                uploads: ctx.uploads.clone(),
             })
         };
         let web = Arc::new(Web {

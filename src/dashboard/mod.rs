@@ -10,6 +10,7 @@
 pub mod csv;
 pub mod guard;
 pub mod token;
+pub mod uploads;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -185,6 +186,8 @@ pub struct DashboardHandler {
     pub tls: bool,
     /// `/api/v1`, behind the same gate.
     pub api: Arc<crate::api::Api>,
+    /// `data_dir/uploads`, for the uploads view.
+    pub uploads: std::path::PathBuf,
 }
 
 /// Bind the dashboard's listener and make its handler (the token is resolved, and made
@@ -238,6 +241,7 @@ pub async fn bind(
         local,
         tls: false,
         api,
+        uploads: crate::uploads::dir(data_dir),
     });
     let listener = crate::http::Listener {
         name: format!("dashboard:{}", cfg.listen.value),
@@ -523,15 +527,15 @@ const LOGIN: &str = "<!doctype html><meta charset=utf-8><title>provbox</title>\
 impl Handler for DashboardHandler {
     /// `/api/v1/…` goes to the API (after the same gate, its refusals as problem+json);
     /// everything else is answered at once by `handle`.
-    fn handle_async(
+    fn takes_body(&self, req: &Request<Incoming>) -> bool {
+        req.uri().path().starts_with(crate::api::PREFIX)
+    }
+
+    fn handle_body(
         self: Arc<Self>,
         req: Request<Incoming>,
         conn: Arc<ConnInfo>,
-    ) -> crate::http::Reply {
-        if !req.uri().path().starts_with(crate::api::PREFIX) {
-            let r = self.handle(req, &conn);
-            return Box::pin(std::future::ready(r));
-        }
+    ) -> crate::http::Pending {
         if let Some(refused) = self.gate(&req, &conn) {
             let status = refused.status();
             let (title, detail) = match status {
@@ -608,6 +612,9 @@ impl Handler for DashboardHandler {
                 self.start_resync(&key, reboot)
             }
             (&Method::POST, ["api", "resync", "all"]) => self.start_resync("all", reboot),
+            (&Method::GET, ["api", "uploads", rest @ ..]) => {
+                uploads::answer(&self.uploads, rest, req.uri().query())
+            }
             _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "not found"})),
         }
     }

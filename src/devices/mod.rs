@@ -361,6 +361,18 @@ impl Provisioner {
         self.chain.run(self, req)
     }
 
+    /// Who is asking and whether it is proven, as the pipeline's identifying stages find
+    /// it ([`pipeline::Chain::prove`]): for uploads, which are not fetches.
+    pub fn prove(&self, req: &FetchRequest<'_>) -> Result<Identity, Refusal> {
+        self.chain.prove(self, req)
+    }
+
+    /// Add `stage` to the chain before the stage named `before` (uploads' read-back).
+    pub fn with_stage(mut self, before: &str, stage: Box<dyn pipeline::Stage>) -> Provisioner {
+        self.chain.insert_before(before, stage);
+        self
+    }
+
     /// Variables for rendering for device `mac` ([`pipeline::authorize::device_vars`]).
     #[cfg(test)]
     fn device_vars(

@@ -850,6 +850,7 @@ impl Engine {
                 lease: l,
                 now,
                 circuit: None,
+                port: None,
             },
         ))
     }

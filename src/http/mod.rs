@@ -42,15 +42,21 @@ pub struct ConnInfo {
     pub client: Option<ClientIdentity>,
 }
 
-/// An answer that is still being worked out (a request body to read first).
-pub type Reply = std::pin::Pin<Box<dyn std::future::Future<Output = Response<LoggedBody>> + Send>>;
+/// An answer that needs the request body read first.
+pub type Pending =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Response<LoggedBody>> + Send>>;
 
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<LoggedBody>;
 
-    /// What the listener calls: handlers that must wait (read a request body) override
-    /// it; the default answers at once with [`Handler::handle`].
-    fn handle_async(self: Arc<Self>, req: Request<Incoming>, conn: Arc<ConnInfo>) -> Reply {
+    /// Whether `req` is answered by [`Handler::handle_body`] instead (an upload, an API
+    /// call: anything that reads its body or awaits).
+    fn takes_body(&self, _req: &Request<Incoming>) -> bool {
+        false
+    }
+
+    /// The answer to a request whose body must be read first.
+    fn handle_body(self: Arc<Self>, req: Request<Incoming>, conn: Arc<ConnInfo>) -> Pending {
         let r = self.handle(req, &conn);
         Box::pin(std::future::ready(r))
     }
@@ -61,6 +67,8 @@ pub struct FileHandler {
     pub provisioner: Arc<Provisioner>,
     pub metrics: Arc<Metrics>,
     pub protocol: Protocol,
+    /// Where PUT and POST go (`uploads:`), when enabled.
+    pub uploads: Option<Arc<crate::uploads::Uploads>>,
 }
 
 fn simple(status: StatusCode, access: Option<Access>) -> Response<LoggedBody> {
@@ -70,6 +78,14 @@ fn simple(status: StatusCode, access: Option<Access>) -> Response<LoggedBody> {
 }
 
 impl Handler for FileHandler {
+    fn takes_body(&self, req: &Request<Incoming>) -> bool {
+        self.uploads.is_some() && matches!(*req.method(), Method::PUT | Method::POST)
+    }
+
+    fn handle_body(self: Arc<Self>, req: Request<Incoming>, conn: Arc<ConnInfo>) -> Pending {
+        Box::pin(async move { self.upload(req, &conn).await })
+    }
+
     fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<LoggedBody> {
         let started = Instant::now();
         let method = req.method().clone();
@@ -182,6 +198,58 @@ impl Handler for FileHandler {
                     );
                 }
             }
+        }
+        r
+    }
+}
+
+impl FileHandler {
+    /// PUT or POST: a phone writing back ([`crate::uploads`]).
+    async fn upload(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<LoggedBody> {
+        let Some(up) = &self.uploads else {
+            return simple(StatusCode::METHOD_NOT_ALLOWED, None);
+        };
+        let started = Instant::now();
+        let method = req.method().to_string();
+        let raw_path = req.uri().path().to_string();
+        let user_agent = req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let from = crate::uploads::http::Sender {
+            protocol: self.protocol,
+            peer: conn.peer,
+            local: conn.local,
+            client: conn.client.as_ref(),
+        };
+        let result = crate::uploads::http::receive(up, &self.provisioner, req, from).await;
+        let (status, outcome) = crate::uploads::http::status(&result);
+        match &result {
+            Err(crate::uploads::Refused::NotUpload) => {
+                self.metrics.refused(self.protocol, "method")
+            }
+            Err(e) => self.metrics.refused(self.protocol, e.reason()),
+            Ok(_) => {}
+        }
+        let access = Access {
+            metrics: self.metrics.clone(),
+            protocol: self.protocol,
+            peer: conn.peer,
+            method,
+            path: self.provisioner.log_path(&raw_path).into_owned(),
+            status: status.as_u16(),
+            outcome,
+            user_agent,
+            started,
+            // The upload told the device layer itself, before its timeline note.
+            provisioner: None,
+            client_mac: conn.client.as_ref().and_then(|c| c.mac),
+        };
+        let mut r = simple(status, Some(access));
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         }
         r
     }
@@ -403,7 +471,11 @@ impl Listener {
         let handler = self.handler.clone();
         let conn = Arc::new(conn);
         let service = hyper::service::service_fn(move |req| {
-            let r = handler.clone().handle_async(req, conn.clone());
+            let r = if handler.takes_body(&req) {
+                futures_util::future::Either::Left(handler.clone().handle_body(req, conn.clone()))
+            } else {
+                futures_util::future::Either::Right(std::future::ready(handler.handle(req, &conn)))
+            };
             async move { Ok::<_, Infallible>(r.await) }
         });
         let http = http1::Builder::new()

@@ -247,7 +247,29 @@ pub fn tables() -> Vec<Table> {
                 live("dashboard.resync.http_password"),
             ],
         },
+        Table {
+            service: "uploads",
+            enabled: |c| c.uploads.enabled,
+            keys: vec![
+                restart!(d, uploads.enabled),
+                restart!(d, uploads.tftp),
+                restart("uploads.patterns", upload_patterns),
+                restart!(at, uploads.max_file),
+                restart!(at, uploads.max_device),
+                restart!(at, uploads.max_total),
+                restart!(at, uploads.log_rotate),
+                restart!(at, uploads.log_keep),
+            ],
+        },
     ]
+}
+
+/// `uploads.patterns` as written, without lines.
+fn upload_patterns(c: &Config) -> String {
+    d(c.uploads
+        .patterns
+        .as_ref()
+        .map(|v| v.iter().map(|a| &a.value).collect::<Vec<_>>()))
 }
 
 /// The table of one service.

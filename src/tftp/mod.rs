@@ -16,6 +16,7 @@ mod server;
 mod sock;
 mod transfer;
 mod window;
+mod write;
 
 pub use config::Config;
 pub use metrics::{TftpMetrics, register};

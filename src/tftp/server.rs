@@ -79,6 +79,7 @@ impl Bound {
             retries: self.cfg.retries.value,
             port: self.socket.local_addr().map_or(0, |a| a.port()),
             active: Mutex::new(HashMap::new()),
+            uploads: ctx.uploads.clone().filter(|u| u.tftp()),
         });
         let slots = Arc::new(Semaphore::new(self.cfg.max_transfers.value));
         let per_ip = PerIp::new(self.cfg.max_transfers_per_ip.value);
@@ -137,7 +138,7 @@ impl Bound {
                 self.metrics.malformed("source_port_zero");
                 continue;
             }
-            let request = match packet::parse(&buf[..r.len]) {
+            let (request, write) = match packet::parse(&buf[..r.len]) {
                 // Test builds only: a request for this name panics the loop, so the suite
                 // can watch the supervisor restart it.
                 #[cfg(feature = "fault-injection")]
@@ -154,7 +155,10 @@ impl Bound {
                     });
                     continue;
                 }
-                Ok(Packet::Rrq(req)) => req,
+                Ok(Packet::Rrq(req)) => (req, false),
+                // Under an upload pattern, with `uploads.tftp` on: a transfer like a read,
+                // under the same caps; the upload store decides the rest.
+                Ok(Packet::Wrq(req)) if is_upload(&shared, &req.filename) => (req, true),
                 Ok(Packet::Wrq(req)) => {
                     tracing::info!(peer = %peer, file = %shared.provisioner.log_path(&req.filename), outcome = "write_refused", "tftp transfer");
                     count_refusal(&shared, peer, &req.filename, "write_refused", "write");
@@ -237,6 +241,7 @@ impl Bound {
                 started: Instant::now(),
                 permit,
                 ip_slot,
+                write,
             };
             tracker.spawn(transfer::run(shared.clone(), job));
         }
@@ -247,6 +252,14 @@ impl Bound {
             tracing::debug!(peer = %peer, "tftp: cannot send error: {e}");
         }
     }
+}
+
+/// A write request names a file under an upload pattern, and TFTP uploads are on.
+fn is_upload(shared: &Shared, filename: &str) -> bool {
+    let Some(up) = &shared.uploads else {
+        return false;
+    };
+    crate::catalog::path::normalize(filename).is_ok_and(|key| up.target(&key).is_some())
 }
 
 /// A refused request is not a running transfer: its retransmission is a new request.

@@ -37,6 +37,8 @@ pub struct Shared {
     /// A different request from the same port (a boot ROM's second RRQ after its tsize
     /// probe) is served, whatever the first transfer is doing.
     pub active: Mutex<HashMap<SocketAddr, u64>>,
+    /// Where write requests go, when `uploads.tftp` takes them.
+    pub uploads: Option<Arc<crate::uploads::Uploads>>,
 }
 
 pub struct Job {
@@ -50,6 +52,8 @@ pub struct Job {
     pub permit: OwnedSemaphorePermit,
     /// This client address's share of `tftp.max_transfers_per_ip`.
     pub ip_slot: IpSlot,
+    /// A write request (an upload), not a read.
+    pub write: bool,
 }
 
 /// Retransmissions before the client's first ACK, whatever `tftp.retries` says: a peer
@@ -100,17 +104,19 @@ impl Drop for ActiveGuard<'_> {
 }
 
 /// How the transfer ended, for the log line and metrics.
-struct Report {
-    outcome: &'static str,
-    bytes: u64,
-    blksize: u16,
-    windowsize: u16,
-    retransmits: u64,
-    detail: Option<String>,
+pub(super) struct Report {
+    pub(super) outcome: &'static str,
+    pub(super) bytes: u64,
+    pub(super) blksize: u16,
+    pub(super) windowsize: u16,
+    pub(super) retransmits: u64,
+    pub(super) detail: Option<String>,
+    /// A timeline note for the device (an upload), told after the transfer.
+    pub(super) note: Option<(crate::devices::Mac, String)>,
 }
 
 impl Report {
-    fn refused(outcome: &'static str) -> Report {
+    pub(super) fn refused(outcome: &'static str) -> Report {
         Report {
             outcome,
             bytes: 0,
@@ -118,6 +124,7 @@ impl Report {
             windowsize: 1,
             retransmits: 0,
             detail: None,
+            note: None,
         }
     }
 }
@@ -135,7 +142,12 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
         })
         .clone();
     in_flight.inc();
-    let report = match serve(&shared, &job).await {
+    let served = if job.write {
+        super::write::serve(&shared, &job).await
+    } else {
+        serve(&shared, &job).await
+    };
+    let report = match served {
         Ok(r) => r,
         Err(e) => Report {
             detail: Some(e.to_string()),
@@ -154,13 +166,15 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
     let proto = ProtoLabels {
         protocol: Protocol::tftp,
     };
-    m.sent_bytes.get_or_create(&proto).inc_by(report.bytes);
+    // Bytes received by a write are counted by the upload store, not as sent.
+    let sent = if job.write { 0 } else { report.bytes };
+    m.sent_bytes.get_or_create(&proto).inc_by(sent);
     m.duration
         .get_or_create(&proto)
         .observe(elapsed.as_secs_f64());
     let t = &shared.tftp;
     t.outcome(report.outcome);
-    t.bytes.inc_by(report.bytes);
+    t.bytes.inc_by(sent);
     t.retransmits.inc_by(report.retransmits);
     t.duration.observe(elapsed.as_secs_f64());
     // The device status book hears of every transfer, as it does for HTTP.
@@ -175,6 +189,9 @@ pub async fn run(shared: Arc<Shared>, job: Job) {
             bytes: report.bytes,
             outcome: report.outcome,
         });
+    if let Some((mac, detail)) = &report.note {
+        shared.provisioner.registry().note(*mac, "upload", detail);
+    }
     tracing::info!(
         peer = %job.peer,
         file = %shared.provisioner.log_path(&job.request.filename),
@@ -253,6 +270,7 @@ async fn serve(shared: &Shared, job: &Job) -> std::io::Result<Report> {
         windowsize: neg.windowsize,
         retransmits: 0,
         detail: None,
+        note: None,
     };
     let mut buf = [0u8; 1024];
     let mut timeouts = 0u32;

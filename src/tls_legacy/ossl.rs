@@ -425,6 +425,7 @@ pub async fn bind(
         provisioner: ctx.provisioner.clone(),
         metrics: ctx.metrics.clone(),
         protocol: Protocol::https,
+        uploads: ctx.uploads.clone(),
     });
     let mut out = Vec::new();
     for (i, a) in cfg.listen.iter().enumerate() {

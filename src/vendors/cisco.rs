@@ -91,6 +91,7 @@ pub const VENDOR: Vendor = Vendor {
         max_protocol: "tls1.0",
         ciphers: &["AES256-SHA", "AES128-SHA"],
     }),
+    uploads: &[],
 };
 
 #[cfg(test)]

@@ -32,6 +32,7 @@ pub const VENDOR: Vendor = Vendor {
     factory_files: &["cfg.xml"],
     device_files: &["cfgc074ad2bd859.xml", "cfgc074ad2bd859"],
     legacy_tls: None,
+    uploads: &[],
 };
 
 #[cfg(test)]

@@ -85,6 +85,9 @@ pub struct Vendor {
     /// What the oldest firmware needs from the `https_legacy` listener; `None` where no
     /// need beyond rustls (TLS 1.2 with ECDHE/GCM) is known.
     pub legacy_tls: Option<LegacyTls>,
+    /// File names the phone writes back (HTTP PUT, TFTP WRQ), `$MA` standing for its MAC
+    /// (12 hex digits): what `uploads.patterns` defaults to.
+    pub uploads: &'static [&'static str],
 }
 
 /// One User-Agent format. `pattern` is a regex with named groups `model`, `version` and,
@@ -254,6 +257,19 @@ pub(crate) mod check {
     /// their device.
     pub fn files(v: &Vendor) {
         assert!(!v.factory_files.is_empty() && !v.device_files.is_empty());
+        for u in v.uploads {
+            assert_eq!(
+                u.matches("$MA").count(),
+                1,
+                "{}: {u} names the phone once",
+                v.name
+            );
+            assert!(
+                !u.contains('/') && !u.starts_with('.'),
+                "{}: {u} is a file name",
+                v.name
+            );
+        }
         for f in v.factory_files {
             assert_eq!(mac_in_path(f), None, "{}: {f} is shared", v.name);
         }

@@ -43,6 +43,14 @@ pub const VENDOR: Vendor = Vendor {
         max_protocol: "tls1.0",
         ciphers: &["DHE-RSA-AES256-SHA", "AES256-SHA"],
     }),
+    // Logs, local overrides (read back at the next boot), call lists and directories.
+    uploads: &[
+        "$MA-app.log",
+        "$MA-boot.log",
+        "$MA-phone.cfg",
+        "$MA-calls.xml",
+        "$MA-directory.xml",
+    ],
 };
 
 #[cfg(test)]

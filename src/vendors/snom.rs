@@ -23,6 +23,7 @@ pub const VENDOR: Vendor = Vendor {
     factory_files: &["snomD785.htm"],
     device_files: &["snomD785-000413922D24.htm"],
     legacy_tls: None,
+    uploads: &[],
 };
 
 #[cfg(test)]

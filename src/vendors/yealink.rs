@@ -35,6 +35,8 @@ pub const VENDOR: Vendor = Vendor {
         max_protocol: "tls1.0",
         ciphers: &["AES256-SHA", "AES128-SHA"],
     }),
+    // Local settings changed on the phone (read back at the next boot), and its logs.
+    uploads: &["$MA-local.cfg", "$MA-sys.log", "$MA-boot.log"],
 };
 
 #[cfg(test)]

@@ -242,6 +242,15 @@ devices:
     profile: other.tmpl
     devices_per_pin: 2
     wrong_pins_budget: 7
+uploads:
+  enabled: true
+  tftp: true
+  patterns: ["$MA-x.log"]
+  max_file: 2MiB
+  max_device: 32MiB
+  max_total: 2GiB
+  log_rotate: 512KiB
+  log_keep: 5
 hooks:
   - name: h1
     command: [/bin/true]

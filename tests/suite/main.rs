@@ -40,3 +40,4 @@ mod skip_switch;
 mod syslog;
 mod systemd;
 mod tftp;
+mod uploads;

@@ -199,6 +199,19 @@ impl Chain {
         self.stages.insert(at, stage);
     }
 
+    /// Who is asking, as the stages before `bind_pin` find it (`normalise`, `identify` and
+    /// any proof stage beside them): for a request that is not a fetch (an upload), which
+    /// must be proven the same way. A refusal by one of them is the answer.
+    pub fn prove(&self, pv: &Provisioner, req: &FetchRequest<'_>) -> Result<Identity, Refusal> {
+        let mut ctx = Ctx::new(pv, req);
+        for stage in self.stages.iter().take_while(|s| s.name() != "bind_pin") {
+            if let Flow::Refuse(r) = stage.run(&mut ctx) {
+                return Err(r);
+            }
+        }
+        Ok(ctx.id)
+    }
+
     /// Run `req` through the chain: the first answer or refusal ends it; a request every
     /// stage let through gets the entry they built.
     pub fn run(&self, pv: &Provisioner, req: &FetchRequest<'_>) -> Result<Arc<Entry>, Refusal> {
