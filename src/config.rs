@@ -129,6 +129,9 @@ pub struct Config {
     /// Commands and webhooks run on device and lease events (none by default).
     #[serde(default)]
     pub hooks: crate::hooks::Config,
+    /// Firmware pushes (`provbox upgrade`, the dashboard's upgrade action).
+    #[serde(default)]
+    pub upgrade: crate::upgrade::Config,
     /// How long in-flight transfers may finish after SIGTERM/SIGINT.
     #[serde(default = "default_grace")]
     pub shutdown_grace: Dur,
@@ -599,6 +602,7 @@ impl Config {
         self.syslog.validate(p);
         self.dashboard.validate(p);
         self.hooks.validate(p);
+        self.upgrade.validate(p);
         check_conflicts(&self.listeners(), p);
     }
 

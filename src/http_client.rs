@@ -283,6 +283,17 @@ impl Client {
         .await
     }
 
+    /// POST the body; the status and the whole answer (at most `max_body` bytes).
+    pub async fn post(&self, req: &Post) -> Result<Response, Error> {
+        self.within_deadline(async {
+            let resp = self.send(&req.get, Method::POST, req.body.clone()).await?;
+            let status = resp.status();
+            let body = self.read_capped(resp.into_body()).await?;
+            Ok(Response { status, body })
+        })
+        .await
+    }
+
     /// POST the body; the status only, the answer's body is not read.
     pub async fn post_status(&self, req: &Post) -> Result<StatusCode, Error> {
         self.within_deadline(async {

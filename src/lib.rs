@@ -28,6 +28,7 @@ pub mod syslog;
 pub mod tftp;
 pub mod tls;
 pub mod tls_legacy;
+pub mod upgrade;
 pub mod vendors;
 pub mod web;
 pub mod zerocopy;

@@ -9,7 +9,9 @@
 
 pub mod csv;
 pub mod guard;
+pub mod history;
 pub mod token;
+pub mod upgrades;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -164,6 +166,10 @@ pub struct DashboardHandler {
     pub local: SocketAddr,
     /// Served over TLS: the login cookie is `Secure` and origins are `https://`.
     pub tls: bool,
+    /// Firmware pushes (`/api/v1/upgrades`).
+    pub upgrades: Arc<crate::upgrade::Upgrades>,
+    /// Devices per state, sampled every minute (`/api/v1/history`).
+    pub history: Arc<crate::status::history::History>,
 }
 
 /// Bind the dashboard's listener and make its handler (the token is resolved, and made
@@ -174,6 +180,7 @@ pub async fn bind(
     book: Arc<StatusBook>,
     tracker: TaskTracker,
     metrics: Arc<Metrics>,
+    upgrades: Arc<crate::upgrade::Upgrades>,
     banner: &mut Vec<String>,
 ) -> Result<(Arc<DashboardHandler>, crate::http::Listener)> {
     let settings = Settings::load(cfg, data_dir)?;
@@ -216,6 +223,8 @@ pub async fn bind(
         metrics: metrics.clone(),
         local,
         tls: false,
+        upgrades,
+        history: Default::default(),
     });
     let listener = crate::http::Listener {
         name: format!("dashboard:{}", cfg.listen.value),
@@ -512,7 +521,11 @@ impl Handler for DashboardHandler {
             Method::HEAD => Method::GET,
             ref m => m.clone(),
         };
+        if let Ok(r) = upgrades::route(self, &method, &segs, req) {
+            return r;
+        }
         match (&method, segs.as_slice()) {
+            (&Method::GET, ["api", "v1", "history"]) => history::get(self),
             (&Method::GET, [""]) => respond(StatusCode::OK, "text/html; charset=utf-8", PAGE),
             (&Method::GET, ["api", "devices"]) => self.devices(),
             (&Method::GET, ["api", "devices.csv"]) => {
