@@ -438,7 +438,11 @@ async fn one(run: &Run, i: usize, t: &Target, book: &StatusBook, s: &Settings) {
     let command = format!("http://{ip}{path}?{url}");
     let req = resync::Request {
         ip: t.ip,
-        mac_hex: t.key.parse::<crate::devices::Mac>().ok().map(|m| m.to_hex()),
+        mac_hex: t
+            .key
+            .parse::<crate::devices::Mac>()
+            .ok()
+            .map(|m| m.to_hex()),
         vendor: t.vendor.clone(),
         reboot: false,
     };
@@ -490,11 +494,7 @@ async fn one(run: &Run, i: usize, t: &Target, book: &StatusBook, s: &Settings) {
                 _ => {}
             }
         }
-        if outcome.is_none()
-            && downloading
-            && d.user_agent.is_some()
-            && d.user_agent != ua_before
-        {
+        if outcome.is_none() && downloading && d.user_agent.is_some() && d.user_agent != ua_before {
             outcome = Some((
                 Stage::Upgraded,
                 format!("User-Agent now {}", d.user_agent.unwrap_or_default()),
@@ -548,10 +548,18 @@ pub async fn cli(
     let auth = format!("Bearer {token}");
     let client = Client::new(Duration::from_secs(10), 4 * 1024 * 1024);
     let url = Url::parse(&format!("http://{api}/api/v1/upgrades")).map_err(anyhow::Error::msg)?;
-    let body = json!({"target": target, "firmware": firmware}).to_string();
-    let post = Post::new(url.clone(), body)
+    // The query form: the dashboard answers with the run, or why it cannot start.
+    let enc = |s: &str| {
+        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    let mut query = format!("target={}", enc(target));
+    if let Some(f) = firmware {
+        query.push_str(&format!("&firmware={}", enc(f)));
+    }
+    let start =
+        Url::parse(&format!("http://{api}/api/v1/upgrades?{query}")).map_err(anyhow::Error::msg)?;
+    let post = Post::new(start, bytes::Bytes::new())
         .header(http::header::AUTHORIZATION, &auth)?
-        .header(http::header::CONTENT_TYPE, "application/json")?
         // The dashboard's same-origin rule for writes.
         .header(http::header::ORIGIN, &format!("http://{api}"))?;
     let r = client.post(&post).await.map_err(|e| {
@@ -560,7 +568,10 @@ pub async fn cli(
     let text = String::from_utf8_lossy(&r.body).into_owned();
     if !r.status.is_success() {
         let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-        let msg = v["detail"].as_str().or(v["error"].as_str()).unwrap_or(&text);
+        let msg = v["detail"]
+            .as_str()
+            .or(v["error"].as_str())
+            .unwrap_or(&text);
         anyhow::bail!("{msg}");
     }
     let v: serde_json::Value = serde_json::from_str(&text)?;

@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
@@ -40,10 +39,14 @@ pub fn route(
         (&Method::GET, ["api", "v1", "upgrades"]) => {
             Ok(json_response(StatusCode::OK, &h.upgrades.json()))
         }
-        (&Method::POST, ["api", "v1", "upgrades"]) => Ok(match read_json::<Start>(req) {
-            Ok(s) => start(h, &s.target, s.firmware.as_deref()),
-            Err(why) => problem(StatusCode::BAD_REQUEST, &why),
-        }),
+        (&Method::POST, ["api", "v1", "upgrades"]) => {
+            let q = req.uri().query();
+            if let Some(target) = query_param(q, "target") {
+                let fw = query_param(q, "firmware");
+                return Ok(start(h, &target, fw.as_deref()));
+            }
+            Ok(start_from_body(h, req))
+        }
         (&Method::POST, ["api", "v1", "devices", key, "upgrade"]) => {
             let key = percent_encoding::percent_decode_str(key).decode_utf8_lossy();
             let fw = query_param(req.uri().query(), "firmware");
@@ -85,25 +88,35 @@ fn problem(status: StatusCode, detail: &str) -> Response<LoggedBody> {
     r
 }
 
-/// The body as JSON. Handlers here answer synchronously, so the (small, bounded, already
-/// authorised) body is read on this worker thread with `block_in_place`; on a runtime
-/// that cannot do that the request is refused rather than stalling it.
-fn read_json<T: for<'de> Deserialize<'de>>(req: Request<Incoming>) -> Result<T, String> {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    let handle = Handle::try_current().map_err(|e| e.to_string())?;
-    if handle.runtime_flavor() != RuntimeFlavor::MultiThread {
-        return Err("this server cannot read request bodies here".into());
-    }
+/// `{"target": …, "firmware": …}` in the body. Handlers here answer before the body is
+/// read (the connection task that feeds it is the one running the handler), so the body
+/// is read on a task and the run starts there: the answer is 202 and the run shows in
+/// `GET /api/v1/upgrades`; a refusal is logged. The query form (`?target=`) answers
+/// with the run or the refusal at once (the CLI uses it).
+fn start_from_body(h: &DashboardHandler, req: Request<Incoming>) -> Response<LoggedBody> {
+    let upgrades = h.upgrades.clone();
     let body = req.into_body();
-    let bytes: Bytes = tokio::task::block_in_place(|| {
-        handle.block_on(async {
-            let limited = http_body_util::Limited::new(body, MAX_BODY);
-            match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
-                Ok(Ok(c)) => Ok(c.to_bytes()),
-                Ok(Err(e)) => Err(format!("request body: {e}")),
-                Err(_) => Err("request body: not sent within 2 s".to_string()),
-            }
-        })
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| format!("request body: {e}"))
+    h.tracker.spawn(async move {
+        let limited = http_body_util::Limited::new(body, MAX_BODY);
+        let read = match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
+            Ok(Ok(c)) => serde_json::from_slice::<Start>(&c.to_bytes()).map_err(|e| e.to_string()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("not sent within 2 s".to_string()),
+        };
+        match read {
+            Ok(s) => match upgrades.start(&s.target, s.firmware.as_deref()) {
+                Ok(run) => tracing::info!(
+                    target = s.target,
+                    run = run.id,
+                    "dashboard: upgrade started"
+                ),
+                Err(e) => tracing::warn!(target = s.target, "dashboard: upgrade refused: {e}"),
+            },
+            Err(e) => tracing::warn!("dashboard: upgrade refused: request body: {e}"),
+        }
+    });
+    json_response(
+        StatusCode::ACCEPTED,
+        &json!({"accepted": true, "progress": "/api/v1/upgrades"}),
+    )
 }

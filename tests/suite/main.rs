@@ -37,3 +37,4 @@ mod reload;
 mod syslog;
 mod systemd;
 mod tftp;
+mod upgrade;
