@@ -9,6 +9,7 @@ mod acceptor;
 mod bootstrap;
 mod cert;
 mod dashboard;
+mod dashboard_ui;
 mod deploy;
 mod devices;
 mod dhcp;
