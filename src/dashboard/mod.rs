@@ -521,8 +521,8 @@ impl Handler for DashboardHandler {
             Method::HEAD => Method::GET,
             ref m => m.clone(),
         };
-        if let Ok(r) = upgrades::route(self, &method, &segs, req) {
-            return r;
+        if upgrades::handles(&method, &segs) {
+            return upgrades::route(self, &method, &segs, req);
         }
         match (&method, segs.as_slice()) {
             (&Method::GET, ["api", "v1", "history"]) => history::get(self),

@@ -28,31 +28,40 @@ struct Start {
     firmware: Option<String>,
 }
 
-/// Some(answer) for the upgrade routes, None for anything else.
+/// Whether the request is one of these routes.
+pub fn handles(method: &Method, segs: &[&str]) -> bool {
+    matches!(
+        (method, segs),
+        (&Method::GET | &Method::POST, ["api", "v1", "upgrades"])
+            | (&Method::POST, ["api", "v1", "devices", _, "upgrade"])
+    )
+}
+
+/// The answer to a request [`handles`] took.
 pub fn route(
     h: &DashboardHandler,
     method: &Method,
     segs: &[&str],
     req: Request<Incoming>,
-) -> Result<Response<LoggedBody>, Request<Incoming>> {
+) -> Response<LoggedBody> {
     match (method, segs) {
         (&Method::GET, ["api", "v1", "upgrades"]) => {
-            Ok(json_response(StatusCode::OK, &h.upgrades.json()))
+            json_response(StatusCode::OK, &h.upgrades.json())
         }
         (&Method::POST, ["api", "v1", "upgrades"]) => {
             let q = req.uri().query();
             if let Some(target) = query_param(q, "target") {
                 let fw = query_param(q, "firmware");
-                return Ok(start(h, &target, fw.as_deref()));
+                return start(h, &target, fw.as_deref());
             }
-            Ok(start_from_body(h, req))
+            start_from_body(h, req)
         }
         (&Method::POST, ["api", "v1", "devices", key, "upgrade"]) => {
             let key = percent_encoding::percent_decode_str(key).decode_utf8_lossy();
             let fw = query_param(req.uri().query(), "firmware");
-            Ok(start(h, &key, fw.as_deref()))
+            start(h, &key, fw.as_deref())
         }
-        _ => Err(req),
+        _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "not found"})),
     }
 }
 
