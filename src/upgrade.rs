@@ -616,6 +616,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn config_errors_name_the_key_and_line() {
+        let yaml = "catalog:\n  roots: [files]\nupgrade:\n  max_parallel: 0\n  firmware:\n    cisco: ../x.bin\n";
+        let e = crate::config::Config::parse(yaml, std::path::Path::new("c.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("c.yaml:4:17: upgrade.max_parallel: is 0; expected 1 to 256"),
+            "{e}"
+        );
+        assert!(
+            e.contains("upgrade.firmware.cisco: `../x.bin` is not a file in the catalog"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn firmware_paths_stay_in_the_catalog() {
         assert_eq!(catalog_path("/fw/a.bin").unwrap(), "fw/a.bin");
         for bad in ["", "../etc/passwd", "fw//a", "a?b", "fw/./a", "a\\b"] {

@@ -37,6 +37,12 @@ def upgrade(url):
     r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-A", ua, url],
                        capture_output=True, text=True, timeout=20)
     with open(os.path.join(state, "got-" + me), "w") as f: f.write(r.stdout)
+    if me.endswith(".11"):
+        # This one says nothing over syslog: after its reboot it asks for its profile
+        # again, and its User-Agent names the new version.
+        new = ua.replace("7.5.5", "7.6.2")
+        subprocess.run(["curl", "-s", "-o", "/dev/null", "-A", new, "http://%s:8080/spa504g.cfg" % server], timeout=20)
+        return
     subprocess.run(["logger", "-n", server, "-P", "514", "-d", "--rfc3164", "-t", "phone", "--",
                     "SPA504G %s -- Successful upgrade %s" % (mac, url)], timeout=20)
 class H(BaseHTTPRequestHandler):
@@ -205,7 +211,20 @@ upgrade:
                 .collect();
             (kinds == ["upgrade_sent", "upgrade_downloading", "upgraded"]).then_some(d)
         });
-        assert_eq!(d["state"], "upgraded", "{d}");
+        let last = d["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .rfind(|e| e["kind"] == "upgraded")
+            .unwrap()["detail"]
+            .clone();
+        if ip == "198.18.0.11" {
+            assert_eq!(last, "User-Agent now Cisco/SPA504G-7.6.2 (000E08001600)");
+        } else {
+            // Its own report moved it, as any `Successful upgrade` line does.
+            assert_eq!(d["state"], "upgraded", "{d}");
+            assert_eq!(last, url.as_str());
+        }
         assert_eq!(d["ip"], ip.as_str());
     }
     drop(stubs);
