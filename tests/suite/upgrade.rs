@@ -248,6 +248,7 @@ dashboard:
   token: {TOKEN}
 "
     );
+    std::fs::write(dir.path().join("files/fw.bin"), "image").unwrap();
     let p = Provbox::start(dir, &config);
     let cfg = p.path().join("config.yaml");
     let (code, out) = support::provbox(&["upgrade", "all", "--config", cfg.to_str().unwrap()]);
@@ -305,5 +306,26 @@ dashboard:
         )
         .trim(),
         "403"
+    );
+
+    // The JSON form the API documents: accepted, and the run shows in the progress.
+    let origin = format!("Origin: http://127.0.0.1:{dash}");
+    let body = r#"{"target": "00:0e:08:00:16:99", "firmware": "fw.bin"}"#;
+    let r = support::curl(
+        10,
+        &["-X", "POST", "-H", &auth, "-H", &origin, "--data", body],
+        &url,
+    );
+    assert_eq!(r.code, 202, "{}", String::from_utf8_lossy(&r.body));
+    let run = wait_for("the run", Duration::from_secs(10), || {
+        let r = support::curl(10, &["-H", &auth], &url);
+        let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
+        v["runs"].as_array()?.first().cloned()
+    });
+    assert_eq!(run["target"], "00:0e:08:00:16:99", "{run}");
+    assert_eq!(
+        run["phones"][0]["url"],
+        format!("http://127.0.0.1:{http}/fw.bin"),
+        "{run}"
     );
 }
