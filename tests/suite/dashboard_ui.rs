@@ -229,3 +229,67 @@ fn chromium_follows_the_bench_live_and_draws_the_chart() {
         assert!(br.eval("window.__sseEvents").as_u64().unwrap() > 0);
     }
 }
+
+/// The stream path itself, whatever this build serves: the page's `EventSource` is
+/// replaced (before the page runs) by one the test drives. While the stream is open the
+/// page does not poll, so a new device shows only when an event arrives; when the stream
+/// is refused, the page polls again.
+#[test]
+fn chromium_updates_on_stream_events_and_polls_when_the_stream_fails() {
+    let b = start();
+    assert_eq!(
+        b.fetch("/spa504g.cfg", "Cisco/SPA504G-7.5.5 (000E08001701)"),
+        200
+    );
+    let mut br = Browser::start();
+    br.call("Page.enable", json!({}));
+    br.call(
+        "Page.addScriptToEvaluateOnNewDocument",
+        json!({"source": "window.EventSource = class { \
+            constructor(url) { this.url = url; this.readyState = 0; window.__fakeEs = this; \
+              setTimeout(() => { this.readyState = 1; this.onopen && this.onopen(); }, 0); } \
+            close() { this.readyState = 2; } }; \
+            window.EventSource.CLOSED = 2;"}),
+    );
+    let url = format!("http://127.0.0.1:{}/?token={TOKEN}", b.dash);
+    br.call("Page.navigate", json!({"url": url}));
+    br.wait_for(&row(PHONE), true.into());
+    br.wait_for("document.getElementById('live').dataset.mode", "sse".into());
+    assert_eq!(
+        br.eval("window.__fakeEs.url"),
+        "api/v1/events",
+        "the page subscribes to the API's stream"
+    );
+
+    // A fetch by curl: nothing polls, so it shows only with the stream's event.
+    let other = "00:0e:08:00:17:02";
+    assert_eq!(
+        b.fetch("/spa504g.cfg", "Cisco/SPA504G-7.5.5 (000E08001702)"),
+        200
+    );
+    b.wait_device(other, "known", |_| true);
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert_eq!(
+        br.eval(&row(other)),
+        false,
+        "no polling while the stream is open"
+    );
+    br.eval(&format!(
+        "window.__fakeEs.onmessage({{data: JSON.stringify({{mac: '{other}', state: 'configured'}})}})"
+    ));
+    br.wait_for(&row(other), true.into());
+    assert_eq!(br.eval("window.__sseEvents"), 1);
+
+    // The stream is refused: polling takes over and the next fetch shows by itself.
+    br.eval("window.__fakeEs.readyState = 2; window.__fakeEs.onerror({})");
+    br.wait_for(
+        "document.getElementById('live').dataset.mode",
+        "poll".into(),
+    );
+    let third = "00:0e:08:00:17:03";
+    assert_eq!(
+        b.fetch("/spa504g.cfg", "Cisco/SPA504G-7.5.5 (000E08001703)"),
+        200
+    );
+    br.wait_for(&row(third), true.into());
+}
