@@ -230,6 +230,8 @@ pub struct Run {
     pub max_parallel: usize,
     pub started: u64,
     phones: Mutex<Vec<Phone>>,
+    /// Devices `all` passed over: no firmware configured for their model or vendor.
+    pub skipped: Vec<String>,
 }
 
 impl Run {
@@ -270,6 +272,7 @@ impl Run {
             "done": done,
             "counts": counts,
             "phones": *phones,
+            "skipped": self.skipped,
         })
     }
 }
@@ -339,6 +342,7 @@ impl Upgrades {
         }
         let mut phones = Vec::new();
         let mut plan: Vec<Target> = Vec::new();
+        let mut skipped = Vec::new();
         for t in targets {
             let Some(fw) = forced
                 .clone()
@@ -353,6 +357,7 @@ impl Upgrades {
                 }
                 // `all` upgrades the phones it has firmware for; the others are named.
                 tracing::info!(device = %t.key, "upgrade: no firmware configured; skipped");
+                skipped.push(t.key);
                 continue;
             };
             if !settings.exists(&fw) {
@@ -386,6 +391,7 @@ impl Upgrades {
             max_parallel: n,
             started: now_ms(),
             phones: Mutex::new(phones),
+            skipped,
         });
         {
             let mut runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
@@ -581,6 +587,12 @@ pub async fn cli(
         v["phones"].as_array().map_or(0, Vec::len),
         v["max_parallel"]
     );
+    for k in v["skipped"].as_array().into_iter().flatten() {
+        println!(
+            "{}: skipped (no firmware in upgrade.firmware for it)",
+            k.as_str().unwrap_or("")
+        );
+    }
     let get = Get::new(url).header(http::header::AUTHORIZATION, &auth)?;
     let mut shown: BTreeMap<String, String> = BTreeMap::new();
     loop {
