@@ -246,8 +246,9 @@ fn chromium_updates_on_stream_events_and_polls_when_the_stream_fails() {
     br.call(
         "Page.addScriptToEvaluateOnNewDocument",
         json!({"source": "window.EventSource = class { \
-            constructor(url) { this.url = url; this.readyState = 0; window.__fakeEs = this; \
+            constructor(url) { this.url = url; this.readyState = 0; this.on = {}; window.__fakeEs = this; \
               setTimeout(() => { this.readyState = 1; this.onopen && this.onopen(); }, 0); } \
+            addEventListener(name, f) { this.on[name] = f; } \
             close() { this.readyState = 2; } }; \
             window.EventSource.CLOSED = 2;"}),
     );
@@ -261,7 +262,8 @@ fn chromium_updates_on_stream_events_and_polls_when_the_stream_fails() {
         "the page subscribes to the API's stream"
     );
 
-    // A fetch by curl: nothing polls, so it shows only with the stream's event.
+    // A fetch by curl: nothing polls, so it shows only with the stream's `device` event
+    // (named, as the API sends it).
     let other = "00:0e:08:00:17:02";
     assert_eq!(
         b.fetch("/spa504g.cfg", "Cisco/SPA504G-7.5.5 (000E08001702)"),
@@ -275,7 +277,7 @@ fn chromium_updates_on_stream_events_and_polls_when_the_stream_fails() {
         "no polling while the stream is open"
     );
     br.eval(&format!(
-        "window.__fakeEs.onmessage({{data: JSON.stringify({{mac: '{other}', state: 'configured'}})}})"
+        "window.__fakeEs.on.device({{data: JSON.stringify({{mac: '{other}', state: 'configured'}})}})"
     ));
     br.wait_for(&row(other), true.into());
     assert_eq!(br.eval("window.__sseEvents"), 1);
