@@ -24,7 +24,7 @@ const N: usize = 2;
 const STUB: &str = r#"
 import fcntl, json, os, subprocess, sys, threading, time
 from http.server import BaseHTTPRequestHandler, HTTPServer
-state, me, mac, server, ua = sys.argv[1:6]
+state, me, mac, server, ua, mode = sys.argv[1:7]
 def bump(d):
     with open(os.path.join(state, "inflight"), "a+") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -54,7 +54,7 @@ class H(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Length", "0")
         self.end_headers()
-        if self.path.startswith("/admin/upgrade?"):
+        if self.path.startswith("/admin/upgrade?") and mode != "silent":
             threading.Thread(target=upgrade, args=(self.path.split("?", 1)[1],)).start()
     def log_message(self, *a): pass
 srv = HTTPServer(("0.0.0.0", 80), H)
@@ -82,8 +82,19 @@ fn read(dir: &Path, name: &str) -> String {
     std::fs::read_to_string(dir.join(name)).unwrap_or_default()
 }
 
-#[test]
-fn upgrade_all_holds_at_most_n_phones_and_follows_each_to_upgraded() {
+/// A bench in namespaces: provbox (HTTP, syslog, dashboard) on a bridge and `phones` stub
+/// phones, each known to provbox by its profile fetch. `silent` phones answer the command
+/// and then do nothing.
+struct Bench {
+    p: Provbox,
+    state: tempfile::TempDir,
+    phones: Vec<(Netns, String, String, String)>,
+    _stubs: Vec<support::netns::Bg>,
+    srv: Netns,
+    _lab: Lab,
+}
+
+fn bench(phones: usize, upgrade: &str, silent: bool) -> Bench {
     support::require("python3");
     support::require("logger");
     let lab = Lab::new();
@@ -111,9 +122,7 @@ dashboard:
   listen: 127.0.0.1:8081
   token: {TOKEN}
 upgrade:
-  max_parallel: {N}
-  timeout: 60s
-  firmware:
+{upgrade}  firmware:
     cisco: {FIRMWARE}
 "
     );
@@ -121,9 +130,9 @@ upgrade:
 
     // The phones: each on the bridge, its web server up, its profile fetched (so provbox
     // knows its MAC, model and address).
-    let mut phones = Vec::new();
+    let mut list = Vec::new();
     let mut stubs = Vec::new();
-    for i in 0..PHONES {
+    for i in 0..phones {
         let ns = lab.ns(&format!("ph{i}"));
         let mac = format!("000e080016{i:02x}");
         let ip = format!("198.18.0.{}", 11 + i);
@@ -132,6 +141,7 @@ upgrade:
         let ua = format!("Cisco/SPA504G-7.5.5 ({})", mac.to_uppercase());
         let st = state.path().to_str().unwrap().to_string();
         let py = state.path().join("stub.py");
+        let mode = if silent { "silent" } else { "phone" };
         stubs.push(ns.spawn(&[
             "python3",
             py.to_str().unwrap(),
@@ -140,17 +150,35 @@ upgrade:
             &mac,
             "198.18.0.1",
             &ua,
+            mode,
         ]));
         let (code, _) = curl_in(&ns, &["-A", &ua, "http://198.18.0.1:8080/spa504g.cfg"]);
         assert_eq!(code, 200);
-        phones.push((ns, mac, ip, colons));
+        list.push((ns, mac, ip, colons));
     }
-    for (_, _, ip, _) in &phones {
+    for (_, _, ip, _) in &list {
         eventually("the stub phone listens", Duration::from_secs(20), || {
             state.path().join(format!("ready-{ip}")).exists()
         });
     }
+    Bench {
+        p,
+        state,
+        phones: list,
+        _stubs: stubs,
+        srv,
+        _lab: lab,
+    }
+}
 
+#[test]
+fn upgrade_all_holds_at_most_n_phones_and_follows_each_to_upgraded() {
+    let b = bench(
+        PHONES,
+        &format!("  max_parallel: {N}\n  timeout: 60s\n"),
+        false,
+    );
+    let (p, srv, state, phones) = (&b.p, &b.srv, &b.state, &b.phones);
     // The CLI: through the running dashboard, following the run to the end.
     let cfg = p.path().join("config.yaml");
     let bin = support::bin();
@@ -186,11 +214,11 @@ upgrade:
     );
 
     let url = format!("http://198.18.0.1:8080/{FIRMWARE}");
-    let runs = dash(&srv, "/api/v1/upgrades");
+    let runs = dash(srv, "/api/v1/upgrades");
     let run = &runs["runs"][0];
     assert_eq!(run["done"], true, "{run}");
     assert_eq!(run["counts"]["upgraded"], PHONES, "{run}");
-    for (_, mac, ip, colons) in &phones {
+    for (_, mac, ip, colons) in phones.iter() {
         // The phone got exactly one command: its upgrade URL names the firmware on this box.
         assert_eq!(
             read(state.path(), &format!("req-{ip}")),
@@ -199,7 +227,7 @@ upgrade:
         );
         assert_eq!(read(state.path(), &format!("got-{ip}")), "200", "{mac}");
         let d = wait_for("the timeline", Duration::from_secs(10), || {
-            let d = dash(&srv, &format!("/api/devices/{colons}"));
+            let d = dash(srv, &format!("/api/devices/{colons}"));
             let kinds: Vec<String> = d["events"]
                 .as_array()
                 .unwrap()
@@ -227,7 +255,37 @@ upgrade:
         }
         assert_eq!(d["ip"], ip.as_str());
     }
-    drop(stubs);
+}
+
+#[test]
+fn a_phone_that_never_reports_fails_after_the_timeout() {
+    let b = bench(1, "  timeout: 3s\n", true);
+    let cfg = b.p.path().join("config.yaml");
+    let bin = support::bin();
+    let out = b.srv.run(&[
+        bin.to_str().unwrap(),
+        "upgrade",
+        "00:0e:08:00:16:00",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(
+            "00:0e:08:00:16:00 198.18.0.11: failed no report within 3s (upgrade.timeout)"
+        ),
+        "{text}"
+    );
+    let d = dash(&b.srv, "/api/devices/00:0e:08:00:16:00");
+    let kinds: Vec<&str> = d["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .filter(|k| k.starts_with("upgrade"))
+        .collect();
+    assert_eq!(kinds, ["upgrade_sent", "upgrade_failed"], "{d}");
 }
 
 #[test]
