@@ -97,6 +97,13 @@ fn chromium_actions_ask_first_and_send_what_the_api_expects() {
         true
     );
 
+    // "Resync all" asks in the same dialog.
+    assert!(confirm(&mut br, "all", false).is_none());
+    assert_eq!(
+        br.eval("document.getElementById('confirm-text').textContent"),
+        "Resync every phone?"
+    );
+
     // Release the lease of its address.
     let a = confirm(&mut br, "act-release", true).unwrap();
     assert_eq!(
