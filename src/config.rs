@@ -132,6 +132,9 @@ pub struct Config {
     /// Files phones write back (off by default).
     #[serde(default)]
     pub uploads: crate::uploads::Config,
+    /// Firmware pushes (`provbox upgrade`, the dashboard's upgrade action).
+    #[serde(default)]
+    pub upgrade: crate::upgrade::Config,
     /// How long in-flight transfers may finish after SIGTERM/SIGINT.
     #[serde(default = "default_grace")]
     pub shutdown_grace: Dur,
@@ -603,6 +606,7 @@ impl Config {
         self.dashboard.validate(p);
         self.uploads.validate(p);
         self.hooks.validate(p);
+        self.upgrade.validate(p);
         check_conflicts(&self.listeners(), p);
     }
 

@@ -294,6 +294,11 @@ impl Client {
         .await
     }
 
+    /// POST the body; the status and the whole answer (at most `max_body` bytes).
+    pub async fn post(&self, req: &Post) -> Result<Response, Error> {
+        self.request(Method::POST, &req.get, req.body.clone()).await
+    }
+
     /// POST the body; the status only, the answer's body is not read.
     pub async fn post_status(&self, req: &Post) -> Result<StatusCode, Error> {
         self.within_deadline(async {

@@ -29,6 +29,7 @@ pub mod syslog;
 pub mod tftp;
 pub mod tls;
 pub mod tls_legacy;
+pub mod upgrade;
 pub mod uploads;
 pub mod vendors;
 pub mod web;

@@ -43,6 +43,18 @@ enum Command {
         #[arg(long, short, default_value = "config.yaml")]
         config: PathBuf,
     },
+    /// Push firmware: send each phone its web command `/admin/upgrade?<firmware URL on
+    /// this box>` through the running provbox's dashboard, at most `upgrade.max_parallel`
+    /// at a time, and follow each phone until it reports (or `upgrade.timeout`).
+    Upgrade {
+        /// A MAC address, an IP address, or `all`.
+        target: String,
+        /// A file in the catalog (else `upgrade.firmware` for the phone's model/vendor).
+        #[arg(long)]
+        firmware: Option<String>,
+        #[arg(long, short, default_value = "config.yaml")]
+        config: PathBuf,
+    },
     /// List the DHCP leases in the lease journal (also while provbox runs), or release one.
     Leases {
         #[arg(long, short, default_value = "config.yaml", global = true)]
@@ -439,6 +451,29 @@ fn main() -> ExitCode {
                 Ok(false) => ExitCode::FAILURE,
                 Err(e) => {
                     eprintln!("provbox resync: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Upgrade {
+            target,
+            firmware,
+            config,
+        } => {
+            let cfg = match load(&config) {
+                Ok(cfg) => cfg,
+                Err(code) => return code,
+            };
+            let rt = match runtime(tokio::runtime::Builder::new_current_thread()) {
+                Ok(rt) => rt,
+                Err(code) => return code,
+            };
+            let fw = firmware.as_deref();
+            match rt.block_on(provbox::upgrade::cli(&cfg, &target, fw)) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("provbox upgrade: {e:#}");
                     ExitCode::FAILURE
                 }
             }

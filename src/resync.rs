@@ -262,7 +262,14 @@ pub async fn web_command(cfg: &Config, r: &Request) -> Result<String, String> {
     let url = template
         .replace("{ip}", &ip)
         .replace("{mac}", r.mac_hex.as_deref().unwrap_or(""));
-    let target = Target::parse(&url).map_err(|e| format!("bad URL: {e}"))?;
+    web_get(cfg, r, &url).await
+}
+
+/// GET `url` on the phone `r` (a web command: resync, reboot, or `upgrade`'s), with the
+/// configured credentials, which go only to that phone. Ok/Err: one line saying what
+/// was sent and how the phone answered.
+pub async fn web_get(cfg: &Config, r: &Request, url: &str) -> Result<String, String> {
+    let target = Target::parse(url).map_err(|e| format!("bad URL: {e}"))?;
     let auth = cfg.http_user.as_ref().map(|u| {
         let creds = format!("{u}:{}", cfg.http_password.as_deref().unwrap_or(""));
         format!(

@@ -107,15 +107,27 @@ impl Service for Dashboard {
     async fn bind(deps: &Deps, banner: &mut Vec<String>) -> Result<Dashboard> {
         let (ctx, book) = (&deps.ctx, deps.book.clone());
         let d = &ctx.config.dashboard;
+        let upgrades = crate::upgrade::Upgrades::new(
+            crate::upgrade::Settings::from_config(&ctx.config),
+            book.clone(),
+            ctx.tracker.clone(),
+            ctx.shutdown.clone(),
+        );
         let api = Arc::new(crate::api::Api::new(
             book,
             ctx.provisioner.clone(),
             ctx.tracker.clone(),
             ctx.shutdown.clone(),
         ));
-        let (handler, listener) =
-            crate::dashboard::bind(d, &ctx.config.data_dir, api, ctx.metrics.clone(), banner)
-                .await?;
+        let (handler, listener) = crate::dashboard::bind(
+            d,
+            &ctx.config.data_dir,
+            api,
+            ctx.metrics.clone(),
+            upgrades,
+            banner,
+        )
+        .await?;
         Ok(Dashboard {
             ctx: ctx.clone(),
             listener: Some(listener),
@@ -132,11 +144,15 @@ impl Service for Dashboard {
             let name = l.name.clone();
             let run = l.run(self.ctx.shutdown.clone(), self.ctx.tracker.clone());
             sup.spawn_once("dashboard", name, run);
+            let (h, book) = (self.handler.history.clone(), self.handler.book.clone());
+            let history = h.run(book, self.ctx.shutdown.clone());
+            sup.spawn_once("dashboard", "history", history);
         }
         Ok(())
     }
 
     async fn reload(&self, change: &Change<'_>) -> Reloaded {
+        (self.handler.upgrades).reload(crate::upgrade::Settings::from_config(change.new));
         let applied = self
             .handler
             .reload(&change.new.dashboard, &self.ctx.config.data_dir);

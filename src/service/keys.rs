@@ -245,6 +245,9 @@ pub fn tables() -> Vec<Table> {
                 live("dashboard.resync.http_reboot_url"),
                 live("dashboard.resync.http_user"),
                 live("dashboard.resync.http_password"),
+                live("upgrade.max_parallel"),
+                live("upgrade.timeout"),
+                live("upgrade.firmware"),
             ],
         },
         Table {

@@ -14,6 +14,7 @@
 //! address, is refused (counted, and noted on the device's timeline). Resync targets and
 //! the phones' admin credentials follow the address, so one spoofed line must not move it.
 
+pub mod history;
 pub mod record;
 
 use std::collections::{HashMap, HashSet};

@@ -13,6 +13,8 @@ pub const NOTIFY: Notify = Notify {
 pub const WEB: WebCommand = WebCommand {
     resync: "/admin/resync",
     reboot: "/admin/reboot",
+    // "Firmware Upgrade With a Browser Command": /admin/upgrade?<scheme>://<server>/<path>
+    upgrade: "/admin/upgrade",
 };
 
 pub const VENDOR: Vendor = Vendor {

@@ -155,6 +155,8 @@ pub const CHECK_SYNC: Notify = Notify {
 pub struct WebCommand {
     pub resync: &'static str,
     pub reboot: &'static str,
+    /// Followed by `?<firmware URL>`.
+    pub upgrade: &'static str,
 }
 
 /// TLS the legacy listener must offer for this vendor's oldest firmware.
