@@ -618,7 +618,7 @@ mod tests {
         let server = crate::tls::Reloading::new(crate::tls::TlsFiles {
             cert: lab.server_cert.clone(),
             key: lab.server_key.clone(),
-            client_auth: crate::config::ClientAuth::None,
+            client_auth: crate::confkit::ClientAuth::None,
             client_ca: None,
         })
         .unwrap();

@@ -6,6 +6,7 @@ pub mod banner;
 pub mod catalog;
 pub mod certs;
 pub mod config;
+pub mod confkit;
 pub mod control;
 pub mod dashboard;
 pub mod devices;

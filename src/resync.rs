@@ -9,7 +9,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 use tokio::net::{TcpStream, UdpSocket};
 
-use crate::config::{At, Problems};
+use crate::confkit::{At, Problems};
 use crate::http_client::{Client, Get, Target};
 use crate::vendors;
 

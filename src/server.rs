@@ -131,7 +131,7 @@ async fn apply(services: &[Box<dyn Service>], change: &Change<'_>) -> Verdict {
 /// every key that waits for a restart is named.
 #[allow(clippy::too_many_arguments)]
 async fn reload(
-    new: Result<Config, crate::config::ConfigErrors>,
+    new: Result<Config, crate::confkit::ConfigErrors>,
     running: &mut Arc<Config>,
     boot: &Config,
     services: &[Box<dyn Service>],

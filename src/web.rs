@@ -24,7 +24,8 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, HttpLimits};
+use crate::config::Config;
+use crate::confkit::HttpLimits;
 use crate::http::{self, AdminHandler, FileHandler, Handler};
 use crate::metrics::Protocol;
 use crate::server::{Context, bind_tcp};

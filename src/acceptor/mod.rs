@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 
 pub use idle::{Idle, Timeouts};
 
-use crate::config::{Dur, Problems};
+use crate::confkit::{Dur, HttpLimits, Problems};
 use crate::limit::{IpSlot, PerIp, WarnGate};
 use crate::metrics::RefusedLabels;
 
@@ -271,6 +271,21 @@ impl Acceptor {
             self.limits.max_connections_per_ip,
         );
         tracing::warn!(listener = %self.name, %peer, reason, max_connections = max, max_connections_per_ip = per_ip, also_refused = held, "connection refused");
+    }
+}
+
+/// The HTTP limits section as the acceptor applies it.
+impl HttpLimits {
+    /// What the acceptor admits and how long a connection may stand still.
+    pub fn accept(&self) -> Limits {
+        Limits {
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            timeouts: Timeouts {
+                idle: self.idle_timeout.0,
+                write: self.write_timeout.0,
+            },
+        }
     }
 }
 

@@ -25,7 +25,7 @@ use tokio_util::task::TaskTracker;
 
 use anyhow::Result;
 
-use crate::config::{At, ListenerSpec, Problems, Transport};
+use crate::confkit::{At, ListenerSpec, Problems, Transport};
 use crate::http::{ConnInfo, Handler, LoggedBody};
 use crate::metrics::{Metrics, RefusalLabels};
 use crate::resync;

@@ -368,7 +368,7 @@ fn generated(key: String, body: Bytes, modified: SystemTime) -> Entry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::At;
+    use crate::confkit::At;
     use crate::metrics::Metrics;
     use config::Trust;
     use registry::LeaseInfo;

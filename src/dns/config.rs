@@ -10,7 +10,7 @@ use hickory_server::proto::rr::{LowerName, Name};
 use serde::Deserialize;
 
 use crate::acceptor::{Limits, TcpLimits, Timeouts};
-use crate::config::{At, Dur, ListenerSpec, Problems, Transport};
+use crate::confkit::{At, Dur, ListenerSpec, Problems, Transport};
 
 /// More health-check targets than this is a configuration mistake, not a lab.
 const MAX_CHECK_TARGETS: usize = 1024;

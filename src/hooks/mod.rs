@@ -24,7 +24,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{At, Dur, Problems};
+use crate::confkit::{At, Dur, Problems};
 use crate::devices::LeaseInfo;
 use crate::limit::WarnGate;
 use crate::status::{Device, State, now_ms};
@@ -564,7 +564,7 @@ async fn drain(
 mod tests {
     use super::*;
 
-    fn parse(hooks: &str) -> Result<crate::config::Config, crate::config::ConfigErrors> {
+    fn parse(hooks: &str) -> Result<crate::config::Config, crate::confkit::ConfigErrors> {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("files")).unwrap();
         let yaml = format!("catalog:\n  roots: [files]\nhooks:\n{hooks}");

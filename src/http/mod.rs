@@ -29,7 +29,7 @@ pub use body::LoggedBody;
 
 use crate::acceptor::{Acceptor, Conn};
 use crate::catalog::Refusal;
-use crate::config::HttpLimits;
+use crate::confkit::HttpLimits;
 use crate::devices::{ClientIdentity, FetchRequest, Provisioner};
 use crate::metrics::{Metrics, Protocol, TlsFailLabels, TlsHandshakeLabels};
 use crate::tls;

@@ -7,7 +7,8 @@
 
 use std::fmt::Debug;
 
-use crate::config::{At, Config};
+use crate::config::Config;
+use crate::confkit::At;
 
 pub struct Key {
     pub name: &'static str,

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::acceptor::{Acceptor, Idle, Limits, TcpLimits, Timeouts};
-use crate::config::{At, ListenerSpec, Problems, Transport};
+use crate::confkit::{At, ListenerSpec, Problems, Transport};
 use crate::devices::Mac;
 use crate::server::Context;
 use crate::status::StatusBook;

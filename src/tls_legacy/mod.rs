@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::config::{At, ClientAuth, HttpLimits, HttpsConfig, ListenerSpec, Problems, Transport};
+use crate::confkit::{At, ClientAuth, HttpLimits, HttpsConfig, ListenerSpec, Problems, Transport};
 
 #[cfg(feature = "legacy-tls")]
 pub use self::ossl::{Acceptor, HandshakeError, lab_rsa_cert};
@@ -156,7 +156,7 @@ impl Config {
             );
         }
         self.limits.validate("https_legacy.limits", p);
-        crate::config::check_cert_pair("https_legacy", &self.cert, &self.key, p);
+        crate::confkit::check_cert_pair("https_legacy", &self.cert, &self.key, p);
         let eff = self.effective(https);
         if let Some(ca) = &self.client_ca
             && !ca.is_file()
@@ -226,7 +226,7 @@ pub async fn bind(
 mod tests {
     use crate::config::Config;
 
-    fn parse(yaml: &str) -> Result<Config, crate::config::ConfigErrors> {
+    fn parse(yaml: &str) -> Result<Config, crate::confkit::ConfigErrors> {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("files")).unwrap();
         Config::parse(yaml, &dir.path().join("config.yaml"))
@@ -243,7 +243,7 @@ mod tests {
         assert!(!cfg.https_legacy.enabled);
         assert!(cfg.https_legacy.listeners().is_empty());
         let eff = cfg.https_legacy.effective(&cfg.https);
-        assert_eq!(eff.client_auth, crate::config::ClientAuth::Optional);
+        assert_eq!(eff.client_auth, crate::confkit::ClientAuth::Optional);
         assert!(eff.client_ca.unwrap().ends_with("ca.pem"));
         assert!(eff.cert_key.is_none());
         assert_eq!(eff.ciphers, super::DEFAULT_CIPHERS);

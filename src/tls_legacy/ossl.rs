@@ -24,7 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_openssl::SslStream;
 
 use super::{Config, Effective, MinProtocol};
-use crate::config::{At, ClientAuth};
+use crate::confkit::{At, ClientAuth};
 use crate::devices::ClientIdentity;
 use crate::http;
 use crate::metrics::Protocol;
