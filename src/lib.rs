@@ -12,6 +12,7 @@ pub mod dashboard;
 pub mod devices;
 pub mod dhcp;
 pub mod dns;
+pub mod frontend;
 pub mod hooks;
 pub mod http;
 pub mod http_client;

@@ -23,14 +23,10 @@ use anyhow::Result;
 use prometheus_client::registry::Registry;
 
 use crate::config::Config;
-use crate::server::Context;
+use crate::frontend::Context;
 use crate::status::StatusBook;
 use crate::supervisor::Supervisor;
 pub use keys::{Key, Table};
-
-/// A hook a front end hands back from its start: applies a new, valid configuration's
-/// live keys, or says why it could not (it then keeps the old settings).
-pub type ReloadFn = Box<dyn Fn(&Config) -> Result<()> + Send + Sync>;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -92,6 +88,8 @@ impl Reloaded {
 /// (metric families registered before the registry was shared, the status book).
 pub struct Deps {
     pub ctx: Arc<Context>,
+    /// The configuration the services are bound with; each front end is passed its section.
+    pub config: Arc<Config>,
     pub registry: Arc<Registry>,
     pub book: Arc<StatusBook>,
     pub tftp_metrics: Option<Arc<crate::tftp::TftpMetrics>>,

@@ -177,7 +177,7 @@ pub async fn bind(
     banner: &mut Vec<String>,
 ) -> Result<(Arc<DashboardHandler>, crate::http::Listener)> {
     let settings = Settings::load(cfg, data_dir)?;
-    let socket = crate::server::bind_tcp("dashboard.listen", cfg.listen.value).await?;
+    let socket = crate::frontend::bind_tcp("dashboard.listen", cfg.listen.value).await?;
     let local = socket.local_addr()?;
     banner.push(format!("dashboard http://{local}/"));
     let shown = if local.ip().is_unspecified() {

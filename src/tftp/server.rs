@@ -19,9 +19,9 @@ use super::packet::{self, Packet, code};
 use super::sock;
 use super::transfer::{self, Job, Shared};
 use crate::devices::TransferDone;
+use crate::frontend::{Context, bind_error};
 use crate::limit::{PerIp, WarnGate};
 use crate::metrics::{OutcomeLabels, Protocol};
-use crate::server::{Context, bind_error};
 
 /// With the `fault-injection` feature, a read request for this file panics the listener.
 #[cfg(feature = "fault-injection")]

@@ -203,15 +203,20 @@ impl Config {
     }
 }
 
+/// The reload hook: applies a new `https_legacy` section (which reads `https` for what it
+/// inherits).
+pub type Reload = Box<dyn Fn(&Config, &HttpsConfig) -> anyhow::Result<()> + Send + Sync>;
+
 /// Bind the enabled legacy listeners (all sockets first, like every front end) and return
 /// them ready to run with their reload hook; adds a banner line per socket.
 pub async fn bind(
-    ctx: &crate::server::Context,
+    ctx: &crate::frontend::Context,
+    cfg: &Config,
+    https: &HttpsConfig,
     banner: &mut Vec<String>,
-) -> anyhow::Result<(Vec<crate::http::Listener>, crate::service::ReloadFn)> {
-    let cfg = &ctx.config.https_legacy;
+) -> anyhow::Result<(Vec<crate::http::Listener>, Reload)> {
     if !cfg.enabled {
-        return Ok((Vec::new(), Box::new(|_: &crate::config::Config| Ok(()))));
+        return Ok((Vec::new(), Box::new(|_: &Config, _: &HttpsConfig| Ok(()))));
     }
     #[cfg(not(feature = "legacy-tls"))]
     {
@@ -219,7 +224,7 @@ pub async fn bind(
         anyhow::bail!("https_legacy: this provbox was built without the `legacy-tls` feature");
     }
     #[cfg(feature = "legacy-tls")]
-    ossl::bind(ctx, cfg, banner).await
+    ossl::bind(ctx, cfg, https, banner).await
 }
 
 #[cfg(test)]

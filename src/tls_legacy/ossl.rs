@@ -24,11 +24,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_openssl::SslStream;
 
 use super::{Config, Effective, MinProtocol};
-use crate::confkit::{At, ClientAuth};
+use crate::confkit::{At, ClientAuth, HttpsConfig};
 use crate::devices::ClientIdentity;
+use crate::frontend::{Context, bind_tcp};
 use crate::http;
 use crate::metrics::Protocol;
-use crate::server::{Context, bind_tcp};
 use crate::tls;
 
 /// RFC 7919 ffdhe2048, for the DHE-RSA suites (fixed, well-known parameters: nothing to
@@ -392,14 +392,15 @@ fn files_of(eff: Effective, lab: Option<&(PathBuf, PathBuf)>) -> Result<Files> {
 pub async fn bind(
     ctx: &Context,
     cfg: &Config,
+    https: &HttpsConfig,
     banner: &mut Vec<String>,
-) -> Result<(Vec<http::Listener>, crate::service::ReloadFn)> {
-    let eff = cfg.effective(&ctx.config.https);
+) -> Result<(Vec<http::Listener>, super::Reload)> {
+    let eff = cfg.effective(https);
     let lab = match &eff.cert_key {
         Some(_) => None,
         None => {
             let dir = ctx.data_dir.join("tls");
-            let (c, k) = lab_rsa_cert(&dir, &tls::machine_names(&ctx.config.https.names))
+            let (c, k) = lab_rsa_cert(&dir, &tls::machine_names(&https.names))
                 .context("https_legacy: creating the lab RSA certificate")?;
             tracing::info!(cert = %c.display(), "https_legacy: no certificate configured; serving an RSA one from the lab CA");
             Some((c, k))
@@ -411,11 +412,11 @@ pub async fn bind(
     // SIGHUP: new ciphers, minimum protocol, certificate paths or client policy apply to
     // the next handshake; the addresses stay until a restart (server.rs says so).
     let acc = acceptor.clone();
-    let reload: crate::service::ReloadFn = Box::new(move |cfg: &crate::config::Config| {
-        if !cfg.https_legacy.enabled {
+    let reload: super::Reload = Box::new(move |cfg: &Config, https: &HttpsConfig| {
+        if !cfg.enabled {
             return Ok(());
         }
-        let eff = cfg.https_legacy.effective(&cfg.https);
+        let eff = cfg.effective(https);
         acc.reconfigure(files_of(eff, lab.as_ref())?)
     });
     acceptor
