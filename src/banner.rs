@@ -5,18 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
-
-/// IPv4 addresses of interfaces that are up, loopback last.
-pub fn local_ipv4() -> Vec<Ipv4Addr> {
-    let mut out: Vec<Ipv4Addr> = crate::netif::ipv4()
-        .into_iter()
-        .filter(|a| a.up)
-        .map(|a| a.ip)
-        .collect();
-    out.sort_by_key(|a| (a.is_loopback(), *a));
-    out.dedup();
-    out
-}
+use crate::netif::local_ipv4;
 
 /// The address a phone should use for a listener bound to `bound`.
 fn reachable(bound: SocketAddr, host: Ipv4Addr) -> SocketAddr {

@@ -279,7 +279,12 @@ fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(code) => return code,
             };
-            match rt.block_on(provbox::resync::cli(&cfg, &target, reboot)) {
+            match rt.block_on(provbox::dashboard::resync_cli(
+                &cfg.dashboard,
+                &cfg.data_dir,
+                &target,
+                reboot,
+            )) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
                 Err(e) => {

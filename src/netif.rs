@@ -34,3 +34,11 @@ pub fn ipv4() -> Vec<Ipv4If> {
     })
     .collect()
 }
+
+/// IPv4 addresses of interfaces that are up, loopback last.
+pub fn local_ipv4() -> Vec<Ipv4Addr> {
+    let mut out: Vec<Ipv4Addr> = ipv4().into_iter().filter(|a| a.up).map(|a| a.ip).collect();
+    out.sort_by_key(|a| (a.is_loopback(), *a));
+    out.dedup();
+    out
+}
