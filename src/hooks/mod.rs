@@ -560,6 +560,19 @@ async fn drain(
     }
 }
 
+/// The status book's events, published as hook events.
+impl crate::status::Announce for Hooks {
+    fn state_changed(&self, d: &Device, before: Option<State>) {
+        self.publish(Event::state(d, before));
+    }
+    fn lease_bound(&self, ip: IpAddr, lease: &LeaseInfo) {
+        self.publish(Event::lease(Kind::LeaseBound, ip, lease));
+    }
+    fn lease_ended(&self, ip: IpAddr, lease: &LeaseInfo) {
+        self.publish(Event::lease(Kind::LeaseEnded, ip, lease));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,6 +33,16 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::devices::{LeaseInfo, Mac, Observer, Registry, TransferDone};
 use crate::store::Store;
+
+/// Who hears of state changes and lease events: the hooks (`hooks::Hooks`), set once at
+/// start. A trait so the book, below the hooks, does not name them. Implementations only
+/// queue: they are called with the book's state in hand.
+pub trait Announce: Send + Sync {
+    /// `d` entered its current state (`before`: its state until now, None when new).
+    fn state_changed(&self, d: &Device, before: Option<State>);
+    fn lease_bound(&self, ip: IpAddr, lease: &LeaseInfo);
+    fn lease_ended(&self, ip: IpAddr, lease: &LeaseInfo);
+}
 pub use record::{Action, Device, Event, PhoneEvent, PhoneReport, Proof, State, now_ms};
 
 /// key (`00:0e:08:aa:bb:cc` or `ip:…`) → the record as JSON (readable with any redb tool,
@@ -179,7 +189,7 @@ pub struct StatusBook {
     /// Keys to write (or delete) in the store; `None` when running without one (tests).
     dirty: Option<Dirty>,
     /// Told of every state change and lease event; set once hooks are configured.
-    hooks: OnceLock<Arc<crate::hooks::Hooks>>,
+    hooks: OnceLock<Arc<dyn Announce>>,
 }
 
 /// What the dashboard and CLI need to reach a device.
@@ -294,7 +304,7 @@ impl StatusBook {
     }
 
     /// Hooks hear of state changes from now on (set once; later calls are ignored).
-    pub fn set_hooks(&self, h: Arc<crate::hooks::Hooks>) {
+    pub fn set_hooks(&self, h: Arc<dyn Announce>) {
         let _ = self.hooks.set(h);
     }
 
@@ -303,7 +313,7 @@ impl StatusBook {
         if before != Some(d.state)
             && let Some(h) = self.hooks.get()
         {
-            h.publish(crate::hooks::Event::state(d, before));
+            h.state_changed(d, before);
         }
     }
 
@@ -817,21 +827,13 @@ impl Observer for StatusBook {
 
     fn lease_bound(&self, ip: IpAddr, lease: &LeaseInfo) {
         if let Some(h) = self.hooks.get() {
-            h.publish(crate::hooks::Event::lease(
-                crate::hooks::Kind::LeaseBound,
-                ip,
-                lease,
-            ));
+            h.lease_bound(ip, lease);
         }
     }
 
     fn lease_ended(&self, ip: IpAddr, lease: &LeaseInfo) {
         if let Some(h) = self.hooks.get() {
-            h.publish(crate::hooks::Event::lease(
-                crate::hooks::Kind::LeaseEnded,
-                ip,
-                lease,
-            ));
+            h.lease_ended(ip, lease);
         }
     }
 
