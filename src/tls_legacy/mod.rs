@@ -17,7 +17,7 @@ use serde::Deserialize;
 use crate::confkit::{At, ClientAuth, HttpLimits, HttpsConfig, ListenerSpec, Problems, Transport};
 
 #[cfg(feature = "legacy-tls")]
-pub use self::ossl::{Acceptor, HandshakeError, lab_rsa_cert};
+pub use self::ossl::{Acceptor, lab_rsa_cert};
 
 /// What old phones offer (Cisco SPA/3PCC, Yealink T2x, Polycom SoundPoint provisioning
 /// guides), after ECDHE suites so that modern clients still get forward secrecy and GCM.

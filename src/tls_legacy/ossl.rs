@@ -24,10 +24,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_openssl::SslStream;
 
 use super::{Config, Effective, MinProtocol};
+use crate::acceptor::Idle;
 use crate::confkit::{At, ClientAuth, HttpsConfig};
-use crate::devices::ClientIdentity;
 use crate::frontend::{Context, bind_tcp};
-use crate::http;
+use crate::http::{self, Handshake, HandshakeError};
 use crate::metrics::Protocol;
 use crate::tls;
 
@@ -161,19 +161,6 @@ fn context(f: &Files) -> Result<SslContext> {
     Ok(b.build())
 }
 
-/// A handshake that did not complete, with the reason label it is counted under.
-#[derive(Debug)]
-pub struct HandshakeError {
-    pub reason: &'static str,
-    pub detail: String,
-}
-
-impl std::fmt::Display for HandshakeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.detail)
-    }
-}
-
 fn classify(e: &openssl::ssl::Error) -> &'static str {
     if let Some(stack) = e.ssl_error() {
         let reasons: Vec<&str> = stack.errors().iter().filter_map(|x| x.reason()).collect();
@@ -209,13 +196,6 @@ fn classify(e: &openssl::ssl::Error) -> &'static str {
 pub struct Acceptor {
     current: ArcSwap<SslContext>,
     files: ArcSwap<Files>,
-}
-
-/// What a finished handshake says, for metrics and the request's identity.
-pub struct Handshake {
-    pub version: &'static str,
-    pub cipher: String,
-    pub client: Option<ClientIdentity>,
 }
 
 impl Acceptor {
@@ -316,6 +296,17 @@ impl Acceptor {
                 }
             }
         });
+    }
+}
+
+/// The OpenSSL door as `http` drives it: handshake, then the stream and what it negotiated.
+impl http::Handshaker for Acceptor {
+    fn handshake(&self, io: Idle<tokio::net::TcpStream>) -> http::HandshakeFuture<'_> {
+        Box::pin(async move {
+            let stream = self.accept(io).await?;
+            let hs = Acceptor::describe(stream.ssl());
+            Ok((Box::new(stream) as http::TlsStream, hs))
+        })
     }
 }
 
