@@ -16,6 +16,8 @@ pub mod frontend;
 pub mod hooks;
 pub mod http;
 pub mod http_client;
+#[cfg(test)]
+mod layers;
 pub mod limit;
 pub mod metrics;
 pub mod netif;
