@@ -1,37 +1,42 @@
 //! provbox: one process that provisions IP phones. The binary (`main.rs`) is a thin CLI
 //! over these modules; integration tests use them too (certificates, MAC parsing).
+//!
+//! Only what `main.rs`, `tests/` and the fuzz targets (`fuzz/`) use is `pub`; the rest is
+//! `pub(crate)`, and `unreachable_pub` keeps new items from claiming more.
 
-pub mod acceptor;
-pub mod banner;
+#![warn(unreachable_pub)]
+
+pub(crate) mod acceptor;
+pub(crate) mod banner;
 pub mod catalog;
 pub mod certs;
 pub mod config;
-pub mod confkit;
+pub(crate) mod confkit;
 pub mod control;
 pub mod dashboard;
 pub mod devices;
 pub mod dhcp;
 pub mod dns;
-pub mod frontend;
-pub mod hooks;
+pub(crate) mod frontend;
+pub(crate) mod hooks;
 pub mod http;
-pub mod http_client;
+pub(crate) mod http_client;
 #[cfg(test)]
 mod layers;
-pub mod limit;
-pub mod metrics;
-pub mod netif;
-pub mod resync;
-pub mod sdnotify;
+pub(crate) mod limit;
+pub(crate) mod metrics;
+pub(crate) mod netif;
+pub(crate) mod resync;
+pub(crate) mod sdnotify;
 pub mod server;
-pub mod service;
-pub mod status;
-pub mod store;
-pub mod supervisor;
+pub(crate) mod service;
+pub(crate) mod status;
+pub(crate) mod store;
+pub(crate) mod supervisor;
 pub mod syslog;
 pub mod tftp;
 pub mod tls;
 pub mod tls_legacy;
-pub mod vendors;
-pub mod web;
-pub mod zerocopy;
+pub(crate) mod vendors;
+pub(crate) mod web;
+pub(crate) mod zerocopy;
