@@ -21,7 +21,7 @@ use crate::supervisor::Supervisor;
 
 /// A hook a front end hands back from its start: applies a new, valid section's live
 /// keys, or says why it could not (it then keeps the old settings).
-pub type ReloadFn<C> = Box<dyn Fn(&C) -> Result<()> + Send + Sync>;
+pub(crate) type ReloadFn<C> = Box<dyn Fn(&C) -> Result<()> + Send + Sync>;
 
 /// What every front end is started with.
 pub struct Context {

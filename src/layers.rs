@@ -142,7 +142,9 @@ fn raw_string_at(b: &[u8]) -> Option<usize> {
     let end: Vec<u8> = std::iter::once(b'"')
         .chain(std::iter::repeat_n(b'#', hashes))
         .collect();
-    let close = b[i..].windows(end.len()).position(|w| w == end.as_slice())?;
+    let close = b[i..]
+        .windows(end.len())
+        .position(|w| w == end.as_slice())?;
     Some(i + close + end.len())
 }
 
@@ -153,10 +155,14 @@ fn char_literal_at(b: &[u8]) -> Option<usize> {
         let close = b[2..].iter().position(|&c| c == b'\'')?;
         return Some(2 + close + 1);
     }
-    let s = std::str::from_utf8(&b[1..b.len().min(6)]).ok().or_else(|| {
-        // A cut through a multi-byte character: try shorter.
-        (1..5).rev().find_map(|n| std::str::from_utf8(&b[1..b.len().min(1 + n)]).ok())
-    })?;
+    let s = std::str::from_utf8(&b[1..b.len().min(6)])
+        .ok()
+        .or_else(|| {
+            // A cut through a multi-byte character: try shorter.
+            (1..5)
+                .rev()
+                .find_map(|n| std::str::from_utf8(&b[1..b.len().min(1 + n)]).ok())
+        })?;
     let ch = s.chars().next()?;
     let after = 1 + ch.len_utf8();
     (b.get(after) == Some(&b'\'')).then_some(after + 1)
@@ -232,7 +238,8 @@ fn references(text: &str) -> Vec<(String, usize)> {
                     ',' if depth == 1 => item_start = true,
                     c if item_start && depth == 1 && !c.is_whitespace() => {
                         item_start = false;
-                        let name: String = group[i..].chars().take_while(|&c| is_ident(c)).collect();
+                        let name: String =
+                            group[i..].chars().take_while(|&c| is_ident(c)).collect();
                         if !name.is_empty() {
                             let pos = from + (rest.len() - rest_trimmed.len()) + 1 + i;
                             out.push((name, line_of(pos)));
@@ -295,8 +302,7 @@ fn violations(g: &Graph, layers: &[(&str, Layer)]) -> Vec<String> {
     }
     for (from, edges) in g {
         for (to, at) in edges {
-            let (Some(&lf), Some(&lt)) = (layer.get(from.as_str()), layer.get(to.as_str()))
-            else {
+            let (Some(&lf), Some(&lt)) = (layer.get(from.as_str()), layer.get(to.as_str())) else {
                 continue;
             };
             if lf == FrontEnd && lt == FrontEnd {
@@ -336,7 +342,8 @@ fn cycles(g: &Graph) -> Vec<Vec<String>> {
         }
         seen
     };
-    let reaches: BTreeMap<&String, BTreeSet<String>> = nodes.iter().map(|n| (*n, reach(n))).collect();
+    let reaches: BTreeMap<&String, BTreeSet<String>> =
+        nodes.iter().map(|n| (*n, reach(n))).collect();
     let mut done = BTreeSet::new();
     let mut out = Vec::new();
     for n in &nodes {

@@ -111,7 +111,7 @@ impl Config {
 
 /// One device to ask.
 #[derive(Debug, Clone)]
-pub struct Request {
+pub(crate) struct Request {
     pub ip: IpAddr,
     /// 12 hex digits, when known.
     pub mac_hex: Option<String>,
@@ -122,7 +122,7 @@ pub struct Request {
 
 /// `Event:` header value for this phone: the vendor's (from its table in `vendors`, found
 /// by hint in the model, vendor class or User-Agent) unless the configuration names one.
-pub fn event_for(cfg: &Config, vendor: Option<&str>, reboot: bool) -> String {
+pub(crate) fn event_for(cfg: &Config, vendor: Option<&str>, reboot: bool) -> String {
     let n = match cfg.event {
         EventName::CheckSync => vendors::CHECK_SYNC,
         EventName::Resync => vendors::cisco::NOTIFY,
@@ -149,7 +149,7 @@ fn token() -> String {
     )
 }
 
-pub fn notify_message(event: &str, to: SocketAddr, local: SocketAddr) -> String {
+pub(crate) fn notify_message(event: &str, to: SocketAddr, local: SocketAddr) -> String {
     let t = token();
     let host = |a: SocketAddr| match a {
         SocketAddr::V4(v) => format!("{}:{}", v.ip(), v.port()),
@@ -175,7 +175,7 @@ pub fn notify_message(event: &str, to: SocketAddr, local: SocketAddr) -> String 
 
 /// Send a NOTIFY, retransmitting like RFC 3261 timer A (0.5 s, 1 s, 2 s), and wait for a
 /// final answer. Ok(text) on 2xx, Err(text) otherwise.
-pub async fn notify(cfg: &Config, r: &Request) -> Result<String, String> {
+pub(crate) async fn notify(cfg: &Config, r: &Request) -> Result<String, String> {
     let to = SocketAddr::new(r.ip, cfg.sip_port);
     let bind: SocketAddr = if r.ip.is_ipv4() {
         "0.0.0.0:0".parse().unwrap()
@@ -231,7 +231,7 @@ pub async fn notify(cfg: &Config, r: &Request) -> Result<String, String> {
 
 /// One HTTP GET through the shared client (the phone's web command, or provbox's own API
 /// from the CLI), dialling `addr` whatever the URL's host. Returns (status, body).
-pub async fn http_get(
+pub(crate) async fn http_get(
     addr: SocketAddr,
     url: &Target,
     auth: Option<String>,
@@ -249,7 +249,7 @@ pub async fn http_get(
     ))
 }
 
-pub async fn web_command(cfg: &Config, r: &Request) -> Result<String, String> {
+pub(crate) async fn web_command(cfg: &Config, r: &Request) -> Result<String, String> {
     let template = if r.reboot {
         &cfg.http_reboot_url.value
     } else {
@@ -314,7 +314,7 @@ async fn credentials_may_go_to(r: &Request, port: u16) -> Result<(), String> {
 }
 
 /// Ask one phone, the configured way.
-pub async fn send(cfg: &Config, r: &Request) -> Result<String, String> {
+pub(crate) async fn send(cfg: &Config, r: &Request) -> Result<String, String> {
     match cfg.method.value {
         Method::Sip => notify(cfg, r).await,
         Method::Http => web_command(cfg, r).await,

@@ -32,14 +32,14 @@ use crate::supervisor::Supervisor;
 use crate::tls;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Http,
     Https,
     Metrics,
 }
 
 impl Kind {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::Http => "http",
             Kind::Https => "https",
@@ -79,7 +79,7 @@ struct Prepared {
     banner: Vec<String>,
 }
 
-pub struct Web {
+pub(crate) struct Web {
     ctx_shutdown: CancellationToken,
     tracker: TaskTracker,
     registry: Arc<Registry>,
@@ -98,7 +98,7 @@ pub struct Web {
 /// The sections the group serves (http, https, metrics), passed in: `web` does not read
 /// the aggregate configuration.
 #[derive(Clone, Copy)]
-pub struct Sections<'a> {
+pub(crate) struct Sections<'a> {
     pub http: &'a HttpConfig,
     pub https: &'a HttpsConfig,
     pub metrics: &'a MetricsConfig,
@@ -155,7 +155,7 @@ fn tls_files(cfg: Sections<'_>, data_dir: &std::path::Path) -> Result<tls::TlsFi
 
 impl Web {
     /// Bind every enabled group's sockets; nothing accepts until [`Web::start`].
-    pub async fn bind(
+    pub(crate) async fn bind(
         ctx: &Context,
         cfg: Sections<'_>,
         registry: Arc<Registry>,
@@ -192,7 +192,7 @@ impl Web {
     }
 
     /// Start accepting on everything [`Web::bind`] bound.
-    pub async fn start(&self) {
+    pub(crate) async fn start(&self) {
         let pending: Vec<Prepared> = std::mem::take(&mut *self.pending.lock().unwrap());
         let mut groups = self.groups.lock().await;
         for p in pending {
@@ -316,7 +316,7 @@ impl Web {
 
     /// Bring every group in line with `cfg`. Returns the groups that could not be changed
     /// (they keep running as they were), each with the reason, and the groups restarted.
-    pub async fn apply(&self, cfg: Sections<'_>) -> (Vec<(Kind, anyhow::Error)>, Vec<Kind>) {
+    pub(crate) async fn apply(&self, cfg: Sections<'_>) -> (Vec<(Kind, anyhow::Error)>, Vec<Kind>) {
         let mut failed = Vec::new();
         let mut changed = Vec::new();
         let mut groups = self.groups.lock().await;

@@ -111,7 +111,7 @@ impl DnsMetrics {
 }
 
 /// A fixed label set: a client choosing arbitrary type numbers must not grow the registry.
-pub fn qtype_label(t: RecordType) -> &'static str {
+pub(super) fn qtype_label(t: RecordType) -> &'static str {
     match t {
         RecordType::A => "A",
         RecordType::AAAA => "AAAA",
@@ -129,7 +129,7 @@ pub fn qtype_label(t: RecordType) -> &'static str {
     }
 }
 
-pub fn rcode_label(r: ResponseCode) -> &'static str {
+pub(super) fn rcode_label(r: ResponseCode) -> &'static str {
     match r {
         ResponseCode::NoError => "NOERROR",
         ResponseCode::FormErr => "FORMERR",

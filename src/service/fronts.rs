@@ -35,7 +35,7 @@ fn web_sections(c: &Config) -> crate::web::Sections<'_> {
 }
 
 /// HTTP, HTTPS and the metrics listener: restartable groups (src/web.rs).
-pub struct WebGroup {
+pub(crate) struct WebGroup {
     pub web: Arc<Web>,
 }
 
@@ -80,7 +80,7 @@ impl Service for WebGroup {
 }
 
 /// The OpenSSL door for old phones.
-pub struct LegacyTls {
+pub(crate) struct LegacyTls {
     ctx: Arc<Context>,
     listeners: Vec<crate::http::Listener>,
     hook: crate::tls_legacy::Reload,
@@ -120,7 +120,7 @@ impl Service for LegacyTls {
 }
 
 /// The bench dashboard.
-pub struct Dashboard {
+pub(crate) struct Dashboard {
     ctx: Arc<Context>,
     listener: Option<crate::http::Listener>,
     handler: Arc<crate::dashboard::DashboardHandler>,
@@ -169,7 +169,7 @@ impl Service for Dashboard {
 }
 
 /// TFTP.
-pub struct Tftp {
+pub(crate) struct Tftp {
     ctx: Arc<Context>,
     bound: Option<crate::tftp::Bound>,
 }
@@ -207,7 +207,7 @@ impl Service for Tftp {
 }
 
 /// DHCP: binds its interfaces; opens the lease journal only when started.
-pub struct Dhcp {
+pub(crate) struct Dhcp {
     ctx: Arc<Context>,
     bound: Option<crate::dhcp::Bound>,
     metrics: Arc<crate::dhcp::DhcpMetrics>,
@@ -256,7 +256,7 @@ impl Service for Dhcp {
 }
 
 /// DNS.
-pub struct Dns {
+pub(crate) struct Dns {
     ctx: Arc<Context>,
     config: Arc<Config>,
     bound: Option<crate::dns::Bound>,
@@ -298,7 +298,7 @@ impl Service for Dns {
 }
 
 /// The syslog receiver; opens `forward_file` only when started.
-pub struct Syslog {
+pub(crate) struct Syslog {
     ctx: Arc<Context>,
     config: Arc<Config>,
     bound: Option<crate::syslog::Bound>,

@@ -14,7 +14,7 @@
 //! address, is refused (counted, and noted on the device's timeline). Resync targets and
 //! the phones' admin credentials follow the address, so one spoofed line must not move it.
 
-pub mod record;
+pub(crate) mod record;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -43,7 +43,7 @@ pub trait Announce: Send + Sync {
     fn lease_bound(&self, ip: IpAddr, lease: &LeaseInfo);
     fn lease_ended(&self, ip: IpAddr, lease: &LeaseInfo);
 }
-pub use record::{Action, Device, Event, PhoneEvent, PhoneReport, Proof, State, now_ms};
+pub(crate) use record::{Action, Device, PhoneEvent, PhoneReport, Proof, State, now_ms};
 
 /// key (`00:0e:08:aa:bb:cc` or `ip:…`) → the record as JSON (readable with any redb tool,
 /// and new fields do not need a migration).
@@ -53,12 +53,12 @@ const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("status_devic
 const PERSIST_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Devices kept; beyond that the one not heard from longest is forgotten.
-pub const MAX_DEVICES: usize = 4096;
+pub(crate) const MAX_DEVICES: usize = 4096;
 /// A full book forgets `MAX_DEVICES / EVICT_FRACTION` devices at once.
 const EVICT_FRACTION: usize = 16;
 
 /// Changed keys remembered one by one before the writer is simply told "write everything".
-pub const MAX_DIRTY_KEYS: usize = 1024;
+pub(crate) const MAX_DIRTY_KEYS: usize = 1024;
 /// Records copied per lock hold when writing (the book's lock is never held to serialise).
 const WRITE_CHUNK: usize = 256;
 /// A refused claim is noted on the named device's timeline at most this often.

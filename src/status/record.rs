@@ -8,11 +8,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 /// Timeline entries kept per device (oldest dropped first).
-pub const MAX_EVENTS: usize = 200;
+pub(crate) const MAX_EVENTS: usize = 200;
 /// Other syslog lines kept per device.
-pub const MAX_LINES: usize = 100;
+pub(crate) const MAX_LINES: usize = 100;
 /// A syslog line longer than this is cut (phones send short lines; this bounds memory).
-pub const MAX_LINE_LEN: usize = 1024;
+pub(crate) const MAX_LINE_LEN: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -174,7 +174,7 @@ pub struct Device {
     pub lines: VecDeque<Line>,
 }
 
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -193,7 +193,7 @@ fn cut(s: &str) -> String {
 }
 
 /// Transfer outcomes that mean the device got its file.
-pub fn transfer_ok(outcome: &str) -> bool {
+pub(crate) fn transfer_ok(outcome: &str) -> bool {
     matches!(outcome, "ok" | "partial" | "not_modified")
 }
 

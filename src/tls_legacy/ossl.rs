@@ -46,7 +46,7 @@ ssbzSibBsu/6iGtCOGEoXJf//////////wIBAg==
 /// Every entry of an OpenSSL cipher string must select something in this library, so a
 /// typo or a suite the system OpenSSL lacks (RC4 on most current builds) is refused at
 /// `provbox check` instead of silently narrowing what phones can use.
-pub fn check_ciphers(list: &At<String>) -> Result<(), String> {
+pub(super) fn check_ciphers(list: &At<String>) -> Result<(), String> {
     let probe = |s: &str| -> bool {
         let Ok(mut b) = SslContext::builder(SslMethod::tls_server()) else {
             return false;
@@ -380,7 +380,7 @@ fn files_of(eff: Effective, lab: Option<&(PathBuf, PathBuf)>) -> Result<Files> {
     })
 }
 
-pub async fn bind(
+pub(super) async fn bind(
     ctx: &Context,
     cfg: &Config,
     https: &HttpsConfig,
