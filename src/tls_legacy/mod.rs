@@ -220,7 +220,7 @@ pub async fn bind(
     }
     #[cfg(not(feature = "legacy-tls"))]
     {
-        let _ = banner;
+        let _ = (ctx, https, banner);
         anyhow::bail!("https_legacy: this provbox was built without the `legacy-tls` feature");
     }
     #[cfg(feature = "legacy-tls")]
