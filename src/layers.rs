@@ -13,11 +13,12 @@ use std::path::Path;
 /// import each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Layer {
-    /// Config primitives, metrics, limits, OS helpers, the task supervisor, the store.
+    /// Config primitives, metrics, limits, OS helpers, the task supervisor, and the
+    /// vendor tables (data: the callers consume them).
     Leaf,
     /// The TCP acceptor and the file catalog.
     Plumbing,
-    /// Devices and their pipeline, status, vendors, TLS, hooks, resync, outbound HTTP.
+    /// Devices and their pipeline, status, TLS, hooks, resync, the store, outbound HTTP.
     Domain,
     /// What front ends are given (`frontend::Context`) and the HTTP serving kit they share.
     Serving,
@@ -40,6 +41,7 @@ const LAYERS: &[(&str, Layer)] = &[
     ("netif", Leaf),
     ("sdnotify", Leaf),
     ("supervisor", Leaf),
+    ("vendors", Leaf),
     ("zerocopy", Leaf),
     ("acceptor", Plumbing),
     ("catalog", Plumbing),
@@ -51,7 +53,6 @@ const LAYERS: &[(&str, Layer)] = &[
     ("status", Domain),
     ("store", Domain),
     ("tls", Domain),
-    ("vendors", Domain),
     ("frontend", Serving),
     ("http", Serving),
     ("dashboard", FrontEnd),
