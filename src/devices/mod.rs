@@ -70,6 +70,9 @@ pub trait Observer: Send + Sync {
     fn note(&self, _mac: Mac, _kind: &str, _detail: &str) {}
 }
 
+pub use crate::metrics::{
+    OutcomeLabel as OutcomeLabels, RefusalLabels as ReasonLabels, ResultLabels,
+};
 use binding::Bindings;
 
 /// A verified TLS client certificate, as the HTTPS listener saw it.
@@ -97,21 +100,6 @@ pub struct FetchRequest<'a> {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabels {
     pub source: Source,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
-    pub reason: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabels {
-    pub outcome: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabels {
-    pub result: &'static str,
 }
 
 /// The device layer's own metric families.

@@ -32,6 +32,7 @@ use prometheus_client::registry::Registry as PromRegistry;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::devices::{LeaseInfo, Mac, Observer, Registry, TransferDone};
+pub(crate) use crate::metrics::RefusalLabels as ReasonLabels;
 use crate::store::Store;
 
 /// Who hears of state changes and lease events: the hooks (`hooks::Hooks`), set once at
@@ -67,11 +68,6 @@ const REFUSAL_NOTE_EVERY_MS: u64 = 60_000;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     state: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
-    pub reason: &'static str,
 }
 
 /// `provbox_devices{state}`, counted when scraped: counting on every event would walk

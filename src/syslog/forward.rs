@@ -16,13 +16,13 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Deserializer};
 
 use crate::limit::WarnGate;
+use crate::metrics::RefusalLabels as ReasonLabels;
 
 /// Lines waiting for the writer; a burst beyond this is dropped, not buffered.
 const QUEUE: usize = 4096;
@@ -103,11 +103,6 @@ pub fn escape(line: &str) -> Cow<'_, str> {
         }
     }
     Cow::Owned(out)
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabels {
-    reason: &'static str,
 }
 
 #[derive(Clone, Default)]

@@ -25,6 +25,7 @@ use crate::acceptor::{Acceptor, Idle, Limits, TcpLimits, Timeouts};
 use crate::confkit::{At, ListenerSpec, Problems, Transport};
 use crate::devices::Mac;
 use crate::frontend::Context;
+use crate::metrics::{EventLabel as EventLabels, RefusalLabels as ReasonLabels};
 use crate::status::StatusBook;
 
 /// Longest frame accepted; RFC 5424 asks receivers to take at least 2048 octets.
@@ -144,16 +145,6 @@ impl Config {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TransportLabels {
     transport: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct EventLabels {
-    event: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabels {
-    reason: &'static str,
 }
 
 #[derive(Clone, Default)]
