@@ -20,7 +20,8 @@ enum Layer {
     Plumbing,
     /// Devices and their pipeline, status, TLS, hooks, resync, the store, outbound HTTP.
     Domain,
-    /// What front ends are given (`frontend::Context`) and the HTTP serving kit they share.
+    /// What front ends are given (`frontend::Context`) and the HTTP serving kit (`http`)
+    /// that `web`, `dashboard` and `tls_legacy` serve their listeners with.
     Serving,
     /// One module per protocol or listener group; never importing one another.
     FrontEnd,
