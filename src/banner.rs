@@ -5,18 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
-
-/// IPv4 addresses of interfaces that are up, loopback last.
-pub fn local_ipv4() -> Vec<Ipv4Addr> {
-    let mut out: Vec<Ipv4Addr> = crate::netif::ipv4()
-        .into_iter()
-        .filter(|a| a.up)
-        .map(|a| a.ip)
-        .collect();
-    out.sort_by_key(|a| (a.is_loopback(), *a));
-    out.dedup();
-    out
-}
+use crate::netif::local_ipv4;
 
 /// The address a phone should use for a listener bound to `bound`.
 fn reachable(bound: SocketAddr, host: Ipv4Addr) -> SocketAddr {
@@ -45,7 +34,7 @@ fn example_profile(roots: &[PathBuf]) -> Option<String> {
     None
 }
 
-pub struct Inputs<'a> {
+pub(crate) struct Inputs<'a> {
     pub cfg: &'a Config,
     /// `kind  url` lines from the front ends that bound sockets.
     pub listening: &'a [String],
@@ -55,7 +44,7 @@ pub struct Inputs<'a> {
 }
 
 /// Log the lab CA and print the banner on stdout (journald and `podman logs` keep it).
-pub fn print(cfg: &Config, listening: &[String], lab_ca: Option<PathBuf>) {
+pub(crate) fn print(cfg: &Config, listening: &[String], lab_ca: Option<PathBuf>) {
     if let Some(ca) = &lab_ca {
         tracing::info!(ca = %ca.display(), "https: serving a certificate from the lab CA (phones install this CA)");
     }
@@ -77,7 +66,7 @@ pub fn print(cfg: &Config, listening: &[String], lab_ca: Option<PathBuf>) {
     let _ = std::io::Write::flush(&mut std::io::stdout());
 }
 
-pub fn render(i: &Inputs<'_>) -> String {
+pub(crate) fn render(i: &Inputs<'_>) -> String {
     let cfg = i.cfg;
     let mut s = format!("provbox {} ready\n", env!("CARGO_PKG_VERSION"));
     for l in i.listening {

@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scheme {
+pub(crate) enum Scheme {
     Http,
     Https,
 }
@@ -40,7 +40,7 @@ impl Scheme {
 
 /// A URL as the client dials it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub(crate) struct Target {
     pub scheme: Scheme,
     /// A name or an address; an IPv6 address without its brackets.
     pub host: String,
@@ -51,7 +51,7 @@ pub struct Target {
 
 impl Target {
     /// `http[s]://host[:port][/path][?query]`. No credentials in the URL, no fragment.
-    pub fn parse(url: &str) -> Result<Target, String> {
+    pub(crate) fn parse(url: &str) -> Result<Target, String> {
         let example = "expected e.g. http://prov.lab.test:8080/healthz or http://[fe80::1]/x";
         let uri: Uri = url
             .parse()
@@ -120,7 +120,7 @@ impl Target {
     }
 
     /// The host as a URL writes it: an IPv6 address in brackets.
-    pub fn host_in_url(&self) -> String {
+    pub(crate) fn host_in_url(&self) -> String {
         if self.host.contains(':') {
             format!("[{}]", self.host)
         } else {
@@ -129,7 +129,7 @@ impl Target {
     }
 
     /// The `Host` header: the port only when it is not the scheme's default.
-    pub fn host_header(&self) -> String {
+    pub(crate) fn host_header(&self) -> String {
         if self.port == self.scheme.default_port() {
             self.host_in_url()
         } else {
@@ -156,7 +156,7 @@ impl std::fmt::Display for Target {
 
 /// One GET to send.
 #[derive(Debug, Clone)]
-pub struct Get {
+pub(crate) struct Get {
     pub target: Target,
     /// Dial this address instead of resolving the host (a health check dials the address
     /// it checks; a resync dials the phone's proven address). The `Host` header and TLS
@@ -166,7 +166,7 @@ pub struct Get {
 }
 
 impl Get {
-    pub fn new(target: Target) -> Get {
+    pub(crate) fn new(target: Target) -> Get {
         Get {
             target,
             connect_to: None,
@@ -174,12 +174,12 @@ impl Get {
         }
     }
 
-    pub fn connect_to(mut self, addr: SocketAddr) -> Get {
+    pub(crate) fn connect_to(mut self, addr: SocketAddr) -> Get {
         self.connect_to = Some(addr);
         self
     }
 
-    pub fn header(mut self, name: HeaderName, value: &str) -> Result<Get, Error> {
+    pub(crate) fn header(mut self, name: HeaderName, value: &str) -> Result<Get, Error> {
         let v = HeaderValue::from_str(value)
             .map_err(|_| Error(format!("{name}: not a valid header value")))?;
         self.headers.push((name, v));
@@ -189,34 +189,34 @@ impl Get {
 
 /// One POST to send: a target, headers and a body, like a [`Get`] with a payload.
 #[derive(Debug, Clone)]
-pub struct Post {
+pub(crate) struct Post {
     pub get: Get,
     pub body: Bytes,
 }
 
 impl Post {
-    pub fn new(target: Target, body: impl Into<Bytes>) -> Post {
+    pub(crate) fn new(target: Target, body: impl Into<Bytes>) -> Post {
         Post {
             get: Get::new(target),
             body: body.into(),
         }
     }
 
-    pub fn header(mut self, name: HeaderName, value: &str) -> Result<Post, Error> {
+    pub(crate) fn header(mut self, name: HeaderName, value: &str) -> Result<Post, Error> {
         self.get = self.get.header(name, value)?;
         Ok(self)
     }
 }
 
 #[derive(Debug, Clone)]
-pub struct Response {
+pub(crate) struct Response {
     pub status: StatusCode,
     pub body: Bytes,
 }
 
 /// What went wrong, in words for a log line or a CLI answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Error(pub String);
+pub(crate) struct Error(pub String);
 
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -231,7 +231,7 @@ const NO_ANSWER: &str = "no answer within";
 
 impl Error {
     /// The deadline passed before the exchange was over.
-    pub fn is_timeout(&self) -> bool {
+    pub(crate) fn is_timeout(&self) -> bool {
         self.0.starts_with(NO_ANSWER)
     }
 }
@@ -241,7 +241,7 @@ fn err(e: impl std::fmt::Display) -> Error {
 }
 
 #[derive(Clone)]
-pub struct Client {
+pub(crate) struct Client {
     timeout: Duration,
     max_body: usize,
     tls: Option<Arc<rustls::ClientConfig>>,
@@ -250,7 +250,7 @@ pub struct Client {
 impl Client {
     /// `timeout` covers connect, TLS, request and body; a body over `max_body` bytes is an
     /// error. HTTPS trusts the system's CAs unless [`Client::trusting`] says otherwise.
-    pub fn new(timeout: Duration, max_body: usize) -> Client {
+    pub(crate) fn new(timeout: Duration, max_body: usize) -> Client {
         Client {
             timeout,
             max_body,
@@ -259,13 +259,14 @@ impl Client {
     }
 
     /// HTTPS trusts only these CAs.
-    pub fn trusting(mut self, roots: rustls::RootCertStore) -> Client {
+    #[cfg(test)] // only tests trust a CA of their own
+    pub(crate) fn trusting(mut self, roots: rustls::RootCertStore) -> Client {
         self.tls = Some(Arc::new(tls_config(roots)));
         self
     }
 
     /// The status and the whole body (at most `max_body` bytes).
-    pub async fn get(&self, req: &Get) -> Result<Response, Error> {
+    pub(crate) async fn get(&self, req: &Get) -> Result<Response, Error> {
         self.within_deadline(async {
             let resp = self.send(req, Method::GET, Bytes::new()).await?;
             let status = resp.status();
@@ -276,7 +277,7 @@ impl Client {
     }
 
     /// The status only; the body is not read.
-    pub async fn status(&self, req: &Get) -> Result<StatusCode, Error> {
+    pub(crate) async fn status(&self, req: &Get) -> Result<StatusCode, Error> {
         self.within_deadline(async {
             Ok(self.send(req, Method::GET, Bytes::new()).await?.status())
         })
@@ -284,7 +285,12 @@ impl Client {
     }
 
     /// Any method, with a body: the status and the whole answer (the API's CLI client).
-    pub async fn request(&self, method: Method, req: &Get, body: Bytes) -> Result<Response, Error> {
+    pub(crate) async fn request(
+        &self,
+        method: Method,
+        req: &Get,
+        body: Bytes,
+    ) -> Result<Response, Error> {
         self.within_deadline(async {
             let resp = self.send(req, method, body).await?;
             let status = resp.status();
@@ -295,12 +301,12 @@ impl Client {
     }
 
     /// POST the body; the status and the whole answer (at most `max_body` bytes).
-    pub async fn post(&self, req: &Post) -> Result<Response, Error> {
+    pub(crate) async fn post(&self, req: &Post) -> Result<Response, Error> {
         self.request(Method::POST, &req.get, req.body.clone()).await
     }
 
     /// POST the body; the status only, the answer's body is not read.
-    pub async fn post_status(&self, req: &Post) -> Result<StatusCode, Error> {
+    pub(crate) async fn post_status(&self, req: &Post) -> Result<StatusCode, Error> {
         self.within_deadline(async {
             Ok(self
                 .send(&req.get, Method::POST, req.body.clone())
@@ -634,7 +640,7 @@ mod tests {
         let server = crate::tls::Reloading::new(crate::tls::TlsFiles {
             cert: lab.server_cert.clone(),
             key: lab.server_key.clone(),
-            client_auth: crate::config::ClientAuth::None,
+            client_auth: crate::confkit::ClientAuth::None,
             client_ca: None,
         })
         .unwrap();

@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 
 /// Lets a repeated warning through at most once per period, counting what it held back:
 /// a flood must not turn into a flood of log lines.
-pub struct WarnGate {
+pub(crate) struct WarnGate {
     every: Duration,
     state: Mutex<(Option<Instant>, u64)>,
 }
 
 impl WarnGate {
-    pub fn new(every: Duration) -> WarnGate {
+    pub(crate) fn new(every: Duration) -> WarnGate {
         WarnGate {
             every,
             state: Mutex::new((None, 0)),
@@ -27,12 +27,12 @@ impl WarnGate {
     }
 
     /// `Some(held back since the last one)` when this warning may be logged now.
-    pub fn admit(&self) -> Option<u64> {
+    pub(crate) fn admit(&self) -> Option<u64> {
         self.admit_at(Instant::now())
     }
 
     /// [`admit`](Self::admit) at a given time.
-    pub fn admit_at(&self, now: Instant) -> Option<u64> {
+    pub(crate) fn admit_at(&self, now: Instant) -> Option<u64> {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match s.0 {
             Some(last) if now.duration_since(last) < self.every => {
@@ -49,19 +49,19 @@ impl WarnGate {
 }
 
 /// At most `cap` slots at once per address.
-pub struct PerIp {
+pub(crate) struct PerIp {
     cap: usize,
     running: Mutex<HashMap<IpAddr, usize>>,
 }
 
 /// One place in its address's count; released on drop.
-pub struct IpSlot {
+pub(crate) struct IpSlot {
     owner: Arc<PerIp>,
     ip: IpAddr,
 }
 
 impl PerIp {
-    pub fn new(cap: usize) -> Arc<PerIp> {
+    pub(crate) fn new(cap: usize) -> Arc<PerIp> {
         Arc::new(PerIp {
             cap,
             running: Mutex::new(HashMap::new()),
@@ -69,7 +69,7 @@ impl PerIp {
     }
 
     /// A slot for `ip`, or `None` when it already holds `cap`.
-    pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+    pub(crate) fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
         // A v4 client on a dual-stack socket is the same host as over v4.
         let ip = ip.to_canonical();
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());

@@ -1,6 +1,6 @@
 //! provbox: one process that provisions IP phones (DHCP, DNS, TFTP, HTTP(S), metrics).
 
-use provbox::api::client;
+use provbox::cli::api as client;
 use provbox::{certs, config, control, server, tls};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -446,7 +446,12 @@ fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(code) => return code,
             };
-            match rt.block_on(provbox::resync::cli(&cfg, &target, reboot)) {
+            match rt.block_on(provbox::dashboard::resync_cli(
+                &cfg.dashboard,
+                &cfg.data_dir,
+                &target,
+                reboot,
+            )) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
                 Err(e) => {
@@ -469,7 +474,7 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             let fw = firmware.as_deref();
-            match rt.block_on(provbox::upgrade::cli(&cfg, &target, fw)) {
+            match rt.block_on(provbox::cli::upgrade::cli(&cfg, &target, fw)) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
                 Err(e) => {

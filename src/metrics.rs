@@ -74,14 +74,28 @@ pub struct KindLabels {
     pub kind: &'static str,
 }
 
+/// One `reason` label: refusals, drops and failures, every module's.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefusalLabels {
     pub reason: &'static str,
 }
 
+/// One `result` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
+}
+
+/// One `outcome` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+/// One `event` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabel {
+    pub event: &'static str,
 }
 
 /// Families shared by the file-delivery front ends and the catalog.
@@ -215,7 +229,7 @@ impl Metrics {
 
 /// The two exposition formats a scraper may ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     /// `application/openmetrics-text; version=1.0.0`: what prometheus-client writes.
     OpenMetrics,
     /// `text/plain; version=0.0.4`: what plain curl, Python's `prometheus_client.parser`
@@ -224,7 +238,7 @@ pub enum Format {
 }
 
 impl Format {
-    pub fn content_type(self) -> &'static str {
+    pub(crate) fn content_type(self) -> &'static str {
         match self {
             Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
             Format::Text004 => "text/plain; version=0.0.4; charset=utf-8",
@@ -234,7 +248,7 @@ impl Format {
 
 /// Choose the format from an `Accept` header the way the Prometheus client libraries do:
 /// OpenMetrics only when it is asked for (and not ranked below plain text), else 0.0.4.
-pub fn negotiate(accept: Option<&str>) -> Format {
+pub(crate) fn negotiate(accept: Option<&str>) -> Format {
     let Some(accept) = accept else {
         return Format::Text004;
     };
@@ -261,7 +275,7 @@ pub fn negotiate(accept: Option<&str>) -> Format {
 }
 
 /// The whole registry in the format `accept` asks for: (content type, body).
-pub fn exposition(reg: &Registry, accept: Option<&str>) -> (&'static str, String) {
+pub(crate) fn exposition(reg: &Registry, accept: Option<&str>) -> (&'static str, String) {
     let format = negotiate(accept);
     let om = encode(reg);
     let body = match format {
@@ -272,7 +286,7 @@ pub fn exposition(reg: &Registry, accept: Option<&str>) -> (&'static str, String
 }
 
 /// OpenMetrics text exposition of the whole registry (with its `# EOF`).
-pub fn encode(reg: &Registry) -> String {
+pub(crate) fn encode(reg: &Registry) -> String {
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut out, reg);
@@ -283,7 +297,7 @@ pub fn encode(reg: &Registry) -> String {
 /// family is named with its `_total` samples, `info` becomes a gauge `<name>_info`, other
 /// OpenMetrics-only types are untyped, and `# UNIT`, `# EOF`, `_created` samples and
 /// exemplars go.
-pub fn to_text_004(om: &str) -> String {
+pub(crate) fn to_text_004(om: &str) -> String {
     use std::collections::HashMap;
     let types: HashMap<&str, &str> = om
         .lines()

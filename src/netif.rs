@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use nix::net::if_::InterfaceFlags;
 
-pub struct Ipv4If {
+pub(crate) struct Ipv4If {
     pub iface: String,
     pub ip: Ipv4Addr,
     /// Netmask length (32 when the kernel reports none).
@@ -14,7 +14,7 @@ pub struct Ipv4If {
 }
 
 /// Every IPv4 address on every interface; empty if the kernel will not list them.
-pub fn ipv4() -> Vec<Ipv4If> {
+pub(crate) fn ipv4() -> Vec<Ipv4If> {
     let Ok(list) = nix::ifaddrs::getifaddrs() else {
         return Vec::new();
     };
@@ -33,4 +33,12 @@ pub fn ipv4() -> Vec<Ipv4If> {
         })
     })
     .collect()
+}
+
+/// IPv4 addresses of interfaces that are up, loopback last.
+pub(crate) fn local_ipv4() -> Vec<Ipv4Addr> {
+    let mut out: Vec<Ipv4Addr> = ipv4().into_iter().filter(|a| a.up).map(|a| a.ip).collect();
+    out.sort_by_key(|a| (a.is_loopback(), *a));
+    out.dedup();
+    out
 }

@@ -9,7 +9,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 use tokio::net::{TcpStream, UdpSocket};
 
-use crate::config::{At, Problems};
+use crate::confkit::{At, Problems};
 use crate::http_client::{Client, Get, Target};
 use crate::vendors;
 
@@ -111,7 +111,7 @@ impl Config {
 
 /// One device to ask.
 #[derive(Debug, Clone)]
-pub struct Request {
+pub(crate) struct Request {
     pub ip: IpAddr,
     /// 12 hex digits, when known.
     pub mac_hex: Option<String>,
@@ -122,7 +122,7 @@ pub struct Request {
 
 /// `Event:` header value for this phone: the vendor's (from its table in `vendors`, found
 /// by hint in the model, vendor class or User-Agent) unless the configuration names one.
-pub fn event_for(cfg: &Config, vendor: Option<&str>, reboot: bool) -> String {
+pub(crate) fn event_for(cfg: &Config, vendor: Option<&str>, reboot: bool) -> String {
     let n = match cfg.event {
         EventName::CheckSync => vendors::CHECK_SYNC,
         EventName::Resync => vendors::cisco::NOTIFY,
@@ -149,7 +149,7 @@ fn token() -> String {
     )
 }
 
-pub fn notify_message(event: &str, to: SocketAddr, local: SocketAddr) -> String {
+pub(crate) fn notify_message(event: &str, to: SocketAddr, local: SocketAddr) -> String {
     let t = token();
     let host = |a: SocketAddr| match a {
         SocketAddr::V4(v) => format!("{}:{}", v.ip(), v.port()),
@@ -175,7 +175,7 @@ pub fn notify_message(event: &str, to: SocketAddr, local: SocketAddr) -> String 
 
 /// Send a NOTIFY, retransmitting like RFC 3261 timer A (0.5 s, 1 s, 2 s), and wait for a
 /// final answer. Ok(text) on 2xx, Err(text) otherwise.
-pub async fn notify(cfg: &Config, r: &Request) -> Result<String, String> {
+pub(crate) async fn notify(cfg: &Config, r: &Request) -> Result<String, String> {
     let to = SocketAddr::new(r.ip, cfg.sip_port);
     let bind: SocketAddr = if r.ip.is_ipv4() {
         "0.0.0.0:0".parse().unwrap()
@@ -231,7 +231,7 @@ pub async fn notify(cfg: &Config, r: &Request) -> Result<String, String> {
 
 /// One HTTP GET through the shared client (the phone's web command, or provbox's own API
 /// from the CLI), dialling `addr` whatever the URL's host. Returns (status, body).
-pub async fn http_get(
+pub(crate) async fn http_get(
     addr: SocketAddr,
     url: &Target,
     auth: Option<String>,
@@ -249,7 +249,7 @@ pub async fn http_get(
     ))
 }
 
-pub async fn web_command(cfg: &Config, r: &Request) -> Result<String, String> {
+pub(crate) async fn web_command(cfg: &Config, r: &Request) -> Result<String, String> {
     let template = if r.reboot {
         &cfg.http_reboot_url.value
     } else {
@@ -268,7 +268,7 @@ pub async fn web_command(cfg: &Config, r: &Request) -> Result<String, String> {
 /// GET `url` on the phone `r` (a web command: resync, reboot, or `upgrade`'s), with the
 /// configured credentials, which go only to that phone. Ok/Err: one line saying what
 /// was sent and how the phone answered.
-pub async fn web_get(cfg: &Config, r: &Request, url: &str) -> Result<String, String> {
+pub(crate) async fn web_get(cfg: &Config, r: &Request, url: &str) -> Result<String, String> {
     let target = Target::parse(url).map_err(|e| format!("bad URL: {e}"))?;
     let auth = cfg.http_user.as_ref().map(|u| {
         let creds = format!("{u}:{}", cfg.http_password.as_deref().unwrap_or(""));
@@ -321,106 +321,11 @@ async fn credentials_may_go_to(r: &Request, port: u16) -> Result<(), String> {
 }
 
 /// Ask one phone, the configured way.
-pub async fn send(cfg: &Config, r: &Request) -> Result<String, String> {
+pub(crate) async fn send(cfg: &Config, r: &Request) -> Result<String, String> {
     match cfg.method.value {
         Method::Sip => notify(cfg, r).await,
         Method::Http => web_command(cfg, r).await,
     }
-}
-
-/// `provbox resync`: resolve the target through the running dashboard's API (an address
-/// works without it), send to each device, print one line per device. Ok(false) when any
-/// device was not reached.
-pub async fn cli(cfg: &crate::config::Config, target: &str, reboot: bool) -> anyhow::Result<bool> {
-    let d = &cfg.dashboard;
-    let mut api = d.listen.value;
-    if api.ip().is_unspecified() {
-        api.set_ip(if api.is_ipv4() {
-            IpAddr::from([127, 0, 0, 1])
-        } else {
-            IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
-        });
-    }
-    let auth = crate::dashboard::cli_token(cfg).map(|t| format!("Bearer {t}"));
-    let listed = if d.enabled {
-        let url = Target::parse(&format!("http://{api}/api/devices"))
-            .map_err(crate::http_client::Error)?;
-        http_get(api, &url, auth).await
-    } else {
-        Err(crate::http_client::Error(
-            "dashboard.enabled is false".into(),
-        ))
-    };
-    let mut requests = Vec::new();
-    match listed {
-        Ok((200, body)) => {
-            let v: serde_json::Value = serde_json::from_str(&body)?;
-            let want_mac = target
-                .parse::<crate::devices::Mac>()
-                .ok()
-                .map(|m| m.to_string());
-            for dev in v["devices"].as_array().into_iter().flatten() {
-                let key = dev["key"].as_str().unwrap_or("");
-                let ip = dev["ip"].as_str().and_then(|i| i.parse::<IpAddr>().ok());
-                let hit = target == "all"
-                    || want_mac.as_deref() == Some(key)
-                    || dev["ip"].as_str() == Some(target);
-                if let (true, Some(ip)) = (hit, ip) {
-                    let vendor = ["model", "vendor_class", "user_agent"]
-                        .iter()
-                        .find_map(|f| dev[*f].as_str().map(str::to_string));
-                    requests.push((
-                        key.to_string(),
-                        Request {
-                            ip,
-                            mac_hex: key.parse::<crate::devices::Mac>().ok().map(|m| m.to_hex()),
-                            vendor,
-                            reboot,
-                        },
-                    ));
-                }
-            }
-        }
-        Ok((code, body)) => {
-            if target.parse::<IpAddr>().is_err() {
-                anyhow::bail!("the dashboard at {api} answered {code}: {}", body.trim());
-            }
-        }
-        Err(e) => {
-            if target.parse::<IpAddr>().is_err() {
-                anyhow::bail!(
-                    "cannot list devices from the dashboard at {api} ({e}); is provbox running with dashboard.enabled? (an IP address works without it)"
-                );
-            }
-        }
-    }
-    if requests.is_empty()
-        && let Ok(ip) = target.parse::<IpAddr>()
-    {
-        requests.push((
-            target.to_string(),
-            Request {
-                ip,
-                mac_hex: None,
-                vendor: None,
-                reboot,
-            },
-        ));
-    }
-    if requests.is_empty() {
-        anyhow::bail!("no device with a known address matches `{target}`");
-    }
-    let mut all_ok = true;
-    for (key, r) in &requests {
-        match send(&d.resync, r).await {
-            Ok(msg) => println!("{key} {}: {msg}", r.ip),
-            Err(msg) => {
-                all_ok = false;
-                println!("{key} {}: FAILED {msg}", r.ip);
-            }
-        }
-    }
-    Ok(all_ok)
 }
 
 #[cfg(test)]

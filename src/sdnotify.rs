@@ -7,7 +7,7 @@ use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::Duration;
 
 /// Where to send notifications; `None` when not started by systemd (or the socket is gone).
-pub struct Notifier {
+pub(crate) struct Notifier {
     socket: Option<(UnixDatagram, SocketAddr)>,
 }
 
@@ -22,7 +22,7 @@ fn target(path: &str) -> std::io::Result<SocketAddr> {
 }
 
 impl Notifier {
-    pub fn from_env() -> Notifier {
+    pub(crate) fn from_env() -> Notifier {
         let socket = std::env::var("NOTIFY_SOCKET").ok().and_then(|path| {
             let addr = target(&path)
                 .inspect_err(|e| tracing::warn!("NOTIFY_SOCKET={path} is unusable: {e}"))
@@ -33,12 +33,12 @@ impl Notifier {
         Notifier { socket }
     }
 
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.socket.is_some()
     }
 
     /// Send `state` (newline-separated `KEY=value`); failures are logged, never fatal.
-    pub fn notify(&self, state: &str) {
+    pub(crate) fn notify(&self, state: &str) {
         if let Some((sock, addr)) = &self.socket
             && let Err(e) = sock.send_to_addr(state.as_bytes(), addr)
         {
@@ -46,19 +46,19 @@ impl Notifier {
         }
     }
 
-    pub fn ready(&self) {
+    pub(crate) fn ready(&self) {
         self.notify("READY=1\nSTATUS=serving");
     }
 
     /// systemd ≥ 253 wants the monotonic clock with RELOADING=1 to match the reload.
-    pub fn reloading(&self) {
+    pub(crate) fn reloading(&self) {
         self.notify(&format!(
             "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=reloading configuration",
             monotonic_usec()
         ));
     }
 
-    pub fn stopping(&self) {
+    pub(crate) fn stopping(&self) {
         self.notify("STOPPING=1\nSTATUS=finishing transfers");
     }
 
@@ -66,7 +66,7 @@ impl Notifier {
     /// a runtime task proves the runtime still schedules work; `healthy` (every service
     /// loop beating, none restarting) must hold too, else the ping is withheld and
     /// systemd restarts a process that stays wedged.
-    pub fn spawn_watchdog(
+    pub(crate) fn spawn_watchdog(
         &self,
         shutdown: tokio_util::sync::CancellationToken,
         healthy: impl Fn() -> Result<(), String> + Send + 'static,
@@ -109,7 +109,7 @@ impl Notifier {
     }
 
     /// The watchdog interval systemd asked for (`WatchdogSec=`), if any, for this process.
-    pub fn watchdog_interval(&self) -> Option<Duration> {
+    pub(crate) fn watchdog_interval(&self) -> Option<Duration> {
         if !self.enabled() {
             return None;
         }

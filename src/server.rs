@@ -1,7 +1,6 @@
 //! Binding every enabled service, then starting them all, reloading on a signal or a
 //! change of the file, and shutting down gracefully.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -10,7 +9,6 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -19,26 +17,12 @@ use crate::catalog::Catalog;
 use crate::config::{Config, LogFormat};
 use crate::control;
 use crate::devices::{self, Provisioner};
+pub use crate::frontend::{Context, bind_error, bind_tcp};
 use crate::metrics::Metrics;
 use crate::sdnotify::Notifier;
 use crate::service::{Change, Deps, Reloaded, Service, fronts};
 use crate::store::Store;
 use crate::supervisor::Supervisor;
-
-/// What every front end is started with.
-pub struct Context {
-    pub provisioner: Arc<Provisioner>,
-    pub metrics: Arc<Metrics>,
-    pub shutdown: CancellationToken,
-    pub tracker: TaskTracker,
-    pub data_dir: PathBuf,
-    pub store: Arc<Store>,
-    pub config: Arc<Config>,
-    /// Where phones' uploads go (`uploads.enabled`).
-    pub uploads: Option<Arc<crate::uploads::Uploads>>,
-    /// Owns every service loop (src/supervisor.rs).
-    pub supervisor: Arc<Supervisor>,
-}
 
 /// `provbox_config_restart_pending{key}`: 1 while a changed key waits for a restart.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -133,7 +117,7 @@ async fn apply(services: &[Box<dyn Service>], change: &Change<'_>) -> Verdict {
 /// every key that waits for a restart is named.
 #[allow(clippy::too_many_arguments)]
 async fn reload(
-    new: Result<Config, crate::config::ConfigErrors>,
+    new: Result<Config, crate::confkit::ConfigErrors>,
     running: &mut Arc<Config>,
     boot: &Config,
     services: &[Box<dyn Service>],
@@ -215,27 +199,6 @@ pub fn init_logging(cfg: &Config) {
     }
 }
 
-/// Bind a TCP listener, turning the common failures into advice.
-pub async fn bind_tcp(field: &str, addr: SocketAddr) -> Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| bind_error(field, addr, e))
-}
-
-pub fn bind_error(field: &str, addr: SocketAddr, e: std::io::Error) -> anyhow::Error {
-    let hint = match e.kind() {
-        std::io::ErrorKind::AddrInUse => {
-            " (another program listens there: `ss -lntup` shows which; change the port or stop it)"
-        }
-        std::io::ErrorKind::PermissionDenied if addr.port() < 1024 => {
-            " (ports below 1024 need root or CAP_NET_BIND_SERVICE; the shipped config uses high ports)"
-        }
-        std::io::ErrorKind::AddrNotAvailable => " (no interface on this machine has that address)",
-        _ => "",
-    };
-    anyhow::anyhow!("{field}: cannot listen on {addr}: {e}{hint}")
-}
-
 pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
     let cfg = Arc::new(cfg);
     std::fs::create_dir_all(&cfg.data_dir)
@@ -302,7 +265,6 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
         tracker,
         data_dir: cfg.data_dir.clone(),
         store,
-        config: cfg.clone(),
         uploads,
         supervisor: supervisor.clone(),
     });
@@ -322,6 +284,7 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
     // worse than one that refuses to start.
     let deps = Deps {
         ctx: ctx.clone(),
+        config: cfg.clone(),
         registry,
         book,
         tftp_metrics,

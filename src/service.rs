@@ -11,11 +11,9 @@
 //! `provbox_config_restart_pending{key}`. docs/operations.md's reload column is checked
 //! against these declarations (`server::tests`).
 
-pub mod fronts;
-pub mod keys;
+pub(crate) mod fronts;
+pub(crate) mod keys;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -23,22 +21,17 @@ use anyhow::Result;
 use prometheus_client::registry::Registry;
 
 use crate::config::Config;
-use crate::server::Context;
+use crate::frontend::Context;
 use crate::status::StatusBook;
 use crate::supervisor::Supervisor;
-pub use keys::{Key, Table};
-
-/// A hook a front end hands back from its start: applies a new, valid configuration's
-/// live keys, or says why it could not (it then keeps the old settings).
-pub type ReloadFn = Box<dyn Fn(&Config) -> Result<()> + Send + Sync>;
-
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(crate) use keys::Table;
 
 /// A reload as the services see it.
-pub struct Change<'a> {
+pub(crate) struct Change<'a> {
     /// What the sockets were bound with: restart keys are compared with this.
     pub boot: &'a Config,
-    /// What runs now.
+    /// What runs now (no service compares with it yet; the seam offers it).
+    #[allow(dead_code)]
     pub old: &'a Config,
     pub new: &'a Config,
 }
@@ -47,7 +40,7 @@ impl Change<'_> {
     /// The restart keys of `table` whose value differs from what the process started
     /// with. Keys of a service that is off both then and now are left out: they wait for
     /// nothing.
-    pub fn pending(&self, table: &Table) -> Vec<&'static str> {
+    pub(crate) fn pending(&self, table: &Table) -> Vec<&'static str> {
         if !(table.enabled)(self.boot) && !(table.enabled)(self.new) {
             return Vec::new();
         }
@@ -64,7 +57,7 @@ impl Change<'_> {
 
 /// What a service made of a reload.
 #[derive(Debug, PartialEq)]
-pub enum Reloaded {
+pub(crate) enum Reloaded {
     /// Every changed key is in force; `restarted` names groups started again in place.
     Applied { restarted: Vec<&'static str> },
     /// Live keys applied; these keys take effect at the next restart.
@@ -75,7 +68,7 @@ pub enum Reloaded {
 
 impl Reloaded {
     /// The usual answer of a service with a hook: the hook's verdict, then its restart keys.
-    pub fn from_hook(result: Result<()>, change: &Change, table: &Table) -> Reloaded {
+    pub(crate) fn from_hook(result: Result<()>, change: &Change, table: &Table) -> Reloaded {
         if let Err(e) = result {
             return Reloaded::Invalid(format!("{e:#}"));
         }
@@ -90,8 +83,10 @@ impl Reloaded {
 
 /// What services are bound with: the shared context and what the server made for them
 /// (metric families registered before the registry was shared, the status book).
-pub struct Deps {
+pub(crate) struct Deps {
     pub ctx: Arc<Context>,
+    /// The configuration the services are bound with; each front end is passed its section.
+    pub config: Arc<Config>,
     pub registry: Arc<Registry>,
     pub book: Arc<StatusBook>,
     pub tftp_metrics: Option<Arc<crate::tftp::TftpMetrics>>,
@@ -102,7 +97,7 @@ pub struct Deps {
 
 /// One front end (or group of listeners) as the server drives it.
 #[async_trait::async_trait]
-pub trait Service: Send + Sync {
+pub(crate) trait Service: Send + Sync {
     /// Bind the sockets (adding a banner line each); serve nothing, open no journal or
     /// file. An error refuses the whole start.
     async fn bind(deps: &Deps, banner: &mut Vec<String>) -> Result<Self>

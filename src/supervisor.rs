@@ -34,16 +34,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// How often a loop beats.
-pub const BEAT: Duration = Duration::from_secs(1);
+pub(crate) const BEAT: Duration = Duration::from_secs(1);
 /// A loop that has not beaten for this long is reported stale.
-pub const STALE: Duration = Duration::from_secs(5);
+pub(crate) const STALE: Duration = Duration::from_secs(5);
 /// More panics than this within [`PANIC_WINDOW`] end the process.
-pub const MAX_PANICS: usize = 5;
-pub const PANIC_WINDOW: Duration = Duration::from_secs(60);
+pub(crate) const MAX_PANICS: usize = 5;
+pub(crate) const PANIC_WINDOW: Duration = Duration::from_secs(60);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-pub type LoopFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+pub(crate) type LoopFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ServiceLabels {

@@ -18,7 +18,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::ClientAuth;
+use crate::confkit::ClientAuth;
 use crate::devices::{ClientIdentity, Mac};
 
 /// Where the HTTPS listener's key material comes from.

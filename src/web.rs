@@ -24,22 +24,22 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, HttpLimits};
+use crate::confkit::{HttpConfig, HttpLimits, HttpsConfig, MetricsConfig};
+use crate::frontend::{Context, bind_tcp};
 use crate::http::{self, AdminHandler, FileHandler, Handler};
 use crate::metrics::Protocol;
-use crate::server::{Context, bind_tcp};
 use crate::supervisor::Supervisor;
 use crate::tls;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Http,
     Https,
     Metrics,
 }
 
 impl Kind {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::Http => "http",
             Kind::Https => "https",
@@ -79,7 +79,7 @@ struct Prepared {
     banner: Vec<String>,
 }
 
-pub struct Web {
+pub(crate) struct Web {
     ctx_shutdown: CancellationToken,
     tracker: TaskTracker,
     registry: Arc<Registry>,
@@ -95,7 +95,16 @@ pub struct Web {
     pub lab_ca: std::sync::Mutex<Option<PathBuf>>,
 }
 
-fn settings(cfg: &Config, kind: Kind, data_dir: &std::path::Path) -> Result<Option<Settings>> {
+/// The sections the group serves (http, https, metrics), passed in: `web` does not read
+/// the aggregate configuration.
+#[derive(Clone, Copy)]
+pub(crate) struct Sections<'a> {
+    pub http: &'a HttpConfig,
+    pub https: &'a HttpsConfig,
+    pub metrics: &'a MetricsConfig,
+}
+
+fn settings(cfg: Sections<'_>, kind: Kind, data_dir: &std::path::Path) -> Result<Option<Settings>> {
     Ok(match kind {
         Kind::Http if cfg.http.enabled => Some(Settings {
             listen: cfg.http.listen.iter().map(|a| a.value).collect(),
@@ -120,7 +129,7 @@ fn settings(cfg: &Config, kind: Kind, data_dir: &std::path::Path) -> Result<Opti
 }
 
 /// The configured certificate, or one from the lab CA under data_dir/tls (made on first use).
-fn tls_files(cfg: &Config, data_dir: &std::path::Path) -> Result<tls::TlsFiles> {
+fn tls_files(cfg: Sections<'_>, data_dir: &std::path::Path) -> Result<tls::TlsFiles> {
     let client_ca = cfg.https.client_ca.as_ref().map(|p| p.value.clone());
     let client_auth = cfg.https.client_auth.value;
     Ok(match (&cfg.https.cert, &cfg.https.key) {
@@ -146,9 +155,9 @@ fn tls_files(cfg: &Config, data_dir: &std::path::Path) -> Result<tls::TlsFiles> 
 
 impl Web {
     /// Bind every enabled group's sockets; nothing accepts until [`Web::start`].
-    pub async fn bind(
+    pub(crate) async fn bind(
         ctx: &Context,
-        cfg: &Config,
+        cfg: Sections<'_>,
         registry: Arc<Registry>,
         banner: &mut Vec<String>,
     ) -> Result<Arc<Web>> {
@@ -184,7 +193,7 @@ impl Web {
     }
 
     /// Start accepting on everything [`Web::bind`] bound.
-    pub async fn start(&self) {
+    pub(crate) async fn start(&self) {
         let pending: Vec<Prepared> = std::mem::take(&mut *self.pending.lock().unwrap());
         let mut groups = self.groups.lock().await;
         for p in pending {
@@ -308,7 +317,7 @@ impl Web {
 
     /// Bring every group in line with `cfg`. Returns the groups that could not be changed
     /// (they keep running as they were), each with the reason, and the groups restarted.
-    pub async fn apply(&self, cfg: &Config) -> (Vec<(Kind, anyhow::Error)>, Vec<Kind>) {
+    pub(crate) async fn apply(&self, cfg: Sections<'_>) -> (Vec<(Kind, anyhow::Error)>, Vec<Kind>) {
         let mut failed = Vec::new();
         let mut changed = Vec::new();
         let mut groups = self.groups.lock().await;

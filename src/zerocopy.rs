@@ -26,13 +26,13 @@ const MIN_SENDFILE: usize = 64 * 1024;
 
 /// A read-only mapping of a snapshot file, kept with its file so the bytes can also be sent
 /// by file offset. Used as the owner of the `Bytes` an `Entry` holds.
-pub struct Mapped {
+pub(crate) struct Mapped {
     map: memmap2::Mmap,
     file: File,
 }
 
 impl Mapped {
-    pub fn new(map: memmap2::Mmap, file: File) -> Mapped {
+    pub(crate) fn new(map: memmap2::Mmap, file: File) -> Mapped {
         let m = Mapped { map, file };
         REGIONS
             .write()
@@ -73,7 +73,7 @@ fn locate_range(p: usize, len: usize) -> Option<(RawFd, u64)> {
 }
 
 /// A TCP stream that sends snapshot-backed slices with `sendfile(2)`.
-pub struct SendfileStream(pub TcpStream);
+pub(crate) struct SendfileStream(pub TcpStream);
 
 impl SendfileStream {
     fn poll_sendfile(

@@ -24,9 +24,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use idle::{Idle, Timeouts};
+pub(crate) use idle::{Idle, Timeouts};
 
-use crate::config::{Dur, Problems};
+use crate::confkit::{Dur, HttpLimits, Problems};
 use crate::limit::{IpSlot, PerIp, WarnGate};
 use crate::metrics::RefusedLabels;
 
@@ -105,7 +105,7 @@ impl TcpLimits {
 }
 
 /// A connection admitted by the acceptor, for the listener to serve.
-pub struct Conn {
+pub(crate) struct Conn {
     pub tcp: TcpStream,
     pub peer: SocketAddr,
     pub timeouts: Timeouts,
@@ -113,12 +113,12 @@ pub struct Conn {
 
 impl Conn {
     /// The stream under the listener's idle and write timeouts.
-    pub fn guarded(self) -> Idle<TcpStream> {
+    pub(crate) fn guarded(self) -> Idle<TcpStream> {
         self.guarded_as(|s| s)
     }
 
     /// The stream, wrapped by `wrap` (e.g. for sendfile), under the listener's timeouts.
-    pub fn guarded_as<T>(self, wrap: impl FnOnce(TcpStream) -> T) -> Idle<T> {
+    pub(crate) fn guarded_as<T>(self, wrap: impl FnOnce(TcpStream) -> T) -> Idle<T> {
         Idle::new(wrap(self.tcp), self.timeouts)
     }
 }
@@ -129,7 +129,7 @@ struct Slot {
     _ip: IpSlot,
 }
 
-pub struct Acceptor {
+pub(crate) struct Acceptor {
     name: String,
     limits: Limits,
     refuse_with: Option<&'static [u8]>,
@@ -151,7 +151,11 @@ fn out_of_resources(e: &std::io::Error) -> bool {
 
 impl Acceptor {
     /// `name` is the listener as metrics and logs show it (`http:0.0.0.0:8080`).
-    pub fn new(name: String, limits: Limits, refused: Family<RefusedLabels, Counter>) -> Self {
+    pub(crate) fn new(
+        name: String,
+        limits: Limits,
+        refused: Family<RefusedLabels, Counter>,
+    ) -> Self {
         Acceptor {
             name,
             slots: Arc::new(Semaphore::new(limits.max_connections)),
@@ -164,14 +168,14 @@ impl Acceptor {
     }
 
     /// Bytes sent to a refused client before closing (plain HTTP: a 503).
-    pub fn refuse_with(mut self, bytes: &'static [u8]) -> Self {
+    pub(crate) fn refuse_with(mut self, bytes: &'static [u8]) -> Self {
         self.refuse_with = Some(bytes);
         self
     }
 
     /// Accept until `shutdown`; each admitted connection runs `serve` on `tracker` (so a
     /// shutdown can wait for it) and holds its slot until `serve` returns.
-    pub async fn run<F, Fut>(
+    pub(crate) async fn run<F, Fut>(
         self,
         socket: &TcpListener,
         shutdown: CancellationToken,
@@ -271,6 +275,21 @@ impl Acceptor {
             self.limits.max_connections_per_ip,
         );
         tracing::warn!(listener = %self.name, %peer, reason, max_connections = max, max_connections_per_ip = per_ip, also_refused = held, "connection refused");
+    }
+}
+
+/// The HTTP limits section as the acceptor applies it.
+impl HttpLimits {
+    /// What the acceptor admits and how long a connection may stand still.
+    pub fn accept(&self) -> Limits {
+        Limits {
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            timeouts: Timeouts {
+                idle: self.idle_timeout.0,
+                write: self.write_timeout.0,
+            },
+        }
     }
 }
 

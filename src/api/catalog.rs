@@ -88,7 +88,7 @@ pub async fn list(api: &Api) -> Response<LoggedBody> {
                 path: e.key.clone(),
                 size: e.body.len() as u64,
                 sha256: sha256_of(&e.etag, &e.body),
-                version_time: crate::dashboard::iso(
+                version_time: crate::status::record::iso(
                     e.modified
                         .duration_since(std::time::UNIX_EPOCH)
                         .map(|d| d.as_millis() as u64)

@@ -6,8 +6,8 @@ use http::{Response, StatusCode};
 use serde::Serialize;
 
 use super::{Api, Problem, audit, json};
+use crate::devices::desk::{LeaseDesk, LeaseRow, ReleaseError};
 use crate::http::LoggedBody;
-use crate::status::desk::{LeaseDesk, LeaseRow, ReleaseError};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LeaseList {

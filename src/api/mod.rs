@@ -8,7 +8,6 @@
 
 pub mod bindings;
 pub mod catalog;
-pub mod client;
 pub mod devices;
 pub mod events;
 pub mod inventory;
@@ -93,7 +92,7 @@ pub struct Caller {
         devices::TimelineEvent,
         devices::Sending,
         devices::Forgotten,
-        crate::status::desk::LeaseRow,
+        crate::devices::desk::LeaseRow,
         leases::LeaseList,
         bindings::Binding,
         bindings::BindingList,

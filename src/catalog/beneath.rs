@@ -32,7 +32,7 @@ const FILE_FLAGS: libc::c_int =
     libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK;
 
 /// Open a root directory; files are then opened relative to it.
-pub fn open_root(path: &std::path::Path) -> io::Result<OwnedFd> {
+pub(super) fn open_root(path: &std::path::Path) -> io::Result<OwnedFd> {
     let c = CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
     // SAFETY: plain open(2) of a NUL-terminated path; the fd is owned below.
@@ -51,7 +51,7 @@ pub fn open_root(path: &std::path::Path) -> io::Result<OwnedFd> {
 
 /// Open `rel` (slash-separated, no `.`/`..`/empty components) beneath `root`.
 /// A symlink anywhere on the way fails with ELOOP (or EXDEV/ENOTDIR).
-pub fn open(root: &OwnedFd, rel: &str) -> io::Result<File> {
+pub(super) fn open(root: &OwnedFd, rel: &str) -> io::Result<File> {
     if rel.is_empty()
         || rel
             .split('/')
@@ -74,7 +74,7 @@ pub fn open(root: &OwnedFd, rel: &str) -> io::Result<File> {
 }
 
 /// Whether an open failed because a symlink was in the way.
-pub fn is_symlink_refusal(e: &io::Error) -> bool {
+pub(super) fn is_symlink_refusal(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::ELOOP | libc::EXDEV | libc::ENOTDIR)

@@ -18,7 +18,7 @@ use bytes::Bytes;
 
 /// What identifies one written version of a source file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stamp {
+pub(super) struct Stamp {
     pub len: u64,
     pub ino: u64,
     pub mtime_ns: i128,
@@ -26,7 +26,7 @@ pub struct Stamp {
 }
 
 impl Stamp {
-    pub fn of(m: &Metadata) -> Stamp {
+    pub(super) fn of(m: &Metadata) -> Stamp {
         Stamp {
             len: m.len(),
             ino: m.ino(),
@@ -37,7 +37,7 @@ impl Stamp {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum SnapshotError {
+pub(super) enum SnapshotError {
     #[error("changed while being copied (still being written?)")]
     Unstable,
     #[error("not a regular file")]
@@ -47,7 +47,7 @@ pub enum SnapshotError {
 }
 
 impl SnapshotError {
-    pub fn reason(&self) -> &'static str {
+    pub(super) fn reason(&self) -> &'static str {
         match self {
             SnapshotError::Unstable => "unstable",
             SnapshotError::NotFile => "not_file",
@@ -60,20 +60,20 @@ impl SnapshotError {
     }
 }
 
-pub struct Snapshot {
+pub(super) struct Snapshot {
     pub body: Bytes,
     pub stamp: Stamp,
     pub modified: SystemTime,
 }
 
-pub struct Snapshotter {
+pub(super) struct Snapshotter {
     dir: PathBuf,
     seq: AtomicU64,
 }
 
 impl Snapshotter {
     /// Prepare (and empty) the snapshot directory: leftovers of a crash are never served.
-    pub fn new(dir: PathBuf) -> std::io::Result<Snapshotter> {
+    pub(super) fn new(dir: PathBuf) -> std::io::Result<Snapshotter> {
         fs::create_dir_all(&dir)?;
         fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
         for e in fs::read_dir(&dir)? {
@@ -86,7 +86,7 @@ impl Snapshotter {
     }
 
     /// Copy the open file `src`, whose `fstat` before the copy was `before`.
-    pub fn take(&self, src: &File, before: &Metadata) -> Result<Snapshot, SnapshotError> {
+    pub(super) fn take(&self, src: &File, before: &Metadata) -> Result<Snapshot, SnapshotError> {
         if !before.is_file() {
             return Err(SnapshotError::NotFile);
         }

@@ -42,7 +42,7 @@ fn classify(ev: notify::Result<notify::Event>) -> Option<Work> {
     }
 }
 
-pub fn spawn(cat: Arc<Catalog>) -> anyhow::Result<()> {
+pub(super) fn spawn(cat: Arc<Catalog>) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel::<Work>();
     let mut watcher = notify::RecommendedWatcher::new(
         move |ev| {

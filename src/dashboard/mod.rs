@@ -14,7 +14,7 @@ pub mod token;
 pub mod upgrades;
 pub mod uploads;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -28,7 +28,7 @@ use tokio_util::task::TaskTracker;
 
 use anyhow::Result;
 
-use crate::config::{At, ListenerSpec, Problems, Transport};
+use crate::confkit::{At, ListenerSpec, Problems, Transport};
 use crate::http::{ConnInfo, Handler, LoggedBody};
 use crate::metrics::{Metrics, RefusalLabels};
 use crate::resync;
@@ -167,10 +167,10 @@ impl Settings {
 
 /// The token `provbox resync` presents to the running dashboard: the configured one, or
 /// the one kept in `data_dir` (never made here: only the server makes it).
-pub fn cli_token(cfg: &crate::config::Config) -> Option<String> {
-    match &cfg.dashboard.token {
+pub fn cli_token(d: &Config, data_dir: &Path) -> Option<String> {
+    match &d.token {
         Some(t) => Some(t.value.clone()),
-        None => std::fs::read_to_string(cfg.data_dir.join(token::FILE))
+        None => std::fs::read_to_string(data_dir.join(token::FILE))
             .ok()
             .map(|t| t.trim().to_string()),
     }
@@ -208,11 +208,11 @@ pub async fn bind(
 ) -> Result<(Arc<DashboardHandler>, crate::http::Listener)> {
     let (book, tracker) = (api.book.clone(), api.tracker.clone());
     let settings = Settings::load(cfg, data_dir)?;
-    let socket = crate::server::bind_tcp("dashboard.listen", cfg.listen.value).await?;
+    let socket = crate::frontend::bind_tcp("dashboard.listen", cfg.listen.value).await?;
     let local = socket.local_addr()?;
     banner.push(format!("dashboard http://{local}/"));
     let shown = if local.ip().is_unspecified() {
-        let ip = crate::banner::local_ipv4()
+        let ip = crate::netif::local_ipv4()
             .into_iter()
             .next()
             .unwrap_or(std::net::Ipv4Addr::LOCALHOST);
@@ -317,26 +317,7 @@ fn summary(d: &Device) -> serde_json::Value {
     })
 }
 
-/// Unix milliseconds → `2026-11-26T23:59:01Z` (days-from-civil inverse, no time crate).
-pub fn iso(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = ((secs / 86400) as i64, secs % 86400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
+pub(crate) use crate::status::record::iso;
 
 impl DashboardHandler {
     /// A new configuration's token, names and resync settings, for the next request.
@@ -637,6 +618,105 @@ impl Handler for DashboardHandler {
             _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "not found"})),
         }
     }
+}
+
+/// `provbox resync`: resolve the target through the running dashboard's API (an address
+/// works without it), send to each device, print one line per device. Ok(false) when any
+/// device was not reached.
+pub async fn resync_cli(
+    d: &Config,
+    data_dir: &Path,
+    target: &str,
+    reboot: bool,
+) -> anyhow::Result<bool> {
+    let mut api = d.listen.value;
+    if api.ip().is_unspecified() {
+        api.set_ip(if api.is_ipv4() {
+            IpAddr::from([127, 0, 0, 1])
+        } else {
+            IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
+        });
+    }
+    let auth = cli_token(d, data_dir).map(|t| format!("Bearer {t}"));
+    let listed = if d.enabled {
+        let url = crate::http_client::Target::parse(&format!("http://{api}/api/devices"))
+            .map_err(crate::http_client::Error)?;
+        resync::http_get(api, &url, auth).await
+    } else {
+        Err(crate::http_client::Error(
+            "dashboard.enabled is false".into(),
+        ))
+    };
+    let mut requests = Vec::new();
+    match listed {
+        Ok((200, body)) => {
+            let v: serde_json::Value = serde_json::from_str(&body)?;
+            let want_mac = target
+                .parse::<crate::devices::Mac>()
+                .ok()
+                .map(|m| m.to_string());
+            for dev in v["devices"].as_array().into_iter().flatten() {
+                let key = dev["key"].as_str().unwrap_or("");
+                let ip = dev["ip"].as_str().and_then(|i| i.parse::<IpAddr>().ok());
+                let hit = target == "all"
+                    || want_mac.as_deref() == Some(key)
+                    || dev["ip"].as_str() == Some(target);
+                if let (true, Some(ip)) = (hit, ip) {
+                    let vendor = ["model", "vendor_class", "user_agent"]
+                        .iter()
+                        .find_map(|f| dev[*f].as_str().map(str::to_string));
+                    requests.push((
+                        key.to_string(),
+                        resync::Request {
+                            ip,
+                            mac_hex: key.parse::<crate::devices::Mac>().ok().map(|m| m.to_hex()),
+                            vendor,
+                            reboot,
+                        },
+                    ));
+                }
+            }
+        }
+        Ok((code, body)) => {
+            if target.parse::<IpAddr>().is_err() {
+                anyhow::bail!("the dashboard at {api} answered {code}: {}", body.trim());
+            }
+        }
+        Err(e) => {
+            if target.parse::<IpAddr>().is_err() {
+                anyhow::bail!(
+                    "cannot list devices from the dashboard at {api} ({e}); is provbox running with dashboard.enabled? (an IP address works without it)"
+                );
+            }
+        }
+    }
+    if requests.is_empty()
+        && let Ok(ip) = target.parse::<IpAddr>()
+    {
+        requests.push((
+            target.to_string(),
+            resync::Request {
+                ip,
+                mac_hex: None,
+                vendor: None,
+                reboot,
+            },
+        ));
+    }
+    if requests.is_empty() {
+        anyhow::bail!("no device with a known address matches `{target}`");
+    }
+    let mut all_ok = true;
+    for (key, r) in &requests {
+        match resync::send(&d.resync, r).await {
+            Ok(msg) => println!("{key} {}: {msg}", r.ip),
+            Err(msg) => {
+                all_ok = false;
+                println!("{key} {}: FAILED {msg}", r.ip);
+            }
+        }
+    }
+    Ok(all_ok)
 }
 
 #[cfg(test)]

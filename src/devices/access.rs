@@ -71,7 +71,7 @@ pub fn allow(id: &Identity, subject: Option<Mac>) -> Result<Mac, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::At;
+    use crate::confkit::At;
     use crate::devices::identity::Source;
 
     fn id(mac: Option<&str>, proven: bool) -> Identity {

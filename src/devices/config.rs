@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::config::{At, Problems};
+use crate::confkit::{At, Problems};
 
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]

@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Deserializer};
 
 use super::{Mac, Port};
-use crate::config::At;
+use crate::confkit::At;
 
 /// Variables with a meaning of their own; any other name is a free variable.
 pub const KNOWN: &[&str] = &[

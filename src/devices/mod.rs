@@ -12,6 +12,7 @@ pub mod access;
 pub mod binding;
 pub mod config;
 pub mod crypt;
+pub(crate) mod desk;
 pub mod identity;
 pub mod inventory;
 pub mod neighbour;
@@ -70,6 +71,9 @@ pub trait Observer: Send + Sync {
     fn note(&self, _mac: Mac, _kind: &str, _detail: &str) {}
 }
 
+pub use crate::metrics::{
+    OutcomeLabel as OutcomeLabels, RefusalLabels as ReasonLabels, ResultLabels,
+};
 use binding::Bindings;
 
 /// A verified TLS client certificate, as the HTTPS listener saw it.
@@ -97,21 +101,6 @@ pub struct FetchRequest<'a> {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabels {
     pub source: Source,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
-    pub reason: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabels {
-    pub outcome: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabels {
-    pub result: &'static str,
 }
 
 /// The device layer's own metric families.
@@ -397,7 +386,7 @@ fn generated(key: String, body: Bytes, modified: SystemTime) -> Entry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::At;
+    use crate::confkit::At;
     use crate::metrics::Metrics;
     use config::Trust;
     use registry::LeaseInfo;

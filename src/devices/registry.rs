@@ -189,7 +189,7 @@ pub struct Registry {
     /// Who else wants to hear about leases and transfers (the device status book).
     observer: OnceLock<Arc<dyn Observer>>,
     /// The running DHCP server's lease desk (release, list), for the API.
-    desk: OnceLock<Arc<dyn crate::status::desk::LeaseDesk>>,
+    desk: OnceLock<Arc<dyn crate::devices::desk::LeaseDesk>>,
 }
 
 impl Registry {
@@ -203,11 +203,11 @@ impl Registry {
     }
 
     /// Set by the DHCP server when it starts (once; later calls are ignored).
-    pub fn set_desk(&self, d: Arc<dyn crate::status::desk::LeaseDesk>) {
+    pub fn set_desk(&self, d: Arc<dyn crate::devices::desk::LeaseDesk>) {
         let _ = self.desk.set(d);
     }
 
-    pub fn desk(&self) -> Option<&Arc<dyn crate::status::desk::LeaseDesk>> {
+    pub fn desk(&self) -> Option<&Arc<dyn crate::devices::desk::LeaseDesk>> {
         self.desk.get()
     }
 

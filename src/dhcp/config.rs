@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{At, Dur, ListenerSpec, Problems, Transport};
+use crate::confkit::{At, Dur, ListenerSpec, Problems, Transport};
 use crate::devices::Mac;
 
 use super::options::{self, OptValue};

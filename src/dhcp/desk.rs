@@ -9,9 +9,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::engine::Engine;
 use super::leases::{Lease, State};
 use super::{Job, now};
-use crate::status::desk::{LeaseDesk, LeaseRow, ReleaseError, Released};
+use crate::devices::desk::{LeaseDesk, LeaseRow, ReleaseError, Released};
 
-pub struct Desk {
+pub(super) struct Desk {
     engine: Arc<Engine>,
     tx: mpsc::Sender<Job>,
 }
@@ -22,7 +22,7 @@ impl Desk {
     }
 }
 
-pub fn row(l: &Lease, now: u64) -> LeaseRow {
+pub(super) fn row(l: &Lease, now: u64) -> LeaseRow {
     let (state, until) = match l.state {
         State::Bound { expires } if expires > now => ("bound", Some(expires)),
         State::Bound { expires } => ("expired", Some(expires)),

@@ -34,8 +34,8 @@ use tokio::sync::mpsc;
 pub use config::Config;
 pub use metrics::DhcpMetrics;
 
-use crate::server::Context;
-use crate::service::ReloadFn;
+use crate::frontend::Context;
+use crate::frontend::ReloadFn;
 use engine::{Engine, Event, IfaceInfo, Reply};
 use metrics::MessageLabels;
 use socket::Iface;
@@ -68,8 +68,7 @@ pub struct Bound {
 }
 
 /// Bind every configured interface. Errors here refuse the start before anything serves.
-pub fn bind(ctx: &Context, banner: &mut Vec<String>) -> Result<Bound> {
-    let cfg = &ctx.config.dhcp;
+pub fn bind(cfg: &Config, banner: &mut Vec<String>) -> Result<Bound> {
     let settings = cfg
         .compile(&mut |f, _, _, m| tracing::error!("{f}: {m}"))
         .ok_or_else(|| anyhow!("dhcp: invalid configuration"))?;
@@ -107,8 +106,14 @@ pub fn bind(ctx: &Context, banner: &mut Vec<String>) -> Result<Bound> {
 }
 
 /// Open the lease journal, restore leases and serve (loops under the supervisor).
-/// Returns the reload hook.
-pub fn start(bound: Bound, ctx: &Context, metrics: Arc<DhcpMetrics>) -> Result<ReloadFn> {
+/// `dns_on`: whether provbox's own DNS runs (option 6 then names it). Returns the
+/// reload hook.
+pub fn start(
+    bound: Bound,
+    ctx: &Context,
+    dns_on: bool,
+    metrics: Arc<DhcpMetrics>,
+) -> Result<ReloadFn<Config>> {
     let Bound { settings, ifaces } = bound;
     let infos = ifaces
         .iter()
@@ -120,7 +125,7 @@ pub fn start(bound: Bound, ctx: &Context, metrics: Arc<DhcpMetrics>) -> Result<R
     let engine = Arc::new(Engine::new(
         settings,
         infos,
-        ctx.config.dns.enabled,
+        dns_on,
         ctx.provisioner.registry().clone(),
         metrics,
     ));
@@ -192,15 +197,14 @@ pub fn start(bound: Bound, ctx: &Context, metrics: Arc<DhcpMetrics>) -> Result<R
         engine.policy().settings.interfaces.clone(),
         engine.policy().settings.port,
     );
-    Ok(Box::new(move |cfg: &crate::config::Config| {
-        if !cfg.dhcp.enabled {
+    Ok(Box::new(move |cfg: &Config| {
+        if !cfg.enabled {
             return Err(anyhow!(
                 "dhcp.enabled: turning DHCP off takes a restart; it keeps serving meanwhile"
             ));
         }
         let mut problems = Vec::new();
         let new = cfg
-            .dhcp
             .compile(&mut |f, _, _, m| problems.push(format!("{f}: {m}")))
             .ok_or_else(|| anyhow!("{}", problems.join("; ")))?;
         if new.interfaces != names || new.port != port {

@@ -182,7 +182,7 @@ pub fn select<'a>(configured: &'a [OptValue], prl: Option<&[u8]>) -> Vec<&'a Opt
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::At;
+    use crate::confkit::At;
 
     fn entry(code: u8) -> OptionEntry {
         OptionEntry {

@@ -86,7 +86,7 @@ pub fn bind(name: &str, port: u16, field: &str) -> Result<UdpSocket> {
         anyhow!("{field}: cannot bind to interface `{name}`: {e} (needs root or CAP_NET_RAW)")
     })?;
     s.bind(&addr.into())
-        .map_err(|e| crate::server::bind_error(field, addr, e))?;
+        .map_err(|e| crate::frontend::bind_error(field, addr, e))?;
     s.set_nonblocking(true)?;
     Ok(UdpSocket::from_std(s.into())?)
 }

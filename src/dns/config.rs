@@ -10,12 +10,12 @@ use hickory_server::proto::rr::{LowerName, Name};
 use serde::Deserialize;
 
 use crate::acceptor::{Limits, TcpLimits, Timeouts};
-use crate::config::{At, Dur, ListenerSpec, Problems, Transport};
+use crate::confkit::{At, Dur, ListenerSpec, Problems, Transport};
 
 /// More health-check targets than this is a configuration mistake, not a lab.
 const MAX_CHECK_TARGETS: usize = 1024;
 /// Aliases followed for one answer; a longer chain in the config is refused.
-pub const MAX_CNAME_CHAIN: usize = 8;
+pub(super) const MAX_CNAME_CHAIN: usize = 8;
 /// A TXT record's text; a longer one would not fit a UDP answer anyway.
 const MAX_TXT: usize = 4000;
 
@@ -47,7 +47,7 @@ pub struct Config {
 
 /// DNS over TCP, per listen address: resolvers and `dig +tcp` need few connections and
 /// answer at once, so a connection that stands still for seconds is closed.
-pub const TCP_DEFAULTS: Limits = Limits {
+pub(super) const TCP_DEFAULTS: Limits = Limits {
     max_connections: 256,
     max_connections_per_ip: 16,
     timeouts: Timeouts {
@@ -232,7 +232,7 @@ pub struct Target {
 /// `http://host[:port]/path` → (host as a URL writes it, port, path), read by the same
 /// parser the check's GET uses. Only plain HTTP: a check asks "is the server up", which
 /// needs no certificate for the address it dials.
-pub fn parse_http_url(url: &str) -> Result<(String, u16, String), String> {
+pub(super) fn parse_http_url(url: &str) -> Result<(String, u16, String), String> {
     if !url.starts_with("http://") {
         return Err(format!(
             "`{url}` is not an http:// URL; expected e.g. http://prov.lab.test:8080/healthz"
@@ -243,7 +243,7 @@ pub fn parse_http_url(url: &str) -> Result<(String, u16, String), String> {
 }
 
 /// `name` made absolute inside `zone` (`@` is the zone itself).
-pub fn absolute(name: &str, zone: &Name) -> Result<Name, String> {
+pub(super) fn absolute(name: &str, zone: &Name) -> Result<Name, String> {
     let bad = |e: &dyn std::fmt::Display| {
         format!("`{name}` is not a valid DNS name ({e}); expected e.g. prov or prov.lab.test.")
     };
@@ -261,7 +261,7 @@ pub fn absolute(name: &str, zone: &Name) -> Result<Name, String> {
     }
 }
 
-pub fn zone_name(name: &str) -> Result<Name, String> {
+pub(super) fn zone_name(name: &str) -> Result<Name, String> {
     let trimmed = name.trim_end_matches('.');
     if trimmed.is_empty() || trimmed.contains(' ') || trimmed.contains("..") {
         return Err(format!(

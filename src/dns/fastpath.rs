@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// Bumped whenever any address changes health: cached answers from before are stale.
-pub static HEALTH_EPOCH: AtomicU64 = AtomicU64::new(0);
+pub(super) static HEALTH_EPOCH: AtomicU64 = AtomicU64::new(0);
 
-pub fn current_epoch() -> u64 {
+pub(super) fn current_epoch() -> u64 {
     HEALTH_EPOCH.load(Ordering::Acquire)
 }
 
@@ -31,12 +31,12 @@ struct Entry {
 }
 
 #[derive(Default)]
-pub struct Cache {
+pub(super) struct Cache {
     map: RwLock<HashMap<Vec<u8>, Arc<Entry>>>,
 }
 
 /// What a replayed answer reports to metrics.
-pub struct Replay {
+pub(super) struct Replay {
     pub bytes: Vec<u8>,
     pub qtype: u16,
     pub rcode: u8,
@@ -45,7 +45,7 @@ pub struct Replay {
 /// The cache key of a query in the plain shape the cache handles (one IN question, no
 /// answers or authority, at most an option-less EDNS OPT record), with its qtype. Anything
 /// else (and anything odd) returns `None` and takes the normal path.
-pub fn key(pkt: &[u8], tcp: bool) -> Option<(Vec<u8>, u16)> {
+pub(super) fn key(pkt: &[u8], tcp: bool) -> Option<(Vec<u8>, u16)> {
     if pkt.len() < 17 || pkt[2] & 0x80 != 0 || (pkt[2] >> 3) & 0x0f != 0 {
         return None;
     }
@@ -91,7 +91,7 @@ pub fn key(pkt: &[u8], tcp: bool) -> Option<(Vec<u8>, u16)> {
 
 impl Cache {
     /// The cached answer for `key`, with the query's ID, if the set is complete and fresh.
-    pub fn answer(&self, key: &[u8], id: [u8; 2]) -> Option<Replay> {
+    pub(super) fn answer(&self, key: &[u8], id: [u8; 2]) -> Option<Replay> {
         let entry = self
             .map
             .read()
@@ -117,7 +117,7 @@ impl Cache {
     /// Remember an answer the normal path produced for `key`, given the health epoch read
     /// before it was made (an answer made across a health change is not kept). Truncated
     /// answers are not kept either (the client retries over TCP, which has its own key).
-    pub fn learn(&self, key: Vec<u8>, qtype: u16, answer: &[u8], epoch: u64) {
+    pub(super) fn learn(&self, key: Vec<u8>, qtype: u16, answer: &[u8], epoch: u64) {
         if answer.len() < 12 || answer[2] & 0x02 != 0 || epoch != current_epoch() {
             return;
         }

@@ -10,14 +10,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 #[derive(Debug)]
-pub enum ForwardError {
+pub(super) enum ForwardError {
     Timeout,
     Io(std::io::Error),
     BadAnswer(String),
 }
 
 impl ForwardError {
-    pub fn reason(&self) -> &'static str {
+    pub(super) fn reason(&self) -> &'static str {
         match self {
             ForwardError::Timeout => "timeout",
             ForwardError::Io(_) => "error",
@@ -43,7 +43,7 @@ impl From<std::io::Error> for ForwardError {
 }
 
 /// Ask each upstream in turn; the first usable answer wins.
-pub async fn exchange(
+pub(super) async fn exchange(
     upstreams: &[SocketAddr],
     timeout: Duration,
     query: &[u8],

@@ -22,7 +22,7 @@ use super::metrics::DnsMetrics;
 use super::zone::{Answer, ZoneData};
 use crate::devices::Registry;
 
-pub struct Handler {
+pub(super) struct Handler {
     pub data: Arc<ArcSwap<ZoneData>>,
     pub leases: Arc<Registry>,
     pub metrics: Arc<DnsMetrics>,
@@ -40,7 +40,7 @@ fn transport(p: Protocol) -> &'static str {
 /// The most a UDP answer may carry, whatever the client offers: 1232 bytes fits the IPv6
 /// minimum MTU with no fragmentation (the DNS Flag Day 2020 value). Honouring a client's
 /// 64 KB turns a 60-byte query into a fragmented 64 KB answer at a spoofed victim.
-pub const MAX_UDP_PAYLOAD: u16 = 1232;
+pub(super) const MAX_UDP_PAYLOAD: u16 = 1232;
 
 /// The size a UDP answer to this EDNS request may have (and what our OPT says).
 fn udp_payload(req: &Edns) -> u16 {
@@ -59,7 +59,7 @@ fn failed(request: &Request, code: ResponseCode) -> ResponseInfo {
 impl Handler {
     /// Whether this request needs an upstream round trip (the transports run those in their
     /// own tasks so one slow upstream does not hold up local answers).
-    pub fn goes_upstream(&self, request: &Request) -> bool {
+    pub(super) fn goes_upstream(&self, request: &Request) -> bool {
         let data = self.data.load();
         !data.forwarders.is_empty()
             && request
@@ -244,20 +244,20 @@ impl RequestHandler for Handler {
 /// A `ResponseHandler` that encodes the answer into bytes for the transport to send:
 /// UDP answers respect the client's EDNS size (512 without EDNS) and set TC when cut.
 #[derive(Clone)]
-pub struct Capture {
+pub(super) struct Capture {
     protocol: Protocol,
     out: Arc<Mutex<Option<Vec<u8>>>>,
 }
 
 impl Capture {
-    pub fn new(protocol: Protocol) -> Capture {
+    pub(super) fn new(protocol: Protocol) -> Capture {
         Capture {
             protocol,
             out: Arc::new(Mutex::new(None)),
         }
     }
 
-    pub fn take(&self) -> Option<Vec<u8>> {
+    pub(super) fn take(&self) -> Option<Vec<u8>> {
         self.out.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }

@@ -15,20 +15,20 @@ use crate::http_client::{Client, Get, Target as Url};
 /// Whether an address is offered. Starts up: an address is assumed to work until its check
 /// says otherwise, so a restart does not briefly hide every server.
 #[derive(Debug)]
-pub struct Health {
+pub(super) struct Health {
     up: AtomicBool,
 }
 
 impl Health {
-    pub fn new() -> Health {
+    pub(super) fn new() -> Health {
         Health {
             up: AtomicBool::new(true),
         }
     }
-    pub fn is_up(&self) -> bool {
+    pub(super) fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
     }
-    pub fn set(&self, up: bool) {
+    pub(super) fn set(&self, up: bool) {
         if self.up.swap(up, Ordering::AcqRel) != up {
             // Cached answers were made with the old state.
             super::fastpath::HEALTH_EPOCH.fetch_add(1, Ordering::AcqRel);
@@ -48,14 +48,14 @@ struct Running {
 }
 
 /// The running checkers, kept in step with the configuration.
-pub struct Board {
+pub(super) struct Board {
     running: Mutex<HashMap<Target, Running>>,
     metrics: Arc<DnsMetrics>,
     shutdown: CancellationToken,
 }
 
 impl Board {
-    pub fn new(metrics: Arc<DnsMetrics>, shutdown: CancellationToken) -> Board {
+    pub(super) fn new(metrics: Arc<DnsMetrics>, shutdown: CancellationToken) -> Board {
         Board {
             running: Mutex::new(HashMap::new()),
             metrics,
@@ -65,7 +65,7 @@ impl Board {
 
     /// Start checkers for new targets, stop those no longer wanted, keep the rest (and their
     /// state) untouched. Returns the state of every wanted target.
-    pub fn sync(&self, wanted: &[Target]) -> HashMap<Target, Arc<Health>> {
+    pub(super) fn sync(&self, wanted: &[Target]) -> HashMap<Target, Arc<Health>> {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         running.retain(|t, r| {
             let keep = wanted.contains(t);

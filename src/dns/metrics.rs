@@ -11,6 +11,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::metrics::ResultLabels as ForwardLabels;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueryLabels {
     pub transport: &'static str,
@@ -22,11 +24,6 @@ pub struct QueryLabels {
 pub struct DropLabels {
     pub transport: &'static str,
     pub reason: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ForwardLabels {
-    pub result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -111,7 +108,7 @@ impl DnsMetrics {
 }
 
 /// A fixed label set: a client choosing arbitrary type numbers must not grow the registry.
-pub fn qtype_label(t: RecordType) -> &'static str {
+pub(super) fn qtype_label(t: RecordType) -> &'static str {
     match t {
         RecordType::A => "A",
         RecordType::AAAA => "AAAA",
@@ -129,7 +126,7 @@ pub fn qtype_label(t: RecordType) -> &'static str {
     }
 }
 
-pub fn rcode_label(r: ResponseCode) -> &'static str {
+pub(super) fn rcode_label(r: ResponseCode) -> &'static str {
     match r {
         ResponseCode::NoError => "NOERROR",
         ResponseCode::FormErr => "FORMERR",

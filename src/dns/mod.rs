@@ -24,8 +24,8 @@ use tokio::sync::Semaphore;
 pub use config::{CheckConfig, Config, LeasesConfig, RecordConfig, ZoneConfig};
 pub use metrics::{DnsMetrics, register};
 
-use crate::server::{Context, bind_error, bind_tcp};
-use crate::service::ReloadFn;
+use crate::frontend::ReloadFn;
+use crate::frontend::{Context, bind_error, bind_tcp};
 
 /// Sockets bound before anything is served.
 pub struct Bound {
@@ -95,13 +95,15 @@ pub async fn bind(cfg: &Config, banner: &mut Vec<String>) -> Result<Bound> {
 impl Bound {
     /// Build the zones, start health checks and the listeners (under the supervisor), and
     /// return the reload hook.
-    pub fn start(self, ctx: &Context, metrics: Arc<DnsMetrics>) -> Result<ReloadFn> {
+    pub fn start(
+        self,
+        ctx: &Context,
+        cfg: &Config,
+        metrics: Arc<DnsMetrics>,
+    ) -> Result<ReloadFn<Config>> {
         let board = Arc::new(health::Board::new(metrics.clone(), ctx.shutdown.clone()));
-        let states = board.sync(&ctx.config.dns.targets());
-        let data = Arc::new(ArcSwap::from_pointee(zone::ZoneData::build(
-            &ctx.config.dns,
-            &states,
-        )?));
+        let states = board.sync(&cfg.targets());
+        let data = Arc::new(ArcSwap::from_pointee(zone::ZoneData::build(cfg, &states)?));
         metrics.reloads.inc();
         let handler = Arc::new(handler::Handler {
             data: data.clone(),
@@ -122,7 +124,7 @@ impl Bound {
                 ))
             });
         }
-        let limits = ctx.config.dns.tcp_limits.or(config::TCP_DEFAULTS);
+        let limits = cfg.tcp_limits.or(config::TCP_DEFAULTS);
         for l in self.tcp {
             let name = format!("dns:{}", l.local_addr()?);
             let acceptor = crate::acceptor::Acceptor::new(
@@ -142,14 +144,14 @@ impl Bound {
                 ),
             );
         }
-        Ok(Box::new(move |cfg: &crate::config::Config| {
+        Ok(Box::new(move |cfg: &Config| {
             // Checks for unchanged targets keep running (and keep their state); the
             // zone set is replaced in one store, so a query sees old or new, never a mix.
-            let states = board.sync(&cfg.dns.targets());
-            let new = zone::ZoneData::build(&cfg.dns, &states)?;
+            let states = board.sync(&cfg.targets());
+            let new = zone::ZoneData::build(cfg, &states)?;
             data.store(Arc::new(new));
             metrics.reloads.inc();
-            tracing::info!(zones = cfg.dns.zones.len(), "dns: zones reloaded");
+            tracing::info!(zones = cfg.zones.len(), "dns: zones reloaded");
             Ok(())
         }))
     }

@@ -24,7 +24,7 @@ use super::handler::{Capture, Handler};
 use crate::acceptor::{Acceptor, Idle};
 
 /// Forwarded queries waiting for an upstream at once; more are dropped (and counted).
-pub const MAX_UPSTREAM_IN_FLIGHT: usize = 512;
+pub(super) const MAX_UPSTREAM_IN_FLIGHT: usize = 512;
 
 /// Parse one query; `None` when it is dropped (counted with a reason).
 fn parse(
@@ -57,7 +57,7 @@ fn parse(
 }
 
 /// One of several receive tasks sharing a UDP socket.
-pub async fn serve_udp(
+pub(super) async fn serve_udp(
     socket: Arc<UdpSocket>,
     handler: Arc<Handler>,
     upstream_slots: Arc<Semaphore>,
@@ -220,7 +220,7 @@ impl Learn {
 }
 
 /// DNS over TCP on one listener, admitted by the shared acceptor (caps, timeouts).
-pub async fn serve_tcp(
+pub(super) async fn serve_tcp(
     listener: TcpListener,
     acceptor: Acceptor,
     handler: Arc<Handler>,

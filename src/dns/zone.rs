@@ -17,14 +17,14 @@ use super::health::Health;
 use crate::devices::Registry;
 
 /// One address of a name, with the health state of its check (if it has one).
-pub struct Addr {
+pub(super) struct Addr {
     pub record: Record,
     pub health: Option<Arc<Health>>,
 }
 
 /// The records of one name.
 #[derive(Default)]
-pub struct Node {
+pub(super) struct Node {
     pub a: Vec<Addr>,
     pub aaaa: Vec<Addr>,
     /// An alias: its CNAME record and the target (then nothing else is set).
@@ -35,19 +35,19 @@ pub struct Node {
     next: AtomicUsize,
 }
 
-pub struct Zone {
+pub(super) struct Zone {
     pub origin: LowerName,
     pub soa: Record,
     pub ns: Vec<Record>,
 }
 
-pub struct LeaseDomain {
+pub(super) struct LeaseDomain {
     pub origin: LowerName,
     pub name: Name,
     pub ttl: u32,
 }
 
-pub struct ZoneData {
+pub(super) struct ZoneData {
     /// Longest origin first, so the most specific zone wins.
     zones: Vec<Zone>,
     names: HashMap<LowerName, Node>,
@@ -64,7 +64,7 @@ pub struct ZoneData {
 }
 
 /// What to answer.
-pub enum Answer<'a> {
+pub(super) enum Answer<'a> {
     /// Authoritative answer from a local zone.
     Local {
         rcode: ResponseCode,
@@ -108,7 +108,10 @@ fn make_zone(origin: &Name, nameserver: &Name, ttl: u32, serial: u32) -> Zone {
 
 impl ZoneData {
     /// Build from a validated configuration and the current health states.
-    pub fn build(cfg: &Config, health: &HashMap<Target, Arc<Health>>) -> anyhow::Result<ZoneData> {
+    pub(super) fn build(
+        cfg: &Config,
+        health: &HashMap<Target, Arc<Health>>,
+    ) -> anyhow::Result<ZoneData> {
         // The serial changes with every build, so secondaries (if any) notice a reload.
         let serial = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -193,7 +196,7 @@ impl ZoneData {
     /// Whether the answer for `name` depends only on this zone data and health states:
     /// configured names and aliases that end at one (or outside the zones), or (with no
     /// forwarders) a REFUSED. Anything reaching a lease name is not.
-    pub fn cacheable(&self, name: &LowerName) -> bool {
+    pub(super) fn cacheable(&self, name: &LowerName) -> bool {
         let mut n = name;
         for hop in 0..=MAX_CNAME_CHAIN {
             if let Some(node) = self.names.get(n) {
@@ -221,7 +224,7 @@ impl ZoneData {
 
     /// Whether a query for `name` is answered here (cheap: decides whether a transport
     /// hands it to its own task for the upstream round trip).
-    pub fn is_local(&self, name: &LowerName, leases: &Registry) -> bool {
+    pub(super) fn is_local(&self, name: &LowerName, leases: &Registry) -> bool {
         self.zone_for(name).is_some()
             || self.reverse.contains_key(name)
             || self
@@ -243,7 +246,7 @@ impl ZoneData {
     /// The answer for `qname`: aliases are followed (at most [`MAX_CNAME_CHAIN`]) and their
     /// CNAME records come first, then what the last name has, so a phone asking for an
     /// alias gets the target's (rotating, healthy) addresses in the same answer.
-    pub fn lookup<'a>(
+    pub(super) fn lookup<'a>(
         &'a self,
         qname: &LowerName,
         qtype: RecordType,

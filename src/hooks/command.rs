@@ -9,7 +9,7 @@ use tokio::io::AsyncWriteExt as _;
 
 use super::{Event, Outcome};
 
-pub struct Command {
+pub(crate) struct Command {
     pub name: String,
     pub argv: Vec<String>,
     pub timeout: Duration,
@@ -21,7 +21,7 @@ fn env_safe(s: &str) -> String {
 }
 
 impl Command {
-    pub async fn run(&self, ev: &Event, body: &[u8]) -> Outcome {
+    pub(crate) async fn run(&self, ev: &Event, body: &[u8]) -> Outcome {
         let mut cmd = tokio::process::Command::new(&self.argv[0]);
         cmd.args(&self.argv[1..])
             .env("PROVBOX_HOOK", &self.name)

@@ -5,8 +5,8 @@
 //! each interested hook's own bounded queue; a full queue drops the event and counts it.
 //! Each hook drains its queue on its own task with at most `concurrency` runs at once.
 
-pub mod command;
-pub mod webhook;
+pub(crate) mod command;
+pub(crate) mod webhook;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -24,7 +24,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{At, Dur, Problems};
+use crate::confkit::{At, Dur, Problems};
 use crate::devices::LeaseInfo;
 use crate::limit::WarnGate;
 use crate::status::{Device, State, now_ms};
@@ -32,7 +32,7 @@ use crate::status::{Device, State, now_ms};
 /// What a hook can be told about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Kind {
+pub(crate) enum Kind {
     Seen,
     Configured,
     Upgraded,
@@ -43,7 +43,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub(crate) const ALL: [Kind; 7] = [
         Kind::Seen,
         Kind::Configured,
         Kind::Upgraded,
@@ -53,7 +53,7 @@ impl Kind {
         Kind::LeaseEnded,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Kind::Seen => "seen",
             Kind::Configured => "configured",
@@ -82,7 +82,7 @@ impl Kind {
 
 /// One event, as hooks get it: the JSON body of a webhook, a command's stdin.
 #[derive(Debug, Clone, Serialize)]
-pub struct Event {
+pub(crate) struct Event {
     pub event: Kind,
     /// Unix milliseconds.
     pub at: u64,
@@ -101,7 +101,7 @@ pub struct Event {
 
 impl Event {
     /// `d` entered its current state (`before`: its state until now, None when new).
-    pub fn state(d: &Device, before: Option<State>) -> Event {
+    pub(crate) fn state(d: &Device, before: Option<State>) -> Event {
         Event {
             event: Kind::of_state(d.state),
             at: now_ms(),
@@ -117,7 +117,7 @@ impl Event {
         }
     }
 
-    pub fn lease(kind: Kind, ip: IpAddr, l: &LeaseInfo) -> Event {
+    pub(crate) fn lease(kind: Kind, ip: IpAddr, l: &LeaseInfo) -> Event {
         Event {
             event: kind,
             at: now_ms(),
@@ -134,7 +134,7 @@ impl Event {
     }
 
     /// The `PROVBOX_*` variables a command gets (absent fields: the variable is unset).
-    pub fn env(&self) -> Vec<(&'static str, Option<String>)> {
+    pub(crate) fn env(&self) -> Vec<(&'static str, Option<String>)> {
         vec![
             ("PROVBOX_EVENT", Some(self.event.as_str().to_string())),
             ("PROVBOX_AT", Some(self.at.to_string())),
@@ -357,12 +357,12 @@ struct RunLabels {
 /// `provbox_hook_runs_total{hook,result}`: ok, failed, timeout, error (could not start),
 /// dropped (its queue was full).
 #[derive(Clone, Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     runs: Family<RunLabels, Counter>,
 }
 
 impl Metrics {
-    pub fn register(reg: &mut PromRegistry) -> Metrics {
+    pub(crate) fn register(reg: &mut PromRegistry) -> Metrics {
         let m = Metrics::default();
         reg.register(
             "provbox_hook_runs",
@@ -386,7 +386,7 @@ impl Metrics {
 
 /// How one run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Ok,
     Failed,
     Timeout,
@@ -428,14 +428,14 @@ struct Slot {
     dropped: WarnGate,
 }
 
-pub struct Hooks {
+pub(crate) struct Hooks {
     slots: Vec<Slot>,
     metrics: Metrics,
 }
 
 impl Hooks {
     /// Start one task per configured hook; None when there are none.
-    pub fn start(
+    pub(crate) fn start(
         cfg: &Config,
         metrics: Metrics,
         shutdown: &CancellationToken,
@@ -503,7 +503,7 @@ impl Hooks {
     }
 
     /// Queue `ev` for every hook that wants it. Never waits.
-    pub fn publish(&self, ev: Event) {
+    pub(crate) fn publish(&self, ev: Event) {
         let ev = Arc::new(ev);
         for s in &self.slots {
             if s.events.as_ref().is_some_and(|e| !e.contains(&ev.event)) {
@@ -560,11 +560,24 @@ async fn drain(
     }
 }
 
+/// The status book's events, published as hook events.
+impl crate::status::Announce for Hooks {
+    fn state_changed(&self, d: &Device, before: Option<State>) {
+        self.publish(Event::state(d, before));
+    }
+    fn lease_bound(&self, ip: IpAddr, lease: &LeaseInfo) {
+        self.publish(Event::lease(Kind::LeaseBound, ip, lease));
+    }
+    fn lease_ended(&self, ip: IpAddr, lease: &LeaseInfo) {
+        self.publish(Event::lease(Kind::LeaseEnded, ip, lease));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(hooks: &str) -> Result<crate::config::Config, crate::config::ConfigErrors> {
+    fn parse(hooks: &str) -> Result<crate::config::Config, crate::confkit::ConfigErrors> {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("files")).unwrap();
         let yaml = format!("catalog:\n  roots: [files]\nhooks:\n{hooks}");

@@ -16,7 +16,7 @@ use crate::http_client::{Client, Post, Scheme, Target};
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// Where to POST: `http://host[:port][/path]`, read by [`Target::parse`]; https is refused.
-pub fn parse_url(url: &str) -> Result<Target, String> {
+pub(crate) fn parse_url(url: &str) -> Result<Target, String> {
     let t = Target::parse(url).map_err(|e| format!("{e}; expected http://host:port/path"))?;
     if t.scheme == Scheme::Https {
         return Err(format!(
@@ -27,7 +27,7 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
 }
 
 /// HMAC-SHA256 (RFC 2104).
-pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+pub(crate) fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
     mac.update(msg);
     mac.finalize().into_bytes().into()
@@ -37,7 +37,7 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-pub struct Webhook {
+pub(crate) struct Webhook {
     pub name: String,
     pub target: Target,
     pub secret: Option<Vec<u8>>,
@@ -84,7 +84,7 @@ impl Webhook {
         }
     }
 
-    pub async fn run(&self, ev: &Event, body: &[u8]) -> Outcome {
+    pub(crate) async fn run(&self, ev: &Event, body: &[u8]) -> Outcome {
         let delivery = format!(
             "{}-{}-{}",
             self.name,

@@ -29,7 +29,7 @@ pub use body::LoggedBody;
 
 use crate::acceptor::{Acceptor, Conn};
 use crate::catalog::Refusal;
-use crate::config::HttpLimits;
+use crate::confkit::HttpLimits;
 use crate::devices::{ClientIdentity, FetchRequest, Provisioner};
 use crate::metrics::{Metrics, Protocol, TlsFailLabels, TlsHandshakeLabels};
 use crate::tls;
@@ -297,7 +297,48 @@ pub enum TlsDoor {
     Rustls(Arc<tls::Reloading>),
     /// The `https_legacy` listener: OpenSSL, for phones that only speak TLS 1.0/CBC/RSA.
     #[cfg(feature = "legacy-tls")]
-    OpenSsl(Arc<crate::tls_legacy::Acceptor>),
+    OpenSsl(Arc<dyn Handshaker>),
+}
+
+/// A byte stream both ways (what a door hands back after its handshake).
+pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
+/// A stream after a handshake some door did itself.
+pub type TlsStream = Box<dyn Stream>;
+
+pub type HandshakeFuture<'a> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<(TlsStream, Handshake), HandshakeError>>
+            + Send
+            + 'a,
+    >,
+>;
+
+/// A TLS door on a library http does not link itself: the OpenSSL door of `tls_legacy`,
+/// for old phones. A trait so http, below the front ends, does not name that front end.
+pub trait Handshaker: Send + Sync {
+    fn handshake(&self, io: crate::acceptor::Idle<tokio::net::TcpStream>) -> HandshakeFuture<'_>;
+}
+
+/// What a finished handshake says, for metrics and the request's identity.
+pub struct Handshake {
+    pub version: &'static str,
+    pub cipher: String,
+    pub client: Option<ClientIdentity>,
+}
+
+/// A handshake that did not complete, with the reason label it is counted under.
+#[derive(Debug)]
+pub struct HandshakeError {
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+impl std::fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
 }
 
 /// Everything one listener needs.
@@ -410,17 +451,16 @@ impl Listener {
                 .await
             }
             #[cfg(feature = "legacy-tls")]
-            Some(TlsDoor::OpenSsl(acceptor)) => {
+            Some(TlsDoor::OpenSsl(door)) => {
                 let io = conn.guarded();
-                let stream =
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
+                let (stream, hs) =
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, door.handshake(io)).await {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => return self.handshake_failed(peer, e.reason, &e),
                         Err(_) => {
                             return self.handshake_failed(peer, "timeout", &"no handshake in 10s");
                         }
                     };
-                let hs = crate::tls_legacy::Acceptor::describe(stream.ssl());
                 self.handshake_done(peer, hs.version, hs.cipher, hs.client.as_ref());
                 let conn = ConnInfo {
                     peer,

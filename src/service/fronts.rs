@@ -5,22 +5,37 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 
-use super::{Change, Deps, ReloadFn, Reloaded, Service, keys};
-use crate::server::Context;
+use super::{Change, Deps, Reloaded, Service, keys};
+use crate::config::Config;
+use crate::frontend::{Context, ReloadFn};
 use crate::status::StatusBook;
 use crate::supervisor::Supervisor;
 use crate::web::Web;
 
-fn hook_result(hook: &Option<ReloadFn>, change: &Change, service: &str) -> Reloaded {
+fn hook_result<C>(
+    hook: &Option<ReloadFn<C>>,
+    section: fn(&Config) -> &C,
+    change: &Change,
+    service: &str,
+) -> Reloaded {
     let result = match hook {
-        Some(h) => h(change.new),
+        Some(h) => h(section(change.new)),
         None => Ok(()),
     };
     Reloaded::from_hook(result, change, &keys::table(service))
 }
 
+/// The sections the web group serves.
+fn web_sections(c: &Config) -> crate::web::Sections<'_> {
+    crate::web::Sections {
+        http: &c.http,
+        https: &c.https,
+        metrics: &c.metrics,
+    }
+}
+
 /// HTTP, HTTPS and the metrics listener: restartable groups (src/web.rs).
-pub struct WebGroup {
+pub(crate) struct WebGroup {
     pub web: Arc<Web>,
 }
 
@@ -28,7 +43,13 @@ pub struct WebGroup {
 impl Service for WebGroup {
     async fn bind(deps: &Deps, banner: &mut Vec<String>) -> Result<WebGroup> {
         let ctx = &deps.ctx;
-        let web = Web::bind(ctx, &ctx.config, deps.registry.clone(), banner).await?;
+        let web = Web::bind(
+            ctx,
+            web_sections(&deps.config),
+            deps.registry.clone(),
+            banner,
+        )
+        .await?;
         Ok(WebGroup { web })
     }
 
@@ -42,7 +63,7 @@ impl Service for WebGroup {
     }
 
     async fn reload(&self, change: &Change<'_>) -> Reloaded {
-        let (failed, restarted) = self.web.apply(change.new).await;
+        let (failed, restarted) = self.web.apply(web_sections(change.new)).await;
         if failed.is_empty() {
             return Reloaded::Applied {
                 restarted: restarted.iter().map(|k| k.name()).collect(),
@@ -59,21 +80,23 @@ impl Service for WebGroup {
 }
 
 /// The OpenSSL door for old phones.
-pub struct LegacyTls {
+pub(crate) struct LegacyTls {
     ctx: Arc<Context>,
     listeners: Vec<crate::http::Listener>,
-    hook: Option<ReloadFn>,
+    hook: crate::tls_legacy::Reload,
 }
 
 #[async_trait::async_trait]
 impl Service for LegacyTls {
     async fn bind(deps: &Deps, banner: &mut Vec<String>) -> Result<LegacyTls> {
         let ctx = &deps.ctx;
-        let (listeners, hook) = crate::tls_legacy::bind(ctx, banner).await?;
+        let c = &deps.config;
+        let (listeners, hook) =
+            crate::tls_legacy::bind(ctx, &c.https_legacy, &c.https, banner).await?;
         Ok(LegacyTls {
             ctx: ctx.clone(),
             listeners,
-            hook: Some(hook),
+            hook,
         })
     }
 
@@ -91,12 +114,13 @@ impl Service for LegacyTls {
     }
 
     async fn reload(&self, change: &Change<'_>) -> Reloaded {
-        hook_result(&self.hook, change, self.name())
+        let result = (self.hook)(&change.new.https_legacy, &change.new.https);
+        Reloaded::from_hook(result, change, &keys::table(self.name()))
     }
 }
 
 /// The bench dashboard.
-pub struct Dashboard {
+pub(crate) struct Dashboard {
     ctx: Arc<Context>,
     listener: Option<crate::http::Listener>,
     handler: Arc<crate::dashboard::DashboardHandler>,
@@ -106,9 +130,9 @@ pub struct Dashboard {
 impl Service for Dashboard {
     async fn bind(deps: &Deps, banner: &mut Vec<String>) -> Result<Dashboard> {
         let (ctx, book) = (&deps.ctx, deps.book.clone());
-        let d = &ctx.config.dashboard;
+        let d = &deps.config.dashboard;
         let upgrades = crate::upgrade::Upgrades::new(
-            crate::upgrade::Settings::from_config(&ctx.config),
+            upgrade_settings(&deps.config),
             book.clone(),
             ctx.tracker.clone(),
             ctx.shutdown.clone(),
@@ -119,15 +143,9 @@ impl Service for Dashboard {
             ctx.tracker.clone(),
             ctx.shutdown.clone(),
         ));
-        let (handler, listener) = crate::dashboard::bind(
-            d,
-            &ctx.config.data_dir,
-            api,
-            ctx.metrics.clone(),
-            upgrades,
-            banner,
-        )
-        .await?;
+        let (handler, listener) =
+            crate::dashboard::bind(d, &ctx.data_dir, api, ctx.metrics.clone(), upgrades, banner)
+                .await?;
         Ok(Dashboard {
             ctx: ctx.clone(),
             listener: Some(listener),
@@ -152,16 +170,16 @@ impl Service for Dashboard {
     }
 
     async fn reload(&self, change: &Change<'_>) -> Reloaded {
-        (self.handler.upgrades).reload(crate::upgrade::Settings::from_config(change.new));
+        (self.handler.upgrades).reload(upgrade_settings(change.new));
         let applied = self
             .handler
-            .reload(&change.new.dashboard, &self.ctx.config.data_dir);
+            .reload(&change.new.dashboard, &self.ctx.data_dir);
         Reloaded::from_hook(applied, change, &keys::table(self.name()))
     }
 }
 
 /// TFTP.
-pub struct Tftp {
+pub(crate) struct Tftp {
     ctx: Arc<Context>,
     bound: Option<crate::tftp::Bound>,
 }
@@ -174,7 +192,7 @@ impl Service for Tftp {
             .tftp_metrics
             .clone()
             .context("tftp: metrics not registered")?;
-        let bound = crate::tftp::bind(&ctx.config.tftp, metrics).await?;
+        let bound = crate::tftp::bind(&deps.config.tftp, metrics).await?;
         banner.push(format!("tftp   tftp://{}/", bound.local_addr()?));
         Ok(Tftp {
             ctx: ctx.clone(),
@@ -194,16 +212,18 @@ impl Service for Tftp {
     }
 
     async fn reload(&self, change: &Change<'_>) -> Reloaded {
-        hook_result(&None, change, self.name())
+        Reloaded::from_hook(Ok(()), change, &keys::table(self.name()))
     }
 }
 
 /// DHCP: binds its interfaces; opens the lease journal only when started.
-pub struct Dhcp {
+pub(crate) struct Dhcp {
     ctx: Arc<Context>,
     bound: Option<crate::dhcp::Bound>,
     metrics: Arc<crate::dhcp::DhcpMetrics>,
-    hook: Option<ReloadFn>,
+    /// Whether provbox's DNS runs: DHCP option 6 names it then.
+    dns_on: bool,
+    hook: Option<ReloadFn<crate::dhcp::Config>>,
 }
 
 #[async_trait::async_trait]
@@ -214,11 +234,12 @@ impl Service for Dhcp {
             .dhcp_metrics
             .clone()
             .context("dhcp: metrics not registered")?;
-        let bound = crate::dhcp::bind(ctx, banner)?;
+        let bound = crate::dhcp::bind(&deps.config.dhcp, banner)?;
         Ok(Dhcp {
             ctx: ctx.clone(),
             bound: Some(bound),
             metrics,
+            dns_on: deps.config.dns.enabled,
             hook: None,
         })
     }
@@ -229,31 +250,38 @@ impl Service for Dhcp {
 
     async fn start(&mut self, _sup: &Arc<Supervisor>) -> Result<()> {
         if let Some(b) = self.bound.take() {
-            self.hook = Some(crate::dhcp::start(b, &self.ctx, self.metrics.clone())?);
+            self.hook = Some(crate::dhcp::start(
+                b,
+                &self.ctx,
+                self.dns_on,
+                self.metrics.clone(),
+            )?);
         }
         Ok(())
     }
 
     async fn reload(&self, change: &Change<'_>) -> Reloaded {
-        hook_result(&self.hook, change, self.name())
+        hook_result(&self.hook, |c| &c.dhcp, change, self.name())
     }
 }
 
 /// DNS.
-pub struct Dns {
+pub(crate) struct Dns {
     ctx: Arc<Context>,
+    config: Arc<Config>,
     bound: Option<crate::dns::Bound>,
     metrics: Arc<crate::dns::DnsMetrics>,
-    hook: Option<ReloadFn>,
+    hook: Option<ReloadFn<crate::dns::Config>>,
 }
 
 #[async_trait::async_trait]
 impl Service for Dns {
     async fn bind(deps: &Deps, banner: &mut Vec<String>) -> Result<Dns> {
         let (ctx, metrics) = (&deps.ctx, deps.dns_metrics.clone());
-        let bound = crate::dns::bind(&ctx.config.dns, banner).await?;
+        let bound = crate::dns::bind(&deps.config.dns, banner).await?;
         Ok(Dns {
             ctx: ctx.clone(),
+            config: deps.config.clone(),
             bound: Some(bound),
             metrics,
             hook: None,
@@ -266,19 +294,23 @@ impl Service for Dns {
 
     async fn start(&mut self, _sup: &Arc<Supervisor>) -> Result<()> {
         if let Some(b) = self.bound.take() {
-            self.hook = Some(b.start(&self.ctx, self.metrics.clone()).context("dns")?);
+            self.hook = Some(
+                b.start(&self.ctx, &self.config.dns, self.metrics.clone())
+                    .context("dns")?,
+            );
         }
         Ok(())
     }
 
     async fn reload(&self, change: &Change<'_>) -> Reloaded {
-        hook_result(&self.hook, change, self.name())
+        hook_result(&self.hook, |c| &c.dns, change, self.name())
     }
 }
 
 /// The syslog receiver; opens `forward_file` only when started.
-pub struct Syslog {
+pub(crate) struct Syslog {
     ctx: Arc<Context>,
+    config: Arc<Config>,
     bound: Option<crate::syslog::Bound>,
     book: Arc<StatusBook>,
     metrics: crate::syslog::Metrics,
@@ -289,9 +321,10 @@ impl Service for Syslog {
     async fn bind(deps: &Deps, banner: &mut Vec<String>) -> Result<Syslog> {
         let ctx = &deps.ctx;
         let (book, metrics) = (deps.book.clone(), deps.syslog_metrics.clone());
-        let bound = crate::syslog::bind(ctx, banner).await?;
+        let bound = crate::syslog::bind(&deps.config.syslog, banner).await?;
         Ok(Syslog {
             ctx: ctx.clone(),
+            config: deps.config.clone(),
             bound: Some(bound),
             book,
             metrics,
@@ -304,12 +337,33 @@ impl Service for Syslog {
 
     async fn start(&mut self, _sup: &Arc<Supervisor>) -> Result<()> {
         if let Some(b) = self.bound.take() {
-            crate::syslog::start(b, &self.ctx, self.book.clone(), self.metrics.clone())?;
+            crate::syslog::start(
+                b,
+                &self.ctx,
+                &self.config.syslog,
+                self.book.clone(),
+                self.metrics.clone(),
+            )?;
         }
         Ok(())
     }
 
     async fn reload(&self, change: &Change<'_>) -> Reloaded {
-        hook_result(&None, change, self.name())
+        Reloaded::from_hook(Ok(()), change, &keys::table(self.name()))
+    }
+}
+
+/// What firmware pushes need of the configuration.
+fn upgrade_settings(cfg: &Config) -> crate::upgrade::Settings {
+    crate::upgrade::Settings {
+        upgrade: cfg.upgrade.clone(),
+        resync: cfg.dashboard.resync.clone(),
+        http: cfg
+            .http
+            .enabled
+            .then(|| cfg.http.listen.first().map(|l| l.value))
+            .flatten(),
+        tftp: cfg.tftp.enabled.then_some(cfg.tftp.listen.value),
+        roots: cfg.catalog.roots.iter().map(|r| r.value.clone()).collect(),
     }
 }

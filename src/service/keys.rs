@@ -7,9 +7,10 @@
 
 use std::fmt::Debug;
 
-use crate::config::{At, Config};
+use crate::config::Config;
+use crate::confkit::At;
 
-pub struct Key {
+pub(crate) struct Key {
     pub name: &'static str,
     /// Applies on reload; otherwise waits for a restart.
     pub live: bool,
@@ -17,7 +18,7 @@ pub struct Key {
     pub value: Option<fn(&Config) -> String>,
 }
 
-pub struct Table {
+pub(crate) struct Table {
     pub service: &'static str,
     /// Whether the service runs with this configuration.
     pub enabled: fn(&Config) -> bool,
@@ -74,7 +75,7 @@ fn always(_: &Config) -> bool {
 }
 
 /// Every service's table, the process's own settings first.
-pub fn tables() -> Vec<Table> {
+pub(crate) fn tables() -> Vec<Table> {
     vec![
         Table {
             service: "process",
@@ -276,7 +277,7 @@ fn upload_patterns(c: &Config) -> String {
 }
 
 /// The table of one service.
-pub fn table(service: &str) -> Table {
+pub(crate) fn table(service: &str) -> Table {
     tables()
         .into_iter()
         .find(|t| t.service == service)

@@ -12,9 +12,9 @@ use tokio_util::sync::CancellationToken;
 use super::{State, StatusBook, now_ms};
 
 /// One sample a minute...
-pub const EVERY: Duration = Duration::from_secs(60);
+pub(crate) const EVERY: Duration = Duration::from_secs(60);
 /// ...for a day.
-pub const KEEP: usize = 24 * 60;
+pub(crate) const KEEP: usize = 24 * 60;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sample {
@@ -48,7 +48,7 @@ impl Default for History {
 }
 
 /// The book's counts now.
-pub fn count(book: &StatusBook) -> Sample {
+pub(crate) fn count(book: &StatusBook) -> Sample {
     let mut counts = [0u32; State::ALL.len()];
     for st in book.map(|d| d.state) {
         if let Some(i) = State::ALL.iter().position(|s| *s == st) {

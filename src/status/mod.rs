@@ -14,8 +14,8 @@
 //! address, is refused (counted, and noted on the device's timeline). Resync targets and
 //! the phones' admin credentials follow the address, so one spoofed line must not move it.
 
-pub mod history;
-pub mod record;
+pub(crate) mod history;
+pub(crate) mod record;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -32,11 +32,20 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry as PromRegistry;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
-pub mod desk;
-
 use crate::devices::{LeaseInfo, Mac, Observer, Registry, TransferDone};
+pub(crate) use crate::metrics::RefusalLabels as ReasonLabels;
 use crate::store::Store;
-pub use record::{Action, Device, Event, PhoneEvent, PhoneReport, Proof, State, now_ms};
+
+/// Who hears of state changes and lease events: the hooks (`hooks::Hooks`), set once at
+/// start. A trait so the book, below the hooks, does not name them. Implementations only
+/// queue: they are called with the book's state in hand.
+pub trait Announce: Send + Sync {
+    /// `d` entered its current state (`before`: its state until now, None when new).
+    fn state_changed(&self, d: &Device, before: Option<State>);
+    fn lease_bound(&self, ip: IpAddr, lease: &LeaseInfo);
+    fn lease_ended(&self, ip: IpAddr, lease: &LeaseInfo);
+}
+pub(crate) use record::{Action, Device, PhoneEvent, PhoneReport, Proof, State, now_ms};
 
 /// key (`00:0e:08:aa:bb:cc` or `ip:…`) → the record as JSON (readable with any redb tool,
 /// and new fields do not need a migration).
@@ -46,12 +55,12 @@ const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("status_devic
 const PERSIST_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Devices kept; beyond that the one not heard from longest is forgotten.
-pub const MAX_DEVICES: usize = 4096;
+pub(crate) const MAX_DEVICES: usize = 4096;
 /// A full book forgets `MAX_DEVICES / EVICT_FRACTION` devices at once.
 const EVICT_FRACTION: usize = 16;
 
 /// Changed keys remembered one by one before the writer is simply told "write everything".
-pub const MAX_DIRTY_KEYS: usize = 1024;
+pub(crate) const MAX_DIRTY_KEYS: usize = 1024;
 /// Records copied per lock hold when writing (the book's lock is never held to serialise).
 const WRITE_CHUNK: usize = 256;
 /// A refused claim is noted on the named device's timeline at most this often.
@@ -60,11 +69,6 @@ const REFUSAL_NOTE_EVERY_MS: u64 = 60_000;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     state: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
-    pub reason: &'static str,
 }
 
 /// `provbox_devices{state}`, counted when scraped: counting on every event would walk
@@ -182,7 +186,7 @@ pub struct StatusBook {
     /// Keys to write (or delete) in the store; `None` when running without one (tests).
     dirty: Option<Dirty>,
     /// Told of every state change and lease event; set once hooks are configured.
-    hooks: OnceLock<Arc<crate::hooks::Hooks>>,
+    hooks: OnceLock<Arc<dyn Announce>>,
     /// The keys of every change, for live subscribers (the API's event stream). A
     /// subscriber that falls [`CHANGE_QUEUE`] changes behind is told it lagged; nobody
     /// here ever waits for one.
@@ -190,7 +194,7 @@ pub struct StatusBook {
 }
 
 /// Changes a live subscriber may fall behind before it is dropped.
-pub const CHANGE_QUEUE: usize = 256;
+pub(crate) const CHANGE_QUEUE: usize = 256;
 
 /// What the dashboard and CLI need to reach a device.
 #[derive(Debug, Clone)]
@@ -305,7 +309,7 @@ impl StatusBook {
     }
 
     /// Hooks hear of state changes from now on (set once; later calls are ignored).
-    pub fn set_hooks(&self, h: Arc<crate::hooks::Hooks>) {
+    pub fn set_hooks(&self, h: Arc<dyn Announce>) {
         let _ = self.hooks.set(h);
     }
 
@@ -314,7 +318,7 @@ impl StatusBook {
         if before != Some(d.state)
             && let Some(h) = self.hooks.get()
         {
-            h.publish(crate::hooks::Event::state(d, before));
+            h.state_changed(d, before);
         }
     }
 
@@ -861,21 +865,13 @@ impl Observer for StatusBook {
 
     fn lease_bound(&self, ip: IpAddr, lease: &LeaseInfo) {
         if let Some(h) = self.hooks.get() {
-            h.publish(crate::hooks::Event::lease(
-                crate::hooks::Kind::LeaseBound,
-                ip,
-                lease,
-            ));
+            h.lease_bound(ip, lease);
         }
     }
 
     fn lease_ended(&self, ip: IpAddr, lease: &LeaseInfo) {
         if let Some(h) = self.hooks.get() {
-            h.publish(crate::hooks::Event::lease(
-                crate::hooks::Kind::LeaseEnded,
-                ip,
-                lease,
-            ));
+            h.lease_ended(ip, lease);
         }
     }
 

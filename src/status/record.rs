@@ -8,11 +8,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 /// Timeline entries kept per device (oldest dropped first).
-pub const MAX_EVENTS: usize = 200;
+pub(crate) const MAX_EVENTS: usize = 200;
 /// Other syslog lines kept per device.
-pub const MAX_LINES: usize = 100;
+pub(crate) const MAX_LINES: usize = 100;
 /// A syslog line longer than this is cut (phones send short lines; this bounds memory).
-pub const MAX_LINE_LEN: usize = 1024;
+pub(crate) const MAX_LINE_LEN: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -174,7 +174,7 @@ pub struct Device {
     pub lines: VecDeque<Line>,
 }
 
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -193,7 +193,7 @@ fn cut(s: &str) -> String {
 }
 
 /// Transfer outcomes that mean the device got its file.
-pub fn transfer_ok(outcome: &str) -> bool {
+pub(crate) fn transfer_ok(outcome: &str) -> bool {
     matches!(outcome, "ok" | "partial" | "not_modified")
 }
 
@@ -323,6 +323,27 @@ impl Device {
     pub fn last_event(&self) -> Option<&Event> {
         self.events.back()
     }
+}
+
+/// Unix milliseconds → `2026-11-26T23:59:01Z` (days-from-civil inverse, no time crate).
+pub(crate) fn iso(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = ((secs / 86400) as i64, secs % 86400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]

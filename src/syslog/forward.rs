@@ -16,13 +16,12 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
-use serde::{Deserialize, Deserializer};
 
 use crate::limit::WarnGate;
+use crate::metrics::RefusalLabels as ReasonLabels;
 
 /// Lines waiting for the writer; a burst beyond this is dropped, not buffered.
 const QUEUE: usize = 4096;
@@ -30,50 +29,11 @@ const QUEUE: usize = 4096;
 pub const MIN_MAX: u64 = 1024;
 pub const DEFAULT_MAX: u64 = 64 * 1024 * 1024;
 
-/// A size written as a number of bytes or with a unit: `512KiB`, `64MiB`, `1GiB`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Size(pub u64);
+pub(crate) use crate::confkit::Size;
 
 impl Default for Size {
     fn default() -> Self {
         Size(DEFAULT_MAX)
-    }
-}
-
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size; expected e.g. 65536, 512KiB, 64MiB"))?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        _ => {
-            return Err(format!(
-                "`{text}` has an unknown unit; expected B, KiB, MiB or GiB"
-            ));
-        }
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("`{text}` is too large"))
-}
-
-impl<'de> Deserialize<'de> for Size {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Bytes(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Bytes(b) => Ok(Size(b)),
-            Raw::Text(t) => parse_size(&t).map(Size).map_err(serde::de::Error::custom),
-        }
     }
 }
 
@@ -103,11 +63,6 @@ pub fn escape(line: &str) -> Cow<'_, str> {
         }
     }
     Cow::Owned(out)
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabels {
-    reason: &'static str,
 }
 
 #[derive(Clone, Default)]
@@ -277,6 +232,7 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::confkit::parse_size;
     use proptest::prelude::*;
 
     /// The inverse of `escape` (for the property below).

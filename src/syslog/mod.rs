@@ -22,9 +22,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::acceptor::{Acceptor, Idle, Limits, TcpLimits, Timeouts};
-use crate::config::{At, ListenerSpec, Problems, Transport};
+use crate::confkit::{At, ListenerSpec, Problems, Transport};
 use crate::devices::Mac;
-use crate::server::Context;
+use crate::frontend::Context;
+use crate::metrics::{EventLabel as EventLabels, RefusalLabels as ReasonLabels};
 use crate::status::StatusBook;
 
 /// Longest frame accepted; RFC 5424 asks receivers to take at least 2048 octets.
@@ -146,16 +147,6 @@ struct TransportLabels {
     transport: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct EventLabels {
-    event: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabels {
-    reason: &'static str,
-}
-
 #[derive(Clone, Default)]
 pub struct Metrics {
     received: Family<TransportLabels, Counter>,
@@ -261,15 +252,14 @@ pub struct Bound {
 }
 
 /// Bind the configured sockets.
-pub async fn bind(ctx: &Context, banner: &mut Vec<String>) -> Result<Bound> {
-    let cfg = &ctx.config.syslog;
+pub async fn bind(cfg: &Config, banner: &mut Vec<String>) -> Result<Bound> {
     let udp = UdpSocket::bind(cfg.listen.value)
         .await
-        .map_err(|e| crate::server::bind_error("syslog.listen", cfg.listen.value, e))?;
+        .map_err(|e| crate::frontend::bind_error("syslog.listen", cfg.listen.value, e))?;
     banner.push(format!("syslog udp://{}", udp.local_addr()?));
     let tcp = match &cfg.tcp_listen {
         Some(a) => {
-            let l = crate::server::bind_tcp("syslog.tcp_listen", a.value).await?;
+            let l = crate::frontend::bind_tcp("syslog.tcp_listen", a.value).await?;
             banner.push(format!("syslog tcp://{}", l.local_addr()?));
             Some(l)
         }
@@ -283,8 +273,13 @@ pub async fn bind(ctx: &Context, banner: &mut Vec<String>) -> Result<Bound> {
 
 /// Open the forward file and serve, loops under the supervisor (lines only update the
 /// status book, so there is nothing to wait for).
-pub fn start(bound: Bound, ctx: &Context, book: Arc<StatusBook>, metrics: Metrics) -> Result<()> {
-    let cfg = &ctx.config.syslog;
+pub fn start(
+    bound: Bound,
+    ctx: &Context,
+    cfg: &Config,
+    book: Arc<StatusBook>,
+    metrics: Metrics,
+) -> Result<()> {
     let rx = Arc::new(Receiver::new(
         book,
         metrics,

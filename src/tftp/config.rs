@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::options::{DEFAULT_BLKSIZE, MAX_BLKSIZE};
-use crate::config::{At, Dur, ListenerSpec, Problems, Transport};
+use crate::confkit::{At, Dur, ListenerSpec, Problems, Transport};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -163,7 +163,7 @@ impl Config {
 mod tests {
     use crate::config::Config as Root;
 
-    fn parse(tftp: &str) -> Result<Root, crate::config::ConfigErrors> {
+    fn parse(tftp: &str) -> Result<Root, crate::confkit::ConfigErrors> {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("files")).unwrap();
         let yaml = format!("catalog:\n  roots: [files]\ntftp:\n{tftp}");

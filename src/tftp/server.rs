@@ -19,18 +19,18 @@ use super::packet::{self, Packet, code};
 use super::sock;
 use super::transfer::{self, Job, Shared};
 use crate::devices::TransferDone;
+use crate::frontend::{Context, bind_error};
 use crate::limit::{PerIp, WarnGate};
 use crate::metrics::{OutcomeLabels, Protocol};
-use crate::server::{Context, bind_error};
 
 /// With the `fault-injection` feature, a read request for this file panics the listener.
 #[cfg(feature = "fault-injection")]
-pub const FAULT_INJECTION_FILE: &str = "provbox-fault-injection/panic";
+pub(super) const FAULT_INJECTION_FILE: &str = "provbox-fault-injection/panic";
 /// With `fault-injection`, a read request for this file stops the listener for 12 s, as a
 /// wedged loop would: well past the supervisor's 5 s staleness, so `/readyz` has a wide
 /// window to report it even on a loaded machine.
 #[cfg(feature = "fault-injection")]
-pub const FAULT_WEDGE_FILE: &str = "provbox-fault-injection/wedge";
+pub(super) const FAULT_WEDGE_FILE: &str = "provbox-fault-injection/wedge";
 
 /// The bound listener, not yet serving (every front end binds before any serves).
 pub struct Bound {

@@ -15,7 +15,7 @@ use tokio::net::UdpSocket;
 
 /// Ask the kernel to report each datagram's destination address. Only needed, and only
 /// done, when the listener is bound to the unspecified address.
-pub fn enable_pktinfo(sock: &UdpSocket, v6: bool) -> io::Result<()> {
+pub(super) fn enable_pktinfo(sock: &UdpSocket, v6: bool) -> io::Result<()> {
     if v6 {
         setsockopt(sock, sockopt::Ipv6RecvPacketInfo, &true)?;
     } else {
@@ -26,7 +26,7 @@ pub fn enable_pktinfo(sock: &UdpSocket, v6: bool) -> io::Result<()> {
 
 /// One received datagram: its length, sender, and the local address it reached (when
 /// pktinfo is on).
-pub struct Received {
+pub(super) struct Received {
     pub len: usize,
     pub peer: SocketAddr,
     pub local: Option<IpAddr>,
@@ -40,7 +40,7 @@ fn to_std(a: &SockaddrStorage) -> Option<SocketAddr> {
         .map(|v6| SocketAddr::from((v6.ip(), v6.port())))
 }
 
-pub async fn recv_with_dst(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Received> {
+pub(super) async fn recv_with_dst(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Received> {
     sock.async_io(Interest::READABLE, || {
         let mut cmsg = nix::cmsg_space!(libc::in6_pktinfo);
         let mut iov = [IoSliceMut::new(&mut *buf)];
@@ -88,7 +88,7 @@ pub async fn recv_with_dst(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Recei
 }
 
 /// Send `head` followed by `body` as one datagram on a connected socket.
-pub async fn send_parts(sock: &UdpSocket, head: &[u8], body: &[u8]) -> io::Result<()> {
+pub(super) async fn send_parts(sock: &UdpSocket, head: &[u8], body: &[u8]) -> io::Result<()> {
     sock.async_io(Interest::WRITABLE, || {
         let iov = [IoSlice::new(head), IoSlice::new(body)];
         sendmsg::<SockaddrStorage>(sock.as_raw_fd(), &iov, &[], MsgFlags::empty(), None)

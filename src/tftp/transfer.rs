@@ -23,7 +23,7 @@ use crate::limit::IpSlot;
 use crate::metrics::{Metrics, OutcomeLabels, ProtoLabels, Protocol};
 
 /// What every transfer shares: the device layer, metrics and the configured limits.
-pub struct Shared {
+pub(super) struct Shared {
     pub provisioner: Arc<Provisioner>,
     pub metrics: Arc<Metrics>,
     pub tftp: Arc<TftpMetrics>,
@@ -41,7 +41,7 @@ pub struct Shared {
     pub uploads: Option<Arc<crate::uploads::Uploads>>,
 }
 
-pub struct Job {
+pub(super) struct Job {
     pub peer: SocketAddr,
     /// The address the request reached: the transfer sends from it.
     pub local: IpAddr,
@@ -129,7 +129,7 @@ impl Report {
     }
 }
 
-pub async fn run(shared: Arc<Shared>, job: Job) {
+pub(super) async fn run(shared: Arc<Shared>, job: Job) {
     let _active = ActiveGuard(&shared, job.peer, job.key);
     let _permit = &job.permit;
     let _ip_slot = &job.ip_slot;

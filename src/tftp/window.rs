@@ -9,7 +9,7 @@
 use std::ops::Range;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ack {
+pub(super) enum Ack {
     /// New blocks acknowledged; more to send.
     Progress,
     /// The final block is acknowledged: the transfer is complete.
@@ -19,7 +19,7 @@ pub enum Ack {
 }
 
 #[derive(Debug, Clone)]
-pub struct Window {
+pub(super) struct Window {
     len: u64,
     blksize: u64,
     window: u64,
@@ -32,7 +32,7 @@ pub struct Window {
 }
 
 impl Window {
-    pub fn new(len: u64, blksize: u16, window: u16, oack: bool) -> Window {
+    pub(super) fn new(len: u64, blksize: u16, window: u16, oack: bool) -> Window {
         let blksize = blksize.max(1) as u64;
         let base = if oack { 0 } else { 1 };
         Window {
@@ -46,12 +46,12 @@ impl Window {
     }
 
     /// The OACK is out and its ACK 0 has not come yet.
-    pub fn awaiting_oack_ack(&self) -> bool {
+    pub(super) fn awaiting_oack_ack(&self) -> bool {
         self.base == 0
     }
 
     /// Blocks to send now (empty while waiting for the OACK's ACK or a full window's).
-    pub fn due(&self) -> Range<u64> {
+    pub(super) fn due(&self) -> Range<u64> {
         if self.base == 0 {
             return 0..0;
         }
@@ -59,18 +59,18 @@ impl Window {
         self.next.min(end)..end
     }
 
-    pub fn sent_through(&mut self, end: u64) {
+    pub(super) fn sent_through(&mut self, end: u64) {
         self.next = self.next.max(end);
     }
 
     /// The wire number and byte range of block `n`.
-    pub fn block(&self, n: u64) -> (u16, Range<usize>) {
+    pub(super) fn block(&self, n: u64) -> (u16, Range<usize>) {
         let start = ((n - 1) * self.blksize).min(self.len);
         let end = (start + self.blksize).min(self.len);
         ((n & 0xffff) as u16, start as usize..end as usize)
     }
 
-    pub fn on_ack(&mut self, wire: u16) -> Ack {
+    pub(super) fn on_ack(&mut self, wire: u16) -> Ack {
         if self.base == 0 {
             if wire == 0 {
                 self.base = 1;
@@ -98,7 +98,7 @@ impl Window {
 
     /// A timeout: everything unacknowledged goes out again. Returns how many packets that
     /// resends (the OACK counts as one).
-    pub fn rewind(&mut self) -> u64 {
+    pub(super) fn rewind(&mut self) -> u64 {
         if self.base == 0 {
             return 1;
         }
@@ -107,7 +107,7 @@ impl Window {
         n
     }
 
-    pub fn acknowledged_bytes(&self) -> u64 {
+    pub(super) fn acknowledged_bytes(&self) -> u64 {
         if self.base <= 1 {
             return 0;
         }

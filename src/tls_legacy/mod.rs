@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::config::{At, ClientAuth, HttpLimits, HttpsConfig, ListenerSpec, Problems, Transport};
+use crate::confkit::{At, ClientAuth, HttpLimits, HttpsConfig, ListenerSpec, Problems, Transport};
 
 #[cfg(feature = "legacy-tls")]
-pub use self::ossl::{Acceptor, HandshakeError, lab_rsa_cert};
+pub use self::ossl::{Acceptor, lab_rsa_cert};
 
 /// What old phones offer (Cisco SPA/3PCC, Yealink T2x, Polycom SoundPoint provisioning
 /// guides), after ECDHE suites so that modern clients still get forward secrecy and GCM.
@@ -156,7 +156,7 @@ impl Config {
             );
         }
         self.limits.validate("https_legacy.limits", p);
-        crate::config::check_cert_pair("https_legacy", &self.cert, &self.key, p);
+        crate::confkit::check_cert_pair("https_legacy", &self.cert, &self.key, p);
         let eff = self.effective(https);
         if let Some(ca) = &self.client_ca
             && !ca.is_file()
@@ -203,30 +203,35 @@ impl Config {
     }
 }
 
+/// The reload hook: applies a new `https_legacy` section (which reads `https` for what it
+/// inherits).
+pub type Reload = Box<dyn Fn(&Config, &HttpsConfig) -> anyhow::Result<()> + Send + Sync>;
+
 /// Bind the enabled legacy listeners (all sockets first, like every front end) and return
 /// them ready to run with their reload hook; adds a banner line per socket.
 pub async fn bind(
-    ctx: &crate::server::Context,
+    ctx: &crate::frontend::Context,
+    cfg: &Config,
+    https: &HttpsConfig,
     banner: &mut Vec<String>,
-) -> anyhow::Result<(Vec<crate::http::Listener>, crate::service::ReloadFn)> {
-    let cfg = &ctx.config.https_legacy;
+) -> anyhow::Result<(Vec<crate::http::Listener>, Reload)> {
     if !cfg.enabled {
-        return Ok((Vec::new(), Box::new(|_: &crate::config::Config| Ok(()))));
+        return Ok((Vec::new(), Box::new(|_: &Config, _: &HttpsConfig| Ok(()))));
     }
     #[cfg(not(feature = "legacy-tls"))]
     {
-        let _ = banner;
+        let _ = (ctx, https, banner);
         anyhow::bail!("https_legacy: this provbox was built without the `legacy-tls` feature");
     }
     #[cfg(feature = "legacy-tls")]
-    ossl::bind(ctx, cfg, banner).await
+    ossl::bind(ctx, cfg, https, banner).await
 }
 
 #[cfg(test)]
 mod tests {
     use crate::config::Config;
 
-    fn parse(yaml: &str) -> Result<Config, crate::config::ConfigErrors> {
+    fn parse(yaml: &str) -> Result<Config, crate::confkit::ConfigErrors> {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("files")).unwrap();
         Config::parse(yaml, &dir.path().join("config.yaml"))
@@ -243,7 +248,7 @@ mod tests {
         assert!(!cfg.https_legacy.enabled);
         assert!(cfg.https_legacy.listeners().is_empty());
         let eff = cfg.https_legacy.effective(&cfg.https);
-        assert_eq!(eff.client_auth, crate::config::ClientAuth::Optional);
+        assert_eq!(eff.client_auth, crate::confkit::ClientAuth::Optional);
         assert!(eff.client_ca.unwrap().ends_with("ca.pem"));
         assert!(eff.cert_key.is_none());
         assert_eq!(eff.ciphers, super::DEFAULT_CIPHERS);

@@ -24,11 +24,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_openssl::SslStream;
 
 use super::{Config, Effective, MinProtocol};
-use crate::config::{At, ClientAuth};
-use crate::devices::ClientIdentity;
-use crate::http;
+use crate::acceptor::Idle;
+use crate::confkit::{At, ClientAuth, HttpsConfig};
+use crate::frontend::{Context, bind_tcp};
+use crate::http::{self, Handshake, HandshakeError};
 use crate::metrics::Protocol;
-use crate::server::{Context, bind_tcp};
 use crate::tls;
 
 /// RFC 7919 ffdhe2048, for the DHE-RSA suites (fixed, well-known parameters: nothing to
@@ -46,7 +46,7 @@ ssbzSibBsu/6iGtCOGEoXJf//////////wIBAg==
 /// Every entry of an OpenSSL cipher string must select something in this library, so a
 /// typo or a suite the system OpenSSL lacks (RC4 on most current builds) is refused at
 /// `provbox check` instead of silently narrowing what phones can use.
-pub fn check_ciphers(list: &At<String>) -> Result<(), String> {
+pub(super) fn check_ciphers(list: &At<String>) -> Result<(), String> {
     let probe = |s: &str| -> bool {
         let Ok(mut b) = SslContext::builder(SslMethod::tls_server()) else {
             return false;
@@ -161,19 +161,6 @@ fn context(f: &Files) -> Result<SslContext> {
     Ok(b.build())
 }
 
-/// A handshake that did not complete, with the reason label it is counted under.
-#[derive(Debug)]
-pub struct HandshakeError {
-    pub reason: &'static str,
-    pub detail: String,
-}
-
-impl std::fmt::Display for HandshakeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.detail)
-    }
-}
-
 fn classify(e: &openssl::ssl::Error) -> &'static str {
     if let Some(stack) = e.ssl_error() {
         let reasons: Vec<&str> = stack.errors().iter().filter_map(|x| x.reason()).collect();
@@ -209,13 +196,6 @@ fn classify(e: &openssl::ssl::Error) -> &'static str {
 pub struct Acceptor {
     current: ArcSwap<SslContext>,
     files: ArcSwap<Files>,
-}
-
-/// What a finished handshake says, for metrics and the request's identity.
-pub struct Handshake {
-    pub version: &'static str,
-    pub cipher: String,
-    pub client: Option<ClientIdentity>,
 }
 
 impl Acceptor {
@@ -319,6 +299,17 @@ impl Acceptor {
     }
 }
 
+/// The OpenSSL door as `http` drives it: handshake, then the stream and what it negotiated.
+impl http::Handshaker for Acceptor {
+    fn handshake(&self, io: Idle<tokio::net::TcpStream>) -> http::HandshakeFuture<'_> {
+        Box::pin(async move {
+            let stream = self.accept(io).await?;
+            let hs = Acceptor::describe(stream.ssl());
+            Ok((Box::new(stream) as http::TlsStream, hs))
+        })
+    }
+}
+
 fn modified(p: &Path) -> Option<SystemTime> {
     fs::metadata(p).and_then(|m| m.modified()).ok()
 }
@@ -389,17 +380,18 @@ fn files_of(eff: Effective, lab: Option<&(PathBuf, PathBuf)>) -> Result<Files> {
     })
 }
 
-pub async fn bind(
+pub(super) async fn bind(
     ctx: &Context,
     cfg: &Config,
+    https: &HttpsConfig,
     banner: &mut Vec<String>,
-) -> Result<(Vec<http::Listener>, crate::service::ReloadFn)> {
-    let eff = cfg.effective(&ctx.config.https);
+) -> Result<(Vec<http::Listener>, super::Reload)> {
+    let eff = cfg.effective(https);
     let lab = match &eff.cert_key {
         Some(_) => None,
         None => {
             let dir = ctx.data_dir.join("tls");
-            let (c, k) = lab_rsa_cert(&dir, &tls::machine_names(&ctx.config.https.names))
+            let (c, k) = lab_rsa_cert(&dir, &tls::machine_names(&https.names))
                 .context("https_legacy: creating the lab RSA certificate")?;
             tracing::info!(cert = %c.display(), "https_legacy: no certificate configured; serving an RSA one from the lab CA");
             Some((c, k))
@@ -411,11 +403,11 @@ pub async fn bind(
     // SIGHUP: new ciphers, minimum protocol, certificate paths or client policy apply to
     // the next handshake; the addresses stay until a restart (server.rs says so).
     let acc = acceptor.clone();
-    let reload: crate::service::ReloadFn = Box::new(move |cfg: &crate::config::Config| {
-        if !cfg.https_legacy.enabled {
+    let reload: super::Reload = Box::new(move |cfg: &Config, https: &HttpsConfig| {
+        if !cfg.enabled {
             return Ok(());
         }
-        let eff = cfg.https_legacy.effective(&cfg.https);
+        let eff = cfg.effective(https);
         acc.reconfigure(files_of(eff, lab.as_ref())?)
     });
     acceptor

@@ -3,8 +3,8 @@
 use serde::Deserialize;
 
 use super::Pattern;
-use crate::config::{At, Problems};
-use crate::syslog::forward::Size;
+use crate::confkit::Size;
+use crate::confkit::{At, Problems};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -103,7 +103,7 @@ fn overrides_are_replaced_and_a_cut_upload_leaves_the_previous_version() {
 #[test]
 fn logs_are_appended_then_rotated_keeping_n() {
     let (_d, up) = store(|c| {
-        c.log_rotate.value = crate::syslog::forward::Size(1024);
+        c.log_rotate.value = crate::confkit::Size(1024);
         c.log_keep.value = 2;
     });
     let key = "0004f2abcdef-app.log";
@@ -144,9 +144,9 @@ fn logs_are_appended_then_rotated_keeping_n() {
 #[test]
 fn quotas_file_device_and_store() {
     let (_d, up) = store(|c| {
-        c.max_file.value = crate::syslog::forward::Size(100);
-        c.max_device.value = crate::syslog::forward::Size(250);
-        c.max_total.value = crate::syslog::forward::Size(400);
+        c.max_file.value = crate::confkit::Size(100);
+        c.max_device.value = crate::confkit::Size(250);
+        c.max_total.value = crate::confkit::Size(400);
     });
     let k = |m: &str, f: &str| format!("{m}-{f}");
     // Declared too large: refused before a byte is written.
@@ -179,7 +179,7 @@ fn quotas_file_device_and_store() {
 
 #[test]
 fn a_stray_file_in_the_store_counts_but_breaks_nothing() {
-    let (_d, up) = store(|c| c.max_total.value = crate::syslog::forward::Size(100 << 20));
+    let (_d, up) = store(|c| c.max_total.value = crate::confkit::Size(100 << 20));
     std::fs::write(up.root().join("README"), vec![b'r'; 1000]).unwrap();
     put(&up, "0004f2abcdef-phone.cfg", b"ok\n").unwrap();
     assert_eq!(usage_all(up.root()).unwrap(), 1003);
@@ -226,7 +226,7 @@ proptest! {
         ],
     ) {
         let path = format!("/{}", parts.join("/"));
-        let (d, up) = store(|c| c.patterns = Some(vec![crate::config::At::new(pattern.clone())]));
+        let (d, up) = store(|c| c.patterns = Some(vec![crate::confkit::At::new(pattern.clone())]));
         let Some(key) = crate::catalog::path::normalize(&path).ok() else { return Ok(()) };
         if let Some(t) = up.target(&key) {
             prop_assert!(!t.name.contains('/') && !t.name.starts_with('.'));

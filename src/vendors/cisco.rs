@@ -4,20 +4,20 @@
 use super::{Job, LegacyTls, Notify, Outcome, Phrase, UaExample, UaFormat, Vendor, WebCommand};
 
 /// Cisco/Linksys phones resync on `Event: resync` and reboot on `Event: reboot`.
-pub const NOTIFY: Notify = Notify {
+pub(crate) const NOTIFY: Notify = Notify {
     resync: "resync",
     reboot: "reboot",
 };
 
 /// `http://<phone>/admin/resync[?url]`, `/admin/reboot`.
-pub const WEB: WebCommand = WebCommand {
+pub(crate) const WEB: WebCommand = WebCommand {
     resync: "/admin/resync",
     reboot: "/admin/reboot",
     // "Firmware Upgrade With a Browser Command": /admin/upgrade?<scheme>://<server>/<path>
     upgrade: "/admin/upgrade",
 };
 
-pub const VENDOR: Vendor = Vendor {
+pub(crate) const VENDOR: Vendor = Vendor {
     name: "cisco",
     hints: &["cisco", "spa", "linksys", "cp-", "sipura"],
     user_agents: &[

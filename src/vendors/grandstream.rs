@@ -2,7 +2,7 @@
 
 use super::{CHECK_SYNC, UaExample, UaFormat, Vendor};
 
-pub const VENDOR: Vendor = Vendor {
+pub(crate) const VENDOR: Vendor = Vendor {
     name: "grandstream",
     hints: &["grandstream"],
     user_agents: &[UaFormat {

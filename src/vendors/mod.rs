@@ -44,16 +44,16 @@ macro_rules! vendor_table_tests {
     };
 }
 
-pub mod cisco;
-pub mod grandstream;
-pub mod polycom;
-pub mod snom;
-pub mod yealink;
+pub(crate) mod cisco;
+pub(crate) mod grandstream;
+pub(crate) mod polycom;
+pub(crate) mod snom;
+pub(crate) mod yealink;
 
 /// Every vendor, in the order their User-Agent formats are tried and their hints are
 /// matched (the first match wins; Cisco's short hints such as `spa` go first so they keep
 /// deciding a NOTIFY event as they always did).
-pub const VENDORS: &[&Vendor] = &[
+pub(crate) const VENDORS: &[&Vendor] = &[
     &cisco::VENDOR,
     &yealink::VENDOR,
     &polycom::VENDOR,
@@ -61,9 +61,12 @@ pub const VENDORS: &[&Vendor] = &[
     &snom::VENDOR,
 ];
 
-/// One vendor's knowledge.
+/// One vendor's knowledge. Some fields (factory and device file names, legacy TLS needs,
+/// web commands) are knowledge only the table tests read so far, or nothing yet (`web`:
+/// `resync` names `cisco::WEB` directly).
 #[derive(Debug)]
-pub struct Vendor {
+#[allow(dead_code)]
+pub(crate) struct Vendor {
     /// Lowercase: the `vendor` an identity reports.
     pub name: &'static str,
     /// Lowercase substrings of a model, a DHCP vendor class (option 60) or a User-Agent
@@ -93,7 +96,8 @@ pub struct Vendor {
 /// One User-Agent format. `pattern` is a regex with named groups `model`, `version` and,
 /// where the vendor sends them, `mac` and `serial`.
 #[derive(Debug)]
-pub struct UaFormat {
+#[cfg_attr(not(test), allow(dead_code))] // the examples are for the table test
+pub(crate) struct UaFormat {
     pub pattern: &'static str,
     /// Real User-Agents of this form and what they must parse to (the table test).
     pub examples: &'static [UaExample],
@@ -101,7 +105,8 @@ pub struct UaFormat {
 
 /// A User-Agent and what it says.
 #[derive(Debug)]
-pub struct UaExample {
+#[cfg_attr(not(test), allow(dead_code))] // read by the table test
+pub(crate) struct UaExample {
     pub ua: &'static str,
     pub model: &'static str,
     pub version: &'static str,
@@ -112,14 +117,14 @@ pub struct UaExample {
 
 /// What a phone reports doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Job {
+pub(crate) enum Job {
     Resync,
     Upgrade,
 }
 
 /// How far it got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// `… Requesting resync $URL`: a URL follows.
     Requested,
     /// `… Successful resync $URL [-- $ERR]`: a URL and maybe a detail follow.
@@ -130,7 +135,7 @@ pub enum Outcome {
 
 /// A syslog phrase, matched case-insensitively anywhere after `$PN $MAC --`.
 #[derive(Debug)]
-pub struct Phrase {
+pub(crate) struct Phrase {
     /// Lowercase.
     pub text: &'static str,
     pub job: Job,
@@ -139,20 +144,20 @@ pub struct Phrase {
 
 /// SIP NOTIFY `Event:` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Notify {
+pub(crate) struct Notify {
     pub resync: &'static str,
     pub reboot: &'static str,
 }
 
 /// What most phones understand, and what an unknown device is sent.
-pub const CHECK_SYNC: Notify = Notify {
+pub(crate) const CHECK_SYNC: Notify = Notify {
     resync: "check-sync",
     reboot: "check-sync;reboot=true",
 };
 
 /// Paths of a phone's web commands (`http://<phone><path>`).
 #[derive(Debug, Clone, Copy)]
-pub struct WebCommand {
+pub(crate) struct WebCommand {
     pub resync: &'static str,
     pub reboot: &'static str,
     /// Followed by `?<firmware URL>`.
@@ -161,7 +166,8 @@ pub struct WebCommand {
 
 /// TLS the legacy listener must offer for this vendor's oldest firmware.
 #[derive(Debug)]
-pub struct LegacyTls {
+#[cfg_attr(not(test), allow(dead_code))] // read by the table test
+pub(crate) struct LegacyTls {
     /// The newest protocol version that firmware speaks.
     pub max_protocol: &'static str,
     /// OpenSSL names of the suites it offers: the listener must share at least one.
@@ -169,7 +175,7 @@ pub struct LegacyTls {
 }
 
 /// The vendor a model, vendor class or User-Agent names, if any.
-pub fn by_hint(text: &str) -> Option<&'static Vendor> {
+pub(crate) fn by_hint(text: &str) -> Option<&'static Vendor> {
     let lower = text.to_ascii_lowercase();
     VENDORS
         .iter()
@@ -178,7 +184,7 @@ pub fn by_hint(text: &str) -> Option<&'static Vendor> {
 }
 
 /// Every syslog phrase of every vendor.
-pub fn phrases() -> impl Iterator<Item = &'static Phrase> {
+pub(crate) fn phrases() -> impl Iterator<Item = &'static Phrase> {
     VENDORS.iter().flat_map(|v| v.syslog.iter())
 }
 
@@ -192,7 +198,7 @@ pub(crate) mod check {
 
     /// Each User-Agent example parses to this vendor with its model, version, MAC and
     /// serial (so no earlier vendor's format swallows it).
-    pub fn user_agents(v: &Vendor) {
+    pub(crate) fn user_agents(v: &Vendor) {
         assert!(
             !v.user_agents.is_empty(),
             "{}: no User-Agent format",
@@ -220,7 +226,7 @@ pub(crate) mod check {
 
     /// Each phrase, in the line form phones send, gives `expect` (pairs of phrase and
     /// event kind, covering the whole table).
-    pub fn syslog(v: &Vendor, model: &str, expect: &[(&str, &str)]) {
+    pub(crate) fn syslog(v: &Vendor, model: &str, expect: &[(&str, &str)]) {
         assert_eq!(
             v.syslog.len(),
             expect.len(),
@@ -248,7 +254,7 @@ pub(crate) mod check {
     }
 
     /// `resync` sends this vendor's events when the model or vendor class names it.
-    pub fn notify(v: &Vendor, model: &str, resync: &'static str, reboot: &'static str) {
+    pub(crate) fn notify(v: &Vendor, model: &str, resync: &'static str, reboot: &'static str) {
         assert_eq!(v.notify, Notify { resync, reboot });
         let c = crate::resync::Config::default();
         assert_eq!(crate::resync::event_for(&c, Some(model), false), resync);
@@ -257,7 +263,7 @@ pub(crate) mod check {
 
     /// Factory files are shared (no MAC in them, so served to anyone); device files name
     /// their device.
-    pub fn files(v: &Vendor) {
+    pub(crate) fn files(v: &Vendor) {
         assert!(!v.factory_files.is_empty() && !v.device_files.is_empty());
         for u in v.uploads {
             assert_eq!(
@@ -281,7 +287,7 @@ pub(crate) mod check {
     }
 
     /// The legacy listener's default suites include one this vendor's old firmware offers.
-    pub fn tls(v: &Vendor) {
+    pub(crate) fn tls(v: &Vendor) {
         if let Some(t) = &v.legacy_tls {
             let ours: Vec<&str> = crate::tls_legacy::DEFAULT_CIPHERS.split(':').collect();
             assert!(

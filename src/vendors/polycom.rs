@@ -3,7 +3,7 @@
 
 use super::{CHECK_SYNC, LegacyTls, UaExample, UaFormat, Vendor};
 
-pub const VENDOR: Vendor = Vendor {
+pub(crate) const VENDOR: Vendor = Vendor {
     name: "polycom",
     hints: &["polycom"],
     user_agents: &[UaFormat {

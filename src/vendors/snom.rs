@@ -3,7 +3,7 @@
 
 use super::{CHECK_SYNC, UaExample, UaFormat, Vendor};
 
-pub const VENDOR: Vendor = Vendor {
+pub(crate) const VENDOR: Vendor = Vendor {
     name: "snom",
     hints: &["snom"],
     user_agents: &[UaFormat {

@@ -2,7 +2,7 @@
 
 use super::{CHECK_SYNC, LegacyTls, UaExample, UaFormat, Vendor};
 
-pub const VENDOR: Vendor = Vendor {
+pub(crate) const VENDOR: Vendor = Vendor {
     name: "yealink",
     hints: &["yealink"],
     user_agents: &[UaFormat {

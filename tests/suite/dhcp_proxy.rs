@@ -17,19 +17,7 @@ const PROVBOX: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const SITE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 254);
 
 fn head(extra: &str) -> String {
-    format!(
-        r#"data_dir: data
-catalog:
-  roots: [files]
-metrics:
-  enabled: true
-  listen: 127.0.0.1:9100
-dhcp:
-  enabled: true
-  interfaces: [br0]
-  rate_limit_per_mac: 50
-{extra}"#
-    )
+    format!("{LAB_CONFIG_HEAD}  interfaces: [br0]\n  rate_limit_per_mac: 50\n{extra}")
 }
 
 const OPTIONS: &str = r#"  options:

@@ -362,7 +362,7 @@ mod tests {
 
     #[test]
     fn a_pin_binding_is_recorded_only_after_its_profile_rendered() {
-        use crate::config::At;
+        use crate::confkit::At;
         use crate::devices::{Config, DeviceMetrics, Registry};
         let d = tempfile::tempdir().unwrap();
         let root = d.path().join("files");

@@ -32,7 +32,7 @@ pub enum ReleaseError {
     Store(String),
 }
 
-pub type Released = Pin<Box<dyn Future<Output = Result<LeaseRow, ReleaseError>> + Send>>;
+pub(crate) type Released = Pin<Box<dyn Future<Output = Result<LeaseRow, ReleaseError>> + Send>>;
 
 pub trait LeaseDesk: Send + Sync {
     /// Every lease the server holds, by address.

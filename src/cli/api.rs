@@ -56,7 +56,7 @@ impl ApiClient {
         }
         Some(ApiClient {
             addr,
-            token: crate::dashboard::cli_token(cfg),
+            token: crate::dashboard::cli_token(&cfg.dashboard, &cfg.data_dir),
             http: Client::new(Duration::from_secs(15), 16 << 20),
         })
     }
@@ -211,7 +211,7 @@ pub async fn bindings_list(cfg: &Config) -> Result<(), String> {
         return shown(a);
     }
     let store = idle_store(cfg, "list bindings")?;
-    let list = super::bindings::to_list(crate::devices::binding::list_in(&store)?);
+    let list = crate::api::bindings::to_list(crate::devices::binding::list_in(&store)?);
     eprintln!("{FALLBACK} read from the store");
     println!(
         "{}",
@@ -229,7 +229,10 @@ pub async fn bindings_unbind(cfg: &Config, pin: &str) -> Result<(), String> {
     if macs.is_empty() {
         return Err("no device is bound to that PIN".into());
     }
-    let macs: Vec<String> = macs.iter().map(|m| super::bindings::colons(m)).collect();
+    let macs: Vec<String> = macs
+        .iter()
+        .map(|m| crate::api::bindings::colons(m))
+        .collect();
     tracing::info!(target: "audit", who = "cli", action = "unbind", outcome = "done (store)", "cli: unbind");
     println!("{FALLBACK} unbound {} in the store", macs.join(", "));
     Ok(())

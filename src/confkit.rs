@@ -1,0 +1,481 @@
+//! The building blocks every configuration section is made of: values that know the line
+//! they were written on, durations, the problems a validation collects and how they are
+//! shown (file, line, field, what was expected), the sockets a section will bind, and the
+//! HTTP sections several front ends share.
+//!
+//! A leaf: the sections (`dhcp::Config`, `dns::Config`, …) build on this without naming
+//! the aggregate `config::Config`, which sits above every front end.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// A value and where it was written (line 0: it came from a default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct At<T> {
+    pub value: T,
+    pub line: usize,
+    pub col: usize,
+}
+
+impl<T> At<T> {
+    pub fn new(value: T) -> Self {
+        At {
+            value,
+            line: 0,
+            col: 0,
+        }
+    }
+}
+
+impl<T: Default> Default for At<T> {
+    fn default() -> Self {
+        At::new(T::default())
+    }
+}
+
+impl<T> std::ops::Deref for At<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for At<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = serde_saphyr::Spanned::<T>::deserialize(d)?;
+        Ok(At {
+            value: s.value,
+            line: s.referenced.line() as usize,
+            col: s.referenced.column() as usize,
+        })
+    }
+}
+
+/// A duration written as `30s`, `500ms`, `5m`, `1h`, `1d` or a bare number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(s) => Ok(Dur(Duration::from_secs(s))),
+            Raw::Text(t) => parse_duration(&t)
+                .map(Dur)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration; expected e.g. 500ms, 30s, 5m, 1h, 1d"))?;
+    let ms = match unit.trim() {
+        "ms" => 1,
+        "" | "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => {
+            return Err(format!(
+                "`{text}` has an unknown unit; expected ms, s, m, h or d"
+            ));
+        }
+    };
+    Ok(Duration::from_millis(n.saturating_mul(ms)))
+}
+
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpLimits {
+    /// Connections served at once per listener kind; more are answered 503 and closed.
+    #[serde(default = "default_max_conn")]
+    pub max_connections: usize,
+    /// Time a client has to send a complete request head.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: Dur,
+    /// A connection with no bytes moving either way for this long is closed.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Dur,
+    /// Connections at once from one client address; more are answered 503 and closed.
+    #[serde(default = "default_max_conn_per_ip")]
+    pub max_connections_per_ip: usize,
+    /// A response the client has not taken a byte of for this long is abandoned.
+    #[serde(default = "default_write_timeout")]
+    pub write_timeout: Dur,
+}
+fn default_max_conn() -> usize {
+    1024
+}
+fn default_max_conn_per_ip() -> usize {
+    64
+}
+fn default_write_timeout() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+fn default_header_timeout() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+fn default_idle_timeout() -> Dur {
+    Dur(Duration::from_secs(60))
+}
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_connections: default_max_conn(),
+            header_timeout: default_header_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_connections_per_ip: default_max_conn_per_ip(),
+            write_timeout: default_write_timeout(),
+        }
+    }
+}
+
+impl HttpLimits {
+    /// `section` is e.g. `https.limits`.
+    pub fn validate(&self, section: &str, p: &mut Problems) {
+        for (key, zero) in [
+            ("max_connections", self.max_connections == 0),
+            ("max_connections_per_ip", self.max_connections_per_ip == 0),
+            ("write_timeout", self.write_timeout.0.is_zero()),
+        ] {
+            if zero {
+                p.add_at(
+                    format!("{section}.{key}"),
+                    0,
+                    0,
+                    "is 0; expected at least 1",
+                );
+            }
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default)]
+    pub listen: Vec<At<SocketAddr>>,
+    #[serde(default)]
+    pub limits: HttpLimits,
+}
+
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// No client certificate is asked for.
+    #[default]
+    None,
+    /// Asked for; a presented certificate must verify, but none is fine too.
+    Optional,
+    /// Every connection must present a certificate that verifies against `client_ca`.
+    Required,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HttpsConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default)]
+    pub listen: Vec<At<SocketAddr>>,
+    /// PEM certificate chain; when unset with `key`, a lab CA under data_dir/tls issues one.
+    #[serde(default)]
+    pub cert: Option<At<PathBuf>>,
+    #[serde(default)]
+    pub key: Option<At<PathBuf>>,
+    #[serde(default)]
+    pub client_auth: At<ClientAuth>,
+    /// PEM bundle of CAs whose client certificates are accepted.
+    #[serde(default)]
+    pub client_ca: Option<At<PathBuf>>,
+    /// The CA that issued `cert`, served to phones at `/provbox-ca.pem` (HTTPS bootstrap);
+    /// unset with the lab certificate: the lab CA.
+    #[serde(default)]
+    pub ca_cert: Option<At<PathBuf>>,
+    /// Extra DNS names for the generated server certificate (the machine's names are added).
+    #[serde(default)]
+    pub names: Vec<String>,
+    #[serde(default)]
+    pub limits: HttpLimits,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default = "default_metrics_listen")]
+    pub listen: At<SocketAddr>,
+}
+fn default_metrics_listen() -> At<SocketAddr> {
+    At::new(SocketAddr::from(([127, 0, 0, 1], 9100)))
+}
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: false,
+            listen: default_metrics_listen(),
+        }
+    }
+}
+
+/// Which transport a listener binds: two listeners conflict only on the same one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    Udp,
+}
+
+/// One socket some front end will bind, for the conflict check and the start-up summary.
+#[derive(Debug, Clone)]
+pub struct ListenerSpec {
+    pub field: String,
+    pub transport: Transport,
+    pub addr: At<SocketAddr>,
+}
+
+/// A configuration error with the place it was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub col: usize,
+    pub field: String,
+    pub message: String,
+    /// The offending line of the file, shown under the message.
+    pub source_line: Option<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.col)?;
+        }
+        write!(f, ": ")?;
+        if !self.field.is_empty() {
+            write!(f, "{}: ", self.field)?;
+        }
+        write!(f, "{}", self.message)?;
+        if let Some(src) = &self.source_line {
+            let n = self.line.to_string();
+            write!(
+                f,
+                "\n {n} | {src}\n {} | {}^",
+                " ".repeat(n.len()),
+                " ".repeat(self.col.saturating_sub(1))
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Collects validation failures so the operator sees all of them at once.
+pub struct Problems {
+    pub(crate) file: PathBuf,
+    pub(crate) list: Vec<ConfigError>,
+}
+
+impl Problems {
+    pub fn add<T>(&mut self, field: impl Into<String>, at: &At<T>, message: impl Into<String>) {
+        self.add_at(field, at.line, at.col, message)
+    }
+    pub fn add_at(
+        &mut self,
+        field: impl Into<String>,
+        line: usize,
+        col: usize,
+        message: impl Into<String>,
+    ) {
+        self.list.push(ConfigError {
+            file: self.file.clone(),
+            line,
+            col,
+            field: field.into(),
+            message: message.into(),
+            source_line: None,
+        });
+    }
+}
+
+/// Every error found, one per line.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "error: {e}")?;
+        }
+        Ok(())
+    }
+}
+impl std::error::Error for ConfigErrors {}
+
+/// A certificate and its key: both or neither, and each a readable file.
+pub fn check_cert_pair(
+    section: &str,
+    cert: &Option<At<PathBuf>>,
+    key: &Option<At<PathBuf>>,
+    p: &mut Problems,
+) {
+    match (cert, key) {
+        (Some(c), Some(k)) => {
+            for (name, f) in [("cert", c), ("key", k)] {
+                if !f.is_file() {
+                    p.add(
+                        format!("{section}.{name}"),
+                        f,
+                        format!(
+                            "{} is not a readable file; expected a PEM file",
+                            f.display()
+                        ),
+                    );
+                }
+            }
+        }
+        (Some(c), None) => p.add(
+            format!("{section}.key"),
+            c,
+            "cert is set without key; expected both or neither",
+        ),
+        (None, Some(k)) => p.add(
+            format!("{section}.cert"),
+            k,
+            "key is set without cert; expected both or neither",
+        ),
+        (None, None) => {}
+    }
+}
+
+pub(crate) fn source_line(text: &str, line: usize) -> Option<String> {
+    (line > 0)
+        .then(|| text.lines().nth(line - 1).map(str::to_string))
+        .flatten()
+}
+
+/// The parser's message without its own location prefix, with what is expected spelled
+/// out where the parser does not say it.
+pub(crate) fn explain(rendered: &str) -> String {
+    let mut m = rendered.trim();
+    m = m.strip_prefix("error: ").unwrap_or(m);
+    if let Some(rest) = m.strip_prefix("line ")
+        && let Some(i) = rest.find(": ")
+    {
+        m = &rest[i + 2..];
+    }
+    let mut m = m.lines().next().unwrap_or(m).to_string();
+    if let Some(i) = m.rfind(" at line ") {
+        m.truncate(i);
+    }
+    let hint = match m.as_str() {
+        "invalid boolean" => "; expected true or false",
+        "invalid socket address syntax" => "; expected IP:port such as 0.0.0.0:8080",
+        "invalid IP address syntax" => "; expected an IPv4 or IPv6 address",
+        _ => "",
+    };
+    format!("{m}{hint}")
+}
+
+/// The dotted key path (`http.limits.idle_timeout`) of the value at a line and column,
+/// from the indentation of the block-style YAML above it.
+pub(crate) fn yaml_path_at(text: &str, line: usize, col: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let Some(here) = line.checked_sub(1).and_then(|i| lines.get(i)) else {
+        return String::new();
+    };
+    let key_of = |l: &str| -> Option<(usize, String)> {
+        let indent = l.len() - l.trim_start().len();
+        let body = l.trim_start().trim_start_matches("- ");
+        let (k, _) = body.split_once(':')?;
+        let k = k.trim();
+        (!k.is_empty() && !k.starts_with('#') && !k.contains(' ') && !k.contains('"'))
+            .then(|| (indent + (l.trim_start().len() - body.len()), k.to_string()))
+    };
+    let mut path = Vec::new();
+    let mut limit = match key_of(here) {
+        Some((ind, k)) if col == 0 || col > ind => {
+            path.push(k);
+            ind
+        }
+        _ => here.len() - here.trim_start().len(),
+    };
+    for l in lines[..line - 1].iter().rev() {
+        if l.trim().is_empty() || l.trim_start().starts_with('#') {
+            continue;
+        }
+        if let Some((ind, k)) = key_of(l)
+            && ind < limit
+        {
+            path.push(k);
+            limit = ind;
+            if ind == 0 {
+                break;
+            }
+        }
+    }
+    path.reverse();
+    path.join(".")
+}
+
+/// A size written as a number of bytes or with a unit: `512KiB`, `64MiB`, `1GiB`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size; expected e.g. 65536, 512KiB, 64MiB"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "`{text}` has an unknown unit; expected B, KiB, MiB or GiB"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bytes(b) => Ok(Size(b)),
+            Raw::Text(t) => parse_size(&t).map(Size).map_err(serde::de::Error::custom),
+        }
+    }
+}
