@@ -17,6 +17,8 @@
 #   RATE=50 RATE_SECONDS=60 bench/fleet.sh   sustained: RATE phones/s arriving for RATE_SECONDS
 #   RATE=0 bench/fleet.sh 1000               ladder only (RATE=0 skips the sustained run)
 #   bench/fleet.sh none                      sustained run only
+#   PERF_RECORD=1 bench/fleet.sh 10000       also `perf record` provbox during its runs
+#                                            (bench/out/.../<run>-provbox.perf.data)
 #
 # Prints one table (ok/failed, wall, phones/s, server CPU s per 1,000 phones, peak RSS,
 # boot p50/p99), the provbox/pair ratios, and per run a step-by-step table (p50/p95/p99 of
@@ -51,8 +53,9 @@ fi
 echo "building ($PROFILE)..." >&2
 [ "${NO_BUILD:-0}" = 1 ] || (cd "$REPO" && nice cargo build --profile "$PROFILE" -q -p provbox -p provbox-fleet)
 BIN="$TARGET/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")"
-PROVBOX="$BIN/provbox"
-SIM="$BIN/provbox-fleet"
+PROVBOX="${PROVBOX:-$BIN/provbox}"
+SIM="${SIM:-$BIN/provbox-fleet}"
+SERVERS="${SERVERS:-provbox pair}"   # SERVERS=provbox: provbox only (e.g. while profiling)
 
 OUT="$REPO/bench/out/fleet-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$OUT"
@@ -247,12 +250,19 @@ run() {
     local tag="$1" server="$2" n="$3" rate="${4:-0}"
     "start_$server" "$tag"
     echo "== $server: $tag" >&2
-    local label="$server"
+    local label="$server" perf_pid=""
     [ "$server" = pair ] && label="dnsmasq+nginx"
+    if [ "${PERF_RECORD:-0}" = 1 ] && [ "$server" = provbox ]; then
+        # Where the server's CPU goes during the run (cpu-clock: this VM has no PMU).
+        perf record -q -e cpu-clock -F 499 --call-graph dwarf,16384 -o "$OUT/$tag-$server.perf.data" \
+            -p "$(IFS=,; echo "${SERVER_PIDS[*]}")" 2>"$OUT/$tag-$server.perf.log" &
+        perf_pid=$!
+    fi
     ip netns exec "$C" "$SIM" run --dir "$W" --phones "$n" --rate "$rate" \
         --step-timeout "$STEP_TIMEOUT" --pids "$(IFS=,; echo "${SERVER_PIDS[*]}")" \
         --label "$label" --svg "$OUT/$tag-$server.svg" --times "$OUT/$tag-$server.times" \
         >"$OUT/$tag-$server.txt" 2>&1 || true
+    if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
     grep -v '^FAIL' "$OUT/$tag-$server.txt" >&2 || true
     local fails
     fails=$(grep -c '^FAIL' "$OUT/$tag-$server.txt" || true)
@@ -264,21 +274,25 @@ run() {
     stop_servers
 }
 
+# plot <svg> <title> <tag>: every server that ran, one line each.
+plot() {
+    local series=()
+    [ -f "$OUT/$3-provbox.times" ] && series+=("provbox=$OUT/$3-provbox.times")
+    [ -f "$OUT/$3-pair.times" ] && series+=("dnsmasq+nginx=$OUT/$3-pair.times")
+    [ ${#series[@]} -gt 0 ] && "$SIM" plot --out "$1" --title "$2" "${series[@]}" || true
+}
+
 TAGS=()
 for n in "${LADDER[@]}"; do
     TAGS+=("n$n")
-    run "n$n" provbox "$n"
-    run "n$n" pair "$n"
-    "$SIM" plot --out "$OUT/n$n.svg" --title "$n phones at once: phones fully provisioned over time" \
-        "provbox=$OUT/n$n-provbox.times" "dnsmasq+nginx=$OUT/n$n-pair.times"
+    for server in $SERVERS; do run "n$n" "$server" "$n"; done
+    plot "$OUT/n$n.svg" "$n phones at once: phones fully provisioned over time" "n$n"
 done
 if [ "$RATE" != 0 ]; then
     total=$((RATE * RATE_SECONDS))
     TAGS+=("rate$RATE")
-    run "rate$RATE" provbox "$total" "$RATE"
-    run "rate$RATE" pair "$total" "$RATE"
-    "$SIM" plot --out "$OUT/rate$RATE.svg" --title "$RATE phones/s for ${RATE_SECONDS}s: phones fully provisioned over time" \
-        "provbox=$OUT/rate$RATE-provbox.times" "dnsmasq+nginx=$OUT/rate$RATE-pair.times"
+    for server in $SERVERS; do run "rate$RATE" "$server" "$total" "$RATE"; done
+    plot "$OUT/rate$RATE.svg" "$RATE phones/s for ${RATE_SECONDS}s: phones fully provisioned over time" "rate$RATE"
 fi
 
 echo
@@ -298,7 +312,10 @@ for tag in "${TAGS[@]}"; do
     echo "$tag, per step (ms; ok = phones that completed the step):"
     echo "| step | provbox ok | p50 | p95 | p99 | dnsmasq+nginx ok | p50 | p95 | p99 |"
     echo "|---|---|---|---|---|---|---|---|---|"
-    awk 'FNR == 1 { f++ }
+    pb="$OUT/$tag-provbox.txt" pr="$OUT/$tag-pair.txt"
+    [ -f "$pb" ] || pb=/dev/null
+    [ -f "$pr" ] || pr=/dev/null
+    awk -v pb="$pb" '{ f = (FILENAME == pb) ? 1 : 2 }
          $1 ~ /^(dhcp|tftp|dns|https|firmware|syslog|boot)$/ && NF == 5 {
              if (!($1 in seen)) { seen[$1] = 1; order[++n] = $1 }
              row[f, $1] = $2 " | " $3 " | " $4 " | " $5 }
@@ -307,8 +324,8 @@ for tag in "${TAGS[@]}"; do
                    s = order[i]; a = row[1, s]; b = row[2, s]
                    if (a == "") a = "- | - | - | -"; if (b == "") b = "- | - | - | -"
                    printf "| %s | %s | %s |\n", s, a, b }
-               printf "failures by step: provbox %s; dnsmasq+nginx %s\n", fails[1], fails[2] }' \
-        "$OUT/$tag-provbox.txt" "$OUT/$tag-pair.txt" 2>/dev/null || true
+               printf "failures by step: provbox %s; dnsmasq+nginx %s\n", \
+                   (1 in fails) ? fails[1] : "-", (2 in fails) ? fails[2] : "-" }' "$pb" "$pr"
 done
 echo
 echo "reports and plots: $OUT"
