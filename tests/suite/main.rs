@@ -34,6 +34,7 @@ mod lifecycle;
 mod metrics_format;
 mod netns;
 mod reload;
+mod sendfile;
 mod syslog;
 mod systemd;
 mod tftp;
