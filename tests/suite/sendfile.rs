@@ -1,7 +1,7 @@
 //! Plain-HTTP bodies sent with sendfile(2), their headers queued with MSG_MORE in front of
 //! the body: on one keep-alive connection every response still arrives whole, in order.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
