@@ -12,25 +12,32 @@
 #                                        every phone's leased address (AnyIP: local route
 #                                        for 198.18.64.0/18 on lo)
 #
+#   bench/fleet.sh                           the default: ladder 1000 5000 10000, then 50/s for 60 s
 #   bench/fleet.sh 1000 5000 10000           ladder: N phones at once, each rung per server
 #   RATE=50 RATE_SECONDS=60 bench/fleet.sh   sustained: RATE phones/s arriving for RATE_SECONDS
 #   RATE=0 bench/fleet.sh 1000               ladder only (RATE=0 skips the sustained run)
+#   bench/fleet.sh none                      sustained run only
+#   PERF_RECORD=1 bench/fleet.sh 10000       also `perf record` provbox during its runs
+#                                            (bench/out/.../<run>-provbox.perf.data)
 #
 # Prints one table (ok/failed, wall, phones/s, server CPU s per 1,000 phones, peak RSS,
-# boot p50/p99) and the provbox/pair ratios; writes per-run reports and an SVG of phones
-# completed over time per run to bench/out/fleet-<time>/ (gitignored). Release builds.
+# boot p50/p99), the provbox/pair ratios, and per run a step-by-step table (p50/p95/p99 of
+# each step for both servers, failures by step); writes per-run reports and one SVG per run
+# with both servers' phones completed over time to bench/out/fleet-<time>/ (gitignored).
+# Release builds.
 # Needs root (namespaces), ip, curl; installs dnsmasq-base and nginx if missing.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 TARGET="${CARGO_TARGET_DIR:-$REPO/target}"
 RATE="${RATE:-50}"
-RATE_SECONDS="${RATE_SECONDS:-60}"
+RATE_SECONDS="${RATE_SECONDS:-${DURATION:-60}}"
 FIRMWARE_KIB="${FIRMWARE_KIB:-64}"
 STEP_TIMEOUT="${STEP_TIMEOUT:-120}"
 PROFILE="${PROFILE:-release}"   # dev: quick smoke runs of the script itself
 LADDER=("$@")
-[ ${#LADDER[@]} -gt 0 ] || LADDER=(1000)
+[ ${#LADDER[@]} -gt 0 ] || LADDER=(1000 5000 10000)
+[ "${LADDER[*]}" = none ] && LADDER=()
 
 [ "$(id -u)" = 0 ] || { echo "fleet.sh needs root (network namespaces)"; exit 2; }
 need=()
@@ -46,8 +53,9 @@ fi
 echo "building ($PROFILE)..." >&2
 [ "${NO_BUILD:-0}" = 1 ] || (cd "$REPO" && nice cargo build --profile "$PROFILE" -q -p provbox -p provbox-fleet)
 BIN="$TARGET/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")"
-PROVBOX="$BIN/provbox"
-SIM="$BIN/provbox-fleet"
+PROVBOX="${PROVBOX:-$BIN/provbox}"
+SIM="${SIM:-$BIN/provbox-fleet}"
+SERVERS="${SERVERS:-provbox pair}"   # SERVERS=provbox: provbox only (e.g. while profiling)
 
 OUT="$REPO/bench/out/fleet-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$OUT"
@@ -88,7 +96,7 @@ ip netns exec "$S" sysctl -qw net.core.somaxconn=65535 net.ipv4.tcp_max_syn_back
 ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 MAX=0
-for n in "${LADDER[@]}"; do [ "$n" -gt "$MAX" ] && MAX=$n; done
+for n in "${LADDER[@]}"; do [ "$n" -gt "$MAX" ] && MAX=$n || true; done
 [ "$RATE" != 0 ] && [ $((RATE * RATE_SECONDS)) -gt "$MAX" ] && MAX=$((RATE * RATE_SECONDS))
 "$SIM" setup --dir "$W" --phones "$MAX" --firmware-kib "$FIRMWARE_KIB"
 
@@ -242,12 +250,19 @@ run() {
     local tag="$1" server="$2" n="$3" rate="${4:-0}"
     "start_$server" "$tag"
     echo "== $server: $tag" >&2
-    local label="$server"
+    local label="$server" perf_pid=""
     [ "$server" = pair ] && label="dnsmasq+nginx"
+    if [ "${PERF_RECORD:-0}" = 1 ] && [ "$server" = provbox ]; then
+        # Where the server's CPU goes during the run (cpu-clock: this VM has no PMU).
+        perf record -q -e cpu-clock -F 499 --call-graph dwarf,16384 -o "$OUT/$tag-$server.perf.data" \
+            -p "$(IFS=,; echo "${SERVER_PIDS[*]}")" 2>"$OUT/$tag-$server.perf.log" &
+        perf_pid=$!
+    fi
     ip netns exec "$C" "$SIM" run --dir "$W" --phones "$n" --rate "$rate" \
         --step-timeout "$STEP_TIMEOUT" --pids "$(IFS=,; echo "${SERVER_PIDS[*]}")" \
         --label "$label" --svg "$OUT/$tag-$server.svg" --times "$OUT/$tag-$server.times" \
         >"$OUT/$tag-$server.txt" 2>&1 || true
+    if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
     grep -v '^FAIL' "$OUT/$tag-$server.txt" >&2 || true
     local fails
     fails=$(grep -c '^FAIL' "$OUT/$tag-$server.txt" || true)
@@ -259,18 +274,25 @@ run() {
     stop_servers
 }
 
+# plot <svg> <title> <tag>: every server that ran, one line each.
+plot() {
+    local series=()
+    [ -f "$OUT/$3-provbox.times" ] && series+=("provbox=$OUT/$3-provbox.times")
+    [ -f "$OUT/$3-pair.times" ] && series+=("dnsmasq+nginx=$OUT/$3-pair.times")
+    [ ${#series[@]} -gt 0 ] && "$SIM" plot --out "$1" --title "$2" "${series[@]}" || true
+}
+
+TAGS=()
 for n in "${LADDER[@]}"; do
-    run "n$n" provbox "$n"
-    run "n$n" pair "$n"
-    "$SIM" plot --out "$OUT/n$n.svg" --title "$n phones at once: phones fully provisioned over time" \
-        "provbox=$OUT/n$n-provbox.times" "dnsmasq+nginx=$OUT/n$n-pair.times"
+    TAGS+=("n$n")
+    for server in $SERVERS; do run "n$n" "$server" "$n"; done
+    plot "$OUT/n$n.svg" "$n phones at once: phones fully provisioned over time" "n$n"
 done
 if [ "$RATE" != 0 ]; then
     total=$((RATE * RATE_SECONDS))
-    run "rate$RATE" provbox "$total" "$RATE"
-    run "rate$RATE" pair "$total" "$RATE"
-    "$SIM" plot --out "$OUT/rate$RATE.svg" --title "$RATE phones/s for ${RATE_SECONDS}s: phones fully provisioned over time" \
-        "provbox=$OUT/rate$RATE-provbox.times" "dnsmasq+nginx=$OUT/rate$RATE-pair.times"
+    TAGS+=("rate$RATE")
+    for server in $SERVERS; do run "rate$RATE" "$server" "$total" "$RATE"; done
+    plot "$OUT/rate$RATE.svg" "$RATE phones/s for ${RATE_SECONDS}s: phones fully provisioned over time" "rate$RATE"
 fi
 
 echo
@@ -284,4 +306,26 @@ awk '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
        if (v["label"] == "provbox") { pps[v["run"]] = v["phones_per_s"]; cpu[v["run"]] = v["cpu_s_per_1k"] }
        else if (v["phones_per_s"] > 0 && v["run"] in pps)
            printf "%s: provbox/pair phones/s = %.2fx, CPU per phone = %.2fx\n", v["run"], pps[v["run"]] / v["phones_per_s"], (v["cpu_s_per_1k"] > 0 ? cpu[v["run"]] / v["cpu_s_per_1k"] : 0) }' "$RESULTS"
+# Per run, each step side by side: where the time goes, for both servers.
+for tag in "${TAGS[@]}"; do
+    echo
+    echo "$tag, per step (ms; ok = phones that completed the step):"
+    echo "| step | provbox ok | p50 | p95 | p99 | dnsmasq+nginx ok | p50 | p95 | p99 |"
+    echo "|---|---|---|---|---|---|---|---|---|"
+    pb="$OUT/$tag-provbox.txt" pr="$OUT/$tag-pair.txt"
+    [ -f "$pb" ] || pb=/dev/null
+    [ -f "$pr" ] || pr=/dev/null
+    awk -v pb="$pb" '{ f = (FILENAME == pb) ? 1 : 2 }
+         $1 ~ /^(dhcp|tftp|dns|https|firmware|syslog|boot)$/ && NF == 5 {
+             if (!($1 in seen)) { seen[$1] = 1; order[++n] = $1 }
+             row[f, $1] = $2 " | " $3 " | " $4 " | " $5 }
+         /^failures by step:/ { sub(/^failures by step: /, ""); fails[f] = $0 }
+         END { for (i = 1; i <= n; i++) {
+                   s = order[i]; a = row[1, s]; b = row[2, s]
+                   if (a == "") a = "- | - | - | -"; if (b == "") b = "- | - | - | -"
+                   printf "| %s | %s | %s |\n", s, a, b }
+               printf "failures by step: provbox %s; dnsmasq+nginx %s\n", \
+                   (1 in fails) ? fails[1] : "-", (2 in fails) ? fails[2] : "-" }' "$pb" "$pr"
+done
+echo
 echo "reports and plots: $OUT"

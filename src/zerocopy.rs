@@ -103,6 +103,37 @@ impl SendfileStream {
     }
 }
 
+impl SendfileStream {
+    fn poll_send_more(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.0.poll_write_ready(cx))?;
+            let r = self.0.try_io(Interest::WRITABLE, || {
+                // SAFETY: a zeroed msghdr is valid; the iovecs outlive the call (IoSlice is
+                // ABI-compatible with iovec).
+                let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+                msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+                msg.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize) as _;
+                let flags = libc::MSG_MORE | libc::MSG_NOSIGNAL;
+                // SAFETY: the fd is open for the life of `self`; `msg` points at live iovecs.
+                let n = unsafe { libc::sendmsg(self.0.as_raw_fd(), &msg, flags) };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match r {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+}
+
 impl AsyncRead for SendfileStream {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -132,8 +163,11 @@ impl AsyncWrite for SendfileStream {
             .iter()
             .position(|b| b.len() >= MIN_SENDFILE && locate(b).is_some());
         match big {
-            // Headers and small pieces first, the mapped slice on the next call.
-            Some(i) if i > 0 => Pin::new(&mut this.0).poll_write_vectored(cx, &bufs[..i]),
+            // Headers and small pieces first, the mapped slice on the next call. MSG_MORE
+            // keeps them queued until the sendfile that follows, so the headers ride in the
+            // body's first segment instead of a packet (and a wakeup) of their own, as
+            // nginx's TCP_CORK does.
+            Some(i) if i > 0 => this.poll_send_more(cx, &bufs[..i]),
             Some(_) => match locate(&bufs[0]) {
                 Some((fd, off)) => this.poll_sendfile(cx, fd, off, bufs[0].len()),
                 None => Pin::new(&mut this.0).poll_write_vectored(cx, bufs),

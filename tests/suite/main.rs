@@ -38,6 +38,7 @@ mod metrics_format;
 mod netns;
 mod reload;
 mod skip_switch;
+mod sendfile;
 mod syslog;
 mod systemd;
 mod tftp;
