@@ -129,6 +129,9 @@ pub struct Config {
     /// Commands and webhooks run on device and lease events (none by default).
     #[serde(default)]
     pub hooks: crate::hooks::Config,
+    /// Where state lives: `embedded` (redb + lease journal) or a shared PostgreSQL.
+    #[serde(default)]
+    pub store: crate::store::Config,
     /// How long in-flight transfers may finish after SIGTERM/SIGINT.
     #[serde(default = "default_grace")]
     pub shutdown_grace: Dur,
@@ -515,9 +518,11 @@ impl Config {
         self.syslog.resolve_paths(base);
         self.dashboard.resolve_paths(base);
         self.hooks.resolve_paths(base);
+        self.store.resolve_paths(base);
     }
 
     fn validate(&self, p: &mut Problems) {
+        self.store.validate(p);
         if self.catalog.roots.is_empty() {
             p.add_at(
                 "catalog.roots",
