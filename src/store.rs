@@ -138,3 +138,34 @@ impl Config {
         })
     }
 }
+
+/// The process's shared store, when `store.backend` is `postgres`: one per process, set
+/// once at start before any service is built, so the parts that keep state (leases, PIN
+/// bindings, device status, the lab CA) each find it without new plumbing through the
+/// front ends.
+static SHARED: std::sync::OnceLock<Arc<postgres::Pg>> = std::sync::OnceLock::new();
+
+pub fn shared() -> Option<Arc<postgres::Pg>> {
+    SHARED.get().cloned()
+}
+
+/// Connect to the shared store when configured (refusing the start when it cannot be
+/// reached or its schema is newer than this binary), and make it the process's.
+pub async fn open_shared(cfg: &Config) -> Result<Option<Arc<postgres::Pg>>> {
+    if *cfg.backend != Backend::Postgres {
+        return Ok(None);
+    }
+    let pg = postgres::Pg::connect(cfg).await?;
+    tracing::info!(box_name = pg.box_name(), "store: PostgreSQL connected, schema current");
+    let _ = SHARED.set(pg.clone());
+    // Outages are noticed by the calls that fail; this notices the way back (and a
+    // database that went away while nothing needed it).
+    let p = pg.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            p.probe().await;
+        }
+    });
+    Ok(Some(pg))
+}
