@@ -316,14 +316,15 @@ impl Pg {
 
     // ---- DHCP leases ----
 
-    /// Every stored lease (at start).
-    pub async fn leases(&self) -> Result<Vec<Lease>> {
+    /// Every stored lease (at start), and the highest change number among them.
+    pub async fn leases(&self) -> Result<(Vec<Lease>, i64)> {
         let c = self.client().await?;
         let rows = self.seen(
             c.query(&format!("SELECT {LEASE_COLUMNS} FROM leases"), &[])
                 .await,
         )?;
-        Ok(rows.iter().filter_map(row_lease).collect())
+        let seq = rows.iter().map(|r| r.get::<_, i64>("seq")).max().unwrap_or(0);
+        Ok((rows.iter().filter_map(row_lease).collect(), seq))
     }
 
     /// Rows other boxes changed since `seq` (minus `overlap`, because sequence numbers are
