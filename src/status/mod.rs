@@ -15,6 +15,7 @@
 //! the phones' admin credentials follow the address, so one spoofed line must not move it.
 
 pub mod record;
+mod shared;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -685,13 +686,13 @@ impl StatusBook {
     /// Write what changed since the last call: the records (copied a chunk at a time under
     /// the lock, serialised outside it) and deletions, in one commit. Returns the number
     /// of rows written or deleted.
-    fn write_pending(&self, store: &Store) -> Result<usize> {
+    fn write_pending(&self, store: &Store) -> Result<Vec<(String, Option<Vec<u8>>)>> {
         let Some(dirty) = &self.dirty else {
-            return Ok(0);
+            return Ok(Vec::new());
         };
         let pending = dirty.take();
         if pending.is_empty() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         let keys: Vec<String> = if pending.all {
             // Everything the book holds, and every stored row it no longer holds.
@@ -733,8 +734,68 @@ impl StatusBook {
             }
         }
         tx.commit()?;
-        Ok(rows.len())
+        Ok(rows)
     }
+
+    /// A record another box wrote (`store.backend: postgres`): folded into ours, or taken
+    /// as it is. Its address proves nothing here (the other box's lease is not in our
+    /// registry), and it is not written back (the other box already did).
+    pub fn merge_remote(&self, mut other: Device) {
+        other.ip_proof = None;
+        let mut inner = self.lock();
+        let key = other.key.clone();
+        match inner.devices.get_mut(&key) {
+            Some(d) => merge_device(d, other),
+            None => {
+                let mut touched = Vec::new();
+                evict(&mut inner, &mut touched);
+                if let Some(ip) = other.ip
+                    && !inner.by_ip.contains_key(&ip)
+                {
+                    inner.by_ip.insert(ip, key.clone());
+                }
+                inner.devices.insert(key, other);
+            }
+        }
+        self.version.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// Fold `other` (the same device, as another box knows it) into `d`: timelines joined
+/// without repeats, the newer box's view of state and identity.
+fn merge_device(d: &mut Device, other: Device) {
+    let newer = other.last_seen > d.last_seen;
+    if newer {
+        d.state = other.state;
+        d.reason = other.reason.clone();
+        if other.ip.is_some() && d.ip_proof.is_none() {
+            d.ip = other.ip;
+        }
+        for (mine, theirs) in [
+            (&mut d.model, &other.model),
+            (&mut d.vendor_class, &other.vendor_class),
+            (&mut d.hostname, &other.hostname),
+            (&mut d.user_agent, &other.user_agent),
+        ] {
+            if theirs.is_some() {
+                *mine = theirs.clone();
+            }
+        }
+    }
+    d.first_seen = d.first_seen.min(other.first_seen);
+    d.last_seen = d.last_seen.max(other.last_seen);
+    d.transfers = d.transfers.max(other.transfers);
+    d.bytes = d.bytes.max(other.bytes);
+    let mut events: Vec<Event> = d.events.drain(..).chain(other.events).collect();
+    events.sort_by(|a, b| (a.at, &a.kind, &a.detail).cmp(&(b.at, &b.kind, &b.detail)));
+    events.dedup_by(|a, b| a.at == b.at && a.kind == b.kind && a.detail == b.detail);
+    let skip = events.len().saturating_sub(record::MAX_EVENTS);
+    d.events = events.into_iter().skip(skip).collect();
+    let mut lines: Vec<record::Line> = d.lines.drain(..).chain(other.lines).collect();
+    lines.sort_by(|a, b| (a.at, &a.text).cmp(&(b.at, &b.text)));
+    lines.dedup();
+    let skip = lines.len().saturating_sub(record::MAX_LINES);
+    d.lines = lines.into_iter().skip(skip).collect();
 }
 
 /// Put record `key` at `ip` with `proof`, keeping `by_ip` to one entry per record: the
@@ -850,6 +911,8 @@ async fn persist(
     let Some(dirty) = &book.dirty else {
         return;
     };
+    // `store.backend: postgres`: what is saved here is also shared with the other boxes.
+    let shared = crate::store::shared().map(|pg| shared::start(pg, book.clone(), &shutdown));
     loop {
         tokio::select! {
             _ = dirty.wake.notified() => {}
@@ -867,7 +930,12 @@ async fn persist(
         let (b, s) = (book.clone(), store.clone());
         let mut failed = true;
         match tokio::task::spawn_blocking(move || b.write_pending(&s)).await {
-            Ok(Ok(_)) => failed = false,
+            Ok(Ok(rows)) => {
+                failed = false;
+                if let Some(sh) = &shared {
+                    sh.send(rows);
+                }
+            }
             Ok(Err(e)) => {
                 tracing::error!("status: cannot save device records: {e:#}");
                 // Nothing is forgotten: the next round writes everything.

@@ -206,17 +206,6 @@ pub struct Committed {
     pub refused_ips: Vec<Ipv4Addr>,
 }
 
-/// A device event as stored.
-#[derive(Debug, Clone)]
-pub struct StoredEvent {
-    pub id: i64,
-    pub device: String,
-    pub at_ms: u64,
-    pub kind: String,
-    pub detail: String,
-    pub box_name: String,
-}
-
 impl Pg {
     /// Connect, check the schema and migrate. Fails when the database cannot be reached:
     /// a box never starts on a database it has not seen.
@@ -422,11 +411,11 @@ impl Pg {
         }
     }
 
-    // ---- device events ----
+    // ---- device records ----
 
-    /// Write events (device key, at, kind, detail) this box saw.
-    pub async fn insert_events(&self, events: &[(String, u64, String, String)]) -> Result<()> {
-        if events.is_empty() {
+    /// Write device records this box changed (key, JSON).
+    pub async fn put_devices(&self, rows: &[(String, Vec<u8>)]) -> Result<()> {
+        if rows.is_empty() {
             return Ok(());
         }
         let mut c = self.client().await?;
@@ -434,12 +423,14 @@ impl Pg {
             let tx = c.transaction().await?;
             let st = tx
                 .prepare(
-                    "INSERT INTO device_events (device, at_ms, kind, detail, box) VALUES ($1, $2, $3, $4, $5)",
+                    "INSERT INTO devices (key, body, box) VALUES ($1, $2, $3) \
+                     ON CONFLICT (key) DO UPDATE SET body = EXCLUDED.body, box = EXCLUDED.box, \
+                     seq = nextval('device_seq')",
                 )
                 .await?;
-            for (d, at, k, det) in events {
-                tx.execute(&st, &[d, &(*at as i64), k, det, &self.box_name])
-                    .await?;
+            for (k, body) in rows {
+                let body = String::from_utf8_lossy(body);
+                tx.execute(&st, &[k, &body.as_ref(), &self.box_name]).await?;
             }
             tx.commit().await
         }
@@ -448,38 +439,23 @@ impl Pg {
         Ok(())
     }
 
-    /// Events other boxes wrote after `id`, oldest first, at most `limit`.
-    pub async fn events_since(&self, id: i64, limit: i64) -> Result<Vec<StoredEvent>> {
+    /// Records other boxes wrote after `seq` (re-reading `overlap` back), with their
+    /// change numbers, at most `limit`.
+    pub async fn devices_since(
+        &self,
+        seq: i64,
+        overlap: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, String)>> {
         let c = self.client().await?;
         let rows = self.seen(
             c.query(
-                "SELECT id, device, at_ms, kind, detail, box FROM device_events \
-                 WHERE id > $1 AND box <> $2 ORDER BY id LIMIT $3",
-                &[&id, &self.box_name, &limit],
+                "SELECT seq, body FROM devices WHERE seq > $1 AND box <> $2 ORDER BY seq LIMIT $3",
+                &[&(seq - overlap), &self.box_name, &limit],
             )
             .await,
         )?;
-        Ok(rows
-            .iter()
-            .map(|r| StoredEvent {
-                id: r.get(0),
-                device: r.get(1),
-                at_ms: r.get::<_, i64>(2).max(0) as u64,
-                kind: r.get(3),
-                detail: r.get(4),
-                box_name: r.get(5),
-            })
-            .collect())
-    }
-
-    /// The newest event id (a box starting reads history from here on).
-    pub async fn last_event_id(&self) -> Result<i64> {
-        let c = self.client().await?;
-        let r = self.seen(
-            c.query_one("SELECT coalesce(max(id), 0) FROM device_events", &[])
-                .await,
-        )?;
-        Ok(r.get(0))
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     // ---- catalog digests ----

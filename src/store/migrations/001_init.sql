@@ -28,16 +28,16 @@ CREATE TABLE pin_bindings (
 );
 CREATE INDEX pin_bindings_pin ON pin_bindings (pin);
 
--- Device timeline events, as each box saw them.
-CREATE TABLE device_events (
-    id     bigserial PRIMARY KEY,
-    device text      NOT NULL,
-    at_ms  bigint    NOT NULL,
-    kind   text      NOT NULL,
-    detail text      NOT NULL,
-    box    text      NOT NULL
+-- Device records (status and timeline, the JSON the dashboard shows), as the box that
+-- changed one last wrote it; each event in a timeline names the box that saw it.
+CREATE SEQUENCE device_seq;
+CREATE TABLE devices (
+    key  text   PRIMARY KEY,
+    body text   NOT NULL,
+    box  text   NOT NULL,
+    seq  bigint NOT NULL DEFAULT nextval('device_seq')
 );
-CREATE INDEX device_events_device ON device_events (device);
+CREATE INDEX devices_seq ON devices (seq);
 
 -- What each box publishes: path -> sha256 of the published version.
 CREATE TABLE catalog_digests (
