@@ -99,7 +99,11 @@ impl Config {
 
     pub fn validate(&self, p: &mut crate::config::Problems) {
         if *self.pool_size == 0 {
-            p.add("store.pool_size", &self.pool_size, "is 0; expected at least 1");
+            p.add(
+                "store.pool_size",
+                &self.pool_size,
+                "is 0; expected at least 1",
+            );
         }
         if let Some(b) = &self.box_name
             && (b.is_empty() || b.len() > 63)
@@ -156,7 +160,10 @@ pub async fn open_shared(cfg: &Config) -> Result<Option<Arc<postgres::Pg>>> {
         return Ok(None);
     }
     let pg = postgres::Pg::connect(cfg).await?;
-    tracing::info!(box_name = pg.box_name(), "store: PostgreSQL connected, schema current");
+    tracing::info!(
+        box_name = pg.box_name(),
+        "store: PostgreSQL connected, schema current"
+    );
     let _ = SHARED.set(pg.clone());
     // Outages are noticed by the calls that fail; this notices the way back (and a
     // database that went away while nothing needed it).

@@ -139,8 +139,8 @@ async fn commit<S, F>(
             *pending = flush;
             let mut withheld = 0usize;
             for j in batch {
-                let renewal = !j.events.is_empty()
-                    && j.events.iter().all(|e| e.kind == EventKind::Renewed);
+                let renewal =
+                    !j.events.is_empty() && j.events.iter().all(|e| e.kind == EventKind::Renewed);
                 // Releases and declines are answered by nothing: keep them for later.
                 let silent = j.reply.is_none();
                 if (renewal || silent) && pending.len() + j.changes.len() <= PENDING_MAX {

@@ -1224,8 +1224,8 @@ mod tests {
             let p = b.dirty.as_ref().unwrap().lock();
             assert_eq!((p.keys.len(), p.all), (10, false));
         }
-        assert_eq!(b.write_pending(&store).unwrap(), 10);
-        assert_eq!(b.write_pending(&store).unwrap(), 0, "nothing left");
+        assert_eq!(b.write_pending(&store).unwrap().len(), 10);
+        assert_eq!(b.write_pending(&store).unwrap().len(), 0, "nothing left");
         for i in 10..MAX_DIRTY_KEYS + 50 {
             b.lease_seen(
                 m(i),

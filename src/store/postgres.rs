@@ -98,9 +98,8 @@ pub struct Pg {
 
 fn password(cfg: &super::Config) -> Result<Option<String>> {
     if let Some(f) = &cfg.password_file {
-        let text = std::fs::read_to_string(&f.value).with_context(|| {
-            format!("store.password_file: cannot read {}", f.value.display())
-        })?;
+        let text = std::fs::read_to_string(&f.value)
+            .with_context(|| format!("store.password_file: cannot read {}", f.value.display()))?;
         return Ok(Some(text.lines().next().unwrap_or("").to_string()));
     }
     Ok(std::env::var("PGPASSWORD").ok().filter(|p| !p.is_empty()))
@@ -226,7 +225,11 @@ impl Pg {
             Manager::from_config(pg, tokio_postgres::NoTls, mgr_cfg)
         } else {
             let tc = tls_config(tls, cfg.ca_file.as_ref().map(|f| f.value.as_path()))?;
-            Manager::from_config(pg, tokio_postgres_rustls::MakeRustlsConnect::new(tc), mgr_cfg)
+            Manager::from_config(
+                pg,
+                tokio_postgres_rustls::MakeRustlsConnect::new(tc),
+                mgr_cfg,
+            )
         };
         let pool = Pool::builder(mgr)
             .max_size(*cfg.pool_size)
@@ -312,7 +315,11 @@ impl Pg {
             c.query(&format!("SELECT {LEASE_COLUMNS} FROM leases"), &[])
                 .await,
         )?;
-        let seq = rows.iter().map(|r| r.get::<_, i64>("seq")).max().unwrap_or(0);
+        let seq = rows
+            .iter()
+            .map(|r| r.get::<_, i64>("seq"))
+            .max()
+            .unwrap_or(0);
         Ok((rows.iter().filter_map(row_lease).collect(), seq))
     }
 
@@ -430,7 +437,8 @@ impl Pg {
                 .await?;
             for (k, body) in rows {
                 let body = String::from_utf8_lossy(body);
-                tx.execute(&st, &[k, &body.as_ref(), &self.box_name]).await?;
+                tx.execute(&st, &[k, &body.as_ref(), &self.box_name])
+                    .await?;
             }
             tx.commit().await
         }
@@ -465,8 +473,11 @@ impl Pg {
         let mut c = self.client().await?;
         let r = async {
             let tx = c.transaction().await?;
-            tx.execute("DELETE FROM catalog_digests WHERE box = $1", &[&self.box_name])
-                .await?;
+            tx.execute(
+                "DELETE FROM catalog_digests WHERE box = $1",
+                &[&self.box_name],
+            )
+            .await?;
             let st = tx
                 .prepare("INSERT INTO catalog_digests (box, path, sha256) VALUES ($1, $2, $3)")
                 .await?;

@@ -33,6 +33,7 @@ mod legacy_tls;
 mod lifecycle;
 mod metrics_format;
 mod netns;
+mod postgres;
 mod reload;
 mod syslog;
 mod systemd;
