@@ -166,6 +166,18 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
     }
 }
 
+/// An error with its causes: the driver's own text is often just "db error".
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 /// A connection-level failure (the database is gone), as opposed to a statement the
 /// database refused.
 fn is_outage(e: &tokio_postgres::Error) -> bool {
@@ -247,7 +259,7 @@ impl Pg {
             .pool
             .get()
             .await
-            .map_err(|e| anyhow!("store.url: cannot connect to PostgreSQL: {e}"))?;
+            .map_err(|e| anyhow!("store.url: cannot connect to PostgreSQL: {}", chain(&e)))?;
         migrate(&mut c).await?;
         Ok(store)
     }
@@ -278,7 +290,7 @@ impl Pg {
             Ok(c) => Ok(c),
             Err(e) => {
                 self.mark(false);
-                Err(anyhow!("store: no connection to PostgreSQL: {e}"))
+                Err(anyhow!("store: no connection to PostgreSQL: {}", chain(&e)))
             }
         }
     }

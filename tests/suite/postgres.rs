@@ -100,7 +100,7 @@ fn an_unreachable_database_refuses_the_start_and_a_bad_url_is_named() {
 /// Fields drop in order: the database stops before its namespace goes.
 struct Fleet {
     pg: PgCluster,
-    lab: Lab,
+    _lab: Lab,
     _lan: Netns,
     a: Netns,
     b: Netns,
@@ -130,7 +130,7 @@ impl Fleet {
         let pg = PgCluster::start(Some(&db), DB, 5432);
         Fleet {
             pg,
-            lab,
+            _lab: lab,
             _lan: lan,
             a,
             b,
