@@ -622,6 +622,11 @@ async fn commit_leases(
     now: i64,
 ) -> Result<Committed, tokio_postgres::Error> {
     let tx = c.transaction().await?;
+    // Every box takes its row locks in address order (below), so two boxes' batches wait
+    // for each other at most one commit and never deadlock; should one wait anyway (a
+    // phone moving between boxes at that instant), the job is refused quickly rather
+    // than the whole batch held for PostgreSQL's deadlock detector.
+    tx.batch_execute("SET LOCAL lock_timeout = '2s'").await?;
     let move_client = tx
         .prepare(
             "UPDATE leases SET state = 2, box = $3, seq = nextval('lease_seq') \
@@ -652,7 +657,18 @@ async fn commit_leases(
         .prepare("DELETE FROM leases WHERE ip = $1 AND (state <> 1 OR expires <= $2)")
         .await?;
     let mut out = Committed::default();
-    for (n, job) in jobs.iter().enumerate() {
+    let first_ip = |j: &[Change]| {
+        j.iter()
+            .map(|c| match c {
+                Change::Put(l) => l.ip,
+                Change::Delete(ip) => *ip,
+            })
+            .min()
+    };
+    let mut order: Vec<usize> = (0..jobs.len()).collect();
+    order.sort_by_key(|&n| first_ip(jobs[n]));
+    for n in order {
+        let job = jobs[n];
         tx.batch_execute("SAVEPOINT job").await?;
         let mut ok = true;
         let mut ips = Vec::new();
@@ -717,7 +733,7 @@ async fn commit_leases(
                 // A unique violation (the client bound on another box at this moment) or
                 // a deadlock victim: this job is refused, the others go on.
                 Err(e) => {
-                    tracing::debug!("dhcp: lease job refused by the database: {e}");
+                    tracing::debug!("dhcp: lease job refused by the database: {}", chain(&e));
                     ok = false;
                     break;
                 }
@@ -731,6 +747,7 @@ async fn commit_leases(
             out.refused_ips.extend(ips);
         }
     }
+    out.refused.sort_unstable();
     if !out.refused_ips.is_empty() {
         let ips: Vec<i64> = out
             .refused_ips

@@ -217,8 +217,24 @@ impl Phones {
 
     /// Send every message (to `to`), then gather replies by xid for `wait`.
     fn round(&self, msgs: &[(usize, Msg)], to: &str, wait: Duration) -> HashMap<u32, Vec<Raw>> {
-        for (_, m) in msgs {
-            self.sock.send_to(&m.bytes(), to).unwrap();
+        self.round_to(msgs, &[(to, false)], wait)
+    }
+
+    /// Like `round`, sending to each target in turn, in reverse order where asked.
+    fn round_to(
+        &self,
+        msgs: &[(usize, Msg)],
+        targets: &[(&str, bool)],
+        wait: Duration,
+    ) -> HashMap<u32, Vec<Raw>> {
+        for (to, reverse) in targets {
+            let mut order: Vec<&(usize, Msg)> = msgs.iter().collect();
+            if *reverse {
+                order.reverse();
+            }
+            for (_, m) in order {
+                self.sock.send_to(&m.bytes(), to).unwrap();
+            }
         }
         let want: HashSet<u32> = msgs.iter().map(|(_, m)| m.xid).collect();
         let mut got: HashMap<u32, Vec<Raw>> = HashMap::new();
@@ -264,7 +280,14 @@ impl Phones {
                     (i, m)
                 })
                 .collect();
-            let offers = self.round(&discovers, "255.255.255.255:67", Duration::from_secs(2));
+            // Both boxes hear the whole storm, in opposite orders (as two switches'
+            // queues can deliver it): their first choices collide, and the database
+            // must keep one address from going to two phones.
+            let offers = self.round_to(
+                &discovers,
+                &[("198.18.0.1:67", false), ("198.18.0.2:67", true)],
+                Duration::from_secs(2),
+            );
             let mut requests = Vec::new();
             for (i, d) in &discovers {
                 let Some(list) = offers.get(&d.xid) else {
@@ -396,6 +419,17 @@ fn two_boxes_share_leases_storm_renewals_outage_and_a_killed_box() {
     );
     assert_eq!(naks, 0, "no box NAKs a phone in the storm");
     assert_eq!(bound_rows(&f.pg), (200, 200, 200));
+    // The boxes did pick the same addresses for different phones; the database refused
+    // the second of each (never ACKed: that phone asked again and got another).
+    let held = |ns: &Netns| {
+        support::metric(
+            &Fleet::metrics(ns),
+            "provbox_dhcp_dropped_total{reason=\"lease_held_elsewhere\"}",
+        )
+    };
+    let collisions = held(&f.a) + held(&f.b);
+    assert!(collisions > 0.0, "the storm made no collision to resolve");
+    eprintln!("storm: {from_a} leases by A, {} by B, {collisions} collisions refused", 200 - from_a);
 
     // Each phone renews on the box that did not grant its lease: ACKed, same address.
     for (box_ip, tag) in [(A, 1u32), (B, 2)] {
