@@ -429,7 +429,10 @@ fn two_boxes_share_leases_storm_renewals_outage_and_a_killed_box() {
     };
     let collisions = held(&f.a) + held(&f.b);
     assert!(collisions > 0.0, "the storm made no collision to resolve");
-    eprintln!("storm: {from_a} leases by A, {} by B, {collisions} collisions refused", 200 - from_a);
+    eprintln!(
+        "storm: {from_a} leases by A, {} by B, {collisions} collisions refused",
+        200 - from_a
+    );
 
     // Each phone renews on the box that did not grant its lease: ACKed, same address.
     for (box_ip, tag) in [(A, 1u32), (B, 2)] {
@@ -554,4 +557,109 @@ fn one_fleet_view_a_syslog_line_to_a_shows_on_b() {
     // And the device list on B has it too.
     let (_, list) = Fleet::get(&f.b, "http://127.0.0.1:8081/api/devices", true);
     assert!(list.contains("00:0e:08:aa:00:01"), "{list}");
+}
+
+// ------------------------------------------------------------------ PIN binding
+
+fn binding_box(pg: &PgCluster, name: &str, http: u16, metrics: u16, pins: usize) -> Provbox {
+    let d = Provbox::dir();
+    std::fs::write(
+        d.path().join("files/init.cfg.tmpl"),
+        "<flat-profile><!-- $account --></flat-profile>\n",
+    )
+    .unwrap();
+    let mut inv = String::from("devices:\n");
+    for k in 0..pins {
+        inv.push_str(&format!(
+            "  - pin: \"{}\"\n    account: acct-{k}\n",
+            1000 + k
+        ));
+    }
+    std::fs::write(d.path().join("inventory.yaml"), inv).unwrap();
+    let cfg = format!(
+        "data_dir: data\ncatalog:\n  roots: [files]\nhttp:\n  enabled: true\n  listen: [\"127.0.0.1:{http}\"]\n\
+metrics:\n  enabled: true\n  listen: 127.0.0.1:{metrics}\n\
+devices:\n  inventory: inventory.yaml\n  trust:\n    user_agent: true\n  binding:\n    init_prefix: /init\n    profile: init.cfg.tmpl\n{}",
+        store_yaml(&pg.url(), name)
+    );
+    Provbox::start(d, &cfg)
+}
+
+fn yealink(n: usize) -> String {
+    format!(
+        "Yealink SIP-T46G 28.72.0.1 00:15:65:4a:{:02x}:{:02x}",
+        n >> 8,
+        n & 0xff
+    )
+}
+
+fn get_as(port: u16, ua: &str, path: &str) -> u16 {
+    support::curl(10, &["-A", ua], &format!("http://127.0.0.1:{port}{path}")).code
+}
+
+#[test]
+fn the_same_pin_on_two_boxes_at_once_binds_one_device_and_an_outage_answers_503() {
+    let pg = PgCluster::start(None, "127.0.0.1", free_tcp_port());
+    let [ha, ma, hb, mb] = [(); 4].map(|_| free_tcp_port());
+    // Four at once per box: all from 127.0.0.1, which may guess wrong five times
+    // (MAX_WRONG_PINS) before the address is locked out.
+    let pins = 4;
+    let _a = binding_box(&pg, "a", ha, ma, pins + 1);
+    let _b = binding_box(&pg, "b", hb, mb, pins + 1);
+    // Each PIN from two phones at the same moment, one on each box.
+    let codes: Vec<(u16, u16)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..pins)
+            .map(|k| {
+                let path = format!("/init/{}", 1000 + k);
+                let (ua1, ua2) = (yealink(2 * k), yealink(2 * k + 1));
+                let p2 = path.clone();
+                let t1 = s.spawn(move || get_as(ha, &ua1, &path));
+                let t2 = s.spawn(move || get_as(hb, &ua2, &p2));
+                (t1, t2)
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|(a, b)| (a.join().unwrap(), b.join().unwrap()))
+            .collect()
+    });
+    for (k, (a, b)) in codes.iter().enumerate() {
+        let mut got = [*a, *b];
+        got.sort();
+        assert_eq!(
+            got,
+            [200, 403],
+            "PIN {} answered {a} on A and {b} on B",
+            1000 + k
+        );
+    }
+    assert_eq!(
+        pg.sql("SELECT count(*), count(DISTINCT pin) FROM pin_bindings"),
+        format!("{pins}|{pins}")
+    );
+    // A bound phone repeating its request on the other box is bound already ("again").
+    let first = pg.sql("SELECT mac FROM pin_bindings WHERE pin = '1000'");
+    let n = if first.ends_with("0000") { 0 } else { 1 };
+    assert_eq!(
+        get_as(if n == 0 { hb } else { ha }, &yealink(n), "/init/1000"),
+        200
+    );
+
+    // The database away: files are still served, a PIN binding answers 503.
+    pg.stop_server();
+    std::fs::write(_a.path().join("files/plain.txt"), "still here\n").unwrap();
+    eventually(
+        "a file served during the outage",
+        Duration::from_secs(10),
+        || get_as(ha, &yealink(500), "/plain.txt") == 200,
+    );
+    assert_eq!(get_as(ha, &yealink(501), "/init/1000"), 503);
+    pg.start_server();
+    eventually("box B is ready again", Duration::from_secs(20), || {
+        support::curl(5, &[], &format!("http://127.0.0.1:{mb}/readyz")).body == b"ready\n"
+    });
+    assert_eq!(
+        get_as(hb, &yealink(600), &format!("/init/{}", 1000 + pins)),
+        200
+    );
 }
