@@ -270,7 +270,9 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
     catalog.start()?;
     let devices = Arc::new(devices::Registry::default());
     // The shared store first: bindings, status and leases find it when they are built.
-    crate::store::open_shared(&cfg.store).await?;
+    if let Some(pg) = crate::store::open_shared(&cfg.store, &cfg.data_dir).await? {
+        crate::store::digest::spawn(pg, catalog.clone(), shutdown.clone());
+    }
     let store = Store::open(&cfg.data_dir)?;
     let provisioner = Arc::new(Provisioner::new(catalog.clone(), devices).with_devices(
         &cfg.devices,

@@ -33,6 +33,7 @@ impl Store {
     }
 }
 
+pub mod digest;
 pub mod postgres;
 
 /// `store:`: where the state lives. `embedded` (the default) is the redb file and the
@@ -155,11 +156,14 @@ pub fn shared() -> Option<Arc<postgres::Pg>> {
 
 /// Connect to the shared store when configured (refusing the start when it cannot be
 /// reached or its schema is newer than this binary), and make it the process's.
-pub async fn open_shared(cfg: &Config) -> Result<Option<Arc<postgres::Pg>>> {
+pub async fn open_shared(cfg: &Config, data_dir: &Path) -> Result<Option<Arc<postgres::Pg>>> {
     if *cfg.backend != Backend::Postgres {
         return Ok(None);
     }
     let pg = postgres::Pg::connect(cfg).await?;
+    crate::certs::share_lab_ca(&pg, &data_dir.join("tls"))
+        .await
+        .context("store: sharing the lab CA")?;
     tracing::info!(
         box_name = pg.box_name(),
         "store: PostgreSQL connected, schema current"

@@ -161,6 +161,19 @@ impl Catalog {
             .ok_or(Refusal::NotFound)
     }
 
+    /// Every file as served now, the first root's where roots overlap (the catalog
+    /// digest boxes compare, `store::digest`).
+    pub fn published(&self) -> Vec<Arc<Entry>> {
+        let index = self.index.load();
+        let mut out: HashMap<&String, &Arc<Entry>> = HashMap::new();
+        for m in &index.roots {
+            for (k, e) in m {
+                out.entry(k).or_insert(e);
+            }
+        }
+        out.into_values().cloned().collect()
+    }
+
     pub fn file_count(&self) -> usize {
         let index = self.index.load();
         let mut keys: Vec<&String> = index.roots.iter().flat_map(|m| m.keys()).collect();

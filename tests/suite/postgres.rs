@@ -168,7 +168,15 @@ dhcp:
     }
 
     fn start(&self, ns: &Netns, name: &str) -> Provbox {
-        Provbox::start_with(Provbox::dir(), &self.config(name), &ns.prefix())
+        self.start_with_files(ns, name, &[])
+    }
+
+    fn start_with_files(&self, ns: &Netns, name: &str, files: &[(&str, &str)]) -> Provbox {
+        let d = Provbox::dir();
+        for (f, body) in files {
+            std::fs::write(d.path().join("files").join(f), body).unwrap();
+        }
+        Provbox::start_with(d, &self.config(name), &ns.prefix())
     }
 
     fn get(ns: &Netns, url: &str, auth: bool) -> (String, String) {
@@ -523,8 +531,13 @@ fn two_boxes_share_leases_storm_renewals_outage_and_a_killed_box() {
 #[test]
 fn one_fleet_view_a_syslog_line_to_a_shows_on_b() {
     let f = Fleet::new();
-    let _pa = f.start(&f.a, "a");
-    let _pb = f.start(&f.b, "b");
+    // The firmware rsync to B did not finish: one file differs, the other is equal.
+    let pa = f.start_with_files(
+        &f.a,
+        "a",
+        &[("fw.bin", "firmware 2.0\n"), ("a.cfg", "same\n")],
+    );
+    let pb = f.start_with_files(&f.b, "b", &[("fw.bin", "firmware 1"), ("a.cfg", "same\n")]);
     support::require("logger");
     f.phones.exec(&[
         "logger",
@@ -557,6 +570,20 @@ fn one_fleet_view_a_syslog_line_to_a_shows_on_b() {
     // And the device list on B has it too.
     let (_, list) = Fleet::get(&f.b, "http://127.0.0.1:8081/api/devices", true);
     assert!(list.contains("00:0e:08:aa:00:01"), "{list}");
+    // The dashboard flags the file that differs between the boxes, and only that one.
+    let differ = wait_until(Duration::from_secs(20), || {
+        let (_, body) = Fleet::get(&f.a, "http://127.0.0.1:8081/api/devices", true);
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let d = v["files_differ"].as_array()?.clone();
+        (!d.is_empty()).then_some(d)
+    })
+    .expect("no file flagged as different");
+    assert_eq!(differ.len(), 1, "{differ:?}");
+    assert_eq!(differ[0]["path"], "fw.bin");
+    assert_eq!(differ[0]["boxes"].as_array().unwrap().len(), 2);
+    // One lab CA for both boxes.
+    let ca = |p: &Provbox| std::fs::read_to_string(p.path().join("data/tls/ca.pem")).unwrap();
+    assert_eq!(ca(&pa), ca(&pb));
 }
 
 // ------------------------------------------------------------------ PIN binding
