@@ -271,7 +271,10 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
     let devices = Arc::new(devices::Registry::default());
     // The shared store first: bindings, status and leases find it when they are built.
     if let Some(pg) = crate::store::open_shared(&cfg.store, &cfg.data_dir).await? {
-        crate::store::digest::spawn(pg, catalog.clone(), shutdown.clone());
+        crate::store::digest::spawn(pg.clone(), catalog.clone(), shutdown.clone());
+        if let Some(inv) = &cfg.devices.inventory {
+            crate::store::inventory::spawn(pg, inv.value.clone(), shutdown.clone());
+        }
     }
     let store = Store::open(&cfg.data_dir)?;
     let provisioner = Arc::new(Provisioner::new(catalog.clone(), devices).with_devices(

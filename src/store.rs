@@ -34,6 +34,7 @@ impl Store {
 }
 
 pub mod digest;
+pub mod inventory;
 pub mod postgres;
 
 /// `store:`: where the state lives. `embedded` (the default) is the redb file and the

@@ -631,8 +631,8 @@ fn the_same_pin_on_two_boxes_at_once_binds_one_device_and_an_outage_answers_503(
     // Four at once per box: all from 127.0.0.1, which may guess wrong five times
     // (MAX_WRONG_PINS) before the address is locked out.
     let pins = 4;
-    let _a = binding_box(&pg, "a", ha, ma, pins + 1);
-    let _b = binding_box(&pg, "b", hb, mb, pins + 1);
+    let a = binding_box(&pg, "a", ha, ma, pins + 1);
+    let b = binding_box(&pg, "b", hb, mb, pins + 1);
     // Each PIN from two phones at the same moment, one on each box.
     let codes: Vec<(u16, u16)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..pins)
@@ -674,7 +674,7 @@ fn the_same_pin_on_two_boxes_at_once_binds_one_device_and_an_outage_answers_503(
 
     // The database away: files are still served, a PIN binding answers 503.
     pg.stop_server();
-    std::fs::write(_a.path().join("files/plain.txt"), "still here\n").unwrap();
+    std::fs::write(a.path().join("files/plain.txt"), "still here\n").unwrap();
     eventually(
         "a file served during the outage",
         Duration::from_secs(10),
@@ -689,4 +689,25 @@ fn the_same_pin_on_two_boxes_at_once_binds_one_device_and_an_outage_answers_503(
         get_as(hb, &yealink(600), &format!("/init/{}", 1000 + pins)),
         200
     );
+
+    // `provbox devices import` on box A reaches box B's inventory through the database.
+    let scan = a.path().join("scan.csv");
+    std::fs::write(&scan, "mac,extension\n0015654aff01,4242\n").unwrap();
+    let (code, out) = support::provbox(&[
+        "devices",
+        "import",
+        scan.to_str().unwrap(),
+        "--config",
+        a.path().join("config.yaml").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    eventually(
+        "box B's inventory has the imported device",
+        Duration::from_secs(20),
+        || {
+            std::fs::read_to_string(b.path().join("inventory.yaml"))
+                .is_ok_and(|t| t.contains("4242"))
+        },
+    );
+    assert!(pg.sql("SELECT body FROM inventory").contains("4242"));
 }
