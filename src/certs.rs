@@ -149,38 +149,6 @@ pub fn lab_ca(dir: &Path, names: &[String], clients: &[String]) -> Result<LabFil
     Ok(LabFiles { lab, clients: out })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn csr_for_both_key_types_parses() {
-        let d = tempfile::tempdir().unwrap();
-        for kind in [KeyType::EcdsaP256, KeyType::Rsa2048] {
-            let f = write_csr(d.path(), "prov.example.com", &[], Some("Lab"), kind).unwrap();
-            let pem = fs::read_to_string(&f.csr).unwrap();
-            let der = rustls_pki_types::pem::PemObject::from_pem_slice(pem.as_bytes())
-                .map(|d: rustls_pki_types::CertificateSigningRequestDer<'_>| d.as_ref().to_vec())
-                .unwrap();
-            use x509_parser::prelude::FromDer;
-            let (_, req) =
-                x509_parser::certification_request::X509CertificationRequest::from_der(&der)
-                    .unwrap();
-            let subject = req.certification_request_info.subject.to_string();
-            assert!(subject.contains("prov.example.com"), "{subject}");
-        }
-    }
-
-    #[test]
-    fn bad_mac_is_refused() {
-        let d = tempfile::tempdir().unwrap();
-        let Err(e) = lab_ca(d.path(), &["localhost".into()], &["nope".into()]) else {
-            panic!("a bad MAC was accepted");
-        };
-        assert!(e.to_string().contains("not a MAC"), "{e}");
-    }
-}
-
 /// `store.backend: postgres`: every box serves certificates from one lab CA, kept in the
 /// database. The first box to offer its CA (made here if it has none) wins; a box whose
 /// own CA lost takes the shared one and drops its server certificate, which the HTTPS
@@ -213,4 +181,36 @@ pub async fn share_lab_ca(pg: &crate::store::postgres::Pg, dir: &Path) -> Result
         tracing::info!("lab CA: taken from the shared store (every box issues from one CA)");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csr_for_both_key_types_parses() {
+        let d = tempfile::tempdir().unwrap();
+        for kind in [KeyType::EcdsaP256, KeyType::Rsa2048] {
+            let f = write_csr(d.path(), "prov.example.com", &[], Some("Lab"), kind).unwrap();
+            let pem = fs::read_to_string(&f.csr).unwrap();
+            let der = rustls_pki_types::pem::PemObject::from_pem_slice(pem.as_bytes())
+                .map(|d: rustls_pki_types::CertificateSigningRequestDer<'_>| d.as_ref().to_vec())
+                .unwrap();
+            use x509_parser::prelude::FromDer;
+            let (_, req) =
+                x509_parser::certification_request::X509CertificationRequest::from_der(&der)
+                    .unwrap();
+            let subject = req.certification_request_info.subject.to_string();
+            assert!(subject.contains("prov.example.com"), "{subject}");
+        }
+    }
+
+    #[test]
+    fn bad_mac_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let Err(e) = lab_ca(d.path(), &["localhost".into()], &["nope".into()]) else {
+            panic!("a bad MAC was accepted");
+        };
+        assert!(e.to_string().contains("not a MAC"), "{e}");
+    }
 }

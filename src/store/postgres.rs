@@ -27,7 +27,7 @@ use crate::dhcp::store::{Change, cap_text};
 pub const MIGRATIONS: &[&str] = &[include_str!("migrations/001_init.sql")];
 
 /// The advisory lock two boxes starting at once take around their migrations.
-const MIGRATION_LOCK: i64 = 0x7072_6f76_626f_78; // "provbox"
+const MIGRATION_LOCK: i64 = 0x0070_726f_7662_6f78; // "provbox"
 
 /// What the URL asked of TLS, beyond what tokio-postgres knows (it has no verify modes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

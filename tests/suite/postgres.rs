@@ -406,7 +406,7 @@ fn two_boxes_share_leases_storm_renewals_outage_and_a_killed_box() {
     let mut pa = f.start(&f.a, "a");
     let pb = f.start(&f.b, "b");
     let phones = Phones::new(&f.phones, 0..260);
-    let prefer = |i: usize| ip_of(if i % 2 == 0 { A } else { B });
+    let prefer = |i: usize| ip_of(if i.is_multiple_of(2) { A } else { B });
     let all: Vec<usize> = (0..200).collect();
 
     // 200 phones at once, both boxes answering every DISCOVER.
