@@ -463,7 +463,13 @@ fn two_boxes_share_leases_storm_renewals_outage_and_a_killed_box() {
     }
     assert_eq!(bound_rows(&f.pg), (200, 200, 200));
 
-    // PostgreSQL stops mid-storm: renewals of known leases are answered, nothing new is.
+    // PostgreSQL stops in the middle of a second storm (10 more phones, their own
+    // socket; 240 phones in all fill the 241-address pool): renewals of known leases
+    // are answered, nothing new is.
+    let storm = Phones::new(&f.phones, 0..260);
+    let late: Vec<usize> = (230..240).collect();
+    let mid = std::thread::spawn(move || storm.lease_all(&late, prefer, 12).0);
+    std::thread::sleep(Duration::from_millis(1500));
     f.pg.stop_server();
     eventually("box A notices the outage", Duration::from_secs(15), || {
         Fleet::get(&f.a, "http://127.0.0.1:9100/readyz", false)
@@ -502,12 +508,19 @@ fn two_boxes_share_leases_storm_renewals_outage_and_a_killed_box() {
     assert_eq!(got_new.len(), newcomers.len());
     let mut everyone = leased.clone();
     everyone.extend(got_new);
+    let got_mid = mid.join().unwrap();
+    eprintln!(
+        "storm: {} of the 10 phones of the interrupted storm leased",
+        got_mid.len()
+    );
+    everyone.extend(got_mid);
     assert_distinct(&everyone);
     // The renewals ACKed during the outage reached the database; no address twice.
+    let n = everyone.len() as u64;
     eventually(
         "the outage renewals are written",
         Duration::from_secs(15),
-        || bound_rows(&f.pg) == (230, 230, 230),
+        || bound_rows(&f.pg) == (n, n, n),
     );
 
     // kill -9 box A: box B renews A's phones (broadcast, as a phone rebinding does).
