@@ -418,7 +418,34 @@ pub fn print_leases(data_dir: &std::path::Path) -> Result<()> {
         return Ok(());
     }
     let contents = store::read(&path)?;
-    let (mut list, bad) = contents.leases();
+    let (list, bad) = contents.leases();
+    print_table(list);
+    if bad > 0 {
+        println!("({bad} unreadable records skipped)");
+    }
+    if contents.torn > 0 {
+        println!(
+            "({} bytes at the end are a record being written, or torn by a crash; not shown)",
+            contents.torn
+        );
+    }
+    Ok(())
+}
+
+/// `provbox leases` with `store.backend: postgres`: the fleet's leases, from the database.
+pub fn print_shared_leases(cfg: &crate::store::Config) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (list, _) = rt.block_on(async {
+        let pg = crate::store::postgres::Pg::connect(cfg).await?;
+        pg.leases().await
+    })?;
+    print_table(list);
+    Ok(())
+}
+
+fn print_table(mut list: Vec<leases::Lease>) {
     list.sort_by_key(|l| l.ip);
     let now = now();
     println!(
@@ -443,16 +470,6 @@ pub fn print_leases(data_dir: &std::path::Path) -> Result<()> {
             l.vendor_class.as_deref().unwrap_or("-")
         );
     }
-    if bad > 0 {
-        println!("({bad} unreadable records skipped)");
-    }
-    if contents.torn > 0 {
-        println!(
-            "({} bytes at the end are a record being written, or torn by a crash; not shown)",
-            contents.torn
-        );
-    }
-    Ok(())
 }
 
 #[cfg(test)]

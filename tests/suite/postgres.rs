@@ -427,6 +427,18 @@ fn two_boxes_share_leases_storm_renewals_outage_and_a_killed_box() {
     );
     assert_eq!(naks, 0, "no box NAKs a phone in the storm");
     assert_eq!(bound_rows(&f.pg), (200, 200, 200));
+    // `provbox leases` on either box lists the fleet's leases from the database.
+    let listed = f.b.exec(&[
+        support::bin().to_str().unwrap(),
+        "leases",
+        "--config",
+        pb.path().join("config.yaml").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        listed.lines().filter(|l| l.contains(" bound ")).count(),
+        200,
+        "{listed}"
+    );
     // The boxes did pick the same addresses for different phones; the database refused
     // the second of each (never ACKed: that phone asked again and got another).
     let held = |ns: &Netns| {
