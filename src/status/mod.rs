@@ -961,6 +961,41 @@ mod tests {
         (b, reg)
     }
 
+    /// Another box's copy of a device folds in without repeats, however often it comes
+    /// (each box writes back records that already hold the other's events).
+    #[test]
+    fn a_remote_record_merges_once_and_its_address_proves_nothing_here() {
+        let (b, _) = book();
+        let mac: Mac = "00:0e:08:00:00:01".parse().unwrap();
+        b.lease_seen(mac, "198.18.0.20".parse().unwrap(), None, None);
+        let mut theirs = Device::new(key_of(mac), 1);
+        theirs.push_event(now_ms() + 5, "resync_ok", "http://a/x.cfg");
+        theirs.state = State::Provisioned;
+        theirs.last_seen = now_ms() + 5;
+        let v = b.version();
+        for _ in 0..3 {
+            b.merge_remote(theirs.clone());
+        }
+        assert!(b.version() > v, "the dashboard sees the change");
+        let d = b.get(&key_of(mac)).unwrap();
+        assert_eq!(d.state, State::Provisioned);
+        assert_eq!(
+            d.events.iter().filter(|e| e.kind == "resync_ok").count(),
+            1,
+            "{:?}",
+            d.events
+        );
+        // A device only the other box knows arrives without a proof of its address.
+        let other: Mac = "00:0e:08:00:00:02".parse().unwrap();
+        let mut far = Device::new(key_of(other), 1);
+        far.ip = Some("198.18.0.30".parse().unwrap());
+        far.ip_proof = Some(Proof::Lease);
+        b.merge_remote(far);
+        let d = b.get(&key_of(other)).unwrap();
+        assert_eq!(d.ip_proof, None);
+        assert_eq!(b.get("198.18.0.30").unwrap().key, key_of(other));
+    }
+
     fn fetch<'a>(peer: &str, path: &'a str, outcome: &'a str) -> TransferDone<'a> {
         TransferDone {
             protocol: Protocol::http,
