@@ -70,6 +70,67 @@ fn migrations_apply_once_and_a_newer_schema_is_refused() {
 }
 
 #[test]
+fn sslmode_require_and_verify_full_connect_over_tls() {
+    let pg = PgCluster::start(None, "127.0.0.1", free_tcp_port());
+    let certs = tempfile::tempdir().unwrap();
+    let lab = provbox::tls::LabCa::ensure(certs.path(), &["127.0.0.1".into()]).unwrap();
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap();
+    pg.enable_tls(&read(&lab.server_cert), &read(&lab.server_key));
+    let ssl_clients = || {
+        pg.sql("SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE s.ssl AND a.application_name = ''")
+            .parse::<u32>()
+            .unwrap()
+    };
+    for (mode, extra) in [
+        ("require", String::new()),
+        (
+            "verify-full",
+            format!("  ca_file: {}\n", lab.ca_cert.display()),
+        ),
+    ] {
+        let url = format!("{} sslmode={mode}", pg.url());
+        let cfg = format!(
+            "data_dir: data\ncatalog:\n  roots: [files]\n{}{extra}",
+            store_yaml(&url, "a")
+        );
+        let p = Provbox::start(Provbox::dir(), &cfg);
+        assert!(ssl_clients() > 0, "{mode}: no TLS connection from provbox");
+        drop(p);
+        eventually(
+            "provbox's connections closed",
+            Duration::from_secs(10),
+            || ssl_clients() == 0,
+        );
+    }
+    // verify-full against a CA that did not sign the server's certificate: refused.
+    let other = tempfile::tempdir().unwrap();
+    let stranger = provbox::tls::LabCa::ensure(other.path(), &["127.0.0.1".into()]).unwrap();
+    let dir = Provbox::dir();
+    let path = dir.path().join("config.yaml");
+    let url = format!("{} sslmode=verify-full", pg.url());
+    std::fs::write(
+        &path,
+        format!(
+            "data_dir: data\ncatalog:\n  roots: [files]\n{}  ca_file: {}\n",
+            store_yaml(&url, "a"),
+            stranger.ca_cert.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new("timeout")
+        .args(["30", support::bin().to_str().unwrap(), "serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success(),
+        "started against an unverified server"
+    );
+    assert!(text.contains("cannot connect to PostgreSQL"), "{text}");
+}
+
+#[test]
 fn an_unreachable_database_refuses_the_start_and_a_bad_url_is_named() {
     let port = free_tcp_port();
     let dir = Provbox::dir();

@@ -59,6 +59,24 @@ impl PgCluster {
         pg
     }
 
+    /// Serve TLS with this certificate and key (PEM), from now on (a reload).
+    pub fn enable_tls(&self, cert_pem: &str, key_pem: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        for (name, body) in [("server.crt", cert_pem), ("server.key", key_pem)] {
+            let p = self.dir.path().join(name);
+            std::fs::write(&p, body).unwrap();
+            chown(&p, Some(NOBODY), Some(NOBODY)).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let d = self.dir.path().display();
+        self.sql(&format!(
+            "ALTER SYSTEM SET ssl_cert_file = '{d}/server.crt'"
+        ));
+        self.sql(&format!("ALTER SYSTEM SET ssl_key_file = '{d}/server.key'"));
+        self.sql("ALTER SYSTEM SET ssl = on");
+        self.sql("SELECT pg_reload_conf()");
+    }
+
     fn data(&self) -> String {
         self.dir.path().join("data").display().to_string()
     }
