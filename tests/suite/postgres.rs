@@ -670,6 +670,44 @@ fn one_fleet_view_a_syslog_line_to_a_shows_on_b() {
     // One lab CA for both boxes.
     let ca = |p: &Provbox| std::fs::read_to_string(p.path().join("data/tls/ca.pem")).unwrap();
     assert_eq!(ca(&pa), ca(&pb));
+
+    // Heard while PostgreSQL is away: kept by box A, on box B once it is back.
+    f.pg.stop_server();
+    eventually("box A notices the outage", Duration::from_secs(15), || {
+        Fleet::get(&f.a, "http://127.0.0.1:9100/readyz", false)
+            .1
+            .contains("degraded")
+    });
+    f.phones.exec(&[
+        "logger",
+        "-n",
+        A,
+        "-P",
+        "5514",
+        "-d",
+        "--rfc3164",
+        "-t",
+        "phone",
+        "--",
+        "SPA504G 000e08aa0002 -- Resync failed: HTTP 404 Not Found",
+    ]);
+    let url2 = "http://127.0.0.1:8081/api/devices/00:0e:08:aa:00:02";
+    eventually("box A has it meanwhile", Duration::from_secs(10), || {
+        Fleet::get(&f.a, url2, true).0 == "200"
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        Fleet::get(&f.b, url2, true).0,
+        "404",
+        "B cannot know it yet"
+    );
+    f.pg.start_server();
+    let d = wait_until(Duration::from_secs(30), || {
+        let (code, body) = Fleet::get(&f.b, url2, true);
+        (code == "200").then(|| serde_json::from_str::<serde_json::Value>(&body).unwrap())
+    })
+    .expect("the record kept during the outage never reached box B");
+    assert_eq!(d["state"], "failed");
 }
 
 // ------------------------------------------------------------------ PIN binding
