@@ -149,6 +149,40 @@ pub fn lab_ca(dir: &Path, names: &[String], clients: &[String]) -> Result<LabFil
     Ok(LabFiles { lab, clients: out })
 }
 
+/// `store.backend: postgres`: every box serves certificates from one lab CA, kept in the
+/// database. The first box to offer its CA (made here if it has none) wins; a box whose
+/// own CA lost takes the shared one and drops its server certificate, which the HTTPS
+/// listener then issues again from the shared CA.
+pub async fn share_lab_ca(pg: &crate::store::postgres::Pg, dir: &Path) -> Result<()> {
+    let (cert_path, key_path) = (dir.join("ca.pem"), dir.join("ca.key"));
+    let read = || -> Option<(String, String)> {
+        Some((
+            fs::read_to_string(&cert_path).ok()?,
+            fs::read_to_string(&key_path).ok()?,
+        ))
+    };
+    let drop_server = || {
+        let _ = fs::remove_file(dir.join("server.pem"));
+        let _ = fs::remove_file(dir.join("server.key"));
+    };
+    let local = match read() {
+        Some(l) => l,
+        None => {
+            LabCa::ensure(dir, &[])?;
+            drop_server();
+            read().ok_or_else(|| anyhow::anyhow!("lab CA: cannot read {}", cert_path.display()))?
+        }
+    };
+    let shared = pg.lab_ca_offer(&local.0, &local.1).await?;
+    if shared != local {
+        tls::write_private(&key_path, &shared.1)?;
+        tls::write_private(&cert_path, &shared.0)?;
+        drop_server();
+        tracing::info!("lab CA: taken from the shared store (every box issues from one CA)");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -55,6 +55,9 @@ pub struct Config {
     /// Firmware pushes (`provbox upgrade`, the dashboard's upgrade action).
     #[serde(default)]
     pub upgrade: crate::upgrade::Config,
+    /// Where state lives: `embedded` (redb + lease journal) or a shared PostgreSQL.
+    #[serde(default)]
+    pub store: crate::store::Config,
     /// How long in-flight transfers may finish after SIGTERM/SIGINT.
     #[serde(default = "default_grace")]
     pub shutdown_grace: Dur,
@@ -194,9 +197,11 @@ impl Config {
         self.syslog.resolve_paths(base);
         self.dashboard.resolve_paths(base);
         self.hooks.resolve_paths(base);
+        self.store.resolve_paths(base);
     }
 
     fn validate(&self, p: &mut Problems) {
+        self.store.validate(p);
         if self.catalog.roots.is_empty() {
             p.add_at(
                 "catalog.roots",

@@ -33,7 +33,7 @@ pub(crate) mod sdnotify;
 pub mod server;
 pub(crate) mod service;
 pub(crate) mod status;
-pub(crate) mod store;
+pub mod store;
 pub(crate) mod supervisor;
 pub mod syslog;
 pub mod tftp;

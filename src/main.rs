@@ -487,7 +487,11 @@ fn main() -> ExitCode {
             config,
             command: None,
         } => match config::Config::load(&config) {
-            Ok(cfg) => match provbox::dhcp::print_leases(&cfg.data_dir) {
+            Ok(cfg) => match if *cfg.store.backend == provbox::store::Backend::Postgres {
+                provbox::dhcp::print_shared_leases(&cfg.store)
+            } else {
+                provbox::dhcp::print_leases(&cfg.data_dir)
+            } {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("provbox: {e:#}");

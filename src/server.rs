@@ -235,6 +235,16 @@ pub async fn run(cfg: Config, config_path: PathBuf) -> Result<()> {
     )?;
     catalog.start()?;
     let devices = Arc::new(devices::Registry::default());
+    // The shared store first: bindings, status and leases find it when they are built.
+    if let Some(pg) = crate::store::open_shared(&cfg.store).await? {
+        crate::certs::share_lab_ca(&pg, &cfg.data_dir.join("tls"))
+            .await
+            .context("store: sharing the lab CA")?;
+        crate::store::digest::spawn(pg.clone(), catalog.clone(), shutdown.clone());
+        if let Some(inv) = &cfg.devices.inventory {
+            crate::store::inventory::spawn(pg, inv.value.clone(), shutdown.clone());
+        }
+    }
     let store = Store::open(&cfg.data_dir)?;
     let uploads = if cfg.uploads.enabled {
         let up = crate::uploads::Uploads::open(&cfg.data_dir, &cfg.uploads, upload_metrics)

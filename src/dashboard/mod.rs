@@ -466,7 +466,12 @@ impl DashboardHandler {
         let rows: Vec<_> = rows.into_iter().map(|(_, v)| v).collect();
         json_response(
             StatusCode::OK,
-            &json!({"version": version, "counts": counts, "devices": rows}),
+            &json!({"version": version, "counts": counts, "devices": rows,
+                // Boxes sharing a store: catalog files that differ between them.
+                "files_differ": crate::store::digest::differences().into_iter()
+                    .map(|(path, boxes)| json!({"path": path, "boxes": boxes.into_iter()
+                        .map(|(b, sha)| json!({"box": b, "sha256": sha})).collect::<Vec<_>>()}))
+                    .collect::<Vec<_>>()}),
         )
     }
 

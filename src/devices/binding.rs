@@ -88,6 +88,8 @@ impl Throttle {
 
 pub struct Bindings {
     store: Arc<Store>,
+    /// `store.backend: postgres`: bindings live there, shared by every box.
+    shared: Option<Arc<crate::store::postgres::Pg>>,
     per_pin: usize,
     /// `init_prefix` as a catalog key, lower case (matched regardless of case).
     prefix: String,
@@ -100,6 +102,7 @@ impl Bindings {
     pub fn new(store: Arc<Store>, per_pin: usize, init_prefix: &str, budget: u32) -> Bindings {
         Bindings {
             store,
+            shared: crate::store::shared(),
             per_pin,
             prefix: init_prefix.trim_matches('/').to_ascii_lowercase(),
             budget,
@@ -185,6 +188,10 @@ impl Bindings {
 
     /// The PIN `mac` is bound to, if any.
     pub fn pin_of(&self, mac: Mac) -> Option<String> {
+        if let Some(pg) = &self.shared {
+            // Unreachable database: unknown, like an unbound device (binding answers 503).
+            return on_shared(pg.pin_of(mac)).and_then(|r| r.ok()).flatten();
+        }
         let tx = self.store.db().begin_read().ok()?;
         let t = tx.open_table(DEVICE_PIN).ok()?;
         let v = t.get(mac.to_hex().as_str()).ok()??;
@@ -204,6 +211,10 @@ impl Bindings {
 
     pub fn bind(&self, pin: &str, mac: Mac) -> Result<Bound, BindRefusal> {
         let st = |e: &dyn std::fmt::Display| BindRefusal::Store(e.to_string());
+        if let Some(pg) = &self.shared {
+            return on_shared(pg.bind(pin, mac, self.per_pin))
+                .unwrap_or_else(|| Err(st(&"PostgreSQL did not answer in time")));
+        }
         let hex = mac.to_hex();
         let tx = self.store.db().begin_write().map_err(|e| st(&e))?;
         let outcome = {
@@ -286,6 +297,16 @@ pub fn unbind_in(store: &Store, pin: &str) -> Result<Vec<String>, String> {
     };
     tx.commit().map_err(|e| st(&e))?;
     Ok(macs)
+}
+
+/// Run a shared-store call from the (synchronous) pipeline: the runtime's worker steps
+/// aside while it waits, bounded so an unreachable database cannot hold a request.
+fn on_shared<T>(f: impl std::future::Future<Output = T>) -> Option<T> {
+    let rt = tokio::runtime::Handle::try_current().ok()?;
+    tokio::task::block_in_place(|| {
+        rt.block_on(tokio::time::timeout(Duration::from_secs(3), f))
+            .ok()
+    })
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 
 pub mod access;
 pub mod binding;
+mod binding_pg;
 pub mod config;
 pub mod crypt;
 pub(crate) mod desk;

@@ -19,6 +19,8 @@ pub mod engine;
 pub mod leases;
 pub mod metrics;
 pub mod options;
+mod pg;
+mod shared;
 pub mod socket;
 pub mod store;
 pub mod wire;
@@ -129,11 +131,25 @@ pub fn start(
         ctx.provisioner.registry().clone(),
         metrics,
     ));
-    let (journal, stored, bad) =
-        store::Journal::open(&ctx.data_dir).context("dhcp: loading leases")?;
-    if bad > 0 {
-        tracing::warn!(records = bad, "dhcp: unreadable lease records skipped");
-    }
+    let shared = crate::store::shared();
+    let (journal, stored, seq) = match &shared {
+        // `store.backend: postgres`: the shared table is the truth, no journal here.
+        Some(pg) => {
+            let (list, seq) = tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(pg.leases())
+            })
+            .context("dhcp: loading leases from PostgreSQL")?;
+            (None, list, seq)
+        }
+        None => {
+            let (journal, stored, bad) =
+                store::Journal::open(&ctx.data_dir).context("dhcp: loading leases")?;
+            if bad > 0 {
+                tracing::warn!(records = bad, "dhcp: unreadable lease records skipped");
+            }
+            (Some(journal), stored, 0)
+        }
+    };
     let total = stored.len();
     let live = engine.restore(stored, now());
     tracing::info!(stored = total, active = live, "dhcp: leases restored");
@@ -144,22 +160,40 @@ pub fn start(
     // The writer owns its channel: it cannot be made again, so a panic there ends the
     // process (never an ACK without its lease on disk).
     let (e, i) = (engine.clone(), ifaces.clone());
-    ctx.supervisor.spawn_once(
-        "dhcp",
-        "dhcp lease writer",
-        writer(
-            rx,
-            Arc::new(std::sync::Mutex::new(journal)),
-            engine.clone(),
-            move |r, idx| {
-                let (e, i) = (e.clone(), i.clone());
-                async move { deliver(&e, &i[idx], r).await }
-            },
-        ),
-    );
+    let send = move |r, idx: usize| {
+        let (e, i) = (e.clone(), i.clone());
+        async move { deliver(&e, &i[idx], r).await }
+    };
+    match (journal, &shared) {
+        (Some(journal), _) => {
+            ctx.supervisor.spawn_once(
+                "dhcp",
+                "dhcp lease writer",
+                writer(
+                    rx,
+                    Arc::new(std::sync::Mutex::new(journal)),
+                    engine.clone(),
+                    send,
+                ),
+            );
+        }
+        (None, Some(pg)) => {
+            ctx.supervisor.spawn_once(
+                "dhcp",
+                "dhcp lease writer",
+                shared::writer(rx, pg.clone(), engine.clone(), send),
+            );
+            let (e, pg, sd) = (engine.clone(), pg.clone(), ctx.shutdown.clone());
+            ctx.supervisor
+                .spawn_restartable("dhcp", "dhcp lease sync", move || {
+                    Box::pin(shared::sync(pg.clone(), e.clone(), seq, sd.clone()))
+                });
+        }
+        (None, None) => unreachable!("a journal or the shared store"),
+    }
     for idx in 0..ifaces.len() {
         let (ifaces, engine, tx) = (ifaces.clone(), engine.clone(), tx.clone());
-        let shutdown = ctx.shutdown.clone();
+        let (shutdown, shared) = (ctx.shutdown.clone(), shared.clone());
         let name = format!("dhcp receive {}", ifaces[idx].name);
         ctx.supervisor.spawn_restartable("dhcp", name, move || {
             Box::pin(receive(
@@ -168,6 +202,7 @@ pub fn start(
                 engine.clone(),
                 tx.clone(),
                 shutdown.clone(),
+                shared.clone(),
             ))
         });
     }
@@ -225,6 +260,7 @@ async fn receive(
     engine: Arc<Engine>,
     tx: mpsc::Sender<Job>,
     shutdown: tokio_util::sync::CancellationToken,
+    shared: Option<Arc<crate::store::postgres::Pg>>,
 ) {
     let iface = &ifaces[idx];
     let mut buf = vec![0u8; 4096];
@@ -244,6 +280,14 @@ async fn receive(
             Err(reason) => {
                 tracing::debug!(iface = %iface.name, %peer, len = n, reason, "dhcp: message dropped");
                 engine.metrics.drop_reason(reason);
+            }
+            // The shared store is down: no new address is offered (it could not be
+            // granted); renewals still are (see `shared::commit`).
+            Ok(out)
+                if out.reply.as_ref().is_some_and(|r| r.kind == "offer")
+                    && shared.as_ref().is_some_and(|s| !s.is_up()) =>
+            {
+                engine.metrics.drop_reason("store_unavailable");
             }
             Ok(out) if out.changes.is_empty() => {
                 if let Some(r) = out.reply {
@@ -387,7 +431,34 @@ pub fn print_leases(data_dir: &std::path::Path) -> Result<()> {
         return Ok(());
     }
     let contents = store::read(&path)?;
-    let (mut list, bad) = contents.leases();
+    let (list, bad) = contents.leases();
+    print_table(list);
+    if bad > 0 {
+        println!("({bad} unreadable records skipped)");
+    }
+    if contents.torn > 0 {
+        println!(
+            "({} bytes at the end are a record being written, or torn by a crash; not shown)",
+            contents.torn
+        );
+    }
+    Ok(())
+}
+
+/// `provbox leases` with `store.backend: postgres`: the fleet's leases, from the database.
+pub fn print_shared_leases(cfg: &crate::store::Config) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (list, _) = rt.block_on(async {
+        let pg = crate::store::postgres::Pg::connect(cfg).await?;
+        pg.leases().await
+    })?;
+    print_table(list);
+    Ok(())
+}
+
+fn print_table(mut list: Vec<leases::Lease>) {
     list.sort_by_key(|l| l.ip);
     let now = now();
     println!(
@@ -412,16 +483,6 @@ pub fn print_leases(data_dir: &std::path::Path) -> Result<()> {
             l.vendor_class.as_deref().unwrap_or("-")
         );
     }
-    if bad > 0 {
-        println!("({bad} unreadable records skipped)");
-    }
-    if contents.torn > 0 {
-        println!(
-            "({} bytes at the end are a record being written, or torn by a crash; not shown)",
-            contents.torn
-        );
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -144,6 +144,10 @@ impl Handler for FileHandler {
                     Refusal::BadPath(crate::catalog::PathRefusal::TooLong) => {
                         (StatusCode::URI_TOO_LONG, "uri_too_long")
                     }
+                    // The shared store is unreachable (PIN binding): try again later.
+                    Refusal::Forbidden("store_error") => {
+                        (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
+                    }
                     Refusal::BadPath(_) | Refusal::Forbidden(_) => {
                         (StatusCode::FORBIDDEN, "forbidden")
                     }
@@ -273,6 +277,13 @@ impl Handler for AdminHandler {
             }
             (&Method::GET, "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_string()),
             (&Method::GET, "/readyz") => match self.ready.health() {
+                // Still serving files, so still ready; but say what does not work.
+                Ok(()) if crate::store::shared().is_some_and(|s| !s.is_up()) => (
+                    StatusCode::OK,
+                    "text/plain",
+                    "degraded: store: PostgreSQL unreachable (no new DHCP leases, no PIN binding)\n"
+                        .to_string(),
+                ),
                 Ok(()) => (StatusCode::OK, "text/plain", "ready\n".to_string()),
                 Err(why) => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", why + "\n"),
             },

@@ -88,6 +88,12 @@ pub(crate) fn tables() -> Vec<Table> {
                 restart!(d, catalog.case_insensitive),
                 live("shutdown_grace"),
                 restart!(d, hooks),
+                restart!(at, store.backend),
+                restart!(opt, store.url),
+                restart!(opt, store.password_file),
+                restart!(opt, store.ca_file),
+                restart!(at, store.pool_size),
+                restart!(d, store.box_name),
             ],
         },
         Table {

@@ -16,6 +16,7 @@
 
 pub(crate) mod history;
 pub(crate) mod record;
+mod shared;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -45,7 +46,7 @@ pub trait Announce: Send + Sync {
     fn lease_bound(&self, ip: IpAddr, lease: &LeaseInfo);
     fn lease_ended(&self, ip: IpAddr, lease: &LeaseInfo);
 }
-pub(crate) use record::{Action, Device, PhoneEvent, PhoneReport, Proof, State, now_ms};
+pub(crate) use record::{Action, Device, Event, PhoneEvent, PhoneReport, Proof, State, now_ms};
 
 /// key (`00:0e:08:aa:bb:cc` or `ip:…`) → the record as JSON (readable with any redb tool,
 /// and new fields do not need a migration).
@@ -733,13 +734,13 @@ impl StatusBook {
     /// Write what changed since the last call: the records (copied a chunk at a time under
     /// the lock, serialised outside it) and deletions, in one commit. Returns the number
     /// of rows written or deleted.
-    fn write_pending(&self, store: &Store) -> Result<usize> {
+    fn write_pending(&self, store: &Store) -> Result<Vec<(String, Option<Vec<u8>>)>> {
         let Some(dirty) = &self.dirty else {
-            return Ok(0);
+            return Ok(Vec::new());
         };
         let pending = dirty.take();
         if pending.is_empty() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         let keys: Vec<String> = if pending.all {
             // Everything the book holds, and every stored row it no longer holds.
@@ -781,8 +782,68 @@ impl StatusBook {
             }
         }
         tx.commit()?;
-        Ok(rows.len())
+        Ok(rows)
     }
+
+    /// A record another box wrote (`store.backend: postgres`): folded into ours, or taken
+    /// as it is. Its address proves nothing here (the other box's lease is not in our
+    /// registry), and it is not written back (the other box already did).
+    pub fn merge_remote(&self, mut other: Device) {
+        other.ip_proof = None;
+        let mut inner = self.lock();
+        let key = other.key.clone();
+        match inner.devices.get_mut(&key) {
+            Some(d) => merge_device(d, other),
+            None => {
+                let mut touched = Vec::new();
+                evict(&mut inner, &mut touched);
+                if let Some(ip) = other.ip
+                    && !inner.by_ip.contains_key(&ip)
+                {
+                    inner.by_ip.insert(ip, key.clone());
+                }
+                inner.devices.insert(key, other);
+            }
+        }
+        self.version.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// Fold `other` (the same device, as another box knows it) into `d`: timelines joined
+/// without repeats, the newer box's view of state and identity.
+fn merge_device(d: &mut Device, other: Device) {
+    let newer = other.last_seen > d.last_seen;
+    if newer {
+        d.state = other.state;
+        d.reason = other.reason.clone();
+        if other.ip.is_some() && d.ip_proof.is_none() {
+            d.ip = other.ip;
+        }
+        for (mine, theirs) in [
+            (&mut d.model, &other.model),
+            (&mut d.vendor_class, &other.vendor_class),
+            (&mut d.hostname, &other.hostname),
+            (&mut d.user_agent, &other.user_agent),
+        ] {
+            if theirs.is_some() {
+                *mine = theirs.clone();
+            }
+        }
+    }
+    d.first_seen = d.first_seen.min(other.first_seen);
+    d.last_seen = d.last_seen.max(other.last_seen);
+    d.transfers = d.transfers.max(other.transfers);
+    d.bytes = d.bytes.max(other.bytes);
+    let mut events: Vec<Event> = d.events.drain(..).chain(other.events).collect();
+    events.sort_by(|a, b| (a.at, &a.kind, &a.detail).cmp(&(b.at, &b.kind, &b.detail)));
+    events.dedup_by(|a, b| a.at == b.at && a.kind == b.kind && a.detail == b.detail);
+    let skip = events.len().saturating_sub(record::MAX_EVENTS);
+    d.events = events.into_iter().skip(skip).collect();
+    let mut lines: Vec<record::Line> = d.lines.drain(..).chain(other.lines).collect();
+    lines.sort_by(|a, b| (a.at, &a.text).cmp(&(b.at, &b.text)));
+    lines.dedup();
+    let skip = lines.len().saturating_sub(record::MAX_LINES);
+    d.lines = lines.into_iter().skip(skip).collect();
 }
 
 /// Put record `key` at `ip` with `proof`, keeping `by_ip` to one entry per record: the
@@ -890,6 +951,8 @@ async fn persist(
     let Some(dirty) = &book.dirty else {
         return;
     };
+    // `store.backend: postgres`: what is saved here is also shared with the other boxes.
+    let shared = crate::store::shared().map(|pg| shared::start(pg, book.clone(), &shutdown));
     loop {
         tokio::select! {
             _ = dirty.wake.notified() => {}
@@ -907,7 +970,12 @@ async fn persist(
         let (b, s) = (book.clone(), store.clone());
         let mut failed = true;
         match tokio::task::spawn_blocking(move || b.write_pending(&s)).await {
-            Ok(Ok(_)) => failed = false,
+            Ok(Ok(rows)) => {
+                failed = false;
+                if let Some(sh) = &shared {
+                    sh.send(rows);
+                }
+            }
             Ok(Err(e)) => {
                 tracing::error!("status: cannot save device records: {e:#}");
                 // Nothing is forgotten: the next round writes everything.
@@ -955,6 +1023,41 @@ mod tests {
         // Heard from again: a new record.
         b.transfer(&fetch("198.18.0.7", "/a.cfg", "ok"));
         assert!(b.get("198.18.0.7").is_some());
+    }
+
+    /// Another box's copy of a device folds in without repeats, however often it comes
+    /// (each box writes back records that already hold the other's events).
+    #[test]
+    fn a_remote_record_merges_once_and_its_address_proves_nothing_here() {
+        let (b, _) = book();
+        let mac: Mac = "00:0e:08:00:00:01".parse().unwrap();
+        b.lease_seen(mac, "198.18.0.20".parse().unwrap(), None, None);
+        let mut theirs = Device::new(key_of(mac), 1);
+        theirs.push_event(now_ms() + 5, "resync_ok", "http://a/x.cfg");
+        theirs.state = State::Provisioned;
+        theirs.last_seen = now_ms() + 5;
+        let v = b.version();
+        for _ in 0..3 {
+            b.merge_remote(theirs.clone());
+        }
+        assert!(b.version() > v, "the dashboard sees the change");
+        let d = b.get(&key_of(mac)).unwrap();
+        assert_eq!(d.state, State::Provisioned);
+        assert_eq!(
+            d.events.iter().filter(|e| e.kind == "resync_ok").count(),
+            1,
+            "{:?}",
+            d.events
+        );
+        // A device only the other box knows arrives without a proof of its address.
+        let other: Mac = "00:0e:08:00:00:02".parse().unwrap();
+        let mut far = Device::new(key_of(other), 1);
+        far.ip = Some("198.18.0.30".parse().unwrap());
+        far.ip_proof = Some(Proof::Lease);
+        b.merge_remote(far);
+        let d = b.get(&key_of(other)).unwrap();
+        assert_eq!(d.ip_proof, None);
+        assert_eq!(b.get("198.18.0.30").unwrap().key, key_of(other));
     }
 
     fn fetch<'a>(peer: &str, path: &'a str, outcome: &'a str) -> TransferDone<'a> {
@@ -1220,8 +1323,8 @@ mod tests {
             let p = b.dirty.as_ref().unwrap().lock();
             assert_eq!((p.keys.len(), p.all), (10, false));
         }
-        assert_eq!(b.write_pending(&store).unwrap(), 10);
-        assert_eq!(b.write_pending(&store).unwrap(), 0, "nothing left");
+        assert_eq!(b.write_pending(&store).unwrap().len(), 10);
+        assert_eq!(b.write_pending(&store).unwrap().len(), 0, "nothing left");
         for i in 10..MAX_DIRTY_KEYS + 50 {
             b.lease_seen(
                 m(i),

@@ -128,6 +128,9 @@ pub struct Event {
     pub at: u64,
     pub kind: String,
     pub detail: String,
+    /// Which box saw it (`store.box_name`), when boxes share a store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -233,6 +236,7 @@ impl Device {
             at,
             kind: kind.to_string(),
             detail: cut(&detail.into()),
+            by: crate::store::shared().map(|s| s.box_name().to_string()),
         });
         self.last_seen = self.last_seen.max(at);
     }

@@ -254,6 +254,13 @@ uploads:
 hooks:
   - name: h1
     command: [/bin/true]
+store:
+  backend: postgres
+  url: "host=db.lab.test user=provbox dbname=provbox"
+  password_file: pgpass
+  ca_file: pg-ca.pem
+  pool_size: 3
+  box_name: other-box
 "#
     );
     // Through a symlink the watcher does not see: each reload below is exactly one.

@@ -5,6 +5,7 @@
 pub mod dhcp_raw;
 pub mod dns;
 pub mod netns;
+pub mod pg;
 mod tools;
 
 pub use tools::*;

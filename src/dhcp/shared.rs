@@ -1,0 +1,232 @@
+//! DHCP on the shared store (`store.backend: postgres`): the writer commits each batch of
+//! lease changes in one PostgreSQL transaction, where one statement per lease decides
+//! whether the address is still this client's to take (`Pg::commit_leases`); a refused
+//! one is never ACKed and this box's table takes the database's row. A sync loop brings
+//! the other boxes' leases into this box's table, so either box renews any lease.
+//!
+//! Outage: renewals of leases this box knows are ACKed and kept in memory (bounded) until
+//! the database returns; nothing new is offered or granted (counted `store_unavailable`).
+
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::engine::{Engine, EventKind, Reply};
+use super::leases::{Lease, State};
+use super::store::Change;
+use super::{Job, WRITER_QUEUE, now};
+use crate::limit::WarnGate;
+use crate::store::postgres::Pg;
+
+/// Changes ACKed while the database was away, kept for it. Past this, renewals are
+/// withheld too (the clients retry; nothing acknowledged is dropped).
+const PENDING_MAX: usize = 65_536;
+/// How far back each sync reads again: sequence numbers are drawn before commit, so a
+/// slower transaction can land a smaller one after a faster one was read.
+const OVERLAP: i64 = 4096;
+/// Every this many syncs, the whole table is read again.
+const FULL_EVERY: u64 = 120;
+
+pub(super) async fn writer<S, F>(
+    mut rx: mpsc::Receiver<Job>,
+    pg: Arc<Pg>,
+    engine: Arc<Engine>,
+    send: S,
+) where
+    S: Fn(Reply, usize) -> F,
+    F: std::future::Future<Output = ()>,
+{
+    let mut pending: Vec<Change> = Vec::new();
+    let warn = WarnGate::new(Duration::from_secs(10));
+    loop {
+        let first = if pending.is_empty() {
+            rx.recv().await
+        } else {
+            // Something waits for the database: try again each second without traffic.
+            tokio::select! {
+                j = rx.recv() => j,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => Some(Job {
+                    changes: Vec::new(),
+                    events: Vec::new(),
+                    reply: None,
+                    done: None,
+                }),
+            }
+        };
+        let Some(first) = first else { break };
+        let mut batch = vec![first];
+        while batch.len() < WRITER_QUEUE {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        commit(&pg, &engine, batch, &send, &mut pending, &warn).await;
+    }
+}
+
+async fn commit<S, F>(
+    pg: &Pg,
+    engine: &Engine,
+    batch: Vec<Job>,
+    send: &S,
+    pending: &mut Vec<Change>,
+    warn: &WarnGate,
+) where
+    S: Fn(Reply, usize) -> F,
+    F: std::future::Future<Output = ()>,
+{
+    let now = now();
+    let flush = std::mem::take(pending);
+    let nflush = flush.len();
+    // Each change kept from the outage is its own job: one refused does not undo others.
+    let jobs: Vec<&[Change]> = flush
+        .iter()
+        .map(std::slice::from_ref)
+        .chain(batch.iter().map(|j| j.changes.as_slice()))
+        .collect();
+    let res = if jobs.iter().all(|j| j.is_empty()) {
+        Ok(Default::default())
+    } else {
+        pg.commit_leases(&jobs, now).await
+    };
+    engine.metrics.journal_degraded.set(i64::from(!pg.is_up()));
+    match res {
+        Ok(c) => {
+            let refused: HashSet<usize> = c.refused.iter().copied().collect();
+            let lost = refused.iter().filter(|&&i| i < nflush).count();
+            if lost > 0 {
+                tracing::warn!(
+                    changes = lost,
+                    "dhcp: lease changes made while PostgreSQL was away were refused: another box holds those addresses now"
+                );
+            }
+            if !c.refused_ips.is_empty() {
+                // The database's rows win; an address with no row is free.
+                let mut fix = c.truth;
+                for &i in refused.iter().filter(|&&i| i >= nflush) {
+                    for ch in &batch[i - nflush].changes {
+                        if let Change::Put(l) = ch
+                            && !fix.iter().any(|t| t.ip == l.ip)
+                        {
+                            fix.push(Lease {
+                                state: State::Free,
+                                ..l.clone()
+                            });
+                        }
+                    }
+                }
+                engine.restore(fix, now);
+            }
+            for (i, j) in batch.into_iter().enumerate() {
+                if refused.contains(&(i + nflush)) {
+                    // Another box's client has it: no ACK; the client asks again and
+                    // gets another address.
+                    engine.metrics.drop_reason("lease_held_elsewhere");
+                    if let Some(d) = j.done {
+                        let _ = d.send(false);
+                    }
+                    continue;
+                }
+                for ev in &j.events {
+                    engine.announce(ev);
+                }
+                if let Some(d) = j.done {
+                    let _ = d.send(true);
+                }
+                if let Some((r, idx)) = j.reply {
+                    send(r, idx).await;
+                }
+            }
+        }
+        Err(e) => {
+            *pending = flush;
+            let mut withheld = 0usize;
+            for mut j in batch {
+                // Not durable yet: an operator's release waiting on it hears so.
+                if let Some(d) = j.done.take() {
+                    let _ = d.send(false);
+                }
+                let renewal =
+                    !j.events.is_empty() && j.events.iter().all(|e| e.kind == EventKind::Renewed);
+                // Releases and declines are answered by nothing: keep them for later.
+                let silent = j.reply.is_none();
+                if (renewal || silent) && pending.len() + j.changes.len() <= PENDING_MAX {
+                    pending.extend(j.changes);
+                    for ev in &j.events {
+                        engine.announce(ev);
+                    }
+                    if let Some((r, idx)) = j.reply {
+                        send(r, idx).await;
+                    }
+                    continue;
+                }
+                // A new address: only the database may grant it. Undo what the engine
+                // noted so the client's retry is not taken for a renewal.
+                let undo: Vec<Lease> = j
+                    .changes
+                    .iter()
+                    .filter_map(|c| match c {
+                        Change::Put(l) if matches!(l.state, State::Bound { .. }) => Some(Lease {
+                            state: State::Free,
+                            ..l.clone()
+                        }),
+                        _ => None,
+                    })
+                    .collect();
+                engine.restore(undo, now);
+                engine.metrics.drop_reason("store_unavailable");
+                withheld += 1;
+            }
+            if let Some(held) = warn.admit() {
+                tracing::error!(
+                    withheld,
+                    kept = pending.len(),
+                    held_back = held,
+                    "dhcp: PostgreSQL unreachable ({e:#}); renewals answered and kept, new leases withheld"
+                );
+            }
+        }
+    }
+}
+
+/// Bring the other boxes' lease rows into this box's table.
+pub(super) async fn sync(
+    pg: Arc<Pg>,
+    engine: Arc<Engine>,
+    mut last: i64,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut applied: HashMap<Ipv4Addr, i64> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut n = 0u64;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        n += 1;
+        let (from, overlap) = if n.is_multiple_of(FULL_EVERY) {
+            (0, 0)
+        } else {
+            (last, OVERLAP)
+        };
+        let Ok(rows) = pg.lease_changes(from, overlap).await else {
+            continue;
+        };
+        let mut fresh = Vec::new();
+        for (seq, l) in rows {
+            last = last.max(seq);
+            if applied.insert(l.ip, seq) != Some(seq) {
+                fresh.push(l);
+            }
+        }
+        if !fresh.is_empty() {
+            tracing::debug!(leases = fresh.len(), "dhcp: leases from other boxes");
+            engine.restore(fresh, now());
+        }
+    }
+}
