@@ -92,6 +92,8 @@ pub struct FetchRequest<'a> {
     pub path: &'a str,
     pub user_agent: Option<&'a str>,
     pub client: Option<&'a ClientIdentity>,
+    /// HTTP(S) only: method, target and credentials (`http_auth`).
+    pub http: Option<pipeline::httpauth::HttpFacts<'a>>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -124,6 +126,7 @@ pub struct DeviceMetrics {
     pub encrypted: Counter,
     pub inventory_reloads: Family<OutcomeLabels, Counter>,
     pub inventory_records: Gauge,
+    pub http_auth: Family<ResultLabels, Counter>,
 }
 
 impl DeviceMetrics {
@@ -164,6 +167,11 @@ impl DeviceMetrics {
             "Records in the current inventory",
             m.inventory_records.clone(),
         );
+        reg.register(
+            "provbox_http_auth",
+            "HTTP credentials checks by result (ok, challenged, wrong_credentials, stale_nonce, replayed_nonce, malformed, throttled)",
+            m.http_auth.clone(),
+        );
         m
     }
 }
@@ -181,6 +189,8 @@ pub struct Provisioner {
     chain: pipeline::Chain,
     /// The HTTPS listeners and CA the HTTPS bootstrap points phones at.
     pub bootstrap: pipeline::bootstrap::Bootstrap,
+    /// HTTP Basic/Digest, with `devices.trust.http_auth`.
+    http_auth: Option<pipeline::httpauth::HttpAuth>,
 }
 
 impl Provisioner {
@@ -197,6 +207,7 @@ impl Provisioner {
             neighbours: neighbour::kernel(),
             chain: pipeline::Chain::standard(),
             bootstrap: Default::default(),
+            http_auth: None,
         }
     }
 
@@ -244,6 +255,21 @@ impl Provisioner {
             )),
             (Some(_), None) => anyhow::bail!("devices.binding: PIN binding needs the store"),
             _ => None,
+        };
+        self.http_auth = if cfg.trust.http_auth {
+            if let Some(acc) = &cfg.http_auth.accounts {
+                let canon = acc.canonicalize().unwrap_or_else(|_| acc.value.clone());
+                if let Some(root) = self.catalog.roots().iter().find(|r| canon.starts_with(r)) {
+                    anyhow::bail!(
+                        "devices.http_auth.accounts: {} is inside the catalog root {}, so anyone could download it; move it out of the served roots",
+                        acc.display(),
+                        root.display()
+                    );
+                }
+            }
+            Some(pipeline::httpauth::HttpAuth::new(cfg)?)
+        } else {
+            None
         };
         self.cfg = cfg.clone();
         self.metrics = metrics;
@@ -344,6 +370,15 @@ impl Provisioner {
         self.chain.run(self, req)
     }
 
+    /// `WWW-Authenticate` values for a 401 ([`Refusal::Unauthorized`]): empty when HTTP
+    /// authentication is off.
+    pub fn http_auth_challenges(&self, stale: bool) -> Vec<String> {
+        self.http_auth
+            .as_ref()
+            .map(|a| a.challenges(stale))
+            .unwrap_or_default()
+    }
+
     /// Variables for rendering for device `mac` ([`pipeline::authorize::device_vars`]).
     #[cfg(test)]
     fn device_vars(
@@ -438,6 +473,7 @@ mod tests {
             path,
             user_agent: None,
             client: None,
+            http: None,
         })
     }
 
@@ -491,6 +527,7 @@ mod tests {
                 path: "/cfg/0002FDFF2103.xml",
                 user_agent: Some("Cisco/SPA508G-7.4.4 (0002FDFF2103)(CBT141400FK)"),
                 client: None,
+                http: None,
             })
             .unwrap();
         assert_eq!(

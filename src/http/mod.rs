@@ -71,6 +71,14 @@ impl Handler for FileHandler {
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let authorization = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let target = req
+            .uri()
+            .path_and_query()
+            .map_or(raw_path.as_str(), |p| p.as_str());
         let access = |status: StatusCode, outcome: &'static str| Access {
             metrics: self.metrics.clone(),
             protocol: self.protocol,
@@ -103,6 +111,11 @@ impl Handler for FileHandler {
                 path: p,
                 user_agent: user_agent.as_deref(),
                 client: conn.client.as_ref(),
+                http: Some(crate::devices::pipeline::httpauth::HttpFacts {
+                    method: method.as_str(),
+                    uri: target,
+                    authorization,
+                }),
             }),
             Err(_) => Err(Refusal::BadPath(crate::catalog::PathRefusal::Invalid)),
         };
@@ -121,9 +134,18 @@ impl Handler for FileHandler {
                     Refusal::BadPath(_) | Refusal::Forbidden(_) => {
                         (StatusCode::FORBIDDEN, "forbidden")
                     }
+                    Refusal::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "unauthorized"),
                 };
                 tracing::debug!(peer = %conn.peer, path = %shown_path, reason = refusal.reason(), "refused");
-                return simple(status, Some(access(status, outcome)));
+                let mut r = simple(status, Some(access(status, outcome)));
+                if let Refusal::Unauthorized { stale } = refusal {
+                    for c in self.provisioner.http_auth_challenges(stale) {
+                        if let Ok(v) = HeaderValue::from_str(&c) {
+                            r.headers_mut().append(header::WWW_AUTHENTICATE, v);
+                        }
+                    }
+                }
+                return r;
             }
         };
         let plan = files::plan(&method, req.headers(), &entry);
