@@ -28,6 +28,7 @@ mod hostile_syslog;
 mod hostile_tftp;
 mod hostile_web;
 mod http;
+mod httpauth;
 mod https;
 mod legacy_tls;
 mod lifecycle;

@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -336,6 +337,8 @@ pub struct HttpAuth {
     lifetime: u64,
     accounts: HashMap<String, String>,
     nc: Mutex<NcTable>,
+    /// Nonces handed out (each one's unique part).
+    issued: AtomicU64,
     guesses: Guesses<Guesser>,
 }
 
@@ -384,6 +387,7 @@ impl HttpAuth {
             lifetime: ha.nonce_lifetime.0.as_secs().max(1),
             accounts,
             nc: Mutex::default(),
+            issued: AtomicU64::new(0),
             guesses: Guesses::new(
                 MAX_WRONG_PINS,
                 cfg.binding.wrong_pins_budget.value,
@@ -401,8 +405,15 @@ impl HttpAuth {
         out
     }
 
+    /// A new nonce of time `t`: unique (a counter), so clients challenged in the same
+    /// second do not share one `nc` sequence.
     fn nonce_at(&self, t: u64) -> String {
+        self.nonce_with(t, self.issued.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn nonce_with(&self, t: u64, n: u64) -> String {
         let mut raw = t.to_be_bytes().to_vec();
+        raw.extend_from_slice(&n.to_be_bytes());
         let mut signed = raw.clone();
         signed.extend_from_slice(self.realm.as_bytes());
         raw.extend_from_slice(&self.mac_of(&signed)[..18]);
@@ -418,11 +429,12 @@ impl HttpAuth {
         let Ok(raw) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(nonce) else {
             return NonceState::Unknown;
         };
-        if raw.len() != 26 {
+        if raw.len() != 34 {
             return NonceState::Unknown;
         }
         let t = u64::from_be_bytes(raw[..8].try_into().expect("8 bytes"));
-        if !ct_eq(self.nonce_at(t).as_bytes(), nonce.as_bytes()) || t > now + CLOCK_SKEW {
+        let n = u64::from_be_bytes(raw[8..16].try_into().expect("8 bytes"));
+        if !ct_eq(self.nonce_with(t, n).as_bytes(), nonce.as_bytes()) || t > now + CLOCK_SKEW {
             return NonceState::Unknown;
         }
         if now.saturating_sub(t) > self.lifetime {
@@ -863,17 +875,21 @@ mod tests {
     fn the_nc_table_is_bounded_and_never_lets_a_replay_in() {
         let a = auth(3600);
         let t = 5_000_000;
+        let mut issued = Vec::new();
         for i in 0..NONCE_TABLE as u64 + 10 {
             let n = a.nonce_at(t + i);
             assert_eq!(a.take_nc(&n, t + i, 1, t + i), Ok(()));
+            issued.push(n);
         }
         assert!(a.nc.lock().unwrap().seen.len() <= NONCE_TABLE);
         // The first nonces were pushed out: replaying them is stale, not accepted.
-        let first = a.nonce_at(t);
-        assert_eq!(a.take_nc(&first, t, 1, t + 20_000), Err(Rejected::Stale));
-        let last = a.nonce_at(t + NONCE_TABLE as u64 + 9);
         assert_eq!(
-            a.take_nc(&last, t + NONCE_TABLE as u64 + 9, 1, t + 20_000),
+            a.take_nc(&issued[0], t, 1, t + 20_000),
+            Err(Rejected::Stale)
+        );
+        let last = issued.last().unwrap();
+        assert_eq!(
+            a.take_nc(last, t + NONCE_TABLE as u64 + 9, 1, t + 20_000),
             Err(Rejected::Replayed)
         );
     }
@@ -898,6 +914,8 @@ mod tests {
             panic!("{}", c[0])
         };
         assert_eq!(a.check_nonce(&d.nonce, 42), NonceState::Fresh(42));
+        // Two challenges in one second: two nonces, each with its own `nc` sequence.
+        assert_ne!(a.nonce_at(42), a.nonce_at(42));
     }
 
     #[test]
