@@ -29,5 +29,6 @@ pub mod tftp;
 pub mod tls;
 pub mod tls_legacy;
 pub mod vendors;
+pub mod verify;
 pub mod web;
 pub mod zerocopy;
