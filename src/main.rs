@@ -39,6 +39,10 @@ enum Command {
         /// Reboot instead of only resyncing.
         #[arg(long)]
         reboot: bool,
+        /// Ask for the configuration report instead (SIP NOTIFY `Event: report`; Cisco/SPA
+        /// phones POST it to their `Report_Rule`, `devices.reports.path`).
+        #[arg(long, conflicts_with = "reboot")]
+        report: bool,
         #[arg(long, short, default_value = "config.yaml")]
         config: PathBuf,
     },
@@ -269,6 +273,7 @@ fn main() -> ExitCode {
         Command::Resync {
             target,
             reboot,
+            report,
             config,
         } => {
             let cfg = match load(&config) {
@@ -279,7 +284,7 @@ fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(code) => return code,
             };
-            match rt.block_on(provbox::resync::cli(&cfg, &target, reboot)) {
+            match rt.block_on(provbox::resync::cli(&cfg, &target, reboot, report)) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
                 Err(e) => {

@@ -32,6 +32,9 @@ pub struct Config {
     pub binding: Binding,
     #[serde(default)]
     pub http_auth: HttpAuth,
+    /// Cisco/SPA configuration reports (`Report_Rule`), compared with what was served.
+    #[serde(default)]
+    pub reports: crate::verify::Config,
 }
 
 fn yes() -> bool {
@@ -55,6 +58,7 @@ impl Default for Config {
             encryption: Encryption::default(),
             binding: Binding::default(),
             http_auth: HttpAuth::default(),
+            reports: crate::verify::Config::default(),
         }
     }
 }
@@ -299,6 +303,7 @@ impl Config {
                 "is 0; expected at least 1 (wrong PINs allowed from everyone per 15 minutes)",
             );
         }
+        self.reports.validate(p);
         let ha = &self.http_auth;
         if ha.realm.is_empty()
             || ha.realm.contains(['"', '\\'])

@@ -68,6 +68,8 @@ pub trait Observer: Send + Sync {
     fn lease_ended(&self, _ip: std::net::IpAddr, _lease: &LeaseInfo) {}
     /// A note (`kind`, `detail`) on the timeline of the device with `mac`.
     fn note(&self, _mac: Mac, _kind: &str, _detail: &str) {}
+    /// The device with `mac` reported its configuration: what the comparison found.
+    fn verification(&self, _mac: Mac, _verdict: &crate::verify::Verdict) {}
 }
 
 use binding::Bindings;
@@ -127,6 +129,7 @@ pub struct DeviceMetrics {
     pub inventory_reloads: Family<OutcomeLabels, Counter>,
     pub inventory_records: Gauge,
     pub http_auth: Family<ResultLabels, Counter>,
+    pub verification: Family<ResultLabels, Gauge>,
 }
 
 impl DeviceMetrics {
@@ -172,6 +175,11 @@ impl DeviceMetrics {
             "HTTP credentials checks by result (ok, challenged, wrong_credentials, stale_nonce, replayed_nonce, malformed, throttled)",
             m.http_auth.clone(),
         );
+        reg.register(
+            "provbox_devices_verification",
+            "Devices by their last configuration verification (verified, drift, unreadable)",
+            m.verification.clone(),
+        );
         m
     }
 }
@@ -191,6 +199,9 @@ pub struct Provisioner {
     pub bootstrap: pipeline::bootstrap::Bootstrap,
     /// HTTP Basic/Digest, with `devices.trust.http_auth`.
     http_auth: Option<pipeline::httpauth::HttpAuth>,
+    /// The last profile rendered per device, for verification.
+    pub served: crate::verify::Served,
+    verified: crate::verify::Results,
 }
 
 impl Provisioner {
@@ -208,6 +219,8 @@ impl Provisioner {
             chain: pipeline::Chain::standard(),
             bootstrap: Default::default(),
             http_auth: None,
+            served: Default::default(),
+            verified: Default::default(),
         }
     }
 
@@ -368,6 +381,39 @@ impl Provisioner {
     /// device layer's stages ([`pipeline::Chain`]).
     pub fn fetch(&self, req: &FetchRequest<'_>) -> Result<Arc<Entry>, Refusal> {
         self.chain.run(self, req)
+    }
+
+    /// The device a configuration report at `path` is from, when `path` is a report path.
+    pub fn report_mac(&self, path: &str) -> Option<Mac> {
+        self.cfg.reports.mac_of(path)
+    }
+
+    /// Who is asking, as `identify` (and `http_auth`) would prove it for a GET of `path`:
+    /// the proven MAC, if any.
+    pub fn proven(&self, req: &FetchRequest<'_>) -> Result<Mac, Refusal> {
+        pipeline::prove(self, req)
+    }
+
+    /// `mac` reported `reported` (in `vendor`'s format): compare it with the profile last
+    /// served to it, and tell the status book, the hooks and the gauge.
+    pub fn verify_report(&self, mac: Mac, vendor: &str, reported: &[u8]) -> crate::verify::Verdict {
+        let verdict = match self.served.last(mac) {
+            Some(s) => crate::verify::compare(vendor, &s.body, reported),
+            None => crate::verify::Verdict::Unreadable(
+                "no profile was rendered for this device since provbox started".into(),
+            ),
+        };
+        for (result, n) in self.verified.set(mac, verdict.result()) {
+            self.metrics
+                .verification
+                .get_or_create(&ResultLabels { result })
+                .set(n);
+        }
+        tracing::info!(%mac, vendor, result = verdict.result(), "configuration report: {}", verdict.summary());
+        if let Some(o) = self.registry.observer() {
+            o.verification(mac, &verdict);
+        }
+        verdict
     }
 
     /// `WWW-Authenticate` values for a 401 ([`Refusal::Unauthorized`]): empty when HTTP

@@ -42,8 +42,22 @@ pub struct ConnInfo {
     pub client: Option<ClientIdentity>,
 }
 
+/// An answer that needs the request body read first.
+pub type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = Response<LoggedBody>> + Send>>;
+
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<LoggedBody>;
+
+    /// Whether `req` is answered by [`Handler::handle_body`] (an upload) instead.
+    fn takes_body(&self, _req: &Request<Incoming>) -> bool {
+        false
+    }
+
+    /// The answer to a request whose body must be read first.
+    fn handle_body(self: Arc<Self>, req: Request<Incoming>, conn: Arc<ConnInfo>) -> Pending {
+        let r = self.handle(req, &conn);
+        Box::pin(std::future::ready(r))
+    }
 }
 
 /// Serves catalog files to phones.
@@ -60,6 +74,15 @@ fn simple(status: StatusCode, access: Option<Access>) -> Response<LoggedBody> {
 }
 
 impl Handler for FileHandler {
+    fn takes_body(&self, req: &Request<Incoming>) -> bool {
+        matches!(*req.method(), Method::PUT | Method::POST)
+            && self.provisioner.report_mac(req.uri().path()).is_some()
+    }
+
+    fn handle_body(self: Arc<Self>, req: Request<Incoming>, conn: Arc<ConnInfo>) -> Pending {
+        Box::pin(async move { self.report(req, &conn).await })
+    }
+
     fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<LoggedBody> {
         let started = Instant::now();
         let method = req.method().clone();
@@ -192,6 +215,94 @@ impl Handler for FileHandler {
                         header::CONTENT_RANGE,
                         HeaderValue::from_str(&format!("bytes {a}-{b}/{len}")).unwrap(),
                     );
+                }
+            }
+        }
+        r
+    }
+}
+
+/// The largest configuration report taken (a full Cisco report is some 100 KiB).
+const MAX_REPORT: usize = 1024 * 1024;
+
+impl FileHandler {
+    /// POST or PUT of a configuration report at `devices.reports.path`, from the proven
+    /// device the path names: compared with what it was served ([`crate::verify`]).
+    async fn report(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<LoggedBody> {
+        use http_body_util::BodyExt as _;
+        let started = Instant::now();
+        let method = req.method().to_string();
+        let raw_path = req.uri().path().to_string();
+        let target = req
+            .uri()
+            .path_and_query()
+            .map_or(raw_path.clone(), |p| p.as_str().to_string());
+        let header = |h| {
+            req.headers()
+                .get(h)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let (user_agent, authorization) = (header(header::USER_AGENT), header(header::AUTHORIZATION));
+        let proven = self.provisioner.proven(&FetchRequest {
+            protocol: self.protocol,
+            peer: conn.peer,
+            local: conn.local,
+            path: &raw_path,
+            user_agent: user_agent.as_deref(),
+            client: conn.client.as_ref(),
+            http: Some(crate::devices::pipeline::httpauth::HttpFacts {
+                method: &method,
+                uri: &target,
+                authorization: authorization.as_deref(),
+            }),
+        });
+        let named = self.provisioner.report_mac(&raw_path);
+        let (status, outcome, text) = match proven {
+            Err(Refusal::Unauthorized { stale }) => (StatusCode::UNAUTHORIZED, "unauthorized", stale.then_some(String::new())),
+            Err(_) => (StatusCode::FORBIDDEN, "forbidden", None),
+            Ok(m) if Some(m) != named => (StatusCode::FORBIDDEN, "forbidden", None),
+            Ok(mac) => {
+                let limited = http_body_util::Limited::new(req.into_body(), MAX_REPORT);
+                match limited.collect().await {
+                    Ok(b) => {
+                        let v = self.provisioner.verify_report(mac, "cisco", &b.to_bytes());
+                        (StatusCode::OK, "report", Some(v.summary() + "\n"))
+                    }
+                    Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                        (StatusCode::PAYLOAD_TOO_LARGE, "too_large", None)
+                    }
+                    Err(_) => (StatusCode::BAD_REQUEST, "aborted", None),
+                }
+            }
+        };
+        if status != StatusCode::OK {
+            self.metrics.refused(self.protocol, outcome);
+        }
+        let access = Access {
+            metrics: self.metrics.clone(),
+            protocol: self.protocol,
+            peer: conn.peer,
+            method,
+            path: raw_path,
+            status: status.as_u16(),
+            outcome,
+            user_agent,
+            started,
+            provisioner: Some(self.provisioner.clone()),
+            client_mac: conn.client.as_ref().and_then(|c| c.mac),
+        };
+        let body = match (status, &text) {
+            (StatusCode::OK, Some(t)) => Bytes::from(t.clone()),
+            _ => Bytes::new(),
+        };
+        let mut r = Response::new(LoggedBody::new(body, Some(access)));
+        *r.status_mut() = status;
+        if status == StatusCode::UNAUTHORIZED {
+            let stale = text.is_some();
+            for c in self.provisioner.http_auth_challenges(stale) {
+                if let Ok(v) = HeaderValue::from_str(&c) {
+                    r.headers_mut().append(header::WWW_AUTHENTICATE, v);
                 }
             }
         }
@@ -415,8 +526,12 @@ impl Listener {
         let handler = self.handler.clone();
         let conn = Arc::new(conn);
         let service = hyper::service::service_fn(move |req| {
-            let r = handler.handle(req, &conn);
-            std::future::ready(Ok::<_, Infallible>(r))
+            let r = if handler.takes_body(&req) {
+                futures_util::future::Either::Left(handler.clone().handle_body(req, conn.clone()))
+            } else {
+                futures_util::future::Either::Right(std::future::ready(handler.handle(req, &conn)))
+            };
+            async move { Ok::<_, Infallible>(r.await) }
         });
         let http = http1::Builder::new()
             .timer(TokioTimer::new())

@@ -103,6 +103,7 @@ pub fn tables() -> Vec<Table> {
                 restart!(vals, devices.http_auth.digest),
                 restart!(d, devices.http_auth.basic),
                 restart!(at, devices.http_auth.nonce_lifetime),
+                restart!(opt, devices.reports.path),
                 restart!(vals, devices.private),
                 restart!(d, devices.mac_in_path),
                 restart!(at, devices.missing_variable),

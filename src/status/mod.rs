@@ -838,6 +838,35 @@ impl Observer for StatusBook {
     fn note(&self, mac: Mac, kind: &str, detail: &str) {
         StatusBook::note(self, &key_of(mac), kind, detail);
     }
+
+    fn verification(&self, mac: Mac, v: &crate::verify::Verdict) {
+        let at = now_ms();
+        let mut touched = Vec::new();
+        let event = {
+            let mut inner = self.lock();
+            let d = self.device_for_mac(&mut inner, mac, None, None, at, &mut touched);
+            let drift = match v {
+                crate::verify::Verdict::Drift { params, .. } => params.clone(),
+                _ => Vec::new(),
+            };
+            // The timeline lists what differs: expected, then reported.
+            let detail = drift.iter().fold(v.summary(), |s, p| {
+                format!("{s}; {}: expected `{}`, reported `{}`", p.name, p.expected, p.reported)
+            });
+            d.push_event(at, v.result(), detail);
+            d.verification = Some(record::Verification {
+                result: v.result().to_string(),
+                summary: v.summary(),
+                at,
+                drift,
+            });
+            crate::hooks::Event::verification(d, v)
+        };
+        self.changed(&touched);
+        if let Some(h) = self.hooks.get() {
+            h.publish(event);
+        }
+    }
 }
 
 /// Writes changed records in batches: one commit for everything that changed meanwhile,

@@ -31,7 +31,7 @@ pub const MAX_DEVICES: usize = 10_000;
 /// Drifted parameters kept (and shown) per verdict.
 pub const MAX_LISTED: usize = 50;
 
-/// `reports:`: where Cisco/SPA phones send their configuration report (`Report_Rule`).
+/// `devices.reports`: where Cisco/SPA phones send their configuration report (`Report_Rule`).
 #[derive(Debug, Deserialize, Clone, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -47,7 +47,7 @@ impl Config {
             && (!path.starts_with('/') || path.matches("$MA").count() != 1)
         {
             p.add(
-                "reports.path",
+                "devices.reports.path",
                 path,
                 format!(
                     "`{}` is not a report path; expected one starting with / and naming $MA once, e.g. /report/$MA.xml",

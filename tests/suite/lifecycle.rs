@@ -235,6 +235,8 @@ devices:
     digest: [MD5]
     basic: true
     nonce_lifetime: 1m
+  reports:
+    path: /report/$MA.xml
   private: ["phones/"]
   mac_in_path: false
   missing_variable: 403

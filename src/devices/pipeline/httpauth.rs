@@ -597,10 +597,9 @@ impl Stage for HttpAuthStage {
     }
 
     fn run(&self, ctx: &mut Ctx<'_>) -> Flow {
-        let pv = ctx.pv;
-        let (Some(auth), Some(facts)) = (pv.http_auth.as_ref(), ctx.req.http) else {
+        if ctx.pv.http_auth.is_none() || ctx.req.http.is_none() {
             return Flow::Continue;
-        };
+        }
         // Only an answer that goes to a proven device asks for credentials.
         let needed = match (&ctx.found, &ctx.owner) {
             (None, _) | (Some(Found::File(_)), Owner::Public) => false,
@@ -609,91 +608,101 @@ impl Stage for HttpAuthStage {
         if !needed {
             return Flow::Continue;
         }
-        let count = |result: &'static str| {
-            pv.metrics
-                .http_auth
-                .get_or_create(&ResultLabels { result })
-                .inc();
-        };
-        let Some(header) = facts.authorization else {
-            if ctx.id.proven {
-                return Flow::Continue;
-            }
-            count("challenged");
-            return Flow::Refuse(Refusal::Unauthorized { stale: false });
-        };
-        let ip = ctx.req.peer.ip().to_canonical();
-        let Some(creds) = parse_authorization(header) else {
-            count("malformed");
-            return Flow::Refuse(unauthorized(ctx, Rejected::Malformed, None));
-        };
-        let user = match &creds {
-            Credentials::Basic { user, .. } => user.clone(),
-            Credentials::Digest(d) => d.username.clone(),
-        };
-        let keys = [Guesser::User(user.clone()), Guesser::Address(ip)];
-        if let Err(t) = auth.guesses.try_attempt(&keys) {
-            let reason = match t {
-                Throttle::Guesser => "http_auth_attempts_exceeded",
-                Throttle::Global => "http_auth_budget_exhausted",
-            };
-            count("throttled");
-            return Flow::Refuse(
-                ctx.refuse(reason, "too many wrong HTTP credentials; try again later"),
-            );
-        }
-        // A device's own credentials name it; an account's prove who the request names.
-        let inv = ctx.inventory();
-        let own = inv
-            .records
-            .iter()
-            .find(|r| r.mac.is_some() && r.var("http_user") == Some(user.as_str()));
-        let (password, proves): (Option<&str>, Option<Mac>) = match own {
-            Some(r) => (r.var("http_password"), r.mac),
-            None => (auth.accounts.get(&user).map(String::as_str), ctx.id.mac),
-        };
-        // An unknown user is checked against a throwaway password: same work, same answer.
-        let result = auth.verify(
-            &creds,
-            password.unwrap_or("\u{0}no such user"),
-            facts.method,
-            facts.uri,
-            now(),
-        );
-        let result = match (result, password) {
-            (Ok(()), None) => Err(Rejected::Wrong),
-            (r, _) => r,
-        };
-        if let Err(why) = result {
-            if why == Rejected::Stale {
-                // The password was right: the attempt is given back.
-                auth.guesses.right(&[], &[Guesser::Address(ip)]);
-            }
-            count(why.label());
-            return Flow::Refuse(unauthorized(ctx, why, Some(&user)));
-        }
-        auth.guesses
-            .right(&[Guesser::User(user.clone())], &[Guesser::Address(ip)]);
-        count("ok");
-        match (ctx.id.proven, ctx.id.mac, proves) {
-            // Proven already (a certificate, a trusted lease): the credentials must agree.
-            (true, Some(had), Some(m)) if had != m => {
-                return Flow::Refuse(ctx.refuse(
-                    "http_auth_conflict",
-                    "the HTTP credentials name another device than the request's proven one",
-                ));
-            }
-            (true, _, _) => {}
-            (false, _, m) => {
-                ctx.id.mac = m;
-                ctx.id.source = Source::http_auth;
-                ctx.id.proven = m.is_some();
-                ctx.id.doubt = None;
-            }
-        }
-        tracing::debug!(peer = %ctx.req.peer, %user, mac = ?ctx.id.mac, "HTTP credentials proved the device");
-        Flow::Continue
+        authenticate(ctx)
     }
+}
+
+/// Prove the requester by its credentials (a 401 without or with wrong ones), unless it
+/// is proven already; for any request that must come from a proven device.
+pub fn authenticate(ctx: &mut Ctx<'_>) -> Flow {
+    let pv = ctx.pv;
+    let (Some(auth), Some(facts)) = (pv.http_auth.as_ref(), ctx.req.http) else {
+        return Flow::Continue;
+    };
+    let count = |result: &'static str| {
+        pv.metrics
+            .http_auth
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    };
+    let Some(header) = facts.authorization else {
+        if ctx.id.proven {
+            return Flow::Continue;
+        }
+        count("challenged");
+        return Flow::Refuse(Refusal::Unauthorized { stale: false });
+    };
+    let ip = ctx.req.peer.ip().to_canonical();
+    let Some(creds) = parse_authorization(header) else {
+        count("malformed");
+        return Flow::Refuse(unauthorized(ctx, Rejected::Malformed, None));
+    };
+    let user = match &creds {
+        Credentials::Basic { user, .. } => user.clone(),
+        Credentials::Digest(d) => d.username.clone(),
+    };
+    let keys = [Guesser::User(user.clone()), Guesser::Address(ip)];
+    if let Err(t) = auth.guesses.try_attempt(&keys) {
+        let reason = match t {
+            Throttle::Guesser => "http_auth_attempts_exceeded",
+            Throttle::Global => "http_auth_budget_exhausted",
+        };
+        count("throttled");
+        return Flow::Refuse(
+            ctx.refuse(reason, "too many wrong HTTP credentials; try again later"),
+        );
+    }
+    // A device's own credentials name it; an account's prove who the request names.
+    let inv = ctx.inventory();
+    let own = inv
+        .records
+        .iter()
+        .find(|r| r.mac.is_some() && r.var("http_user") == Some(user.as_str()));
+    let (password, proves): (Option<&str>, Option<Mac>) = match own {
+        Some(r) => (r.var("http_password"), r.mac),
+        None => (auth.accounts.get(&user).map(String::as_str), ctx.id.mac),
+    };
+    // An unknown user is checked against a throwaway password: same work, same answer.
+    let result = auth.verify(
+        &creds,
+        password.unwrap_or("\u{0}no such user"),
+        facts.method,
+        facts.uri,
+        now(),
+    );
+    let result = match (result, password) {
+        (Ok(()), None) => Err(Rejected::Wrong),
+        (r, _) => r,
+    };
+    if let Err(why) = result {
+        if why == Rejected::Stale {
+            // The password was right: the attempt is given back.
+            auth.guesses.right(&[], &[Guesser::Address(ip)]);
+        }
+        count(why.label());
+        return Flow::Refuse(unauthorized(ctx, why, Some(&user)));
+    }
+    auth.guesses
+        .right(&[Guesser::User(user.clone())], &[Guesser::Address(ip)]);
+    count("ok");
+    match (ctx.id.proven, ctx.id.mac, proves) {
+        // Proven already (a certificate, a trusted lease): the credentials must agree.
+        (true, Some(had), Some(m)) if had != m => {
+            return Flow::Refuse(ctx.refuse(
+                "http_auth_conflict",
+                "the HTTP credentials name another device than the request's proven one",
+            ));
+        }
+        (true, _, _) => {}
+        (false, _, m) => {
+            ctx.id.mac = m;
+            ctx.id.source = Source::http_auth;
+            ctx.id.proven = m.is_some();
+            ctx.id.doubt = None;
+        }
+    }
+    tracing::debug!(peer = %ctx.req.peer, %user, mac = ?ctx.id.mac, "HTTP credentials proved the device");
+    Flow::Continue
 }
 
 /// A 401, logged with the user name (never the password).

@@ -218,6 +218,26 @@ impl Chain {
     }
 }
 
+/// Who is asking, proven, for a request that fetches no file (a configuration report):
+/// what `normalise`, `identify` and `http_auth` find. Err: refused (a 401 asks for
+/// credentials).
+pub fn prove(pv: &Provisioner, req: &FetchRequest<'_>) -> Result<Mac, Refusal> {
+    let mut ctx = Ctx::new(pv, req);
+    let stages: [&dyn Stage; 2] = [&normalise::Normalise, &identify::Identify];
+    for stage in stages {
+        match stage.run(&mut ctx) {
+            Flow::Continue => {}
+            Flow::Answer(_) => return Err(Refusal::NotFound),
+            Flow::Refuse(r) => return Err(r),
+        }
+    }
+    if let Flow::Refuse(r) = httpauth::authenticate(&mut ctx) {
+        return Err(r);
+    }
+    super::access::allow(&ctx.id, ctx.owner.mac())
+        .map_err(|r| ctx.refuse(r, "configuration report"))
+}
+
 impl Default for Chain {
     fn default() -> Chain {
         Chain::standard()
