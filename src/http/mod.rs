@@ -43,7 +43,8 @@ pub struct ConnInfo {
 }
 
 /// An answer that needs the request body read first.
-pub type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = Response<LoggedBody>> + Send>>;
+pub type Pending =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Response<LoggedBody>> + Send>>;
 
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<LoggedBody>;
@@ -243,7 +244,8 @@ impl FileHandler {
                 .and_then(|v: &HeaderValue| v.to_str().ok())
                 .map(str::to_string)
         };
-        let (user_agent, authorization) = (header(header::USER_AGENT), header(header::AUTHORIZATION));
+        let (user_agent, authorization) =
+            (header(header::USER_AGENT), header(header::AUTHORIZATION));
         let proven = self.provisioner.proven(&FetchRequest {
             protocol: self.protocol,
             peer: conn.peer,
@@ -259,7 +261,11 @@ impl FileHandler {
         });
         let named = self.provisioner.report_mac(&raw_path);
         let (status, outcome, text) = match proven {
-            Err(Refusal::Unauthorized { stale }) => (StatusCode::UNAUTHORIZED, "unauthorized", stale.then_some(String::new())),
+            Err(Refusal::Unauthorized { stale }) => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                stale.then_some(String::new()),
+            ),
             Err(_) => (StatusCode::FORBIDDEN, "forbidden", None),
             Ok(m) if Some(m) != named => (StatusCode::FORBIDDEN, "forbidden", None),
             Ok(mac) => {

@@ -851,7 +851,10 @@ impl Observer for StatusBook {
             };
             // The timeline lists what differs: expected, then reported.
             let detail = drift.iter().fold(v.summary(), |s, p| {
-                format!("{s}; {}: expected `{}`, reported `{}`", p.name, p.expected, p.reported)
+                format!(
+                    "{s}; {}: expected `{}`, reported `{}`",
+                    p.name, p.expected, p.reported
+                )
             });
             d.push_event(at, v.result(), detail);
             d.verification = Some(record::Verification {

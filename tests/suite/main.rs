@@ -38,3 +38,4 @@ mod reload;
 mod syslog;
 mod systemd;
 mod tftp;
+mod verify;
