@@ -279,6 +279,7 @@ fn summary(d: &Device) -> serde_json::Value {
         "bytes": d.bytes,
         "last_event": last.map(|e| &e.kind),
         "last_detail": last.map(|e| &e.detail),
+        "verification": d.verification.as_ref().map(|v| &v.summary),
     })
 }
 

@@ -296,7 +296,7 @@ fn resync_by_web_command_reaches_a_stub_phone() {
 }
 
 /// Chromium over the DevTools protocol (a WebSocket): navigate, evaluate, screenshot.
-struct Browser {
+pub(crate) struct Browser {
     child: Child,
     ws: tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>,
     next: u64,
@@ -304,7 +304,7 @@ struct Browser {
 }
 
 impl Browser {
-    fn start() -> Browser {
+    pub(crate) fn start() -> Browser {
         require("chromium");
         let profile = tempfile::tempdir().unwrap();
         let mut child = Command::new("chromium")
@@ -374,7 +374,7 @@ impl Browser {
         }
     }
 
-    fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+    pub(crate) fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
         self.next += 1;
         let id = self.next;
         let msg = serde_json::json!({"id": id, "method": method, "params": params});
@@ -393,7 +393,7 @@ impl Browser {
         }
     }
 
-    fn eval(&mut self, expr: &str) -> serde_json::Value {
+    pub(crate) fn eval(&mut self, expr: &str) -> serde_json::Value {
         let r = self.call(
             "Runtime.evaluate",
             serde_json::json!({"expression": expr, "returnByValue": true}),
@@ -402,7 +402,7 @@ impl Browser {
     }
 
     /// Poll a page expression (bounded) until it equals `want`.
-    fn wait_for(&mut self, expr: &str, want: serde_json::Value) {
+    pub(crate) fn wait_for(&mut self, expr: &str, want: serde_json::Value) {
         let start = Instant::now();
         loop {
             let got = self.eval(expr);

@@ -235,6 +235,21 @@ hooks:\n  - name: verdicts\n    events: [verified, drift]\n    command: [/bin/sh
             .is_ok_and(|t| t == "verified 00:56:2b:04:36:15\ndrift 00:56:2b:04:36:15\n")
     });
 
+    // The dashboard's device view shows the drift, in headless Chromium.
+    let mut br = crate::dashboard::Browser::start();
+    let url = format!("http://127.0.0.1:{dash}/?token={TOKEN}");
+    br.call("Page.navigate", serde_json::json!({"url": url}));
+    br.wait_for(
+        "!!document.querySelector('tr[data-key=\"00:56:2b:04:36:15\"]')",
+        true.into(),
+    );
+    br.eval("document.querySelector('tr[data-key=\"00:56:2b:04:36:15\"]').click()");
+    br.wait_for(
+        "(document.getElementById('tl-verify') || {innerText: ''}).innerText",
+        "drift: 2 parameters\nDisplay_Name_1_: expected Alice Example, reported Bob\nUser_ID_1_: expected 1001, reported 6666".into(),
+    );
+    drop(br);
+
     // Not from the device the path names: refused, and nothing changes.
     let other = "Cisco-CP-8831-3PCC/9.3.3 (0015654aa937)";
     let (code, _) = curl(&["-A", other, "--data-binary", &same], &report_url);
