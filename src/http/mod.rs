@@ -260,12 +260,13 @@ impl FileHandler {
             }),
         });
         let named = self.provisioner.report_mac(&raw_path);
+        // A 401's challenge: stale or not.
+        let mut challenge = None;
         let (status, outcome, text) = match proven {
-            Err(Refusal::Unauthorized { stale }) => (
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                stale.then_some(String::new()),
-            ),
+            Err(Refusal::Unauthorized { stale }) => {
+                challenge = Some(stale);
+                (StatusCode::UNAUTHORIZED, "unauthorized", None)
+            }
             Err(_) => (StatusCode::FORBIDDEN, "forbidden", None),
             Ok(m) if Some(m) != named => (StatusCode::FORBIDDEN, "forbidden", None),
             Ok(mac) => {
@@ -304,8 +305,7 @@ impl FileHandler {
         };
         let mut r = Response::new(LoggedBody::new(body, Some(access)));
         *r.status_mut() = status;
-        if status == StatusCode::UNAUTHORIZED {
-            let stale = text.is_some();
+        if let Some(stale) = challenge {
             for c in self.provisioner.http_auth_challenges(stale) {
                 if let Ok(v) = HeaderValue::from_str(&c) {
                     r.headers_mut().append(header::WWW_AUTHENTICATE, v);
