@@ -701,7 +701,8 @@ pub fn authenticate(ctx: &mut Ctx<'_>) -> Flow {
             ctx.id.doubt = None;
         }
     }
-    tracing::debug!(peer = %ctx.req.peer, %user, mac = ?ctx.id.mac, "HTTP credentials proved the device");
+    // The name is the client's: escaped, so it cannot forge log lines.
+    tracing::debug!(peer = %ctx.req.peer, user = %user.escape_debug(), mac = ?ctx.id.mac, "HTTP credentials proved the device");
     Flow::Continue
 }
 
@@ -710,7 +711,7 @@ fn unauthorized(ctx: &Ctx<'_>, why: Rejected, user: Option<&str>) -> Refusal {
     tracing::info!(
         peer = %ctx.req.peer,
         path = %ctx.pv.log_path(ctx.req.path),
-        user = user.unwrap_or("-"),
+        user = %user.unwrap_or("-").escape_debug(),
         result = why.label(),
         "HTTP credentials refused"
     );
