@@ -169,13 +169,13 @@ impl<K: Hash + Eq + Clone> Guesses<K> {
             g.by.retain(|_, (t, _)| now.duration_since(*t) < window);
             g.swept = Some(now);
         }
-        for k in keys {
-            let e = g.by.entry(k.clone()).or_insert((now, 0));
-            if now.duration_since(e.0) >= window {
-                *e = (now, 0);
-            }
-        }
-        if keys.iter().any(|k| g.by[k].1 >= self.per_guesser) {
+        // Counted only once admitted: a refused attempt adds no entry, so fresh names
+        // sent after the budget is spent cannot grow the map.
+        let used = |g: &GuessState<K>, k: &K| match g.by.get(k) {
+            Some((t, n)) if now.duration_since(*t) < window => *n,
+            _ => 0,
+        };
+        if keys.iter().any(|k| used(&g, k) >= self.per_guesser) {
             return Err(Throttle::Guesser);
         }
         let all = match g.all {
@@ -199,7 +199,11 @@ impl<K: Hash + Eq + Clone> Guesses<K> {
         }
         g.all = Some((all.0, all.1 + 1));
         for k in keys {
-            g.by.get_mut(k).expect("inserted above").1 += 1;
+            let e = g.by.entry(k.clone()).or_insert((now, 0));
+            if now.duration_since(e.0) >= window {
+                *e = (now, 0);
+            }
+            e.1 += 1;
         }
         Ok(())
     }
@@ -248,6 +252,23 @@ mod tests {
             0,
             "an address with nothing running is forgotten"
         );
+    }
+
+    #[test]
+    fn refused_guesses_add_no_entries() {
+        let g: Guesses<u32> = Guesses::new(2, 3, Duration::from_secs(60), "test budget");
+        assert_eq!(g.try_attempt(&[1, 100]), Ok(()));
+        assert_eq!(g.try_attempt(&[2, 100]), Ok(()));
+        // Address 100 used up its two: fresh names behind it are refused, not recorded.
+        for name in 3..1000 {
+            assert_eq!(g.try_attempt(&[name, 100]), Err(Throttle::Guesser));
+        }
+        assert_eq!(g.state.lock().unwrap().by.len(), 3);
+        assert_eq!(g.try_attempt(&[5, 101]), Ok(()));
+        assert_eq!(g.try_attempt(&[6, 102]), Err(Throttle::Global));
+        // A right guess gives its attempt back to the shared ones and the budget.
+        g.right(&[5], &[101]);
+        assert_eq!(g.try_attempt(&[6, 102]), Ok(()));
     }
 
     #[test]

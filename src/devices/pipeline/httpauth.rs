@@ -677,7 +677,7 @@ pub fn authenticate(ctx: &mut Ctx<'_>) -> Flow {
     if let Err(why) = result {
         if why == Rejected::Stale {
             // The password was right: the attempt is given back.
-            auth.guesses.right(&[], &[Guesser::Address(ip)]);
+            auth.guesses.right(&[], &keys);
         }
         count(why.label());
         return Flow::Refuse(unauthorized(ctx, why, Some(&user)));
