@@ -340,3 +340,34 @@ fn without_trust_credentials_prove_nothing() {
     assert_eq!(code, 403);
     assert_eq!(auth_metric(&l, "ok"), 0.0);
 }
+
+#[test]
+fn a_report_is_taken_only_with_the_devices_own_credentials() {
+    let l = start(true, "  reports:\n    path: /report/$MA.xml\n");
+    let alice = format!("alice:{ALICE_PW}");
+    let report = url(&l, &format!("/report/{A}.xml"));
+    let body = "<flat-profile><Display_Name_1_>Alice</Display_Name_1_></flat-profile>";
+    // No credentials: 401 with the challenge (the body is not read).
+    let (code, headers, _) = get(&["--data-binary", body], &report);
+    assert_eq!(code, 401);
+    assert!(headers.contains("www-authenticate: digest"), "{headers}");
+    // Bob's own credentials prove Bob, not the device the path names.
+    let (code, _, _) = get(
+        &[
+            "--digest",
+            "-u",
+            &format!("bob:{BOB_PW}"),
+            "--data-binary",
+            body,
+        ],
+        &report,
+    );
+    assert_eq!(code, 403);
+    // Alice's: taken (nothing was served to compare with yet, which the answer says).
+    let (code, _, text) = get(&["--digest", "-u", &alice, "--data-binary", body], &report);
+    assert_eq!(code, 200, "{text}");
+    assert!(
+        text.starts_with("not verified: no profile was rendered"),
+        "{text}"
+    );
+}
