@@ -5,8 +5,11 @@
 //! - [`PerIp`]: a per-address cap. The map holds only addresses with a slot taken (each
 //!   entry is a held slot, and the callers bound those), so it stays small however many
 //!   addresses ask.
+//! - [`Guesses`]: wrong guesses of a secret (retail PINs, HTTP passwords) per guesser and
+//!   from everyone together, per window.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -109,6 +112,120 @@ impl Drop for IpSlot {
     }
 }
 
+/// Why a guess was not even let through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Throttle {
+    /// One of this attempt's guessers used up its allowance in this window.
+    Guesser,
+    /// Everyone together used up the global budget in this window.
+    Global,
+}
+
+/// Guesses at a secret, limited per guesser (each attempt names several: a device and an
+/// address, a user and an address, so neither a new address nor a new name resets it) and
+/// for everyone together (fresh names and fresh addresses cost nothing). An attempt is
+/// taken before the secret is checked, under one lock, so parallel requests cannot all
+/// slip past; a right guess gives it back ([`Guesses::right`]).
+pub(crate) struct Guesses<K> {
+    per_guesser: u32,
+    budget: u32,
+    window: Duration,
+    /// What the global warning names (the config key of the budget).
+    what: &'static str,
+    state: Mutex<GuessState<K>>,
+}
+
+struct GuessState<K> {
+    by: HashMap<K, (Instant, u32)>,
+    swept: Option<Instant>,
+    all: Option<(Instant, u32)>,
+    /// The global budget ran out in this window and it was logged.
+    warned: bool,
+}
+
+impl<K: Hash + Eq + Clone> Guesses<K> {
+    pub(crate) fn new(per_guesser: u32, budget: u32, window: Duration, what: &'static str) -> Self {
+        Guesses {
+            per_guesser,
+            budget,
+            window,
+            what,
+            state: Mutex::new(GuessState {
+                by: HashMap::new(),
+                swept: None,
+                all: None,
+                warned: false,
+            }),
+        }
+    }
+
+    /// Take one attempt for all of `keys`.
+    pub(crate) fn try_attempt(&self, keys: &[K]) -> Result<(), Throttle> {
+        let now = Instant::now();
+        let window = self.window;
+        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if g.swept.is_none_or(|t| now.duration_since(t) >= window) {
+            // Bounded memory: forget windows that are over, once a window.
+            g.by.retain(|_, (t, _)| now.duration_since(*t) < window);
+            g.swept = Some(now);
+        }
+        // Counted only once admitted: a refused attempt adds no entry, so fresh names
+        // sent after the budget is spent cannot grow the map.
+        let used = |g: &GuessState<K>, k: &K| match g.by.get(k) {
+            Some((t, n)) if now.duration_since(*t) < window => *n,
+            _ => 0,
+        };
+        if keys.iter().any(|k| used(&g, k) >= self.per_guesser) {
+            return Err(Throttle::Guesser);
+        }
+        let all = match g.all {
+            Some((t, n)) if now.duration_since(t) < window => (t, n),
+            _ => {
+                g.warned = false;
+                (now, 0)
+            }
+        };
+        if all.1 >= self.budget {
+            g.all = Some(all);
+            if !std::mem::replace(&mut g.warned, true) {
+                // Once per window: someone is guessing from many names or addresses.
+                tracing::warn!(
+                    budget = self.budget,
+                    "{} used up: refused for everyone until the window ends",
+                    self.what
+                );
+            }
+            return Err(Throttle::Global);
+        }
+        g.all = Some((all.0, all.1 + 1));
+        for k in keys {
+            let e = g.by.entry(k.clone()).or_insert((now, 0));
+            if now.duration_since(e.0) >= window {
+                *e = (now, 0);
+            }
+            e.1 += 1;
+        }
+        Ok(())
+    }
+
+    /// A right guess: `forget` start over, `give_back` (shared guessers, an address) and
+    /// the global budget get this attempt back.
+    pub(crate) fn right(&self, forget: &[K], give_back: &[K]) {
+        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        for k in forget {
+            g.by.remove(k);
+        }
+        for k in give_back {
+            if let Some((_, n)) = g.by.get_mut(k) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        if let Some((_, n)) = &mut g.all {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +252,23 @@ mod tests {
             0,
             "an address with nothing running is forgotten"
         );
+    }
+
+    #[test]
+    fn refused_guesses_add_no_entries() {
+        let g: Guesses<u32> = Guesses::new(2, 3, Duration::from_secs(60), "test budget");
+        assert_eq!(g.try_attempt(&[1, 100]), Ok(()));
+        assert_eq!(g.try_attempt(&[2, 100]), Ok(()));
+        // Address 100 used up its two: fresh names behind it are refused, not recorded.
+        for name in 3..1000 {
+            assert_eq!(g.try_attempt(&[name, 100]), Err(Throttle::Guesser));
+        }
+        assert_eq!(g.state.lock().unwrap().by.len(), 3);
+        assert_eq!(g.try_attempt(&[5, 101]), Ok(()));
+        assert_eq!(g.try_attempt(&[6, 102]), Err(Throttle::Global));
+        // A right guess gives its attempt back to the shared ones and the budget.
+        g.right(&[5], &[101]);
+        assert_eq!(g.try_attempt(&[6, 102]), Ok(()));
     }
 
     #[test]

@@ -40,6 +40,10 @@ enum Command {
         /// Reboot instead of only resyncing.
         #[arg(long)]
         reboot: bool,
+        /// Ask for the configuration report instead (SIP NOTIFY `Event: report`; Cisco/SPA
+        /// phones POST it to their `Report_Rule`, `devices.reports.path`).
+        #[arg(long, conflicts_with = "reboot")]
+        report: bool,
         #[arg(long, short, default_value = "config.yaml")]
         config: PathBuf,
     },
@@ -436,6 +440,7 @@ fn main() -> ExitCode {
         Command::Resync {
             target,
             reboot,
+            report,
             config,
         } => {
             let cfg = match load(&config) {
@@ -451,6 +456,7 @@ fn main() -> ExitCode {
                 &cfg.data_dir,
                 &target,
                 reboot,
+                report,
             )) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,

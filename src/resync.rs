@@ -1,6 +1,8 @@
 //! Remote resync: ask a phone to fetch its configuration again, by SIP NOTIFY
 //! (`Event: check-sync` or `resync`, per vendor) or by the phone's web command
 //! (`http://<phone>/admin/resync?<url>`). Used by the dashboard button and `provbox resync`.
+//! The `report` action asks a Cisco/SPA phone for its configuration report instead
+//! (NOTIFY `Event: report`; the phone sends it to its `Report_Rule`, see `crate::devices::verify`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -173,9 +175,23 @@ pub(crate) fn notify_message(event: &str, to: SocketAddr, local: SocketAddr) -> 
     )
 }
 
+/// The SIP event asking a Cisco/SPA phone for its configuration report.
+pub(crate) const REPORT_EVENT: &str = "report";
+
+/// Ask the phone for its configuration report: NOTIFY `Event: report` (SIP whatever
+/// `method` says: phones take the report request only that way).
+pub(crate) async fn report(cfg: &Config, r: &Request) -> Result<String, String> {
+    notify_event(cfg, r, REPORT_EVENT).await
+}
+
 /// Send a NOTIFY, retransmitting like RFC 3261 timer A (0.5 s, 1 s, 2 s), and wait for a
 /// final answer. Ok(text) on 2xx, Err(text) otherwise.
 pub(crate) async fn notify(cfg: &Config, r: &Request) -> Result<String, String> {
+    let event = event_for(cfg, r.vendor.as_deref(), r.reboot);
+    notify_event(cfg, r, &event).await
+}
+
+async fn notify_event(cfg: &Config, r: &Request, event: &str) -> Result<String, String> {
     let to = SocketAddr::new(r.ip, cfg.sip_port);
     let bind: SocketAddr = if r.ip.is_ipv4() {
         "0.0.0.0:0".parse().unwrap()
@@ -185,8 +201,7 @@ pub(crate) async fn notify(cfg: &Config, r: &Request) -> Result<String, String> 
     let sock = UdpSocket::bind(bind).await.map_err(|e| e.to_string())?;
     sock.connect(to).await.map_err(|e| e.to_string())?;
     let local = sock.local_addr().map_err(|e| e.to_string())?;
-    let event = event_for(cfg, r.vendor.as_deref(), r.reboot);
-    let msg = notify_message(&event, to, local);
+    let msg = notify_message(event, to, local);
     let mut buf = vec![0u8; 4096];
     // A refused port (ICMP unreachable) shows as an error on a later send or receive; a
     // phone that is still booting opens its port soon, so keep retransmitting until the end.

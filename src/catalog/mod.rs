@@ -57,6 +57,11 @@ pub enum Refusal {
     BadPath(PathRefusal),
     /// The device layer said no; the reason is a metric label.
     Forbidden(&'static str),
+    /// HTTP credentials are needed (missing or wrong): a 401 with the device layer's
+    /// challenges; `stale` when only the nonce was too old.
+    Unauthorized {
+        stale: bool,
+    },
 }
 
 impl Refusal {
@@ -65,6 +70,7 @@ impl Refusal {
             Refusal::NotFound => "not_found",
             Refusal::BadPath(p) => p.reason(),
             Refusal::Forbidden(r) => r,
+            Refusal::Unauthorized { .. } => "unauthorized",
         }
     }
 }

@@ -314,6 +314,7 @@ fn summary(d: &Device) -> serde_json::Value {
         "bytes": d.bytes,
         "last_event": last.map(|e| &e.kind),
         "last_detail": last.map(|e| &e.detail),
+        "verification": d.verification.as_ref().map(|v| &v.summary),
     })
 }
 
@@ -625,7 +626,7 @@ impl Handler for DashboardHandler {
     }
 }
 
-/// `provbox resync`: resolve the target through the running dashboard's API (an address
+/// `provbox resync` (or `--report`): resolve the target through the running dashboard's API (an address
 /// works without it), send to each device, print one line per device. Ok(false) when any
 /// device was not reached.
 pub async fn resync_cli(
@@ -633,6 +634,7 @@ pub async fn resync_cli(
     data_dir: &Path,
     target: &str,
     reboot: bool,
+    report: bool,
 ) -> anyhow::Result<bool> {
     let mut api = d.listen.value;
     if api.ip().is_unspecified() {
@@ -713,7 +715,12 @@ pub async fn resync_cli(
     }
     let mut all_ok = true;
     for (key, r) in &requests {
-        match resync::send(&d.resync, r).await {
+        let sent = if report {
+            resync::report(&d.resync, r).await
+        } else {
+            resync::send(&d.resync, r).await
+        };
+        match sent {
             Ok(msg) => println!("{key} {}: {msg}", r.ip),
             Err(msg) => {
                 all_ok = false;

@@ -2,14 +2,14 @@
 //! device binds it to the inventory account that holds the PIN. The check and the write
 //! happen in one redb write transaction, so two phones racing for one PIN cannot both win.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::Mac;
+use crate::limit::{self, Guesses};
 use crate::store::Store;
 
 /// PIN → bound MACs (`00562b043615,0015654aa937`).
@@ -57,17 +57,6 @@ enum Guesser {
     Address(IpAddr),
 }
 
-/// Attempts per guesser: when its window started, and how many it made; and the same for
-/// everyone together.
-#[derive(Default)]
-struct Guesses {
-    by: HashMap<Guesser, (Instant, u32)>,
-    swept: Option<Instant>,
-    all: Option<(Instant, u32)>,
-    /// The global budget ran out in this window and it was logged.
-    warned: bool,
-}
-
 /// Why a binding attempt was not even tried (metric reason labels).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Throttle {
@@ -93,9 +82,8 @@ pub struct Bindings {
     per_pin: usize,
     /// `init_prefix` as a catalog key, lower case (matched regardless of case).
     prefix: String,
-    /// Attempts allowed from everyone together per [`GUESS_WINDOW`].
-    budget: u32,
-    guesses: Mutex<Guesses>,
+    /// Wrong PINs per device, per address and from everyone together.
+    guesses: Guesses<Guesser>,
 }
 
 impl Bindings {
@@ -105,8 +93,12 @@ impl Bindings {
             shared: crate::store::shared(),
             per_pin,
             prefix: init_prefix.trim_matches('/').to_ascii_lowercase(),
-            budget,
-            guesses: Mutex::default(),
+            guesses: Guesses::new(
+                MAX_WRONG_PINS,
+                budget,
+                GUESS_WINDOW,
+                "devices.binding.wrong_pins_budget",
+            ),
         }
     }
 
@@ -129,61 +121,18 @@ impl Bindings {
     /// Checked and counted under one lock, so parallel requests cannot all slip past the
     /// check; a right PIN gives its attempt back ([`Bindings::bound_ok`]).
     pub fn try_attempt(&self, mac: Mac, ip: IpAddr) -> Result<(), Throttle> {
-        let now = Instant::now();
-        let mut g = self.guesses.lock().unwrap_or_else(|e| e.into_inner());
-        if g.swept
-            .is_none_or(|t| now.duration_since(t) >= GUESS_WINDOW)
-        {
-            // Bounded memory: forget windows that are over, once a window.
-            g.by.retain(|_, (t, _)| now.duration_since(*t) < GUESS_WINDOW);
-            g.swept = Some(now);
-        }
         let keys = [Guesser::Device(mac), Guesser::Address(ip)];
-        for k in keys {
-            let e = g.by.entry(k).or_insert((now, 0));
-            if now.duration_since(e.0) >= GUESS_WINDOW {
-                *e = (now, 0);
-            }
-        }
-        if keys.iter().any(|k| g.by[k].1 >= MAX_WRONG_PINS) {
-            return Err(Throttle::Guesser);
-        }
-        let all = match g.all {
-            Some((t, n)) if now.duration_since(t) < GUESS_WINDOW => (t, n),
-            _ => {
-                g.warned = false;
-                (now, 0)
-            }
-        };
-        if all.1 >= self.budget {
-            g.all = Some(all);
-            if !std::mem::replace(&mut g.warned, true) {
-                // Once per window: someone is guessing PINs from many MACs or addresses.
-                tracing::warn!(
-                    budget = self.budget,
-                    "devices.binding.wrong_pins_budget used up: PIN binding refused for everyone until the 15-minute window ends"
-                );
-            }
-            return Err(Throttle::Global);
-        }
-        g.all = Some((all.0, all.1 + 1));
-        for k in keys {
-            g.by.get_mut(&k).expect("inserted above").1 += 1;
-        }
-        Ok(())
+        self.guesses.try_attempt(&keys).map_err(|t| match t {
+            limit::Throttle::Guesser => Throttle::Guesser,
+            limit::Throttle::Global => Throttle::Global,
+        })
     }
 
     /// A right PIN: the device starts over, and its address gets this attempt back (others
     /// may share the address).
     pub fn bound_ok(&self, mac: Mac, ip: IpAddr) {
-        let mut g = self.guesses.lock().unwrap_or_else(|e| e.into_inner());
-        g.by.remove(&Guesser::Device(mac));
-        if let Some((_, n)) = g.by.get_mut(&Guesser::Address(ip)) {
-            *n = n.saturating_sub(1);
-        }
-        if let Some((_, n)) = &mut g.all {
-            *n = n.saturating_sub(1);
-        }
+        self.guesses
+            .right(&[Guesser::Device(mac)], &[Guesser::Address(ip)]);
     }
 
     /// The PIN `mac` is bound to, if any.

@@ -30,6 +30,11 @@ pub struct Config {
     pub encryption: Encryption,
     #[serde(default)]
     pub binding: Binding,
+    #[serde(default)]
+    pub http_auth: HttpAuth,
+    /// Cisco/SPA configuration reports (`Report_Rule`), compared with what was served.
+    #[serde(default)]
+    pub reports: crate::devices::verify::Config,
 }
 
 fn yes() -> bool {
@@ -52,6 +57,8 @@ impl Default for Config {
             missing_variable: default_missing(),
             encryption: Encryption::default(),
             binding: Binding::default(),
+            http_auth: HttpAuth::default(),
+            reports: crate::devices::verify::Config::default(),
         }
     }
 }
@@ -78,6 +85,68 @@ pub struct Trust {
     /// `lease` cannot work (the neighbour table shows the relay).
     #[serde(default)]
     pub relay: bool,
+    /// HTTP Basic or Digest credentials prove a device: a device's own (`http_user` and
+    /// `http_password` in its inventory record) prove that device; an account's (from
+    /// `devices.http_auth.accounts`) prove the MAC the path or User-Agent names.
+    #[serde(default)]
+    pub http_auth: bool,
+}
+
+/// A Digest algorithm provbox offers (RFC 7616; the `-sess` variants are not offered).
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+pub enum DigestAlgorithm {
+    #[serde(rename = "SHA-256")]
+    Sha256,
+    #[serde(rename = "MD5")]
+    Md5,
+}
+
+/// HTTP authentication of phones (with `devices.trust.http_auth`).
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct HttpAuth {
+    /// The realm in challenges (part of every Digest hash: changing it needs no new
+    /// passwords, as they are kept in clear).
+    #[serde(default = "default_realm")]
+    pub realm: At<String>,
+    /// A password file of `user:password` lines (accounts several phones share). Never
+    /// inside a catalog root.
+    #[serde(default)]
+    pub accounts: Option<At<PathBuf>>,
+    /// Digest algorithms offered, in the order challenged.
+    #[serde(default = "default_algorithms")]
+    pub digest: Vec<At<DigestAlgorithm>>,
+    /// Also offer and take Basic (the password in the clear: over HTTPS only, ideally).
+    #[serde(default)]
+    pub basic: bool,
+    /// How long a nonce is good for; an older one gets `stale=true`.
+    #[serde(default = "default_nonce_lifetime")]
+    pub nonce_lifetime: At<crate::confkit::Dur>,
+}
+
+fn default_realm() -> At<String> {
+    At::new("provbox".into())
+}
+fn default_algorithms() -> Vec<At<DigestAlgorithm>> {
+    vec![
+        At::new(DigestAlgorithm::Sha256),
+        At::new(DigestAlgorithm::Md5),
+    ]
+}
+fn default_nonce_lifetime() -> At<crate::confkit::Dur> {
+    At::new(crate::confkit::Dur(std::time::Duration::from_secs(300)))
+}
+
+impl Default for HttpAuth {
+    fn default() -> Self {
+        HttpAuth {
+            realm: default_realm(),
+            accounts: None,
+            digest: default_algorithms(),
+            basic: false,
+            nonce_lifetime: default_nonce_lifetime(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
@@ -164,6 +233,11 @@ impl Config {
         {
             p.value = base.join(&p.value);
         }
+        if let Some(p) = &mut self.http_auth.accounts
+            && p.value.is_relative()
+        {
+            p.value = base.join(&p.value);
+        }
     }
 
     pub fn validate(&self, p: &mut Problems) {
@@ -233,6 +307,42 @@ impl Config {
                 "devices.binding.wrong_pins_budget",
                 &self.binding.wrong_pins_budget,
                 "is 0; expected at least 1 (wrong PINs allowed from everyone per 15 minutes)",
+            );
+        }
+        self.reports.validate(p);
+        let ha = &self.http_auth;
+        if ha.realm.is_empty()
+            || ha.realm.contains(['"', '\\'])
+            || ha.realm.chars().any(char::is_control)
+        {
+            p.add(
+                "devices.http_auth.realm",
+                &ha.realm,
+                format!(
+                    "`{}` cannot be a realm; expected a non-empty name without quotes, backslashes or control characters",
+                    ha.realm.value.escape_debug()
+                ),
+            );
+        }
+        if let Some(acc) = &ha.accounts
+            && let Err(e) = std::fs::read_to_string(&acc.value)
+                .map_err(|e| e.to_string())
+                .and_then(|t| crate::devices::pipeline::httpauth::parse_accounts(&t).map(drop))
+        {
+            p.add(
+                "devices.http_auth.accounts",
+                acc,
+                format!(
+                    "{}: {e}; expected a readable file of `user:password` lines",
+                    acc.display()
+                ),
+            );
+        }
+        if ha.nonce_lifetime.0.is_zero() {
+            p.add(
+                "devices.http_auth.nonce_lifetime",
+                &ha.nonce_lifetime,
+                "is 0; expected a duration such as 5m",
             );
         }
         if !self.binding.profile.ends_with(".tmpl")

@@ -19,6 +19,8 @@ use crate::vendors::{self, Vendor};
 pub enum Source {
     /// A client certificate the TLS layer verified.
     client_cert,
+    /// HTTP Basic or Digest credentials (`devices.trust.http_auth`).
+    http_auth,
     /// A DHCP lease provbox granted to the peer's address.
     lease,
     /// The User-Agent header.

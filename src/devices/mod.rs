@@ -20,6 +20,7 @@ pub mod neighbour;
 pub mod pipeline;
 pub mod registry;
 pub mod template;
+pub(crate) mod verify;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -70,6 +71,8 @@ pub trait Observer: Send + Sync {
     fn lease_ended(&self, _ip: std::net::IpAddr, _lease: &LeaseInfo) {}
     /// A note (`kind`, `detail`) on the timeline of the device with `mac`.
     fn note(&self, _mac: Mac, _kind: &str, _detail: &str) {}
+    /// The device with `mac` reported its configuration: what the comparison found.
+    fn verification(&self, _mac: Mac, _verdict: &crate::devices::verify::Verdict) {}
 }
 
 pub use crate::metrics::{
@@ -97,6 +100,8 @@ pub struct FetchRequest<'a> {
     pub path: &'a str,
     pub user_agent: Option<&'a str>,
     pub client: Option<&'a ClientIdentity>,
+    /// HTTP(S) only: method, target and credentials (`http_auth`).
+    pub http: Option<pipeline::httpauth::HttpFacts<'a>>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -114,6 +119,8 @@ pub struct DeviceMetrics {
     pub encrypted: Counter,
     pub inventory_reloads: Family<OutcomeLabels, Counter>,
     pub inventory_records: Gauge,
+    pub http_auth: Family<ResultLabels, Counter>,
+    pub verification: Family<ResultLabels, Gauge>,
 }
 
 impl DeviceMetrics {
@@ -154,6 +161,16 @@ impl DeviceMetrics {
             "Records in the current inventory",
             m.inventory_records.clone(),
         );
+        reg.register(
+            "provbox_http_auth",
+            "HTTP credentials checks by result (ok, challenged, wrong_credentials, stale_nonce, replayed_nonce, malformed, throttled)",
+            m.http_auth.clone(),
+        );
+        reg.register(
+            "provbox_devices_verification",
+            "Devices by their last configuration verification (verified, drift, unreadable)",
+            m.verification.clone(),
+        );
         m
     }
 }
@@ -171,6 +188,11 @@ pub struct Provisioner {
     chain: pipeline::Chain,
     /// The HTTPS listeners and CA the HTTPS bootstrap points phones at.
     pub bootstrap: pipeline::bootstrap::Bootstrap,
+    /// HTTP Basic/Digest, with `devices.trust.http_auth`.
+    http_auth: Option<pipeline::httpauth::HttpAuth>,
+    /// The last profile rendered per device, for verification.
+    pub served: crate::devices::verify::Served,
+    verified: crate::devices::verify::Results,
 }
 
 impl Provisioner {
@@ -187,6 +209,9 @@ impl Provisioner {
             neighbours: neighbour::kernel(),
             chain: pipeline::Chain::standard(),
             bootstrap: Default::default(),
+            http_auth: None,
+            served: Default::default(),
+            verified: Default::default(),
         }
     }
 
@@ -234,6 +259,21 @@ impl Provisioner {
             )),
             (Some(_), None) => anyhow::bail!("devices.binding: PIN binding needs the store"),
             _ => None,
+        };
+        self.http_auth = if cfg.trust.http_auth {
+            if let Some(acc) = &cfg.http_auth.accounts {
+                let canon = acc.canonicalize().unwrap_or_else(|_| acc.value.clone());
+                if let Some(root) = self.catalog.roots().iter().find(|r| canon.starts_with(r)) {
+                    anyhow::bail!(
+                        "devices.http_auth.accounts: {} is inside the catalog root {}, so anyone could download it; move it out of the served roots",
+                        acc.display(),
+                        root.display()
+                    );
+                }
+            }
+            Some(pipeline::httpauth::HttpAuth::new(cfg)?)
+        } else {
+            None
         };
         self.cfg = cfg.clone();
         self.metrics = metrics;
@@ -363,6 +403,53 @@ impl Provisioner {
         self
     }
 
+    /// The device a configuration report at `path` is from, when `path` is a report path.
+    pub fn report_mac(&self, path: &str) -> Option<Mac> {
+        self.cfg.reports.mac_of(path)
+    }
+
+    /// Who is asking, as `identify` (and `http_auth`) would prove it for a GET of `path`:
+    /// the proven MAC, if any.
+    pub fn proven(&self, req: &FetchRequest<'_>) -> Result<Mac, Refusal> {
+        pipeline::prove(self, req)
+    }
+
+    /// `mac` reported `reported` (in `vendor`'s format): compare it with the profile last
+    /// served to it, and tell the status book, the hooks and the gauge.
+    pub fn verify_report(
+        &self,
+        mac: Mac,
+        vendor: &str,
+        reported: &[u8],
+    ) -> crate::devices::verify::Verdict {
+        let verdict = match self.served.last(mac) {
+            Some(s) => crate::devices::verify::compare(vendor, &s.body, reported),
+            None => crate::devices::verify::Verdict::Unreadable(
+                "no profile was rendered for this device since provbox started".into(),
+            ),
+        };
+        for (result, n) in self.verified.set(mac, verdict.result()) {
+            self.metrics
+                .verification
+                .get_or_create(&ResultLabels { result })
+                .set(n);
+        }
+        tracing::info!(%mac, vendor, result = verdict.result(), "configuration report: {}", verdict.summary());
+        if let Some(o) = self.registry.observer() {
+            o.verification(mac, &verdict);
+        }
+        verdict
+    }
+
+    /// `WWW-Authenticate` values for a 401 ([`Refusal::Unauthorized`]): empty when HTTP
+    /// authentication is off.
+    pub fn http_auth_challenges(&self, stale: bool) -> Vec<String> {
+        self.http_auth
+            .as_ref()
+            .map(|a| a.challenges(stale))
+            .unwrap_or_default()
+    }
+
     /// Variables for rendering for device `mac` ([`pipeline::authorize::device_vars`]).
     #[cfg(test)]
     fn device_vars(
@@ -457,6 +544,7 @@ mod tests {
             path,
             user_agent: None,
             client: None,
+            http: None,
         })
     }
 
@@ -510,6 +598,7 @@ mod tests {
                 path: "/cfg/0002FDFF2103.xml",
                 user_agent: Some("Cisco/SPA508G-7.4.4 (0002FDFF2103)(CBT141400FK)"),
                 client: None,
+                http: None,
             })
             .unwrap();
         assert_eq!(

@@ -40,10 +40,14 @@ pub(crate) enum Kind {
     Failed,
     LeaseBound,
     LeaseEnded,
+    /// A configuration report matched the served profile.
+    Verified,
+    /// A configuration report differed from the served profile.
+    Drift,
 }
 
 impl Kind {
-    pub(crate) const ALL: [Kind; 7] = [
+    pub(crate) const ALL: [Kind; 9] = [
         Kind::Seen,
         Kind::Configured,
         Kind::Upgraded,
@@ -51,6 +55,8 @@ impl Kind {
         Kind::Failed,
         Kind::LeaseBound,
         Kind::LeaseEnded,
+        Kind::Verified,
+        Kind::Drift,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -62,6 +68,8 @@ impl Kind {
             Kind::Failed => "failed",
             Kind::LeaseBound => "lease_bound",
             Kind::LeaseEnded => "lease_ended",
+            Kind::Verified => "verified",
+            Kind::Drift => "drift",
         }
     }
 
@@ -111,6 +119,29 @@ impl Event {
             state: Some(d.state.as_str()),
             previous_state: before.map(State::as_str),
             reason: d.reason.clone(),
+            model: d.model.clone(),
+            vendor_class: d.vendor_class.clone(),
+            hostname: d.hostname.clone(),
+        }
+    }
+
+    /// A configuration report's verdict on `d` (`reason`: the summary and what differs).
+    /// An unreadable report is told as `drift`: nothing shows it applied what it got.
+    pub(crate) fn verification(d: &Device, v: &crate::devices::verify::Verdict) -> Event {
+        let reason = d.events.back().map(|e| e.detail.clone());
+        Event {
+            event: if v.result() == "verified" {
+                Kind::Verified
+            } else {
+                Kind::Drift
+            },
+            at: now_ms(),
+            device: Some(d.key.clone()),
+            mac: d.mac.clone(),
+            ip: d.ip,
+            state: Some(d.state.as_str()),
+            previous_state: None,
+            reason,
             model: d.model.clone(),
             vendor_class: d.vendor_class.clone(),
             hostname: d.hostname.clone(),
@@ -570,6 +601,9 @@ impl crate::status::Announce for Hooks {
     }
     fn lease_ended(&self, ip: IpAddr, lease: &LeaseInfo) {
         self.publish(Event::lease(Kind::LeaseEnded, ip, lease));
+    }
+    fn verification(&self, d: &Device, v: &crate::devices::verify::Verdict) {
+        self.publish(Event::verification(d, v));
     }
 }
 

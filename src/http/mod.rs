@@ -79,10 +79,15 @@ fn simple(status: StatusCode, access: Option<Access>) -> Response<LoggedBody> {
 
 impl Handler for FileHandler {
     fn takes_body(&self, req: &Request<Incoming>) -> bool {
-        self.uploads.is_some() && matches!(*req.method(), Method::PUT | Method::POST)
+        matches!(*req.method(), Method::PUT | Method::POST)
+            && (self.uploads.is_some() || self.provisioner.report_mac(req.uri().path()).is_some())
     }
 
     fn handle_body(self: Arc<Self>, req: Request<Incoming>, conn: Arc<ConnInfo>) -> Pending {
+        // A configuration report is not an upload: it is compared, not stored.
+        if self.provisioner.report_mac(req.uri().path()).is_some() {
+            return Box::pin(async move { self.report(req, &conn).await });
+        }
         Box::pin(async move { self.upload(req, &conn).await })
     }
 
@@ -97,6 +102,14 @@ impl Handler for FileHandler {
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let authorization = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let target = req
+            .uri()
+            .path_and_query()
+            .map_or(raw_path.as_str(), |p| p.as_str());
         let access = |status: StatusCode, outcome: &'static str| Access {
             metrics: self.metrics.clone(),
             protocol: self.protocol,
@@ -129,6 +142,11 @@ impl Handler for FileHandler {
                 path: p,
                 user_agent: user_agent.as_deref(),
                 client: conn.client.as_ref(),
+                http: Some(crate::devices::pipeline::httpauth::HttpFacts {
+                    method: method.as_str(),
+                    uri: target,
+                    authorization,
+                }),
             }),
             Err(_) => Err(Refusal::BadPath(crate::catalog::PathRefusal::Invalid)),
         };
@@ -151,9 +169,18 @@ impl Handler for FileHandler {
                     Refusal::BadPath(_) | Refusal::Forbidden(_) => {
                         (StatusCode::FORBIDDEN, "forbidden")
                     }
+                    Refusal::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "unauthorized"),
                 };
                 tracing::debug!(peer = %conn.peer, path = %shown_path, reason = refusal.reason(), "refused");
-                return simple(status, Some(access(status, outcome)));
+                let mut r = simple(status, Some(access(status, outcome)));
+                if let Refusal::Unauthorized { stale } = refusal {
+                    for c in self.provisioner.http_auth_challenges(stale) {
+                        if let Ok(v) = HeaderValue::from_str(&c) {
+                            r.headers_mut().append(header::WWW_AUTHENTICATE, v);
+                        }
+                    }
+                }
+                return r;
             }
         };
         let plan = files::plan(&method, req.headers(), &entry);
@@ -207,6 +234,99 @@ impl Handler for FileHandler {
     }
 }
 
+/// The largest configuration report taken (a full Cisco report is some 100 KiB).
+const MAX_REPORT: usize = 1024 * 1024;
+
+impl FileHandler {
+    /// POST or PUT of a configuration report at `devices.reports.path`, from the proven
+    /// device the path names: compared with what it was served ([`crate::devices::verify`]).
+    async fn report(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<LoggedBody> {
+        use http_body_util::BodyExt as _;
+        let started = Instant::now();
+        let method = req.method().to_string();
+        let raw_path = req.uri().path().to_string();
+        let target = req
+            .uri()
+            .path_and_query()
+            .map_or(raw_path.clone(), |p| p.as_str().to_string());
+        let header = |h| {
+            req.headers()
+                .get(h)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let (user_agent, authorization) =
+            (header(header::USER_AGENT), header(header::AUTHORIZATION));
+        let proven = self.provisioner.proven(&FetchRequest {
+            protocol: self.protocol,
+            peer: conn.peer,
+            local: conn.local,
+            path: &raw_path,
+            user_agent: user_agent.as_deref(),
+            client: conn.client.as_ref(),
+            http: Some(crate::devices::pipeline::httpauth::HttpFacts {
+                method: &method,
+                uri: &target,
+                authorization: authorization.as_deref(),
+            }),
+        });
+        let named = self.provisioner.report_mac(&raw_path);
+        // A 401's challenge: stale or not.
+        let mut challenge = None;
+        let (status, outcome, text) = match proven {
+            Err(Refusal::Unauthorized { stale }) => {
+                challenge = Some(stale);
+                (StatusCode::UNAUTHORIZED, "unauthorized", None)
+            }
+            Err(_) => (StatusCode::FORBIDDEN, "forbidden", None),
+            Ok(m) if Some(m) != named => (StatusCode::FORBIDDEN, "forbidden", None),
+            Ok(mac) => {
+                let limited = http_body_util::Limited::new(req.into_body(), MAX_REPORT);
+                match limited.collect().await {
+                    Ok(b) => {
+                        let v = self.provisioner.verify_report(mac, "cisco", &b.to_bytes());
+                        (StatusCode::OK, "report", Some(v.summary() + "\n"))
+                    }
+                    Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                        (StatusCode::PAYLOAD_TOO_LARGE, "too_large", None)
+                    }
+                    Err(_) => (StatusCode::BAD_REQUEST, "aborted", None),
+                }
+            }
+        };
+        if status != StatusCode::OK {
+            self.metrics.refused(self.protocol, outcome);
+        }
+        let access = Access {
+            metrics: self.metrics.clone(),
+            protocol: self.protocol,
+            peer: conn.peer,
+            method,
+            path: raw_path,
+            status: status.as_u16(),
+            outcome,
+            user_agent,
+            started,
+            provisioner: Some(self.provisioner.clone()),
+            client_mac: conn.client.as_ref().and_then(|c| c.mac),
+        };
+        let body = match (status, &text) {
+            (StatusCode::OK, Some(t)) => Bytes::from(t.clone()),
+            _ => Bytes::new(),
+        };
+        let mut r = Response::new(LoggedBody::new(body, Some(access)));
+        *r.status_mut() = status;
+        if let Some(stale) = challenge {
+            for c in self.provisioner.http_auth_challenges(stale) {
+                if let Ok(v) = HeaderValue::from_str(&c) {
+                    r.headers_mut().append(header::WWW_AUTHENTICATE, v);
+                }
+            }
+        }
+        r
+    }
+}
+
 impl FileHandler {
     /// PUT or POST: a phone writing back ([`crate::uploads`]).
     async fn upload(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<LoggedBody> {
@@ -251,6 +371,13 @@ impl FileHandler {
             client_mac: conn.client.as_ref().and_then(|c| c.mac),
         };
         let mut r = simple(status, Some(access));
+        if let Err(crate::uploads::Refused::Unauthorized { stale }) = &result {
+            for c in self.provisioner.http_auth_challenges(*stale) {
+                if let Ok(v) = HeaderValue::from_str(&c) {
+                    r.headers_mut().append(header::WWW_AUTHENTICATE, v);
+                }
+            }
+        }
         if status == StatusCode::METHOD_NOT_ALLOWED {
             r.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));

@@ -45,6 +45,8 @@ pub trait Announce: Send + Sync {
     fn state_changed(&self, d: &Device, before: Option<State>);
     fn lease_bound(&self, ip: IpAddr, lease: &LeaseInfo);
     fn lease_ended(&self, ip: IpAddr, lease: &LeaseInfo);
+    /// A configuration report's verdict on `d` (its timeline already says it).
+    fn verification(&self, d: &Device, v: &crate::devices::verify::Verdict);
 }
 pub(crate) use record::{Action, Device, Event, PhoneEvent, PhoneReport, Proof, State, now_ms};
 
@@ -938,6 +940,38 @@ impl Observer for StatusBook {
 
     fn note(&self, mac: Mac, kind: &str, detail: &str) {
         StatusBook::note(self, &key_of(mac), kind, detail);
+    }
+
+    fn verification(&self, mac: Mac, v: &crate::devices::verify::Verdict) {
+        let at = now_ms();
+        let mut touched = Vec::new();
+        let told = {
+            let mut inner = self.lock();
+            let d = self.device_for_mac(&mut inner, mac, None, None, at, &mut touched);
+            let drift = match v {
+                crate::devices::verify::Verdict::Drift { params, .. } => params.clone(),
+                _ => Vec::new(),
+            };
+            // The timeline lists what differs: expected, then reported.
+            let detail = drift.iter().fold(v.summary(), |s, p| {
+                format!(
+                    "{s}; {}: expected `{}`, reported `{}`",
+                    p.name, p.expected, p.reported
+                )
+            });
+            d.push_event(at, v.result(), detail);
+            d.verification = Some(record::Verification {
+                result: v.result().to_string(),
+                summary: v.summary(),
+                at,
+                drift,
+            });
+            d.clone()
+        };
+        self.changed(&touched);
+        if let Some(h) = self.hooks.get() {
+            h.verification(&told, v);
+        }
     }
 }
 

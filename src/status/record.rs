@@ -175,6 +175,21 @@ pub struct Device {
     pub bytes: u64,
     pub events: VecDeque<Event>,
     pub lines: VecDeque<Line>,
+    /// The last configuration report's verdict (`crate::devices::verify`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
+}
+
+/// `verified`, or `drift` with what differs, as the device's last report showed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verification {
+    /// `verified`, `drift` or `unreadable`.
+    pub result: String,
+    /// `verified (6 parameters)`, `drift: 2 parameters`…
+    pub summary: String,
+    pub at: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<crate::devices::verify::Drift>,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -225,6 +240,7 @@ impl Device {
             bytes: 0,
             events: VecDeque::new(),
             lines: VecDeque::new(),
+            verification: None,
         }
     }
 

@@ -230,13 +230,15 @@ async fn serve(shared: &Shared, job: &Job) -> std::io::Result<Report> {
         path: &req.filename,
         user_agent: None,
         client: None,
+        http: None,
     });
     let entry = match fetched {
         Ok(e) => e,
         Err(refusal) => {
             let (c, msg, outcome) = match refusal {
                 Refusal::NotFound => (code::FILE_NOT_FOUND, "File not found", "not_found"),
-                Refusal::BadPath(_) | Refusal::Forbidden(_) => (
+                // TFTP carries no credentials: an answer that needs them is refused.
+                Refusal::BadPath(_) | Refusal::Forbidden(_) | Refusal::Unauthorized { .. } => (
                     code::ACCESS_VIOLATION,
                     "Access violation",
                     "access_violation",

@@ -31,7 +31,7 @@ pub(super) async fn serve(shared: &Shared, job: &Job) -> std::io::Result<Report>
     let (result, mut report) = receive(shared, up, job, &sock).await;
     if let Err(e) = &result {
         let (c, msg) = match e {
-            Refused::NotUpload | Refused::Forbidden(_) => {
+            Refused::NotUpload | Refused::Forbidden(_) | Refused::Unauthorized { .. } => {
                 (code::ACCESS_VIOLATION, "Access violation")
             }
             Refused::TooLarge(_) => (DISK_FULL, "Upload over quota"),
@@ -85,6 +85,7 @@ async fn receive(
             path: &req.filename,
             user_agent: None,
             client: None,
+            http: None,
         },
     ) {
         Ok(t) => t,

@@ -27,6 +27,7 @@ pub fn status(result: &Result<Stored, Refused>) -> (StatusCode, &'static str) {
         Ok(_) => (StatusCode::NO_CONTENT, "uploaded"),
         Err(Refused::NotUpload) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
         Err(Refused::Forbidden(_)) => (StatusCode::FORBIDDEN, "forbidden"),
+        Err(Refused::Unauthorized { .. }) => (StatusCode::UNAUTHORIZED, "unauthorized"),
         Err(Refused::TooLarge(_)) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
         Err(Refused::Cut) => (StatusCode::BAD_REQUEST, "cut"),
         Err(Refused::Io(_)) => (StatusCode::INTERNAL_SERVER_ERROR, "error"),
@@ -81,6 +82,16 @@ async fn store(
     let decoded = percent_encoding::percent_decode_str(raw)
         .decode_utf8()
         .map_err(|_| Refused::NotUpload)?;
+    let method = req.method().to_string();
+    let uri = req
+        .uri()
+        .path_and_query()
+        .map_or(raw.to_string(), |p| p.as_str().to_string());
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let target = up.authorize(
         pv,
         &FetchRequest {
@@ -90,6 +101,11 @@ async fn store(
             path: &decoded,
             user_agent,
             client: from.client,
+            http: Some(crate::devices::pipeline::httpauth::HttpFacts {
+                method: &method,
+                uri: &uri,
+                authorization: authorization.as_deref(),
+            }),
         },
     )?;
     let declared = req

@@ -124,6 +124,11 @@ pub enum Refused {
     NotUpload,
     /// Not the proven device the name belongs to; the pipeline's reason.
     Forbidden(&'static str),
+    /// HTTP credentials are wanted (`devices.trust.http_auth`): a 401 with the challenge;
+    /// `stale`: the nonce expired, the password was right.
+    Unauthorized {
+        stale: bool,
+    },
     /// Over a quota: `file`, `device` or `store`.
     TooLarge(&'static str),
     /// The client went away mid-body.
@@ -136,6 +141,7 @@ impl Refused {
         match self {
             Refused::NotUpload => "not_upload",
             Refused::Forbidden(_) => "forbidden",
+            Refused::Unauthorized { .. } => "unauthorized",
             Refused::TooLarge("file") => "file_quota",
             Refused::TooLarge("device") => "device_quota",
             Refused::TooLarge(_) => "store_quota",
@@ -150,6 +156,7 @@ impl fmt::Display for Refused {
         match self {
             Refused::NotUpload => write!(f, "not an upload location"),
             Refused::Forbidden(r) => write!(f, "not the proven device the file belongs to ({r})"),
+            Refused::Unauthorized { .. } => write!(f, "HTTP credentials wanted"),
             Refused::TooLarge(q) => write!(f, "over the {q} quota"),
             Refused::Cut => write!(f, "the client went away before the end of the body"),
             Refused::Io(e) => write!(f, "cannot store: {e}"),
@@ -272,7 +279,10 @@ impl Uploads {
     pub fn authorize(&self, pv: &Provisioner, req: &FetchRequest<'_>) -> Result<Target, Refused> {
         let key = crate::catalog::path::normalize(req.path).map_err(|_| Refused::NotUpload)?;
         let target = self.target(&key).ok_or(Refused::NotUpload)?;
-        let id = pv.prove(req).map_err(|r| Refused::Forbidden(r.reason()))?;
+        let id = pv.prove(req).map_err(|r| match r {
+            crate::catalog::Refusal::Unauthorized { stale } => Refused::Unauthorized { stale },
+            r => Refused::Forbidden(r.reason()),
+        })?;
         access::allow(&id, Some(target.mac)).map_err(Refused::Forbidden)?;
         Ok(target)
     }

@@ -132,6 +132,7 @@ fn a_reload_names_every_key_that_needs_a_restart() {
     let dir = Provbox::dir();
     std::fs::create_dir_all(dir.path().join("files2")).unwrap();
     std::fs::write(dir.path().join("files/a.cfg"), "a\n").unwrap();
+    std::fs::write(dir.path().join("accounts.txt"), "shared:pw\n").unwrap();
     std::fs::write(
         dir.path().join("inventory.yaml"),
         "devices:\n  - mac: 00:56:2b:04:36:15\n    extension: \"1001\"\n",
@@ -230,6 +231,15 @@ devices:
     user_agent: true
     path: true
     relay: true
+    http_auth: true
+  http_auth:
+    realm: lab
+    accounts: accounts.txt
+    digest: [MD5]
+    basic: true
+    nonce_lifetime: 1m
+  reports:
+    path: /report/$MA.xml
   private: ["phones/"]
   mac_in_path: false
   missing_variable: 403

@@ -156,6 +156,7 @@ mod tests {
             path: "/x.cfg",
             user_agent: None,
             client: None,
+            http: None,
         }
     }
 

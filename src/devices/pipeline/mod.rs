@@ -10,12 +10,14 @@
 //! 2. [`identify`]: who is asking, and whether that is proven;
 //! 3. [`bind`] (`bind_pin`): a PIN request claims its account and the binding profile;
 //! 4. [`resolve`]: a static file, else a template;
-//! 5. [`authorize`]: public files are answered here; per-device ones go only to their
+//! 5. [`httpauth`] (`http_auth`): HTTP Basic or Digest credentials prove a device, when
+//!    the answer needs one (401 with the challenges when they are missing or wrong);
+//! 6. [`authorize`]: public files are answered here; per-device ones go only to their
 //!    proven device, whose variables are gathered;
-//! 6. [`render`]: a template rendered with those variables;
-//! 7. [`bind`] (`record_binding`): the claimed binding is recorded, once its profile
+//! 7. [`render`]: a template rendered with those variables;
+//! 8. [`bind`] (`record_binding`): the claimed binding is recorded, once its profile
 //!    rendered;
-//! 8. [`encrypt`]: with the device's key, if it has one.
+//! 9. [`encrypt`]: with the device's key, if it has one.
 //!
 //! A new stage (HTTP auth, uploads, verification) is one file here and one line in
 //! [`Chain::standard`]; it reads what the stages before it found and leaves its own
@@ -25,6 +27,7 @@ pub mod authorize;
 pub mod bind;
 pub mod bootstrap;
 pub mod encrypt;
+pub mod httpauth;
 pub mod identify;
 pub mod normalise;
 pub mod render;
@@ -171,6 +174,7 @@ impl Chain {
                 Box::new(identify::Identify),
                 Box::new(bind::BindPin),
                 Box::new(resolve::Resolve),
+                Box::new(httpauth::HttpAuthStage),
                 Box::new(authorize::Authorize),
                 Box::new(render::Render),
                 Box::new(bind::RecordBinding),
@@ -209,6 +213,11 @@ impl Chain {
                 return Err(r);
             }
         }
+        // HTTP credentials prove a writer too (in a fetch, `http_auth` runs later, once
+        // the file is known to need a proof).
+        if let Flow::Refuse(r) = httpauth::authenticate(&mut ctx) {
+            return Err(r);
+        }
         Ok(ctx.id)
     }
 
@@ -225,6 +234,26 @@ impl Chain {
         }
         ctx.entry.ok_or(Refusal::NotFound)
     }
+}
+
+/// Who is asking, proven, for a request that fetches no file (a configuration report):
+/// what `normalise`, `identify` and `http_auth` find. Err: refused (a 401 asks for
+/// credentials).
+pub fn prove(pv: &Provisioner, req: &FetchRequest<'_>) -> Result<Mac, Refusal> {
+    let mut ctx = Ctx::new(pv, req);
+    let stages: [&dyn Stage; 2] = [&normalise::Normalise, &identify::Identify];
+    for stage in stages {
+        match stage.run(&mut ctx) {
+            Flow::Continue => {}
+            Flow::Answer(_) => return Err(Refusal::NotFound),
+            Flow::Refuse(r) => return Err(r),
+        }
+    }
+    if let Flow::Refuse(r) = httpauth::authenticate(&mut ctx) {
+        return Err(r);
+    }
+    super::access::allow(&ctx.id, ctx.owner.mac())
+        .map_err(|r| ctx.refuse(r, "configuration report"))
 }
 
 impl Default for Chain {
@@ -272,6 +301,7 @@ mod tests {
                 "identify",
                 "bind_pin",
                 "resolve",
+                "http_auth",
                 "authorize",
                 "render",
                 "record_binding",
@@ -332,6 +362,7 @@ mod tests {
                 path,
                 user_agent: None,
                 client: None,
+                http: None,
             })
         };
 
@@ -401,6 +432,7 @@ mod tests {
                 path,
                 user_agent: None,
                 client: None,
+                http: None,
             })
         };
         let bindings = p.bindings.as_ref().unwrap();

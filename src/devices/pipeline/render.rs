@@ -40,7 +40,12 @@ impl Stage for Render {
         let modified = tmpl
             .modified
             .max(ctx.inventory().modified.unwrap_or(SystemTime::UNIX_EPOCH));
-        ctx.entry = Some(Arc::new(generated(key, Bytes::from(body), modified)));
+        let entry = Arc::new(generated(key, Bytes::from(body), modified));
+        // What a report from this device is compared with (`crate::devices::verify`).
+        if let Some(mac) = ctx.device {
+            ctx.pv.served.remember(mac, &entry.key, &entry.body);
+        }
+        ctx.entry = Some(entry);
         Flow::Continue
     }
 }

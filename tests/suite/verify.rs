@@ -1,0 +1,267 @@
+//! Configuration reports: `provbox resync --report` sends SIP NOTIFY `Event: report` to
+//! sipp playing a Cisco phone, the phone's report (a flat-profile XML in the shipped sample
+//! profile's format) is POSTed with curl, and the device is `verified`, or in `drift` with
+//! the parameters that differ.
+
+use crate::support;
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{Provbox, free_tcp_port, free_udp_port, metric, provbox, require};
+
+const MAC: &str = "00562b043615";
+const UA: &str = "Cisco-CP-8831-3PCC/9.3.3 (00562b043615)";
+const TOKEN: &str = "verify-token-0123456789";
+
+/// sipp as the phone: one NOTIFY whose Event header matches `event_re`, answered 200.
+struct Sipp {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Sipp {
+    fn start(dir: &Path, event_re: &str) -> Sipp {
+        require("sipp");
+        let scenario = include_str!("data/notify_uas.xml").replace("EVENT_RE", event_re);
+        let file = dir.join("uas-report.xml");
+        std::fs::write(&file, scenario).unwrap();
+        let port = free_udp_port();
+        let log = dir.join("sipp.log");
+        let child = Command::new("sipp")
+            .args(["-sf", file.to_str().unwrap(), "-i", "127.0.0.1"])
+            .args(["-p", &port.to_string()])
+            .args(["-m", "1", "-nostdin", "-timeout", "30", "-timeout_error"])
+            .args(["-trace_logs", "-log_file", log.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sipp");
+        let start = Instant::now();
+        while UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "sipp did not bind {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Sipp { child, port, log }
+    }
+
+    fn finish(mut self) -> String {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "sipp never finished"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        assert!(
+            status.success(),
+            "sipp: the NOTIFY was missing or wrong; log: {log}"
+        );
+        log
+    }
+}
+
+impl Drop for Sipp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a Cisco 3PCC phone POSTs to its Report_Rule: its whole flat profile, the
+/// parameters it was served among many others, its password masked.
+fn report(display_name: &str, user_id: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<flat-profile>
+<Restricted_Access_Domains ua="na"></Restricted_Access_Domains>
+<Enable_Web_Server ua="na">Yes</Enable_Web_Server>
+<Station_Display_Name_ ua="na">Alice Example</Station_Display_Name_>
+<Display_Name_1_ ua="na">{display_name}</Display_Name_1_>
+<User_ID_1_ ua="na">{user_id}</User_ID_1_>
+<Password_1_ ua="na">*************</Password_1_>
+<Short_Name_1_ ua="na">1001</Short_Name_1_>
+<Profile_Rule ua="na">https://prov.lab.test:8443/cfg/{MAC}.xml</Profile_Rule>
+<Report_Rule ua="na">http://127.0.0.1/report/$MA.xml</Report_Rule>
+<Primary_DNS ua="na">198.18.0.1</Primary_DNS>
+</flat-profile>
+"#
+    )
+}
+
+fn curl(args: &[&str], url: &str) -> (u16, String) {
+    let r = support::curl(10, args, url);
+    (r.code, String::from_utf8_lossy(&r.body).into_owned())
+}
+
+#[test]
+fn a_cisco_report_after_notify_is_verified_then_drift_lists_both_parameters() {
+    let d = Provbox::dir();
+    let files = d.path().join("files");
+    std::fs::create_dir_all(files.join("cfg")).unwrap();
+    // The shipped sample profile, as it is.
+    std::fs::write(
+        files.join("cfg/$MA.xml.tmpl"),
+        include_str!("../../files/profiles/cfg/$MA.xml.tmpl"),
+    )
+    .unwrap();
+    std::fs::write(
+        d.path().join("inventory.yaml"),
+        format!(
+            "devices:\n  - mac: {MAC}\n    display_name: Alice Example\n    sip_user: \"1001\"\n    sip_password: s3cret\n    extension: \"1001\"\n"
+        ),
+    )
+    .unwrap();
+    let hooked = d.path().join("hooked.txt");
+    let work = tempfile::tempdir().unwrap();
+    let sipp = Sipp::start(work.path(), "report");
+    let (http, dash, metrics) = (free_tcp_port(), free_tcp_port(), free_tcp_port());
+    let cfg = format!(
+        "catalog:\n  roots: [files]\nhttp:\n  enabled: true\n  listen: [\"127.0.0.1:{http}\"]\n\
+metrics:\n  enabled: true\n  listen: 127.0.0.1:{metrics}\n\
+dashboard:\n  enabled: true\n  listen: 127.0.0.1:{dash}\n  token: {TOKEN}\n  resync:\n    sip_port: {}\n\
+devices:\n  inventory: inventory.yaml\n  trust:\n    user_agent: true\n  reports:\n    path: /report/$MA.xml\n\
+hooks:\n  - name: verdicts\n    events: [verified, drift]\n    command: [/bin/sh, -c, 'echo \"$PROVBOX_EVENT $PROVBOX_MAC\" >> {}']\n",
+        sipp.port,
+        hooked.display()
+    );
+    let pb = Provbox::start(d, &cfg);
+    let base = format!("http://127.0.0.1:{http}");
+    let report_url = format!("{base}/report/{MAC}.xml");
+
+    // The phone fetches its profile: that is what its report is compared with.
+    let (code, served) = curl(&["-A", UA], &format!("{base}/cfg/{MAC}.xml"));
+    assert_eq!(code, 200, "{served}");
+    assert!(
+        served.contains("<User_ID_1_ ua=\"na\">1001</User_ID_1_>"),
+        "{served}"
+    );
+
+    // provbox asks the phone (sipp) for its report.
+    let config = pb.path().join("config.yaml");
+    let (code, out) = provbox(&[
+        "resync",
+        "--report",
+        "127.0.0.1",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("SIP NOTIFY Event: report → SIP/2.0 200 OK"),
+        "{out}"
+    );
+    let log = sipp.finish();
+    assert!(
+        log.contains("Event:[report]") || log.contains("Event: report"),
+        "{log}"
+    );
+
+    // The phone POSTs its report: every served parameter it reports matches.
+    let same = report("Alice Example", "1001");
+    let (code, body) = curl(&["-A", UA, "--data-binary", &same], &report_url);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body, "verified (5 parameters)\n");
+    let api = |path: &str| {
+        let (c, b) = curl(
+            &["-H", &format!("Authorization: Bearer {TOKEN}")],
+            &format!("http://127.0.0.1:{dash}{path}"),
+        );
+        assert_eq!(c, 200, "{b}");
+        serde_json::from_str::<serde_json::Value>(&b).unwrap()
+    };
+    let dev = api("/api/devices/00:56:2b:04:36:15");
+    assert_eq!(dev["verification"]["result"], "verified", "{dev:#}");
+    let m = support::scrape(metrics);
+    assert_eq!(
+        metric(&m, "provbox_devices_verification{result=\"verified\"}"),
+        1.0
+    );
+
+    // The same report with two parameters changed on the phone (PUT this time).
+    let changed = report("Bob", "6666");
+    let (code, body) = curl(
+        &["-A", UA, "-X", "PUT", "--data-binary", &changed],
+        &report_url,
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body, "drift: 2 parameters\n");
+    let dev = api("/api/devices/00:56:2b:04:36:15");
+    let v = &dev["verification"];
+    assert_eq!(v["result"], "drift", "{dev:#}");
+    assert_eq!(v["summary"], "drift: 2 parameters");
+    assert_eq!(
+        v["drift"],
+        serde_json::json!([
+            {"name": "Display_Name_1_", "expected": "Alice Example", "reported": "Bob"},
+            {"name": "User_ID_1_", "expected": "1001", "reported": "6666"},
+        ])
+    );
+    // The timeline says it too, with both parameters.
+    // (The report's own request follows it on the timeline as a transfer.)
+    let events = dev["events"].as_array().unwrap();
+    let last = events.iter().rev().find(|e| e["kind"] == "drift").unwrap();
+    let detail = last["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("Display_Name_1_: expected `Alice Example`, reported `Bob`")
+            && detail.contains("User_ID_1_: expected `1001`, reported `6666`"),
+        "{detail}"
+    );
+    let m = support::scrape(metrics);
+    assert_eq!(
+        metric(&m, "provbox_devices_verification{result=\"verified\"}"),
+        0.0
+    );
+    assert_eq!(
+        metric(&m, "provbox_devices_verification{result=\"drift\"}"),
+        1.0
+    );
+
+    // The hooks heard both verdicts.
+    support::eventually("both hook runs", Duration::from_secs(10), || {
+        std::fs::read_to_string(&hooked)
+            .is_ok_and(|t| t == "verified 00:56:2b:04:36:15\ndrift 00:56:2b:04:36:15\n")
+    });
+
+    // The dashboard's device view shows the drift, in headless Chromium.
+    let mut br = crate::dashboard::Browser::start();
+    let url = format!("http://127.0.0.1:{dash}/?token={TOKEN}");
+    br.call("Page.navigate", serde_json::json!({"url": url}));
+    br.wait_for(
+        "!!document.querySelector('tr[data-key=\"00:56:2b:04:36:15\"]')",
+        true.into(),
+    );
+    br.eval("document.querySelector('tr[data-key=\"00:56:2b:04:36:15\"]').click()");
+    br.wait_for(
+        "(document.getElementById('tl-verify') || {innerText: ''}).innerText",
+        "drift: 2 parameters\nDisplay_Name_1_: expected Alice Example, reported Bob\nUser_ID_1_: expected 1001, reported 6666".into(),
+    );
+    drop(br);
+
+    // Not from the device the path names: refused, and nothing changes.
+    let other = "Cisco-CP-8831-3PCC/9.3.3 (0015654aa937)";
+    let (code, _) = curl(&["-A", other, "--data-binary", &same], &report_url);
+    assert_eq!(code, 403);
+    let (code, _) = curl(&["--data-binary", &same], &report_url);
+    assert_eq!(code, 403);
+    let dev = api("/api/devices/00:56:2b:04:36:15");
+    assert_eq!(dev["verification"]["result"], "drift");
+    // A GET of a report path is an ordinary (missing) file; POST elsewhere is still 405.
+    let (code, _) = curl(
+        &["-A", UA, "--data-binary", "x"],
+        &format!("{base}/cfg/{MAC}.xml"),
+    );
+    assert_eq!(code, 405);
+}
