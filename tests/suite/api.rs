@@ -181,6 +181,7 @@ fn operations(doc: &serde_json::Value) -> Vec<(String, String, Option<String>)> 
 
 #[test]
 fn every_route_answers_with_the_token_and_refuses_without_it_or_cross_site() {
+    crate::support::needs!("curl", "openapi-spec-validator");
     require("curl");
     require("openapi-spec-validator");
     let b = start();
@@ -247,6 +248,7 @@ fn every_route_answers_with_the_token_and_refuses_without_it_or_cross_site() {
 
 #[test]
 fn devices_inventory_bindings_catalog_and_events() {
+    crate::support::needs!("curl");
     require("curl");
     let b = start();
     assert_eq!(b.fetch(UA_A, &format!("/cfg/{A_HEX}.xml")).0, 200);
@@ -419,6 +421,7 @@ fn devices_inventory_bindings_catalog_and_events() {
 
 #[test]
 fn cli_talks_to_the_running_server_and_falls_back_when_it_is_stopped() {
+    crate::support::needs!("curl");
     require("curl");
     let mut b = start();
     assert_eq!(b.fetch(UA_A, &format!("/cfg/{A_HEX}.xml")).0, 200);
@@ -517,6 +520,7 @@ fn cli_talks_to_the_running_server_and_falls_back_when_it_is_stopped() {
 
 #[test]
 fn a_released_lease_is_naked_at_renewal_and_the_phone_gets_another_address() {
+    crate::support::needs!(root, "busybox", "curl", "ip");
     require("curl");
     let mut lan = Lan::new();
     let cfg = format!(

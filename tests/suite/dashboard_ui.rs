@@ -73,6 +73,7 @@ fn confirm(br: &mut Browser, button: &str, yes: bool) -> Option<Value> {
 
 #[test]
 fn chromium_actions_ask_first_and_send_what_the_api_expects() {
+    crate::support::needs!("chromium", "curl");
     let b = start();
     assert_eq!(
         b.fetch("/spa504g.cfg", "Cisco/SPA504G-7.5.5 (000E08001701)"),
@@ -180,6 +181,7 @@ fn chromium_actions_ask_first_and_send_what_the_api_expects() {
 
 #[test]
 fn chromium_follows_the_bench_live_and_draws_the_chart() {
+    crate::support::needs!("chromium", "curl");
     let b = start();
     assert_eq!(
         b.fetch("/spa504g.cfg", "Cisco/SPA504G-7.5.5 (000E08001701)"),
@@ -243,6 +245,7 @@ fn chromium_follows_the_bench_live_and_draws_the_chart() {
 /// is refused, the page polls again.
 #[test]
 fn chromium_updates_on_stream_events_and_polls_when_the_stream_fails() {
+    crate::support::needs!("chromium", "curl");
     let b = start();
     assert_eq!(
         b.fetch("/spa504g.cfg", "Cisco/SPA504G-7.5.5 (000E08001701)"),

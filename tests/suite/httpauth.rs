@@ -146,6 +146,7 @@ fn digest_header(
 
 #[test]
 fn digest_and_basic_prove_the_device_and_wrong_passwords_get_the_challenge() {
+    crate::support::needs!("curl");
     let l = start(true, "    basic: true\n");
     let own = format!("/cfg/{A}.xml");
     let other = format!("/cfg/{B}.xml");
@@ -221,6 +222,7 @@ fn digest_and_basic_prove_the_device_and_wrong_passwords_get_the_challenge() {
 
 #[test]
 fn a_replayed_nonce_count_is_refused_and_md5_works() {
+    crate::support::needs!("curl");
     let l = start(true, "");
     let path = format!("/cfg/{A}.xml");
     let headers = raw_challenge(&l, &path);
@@ -268,6 +270,7 @@ fn a_replayed_nonce_count_is_refused_and_md5_works() {
 
 #[test]
 fn an_expired_nonce_is_stale_and_curl_carries_on() {
+    crate::support::needs!("curl");
     let l = start(true, "    nonce_lifetime: 1s\n");
     let path = format!("/cfg/{A}.xml");
     let headers = raw_challenge(&l, &path);
@@ -298,6 +301,7 @@ fn an_expired_nonce_is_stale_and_curl_carries_on() {
 
 #[test]
 fn wrong_passwords_are_throttled_like_pin_guesses() {
+    crate::support::needs!("curl");
     let l = start(true, "");
     let path = format!("/cfg/{A}.xml");
     for i in 0..5 {
@@ -327,6 +331,7 @@ fn wrong_passwords_are_throttled_like_pin_guesses() {
 
 #[test]
 fn without_trust_credentials_prove_nothing() {
+    crate::support::needs!("curl");
     let l = start(false, "    basic: true\n");
     let path = format!("/cfg/{A}.xml");
     // No challenge, and the right password does not help: trust is explicit.
@@ -343,6 +348,7 @@ fn without_trust_credentials_prove_nothing() {
 
 #[test]
 fn a_report_is_taken_only_with_the_devices_own_credentials() {
+    crate::support::needs!("curl");
     let l = start(true, "  reports:\n    path: /report/$MA.xml\n");
     let alice = format!("alice:{ALICE_PW}");
     let report = url(&l, &format!("/report/{A}.xml"));

@@ -37,6 +37,7 @@ fn ip_of(s: &str) -> Ipv4Addr {
 
 #[test]
 fn migrations_apply_once_and_a_newer_schema_is_refused() {
+    crate::support::needs!(root, "psql", "setpriv");
     let pg = PgCluster::start(None, "127.0.0.1", free_tcp_port());
     let cfg = format!(
         "data_dir: data\ncatalog:\n  roots: [files]\n{}",
@@ -71,6 +72,7 @@ fn migrations_apply_once_and_a_newer_schema_is_refused() {
 
 #[test]
 fn sslmode_require_and_verify_full_connect_over_tls() {
+    crate::support::needs!(root, "psql", "setpriv");
     let pg = PgCluster::start(None, "127.0.0.1", free_tcp_port());
     let certs = tempfile::tempdir().unwrap();
     let lab = provbox::tls::LabCa::ensure(certs.path(), &["127.0.0.1".into()]).unwrap();
@@ -132,6 +134,7 @@ fn sslmode_require_and_verify_full_connect_over_tls() {
 
 #[test]
 fn an_unreachable_database_refuses_the_start_and_a_bad_url_is_named() {
+    crate::support::needs!(root, "psql", "setpriv");
     let port = free_tcp_port();
     let dir = Provbox::dir();
     let path = dir.path().join("config.yaml");
@@ -463,6 +466,7 @@ fn assert_distinct(leased: &HashMap<usize, (Ipv4Addr, Ipv4Addr)>) {
 
 #[test]
 fn two_boxes_share_leases_storm_renewals_outage_and_a_killed_box() {
+    crate::support::needs!(root, "curl", "ip", "psql", "setpriv");
     let f = Fleet::new();
     let mut pa = f.start(&f.a, "a");
     let pb = f.start(&f.b, "b");
@@ -616,6 +620,7 @@ fn two_boxes_share_leases_storm_renewals_outage_and_a_killed_box() {
 
 #[test]
 fn one_fleet_view_a_syslog_line_to_a_shows_on_b() {
+    crate::support::needs!(root, "curl", "ip", "logger", "psql", "setpriv");
     let f = Fleet::new();
     // The firmware rsync to B did not finish: one file differs, the other is equal.
     let pa = f.start_with_files(
@@ -750,6 +755,7 @@ fn get_as(port: u16, ua: &str, path: &str) -> u16 {
 
 #[test]
 fn the_same_pin_on_two_boxes_at_once_binds_one_device_and_an_outage_answers_503() {
+    crate::support::needs!(root, "curl", "ip", "psql", "setpriv");
     let pg = PgCluster::start(None, "127.0.0.1", free_tcp_port());
     let [ha, ma, hb, mb] = [(); 4].map(|_| free_tcp_port());
     // Four at once per box: all from 127.0.0.1, which may guess wrong five times

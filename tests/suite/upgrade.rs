@@ -173,6 +173,7 @@ upgrade:
 
 #[test]
 fn upgrade_all_holds_at_most_n_phones_and_follows_each_to_upgraded() {
+    crate::support::needs!(root, "curl", "ip", "logger", "python3");
     let b = bench(
         PHONES,
         &format!("  max_parallel: {N}\n  timeout: 60s\n"),
@@ -259,6 +260,7 @@ fn upgrade_all_holds_at_most_n_phones_and_follows_each_to_upgraded() {
 
 #[test]
 fn a_phone_that_never_reports_fails_after_the_timeout() {
+    crate::support::needs!(root, "curl", "ip", "logger", "python3");
     let b = bench(1, "  timeout: 3s\n", true);
     let cfg = b.p.path().join("config.yaml");
     let bin = support::bin();
@@ -290,6 +292,7 @@ fn a_phone_that_never_reports_fails_after_the_timeout() {
 
 #[test]
 fn upgrade_refuses_what_it_cannot_do_in_words() {
+    crate::support::needs!("curl");
     let dir = Provbox::dir();
     let dash = support::free_tcp_port();
     let http = support::free_tcp_port();
@@ -307,6 +310,8 @@ dashboard:
 "
     );
     std::fs::write(dir.path().join("files/fw.bin"), "image").unwrap();
+    // Published from the start (a file written later waits for the watcher).
+    std::fs::write(dir.path().join("files/spa504g.cfg"), "<flat-profile/>").unwrap();
     let p = Provbox::start(dir, &config);
     let cfg = p.path().join("config.yaml");
     let (code, out) = support::provbox(&["upgrade", "all", "--config", cfg.to_str().unwrap()]);
@@ -316,7 +321,6 @@ dashboard:
         "{out}"
     );
     // A phone is known (its profile fetch names it); no firmware is configured for it.
-    std::fs::write(p.path().join("files/spa504g.cfg"), "<flat-profile/>").unwrap();
     let r = support::curl(
         10,
         &["-A", "Cisco/SPA504G-7.5.5 (000E08001699)"],

@@ -125,6 +125,7 @@ impl Bench {
 
 #[test]
 fn a_phone_uploads_its_override_and_log_and_only_it_reads_them_back() {
+    crate::support::needs!("curl", "openssl");
     let b = bench("  max_file: 4KiB\n  max_device: 12KiB\n  log_rotate: 1KiB\n  log_keep: 2\n");
     let cfg = format!("/{A}-phone.cfg");
     // The phone asks for its files first, as it does at boot (the override is not there).
@@ -326,6 +327,7 @@ fn a_phone_uploads_its_override_and_log_and_only_it_reads_them_back() {
 
 #[test]
 fn a_cut_upload_leaves_the_previous_version() {
+    crate::support::needs!("curl");
     let b = bench("");
     let cfg = format!("/{A}-phone.cfg");
     assert_eq!(b.put(Some(0), &cfg, b"previous\n"), 201);
@@ -429,6 +431,7 @@ uploads:\n  enabled: true\n  tftp: {tftp_uploads}\n  max_file: 64KiB\n"
 
 #[test]
 fn tftp_put_lands_in_the_upload_area_only_when_enabled() {
+    crate::support::needs!("tftp");
     support::require("tftp");
     let (pb, port, metrics) = tftp_bench(true);
     let local = pb.path().join("boot.log");
@@ -498,6 +501,7 @@ fn tftp_put_lands_in_the_upload_area_only_when_enabled() {
 
 #[test]
 fn chromium_shows_a_devices_uploads_and_a_logs_last_lines_as_text() {
+    crate::support::needs!("chromium", "curl");
     let b = bench("");
     // The phone's very first request is an upload: it still gets its record and event.
     let log = format!("/{A}-app.log");

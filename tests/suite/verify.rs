@@ -108,6 +108,7 @@ fn curl(args: &[&str], url: &str) -> (u16, String) {
 
 #[test]
 fn a_cisco_report_after_notify_is_verified_then_drift_lists_both_parameters() {
+    crate::support::needs!("chromium", "curl", "sipp");
     let d = Provbox::dir();
     let files = d.path().join("files");
     std::fs::create_dir_all(files.join("cfg")).unwrap();
