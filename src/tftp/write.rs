@@ -53,6 +53,7 @@ pub(super) async fn serve(shared: &Shared, job: &Job) -> std::io::Result<Report>
         && let Some(t) = up.target(&key)
     {
         report.note = Some((t.mac, s.describe("tftp")));
+        up.verify(&shared.provisioner, &t);
     }
     Ok(report)
 }

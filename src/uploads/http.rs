@@ -67,6 +67,8 @@ pub async fn receive(
     {
         pv.registry()
             .note(t.mac, "upload", &s.describe(from.protocol.as_str()));
+        // A Polycom override or Yealink local.cfg: verified like a Cisco report.
+        up.verify(pv, &t);
     }
     result
 }

@@ -32,6 +32,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
+use crate::devices::verify::Verdict;
 use crate::devices::{FetchRequest, Mac, Provisioner, access};
 use crate::limit::WarnGate;
 
@@ -108,6 +109,26 @@ impl fmt::Display for Pattern {
 /// Logs are appended and rotated; everything else is replaced.
 pub fn is_log(name: &str) -> bool {
     name.to_ascii_lowercase().ends_with(".log")
+}
+
+/// Upload names that are a phone's own configuration, with the vendor whose format they
+/// are in: each vendor file declares its `CONFIG_REPORTS`.
+fn config_reports() -> impl Iterator<Item = (&'static str, Pattern)> {
+    use crate::vendors::{polycom, yealink};
+    [
+        (polycom::VENDOR.name, polycom::CONFIG_REPORTS),
+        (yealink::VENDOR.name, yealink::CONFIG_REPORTS),
+    ]
+    .into_iter()
+    .flat_map(|(v, names)| names.iter().map(move |n| (v, n)))
+    .filter_map(|(v, n)| Pattern::parse(n).ok().map(|p| (v, p)))
+}
+
+/// The vendor whose configuration report a stored file `name` is (`$MA-phone.cfg`:
+/// Polycom, `$MA-local.cfg`: Yealink), if it is one: such an upload is compared with the
+/// profile last served to the device, as a Cisco report is.
+pub fn report_vendor(name: &str) -> Option<&'static str> {
+    config_reports().find_map(|(v, p)| p.matches(name).map(|_| v))
 }
 
 /// An upload's destination: whose, and the file name it is stored under.
@@ -341,6 +362,22 @@ impl Uploads {
                 }
             }
         }
+    }
+
+    /// After `target` was stored: when it is a configuration report
+    /// ([`report_vendor`]), compare it with the profile last served to the device (the
+    /// verdict goes to the timeline, the dashboard, the hooks and the gauge).
+    pub fn verify(&self, pv: &Provisioner, target: &Target) -> Option<Verdict> {
+        let vendor = report_vendor(&target.name)?;
+        // The stored file, as committed (never more than `max_file`).
+        let body = match fs::read(self.device_dir(target.mac).join(&target.name)) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(mac = %target.mac, file = %target.name, "cannot read the uploaded configuration to verify it: {e}");
+                return None;
+            }
+        };
+        Some(pv.verify_report(target.mac, vendor, &body))
     }
 
     fn device_dir(&self, mac: Mac) -> PathBuf {

@@ -240,3 +240,29 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_vendors_active_configuration_upload_is_a_report_and_nothing_else_is() {
+    assert_eq!(report_vendor("0004f2abcdef-phone.cfg"), Some("polycom"));
+    assert_eq!(report_vendor("0015654AA937-local.cfg"), Some("yealink"));
+    for no in [
+        "0004f2abcdef-app.log",
+        "0004f2abcdef-directory.xml",
+        "0015654aa937-sys.log",
+        "0004f2abcdef.cfg",
+        "x-phone.cfg",
+    ] {
+        assert_eq!(report_vendor(no), None, "{no}");
+    }
+    // A report can only arrive as an upload: each one is among the vendor's uploads.
+    for v in crate::vendors::VENDORS {
+        for (vendor, p) in config_reports() {
+            if vendor == v.name {
+                assert!(
+                    v.uploads.contains(&p.to_string().as_str()),
+                    "{vendor}: {p} is not an upload"
+                );
+            }
+        }
+    }
+}

@@ -53,6 +53,13 @@ pub(crate) const VENDOR: Vendor = Vendor {
     ],
 };
 
+/// Uploads that carry the phone's own parameters, compared with the profile it was served
+/// (`verify`): the override file the phone writes when its settings are changed on the
+/// phone (menu or web UI) and reads back at boot; its parameters win over the served ones,
+/// so each one that differs from the profile is drift. (Logs, call lists and directories
+/// carry no parameters.)
+pub(crate) const CONFIG_REPORTS: &[&str] = &["$MA-phone.cfg"];
+
 #[cfg(test)]
 vendor_table_tests! {
     syslog: "VVX_400", &[];

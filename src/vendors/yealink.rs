@@ -39,6 +39,12 @@ pub(crate) const VENDOR: Vendor = Vendor {
     uploads: &["$MA-local.cfg", "$MA-sys.log", "$MA-boot.log"],
 };
 
+/// Uploads that carry the phone's own parameters, compared with the profile it was served
+/// (`verify`): `$MA-local.cfg`, the settings changed on the phone (web UI or keypad) that
+/// it uploads when `static.auto_provision.custom.sync` is on and that win over the
+/// provisioned ones at the next boot; each one that differs from the profile is drift.
+pub(crate) const CONFIG_REPORTS: &[&str] = &["$MA-local.cfg"];
+
 #[cfg(test)]
 vendor_table_tests! {
     syslog: "SIP-T46G", &[];
