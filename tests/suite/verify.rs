@@ -266,3 +266,134 @@ hooks:\n  - name: verdicts\n    events: [verified, drift]\n    command: [/bin/sh
     );
     assert_eq!(code, 405);
 }
+
+const YEALINK: &str = "0015654aa937";
+const YEALINK_UA: &str = "Yealink SIP-T46G 28.72.0.1 00:15:65:4a:a9:37";
+
+/// A Yealink `$MA-local.cfg` as the phone uploads it: the served account parameters
+/// (`label`, `user_name` as given), the password masked, and settings the profile never
+/// set (not judged).
+fn local_cfg(label: &str, user_name: &str) -> String {
+    format!(
+        "#!version:1.0.0.1\n\
+lang.gui = English\n\
+account.1.enable = 1\n\
+account.1.label = {label}\n\
+account.1.display_name = Alice Example\n\
+account.1.user_name = {user_name}\n\
+account.1.password = ********\n\
+phone_setting.backlight_time = 60\n"
+    )
+}
+
+#[test]
+fn a_yealink_upload_of_its_local_config_is_verified_then_drift_lists_both_parameters() {
+    crate::support::needs!("curl");
+    let d = Provbox::dir();
+    std::fs::write(
+        d.path().join("files/$MA.cfg.tmpl"),
+        "#!version:1.0.0.1\n\
+account.1.enable = 1\n\
+account.1.label = $extension\n\
+account.1.display_name = $(display_name)\n\
+account.1.user_name = $sip_user\n\
+account.1.password = $sip_password\n\
+account.1.sip_server.1.address = 198.18.0.1\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.path().join("inventory.yaml"),
+        format!(
+            "devices:\n  - mac: {YEALINK}\n    display_name: Alice Example\n    sip_user: \"1001\"\n    sip_password: s3cret\n    extension: \"1001\"\n"
+        ),
+    )
+    .unwrap();
+    let (http, dash, metrics) = (free_tcp_port(), free_tcp_port(), free_tcp_port());
+    let cfg = format!(
+        "catalog:\n  roots: [files]\nhttp:\n  enabled: true\n  listen: [\"127.0.0.1:{http}\"]\n\
+metrics:\n  enabled: true\n  listen: 127.0.0.1:{metrics}\n\
+dashboard:\n  enabled: true\n  listen: 127.0.0.1:{dash}\n  token: {TOKEN}\n\
+devices:\n  inventory: inventory.yaml\n  trust:\n    user_agent: true\n\
+uploads:\n  enabled: true\n"
+    );
+    let pb = Provbox::start(d, &cfg);
+    let base = format!("http://127.0.0.1:{http}");
+    let api = || {
+        let (c, b) = curl(
+            &["-H", &format!("Authorization: Bearer {TOKEN}")],
+            &format!("http://127.0.0.1:{dash}/api/devices/00:15:65:4a:a9:37"),
+        );
+        assert_eq!(c, 200, "{b}");
+        serde_json::from_str::<serde_json::Value>(&b).unwrap()
+    };
+    let put = |body: &str| {
+        let f = pb.path().join("local.cfg");
+        std::fs::write(&f, body).unwrap();
+        support::curl(
+            10,
+            &["-A", YEALINK_UA, "-T", f.to_str().unwrap()],
+            &format!("{base}/{YEALINK}-local.cfg"),
+        )
+        .code
+    };
+
+    // The phone fetches its rendered profile: what its upload is compared with.
+    let (code, served) = curl(&["-A", YEALINK_UA], &format!("{base}/{YEALINK}.cfg"));
+    assert_eq!(code, 200, "{served}");
+    assert!(served.contains("account.1.user_name = 1001"), "{served}");
+
+    // It uploads its local configuration, matching what it was served: verified, on the
+    // parameters both name (label, display_name, user_name, enable; the masked password
+    // and the settings the profile never set are not judged).
+    assert_eq!(put(&local_cfg("1001", "1001")), 201);
+    let dev = api();
+    assert_eq!(dev["verification"]["result"], "verified", "{dev:#}");
+    assert_eq!(dev["verification"]["summary"], "verified (4 parameters)");
+    let m = support::scrape(metrics);
+    assert_eq!(
+        metric(&m, "provbox_devices_verification{result=\"verified\"}"),
+        1.0
+    );
+
+    // Two parameters changed on the phone, uploaded again: drift, listing both.
+    assert_eq!(put(&local_cfg("Front desk", "6666")), 204);
+    let dev = api();
+    let v = &dev["verification"];
+    assert_eq!(v["result"], "drift", "{dev:#}");
+    assert_eq!(v["summary"], "drift: 2 parameters");
+    assert_eq!(
+        v["drift"],
+        serde_json::json!([
+            {"name": "account.1.label", "expected": "1001", "reported": "Front desk"},
+            {"name": "account.1.user_name", "expected": "1001", "reported": "6666"},
+        ])
+    );
+    let events = dev["events"].as_array().unwrap();
+    let last = events.iter().rev().find(|e| e["kind"] == "drift").unwrap();
+    let detail = last["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("account.1.label: expected `1001`, reported `Front desk`")
+            && detail.contains("account.1.user_name: expected `1001`, reported `6666`"),
+        "{detail}"
+    );
+    assert!(
+        events.iter().any(|e| e["kind"] == "upload"),
+        "the upload is on the timeline too: {dev:#}"
+    );
+    let m = support::scrape(metrics);
+    assert_eq!(
+        metric(&m, "provbox_devices_verification{result=\"drift\"}"),
+        1.0
+    );
+
+    // Its logs are uploads too, but no configuration: the verdict stays.
+    let f = pb.path().join("sys.log");
+    std::fs::write(&f, "boot ok\n").unwrap();
+    let r = support::curl(
+        10,
+        &["-A", YEALINK_UA, "-T", f.to_str().unwrap()],
+        &format!("{base}/{YEALINK}-sys.log"),
+    );
+    assert_eq!(r.code, 201);
+    assert_eq!(api()["verification"]["result"], "drift");
+}
