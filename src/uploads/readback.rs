@@ -11,7 +11,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::Uploads;
 use crate::catalog::{Entry, Refusal};
-use crate::devices::pipeline::{Ctx, Flow, Stage};
+use crate::devices::pipeline::{Ctx, Flow, Stage, httpauth};
 use crate::devices::{access, template};
 
 pub struct ReadBack(pub Arc<Uploads>);
@@ -38,6 +38,12 @@ impl Stage for ReadBack {
                 .any(|c| catalog.lookup(c).is_ok());
         if in_catalog {
             return Flow::Continue;
+        }
+        // This stage answers before `http_auth` would run: a phone that proves itself
+        // with credentials (`trust.http_auth`) is asked for them here (a 401 with the
+        // challenge, not a 403).
+        if let Flow::Refuse(r) = httpauth::authenticate(ctx) {
+            return Flow::Refuse(r);
         }
         if let Err(r) = access::allow(&ctx.id, Some(target.mac)) {
             return Flow::Refuse(ctx.refuse(r, "uploaded file"));

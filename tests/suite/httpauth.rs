@@ -377,3 +377,70 @@ fn a_report_is_taken_only_with_the_devices_own_credentials() {
         "{text}"
     );
 }
+
+/// A Polycom's provisioning User-Agent: no MAC in it, so the credentials prove the phone.
+const POLYCOM_UA: &str = "FileTransport PolycomVVX-VVX_400-UA/5.9.5.0614 Type/Application";
+
+#[test]
+fn a_polycom_puts_its_log_and_override_with_digest_and_reads_them_back() {
+    crate::support::needs!("curl");
+    let l = start(true, "uploads:\n  enabled: true\n");
+    let alice = format!("alice:{ALICE_PW}");
+    let bob = format!("bob:{BOB_PW}");
+    let (log, over) = (format!("/{A}-app.log"), format!("/{A}-phone.cfg"));
+    let (log_body, over_body) = (
+        "0101000000|cfg |4|00|Prov|Upload of log\n",
+        "<PHONE_CONFIG><OVERRIDES up.ringer=\"3\"/></PHONE_CONFIG>\n",
+    );
+    let file = |name: &str, body: &str| {
+        let f = l.pb.path().join(name);
+        std::fs::write(&f, body).unwrap();
+        f.to_str().unwrap().to_string()
+    };
+    let (log_file, over_file) = (file("app.log", log_body), file("phone.cfg", over_body));
+    let stored = |name: &str| std::fs::read(l.pb.path().join("data/uploads").join(A).join(name));
+    let put = |cred: Option<&str>, f: &str, path: &str| {
+        let mut args = vec!["-A", POLYCOM_UA, "-T", f];
+        if let Some(c) = cred {
+            args.extend(["--digest", "-u", c]);
+        }
+        get(&args, &url(&l, path))
+    };
+
+    // No credentials: 401 with a Digest challenge, nothing stored.
+    for (f, path) in [(&log_file, &log), (&over_file, &over)] {
+        let (code, headers, _) = put(None, f, path);
+        assert_eq!(code, 401, "{path}");
+        assert!(headers.contains("www-authenticate: digest"), "{headers}");
+    }
+    // Bob's own (right) credentials prove Bob, not the phone the names belong to.
+    for (f, path) in [(&log_file, &log), (&over_file, &over)] {
+        let (code, _, _) = put(Some(&bob), f, path);
+        assert_eq!(code, 403, "{path}");
+    }
+    assert!(stored(&format!("{A}-app.log")).is_err());
+    assert!(stored(&format!("{A}-phone.cfg")).is_err());
+
+    // The phone itself, with Digest: both stored.
+    for (f, path) in [(&log_file, &log), (&over_file, &over)] {
+        let (code, headers, _) = put(Some(&alice), f, path);
+        assert_eq!(code, 201, "{path}: {headers}");
+    }
+    assert_eq!(stored(&format!("{A}-app.log")).unwrap(), log_body.as_bytes());
+    assert_eq!(
+        stored(&format!("{A}-phone.cfg")).unwrap(),
+        over_body.as_bytes()
+    );
+
+    // It reads its override back with Digest; Bob and the unproven do not.
+    let (code, _, body) = get(&["-A", POLYCOM_UA, "--digest", "-u", &alice], &url(&l, &over));
+    assert_eq!((code, body.as_str()), (200, over_body));
+    let (code, _, body) = get(&["-A", POLYCOM_UA, "--digest", "-u", &bob], &url(&l, &over));
+    assert_eq!(code, 403, "{body}");
+    let (code, headers, _) = get(&["-A", POLYCOM_UA], &url(&l, &over));
+    assert_eq!(code, 401);
+    assert!(headers.contains("www-authenticate: digest"), "{headers}");
+    let m = support::scrape(l.metrics);
+    assert_eq!(metric(&m, "provbox_uploads_total{result=\"stored\"}"), 2.0);
+    assert_eq!(metric(&m, "provbox_uploads_total{result=\"forbidden\"}"), 2.0);
+}

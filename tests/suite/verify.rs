@@ -397,3 +397,49 @@ uploads:\n  enabled: true\n"
     assert_eq!(r.code, 201);
     assert_eq!(api()["verification"]["result"], "drift");
 }
+
+#[test]
+fn an_oversize_report_is_refused_with_413_and_judges_nothing() {
+    crate::support::needs!("curl");
+    let d = Provbox::dir();
+    let (http, dash) = (free_tcp_port(), free_tcp_port());
+    let cfg = format!(
+        "catalog:\n  roots: [files]\nhttp:\n  enabled: true\n  listen: [\"127.0.0.1:{http}\"]\n\
+dashboard:\n  enabled: true\n  listen: 127.0.0.1:{dash}\n  token: {TOKEN}\n\
+devices:\n  trust:\n    user_agent: true\n  reports:\n    path: /report/$MA.xml\n"
+    );
+    let pb = Provbox::start(d, &cfg);
+    let url = format!("http://127.0.0.1:{http}/report/{MAC}.xml");
+    // A flat profile just over the 1 MiB cap (a real phone's is a few KiB).
+    let mut big = String::from("<flat-profile>\n");
+    while big.len() <= 1 << 20 {
+        big.push_str("<Display_Name_1_ ua=\"na\">padding padding padding</Display_Name_1_>\n");
+    }
+    big.push_str("</flat-profile>\n");
+    let f = pb.path().join("big.xml");
+    std::fs::write(&f, &big).unwrap();
+    let at = format!("@{}", f.display());
+    for method in ["POST", "PUT"] {
+        let (code, _) = curl(&["-A", UA, "-X", method, "--data-binary", &at], &url);
+        assert_eq!(code, 413, "{method}");
+    }
+    // Nothing was judged: the device has no verdict.
+    let (c, b) = curl(
+        &["-H", &format!("Authorization: Bearer {TOKEN}")],
+        &format!("http://127.0.0.1:{dash}/api/devices/00:56:2b:04:36:15"),
+    );
+    if c == 200 {
+        let dev: serde_json::Value = serde_json::from_str(&b).unwrap();
+        assert!(dev["verification"].is_null(), "{dev:#}");
+    } else {
+        assert_eq!(c, 404, "{b}");
+    }
+    // A report under the cap is taken (nothing served yet, which the answer says).
+    let small = report("Alice Example", "1001");
+    let (code, text) = curl(&["-A", UA, "--data-binary", &small], &url);
+    assert_eq!(code, 200, "{text}");
+    assert!(
+        text.starts_with("not verified: no profile was rendered"),
+        "{text}"
+    );
+}
