@@ -426,14 +426,20 @@ fn a_polycom_puts_its_log_and_override_with_digest_and_reads_them_back() {
         let (code, headers, _) = put(Some(&alice), f, path);
         assert_eq!(code, 201, "{path}: {headers}");
     }
-    assert_eq!(stored(&format!("{A}-app.log")).unwrap(), log_body.as_bytes());
+    assert_eq!(
+        stored(&format!("{A}-app.log")).unwrap(),
+        log_body.as_bytes()
+    );
     assert_eq!(
         stored(&format!("{A}-phone.cfg")).unwrap(),
         over_body.as_bytes()
     );
 
     // It reads its override back with Digest; Bob and the unproven do not.
-    let (code, _, body) = get(&["-A", POLYCOM_UA, "--digest", "-u", &alice], &url(&l, &over));
+    let (code, _, body) = get(
+        &["-A", POLYCOM_UA, "--digest", "-u", &alice],
+        &url(&l, &over),
+    );
     assert_eq!((code, body.as_str()), (200, over_body));
     let (code, _, body) = get(&["-A", POLYCOM_UA, "--digest", "-u", &bob], &url(&l, &over));
     assert_eq!(code, 403, "{body}");
@@ -442,5 +448,8 @@ fn a_polycom_puts_its_log_and_override_with_digest_and_reads_them_back() {
     assert!(headers.contains("www-authenticate: digest"), "{headers}");
     let m = support::scrape(l.metrics);
     assert_eq!(metric(&m, "provbox_uploads_total{result=\"stored\"}"), 2.0);
-    assert_eq!(metric(&m, "provbox_uploads_total{result=\"forbidden\"}"), 2.0);
+    assert_eq!(
+        metric(&m, "provbox_uploads_total{result=\"forbidden\"}"),
+        2.0
+    );
 }
