@@ -390,7 +390,8 @@ fn a_polycom_puts_its_log_and_override_with_digest_and_reads_them_back() {
     let (log, over) = (format!("/{A}-app.log"), format!("/{A}-phone.cfg"));
     let (log_body, over_body) = (
         "0101000000|cfg |4|00|Prov|Upload of log\n",
-        "<PHONE_CONFIG><OVERRIDES up.ringer=\"3\"/></PHONE_CONFIG>\n",
+        // A changed ringer (never served) and the served extension, as it was.
+        "<PHONE_CONFIG><OVERRIDES up.ringer=\"3\" ext=\"1001\"/></PHONE_CONFIG>\n",
     );
     let file = |name: &str, body: &str| {
         let f = l.pb.path().join(name);
@@ -420,6 +421,15 @@ fn a_polycom_puts_its_log_and_override_with_digest_and_reads_them_back() {
     }
     assert!(stored(&format!("{A}-app.log")).is_err());
     assert!(stored(&format!("{A}-phone.cfg")).is_err());
+
+    // The phone fetches its profile (`<device … ext="1001"/>`): what its override is
+    // compared with.
+    let (code, _, served) = get(
+        &["-A", POLYCOM_UA, "--digest", "-u", &alice],
+        &url(&l, &format!("/cfg/{A}.xml")),
+    );
+    assert_eq!(code, 200, "{served}");
+    assert!(served.contains("ext=\"1001\""), "{served}");
 
     // The phone itself, with Digest: both stored.
     for (f, path) in [(&log_file, &log), (&over_file, &over)] {
@@ -452,4 +462,22 @@ fn a_polycom_puts_its_log_and_override_with_digest_and_reads_them_back() {
         metric(&m, "provbox_uploads_total{result=\"forbidden\"}"),
         2.0
     );
+    // The override is its configuration report: the served extension is unchanged.
+    let verdicts = |m: &str| {
+        ["verified", "drift", "unreadable"].map(|r| {
+            metric(
+                m,
+                &format!("provbox_devices_verification{{result=\"{r}\"}}"),
+            )
+        })
+    };
+    assert_eq!(verdicts(&m), [1.0, 0.0, 0.0]);
+    // The extension changed on the phone: drift.
+    let changed = file(
+        "phone2.cfg",
+        "<PHONE_CONFIG><OVERRIDES up.ringer=\"3\" ext=\"2002\"/></PHONE_CONFIG>\n",
+    );
+    let (code, _, _) = put(Some(&alice), &changed, &over);
+    assert_eq!(code, 204);
+    assert_eq!(verdicts(&support::scrape(l.metrics)), [0.0, 1.0, 0.0]);
 }
