@@ -40,6 +40,10 @@ pub const PREFIX: &str = "/api/v1/";
 /// Largest request body taken (an inventory import of a few thousand lines fits).
 pub const MAX_BODY: usize = 4 << 20;
 
+/// A client that starts a body and stalls is answered 408 after this (the connection is
+/// not held open by a body that never ends).
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What the API works on; made once with the dashboard.
 pub struct Api {
     pub book: Arc<StatusBook>,
@@ -193,12 +197,21 @@ pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     })
 }
 
-/// The request body, at most [`MAX_BODY`] bytes.
+/// The request body, at most [`MAX_BODY`] bytes within [`BODY_TIMEOUT`].
 async fn body(req: Request<Incoming>) -> Result<Bytes, Response<LoggedBody>> {
-    match http_body_util::Limited::new(req.into_body(), MAX_BODY)
-        .collect()
-        .await
-    {
+    let read = http_body_util::Limited::new(req.into_body(), MAX_BODY).collect();
+    let Ok(read) = tokio::time::timeout(BODY_TIMEOUT, read).await else {
+        return Err(Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "Body too slow",
+            format!(
+                "the request body was not sent within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
+        )
+        .into());
+    };
+    match read {
         Ok(b) => Ok(b.to_bytes()),
         Err(e) => Err(if e.is::<http_body_util::LengthLimitError>() {
             Problem::new(

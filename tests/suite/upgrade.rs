@@ -439,4 +439,22 @@ dashboard:
         format!("http://127.0.0.1:{http}/fw.bin"),
         "{run}"
     );
+    // A body announced and never finished is cut off (408), not waited for forever.
+    let r = support::curl(
+        30,
+        &[
+            "-X",
+            "POST",
+            "-H",
+            &auth,
+            "-H",
+            &origin,
+            "-H",
+            "Content-Length: 100",
+            "--data",
+            "{",
+        ],
+        &url,
+    );
+    assert_eq!(r.code, 408, "{}", String::from_utf8_lossy(&r.body));
 }
