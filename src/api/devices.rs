@@ -254,8 +254,21 @@ pub fn forget(api: &Api, who: &str, mac: &str) -> Response<LoggedBody> {
     }
 }
 
-fn start(api: &Api, caller: &Caller, mac: &str, reboot: bool) -> Response<LoggedBody> {
-    let action = if reboot { "reboot" } else { "resync" };
+/// What to ask a phone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ask {
+    Resync,
+    Reboot,
+    /// Its configuration report (SIP NOTIFY `Event: report`).
+    Report,
+}
+
+fn start(api: &Api, caller: &Caller, mac: &str, ask: Ask) -> Response<LoggedBody> {
+    let action = match ask {
+        Ask::Resync => "resync",
+        Ask::Reboot => "reboot",
+        Ask::Report => "report",
+    };
     let targets = api.book.targets(mac);
     let Some(t) = targets.into_iter().next() else {
         audit(&caller.who, action, mac, "no device with a known address");
@@ -274,11 +287,17 @@ fn start(api: &Api, caller: &Caller, mac: &str, reboot: bool) -> Response<Logged
                 .ok()
                 .map(|m| m.to_hex()),
             vendor: t.vendor.clone(),
-            reboot,
+            reboot: ask == Ask::Reboot,
         };
-        let (kind, detail) = match resync::send(&cfg, &req).await {
-            Ok(d) => ("resync_sent", d),
-            Err(d) => ("resync_not_sent", d),
+        let sent = match ask {
+            Ask::Report => resync::report(&cfg, &req).await,
+            Ask::Resync | Ask::Reboot => resync::send(&cfg, &req).await,
+        };
+        let (kind, detail) = match (ask, sent) {
+            (Ask::Report, Ok(d)) => ("report_requested", d),
+            (Ask::Report, Err(d)) => ("report_not_requested", d),
+            (_, Ok(d)) => ("resync_sent", d),
+            (_, Err(d)) => ("resync_not_sent", d),
         };
         tracing::info!(device = %t.key, ip = %t.ip, result = kind, "{detail}");
         book.note(&t.key, kind, &detail);
@@ -296,7 +315,7 @@ fn start(api: &Api, caller: &Caller, mac: &str, reboot: bool) -> Response<Logged
         (status = 403, description = "cross-site request"),
     ))]
 pub fn resync(api: &Api, caller: &Caller, mac: &str) -> Response<LoggedBody> {
-    start(api, caller, mac, false)
+    start(api, caller, mac, Ask::Resync)
 }
 
 /// Ask the phone to reboot.
@@ -307,28 +326,20 @@ pub fn resync(api: &Api, caller: &Caller, mac: &str) -> Response<LoggedBody> {
         (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 pub fn reboot(api: &Api, caller: &Caller, mac: &str) -> Response<LoggedBody> {
-    start(api, caller, mac, true)
+    start(api, caller, mac, Ask::Reboot)
 }
 
-/// Ask the phone for a status report (SIP NOTIFY `Event: report`).
+/// Ask the phone for its configuration report (SIP NOTIFY `Event: report`, whatever
+/// `dashboard.resync.method` says); the phone posts it to its `Report_Rule` and the
+/// verdict lands on its timeline.
 #[utoipa::path(post, operation_id = "devices_report", path = "/api/v1/devices/{mac}/report", tag = "devices",
     params(("mac" = String, Path, description = "a MAC address or an IP address")),
     responses(
-        (status = 501, body = Problem, content_type = "application/problem+json"),
+        (status = 202, body = Sending),
         (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 pub fn report(api: &Api, caller: &Caller, mac: &str) -> Response<LoggedBody> {
-    if api.book.get(mac).is_none() {
-        return Problem::not_found(format!("no device `{mac}`")).into();
-    }
-    // This build's resync module has no report request to send (SIP NOTIFY Event: report).
-    audit(&caller.who, "report", mac, "not implemented");
-    Problem::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "Not implemented",
-        "this provbox cannot ask phones for a report yet (SIP NOTIFY Event: report)",
-    )
-    .into()
+    start(api, caller, mac, Ask::Report)
 }
 
 #[cfg(test)]

@@ -10,9 +10,11 @@ pub mod bindings;
 pub mod catalog;
 pub mod devices;
 pub mod events;
+pub mod history;
 pub mod inventory;
 pub mod leases;
 pub mod problem;
+pub mod upgrades;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -38,6 +40,10 @@ pub const PREFIX: &str = "/api/v1/";
 /// Largest request body taken (an inventory import of a few thousand lines fits).
 pub const MAX_BODY: usize = 4 << 20;
 
+/// A client that starts a body and stalls is answered 408 after this (the connection is
+/// not held open by a body that never ends).
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What the API works on; made once with the dashboard.
 pub struct Api {
     pub book: Arc<StatusBook>,
@@ -47,6 +53,10 @@ pub struct Api {
     pub shutdown: CancellationToken,
     /// Open event streams (capped: [`events::MAX_SUBSCRIBERS`]).
     pub(crate) subscribers: Arc<AtomicUsize>,
+    /// Firmware pushes (`/api/v1/upgrades`).
+    pub upgrades: Arc<crate::upgrade::Upgrades>,
+    /// Devices per state, sampled every minute (`/api/v1/history`; the dashboard runs it).
+    pub history: Arc<crate::status::history::History>,
 }
 
 /// Who is asking and with what settings (from the dashboard's current settings).
@@ -69,6 +79,10 @@ pub struct Caller {
         devices::resync,
         devices::reboot,
         devices::report,
+        upgrades::device,
+        upgrades::list,
+        upgrades::start,
+        history::get,
         leases::list,
         leases::get,
         leases::release,
@@ -104,12 +118,13 @@ pub struct Caller {
         catalog::CatalogList,
         catalog::Fetch,
         catalog::FetchList,
+        upgrades::Start,
     )),
     modifiers(&Security),
     security(("token" = [])),
     tags(
         (name = "devices"), (name = "leases"), (name = "bindings"),
-        (name = "inventory"), (name = "catalog"), (name = "events"), (name = "meta")
+        (name = "inventory"), (name = "catalog"), (name = "events"), (name = "upgrades"), (name = "meta")
     )
 )]
 pub struct Doc;
@@ -182,12 +197,21 @@ pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     })
 }
 
-/// The request body, at most [`MAX_BODY`] bytes.
+/// The request body, at most [`MAX_BODY`] bytes within [`BODY_TIMEOUT`].
 async fn body(req: Request<Incoming>) -> Result<Bytes, Response<LoggedBody>> {
-    match http_body_util::Limited::new(req.into_body(), MAX_BODY)
-        .collect()
-        .await
-    {
+    let read = http_body_util::Limited::new(req.into_body(), MAX_BODY).collect();
+    let Ok(read) = tokio::time::timeout(BODY_TIMEOUT, read).await else {
+        return Err(Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "Body too slow",
+            format!(
+                "the request body was not sent within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
+        )
+        .into());
+    };
+    match read {
         Ok(b) => Ok(b.to_bytes()),
         Err(e) => Err(if e.is::<http_body_util::LengthLimitError>() {
             Problem::new(
@@ -208,6 +232,7 @@ impl Api {
         provisioner: Arc<Provisioner>,
         tracker: TaskTracker,
         shutdown: CancellationToken,
+        upgrades: Arc<crate::upgrade::Upgrades>,
     ) -> Api {
         Api {
             book,
@@ -215,6 +240,8 @@ impl Api {
             tracker,
             shutdown,
             subscribers: Arc::new(AtomicUsize::new(0)),
+            upgrades,
+            history: Default::default(),
         }
     }
 
@@ -241,6 +268,13 @@ impl Api {
             (&Method::POST, ["devices", mac, "resync"]) => devices::resync(self, &caller, mac),
             (&Method::POST, ["devices", mac, "reboot"]) => devices::reboot(self, &caller, mac),
             (&Method::POST, ["devices", mac, "report"]) => devices::report(self, &caller, mac),
+            (&Method::POST, ["devices", mac, "upgrade"]) => upgrades::device(self, who, mac, q),
+            (&Method::GET, ["upgrades"]) => upgrades::list(self),
+            (&Method::POST, ["upgrades"]) => match body(req).await {
+                Ok(b) => upgrades::start(self, who, q, &b),
+                Err(r) => r,
+            },
+            (&Method::GET, ["history"]) => history::get(self),
             (&Method::GET, ["leases"]) => leases::list(self),
             (&Method::GET, ["leases", ip]) => leases::get(self, ip),
             (&Method::DELETE, ["leases", ip]) => leases::release(self, who, ip).await,
@@ -295,7 +329,9 @@ fn known_path(segs: &[&str]) -> bool {
         ["openapi.json"]
             | ["devices"]
             | ["devices", _]
-            | ["devices", _, "resync" | "reboot" | "report"]
+            | ["devices", _, "resync" | "reboot" | "report" | "upgrade"]
+            | ["upgrades"]
+            | ["history"]
             | ["leases"]
             | ["leases", _]
             | ["bindings"]
@@ -328,6 +364,10 @@ mod tests {
             "/api/v1/catalog/fetches",
             "/api/v1/events",
             "/api/v1/openapi.json",
+            "/api/v1/devices/{mac}/report",
+            "/api/v1/devices/{mac}/upgrade",
+            "/api/v1/upgrades",
+            "/api/v1/history",
         ] {
             assert!(paths.contains_key(p), "{p} missing from the document");
         }

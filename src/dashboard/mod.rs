@@ -9,9 +9,7 @@
 
 pub mod csv;
 pub mod guard;
-pub mod history;
 pub mod token;
-pub mod upgrades;
 pub mod uploads;
 
 use std::net::{IpAddr, SocketAddr};
@@ -190,10 +188,6 @@ pub struct DashboardHandler {
     pub api: Arc<crate::api::Api>,
     /// `data_dir/uploads`, for the uploads view.
     pub uploads: std::path::PathBuf,
-    /// Firmware pushes (`/api/v1/upgrades`).
-    pub upgrades: Arc<crate::upgrade::Upgrades>,
-    /// Devices per state, sampled every minute (`/api/v1/history`).
-    pub history: Arc<crate::status::history::History>,
 }
 
 /// Bind the dashboard's listener and make its handler (the token is resolved, and made
@@ -203,7 +197,6 @@ pub async fn bind(
     data_dir: &Path,
     api: Arc<crate::api::Api>,
     metrics: Arc<Metrics>,
-    upgrades: Arc<crate::upgrade::Upgrades>,
     banner: &mut Vec<String>,
 ) -> Result<(Arc<DashboardHandler>, crate::http::Listener)> {
     let (book, tracker) = (api.book.clone(), api.tracker.clone());
@@ -249,8 +242,6 @@ pub async fn bind(
         tls: false,
         api,
         uploads: crate::uploads::dir(data_dir),
-        upgrades,
-        history: Default::default(),
     });
     let listener = crate::http::Listener {
         name: format!("dashboard:{}", cfg.listen.value),
@@ -524,13 +515,7 @@ impl Handler for DashboardHandler {
     /// `/api/v1/…` goes to the API (after the same gate, its refusals as problem+json);
     /// everything else is answered at once by `handle`.
     fn takes_body(&self, req: &Request<Incoming>) -> bool {
-        let path = req.uri().path();
-        if !path.starts_with(crate::api::PREFIX) {
-            return false;
-        }
-        // Upgrades and the state history answer in `handle`, like the page's own routes.
-        let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        !(upgrades::handles(req.method(), &segs) || segs == ["api", "v1", "history"])
+        req.uri().path().starts_with(crate::api::PREFIX)
     }
 
     fn handle_body(
@@ -581,11 +566,7 @@ impl Handler for DashboardHandler {
             Method::HEAD => Method::GET,
             ref m => m.clone(),
         };
-        if upgrades::handles(&method, &segs) {
-            return upgrades::route(self, &method, &segs, req);
-        }
         match (&method, segs.as_slice()) {
-            (&Method::GET, ["api", "v1", "history"]) => history::get(self),
             (&Method::GET, [""]) => respond(StatusCode::OK, "text/html; charset=utf-8", PAGE),
             (&Method::GET, ["api", "devices"]) => self.devices(),
             (&Method::GET, ["api", "devices.csv"]) => {

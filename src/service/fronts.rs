@@ -142,10 +142,10 @@ impl Service for Dashboard {
             ctx.provisioner.clone(),
             ctx.tracker.clone(),
             ctx.shutdown.clone(),
+            upgrades,
         ));
         let (handler, listener) =
-            crate::dashboard::bind(d, &ctx.data_dir, api, ctx.metrics.clone(), upgrades, banner)
-                .await?;
+            crate::dashboard::bind(d, &ctx.data_dir, api, ctx.metrics.clone(), banner).await?;
         Ok(Dashboard {
             ctx: ctx.clone(),
             listener: Some(listener),
@@ -162,7 +162,7 @@ impl Service for Dashboard {
             let name = l.name.clone();
             let run = l.run(self.ctx.shutdown.clone(), self.ctx.tracker.clone());
             sup.spawn_once("dashboard", name, run);
-            let (h, book) = (self.handler.history.clone(), self.handler.book.clone());
+            let (h, book) = (self.handler.api.history.clone(), self.handler.book.clone());
             let history = h.run(book, self.ctx.shutdown.clone());
             sup.spawn_once("dashboard", "history", history);
         }
@@ -170,7 +170,7 @@ impl Service for Dashboard {
     }
 
     async fn reload(&self, change: &Change<'_>) -> Reloaded {
-        (self.handler.upgrades).reload(upgrade_settings(change.new));
+        (self.handler.api.upgrades).reload(upgrade_settings(change.new));
         let applied = self
             .handler
             .reload(&change.new.dashboard, &self.ctx.data_dir);

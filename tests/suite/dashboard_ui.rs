@@ -105,6 +105,18 @@ fn chromium_actions_ask_first_and_send_what_the_api_expects() {
         "Resync every phone?"
     );
 
+    // Ask it for its configuration report: a POST the server takes (202), not a 501.
+    let a = confirm(&mut br, "act-report", true).unwrap();
+    assert_eq!(
+        (a["method"].as_str(), a["path"].as_str()),
+        (
+            Some("POST"),
+            Some(format!("api/v1/devices/{enc}/report").as_str())
+        ),
+        "{a}"
+    );
+    assert_eq!(a["status"], 202, "{a}");
+
     // Release the lease of its address.
     let a = confirm(&mut br, "act-release", true).unwrap();
     assert_eq!(

@@ -370,15 +370,64 @@ dashboard:
         "403"
     );
 
-    // The JSON form the API documents: accepted, and the run shows in the progress.
+    // The JSON form the API documents: the body is read before the answer, so a refusal
+    // is a problem the caller sees (not only a log line) and a start answers with the run.
     let origin = format!("Origin: http://127.0.0.1:{dash}");
-    let body = r#"{"target": "00:0e:08:00:16:99", "firmware": "fw.bin"}"#;
-    let r = support::curl(
-        10,
-        &["-X", "POST", "-H", &auth, "-H", &origin, "--data", body],
-        &url,
-    );
-    assert_eq!(r.code, 202, "{}", String::from_utf8_lossy(&r.body));
+    let post = |body: &str| {
+        let r = support::curl(
+            10,
+            &["-X", "POST", "-H", &auth, "-H", &origin, "--data", body],
+            &url,
+        );
+        let ctype = r
+            .headers
+            .lines()
+            .find_map(|l| l.strip_prefix("content-type:"))
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        (r.code, ctype, v)
+    };
+    for (body, code, words) in [
+        (
+            r#"{"target": "00:0e:08:00:99:99"}"#,
+            404,
+            "no device with a known address matches `00:0e:08:00:99:99`",
+        ),
+        (
+            r#"{"target": "00:0e:08:00:16:99"}"#,
+            422,
+            "no firmware is configured for 00:0e:08:00:16:99",
+        ),
+        (
+            r#"{"target": "00:0e:08:00:16:99", "firmware": "../etc/passwd"}"#,
+            422,
+            "is not a file in the catalog",
+        ),
+        (
+            r#"{"target": "00:0e:08:00:16:99", "firmwar": "fw.bin"}"#,
+            400,
+            "unknown field `firmwar`",
+        ),
+        ("", 400, "no target"),
+    ] {
+        let (c, ctype, v) = post(body);
+        assert_eq!(
+            (c, ctype.as_str()),
+            (code, "application/problem+json"),
+            "{body}: {v}"
+        );
+        assert_eq!(v["status"], code, "{v}");
+        assert!(
+            v["detail"].as_str().unwrap_or("").contains(words),
+            "{body}: {v}"
+        );
+    }
+    let (c, _, started) = post(r#"{"target": "00:0e:08:00:16:99", "firmware": "fw.bin"}"#);
+    assert_eq!(c, 202, "{started}");
+    assert_eq!(started["target"], "00:0e:08:00:16:99", "{started}");
+    assert_eq!(started["phones"][0]["firmware"], "fw.bin", "{started}");
     let run = wait_for("the run", Duration::from_secs(10), || {
         let r = support::curl(10, &["-H", &auth], &url);
         let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
@@ -390,4 +439,22 @@ dashboard:
         format!("http://127.0.0.1:{http}/fw.bin"),
         "{run}"
     );
+    // A body announced and never finished is cut off (408), not waited for forever.
+    let r = support::curl(
+        30,
+        &[
+            "-X",
+            "POST",
+            "-H",
+            &auth,
+            "-H",
+            &origin,
+            "-H",
+            "Content-Length: 100",
+            "--data",
+            "{",
+        ],
+        &url,
+    );
+    assert_eq!(r.code, 408, "{}", String::from_utf8_lossy(&r.body));
 }

@@ -17,14 +17,14 @@ const UA: &str = "Cisco-CP-8831-3PCC/9.3.3 (00562b043615)";
 const TOKEN: &str = "verify-token-0123456789";
 
 /// sipp as the phone: one NOTIFY whose Event header matches `event_re`, answered 200.
-struct Sipp {
+pub(crate) struct Sipp {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     log: PathBuf,
 }
 
 impl Sipp {
-    fn start(dir: &Path, event_re: &str) -> Sipp {
+    pub(crate) fn start(dir: &Path, event_re: &str) -> Sipp {
         require("sipp");
         let scenario = include_str!("data/notify_uas.xml").replace("EVENT_RE", event_re);
         let file = dir.join("uas-report.xml");
@@ -52,7 +52,7 @@ impl Sipp {
         Sipp { child, port, log }
     }
 
-    fn finish(mut self) -> String {
+    pub(crate) fn finish(mut self) -> String {
         let start = Instant::now();
         let status = loop {
             if let Some(s) = self.child.try_wait().unwrap() {
