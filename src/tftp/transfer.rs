@@ -206,6 +206,20 @@ pub(super) async fn run(shared: Arc<Shared>, job: Job) {
     );
 }
 
+/// Answers a transfer mode other than `supported` with an error packet; true if it did.
+pub(super) async fn refused_mode(sock: &UdpSocket, mode: &Mode, supported: &str) -> bool {
+    let Mode::Other(m) = mode else {
+        return false;
+    };
+    let _ = sock
+        .send(&packet::error(
+            code::ILLEGAL_OPERATION,
+            &format!("unsupported mode {m:?}; use {supported}"),
+        ))
+        .await;
+    true
+}
+
 async fn serve(shared: &Shared, job: &Job) -> std::io::Result<Report> {
     let sock = UdpSocket::bind(SocketAddr::new(job.local, 0)).await?;
     sock.connect(job.peer).await?;
@@ -214,13 +228,7 @@ async fn serve(shared: &Shared, job: &Job) -> std::io::Result<Report> {
         Report::refused(outcome)
     };
     let req = &job.request;
-    if let Mode::Other(m) = &req.mode {
-        let _ = sock
-            .send(&packet::error(
-                code::ILLEGAL_OPERATION,
-                &format!("unsupported mode {m:?}; use octet or netascii"),
-            ))
-            .await;
+    if refused_mode(&sock, &req.mode, "octet or netascii").await {
         return Ok(refuse("bad_mode", "mode"));
     }
     let fetched = shared.provisioner.fetch(&FetchRequest {

@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use tokio::net::UdpSocket;
 
 use super::options;
-use super::packet::{self, Mode, Packet, code};
-use super::transfer::{Job, Report, Shared};
+use super::packet::{self, Packet, code};
+use super::transfer::{Job, Report, Shared, refused_mode};
 use crate::devices::FetchRequest;
 use crate::metrics::Protocol;
 use crate::uploads::{Refused, Stored};
@@ -66,13 +66,7 @@ async fn receive(
 ) -> (Result<Stored, Refused>, Report) {
     let req = &job.request;
     let mut report = Report::refused("access_violation");
-    if let Mode::Other(m) = &req.mode {
-        let _ = sock
-            .send(&packet::error(
-                code::ILLEGAL_OPERATION,
-                &format!("unsupported mode {m:?}; use octet"),
-            ))
-            .await;
+    if refused_mode(sock, &req.mode, "octet").await {
         report.outcome = "bad_mode";
         return (Err(Refused::NotUpload), report);
     }
