@@ -192,74 +192,80 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// What `ua` parses to, as (vendor, model, version, MAC), for one comparison a case.
+    fn fields(ua: &str) -> (&'static str, Option<String>, Option<String>, Option<Mac>) {
+        let u = parse_user_agent(ua).unwrap_or_else(|| panic!("not parsed: {ua}"));
+        (u.vendor, u.model, u.version, u.mac)
+    }
+
+    fn want(
+        vendor: &'static str,
+        model: &str,
+        version: &str,
+        m: Option<&str>,
+    ) -> (&'static str, Option<String>, Option<String>, Option<Mac>) {
+        (vendor, Some(model.into()), Some(version.into()), m.map(mac))
+    }
+
     #[test]
     fn cisco_3pcc() {
-        let u = parse_user_agent("Cisco-CP-8831-3PCC/9.3.3 (00562b043615)").unwrap();
-        assert_eq!(u.vendor, "cisco");
-        assert_eq!(u.model.as_deref(), Some("CP-8831-3PCC"));
-        assert_eq!(u.version.as_deref(), Some("9.3.3"));
-        assert_eq!(u.mac, Some(mac("00562b043615")));
+        assert_eq!(
+            fields("Cisco-CP-8831-3PCC/9.3.3 (00562b043615)"),
+            want("cisco", "CP-8831-3PCC", "9.3.3", Some("00562b043615"))
+        );
     }
 
     #[test]
     fn cisco_spa() {
-        let u = parse_user_agent("Cisco/SPA508G-7.4.4 (0002FDFF2103)(CBT141400FK)").unwrap();
-        assert_eq!(u.model.as_deref(), Some("SPA508G"));
-        assert_eq!(u.version.as_deref(), Some("7.4.4"));
-        assert_eq!(u.mac, Some(mac("0002fdff2103")));
+        let ua = "Cisco/SPA508G-7.4.4 (0002FDFF2103)(CBT141400FK)";
+        assert_eq!(
+            fields(ua),
+            want("cisco", "SPA508G", "7.4.4", Some("0002fdff2103"))
+        );
+        let u = parse_user_agent(ua).unwrap();
         assert_eq!(u.serial.as_deref(), Some("CBT141400FK"));
     }
 
     #[test]
     fn yealink() {
-        let u = parse_user_agent("Yealink SIP-T46G 28.72.0.1 00:15:65:4a:a9:37").unwrap();
-        assert_eq!(u.vendor, "yealink");
-        assert_eq!(u.model.as_deref(), Some("SIP-T46G"));
-        assert_eq!(u.version.as_deref(), Some("28.72.0.1"));
-        assert_eq!(u.mac, Some(mac("0015654aa937")));
+        assert_eq!(
+            fields("Yealink SIP-T46G 28.72.0.1 00:15:65:4a:a9:37"),
+            want("yealink", "SIP-T46G", "28.72.0.1", Some("0015654aa937"))
+        );
     }
 
     #[test]
     fn polycom_without_and_with_mac() {
-        let u = parse_user_agent("FileTransport PolycomVVX-VVX_400-UA/5.9.5.0614 Type/Application")
-            .unwrap();
-        assert_eq!(u.vendor, "polycom");
-        assert_eq!(u.model.as_deref(), Some("VVX_400"));
-        assert_eq!(u.version.as_deref(), Some("5.9.5.0614"));
-        assert_eq!(u.mac, None);
-        let u = parse_user_agent(
-            "FileTransport PolycomVVX-VVX_410-UA/5.9.0.9373 (SN:64167f0a0b0c) Type/Application",
-        )
-        .unwrap();
-        assert_eq!(u.model.as_deref(), Some("VVX_410"));
-        assert_eq!(u.mac, Some(mac("64167f0a0b0c")));
+        assert_eq!(
+            fields("FileTransport PolycomVVX-VVX_400-UA/5.9.5.0614 Type/Application"),
+            want("polycom", "VVX_400", "5.9.5.0614", None)
+        );
+        assert_eq!(
+            fields(
+                "FileTransport PolycomVVX-VVX_410-UA/5.9.0.9373 (SN:64167f0a0b0c) Type/Application"
+            ),
+            want("polycom", "VVX_410", "5.9.0.9373", Some("64167f0a0b0c"))
+        );
     }
 
     #[test]
     fn grandstream() {
-        let u =
-            parse_user_agent("Grandstream Model HW GXP2170 V2.4B SW 1.0.11.3 DevId c074ad2bd859")
-                .unwrap();
-        assert_eq!(u.vendor, "grandstream");
-        assert_eq!(u.model.as_deref(), Some("GXP2170"));
-        assert_eq!(u.version.as_deref(), Some("1.0.11.3"));
-        assert_eq!(u.mac, Some(mac("c074ad2bd859")));
-        let u = parse_user_agent("Grandstream GXP1625 1.0.4.128 DevId c074ad2bd85a").unwrap();
-        assert_eq!(u.model.as_deref(), Some("GXP1625"));
-        assert_eq!(u.version.as_deref(), Some("1.0.4.128"));
-        assert_eq!(u.mac, Some(mac("c074ad2bd85a")));
+        assert_eq!(
+            fields("Grandstream Model HW GXP2170 V2.4B SW 1.0.11.3 DevId c074ad2bd859"),
+            want("grandstream", "GXP2170", "1.0.11.3", Some("c074ad2bd859"))
+        );
+        assert_eq!(
+            fields("Grandstream GXP1625 1.0.4.128 DevId c074ad2bd85a"),
+            want("grandstream", "GXP1625", "1.0.4.128", Some("c074ad2bd85a"))
+        );
     }
 
     #[test]
     fn snom() {
-        let u = parse_user_agent(
-            "Mozilla/4.0 (compatible; snomD785-SIP 10.1.33.33 010.1.33.33 000413922D24)",
-        )
-        .unwrap();
-        assert_eq!(u.vendor, "snom");
-        assert_eq!(u.model.as_deref(), Some("D785"));
-        assert_eq!(u.version.as_deref(), Some("10.1.33.33"));
-        assert_eq!(u.mac, Some(mac("000413922d24")));
+        assert_eq!(
+            fields("Mozilla/4.0 (compatible; snomD785-SIP 10.1.33.33 010.1.33.33 000413922D24)"),
+            want("snom", "D785", "10.1.33.33", Some("000413922d24"))
+        );
     }
 
     #[test]

@@ -535,7 +535,12 @@ mod tests {
         );
     }
 
-    fn get(p: &Provisioner, proto: Protocol, ip: &str, path: &str) -> Result<Arc<Entry>, Refusal> {
+    pub(super) fn get(
+        p: &Provisioner,
+        proto: Protocol,
+        ip: &str,
+        path: &str,
+    ) -> Result<Arc<Entry>, Refusal> {
         let ip: IpAddr = ip.parse().unwrap();
         p.fetch(&FetchRequest {
             protocol: proto,
