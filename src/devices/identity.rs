@@ -192,80 +192,35 @@ mod tests {
         s.parse().unwrap()
     }
 
-    /// What `ua` parses to, as (vendor, model, version, MAC), for one comparison a case.
-    fn fields(ua: &str) -> (&'static str, Option<String>, Option<String>, Option<Mac>) {
-        let u = parse_user_agent(ua).unwrap_or_else(|| panic!("not parsed: {ua}"));
-        (u.vendor, u.model, u.version, u.mac)
-    }
+    /// Each vendor's agent formats: User-Agent, vendor, model, version, MAC.
+    #[rustfmt::skip]
+    const AGENTS: &[[&str; 5]] = &[
+        ["Cisco-CP-8831-3PCC/9.3.3 (00562b043615)", "cisco", "CP-8831-3PCC", "9.3.3", "00562b043615"],
+        ["Cisco/SPA508G-7.4.4 (0002FDFF2103)(CBT141400FK)", "cisco", "SPA508G", "7.4.4", "0002fdff2103"],
+        ["Yealink SIP-T46G 28.72.0.1 00:15:65:4a:a9:37", "yealink", "SIP-T46G", "28.72.0.1", "0015654aa937"],
+        ["FileTransport PolycomVVX-VVX_400-UA/5.9.5.0614 Type/Application", "polycom", "VVX_400", "5.9.5.0614", ""],
+        ["FileTransport PolycomVVX-VVX_410-UA/5.9.0.9373 (SN:64167f0a0b0c) Type/Application", "polycom", "VVX_410", "5.9.0.9373", "64167f0a0b0c"],
+        ["Grandstream Model HW GXP2170 V2.4B SW 1.0.11.3 DevId c074ad2bd859", "grandstream", "GXP2170", "1.0.11.3", "c074ad2bd859"],
+        ["Grandstream GXP1625 1.0.4.128 DevId c074ad2bd85a", "grandstream", "GXP1625", "1.0.4.128", "c074ad2bd85a"],
+        ["Mozilla/4.0 (compatible; snomD785-SIP 10.1.33.33 010.1.33.33 000413922D24)", "snom", "D785", "10.1.33.33", "000413922d24"],
+    ];
 
-    fn want(
-        vendor: &'static str,
-        model: &str,
-        version: &str,
-        m: Option<&str>,
-    ) -> (&'static str, Option<String>, Option<String>, Option<Mac>) {
-        (vendor, Some(model.into()), Some(version.into()), m.map(mac))
+    #[test]
+    fn each_vendors_agents_give_vendor_model_version_and_mac() {
+        for &[ua, vendor, model, version, m] in AGENTS {
+            let u = parse_user_agent(ua).unwrap_or_else(|| panic!("not parsed: {ua}"));
+            assert_eq!(u.vendor, vendor, "{ua}");
+            assert_eq!(u.model.as_deref(), Some(model), "{ua}");
+            assert_eq!(u.version.as_deref(), Some(version), "{ua}");
+            // "" stands for an agent that carries no MAC.
+            assert_eq!(u.mac, (!m.is_empty()).then(|| mac(m)), "{ua}");
+        }
     }
 
     #[test]
-    fn cisco_3pcc() {
-        assert_eq!(
-            fields("Cisco-CP-8831-3PCC/9.3.3 (00562b043615)"),
-            want("cisco", "CP-8831-3PCC", "9.3.3", Some("00562b043615"))
-        );
-    }
-
-    #[test]
-    fn cisco_spa() {
-        let ua = "Cisco/SPA508G-7.4.4 (0002FDFF2103)(CBT141400FK)";
-        assert_eq!(
-            fields(ua),
-            want("cisco", "SPA508G", "7.4.4", Some("0002fdff2103"))
-        );
-        let u = parse_user_agent(ua).unwrap();
+    fn cisco_spa_serial() {
+        let u = parse_user_agent("Cisco/SPA508G-7.4.4 (0002FDFF2103)(CBT141400FK)").unwrap();
         assert_eq!(u.serial.as_deref(), Some("CBT141400FK"));
-    }
-
-    #[test]
-    fn yealink() {
-        assert_eq!(
-            fields("Yealink SIP-T46G 28.72.0.1 00:15:65:4a:a9:37"),
-            want("yealink", "SIP-T46G", "28.72.0.1", Some("0015654aa937"))
-        );
-    }
-
-    #[test]
-    fn polycom_without_and_with_mac() {
-        assert_eq!(
-            fields("FileTransport PolycomVVX-VVX_400-UA/5.9.5.0614 Type/Application"),
-            want("polycom", "VVX_400", "5.9.5.0614", None)
-        );
-        assert_eq!(
-            fields(
-                "FileTransport PolycomVVX-VVX_410-UA/5.9.0.9373 (SN:64167f0a0b0c) Type/Application"
-            ),
-            want("polycom", "VVX_410", "5.9.0.9373", Some("64167f0a0b0c"))
-        );
-    }
-
-    #[test]
-    fn grandstream() {
-        assert_eq!(
-            fields("Grandstream Model HW GXP2170 V2.4B SW 1.0.11.3 DevId c074ad2bd859"),
-            want("grandstream", "GXP2170", "1.0.11.3", Some("c074ad2bd859"))
-        );
-        assert_eq!(
-            fields("Grandstream GXP1625 1.0.4.128 DevId c074ad2bd85a"),
-            want("grandstream", "GXP1625", "1.0.4.128", Some("c074ad2bd85a"))
-        );
-    }
-
-    #[test]
-    fn snom() {
-        assert_eq!(
-            fields("Mozilla/4.0 (compatible; snomD785-SIP 10.1.33.33 010.1.33.33 000413922D24)"),
-            want("snom", "D785", "10.1.33.33", Some("000413922d24"))
-        );
     }
 
     #[test]
@@ -309,15 +264,12 @@ mod tests {
         // The kernel shows the leased MAC at the leased address.
         let at_lease = |a: IpAddr| (a == ip).then(|| mac("000e08aabbcc"));
         // The lease wins over what the User-Agent claims, and is proven when trusted.
-        let id = identify(
-            ip,
-            Some("Yealink SIP-T46G 28.72.0.1 00:15:65:4a:a9:37"),
-            None,
-            None,
-            &reg,
-            &trusting,
-            &at_lease,
-        );
+        // A Yealink asking from `a`, with leases trusted.
+        let yealink_at = |a: IpAddr| {
+            let ua = Some("Yealink SIP-T46G 28.72.0.1 00:15:65:4a:a9:37");
+            identify(a, ua, None, None, &reg, &trusting, &at_lease)
+        };
+        let id = yealink_at(ip);
         assert_eq!(id.mac, Some(mac("000e08aabbcc")));
         assert_eq!(id.source, Source::lease);
         assert!(id.proven);
@@ -326,15 +278,7 @@ mod tests {
         assert!(!id.proven);
         // Another address has no lease: the User-Agent is all there is, untrusted.
         let other: IpAddr = "198.18.0.58".parse().unwrap();
-        let id = identify(
-            other,
-            Some("Yealink SIP-T46G 28.72.0.1 00:15:65:4a:a9:37"),
-            None,
-            None,
-            &reg,
-            &trusting,
-            &at_lease,
-        );
+        let id = yealink_at(other);
         assert_eq!(id.source, Source::user_agent);
         assert!(!id.proven);
         // A verified certificate beats the lease.
