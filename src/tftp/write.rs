@@ -11,7 +11,6 @@ use tokio::net::UdpSocket;
 use super::options;
 use super::packet::{self, Packet, code};
 use super::transfer::{Job, Report, Shared, refused_mode};
-use crate::devices::FetchRequest;
 use crate::metrics::Protocol;
 use crate::uploads::{Refused, Stored};
 
@@ -70,18 +69,7 @@ async fn receive(
         report.outcome = "bad_mode";
         return (Err(Refused::NotUpload), report);
     }
-    let target = match up.authorize(
-        &shared.provisioner,
-        &FetchRequest {
-            protocol: Protocol::tftp,
-            peer: job.peer,
-            local: Some(SocketAddr::new(job.local, shared.port)),
-            path: &req.filename,
-            user_agent: None,
-            client: None,
-            http: None,
-        },
-    ) {
+    let target = match up.authorize(&shared.provisioner, &job.fetch_request(shared.port)) {
         Ok(t) => t,
         Err(e) => return (Err(e), report),
     };
