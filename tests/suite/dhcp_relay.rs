@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use support::dhcp_raw::*;
 use support::netns::{Bg, Netns};
-use support::{Provbox, eventually, needs, wait_until};
+use support::{eventually, needs, wait_until};
 
 const PORT: &str = "b3p12";
 const TOKEN: &str = "relay-dashboard-token-0123456789";
@@ -104,22 +104,13 @@ fn relay(lan: &mut Lan, mac: &str) -> (Netns, Netns, Bg) {
 
 /// A test dir with a profile template and an inventory whose only row names the port.
 fn lab_dir() -> tempfile::TempDir {
-    let dir = Provbox::dir();
-    std::fs::create_dir_all(dir.path().join("files/cfg")).unwrap();
-    std::fs::write(
-        dir.path().join("files/cfg/$MA.xml.tmpl"),
-        "<device mac=\"$MAC\" ext=\"$extension\" name=\"$(display_name)\"/>\n",
-    )
-    .unwrap();
     // The slot's row names no MAC: only the port.
-    std::fs::write(
-        dir.path().join("inventory.yaml"),
-        format!(
+    crate::support::dedupe::profile_dir(
+        "<device mac=\"$MAC\" ext=\"$extension\" name=\"$(display_name)\"/>\n",
+        &format!(
             "devices:\n  - circuit: {PORT}\n    extension: \"1012\"\n    display_name: Slot 12\n"
         ),
     )
-    .unwrap();
-    dir
 }
 
 #[test]
@@ -159,24 +150,9 @@ fn a_phone_behind_a_relay_gets_its_switch_ports_profile() {
         relay_bg.stop().1
     );
     // TFTP too, the same bytes.
-    let got = tmp.path().join("tftp.xml");
     let name = format!("cfg/{}.xml", mac.replace(':', ""));
-    let out = phone.run(&[
-        "tftp",
-        "198.18.0.1",
-        "-m",
-        "octet",
-        "-c",
-        "get",
-        &name,
-        got.to_str().unwrap(),
-    ]);
-    assert_eq!(
-        std::fs::read_to_string(&got).unwrap_or_default(),
-        want,
-        "{}",
-        support::output_text(&out)
-    );
+    let got = crate::support::dedupe::netns_tftp_get(&phone, &name, tmp.path());
+    assert_eq!(got, Ok(want.into_bytes()));
 
     // The dashboard's device view shows the port → MAC binding on the timeline.
     let device = || {

@@ -336,20 +336,12 @@ fn a_lease_asked_for_with_the_victims_chaddr_does_not_prove_the_victim() {
     let attacker_mac = "02:00:00:00:0e:66";
     let mut lan = Lan::new();
     let work = tempfile::tempdir().unwrap();
-    let dir = Provbox::dir();
-    std::fs::create_dir_all(dir.path().join("files/cfg")).unwrap();
-    std::fs::write(
-        dir.path().join("files/cfg/$MA.xml.tmpl"),
+    let dir = crate::support::dedupe::profile_dir(
         "<flat-profile><Password>$sip_password</Password></flat-profile>\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("inventory.yaml"),
-        format!(
+        &format!(
             "devices:\n  - mac: \"{victim}\"\n    sip_password: victim-secret\n  - mac: \"{honest}\"\n    sip_password: honest-secret\n"
         ),
-    )
-    .unwrap();
+    );
     let cfg = dhcp_config(
         r#"http:
   enabled: true
@@ -526,17 +518,11 @@ fn pin_guesses_from_rotating_macs_and_addresses_share_one_budget() {
         "<flat-profile><!-- $account --></flat-profile>\n",
     )
     .unwrap();
-    std::fs::create_dir_all(dir.path().join("files/cfg")).unwrap();
-    std::fs::write(
-        dir.path().join("files/cfg/$MA.xml.tmpl"),
+    crate::support::dedupe::write_profile(
+        dir.path(),
         "account=$account\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("inventory.yaml"),
         "devices:\n  - pin: \"424242\"\n    account: acme-9\n",
-    )
-    .unwrap();
+    );
     let budget = 6;
     let (http, metrics) = (free_tcp_port(), free_tcp_port());
     let pb = Provbox::start(

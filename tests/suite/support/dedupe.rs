@@ -1,0 +1,46 @@
+//! Test fixtures several suite modules set up the same way.
+
+use std::path::Path;
+
+use super::Provbox;
+use super::netns::Netns;
+
+/// A test dir whose catalog has the per-device profile template `files/cfg/$MA.xml.tmpl`
+/// and whose `inventory.yaml` is `inventory`.
+pub fn profile_dir(template: &str, inventory: &str) -> tempfile::TempDir {
+    let dir = Provbox::dir();
+    write_profile(dir.path(), template, inventory);
+    dir
+}
+
+/// Writes the per-device profile template and the inventory into test dir `dir`.
+pub fn write_profile(dir: &Path, template: &str, inventory: &str) {
+    std::fs::create_dir_all(dir.join("files/cfg")).unwrap();
+    std::fs::write(dir.join("files/cfg/$MA.xml.tmpl"), template).unwrap();
+    std::fs::write(dir.join("inventory.yaml"), inventory).unwrap();
+}
+
+/// tftp-hpa from inside a phone's namespace, from the lab server 198.18.0.1: Ok(bytes) or Err(what the client said).
+pub fn netns_tftp_get(ns: &Netns, file: &str, dir: &Path) -> Result<Vec<u8>, String> {
+    let out_path = dir.join(format!("got-{}", file.replace('/', "_")));
+    let _ = std::fs::remove_file(&out_path);
+    let out = ns.run(&[
+        "tftp",
+        "198.18.0.1",
+        "-m",
+        "octet",
+        "-c",
+        "get",
+        file,
+        out_path.to_str().unwrap(),
+    ]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if said.contains("Error") || !out.status.success() {
+        return Err(said);
+    }
+    std::fs::read(&out_path).map_err(|e| format!("{e}: {said}"))
+}
