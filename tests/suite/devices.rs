@@ -5,6 +5,7 @@ use crate::support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use support::dedupe::assert_mentions;
 use support::metric;
 use support::{Provbox, free_tcp_port, provbox, run};
 
@@ -774,13 +775,9 @@ fn config_errors_name_the_devices_field_and_line() {
     .unwrap();
     let (code, out) = provbox(&["check", "--config", cfg.to_str().unwrap()]);
     assert_eq!(code, 1, "{out}");
-    assert!(
-        out.contains(":4:") && out.contains("devices.inventory"),
-        "{out}"
-    );
-    assert!(
-        out.contains(":5:") && out.contains("expected 403 or 404"),
-        "{out}"
+    assert_mentions(
+        &out,
+        &[(":4:", "devices.inventory"), (":5:", "expected 403 or 404")],
     );
 }
 

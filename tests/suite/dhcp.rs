@@ -9,6 +9,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use support::Provbox;
+use support::dedupe::assert_mentions;
 use support::dhcp_raw::*;
 use support::metric;
 
@@ -490,13 +491,9 @@ fn leases_command_lists_the_store() {
             .lines()
             .find(|l| l.starts_with("198.18.0.57"))
             .unwrap_or_else(|| panic!("running={running}: {out}"));
-        assert!(
-            line.contains("02:00:00:00:00:57") && line.contains("bound"),
-            "{line}"
-        );
-        assert!(
-            line.contains("phone57") && line.contains("CP-8831-3PCC"),
-            "{line}"
+        assert_mentions(
+            line,
+            &[("02:00:00:00:00:57", "bound"), ("phone57", "CP-8831-3PCC")],
         );
     }
 }

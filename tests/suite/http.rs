@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use support::dedupe::assert_mentions;
 use support::*;
 
 struct Ports {
@@ -503,21 +504,14 @@ fn shipped_config_checks_and_lists_listeners() {
     let cfg = root.join("config.yaml");
     let (code, out) = provbox(&["check", "--config", cfg.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
-    assert!(
-        out.contains("http.listen[0]") && out.contains("0.0.0.0:8080"),
-        "{out}"
-    );
-    assert!(
-        out.contains("https.listen[0]") && out.contains("0.0.0.0:8443"),
-        "{out}"
-    );
-    assert!(
-        out.contains("metrics.listen") && out.contains("9100"),
-        "{out}"
-    );
-    assert!(
-        out.contains("files/profiles") && out.contains("files/firmware"),
-        "{out}"
+    assert_mentions(
+        &out,
+        &[
+            ("http.listen[0]", "0.0.0.0:8080"),
+            ("https.listen[0]", "0.0.0.0:8443"),
+            ("metrics.listen", "9100"),
+            ("files/profiles", "files/firmware"),
+        ],
     );
     let (code, out) = provbox(&["--version"]);
     assert_eq!(code, 0);

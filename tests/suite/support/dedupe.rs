@@ -44,3 +44,15 @@ pub fn netns_tftp_get(ns: &Netns, file: &str, dir: &Path) -> Result<Vec<u8>, Str
     }
     std::fs::read(&out_path).map_err(|e| format!("{e}: {said}"))
 }
+
+/// Asserts that `text` (a command's output, a log line) says both parts of every pair,
+/// e.g. a config field and the line it is on.
+#[track_caller]
+pub fn assert_mentions(text: &str, pairs: &[(&str, &str)]) {
+    for (a, b) in pairs {
+        assert!(
+            text.contains(a) && text.contains(b),
+            "{a:?} and {b:?} not both in:\n{text}"
+        );
+    }
+}
