@@ -56,3 +56,9 @@ pub fn assert_mentions(text: &str, pairs: &[(&str, &str)]) {
         );
     }
 }
+
+/// Writes `yaml` to `cfg` and runs `provbox check` on it: (exit code, output).
+pub fn check_config(cfg: &Path, yaml: impl AsRef<[u8]>) -> (i32, String) {
+    std::fs::write(cfg, yaml).unwrap();
+    super::provbox(&["check", "--config", cfg.to_str().unwrap()])
+}
