@@ -152,10 +152,14 @@ fn a_phone_behind_a_relay_gets_its_switch_ports_profile() {
     // TFTP too, the same bytes.
     let name = format!("cfg/{}.xml", mac.replace(':', ""));
     let got = crate::support::dedupe::netns_tftp_get(&phone, &name, tmp.path());
-    assert_eq!(got, Ok(want.into_bytes()));
+    assert_eq!(
+        got.map(|b| String::from_utf8_lossy(&b).into_owned()),
+        Ok(want)
+    );
 
     // The dashboard's device view shows the port → MAC binding on the timeline.
-    let device = || {
+    // The dashboard's record of device `m`, as text.
+    let device_text = |m: &str| {
         let out = lan.srv.run(&[
             "curl",
             "-s",
@@ -163,10 +167,11 @@ fn a_phone_behind_a_relay_gets_its_switch_ports_profile() {
             "5",
             "-H",
             &format!("Authorization: Bearer {TOKEN}"),
-            &format!("http://127.0.0.1:8081/api/devices/{}", mac.replace(':', "")),
+            &format!("http://127.0.0.1:8081/api/devices/{}", m.replace(':', "")),
         ]);
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).ok()
+        String::from_utf8_lossy(&out.stdout).into_owned()
     };
+    let device = || serde_json::from_str::<serde_json::Value>(&device_text(mac)).ok();
     let note = format!("port {PORT} -> {mac} (lease 198.18.1.12, relay 198.18.1.1)");
     eventually(
         "the port note on the dashboard",
@@ -206,19 +211,7 @@ fn a_phone_behind_a_relay_gets_its_switch_ports_profile() {
         p.log()
             .contains(&format!("dhcp: port {PORT} -> {second} (was {mac})"))
     });
-    let d = lan.srv.run(&[
-        "curl",
-        "-s",
-        "--max-time",
-        "5",
-        "-H",
-        &format!("Authorization: Bearer {TOKEN}"),
-        &format!(
-            "http://127.0.0.1:8081/api/devices/{}",
-            second.replace(':', "")
-        ),
-    ]);
-    let d = String::from_utf8_lossy(&d.stdout);
+    let d = device_text(second);
     assert!(d.contains(&replaced), "{d}");
 }
 
