@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::dedupe::check_config;
+use crate::support::dedupe::{check_config, reload_config};
 use bench_kit::{Bench, kinds};
 use support::{free_udp_port, provbox, require};
 
@@ -103,8 +103,7 @@ fn token_protects_page_and_api() {
         b.metrics,
         &format!("  token: {NEW}\n"),
     );
-    std::fs::write(&cfg, text).unwrap();
-    let (rc, out) = provbox(&["reload", "--config", cfg.to_str().unwrap()]);
+    let (rc, out) = reload_config(&cfg, text);
     assert_eq!(rc, 0, "{out}");
     let bearer = |t: &str| format!("Authorization: Bearer {t}");
     let api = format!("{base}/api/devices");

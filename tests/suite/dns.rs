@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
-use support::dedupe::assert_mentions;
+use support::dedupe::{assert_mentions, check_config};
 use support::metric;
 use support::{Provbox, check_refuses, free_tcp_port, provbox, run};
 
@@ -446,8 +446,10 @@ dns:
     );
 
     // A wrong type names its line too.
-    std::fs::write(&cfg, "catalog:\n  roots: [files]\ndns:\n  enabled: true\n  zones:\n    - name: lab.test\n      records:\n        - name: prov\n          a: [not-an-ip]\n").unwrap();
-    let (code, out) = provbox(&["check", "--config", cfg.to_str().unwrap()]);
+    let (code, out) = check_config(
+        &cfg,
+        "catalog:\n  roots: [files]\ndns:\n  enabled: true\n  zones:\n    - name: lab.test\n      records:\n        - name: prov\n          a: [not-an-ip]\n",
+    );
     assert_ne!(code, 0, "{out}");
     assert!(out.contains(":9:"), "{out}");
 

@@ -59,6 +59,15 @@ pub fn assert_mentions(text: &str, pairs: &[(&str, &str)]) {
 
 /// Writes `yaml` to `cfg` and runs `provbox check` on it: (exit code, output).
 pub fn check_config(cfg: &Path, yaml: impl AsRef<[u8]>) -> (i32, String) {
+    config_command("check", cfg, yaml)
+}
+
+/// Writes `yaml` to `cfg` and runs `provbox reload` with it: (exit code, output).
+pub fn reload_config(cfg: &Path, yaml: impl AsRef<[u8]>) -> (i32, String) {
+    config_command("reload", cfg, yaml)
+}
+
+fn config_command(command: &str, cfg: &Path, yaml: impl AsRef<[u8]>) -> (i32, String) {
     std::fs::write(cfg, yaml).unwrap();
-    super::provbox(&["check", "--config", cfg.to_str().unwrap()])
+    super::provbox(&[command, "--config", cfg.to_str().unwrap()])
 }
