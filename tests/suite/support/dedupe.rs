@@ -71,3 +71,11 @@ fn config_command(command: &str, cfg: &Path, yaml: impl AsRef<[u8]>) -> (i32, St
     std::fs::write(cfg, yaml).unwrap();
     super::provbox(&[command, "--config", cfg.to_str().unwrap()])
 }
+
+/// Asserts that `text` holds every one of `parts`, showing the text when one is missing.
+#[track_caller]
+pub fn assert_contains_all(text: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(text.contains(part), "{part:?} not in:\n{text}");
+    }
+}
