@@ -14,6 +14,7 @@ use crate::support;
 
 use std::time::Duration;
 
+use support::dedupe::LAB_HTTP_TFTP;
 use support::dhcp_raw::*;
 use support::netns::{Bg, Netns};
 use support::{eventually, needs, wait_until};
@@ -35,13 +36,7 @@ fn config() -> String {
       router: 198.18.1.1
       reservations:
         - {{circuit: {PORT}, address: 198.18.1.12, hostname: slot12}}
-http:
-  enabled: true
-  listen: ["0.0.0.0:8080"]
-tftp:
-  enabled: true
-  listen: 0.0.0.0:69
-devices:
+{LAB_HTTP_TFTP}devices:
   inventory: inventory.yaml
   trust: {{relay: true}}
 dashboard:

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use support::Provbox;
-use support::dedupe::netns_tftp_get as tftp_get;
+use support::dedupe::{LAB_HTTP_TFTP, netns_tftp_get as tftp_get};
 use support::netns::{Lab, Netns};
 
 const A: &str = "02:00:00:00:00:0a";
@@ -22,16 +22,8 @@ fn hex(mac: &str) -> String {
 }
 
 fn config() -> String {
-    r#"data_dir: data
-catalog:
-  roots: [files]
-http:
-  enabled: true
-  listen: ["0.0.0.0:8080"]
-tftp:
-  enabled: true
-  listen: 0.0.0.0:69
-dhcp:
+    format!("data_dir: data\ncatalog:\n  roots: [files]\n{LAB_HTTP_TFTP}")
+        + r#"dhcp:
   enabled: true
   interfaces: [br0]
   options:
@@ -59,7 +51,6 @@ dashboard:
   listen: 127.0.0.1:8081
   token: e2e-dashboard-token-0123456789
 "#
-    .to_string()
 }
 
 fn udhcpc_script(dir: &Path) -> String {

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use support::dedupe::LAB_HTTP_TFTP;
 use support::dhcp_raw::LAB_CONFIG_HEAD;
 use support::netns::{Lab, Netns};
 use support::{Provbox, free_tcp_port, metric};
@@ -342,18 +343,12 @@ fn a_lease_asked_for_with_the_victims_chaddr_does_not_prove_the_victim() {
             "devices:\n  - mac: \"{victim}\"\n    sip_password: victim-secret\n  - mac: \"{honest}\"\n    sip_password: honest-secret\n"
         ),
     );
-    let cfg = dhcp_config(
-        r#"http:
-  enabled: true
-  listen: ["0.0.0.0:8080"]
-tftp:
-  enabled: true
-  listen: 0.0.0.0:69
-devices:
+    let cfg = dhcp_config(&format!(
+        r#"{LAB_HTTP_TFTP}devices:
   inventory: inventory.yaml
-  trust: {lease: true}
-"#,
-    );
+  trust: {{lease: true}}
+"#
+    ));
     let pb = Provbox::start_with(dir, &cfg, &lan.srv.prefix());
     let url = |mac: &str| format!("http://{SERVER}:8080/cfg/{}.xml", hex(mac));
 

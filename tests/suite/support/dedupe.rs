@@ -79,3 +79,12 @@ pub fn assert_contains_all(text: &str, parts: &[&str]) {
         assert!(text.contains(part), "{part:?} not in:\n{text}");
     }
 }
+
+/// The lab server's HTTP (8080) and TFTP (69) doors on every address, as config sections.
+pub const LAB_HTTP_TFTP: &str = r#"http:
+  enabled: true
+  listen: ["0.0.0.0:8080"]
+tftp:
+  enabled: true
+  listen: 0.0.0.0:69
+"#;
