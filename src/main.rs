@@ -223,26 +223,38 @@ fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runti
     })
 }
 
+/// Loads the configuration and runs `f` on it on a small runtime.
+fn on_runtime<F: std::future::Future>(
+    config: &std::path::Path,
+    f: impl FnOnce(config::Config) -> F,
+) -> Result<F::Output, ExitCode> {
+    let cfg = load(config)?;
+    let rt = runtime(tokio::runtime::Builder::new_current_thread())?;
+    Ok(rt.block_on(f(cfg)))
+}
+
+/// A command's exit: success (`Ok(true)`), a failure it has told of (`Ok(false)`), or an
+/// error printed after `what` ("provbox cert").
+fn exit_code<E: std::fmt::Display>(what: &str, r: Result<bool, E>) -> ExitCode {
+    match r {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("{what}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// An API command (`provbox devices forget`, ...): load the configuration, run it on a
 /// small runtime, print its error.
 fn api_command<F>(config: &std::path::Path, f: impl FnOnce(config::Config) -> F) -> ExitCode
 where
     F: std::future::Future<Output = Result<(), String>>,
 {
-    let cfg = match load(config) {
-        Ok(cfg) => cfg,
-        Err(code) => return code,
-    };
-    let rt = match runtime(tokio::runtime::Builder::new_current_thread()) {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    match rt.block_on(f(cfg)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("provbox: {e}");
-            ExitCode::FAILURE
-        }
+    match on_runtime(config, f) {
+        Ok(r) => exit_code("provbox", r.map(|()| true)),
+        Err(code) => code,
     }
 }
 
@@ -305,13 +317,7 @@ fn cert(cmd: CertCommand) -> ExitCode {
             })
         }
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("provbox cert: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_code("provbox cert", result.map(|()| true))
 }
 
 fn main() -> ExitCode {
@@ -402,16 +408,11 @@ fn main() -> ExitCode {
                 Ok(cfg) => cfg,
                 Err(code) => return code,
             };
-            match provbox::uploads::cli(&cfg.data_dir, &mac, export.as_deref()) {
-                Ok(text) => {
-                    print!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("provbox uploads: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            let r = provbox::uploads::cli(&cfg.data_dir, &mac, export.as_deref());
+            exit_code(
+                "provbox uploads",
+                r.map(|text| print!("{text}")).map(|()| true),
+            )
         }
         Command::Reload { config } => {
             let cfg = match load(&config) {
@@ -422,20 +423,12 @@ fn main() -> ExitCode {
                     return code;
                 }
             };
-            match control::signal_reload(&cfg.data_dir, std::time::Duration::from_secs(15)) {
-                Ok((result, text)) => {
-                    println!("reload {result}: {text}");
-                    if result == "ok" {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::FAILURE
-                    }
-                }
-                Err(e) => {
-                    eprintln!("provbox reload: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            let r = control::signal_reload(&cfg.data_dir, std::time::Duration::from_secs(15));
+            let r = r.map(|(result, text)| {
+                println!("reload {result}: {text}");
+                result == "ok"
+            });
+            exit_code("provbox reload", r)
         }
         Command::Resync {
             target,
@@ -443,27 +436,19 @@ fn main() -> ExitCode {
             report,
             config,
         } => {
-            let cfg = match load(&config) {
-                Ok(cfg) => cfg,
-                Err(code) => return code,
-            };
-            let rt = match runtime(tokio::runtime::Builder::new_current_thread()) {
-                Ok(rt) => rt,
-                Err(code) => return code,
-            };
-            match rt.block_on(provbox::dashboard::resync_cli(
-                &cfg.dashboard,
-                &cfg.data_dir,
-                &target,
-                reboot,
-                report,
-            )) {
-                Ok(true) => ExitCode::SUCCESS,
-                Ok(false) => ExitCode::FAILURE,
-                Err(e) => {
-                    eprintln!("provbox resync: {e:#}");
-                    ExitCode::FAILURE
-                }
+            let r = on_runtime(&config, |cfg| async move {
+                provbox::dashboard::resync_cli(
+                    &cfg.dashboard,
+                    &cfg.data_dir,
+                    &target,
+                    reboot,
+                    report,
+                )
+                .await
+            });
+            match r {
+                Ok(r) => exit_code("provbox resync", r),
+                Err(code) => code,
             }
         }
         Command::Upgrade {
@@ -471,39 +456,27 @@ fn main() -> ExitCode {
             firmware,
             config,
         } => {
-            let cfg = match load(&config) {
-                Ok(cfg) => cfg,
-                Err(code) => return code,
-            };
-            let rt = match runtime(tokio::runtime::Builder::new_current_thread()) {
-                Ok(rt) => rt,
-                Err(code) => return code,
-            };
             let fw = firmware.as_deref();
-            match rt.block_on(provbox::cli::upgrade::cli(&cfg, &target, fw)) {
-                Ok(true) => ExitCode::SUCCESS,
-                Ok(false) => ExitCode::FAILURE,
-                Err(e) => {
-                    eprintln!("provbox upgrade: {e:#}");
-                    ExitCode::FAILURE
-                }
+            let r = on_runtime(&config, |cfg| async move {
+                provbox::cli::upgrade::cli(&cfg, &target, fw).await
+            });
+            match r {
+                Ok(r) => exit_code("provbox upgrade", r),
+                Err(code) => code,
             }
         }
         Command::Leases {
             config,
             command: None,
         } => match config::Config::load(&config) {
-            Ok(cfg) => match if *cfg.store.backend == provbox::store::Backend::Postgres {
-                provbox::dhcp::print_shared_leases(&cfg.store)
-            } else {
-                provbox::dhcp::print_leases(&cfg.data_dir)
-            } {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("provbox: {e:#}");
-                    ExitCode::FAILURE
-                }
-            },
+            Ok(cfg) => {
+                let r = if *cfg.store.backend == provbox::store::Backend::Postgres {
+                    provbox::dhcp::print_shared_leases(&cfg.store)
+                } else {
+                    provbox::dhcp::print_leases(&cfg.data_dir)
+                };
+                exit_code("provbox", r.map(|()| true))
+            }
             Err(e) => {
                 eprintln!("{e}");
                 ExitCode::FAILURE

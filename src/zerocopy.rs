@@ -83,12 +83,24 @@ impl SendfileStream {
         offset: u64,
         len: usize,
     ) -> Poll<io::Result<usize>> {
+        self.poll_syscall(cx, || {
+            let mut off = offset as libc::off_t;
+            // SAFETY: both fds are open (see `locate`); `off` is a valid pointer.
+            unsafe { libc::sendfile(self.0.as_raw_fd(), fd, &mut off, len) }
+        })
+    }
+
+    /// Runs one non-blocking write syscall (a byte count or -1) when the socket is writable,
+    /// again after a spurious readiness.
+    fn poll_syscall(
+        &self,
+        cx: &mut Context<'_>,
+        mut call: impl FnMut() -> isize,
+    ) -> Poll<io::Result<usize>> {
         loop {
             ready!(self.0.poll_write_ready(cx))?;
             let r = self.0.try_io(Interest::WRITABLE, || {
-                let mut off = offset as libc::off_t;
-                // SAFETY: both fds are open (see `locate`); `off` is a valid pointer.
-                let n = unsafe { libc::sendfile(self.0.as_raw_fd(), fd, &mut off, len) };
+                let n = call();
                 if n < 0 {
                     Err(io::Error::last_os_error())
                 } else {
@@ -101,36 +113,22 @@ impl SendfileStream {
             }
         }
     }
-}
 
-impl SendfileStream {
     fn poll_send_more(
         &self,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        loop {
-            ready!(self.0.poll_write_ready(cx))?;
-            let r = self.0.try_io(Interest::WRITABLE, || {
-                // SAFETY: a zeroed msghdr is valid; the iovecs outlive the call (IoSlice is
-                // ABI-compatible with iovec).
-                let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-                msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
-                msg.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize) as _;
-                let flags = libc::MSG_MORE | libc::MSG_NOSIGNAL;
-                // SAFETY: the fd is open for the life of `self`; `msg` points at live iovecs.
-                let n = unsafe { libc::sendmsg(self.0.as_raw_fd(), &msg, flags) };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
-            });
-            match r {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                r => return Poll::Ready(r),
-            }
-        }
+        self.poll_syscall(cx, || {
+            // SAFETY: a zeroed msghdr is valid; the iovecs outlive the call (IoSlice is
+            // ABI-compatible with iovec).
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+            msg.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize) as _;
+            let flags = libc::MSG_MORE | libc::MSG_NOSIGNAL;
+            // SAFETY: the fd is open for the life of `self`; `msg` points at live iovecs.
+            unsafe { libc::sendmsg(self.0.as_raw_fd(), &msg, flags) }
+        })
     }
 }
 

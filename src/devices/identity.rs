@@ -192,74 +192,35 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// Each vendor's agent formats: User-Agent, vendor, model, version, MAC.
+    #[rustfmt::skip]
+    const AGENTS: &[[&str; 5]] = &[
+        ["Cisco-CP-8831-3PCC/9.3.3 (00562b043615)", "cisco", "CP-8831-3PCC", "9.3.3", "00562b043615"],
+        ["Cisco/SPA508G-7.4.4 (0002FDFF2103)(CBT141400FK)", "cisco", "SPA508G", "7.4.4", "0002fdff2103"],
+        ["Yealink SIP-T46G 28.72.0.1 00:15:65:4a:a9:37", "yealink", "SIP-T46G", "28.72.0.1", "0015654aa937"],
+        ["FileTransport PolycomVVX-VVX_400-UA/5.9.5.0614 Type/Application", "polycom", "VVX_400", "5.9.5.0614", ""],
+        ["FileTransport PolycomVVX-VVX_410-UA/5.9.0.9373 (SN:64167f0a0b0c) Type/Application", "polycom", "VVX_410", "5.9.0.9373", "64167f0a0b0c"],
+        ["Grandstream Model HW GXP2170 V2.4B SW 1.0.11.3 DevId c074ad2bd859", "grandstream", "GXP2170", "1.0.11.3", "c074ad2bd859"],
+        ["Grandstream GXP1625 1.0.4.128 DevId c074ad2bd85a", "grandstream", "GXP1625", "1.0.4.128", "c074ad2bd85a"],
+        ["Mozilla/4.0 (compatible; snomD785-SIP 10.1.33.33 010.1.33.33 000413922D24)", "snom", "D785", "10.1.33.33", "000413922d24"],
+    ];
+
     #[test]
-    fn cisco_3pcc() {
-        let u = parse_user_agent("Cisco-CP-8831-3PCC/9.3.3 (00562b043615)").unwrap();
-        assert_eq!(u.vendor, "cisco");
-        assert_eq!(u.model.as_deref(), Some("CP-8831-3PCC"));
-        assert_eq!(u.version.as_deref(), Some("9.3.3"));
-        assert_eq!(u.mac, Some(mac("00562b043615")));
+    fn each_vendors_agents_give_vendor_model_version_and_mac() {
+        for &[ua, vendor, model, version, m] in AGENTS {
+            let u = parse_user_agent(ua).unwrap_or_else(|| panic!("not parsed: {ua}"));
+            assert_eq!(u.vendor, vendor, "{ua}");
+            assert_eq!(u.model.as_deref(), Some(model), "{ua}");
+            assert_eq!(u.version.as_deref(), Some(version), "{ua}");
+            // "" stands for an agent that carries no MAC.
+            assert_eq!(u.mac, (!m.is_empty()).then(|| mac(m)), "{ua}");
+        }
     }
 
     #[test]
-    fn cisco_spa() {
+    fn cisco_spa_serial() {
         let u = parse_user_agent("Cisco/SPA508G-7.4.4 (0002FDFF2103)(CBT141400FK)").unwrap();
-        assert_eq!(u.model.as_deref(), Some("SPA508G"));
-        assert_eq!(u.version.as_deref(), Some("7.4.4"));
-        assert_eq!(u.mac, Some(mac("0002fdff2103")));
         assert_eq!(u.serial.as_deref(), Some("CBT141400FK"));
-    }
-
-    #[test]
-    fn yealink() {
-        let u = parse_user_agent("Yealink SIP-T46G 28.72.0.1 00:15:65:4a:a9:37").unwrap();
-        assert_eq!(u.vendor, "yealink");
-        assert_eq!(u.model.as_deref(), Some("SIP-T46G"));
-        assert_eq!(u.version.as_deref(), Some("28.72.0.1"));
-        assert_eq!(u.mac, Some(mac("0015654aa937")));
-    }
-
-    #[test]
-    fn polycom_without_and_with_mac() {
-        let u = parse_user_agent("FileTransport PolycomVVX-VVX_400-UA/5.9.5.0614 Type/Application")
-            .unwrap();
-        assert_eq!(u.vendor, "polycom");
-        assert_eq!(u.model.as_deref(), Some("VVX_400"));
-        assert_eq!(u.version.as_deref(), Some("5.9.5.0614"));
-        assert_eq!(u.mac, None);
-        let u = parse_user_agent(
-            "FileTransport PolycomVVX-VVX_410-UA/5.9.0.9373 (SN:64167f0a0b0c) Type/Application",
-        )
-        .unwrap();
-        assert_eq!(u.model.as_deref(), Some("VVX_410"));
-        assert_eq!(u.mac, Some(mac("64167f0a0b0c")));
-    }
-
-    #[test]
-    fn grandstream() {
-        let u =
-            parse_user_agent("Grandstream Model HW GXP2170 V2.4B SW 1.0.11.3 DevId c074ad2bd859")
-                .unwrap();
-        assert_eq!(u.vendor, "grandstream");
-        assert_eq!(u.model.as_deref(), Some("GXP2170"));
-        assert_eq!(u.version.as_deref(), Some("1.0.11.3"));
-        assert_eq!(u.mac, Some(mac("c074ad2bd859")));
-        let u = parse_user_agent("Grandstream GXP1625 1.0.4.128 DevId c074ad2bd85a").unwrap();
-        assert_eq!(u.model.as_deref(), Some("GXP1625"));
-        assert_eq!(u.version.as_deref(), Some("1.0.4.128"));
-        assert_eq!(u.mac, Some(mac("c074ad2bd85a")));
-    }
-
-    #[test]
-    fn snom() {
-        let u = parse_user_agent(
-            "Mozilla/4.0 (compatible; snomD785-SIP 10.1.33.33 010.1.33.33 000413922D24)",
-        )
-        .unwrap();
-        assert_eq!(u.vendor, "snom");
-        assert_eq!(u.model.as_deref(), Some("D785"));
-        assert_eq!(u.version.as_deref(), Some("10.1.33.33"));
-        assert_eq!(u.mac, Some(mac("000413922d24")));
     }
 
     #[test]
@@ -303,15 +264,12 @@ mod tests {
         // The kernel shows the leased MAC at the leased address.
         let at_lease = |a: IpAddr| (a == ip).then(|| mac("000e08aabbcc"));
         // The lease wins over what the User-Agent claims, and is proven when trusted.
-        let id = identify(
-            ip,
-            Some("Yealink SIP-T46G 28.72.0.1 00:15:65:4a:a9:37"),
-            None,
-            None,
-            &reg,
-            &trusting,
-            &at_lease,
-        );
+        // A Yealink asking from `a`, with leases trusted.
+        let yealink_at = |a: IpAddr| {
+            let ua = Some("Yealink SIP-T46G 28.72.0.1 00:15:65:4a:a9:37");
+            identify(a, ua, None, None, &reg, &trusting, &at_lease)
+        };
+        let id = yealink_at(ip);
         assert_eq!(id.mac, Some(mac("000e08aabbcc")));
         assert_eq!(id.source, Source::lease);
         assert!(id.proven);
@@ -320,15 +278,7 @@ mod tests {
         assert!(!id.proven);
         // Another address has no lease: the User-Agent is all there is, untrusted.
         let other: IpAddr = "198.18.0.58".parse().unwrap();
-        let id = identify(
-            other,
-            Some("Yealink SIP-T46G 28.72.0.1 00:15:65:4a:a9:37"),
-            None,
-            None,
-            &reg,
-            &trusting,
-            &at_lease,
-        );
+        let id = yealink_at(other);
         assert_eq!(id.source, Source::user_agent);
         assert!(!id.proven);
         // A verified certificate beats the lease.

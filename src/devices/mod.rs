@@ -485,6 +485,13 @@ mod tests {
         pub(super) p: Provisioner,
     }
 
+    impl Lab {
+        /// A TFTP fetch of `path` from the leased address.
+        fn tftp(&self, path: &str) -> Result<Arc<Entry>, Refusal> {
+            get(&self.p, Protocol::tftp, LEASED, path)
+        }
+    }
+
     pub(super) fn lab(cfg: impl FnOnce(&mut Config)) -> Lab {
         let d = tempfile::tempdir().unwrap();
         let root = d.path().join("files");
@@ -535,7 +542,12 @@ mod tests {
         );
     }
 
-    fn get(p: &Provisioner, proto: Protocol, ip: &str, path: &str) -> Result<Arc<Entry>, Refusal> {
+    pub(super) fn get(
+        p: &Provisioner,
+        proto: Protocol,
+        ip: &str,
+        path: &str,
+    ) -> Result<Arc<Entry>, Refusal> {
         let ip: IpAddr = ip.parse().unwrap();
         p.fetch(&FetchRequest {
             protocol: proto,
@@ -552,7 +564,7 @@ mod tests {
     fn tftp_from_a_leased_address_gets_that_leases_profile() {
         let l = lab(|c| c.trust.lease = true);
         lease(&l.p, LEASED, A);
-        let e = get(&l.p, Protocol::tftp, LEASED, "cfg/00562b043615.xml").unwrap();
+        let e = l.tftp("cfg/00562b043615.xml").unwrap();
         assert_eq!(
             &e.body[..],
             b"<device mac=\"00:56:2b:04:36:15\" ext=\"1001\" name=\"Alice\"/>\n"
@@ -562,7 +574,7 @@ mod tests {
         assert_eq!((&h.body, &h.etag), (&e.body, &e.etag));
         // Another device's profile: refused, whoever asks for it.
         assert_eq!(
-            get(&l.p, Protocol::tftp, LEASED, "cfg/0015654aa937.xml").unwrap_err(),
+            l.tftp("cfg/0015654aa937.xml").unwrap_err(),
             Refusal::Forbidden("other_device")
         );
         // No lease: nobody.
@@ -578,13 +590,10 @@ mod tests {
             b"for everyone\n"
         );
         // Templates are never served raw.
-        assert_eq!(
-            get(&l.p, Protocol::tftp, LEASED, "cfg/$MA.xml.tmpl").unwrap_err(),
-            Refusal::NotFound
-        );
+        assert_eq!(l.tftp("cfg/$MA.xml.tmpl").unwrap_err(), Refusal::NotFound);
         // The lease ends: the device is no longer proven.
         l.p.registry().lease_ended(LEASED.parse().unwrap());
-        assert!(get(&l.p, Protocol::tftp, LEASED, "cfg/00562b043615.xml").is_err());
+        assert!(l.tftp("cfg/00562b043615.xml").is_err());
     }
 
     #[test]
@@ -685,7 +694,7 @@ mod tests {
         let l = lab(|_| {});
         lease(&l.p, LEASED, A);
         assert_eq!(
-            get(&l.p, Protocol::tftp, LEASED, "cfg/00562b043615.xml").unwrap_err(),
+            l.tftp("cfg/00562b043615.xml").unwrap_err(),
             Refusal::Forbidden("unproven_identity")
         );
     }
@@ -694,17 +703,14 @@ mod tests {
     fn missing_variable_refuses_with_the_configured_status() {
         let l = lab(|c| c.trust.lease = true);
         lease(&l.p, LEASED, A);
-        assert_eq!(
-            get(&l.p, Protocol::tftp, LEASED, "secret.cfg").unwrap_err(),
-            Refusal::NotFound
-        );
+        assert_eq!(l.tftp("secret.cfg").unwrap_err(), Refusal::NotFound);
         let l = lab(|c| {
             c.trust.lease = true;
             c.missing_variable = At::new(403);
         });
         lease(&l.p, LEASED, A);
         assert_eq!(
-            get(&l.p, Protocol::tftp, LEASED, "secret.cfg").unwrap_err(),
+            l.tftp("secret.cfg").unwrap_err(),
             Refusal::Forbidden("missing_variable")
         );
     }
@@ -713,7 +719,7 @@ mod tests {
     fn per_device_static_file_is_encrypted_with_the_device_key() {
         let l = lab(|c| c.trust.lease = true);
         lease(&l.p, LEASED, "0015654aa937");
-        let e = get(&l.p, Protocol::tftp, LEASED, "SEP0015654AA937.cnf.xml").unwrap();
+        let e = l.tftp("SEP0015654AA937.cnf.xml").unwrap();
         assert_eq!(
             crypt::decrypt(&e.body, "k3y", config::Digest::Md5).unwrap(),
             b"static for b\n"

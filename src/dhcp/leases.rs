@@ -543,6 +543,11 @@ mod tests {
         reserved: HashSet<Ipv4Addr>,
     }
 
+    /// A fresh pool `lo..=hi` with no leases and nothing kept out of it.
+    fn empty_pool(pool: (&str, &str)) -> (Subnet, Leases, Sets) {
+        (subnet(pool), Leases::default(), Sets::new(&[], &[]))
+    }
+
     impl Sets {
         fn new(server: &[Ipv4Addr], reserved: &[Ipv4Addr]) -> Sets {
             Sets {
@@ -596,9 +601,7 @@ mod tests {
 
     #[test]
     fn exhaustion_returns_none() {
-        let sn = subnet(("198.18.0.10", "198.18.0.11"));
-        let mut t = Leases::default();
-        let sets = Sets::new(&[], &[]);
+        let (sn, mut t, sets) = empty_pool(("198.18.0.10", "198.18.0.11"));
         let ex = sets.excluded();
         for n in 1..=2 {
             let (c, _) = key(n);
@@ -615,9 +618,7 @@ mod tests {
 
     #[test]
     fn client_gets_its_previous_or_requested_address() {
-        let sn = subnet(("198.18.0.10", "198.18.0.50"));
-        let mut t = Leases::default();
-        let sets = Sets::new(&[], &[]);
+        let (sn, mut t, sets) = empty_pool(("198.18.0.10", "198.18.0.50"));
         let ex = sets.excluded();
         let (c1, _) = key(1);
         assert_eq!(
@@ -644,9 +645,7 @@ mod tests {
 
     #[test]
     fn offers_hold_then_lapse() {
-        let sn = subnet(("198.18.0.10", "198.18.0.10"));
-        let mut t = Leases::default();
-        let sets = Sets::new(&[], &[]);
+        let (sn, mut t, sets) = empty_pool(("198.18.0.10", "198.18.0.10"));
         let ex = sets.excluded();
         t.put(lease(ip("198.18.0.10"), 1, State::Offered { until: 30 }));
         let (c2, _) = key(2);
@@ -688,9 +687,7 @@ mod tests {
 
     #[test]
     fn released_addresses_are_reclaimed_after_fresh_ones() {
-        let sn = subnet(("198.18.0.10", "198.18.0.12"));
-        let mut t = Leases::default();
-        let sets = Sets::new(&[], &[]);
+        let (sn, mut t, sets) = empty_pool(("198.18.0.10", "198.18.0.12"));
         let ex = sets.excluded();
         t.put(lease(ip("198.18.0.10"), 1, State::Free));
         let mut got = Vec::new();

@@ -63,6 +63,25 @@ struct Job {
     done: Option<tokio::sync::oneshot::Sender<bool>>,
 }
 
+impl Job {
+    /// The job's changes are durable: announce its events, tell a waiting release, reply.
+    async fn committed<S, F>(self, engine: &Engine, send: &S)
+    where
+        S: Fn(Reply, usize) -> F,
+        F: std::future::Future<Output = ()>,
+    {
+        for ev in &self.events {
+            engine.announce(ev);
+        }
+        if let Some(d) = self.done {
+            let _ = d.send(true);
+        }
+        if let Some((r, idx)) = self.reply {
+            send(r, idx).await;
+        }
+    }
+}
+
 /// The interfaces' sockets, bound; no lease journal opened and nothing answered yet.
 pub struct Bound {
     settings: config::Settings,
@@ -393,15 +412,7 @@ async fn commit_batch<S, F>(
             match r {
                 Ok(()) => {
                     for j in batch {
-                        for ev in &j.events {
-                            engine.announce(ev);
-                        }
-                        if let Some(d) = j.done {
-                            let _ = d.send(true);
-                        }
-                        if let Some((r, idx)) = j.reply {
-                            send(r, idx).await;
-                        }
+                        j.committed(engine, send).await;
                     }
                 }
                 Err(e) => {

@@ -131,15 +131,7 @@ async fn commit<S, F>(
                     }
                     continue;
                 }
-                for ev in &j.events {
-                    engine.announce(ev);
-                }
-                if let Some(d) = j.done {
-                    let _ = d.send(true);
-                }
-                if let Some((r, idx)) = j.reply {
-                    send(r, idx).await;
-                }
+                j.committed(engine, send).await;
             }
         }
         Err(e) => {

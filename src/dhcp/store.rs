@@ -633,6 +633,13 @@ mod tests {
         v
     }
 
+    /// Commits `l` through `j`, closes the journal and reads it back, sorted.
+    fn put_and_reopen(mut j: Journal, dir: &Path, l: &Lease) -> Vec<Lease> {
+        j.commit(&[Change::Put(l.clone())]).unwrap();
+        drop(j);
+        sorted(Journal::open(dir).unwrap().1)
+    }
+
     #[test]
     fn records_round_trip_and_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
@@ -674,13 +681,10 @@ mod tests {
         std::fs::write(&path, &full[..cut]).unwrap();
         let record = (full.len() - HEADER_LEN) / 2; // a and b encode to the same size
         assert_eq!(read(&path).unwrap().torn, (record - 7) as u64);
-        let (mut j, got, _) = Journal::open(dir.path()).unwrap();
+        let (j, got, _) = Journal::open(dir.path()).unwrap();
         assert_eq!(got, vec![a.clone()]);
         assert_eq!(read(&path).unwrap().torn, 0, "the torn record is cut off");
-        j.commit(&[Change::Put(c.clone())]).unwrap();
-        drop(j);
-        let (_, got, _) = Journal::open(dir.path()).unwrap();
-        assert_eq!(sorted(got), vec![a, c]);
+        assert_eq!(put_and_reopen(j, dir.path(), &c), vec![a, c]);
     }
 
     #[test]
@@ -747,13 +751,10 @@ mod tests {
         let c = read(&path).unwrap();
         assert!(c.records < 10, "compacted to {} records", c.records);
         drop(j);
-        let (mut j, got, _) = Journal::open(dir.path()).unwrap();
+        let (j, got, _) = Journal::open(dir.path()).unwrap();
         assert_eq!(got, vec![keep.clone()]);
         let more = lease("198.18.3.3", State::Free);
-        j.commit(&[Change::Put(more.clone())]).unwrap();
-        drop(j);
-        let (_, got, _) = Journal::open(dir.path()).unwrap();
-        assert_eq!(sorted(got), vec![keep, more]);
+        assert_eq!(put_and_reopen(j, dir.path(), &more), vec![keep, more]);
         assert!(!path.with_extension("journal.new").exists());
     }
 
@@ -869,14 +870,11 @@ mod tests {
         push_record(&mut old, Format::V1, DELETE, b.ip, &[]);
         std::fs::write(&path, &old).unwrap();
         assert!(read(&path).unwrap().is_old_format());
-        let (mut j, got, bad) = Journal::open(dir.path()).unwrap();
+        let (j, got, bad) = Journal::open(dir.path()).unwrap();
         assert_eq!((got, bad), (vec![a.clone()], 0));
         let now = std::fs::read(&path).unwrap();
         assert!(now.starts_with(MAGIC), "rewritten as PBXLEAS2");
-        j.commit(&[Change::Put(b.clone())]).unwrap();
-        drop(j);
-        let (_, got, _) = Journal::open(dir.path()).unwrap();
-        assert_eq!(sorted(got), vec![a, b]);
+        assert_eq!(put_and_reopen(j, dir.path(), &b), vec![a, b]);
     }
 
     #[test]

@@ -206,6 +206,35 @@ pub(super) async fn run(shared: Arc<Shared>, job: Job) {
     );
 }
 
+impl Job {
+    /// What the device layer is asked for this request, served on `port`.
+    pub(super) fn fetch_request(&self, port: u16) -> FetchRequest<'_> {
+        FetchRequest {
+            protocol: Protocol::tftp,
+            peer: self.peer,
+            local: Some(SocketAddr::new(self.local, port)),
+            path: &self.request.filename,
+            user_agent: None,
+            client: None,
+            http: None,
+        }
+    }
+}
+
+/// Answers a transfer mode other than `supported` with an error packet; true if it did.
+pub(super) async fn refused_mode(sock: &UdpSocket, mode: &Mode, supported: &str) -> bool {
+    let Mode::Other(m) = mode else {
+        return false;
+    };
+    let _ = sock
+        .send(&packet::error(
+            code::ILLEGAL_OPERATION,
+            &format!("unsupported mode {m:?}; use {supported}"),
+        ))
+        .await;
+    true
+}
+
 async fn serve(shared: &Shared, job: &Job) -> std::io::Result<Report> {
     let sock = UdpSocket::bind(SocketAddr::new(job.local, 0)).await?;
     sock.connect(job.peer).await?;
@@ -214,24 +243,10 @@ async fn serve(shared: &Shared, job: &Job) -> std::io::Result<Report> {
         Report::refused(outcome)
     };
     let req = &job.request;
-    if let Mode::Other(m) = &req.mode {
-        let _ = sock
-            .send(&packet::error(
-                code::ILLEGAL_OPERATION,
-                &format!("unsupported mode {m:?}; use octet or netascii"),
-            ))
-            .await;
+    if refused_mode(&sock, &req.mode, "octet or netascii").await {
         return Ok(refuse("bad_mode", "mode"));
     }
-    let fetched = shared.provisioner.fetch(&FetchRequest {
-        protocol: Protocol::tftp,
-        peer: job.peer,
-        local: Some(SocketAddr::new(job.local, shared.port)),
-        path: &req.filename,
-        user_agent: None,
-        client: None,
-        http: None,
-    });
+    let fetched = shared.provisioner.fetch(&job.fetch_request(shared.port));
     let entry = match fetched {
         Ok(e) => e,
         Err(refusal) => {

@@ -9,9 +9,8 @@ use std::net::SocketAddr;
 use tokio::net::UdpSocket;
 
 use super::options;
-use super::packet::{self, Mode, Packet, code};
-use super::transfer::{Job, Report, Shared};
-use crate::devices::FetchRequest;
+use super::packet::{self, Packet, code};
+use super::transfer::{Job, Report, Shared, refused_mode};
 use crate::metrics::Protocol;
 use crate::uploads::{Refused, Stored};
 
@@ -67,28 +66,11 @@ async fn receive(
 ) -> (Result<Stored, Refused>, Report) {
     let req = &job.request;
     let mut report = Report::refused("access_violation");
-    if let Mode::Other(m) = &req.mode {
-        let _ = sock
-            .send(&packet::error(
-                code::ILLEGAL_OPERATION,
-                &format!("unsupported mode {m:?}; use octet"),
-            ))
-            .await;
+    if refused_mode(sock, &req.mode, "octet").await {
         report.outcome = "bad_mode";
         return (Err(Refused::NotUpload), report);
     }
-    let target = match up.authorize(
-        &shared.provisioner,
-        &FetchRequest {
-            protocol: Protocol::tftp,
-            peer: job.peer,
-            local: Some(SocketAddr::new(job.local, shared.port)),
-            path: &req.filename,
-            user_agent: None,
-            client: None,
-            http: None,
-        },
-    ) {
+    let target = match up.authorize(&shared.provisioner, &job.fetch_request(shared.port)) {
         Ok(t) => t,
         Err(e) => return (Err(e), report),
     };

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::dedupe::{check_config, reload_config};
 use bench_kit::{Bench, kinds};
 use support::{free_udp_port, provbox, require};
 
@@ -20,30 +21,24 @@ fn config_refuses_a_short_token_and_needs_none_off_loopback() {
     let dir = support::Provbox::dir();
     let cfg = dir.path().join("config.yaml");
     // No token: one is made at the first start, so even off loopback this is fine.
-    std::fs::write(
+    let (code, text) = check_config(
         &cfg,
         "catalog:\n  roots: [files]\ndashboard:\n  enabled: true\n  listen: 0.0.0.0:8081\n",
-    )
-    .unwrap();
-    let (code, text) = provbox(&["check", "--config", cfg.to_str().unwrap()]);
+    );
     assert_eq!(code, 0, "{text}");
-    std::fs::write(
+    let (code, text) = check_config(
         &cfg,
         "catalog:\n  roots: [files]\ndashboard:\n  enabled: true\n  listen: 0.0.0.0:8081\n  token: short\n",
-    )
-    .unwrap();
-    let (code, text) = provbox(&["check", "--config", cfg.to_str().unwrap()]);
+    );
     assert_ne!(code, 0, "{text}");
     assert!(
         text.contains(":6:") && text.contains("dashboard.token") && text.contains("16 or more"),
         "{text}"
     );
-    std::fs::write(
+    let (code, text) = check_config(
         &cfg,
         "catalog:\n  roots: [files]\ndashboard:\n  enabled: true\n  hosts: [prov.lab.test, \"prov.lab.test:8081\"]\n",
-    )
-    .unwrap();
-    let (code, text) = provbox(&["check", "--config", cfg.to_str().unwrap()]);
+    );
     assert_ne!(code, 0, "{text}");
     assert!(
         text.contains(":5:")
@@ -51,12 +46,12 @@ fn config_refuses_a_short_token_and_needs_none_off_loopback() {
             && text.contains("without scheme or port"),
         "{text}"
     );
-    std::fs::write(
+    let (code, text) = check_config(
         &cfg,
-        format!("catalog:\n  roots: [files]\ndashboard:\n  enabled: true\n  listen: 0.0.0.0:8081\n  token: {TOKEN}\n"),
-    )
-    .unwrap();
-    let (code, text) = provbox(&["check", "--config", cfg.to_str().unwrap()]);
+        format!(
+            "catalog:\n  roots: [files]\ndashboard:\n  enabled: true\n  listen: 0.0.0.0:8081\n  token: {TOKEN}\n"
+        ),
+    );
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("dashboard.listen"), "{text}");
 }
@@ -108,8 +103,7 @@ fn token_protects_page_and_api() {
         b.metrics,
         &format!("  token: {NEW}\n"),
     );
-    std::fs::write(&cfg, text).unwrap();
-    let (rc, out) = provbox(&["reload", "--config", cfg.to_str().unwrap()]);
+    let (rc, out) = reload_config(&cfg, text);
     assert_eq!(rc, 0, "{out}");
     let bearer = |t: &str| format!("Authorization: Bearer {t}");
     let api = format!("{base}/api/devices");

@@ -5,6 +5,7 @@ use crate::support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use support::dedupe::{assert_mentions, check_config};
 use support::metric;
 use support::{Provbox, free_tcp_port, provbox, run};
 
@@ -767,20 +768,14 @@ fn inventory_import_names_the_line_and_the_server_picks_up_the_merge() {
 fn config_errors_name_the_devices_field_and_line() {
     let d = Provbox::dir();
     let cfg = d.path().join("config.yaml");
-    std::fs::write(
+    let (code, out) = check_config(
         &cfg,
         "catalog:\n  roots: [files]\ndevices:\n  inventory: nowhere.csv\n  missing_variable: 500\n",
-    )
-    .unwrap();
-    let (code, out) = provbox(&["check", "--config", cfg.to_str().unwrap()]);
-    assert_eq!(code, 1, "{out}");
-    assert!(
-        out.contains(":4:") && out.contains("devices.inventory"),
-        "{out}"
     );
-    assert!(
-        out.contains(":5:") && out.contains("expected 403 or 404"),
-        "{out}"
+    assert_eq!(code, 1, "{out}");
+    assert_mentions(
+        &out,
+        &[(":4:", "devices.inventory"), (":5:", "expected 403 or 404")],
     );
 }
 

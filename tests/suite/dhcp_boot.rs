@@ -6,6 +6,7 @@ use crate::support;
 use std::net::Ipv4Addr;
 
 use support::Provbox;
+use support::dedupe::check_config;
 use support::dhcp_raw::*;
 
 fn config(boot: &str) -> String {
@@ -87,8 +88,7 @@ fn boot_rom_fields_from_the_client_architecture_and_option_66() {
     let cfg = dir.path().join("config.yaml");
     let long = "x".repeat(128);
     let text = config(&BOOT.replace("ipxe.efi", &long));
-    std::fs::write(&cfg, &text).unwrap();
-    let (code, out) = support::provbox(&["check", "--config", cfg.to_str().unwrap()]);
+    let (code, out) = check_config(&cfg, &text);
     assert_ne!(code, 0, "{out}");
     let line = 1 + text.lines().position(|l| l.contains(&long)).unwrap();
     assert!(out.contains("dhcp.boot.by_arch.7"), "{out}");

@@ -14,9 +14,10 @@ use crate::support;
 
 use std::time::Duration;
 
+use support::dedupe::LAB_HTTP_TFTP;
 use support::dhcp_raw::*;
 use support::netns::{Bg, Netns};
-use support::{Provbox, eventually, needs, wait_until};
+use support::{eventually, needs, wait_until};
 
 const PORT: &str = "b3p12";
 const TOKEN: &str = "relay-dashboard-token-0123456789";
@@ -35,13 +36,7 @@ fn config() -> String {
       router: 198.18.1.1
       reservations:
         - {{circuit: {PORT}, address: 198.18.1.12, hostname: slot12}}
-http:
-  enabled: true
-  listen: ["0.0.0.0:8080"]
-tftp:
-  enabled: true
-  listen: 0.0.0.0:69
-devices:
+{LAB_HTTP_TFTP}devices:
   inventory: inventory.yaml
   trust: {{relay: true}}
 dashboard:
@@ -104,22 +99,13 @@ fn relay(lan: &mut Lan, mac: &str) -> (Netns, Netns, Bg) {
 
 /// A test dir with a profile template and an inventory whose only row names the port.
 fn lab_dir() -> tempfile::TempDir {
-    let dir = Provbox::dir();
-    std::fs::create_dir_all(dir.path().join("files/cfg")).unwrap();
-    std::fs::write(
-        dir.path().join("files/cfg/$MA.xml.tmpl"),
-        "<device mac=\"$MAC\" ext=\"$extension\" name=\"$(display_name)\"/>\n",
-    )
-    .unwrap();
     // The slot's row names no MAC: only the port.
-    std::fs::write(
-        dir.path().join("inventory.yaml"),
-        format!(
+    crate::support::dedupe::profile_dir(
+        "<device mac=\"$MAC\" ext=\"$extension\" name=\"$(display_name)\"/>\n",
+        &format!(
             "devices:\n  - circuit: {PORT}\n    extension: \"1012\"\n    display_name: Slot 12\n"
         ),
     )
-    .unwrap();
-    dir
 }
 
 #[test]
@@ -159,27 +145,16 @@ fn a_phone_behind_a_relay_gets_its_switch_ports_profile() {
         relay_bg.stop().1
     );
     // TFTP too, the same bytes.
-    let got = tmp.path().join("tftp.xml");
     let name = format!("cfg/{}.xml", mac.replace(':', ""));
-    let out = phone.run(&[
-        "tftp",
-        "198.18.0.1",
-        "-m",
-        "octet",
-        "-c",
-        "get",
-        &name,
-        got.to_str().unwrap(),
-    ]);
+    let got = crate::support::dedupe::netns_tftp_get(&phone, &name, tmp.path());
     assert_eq!(
-        std::fs::read_to_string(&got).unwrap_or_default(),
-        want,
-        "{}",
-        support::output_text(&out)
+        got.map(|b| String::from_utf8_lossy(&b).into_owned()),
+        Ok(want)
     );
 
     // The dashboard's device view shows the port → MAC binding on the timeline.
-    let device = || {
+    // The dashboard's record of device `m`, as text.
+    let device_text = |m: &str| {
         let out = lan.srv.run(&[
             "curl",
             "-s",
@@ -187,10 +162,11 @@ fn a_phone_behind_a_relay_gets_its_switch_ports_profile() {
             "5",
             "-H",
             &format!("Authorization: Bearer {TOKEN}"),
-            &format!("http://127.0.0.1:8081/api/devices/{}", mac.replace(':', "")),
+            &format!("http://127.0.0.1:8081/api/devices/{}", m.replace(':', "")),
         ]);
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).ok()
+        String::from_utf8_lossy(&out.stdout).into_owned()
     };
+    let device = || serde_json::from_str::<serde_json::Value>(&device_text(mac)).ok();
     let note = format!("port {PORT} -> {mac} (lease 198.18.1.12, relay 198.18.1.1)");
     eventually(
         "the port note on the dashboard",
@@ -230,19 +206,7 @@ fn a_phone_behind_a_relay_gets_its_switch_ports_profile() {
         p.log()
             .contains(&format!("dhcp: port {PORT} -> {second} (was {mac})"))
     });
-    let d = lan.srv.run(&[
-        "curl",
-        "-s",
-        "--max-time",
-        "5",
-        "-H",
-        &format!("Authorization: Bearer {TOKEN}"),
-        &format!(
-            "http://127.0.0.1:8081/api/devices/{}",
-            second.replace(':', "")
-        ),
-    ]);
-    let d = String::from_utf8_lossy(&d.stdout);
+    let d = device_text(second);
     assert!(d.contains(&replaced), "{d}");
 }
 

@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
+use support::dedupe::{assert_mentions, check_config};
 use support::metric;
 use support::{Provbox, check_refuses, free_tcp_port, provbox, run};
 
@@ -435,22 +436,20 @@ dns:
         out.contains(":6:") && out.contains("dns.forwarders[0]") && out.contains("forwarding loop"),
         "{out}"
     );
-    assert!(
-        out.contains(":12:") && out.contains("dns.zones[0].records[0].check"),
-        "{out}"
-    );
-    assert!(
-        out.contains(":13:") && out.contains("has no addresses"),
-        "{out}"
-    );
-    assert!(
-        out.contains(":14:") && out.contains("dns.zones[0].records[2].name"),
-        "{out}"
+    assert_mentions(
+        &out,
+        &[
+            (":12:", "dns.zones[0].records[0].check"),
+            (":13:", "has no addresses"),
+            (":14:", "dns.zones[0].records[2].name"),
+        ],
     );
 
     // A wrong type names its line too.
-    std::fs::write(&cfg, "catalog:\n  roots: [files]\ndns:\n  enabled: true\n  zones:\n    - name: lab.test\n      records:\n        - name: prov\n          a: [not-an-ip]\n").unwrap();
-    let (code, out) = provbox(&["check", "--config", cfg.to_str().unwrap()]);
+    let (code, out) = check_config(
+        &cfg,
+        "catalog:\n  roots: [files]\ndns:\n  enabled: true\n  zones:\n    - name: lab.test\n      records:\n        - name: prov\n          a: [not-an-ip]\n",
+    );
     assert_ne!(code, 0, "{out}");
     assert!(out.contains(":9:"), "{out}");
 

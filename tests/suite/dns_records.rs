@@ -1,6 +1,7 @@
 //! The DNS records a SIP lab needs (SRV, NAPTR, CNAME, TXT, PTR), asked with `dig` over
 //! UDP and TCP and checked field by field; zone mistakes refused with file and line.
 
+use crate::support::dedupe::check_config;
 use crate::support::dns::{self, Dns};
 use crate::support::{check_refuses, provbox};
 
@@ -227,12 +228,10 @@ dns:
     );
 
     // A wrong type inside an SRV entry names its line too.
-    std::fs::write(
+    let (code, out) = check_config(
         &cfg,
         "catalog:\n  roots: [files]\ndns:\n  enabled: true\n  zones:\n    - name: lab.test\n      records:\n        - name: _sip._udp\n          srv:\n            - { priority: 10, weight: 100, port: 70000, target: prov }\n",
-    )
-    .unwrap();
-    let (code, out) = provbox(&["check", "--config", cfg.to_str().unwrap()]);
+    );
     assert_ne!(code, 0, "{out}");
     assert!(out.contains(&format!("{file}:10:")), "{out}");
 

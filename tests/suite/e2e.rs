@@ -11,6 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use support::Provbox;
+use support::dedupe::{LAB_HTTP_TFTP, netns_tftp_get as tftp_get};
 use support::netns::{Lab, Netns};
 
 const A: &str = "02:00:00:00:00:0a";
@@ -21,16 +22,8 @@ fn hex(mac: &str) -> String {
 }
 
 fn config() -> String {
-    r#"data_dir: data
-catalog:
-  roots: [files]
-http:
-  enabled: true
-  listen: ["0.0.0.0:8080"]
-tftp:
-  enabled: true
-  listen: 0.0.0.0:69
-dhcp:
+    format!("data_dir: data\ncatalog:\n  roots: [files]\n{LAB_HTTP_TFTP}")
+        + r#"dhcp:
   enabled: true
   interfaces: [br0]
   options:
@@ -58,7 +51,6 @@ dashboard:
   listen: 127.0.0.1:8081
   token: e2e-dashboard-token-0123456789
 "#
-    .to_string()
 }
 
 fn udhcpc_script(dir: &Path) -> String {
@@ -144,31 +136,6 @@ fn dig(ns: &Netns, server: &str, name: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// tftp-hpa from inside a phone's namespace: Ok(bytes) or Err(what the client said).
-fn tftp_get(ns: &Netns, file: &str, dir: &Path) -> Result<Vec<u8>, String> {
-    let out_path = dir.join(format!("got-{}", file.replace('/', "_")));
-    let _ = std::fs::remove_file(&out_path);
-    let out = ns.run(&[
-        "tftp",
-        "198.18.0.1",
-        "-m",
-        "octet",
-        "-c",
-        "get",
-        file,
-        out_path.to_str().unwrap(),
-    ]);
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if said.contains("Error") || !out.status.success() {
-        return Err(said);
-    }
-    std::fs::read(&out_path).map_err(|e| format!("{e}: {said}"))
-}
-
 /// The dashboard's record of a device, read from inside the server namespace.
 fn device(srv: &Netns, mac: &str) -> Option<serde_json::Value> {
     let out = srv.run(&[
@@ -207,20 +174,12 @@ fn leased_phones_get_their_own_profile_over_tftp_and_reach_provisioned() {
     for p in ["busybox", "tftp", "curl", "logger", "dig"] {
         support::require(p);
     }
-    let dir = Provbox::dir();
-    std::fs::create_dir_all(dir.path().join("files/cfg")).unwrap();
-    std::fs::write(
-        dir.path().join("files/cfg/$MA.xml.tmpl"),
+    let dir = crate::support::dedupe::profile_dir(
         "<flat-profile><Ext>$extension</Ext><Mac>$MA</Mac></flat-profile>\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("inventory.yaml"),
-        format!(
+        &format!(
             "devices:\n  - mac: \"{A}\"\n    extension: \"101\"\n  - mac: \"{B}\"\n    extension: \"102\"\n"
         ),
-    )
-    .unwrap();
+    );
     // A private per-device static file (under `devices/`, named for A).
     std::fs::create_dir_all(dir.path().join("files/devices")).unwrap();
     std::fs::write(

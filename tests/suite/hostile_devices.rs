@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use support::dedupe::LAB_HTTP_TFTP;
 use support::dhcp_raw::LAB_CONFIG_HEAD;
 use support::netns::{Lab, Netns};
 use support::{Provbox, free_tcp_port, metric};
@@ -336,32 +337,18 @@ fn a_lease_asked_for_with_the_victims_chaddr_does_not_prove_the_victim() {
     let attacker_mac = "02:00:00:00:0e:66";
     let mut lan = Lan::new();
     let work = tempfile::tempdir().unwrap();
-    let dir = Provbox::dir();
-    std::fs::create_dir_all(dir.path().join("files/cfg")).unwrap();
-    std::fs::write(
-        dir.path().join("files/cfg/$MA.xml.tmpl"),
+    let dir = crate::support::dedupe::profile_dir(
         "<flat-profile><Password>$sip_password</Password></flat-profile>\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("inventory.yaml"),
-        format!(
+        &format!(
             "devices:\n  - mac: \"{victim}\"\n    sip_password: victim-secret\n  - mac: \"{honest}\"\n    sip_password: honest-secret\n"
         ),
-    )
-    .unwrap();
-    let cfg = dhcp_config(
-        r#"http:
-  enabled: true
-  listen: ["0.0.0.0:8080"]
-tftp:
-  enabled: true
-  listen: 0.0.0.0:69
-devices:
-  inventory: inventory.yaml
-  trust: {lease: true}
-"#,
     );
+    let cfg = dhcp_config(&format!(
+        r#"{LAB_HTTP_TFTP}devices:
+  inventory: inventory.yaml
+  trust: {{lease: true}}
+"#
+    ));
     let pb = Provbox::start_with(dir, &cfg, &lan.srv.prefix());
     let url = |mac: &str| format!("http://{SERVER}:8080/cfg/{}.xml", hex(mac));
 
@@ -526,17 +513,11 @@ fn pin_guesses_from_rotating_macs_and_addresses_share_one_budget() {
         "<flat-profile><!-- $account --></flat-profile>\n",
     )
     .unwrap();
-    std::fs::create_dir_all(dir.path().join("files/cfg")).unwrap();
-    std::fs::write(
-        dir.path().join("files/cfg/$MA.xml.tmpl"),
+    crate::support::dedupe::write_profile(
+        dir.path(),
         "account=$account\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("inventory.yaml"),
         "devices:\n  - pin: \"424242\"\n    account: acme-9\n",
-    )
-    .unwrap();
+    );
     let budget = 6;
     let (http, metrics) = (free_tcp_port(), free_tcp_port());
     let pb = Provbox::start(

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use support::dedupe::{assert_contains_all, assert_mentions};
 use support::*;
 
 struct Ports {
@@ -173,18 +174,20 @@ fn get_head_ranges_conditionals_and_refusals() {
     // Every refusal is counted with its reason; the access log has a line per request.
     let (_, _, m) = curl(&format!("http://127.0.0.1:{}/metrics", p.metrics), &[]);
     let m = String::from_utf8(m).unwrap();
-    assert!(
-        m.contains("provbox_refusals_total{protocol=\"http\",reason=\"traversal\"} 5"),
-        "{m}"
+    assert_contains_all(
+        &m,
+        &[
+            "provbox_refusals_total{protocol=\"http\",reason=\"traversal\"} 5",
+            "provbox_refusals_total{protocol=\"http\",reason=\"not_found\"}",
+            "provbox_refusals_total{protocol=\"http\",reason=\"method\"} 2",
+            "provbox_requests_total{protocol=\"http\",outcome=\"not_modified\"} 2",
+            "provbox_requests_total{protocol=\"http\",outcome=\"partial\"} 2",
+            "provbox_catalog_files 4",
+            "provbox_build_info{version=\"",
+            "provbox_request_duration_seconds_bucket",
+            "provbox_transfers_in_flight{protocol=\"http\"} 0",
+        ],
     );
-    assert!(m.contains("provbox_refusals_total{protocol=\"http\",reason=\"not_found\"}"));
-    assert!(m.contains("provbox_refusals_total{protocol=\"http\",reason=\"method\"} 2"));
-    assert!(m.contains("provbox_requests_total{protocol=\"http\",outcome=\"not_modified\"} 2"));
-    assert!(m.contains("provbox_requests_total{protocol=\"http\",outcome=\"partial\"} 2"));
-    assert!(m.contains("provbox_catalog_files 4"), "{m}");
-    assert!(m.contains("provbox_build_info{version=\""));
-    assert!(m.contains("provbox_request_duration_seconds_bucket"));
-    assert!(m.contains("provbox_transfers_in_flight{protocol=\"http\"} 0"));
     assert!(
         pb.log().contains("path=/fw.bin status=206 bytes=100"),
         "{}",
@@ -211,12 +214,14 @@ fn metrics_health_and_readiness() {
     assert_eq!(code, 200);
     assert!(h.contains("openmetrics-text"), "{h}");
     let text = String::from_utf8(body).unwrap();
-    assert!(
-        text.contains("provbox_sent_bytes_total{protocol=\"http\"} 300000"),
-        "{text}"
+    assert_contains_all(
+        &text,
+        &[
+            "provbox_sent_bytes_total{protocol=\"http\"} 300000",
+            "provbox_requests_total{protocol=\"http\",outcome=\"ok\"} 1",
+            "# EOF",
+        ],
     );
-    assert!(text.contains("provbox_requests_total{protocol=\"http\",outcome=\"ok\"} 1"));
-    assert!(text.contains("# EOF"));
 }
 
 #[test]
@@ -503,21 +508,14 @@ fn shipped_config_checks_and_lists_listeners() {
     let cfg = root.join("config.yaml");
     let (code, out) = provbox(&["check", "--config", cfg.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
-    assert!(
-        out.contains("http.listen[0]") && out.contains("0.0.0.0:8080"),
-        "{out}"
-    );
-    assert!(
-        out.contains("https.listen[0]") && out.contains("0.0.0.0:8443"),
-        "{out}"
-    );
-    assert!(
-        out.contains("metrics.listen") && out.contains("9100"),
-        "{out}"
-    );
-    assert!(
-        out.contains("files/profiles") && out.contains("files/firmware"),
-        "{out}"
+    assert_mentions(
+        &out,
+        &[
+            ("http.listen[0]", "0.0.0.0:8080"),
+            ("https.listen[0]", "0.0.0.0:8443"),
+            ("metrics.listen", "9100"),
+            ("files/profiles", "files/firmware"),
+        ],
     );
     let (code, out) = provbox(&["--version"]);
     assert_eq!(code, 0);

@@ -56,11 +56,7 @@ fn migrations_apply_once_and_a_newer_schema_is_refused() {
     let dir = Provbox::dir();
     let path = dir.path().join("config.yaml");
     std::fs::write(&path, &cfg).unwrap();
-    let out = Command::new("timeout")
-        .args(["30", support::bin().to_str().unwrap(), "serve", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = serve_at_most_30s(&path);
     let text =
         String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "started on a newer schema: {text}");
@@ -119,11 +115,7 @@ fn sslmode_require_and_verify_full_connect_over_tls() {
         ),
     )
     .unwrap();
-    let out = Command::new("timeout")
-        .args(["30", support::bin().to_str().unwrap(), "serve", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = serve_at_most_30s(&path);
     let text = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(
         !out.status.success(),
@@ -144,11 +136,7 @@ fn an_unreachable_database_refuses_the_start_and_a_bad_url_is_named() {
         store_yaml(&url, "a")
     );
     std::fs::write(&path, &cfg).unwrap();
-    let out = Command::new("timeout")
-        .args(["30", support::bin().to_str().unwrap(), "serve", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = serve_at_most_30s(&path);
     let text = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(!out.status.success());
     assert!(text.contains("cannot connect to PostgreSQL"), "{text}");
@@ -157,6 +145,15 @@ fn an_unreachable_database_refuses_the_start_and_a_bad_url_is_named() {
     let (code, out) = support::provbox(&["check", "--config", path.to_str().unwrap()]);
     assert_ne!(code, 0);
     assert!(out.contains("store.url") && out.contains(":6"), "{out}");
+}
+
+/// `provbox serve` with the config at `path`, stopped after 30 s if it does start.
+fn serve_at_most_30s(path: &std::path::Path) -> std::process::Output {
+    Command::new("timeout")
+        .args(["30", support::bin().to_str().unwrap(), "serve", "--config"])
+        .arg(path)
+        .output()
+        .unwrap()
 }
 
 // ------------------------------------------------------------------ the lab
@@ -172,6 +169,23 @@ struct Fleet {
 }
 
 impl Fleet {
+    /// One RFC 3164 line from the phones' namespace to box A's syslog port.
+    fn phone_says(&self, line: &str) {
+        self.phones.exec(&[
+            "logger",
+            "-n",
+            A,
+            "-P",
+            "5514",
+            "-d",
+            "--rfc3164",
+            "-t",
+            "phone",
+            "--",
+            line,
+        ]);
+    }
+
     fn new() -> Fleet {
         let lab = Lab::new();
         let lan = lab.ns("l");
@@ -630,19 +644,7 @@ fn one_fleet_view_a_syslog_line_to_a_shows_on_b() {
     );
     let pb = f.start_with_files(&f.b, "b", &[("fw.bin", "firmware 1"), ("a.cfg", "same\n")]);
     support::require("logger");
-    f.phones.exec(&[
-        "logger",
-        "-n",
-        A,
-        "-P",
-        "5514",
-        "-d",
-        "--rfc3164",
-        "-t",
-        "phone",
-        "--",
-        "SPA504G 000e08aa0001 -- Successful resync http://198.18.0.1/spa504g.cfg",
-    ]);
+    f.phone_says("SPA504G 000e08aa0001 -- Successful resync http://198.18.0.1/spa504g.cfg");
     let url = "http://127.0.0.1:8081/api/devices/00:0e:08:aa:00:01";
     let d = wait_until(Duration::from_secs(20), || {
         let (code, body) = Fleet::get(&f.b, url, true);
@@ -683,19 +685,7 @@ fn one_fleet_view_a_syslog_line_to_a_shows_on_b() {
             .1
             .contains("degraded")
     });
-    f.phones.exec(&[
-        "logger",
-        "-n",
-        A,
-        "-P",
-        "5514",
-        "-d",
-        "--rfc3164",
-        "-t",
-        "phone",
-        "--",
-        "SPA504G 000e08aa0002 -- Resync failed: HTTP 404 Not Found",
-    ]);
+    f.phone_says("SPA504G 000e08aa0002 -- Resync failed: HTTP 404 Not Found");
     let url2 = "http://127.0.0.1:8081/api/devices/00:0e:08:aa:00:02";
     eventually("box A has it meanwhile", Duration::from_secs(10), || {
         Fleet::get(&f.a, url2, true).0 == "200"

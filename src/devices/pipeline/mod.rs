@@ -265,7 +265,7 @@ impl Default for Chain {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devices::tests::{A, LEASED, lab, lease};
+    use crate::devices::tests::{A, LEASED, get, lab, lease};
     use crate::metrics::Protocol;
     use bytes::Bytes;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -354,17 +354,7 @@ mod tests {
             ["normalise", "ca", "identify", "bind_pin", "gate"]
         );
         assert_eq!(l.p.chain.names().last(), Some(&"tail"));
-        let get = |path: &str| {
-            l.p.fetch(&FetchRequest {
-                protocol: Protocol::http,
-                peer: format!("{LEASED}:40000").parse().unwrap(),
-                local: None,
-                path,
-                user_agent: None,
-                client: None,
-                http: None,
-            })
-        };
+        let get = |path: &str| get(&l.p, Protocol::http, LEASED, path);
 
         // Answered by the gate: nothing of that name is in the catalog.
         assert_eq!(&get("/hello").unwrap().body[..], b"from the gate\n");
@@ -424,17 +414,7 @@ mod tests {
             .with_neighbours(Arc::new(move |ip| lan.by_ip(ip).map(|l| l.mac)));
         lease(&p, LEASED, A);
         let mac: Mac = A.parse().unwrap();
-        let get = |path: &str| {
-            p.fetch(&FetchRequest {
-                protocol: Protocol::http,
-                peer: format!("{LEASED}:40000").parse().unwrap(),
-                local: None,
-                path,
-                user_agent: None,
-                client: None,
-                http: None,
-            })
-        };
+        let get = |path: &str| get(&p, Protocol::http, LEASED, path);
         let bindings = p.bindings.as_ref().unwrap();
 
         // Claimed, but the profile does not render: nothing is bound.

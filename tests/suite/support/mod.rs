@@ -2,6 +2,7 @@
 //! pick free ports, run real client programs. Each test gets its own temp dir and ports,
 //! so tests run in parallel.
 
+pub mod dedupe;
 pub mod dhcp_raw;
 pub mod dns;
 pub mod netns;
