@@ -23,10 +23,17 @@
 #   bench/dhcp.sh                      # all four
 #   SERVERS="provbox kea-mt" bench/dhcp.sh
 #   RATES="500 1000" PERIOD=3 bench/dhcp.sh
+#   SERVERS="provbox provbox-pg kea-pg" bench/dhcp.sh
+#
+# Shared store (issue 14): `provbox-pg` is provbox with `store.backend: postgres`, `kea-pg`
+# Kea with its PostgreSQL lease backend, both on one throw-away PostgreSQL 15 cluster
+# (Debian's `postgresql`; initdb + pg_ctl as nobody, inside the server namespace on
+# 127.0.0.1, on disk, fsync and synchronous_commit on as shipped), a fresh database per step.
+# Their cpu column counts the DHCP server only, not PostgreSQL's backends.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BIN=${PROVBOX_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/provbox}
+BIN=${PROVBOX:-${PROVBOX_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/provbox}}
 RATES=${RATES:-"100 250 500 1000 2000 3000 4000 5000 6000 7000 8000 9000 10000 11000 12000 14000"}
 PERIOD=${PERIOD:-5}
 SERVERS=${SERVERS:-"provbox dnsmasq kea kea-mt"}
@@ -35,6 +42,8 @@ C=pbxb$$c
 # On disk (not tmpfs), so fsync costs what it costs.
 WORK=$(mktemp -d -p /var/tmp provbox-bench-dhcp.XXXXXX)
 SPID=
+PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+PG_UP=
 
 [ "$(id -u)" = 0 ] || { echo "needs root (network namespaces)" >&2; exit 1; }
 for p in perfdhcp ip; do
@@ -53,6 +62,7 @@ stop_server() {
 }
 cleanup() {
   stop_server
+  if [ -n "$PG_UP" ]; then as_nobody "$PGBIN/pg_ctl" -D "$WORK/pg/data" -m immediate -w stop >/dev/null 2>&1 || true; fi
   ip netns del "$S" 2>/dev/null || true
   ip netns del "$C" 2>/dev/null || true
   rm -rf "$WORK"
@@ -69,6 +79,28 @@ ip -n "$C" addr add 198.18.0.2/16 dev veth0
 ip -n "$S" link set veth0 up
 ip -n "$C" link set veth0 up
 
+# PostgreSQL as nobody (it refuses root), inside the server namespace.
+as_nobody() { ip netns exec "$S" setpriv --reuid=nobody --regid=nogroup --clear-groups -- "$@"; }
+pg_sql() { # db psql-args...
+  local db=$1; shift
+  PGOPTIONS=--client-min-messages=warning as_nobody "$PGBIN/psql" -h 127.0.0.1 -p 5432 -U postgres -d "$db" -v ON_ERROR_STOP=1 -qAt "$@"
+}
+pg_up() {
+  [ -n "$PG_UP" ] && return 0
+  [ -x "$PGBIN/initdb" ] || { echo "PostgreSQL 15 not installed (apt-get install postgresql)" >&2; return 1; }
+  chmod 711 "$WORK"
+  mkdir -p "$WORK/pg"; chown nobody:nogroup "$WORK/pg"
+  as_nobody "$PGBIN/initdb" -D "$WORK/pg/data" -U postgres -A trust -E UTF8 >"$WORK/pg/initdb.log" 2>&1 \
+    || { cat "$WORK/pg/initdb.log" >&2; return 1; }
+  PG_UP=1
+  as_nobody "$PGBIN/pg_ctl" -D "$WORK/pg/data" -l "$WORK/pg/log" -w -t 60 \
+    -o "-h 127.0.0.1 -p 5432 -k $WORK/pg -c max_connections=100" start >/dev/null \
+    || { cat "$WORK/pg/log" >&2; return 1; }
+}
+pg_fresh_db() { # name: drop it, create it empty
+  pg_sql postgres -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)" -c "CREATE DATABASE $1"
+}
+
 POOL_FIRST=198.18.1.0
 POOL_LAST=198.18.250.255
 POOL_SIZE=64000
@@ -77,7 +109,12 @@ start_server() { # name -> sets SPID, waits until it listens on udp/67
   local name=$1 d="$WORK/$1"
   rm -rf "$d"; mkdir -p "$d/files"
   case $name in
-    provbox)
+    provbox | provbox-pg)
+      local store=
+      if [ "$name" = provbox-pg ]; then
+        pg_up && pg_fresh_db provbox || return 1
+        store="store: {backend: postgres, url: \"host=127.0.0.1 port=5432 user=postgres dbname=provbox\", box_name: bench}"
+      fi
       cat >"$d/config.yaml" <<EOF
 data_dir: data
 log: {level: warn}
@@ -90,6 +127,7 @@ dhcp:
     - subnet: 198.18.0.0/16
       pools: ["$POOL_FIRST-$POOL_LAST"]
       lease_time: 1h
+$store
 EOF
       PROVBOX_LOG=warn ip netns exec "$S" "$BIN" serve --config "$d/config.yaml" >"$d/log" 2>&1 &
       SPID=$!
@@ -101,16 +139,21 @@ EOF
         --dhcp-leasefile="$d/leases" --log-facility="$d/log" >"$d/out" 2>&1 &
       SPID=$!
       ;;
-    kea|kea-mt)
+    kea | kea-mt | kea-pg)
       # kea-mt: Kea's multi-threaded packet processing (off by default in Kea 2.2), one
       # thread per core, as provbox uses its cores.
       local mt='"multi-threading": { "enable-multi-threading": false },'
+      local db="\"type\": \"memfile\", \"persist\": true, \"lfc-interval\": 0, \"name\": \"$d/leases.csv\""
+      if [ "$name" = kea-pg ]; then
+        pg_up && pg_fresh_db kea || return 1
+        pg_sql kea -f /usr/share/kea/scripts/pgsql/dhcpdb_create.pgsql >/dev/null || return 1
+        db='"type": "postgresql", "name": "kea", "host": "127.0.0.1", "port": 5432, "user": "postgres"'
+      fi
       [ "$name" = kea-mt ] && mt="\"multi-threading\": { \"enable-multi-threading\": true, \"thread-pool-size\": $(nproc), \"packet-queue-size\": 64 },"
       cat >"$d/kea.json" <<EOF
 { "Dhcp4": {
   "interfaces-config": { "interfaces": ["veth0"], "dhcp-socket-type": "udp" },
-  "lease-database": { "type": "memfile", "persist": true, "lfc-interval": 0,
-                      "name": "$d/leases.csv" },
+  "lease-database": { $db },
   "valid-lifetime": 3600,
   $mt
   "subnet4": [ { "id": 1, "subnet": "198.18.0.0/16",
@@ -158,7 +201,7 @@ declare -A BEST BEST_AT BEST_DROP CPU_AT
 printf "%-8s %8s %10s %9s %9s %8s %9s\n" server offered leases/s do_drop% ra_drop% acks cpu_ms/1k
 for srv in $SERVERS; do
   if [ "$srv" = dnsmasq ] && ! command -v dnsmasq >/dev/null; then echo "skip dnsmasq (not installed)"; continue; fi
-  if [ "${srv%-mt}" = kea ] && ! command -v kea-dhcp4 >/dev/null; then echo "skip $srv (not installed)"; continue; fi
+  if [ "${srv%%-*}" = kea ] && ! command -v kea-dhcp4 >/dev/null; then echo "skip $srv (not installed)"; continue; fi
   BEST[$srv]=0; BEST_AT[$srv]=-; BEST_DROP[$srv]=-
   for rate in $RATES; do
     # Fresh state per step: the pool never runs dry (PERIOD x rate < POOL_SIZE).
