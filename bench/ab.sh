@@ -40,7 +40,7 @@ for run in $(seq 1 "$RUNS"); do
     load=$(cut -d' ' -f1-3 /proc/loadavg)
     f="$OUT/$BENCH-$build-$run.txt"
     echo "== $BENCH run $run $build ($bin), load $load" >&2
-    PROVBOX_BIN=$bin bash "$DIR/$BENCH.sh" >"$f" 2>&1 || echo "   exit $? (see $f)" >&2
+    PROVBOX=$bin PROVBOX_BIN=$bin bash "$DIR/$BENCH.sh" >"$f" 2>&1 || echo "   exit $? (see $f)" >&2
     cat "$f" >&2
     results+=("$run $build load[$load] $(summary "$build" "$f")")
   done
