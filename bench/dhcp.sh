@@ -24,6 +24,7 @@
 #   SERVERS="provbox kea-mt" bench/dhcp.sh
 #   RATES="500 1000" PERIOD=3 bench/dhcp.sh
 #   SERVERS="provbox provbox-pg kea-pg" bench/dhcp.sh
+#   KEEP=1 bench/dhcp.sh               # keep the work dir (logs, perfdhcp output)
 #
 # Shared store (issue 14): `provbox-pg` is provbox with `store.backend: postgres`, `kea-pg`
 # Kea with its PostgreSQL lease backend, both on one throw-away PostgreSQL 15 cluster
@@ -75,7 +76,7 @@ cleanup() {
   ip netns del "$C" 2>/dev/null || true
   ip netns del "$S2" 2>/dev/null || true
   ip netns del "$C2" 2>/dev/null || true
-  rm -rf "$WORK"
+  if [ -n "${KEEP:-}" ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT INT TERM
 
