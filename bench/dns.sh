@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # DNS: provbox (release) vs dnsmasq serving the same records, side by side, one run each,
 # on loopback only. dnsperf drives both with the same query file for a bounded time.
-#   bench/dns.sh            (DURATION=10 CLIENTS=4 OUTSTANDING=100 to tune)
+#   bench/dns.sh            (DURATION=10 CLIENTS=4 OUTSTANDING=100 to tune;
+#                            PROVBOX=path or PROVBOX_BIN=path for a given binary)
 # Needs: dnsperf, dnsmasq (Debian packages of those names). Build first:
 #   cargo build --release -j 1
 set -euo pipefail
@@ -10,7 +11,7 @@ DURATION=${DURATION:-10}        # seconds per run (dnsperf -l)
 CLIENTS=${CLIENTS:-4}           # dnsperf -c
 OUTSTANDING=${OUTSTANDING:-100} # dnsperf -q
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BIN=${PROVBOX_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/provbox}
+BIN=${PROVBOX:-${PROVBOX_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/provbox}}
 
 for p in dnsperf dnsmasq; do
   command -v "$p" >/dev/null || { echo "$p is not installed (apt-get install -y $p)" >&2; exit 1; }
