@@ -630,7 +630,7 @@ fn a_report_request_sends_the_phone_notify_event_report() {
     crate::support::needs!("curl", "sipp");
     let work = tempfile::tempdir().unwrap();
     // sipp plays the phone: it takes one NOTIFY and only with `Event: report`.
-    let sipp = crate::verify::Sipp::start(work.path(), "report");
+    let sipp = crate::support::sipp::Sipp::start(work.path(), "report");
     let b = start_with(&format!("  resync:\n    sip_port: {}\n", sipp.port));
     let (c, v) = b.write("POST", "/api/v1/devices/00:11:22:33:44:55/report", None);
     assert_eq!(c, 404, "{v}");

@@ -2,7 +2,7 @@
 
 use crate::support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use support::dedupe::{assert_mentions, check_config};
@@ -185,19 +185,7 @@ c074ad2bd859,1005,Grandstream
     );
 }
 
-fn client_cert(dir: &Path, mac: &str) -> (PathBuf, PathBuf) {
-    let lab = provbox::tls::LabCa::ensure(&dir.join("data/tls"), &[]).unwrap();
-    let (cert, key) = lab
-        .issue(&[format!("SEP{}", mac.to_uppercase())], true)
-        .unwrap();
-    let (c, k) = (
-        dir.join(format!("{mac}.pem")),
-        dir.join(format!("{mac}.key")),
-    );
-    std::fs::write(&c, cert).unwrap();
-    std::fs::write(&k, key).unwrap();
-    (c, k)
-}
+use crate::support::client_cert;
 
 #[test]
 fn client_cert_for_one_device_cannot_read_anothers_profile() {

@@ -26,20 +26,7 @@ struct Bench {
     certs: Vec<(PathBuf, PathBuf)>,
 }
 
-/// A client certificate for `mac` from the lab CA, as a phone carries it.
-fn client_cert(dir: &Path, mac: &str) -> (PathBuf, PathBuf) {
-    let lab = provbox::tls::LabCa::ensure(&dir.join("data/tls"), &[]).unwrap();
-    let (cert, key) = lab
-        .issue(&[format!("SEP{}", mac.to_uppercase())], true)
-        .unwrap();
-    let (c, k) = (
-        dir.join(format!("{mac}.pem")),
-        dir.join(format!("{mac}.key")),
-    );
-    std::fs::write(&c, cert).unwrap();
-    std::fs::write(&k, key).unwrap();
-    (c, k)
-}
+use crate::support::client_cert;
 
 /// provbox with HTTP, HTTPS (client certificates optional), the dashboard and uploads
 /// with small quotas; certificates for A and B.

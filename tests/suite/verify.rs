@@ -5,80 +5,14 @@
 
 use crate::support;
 
-use std::net::UdpSocket;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::{Provbox, free_tcp_port, free_udp_port, metric, provbox, require};
+use support::sipp::Sipp;
+use support::{Provbox, free_tcp_port, metric, provbox};
 
 const MAC: &str = "00562b043615";
 const UA: &str = "Cisco-CP-8831-3PCC/9.3.3 (00562b043615)";
 const TOKEN: &str = "verify-token-0123456789";
-
-/// sipp as the phone: one NOTIFY whose Event header matches `event_re`, answered 200.
-pub(crate) struct Sipp {
-    child: Child,
-    pub(crate) port: u16,
-    log: PathBuf,
-}
-
-impl Sipp {
-    pub(crate) fn start(dir: &Path, event_re: &str) -> Sipp {
-        require("sipp");
-        let scenario = include_str!("data/notify_uas.xml").replace("EVENT_RE", event_re);
-        let file = dir.join("uas-report.xml");
-        std::fs::write(&file, scenario).unwrap();
-        let port = free_udp_port();
-        let log = dir.join("sipp.log");
-        let child = Command::new("sipp")
-            .args(["-sf", file.to_str().unwrap(), "-i", "127.0.0.1"])
-            .args(["-p", &port.to_string()])
-            .args(["-m", "1", "-nostdin", "-timeout", "30", "-timeout_error"])
-            .args(["-trace_logs", "-log_file", log.to_str().unwrap()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start sipp");
-        let start = Instant::now();
-        while UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "sipp did not bind {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Sipp { child, port, log }
-    }
-
-    pub(crate) fn finish(mut self) -> String {
-        let start = Instant::now();
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "sipp never finished"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        assert!(
-            status.success(),
-            "sipp: the NOTIFY was missing or wrong; log: {log}"
-        );
-        log
-    }
-}
-
-impl Drop for Sipp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// What a Cisco 3PCC phone POSTs to its Report_Rule: its whole flat profile, the
 /// parameters it was served among many others, its password masked.

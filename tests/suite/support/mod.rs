@@ -7,6 +7,7 @@ pub mod dhcp_raw;
 pub mod dns;
 pub mod netns;
 pub mod pg;
+pub mod sipp;
 mod tools;
 
 pub use tools::*;
@@ -310,4 +311,19 @@ pub fn provbox(args: &[&str]) -> (i32, String) {
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     (out.status.code().unwrap_or(-1), text)
+}
+
+/// A client certificate for `mac` from the lab CA, as a phone carries it.
+pub fn client_cert(dir: &std::path::Path, mac: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let lab = provbox::tls::LabCa::ensure(&dir.join("data/tls"), &[]).unwrap();
+    let (cert, key) = lab
+        .issue(&[format!("SEP{}", mac.to_uppercase())], true)
+        .unwrap();
+    let (c, k) = (
+        dir.join(format!("{mac}.pem")),
+        dir.join(format!("{mac}.key")),
+    );
+    std::fs::write(&c, cert).unwrap();
+    std::fs::write(&k, key).unwrap();
+    (c, k)
 }
