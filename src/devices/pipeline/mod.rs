@@ -207,18 +207,26 @@ impl Chain {
     /// any proof stage beside them): for a request that is not a fetch (an upload), which
     /// must be proven the same way. A refusal by one of them is the answer.
     pub fn prove(&self, pv: &Provisioner, req: &FetchRequest<'_>) -> Result<Identity, Refusal> {
+        self.proving(pv, req).map(|ctx| ctx.id)
+    }
+
+    /// The context after the proving stages and HTTP credentials (in a fetch, `http_auth`
+    /// runs later, once the file is known to need a proof).
+    fn proving<'a>(
+        &self,
+        pv: &'a Provisioner,
+        req: &'a FetchRequest<'a>,
+    ) -> Result<Ctx<'a>, Refusal> {
         let mut ctx = Ctx::new(pv, req);
         for stage in self.stages.iter().take_while(|s| s.name() != "bind_pin") {
             if let Flow::Refuse(r) = stage.run(&mut ctx) {
                 return Err(r);
             }
         }
-        // HTTP credentials prove a writer too (in a fetch, `http_auth` runs later, once
-        // the file is known to need a proof).
         if let Flow::Refuse(r) = httpauth::authenticate(&mut ctx) {
             return Err(r);
         }
-        Ok(ctx.id)
+        Ok(ctx)
     }
 
     /// Run `req` through the chain: the first answer or refusal ends it; a request every
@@ -237,21 +245,10 @@ impl Chain {
 }
 
 /// Who is asking, proven, for a request that fetches no file (a configuration report):
-/// what `normalise`, `identify` and `http_auth` find. Err: refused (a 401 asks for
-/// credentials).
+/// the chain's proving stages and HTTP credentials, then the path's owner check. Err:
+/// refused (a 401 asks for credentials).
 pub fn prove(pv: &Provisioner, req: &FetchRequest<'_>) -> Result<Mac, Refusal> {
-    let mut ctx = Ctx::new(pv, req);
-    let stages: [&dyn Stage; 2] = [&normalise::Normalise, &identify::Identify];
-    for stage in stages {
-        match stage.run(&mut ctx) {
-            Flow::Continue => {}
-            Flow::Answer(_) => return Err(Refusal::NotFound),
-            Flow::Refuse(r) => return Err(r),
-        }
-    }
-    if let Flow::Refuse(r) = httpauth::authenticate(&mut ctx) {
-        return Err(r);
-    }
+    let ctx = pv.chain.proving(pv, req)?;
     super::access::allow(&ctx.id, ctx.owner.mac())
         .map_err(|r| ctx.refuse(r, "configuration report"))
 }
