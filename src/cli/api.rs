@@ -6,7 +6,7 @@
 //! when no running server holds the store.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -46,14 +46,7 @@ impl ApiClient {
         if !d.enabled {
             return None;
         }
-        let mut addr = d.listen.value;
-        if addr.ip().is_unspecified() {
-            addr.set_ip(if addr.is_ipv4() {
-                IpAddr::from([127, 0, 0, 1])
-            } else {
-                IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
-            });
-        }
+        let addr = crate::dashboard::local_addr(d);
         Some(ApiClient {
             addr,
             token: crate::dashboard::cli_token(&cfg.dashboard, &cfg.data_dir),

@@ -1,7 +1,6 @@
 //! `provbox upgrade`: start a firmware run on the running server and follow it.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::time::Duration;
 
 /// `provbox upgrade`: ask the running dashboard to start the run, then follow it until
@@ -17,14 +16,7 @@ pub async fn cli(
         d.enabled,
         "provbox upgrade goes through the running dashboard; set dashboard.enabled"
     );
-    let mut api = d.listen.value;
-    if api.ip().is_unspecified() {
-        api.set_ip(if api.is_ipv4() {
-            IpAddr::from([127, 0, 0, 1])
-        } else {
-            IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
-        });
-    }
+    let api = crate::dashboard::local_addr(d);
     let token = crate::dashboard::cli_token(&cfg.dashboard, &cfg.data_dir)
         .ok_or_else(|| anyhow::anyhow!("no dashboard token (dashboard.token or data_dir)"))?;
     let auth = format!("Bearer {token}");

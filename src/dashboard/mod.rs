@@ -163,6 +163,20 @@ impl Settings {
     }
 }
 
+/// Where a command on this machine reaches the dashboard: its listen address, with an
+/// unspecified one (0.0.0.0, ::) read as loopback.
+pub fn local_addr(d: &Config) -> SocketAddr {
+    let mut addr = d.listen.value;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            IpAddr::from([127, 0, 0, 1])
+        } else {
+            IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
+        });
+    }
+    addr
+}
+
 /// The token `provbox resync` presents to the running dashboard: the configured one, or
 /// the one kept in `data_dir` (never made here: only the server makes it).
 pub fn cli_token(d: &Config, data_dir: &Path) -> Option<String> {
@@ -617,14 +631,7 @@ pub async fn resync_cli(
     reboot: bool,
     report: bool,
 ) -> anyhow::Result<bool> {
-    let mut api = d.listen.value;
-    if api.ip().is_unspecified() {
-        api.set_ip(if api.is_ipv4() {
-            IpAddr::from([127, 0, 0, 1])
-        } else {
-            IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
-        });
-    }
+    let api = local_addr(d);
     let auth = cli_token(d, data_dir).map(|t| format!("Bearer {t}"));
     let listed = if d.enabled {
         let url = crate::http_client::Target::parse(&format!("http://{api}/api/devices"))
