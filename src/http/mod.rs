@@ -102,14 +102,6 @@ impl Handler for FileHandler {
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let authorization = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        let target = req
-            .uri()
-            .path_and_query()
-            .map_or(raw_path.as_str(), |p| p.as_str());
         let access = |status: StatusCode, outcome: &'static str| Access {
             metrics: self.metrics.clone(),
             protocol: self.protocol,
@@ -142,11 +134,7 @@ impl Handler for FileHandler {
                 path: p,
                 user_agent: user_agent.as_deref(),
                 client: conn.client.as_ref(),
-                http: Some(crate::devices::pipeline::httpauth::HttpFacts {
-                    method: method.as_str(),
-                    uri: target,
-                    authorization,
-                }),
+                http: Some(crate::devices::pipeline::httpauth::HttpFacts::of(&req)),
             }),
             Err(_) => Err(Refusal::BadPath(crate::catalog::PathRefusal::Invalid)),
         };
@@ -245,18 +233,11 @@ impl FileHandler {
         let started = Instant::now();
         let method = req.method().to_string();
         let raw_path = req.uri().path().to_string();
-        let target = req
-            .uri()
-            .path_and_query()
-            .map_or(raw_path.clone(), |p| p.as_str().to_string());
-        let header = |h| {
-            req.headers()
-                .get(h)
-                .and_then(|v: &HeaderValue| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let (user_agent, authorization) =
-            (header(header::USER_AGENT), header(header::AUTHORIZATION));
+        let user_agent = req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let proven = self.provisioner.proven(&FetchRequest {
             protocol: self.protocol,
             peer: conn.peer,
@@ -264,11 +245,7 @@ impl FileHandler {
             path: &raw_path,
             user_agent: user_agent.as_deref(),
             client: conn.client.as_ref(),
-            http: Some(crate::devices::pipeline::httpauth::HttpFacts {
-                method: &method,
-                uri: &target,
-                authorization: authorization.as_deref(),
-            }),
+            http: Some(crate::devices::pipeline::httpauth::HttpFacts::of(&req)),
         });
         let named = self.provisioner.report_mac(&raw_path);
         // A 401's challenge: stale or not.

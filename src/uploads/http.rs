@@ -84,16 +84,6 @@ async fn store(
     let decoded = percent_encoding::percent_decode_str(raw)
         .decode_utf8()
         .map_err(|_| Refused::NotUpload)?;
-    let method = req.method().to_string();
-    let uri = req
-        .uri()
-        .path_and_query()
-        .map_or(raw.to_string(), |p| p.as_str().to_string());
-    let authorization = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
     let target = up.authorize(
         pv,
         &FetchRequest {
@@ -103,11 +93,7 @@ async fn store(
             path: &decoded,
             user_agent,
             client: from.client,
-            http: Some(crate::devices::pipeline::httpauth::HttpFacts {
-                method: &method,
-                uri: &uri,
-                authorization: authorization.as_deref(),
-            }),
+            http: Some(crate::devices::pipeline::httpauth::HttpFacts::of(&req)),
         },
     )?;
     let declared = req

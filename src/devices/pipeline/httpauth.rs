@@ -48,6 +48,23 @@ pub struct HttpFacts<'a> {
     pub authorization: Option<&'a str>,
 }
 
+impl<'a> HttpFacts<'a> {
+    /// What an HTTP request says for the credential check (read, never copied).
+    pub fn of<B>(req: &'a http::Request<B>) -> HttpFacts<'a> {
+        HttpFacts {
+            method: req.method().as_str(),
+            uri: req
+                .uri()
+                .path_and_query()
+                .map_or(req.uri().path(), |p| p.as_str()),
+            authorization: req
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok()),
+        }
+    }
+}
+
 impl std::fmt::Debug for HttpFacts<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpFacts")
