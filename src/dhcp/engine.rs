@@ -13,7 +13,7 @@ use crate::devices::Mac;
 use crate::devices::registry::{LeaseInfo, Port, PortChange, Registry};
 
 use super::config::{Mode, Reservation, Settings, Subnet};
-use super::leases::{ClientKey, Excluded, Lease, Leases, State};
+use super::leases::{ClientKey, Excluded, Lease, Leases, Share, State};
 use super::metrics::{DhcpMetrics, EventLabels, MessageLabels, SubnetLabels};
 use super::options::{self, OptValue};
 use super::socket::{CLIENT_PORT, Dest};
@@ -34,6 +34,11 @@ const INFORM: u8 = 8;
 /// The offer hold when fewer than a quarter of a pool's addresses are free: long enough
 /// for a real client's REQUEST, short enough that a DISCOVER flood with made-up MACs
 /// cannot keep the last addresses from the phones that need them.
+/// Boxes sharing a store offer new addresses from their own share of the pool only
+/// (docs/redundancy.md), so two never offer one address to two clients; a client whose
+/// `secs` reached this (it has been asking that long) may have one from any share.
+const SHARE_WAIT_SECS: u16 = 4;
+
 pub const SHORT_OFFER_HOLD: Duration = Duration::from_secs(3);
 
 fn type_name(t: u8) -> Option<&'static str> {
@@ -196,6 +201,7 @@ impl Turn<'_> {
 struct Req<'a> {
     mtype: u8,
     xid: u32,
+    secs: u16,
     flags: u16,
     ciaddr: Ipv4Addr,
     giaddr: Ipv4Addr,
@@ -289,6 +295,18 @@ impl Engine {
 
     fn table(&self) -> std::sync::MutexGuard<'_, Leases> {
         self.leases.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// This box's share of the pools: boxes sharing the store came or went.
+    pub fn set_share(&self, share: Share) {
+        if self.table().set_share(share) {
+            self.metrics.share_boxes.set(i64::from(share.of));
+            tracing::info!(
+                boxes = share.of,
+                share = share.slot,
+                "dhcp: the boxes sharing the store split the pools; new addresses come from this box's share first"
+            );
+        }
     }
 
     /// Take over leases read from the store; live ones are announced to the registry.
@@ -473,6 +491,7 @@ impl Engine {
         let req = Req {
             mtype,
             xid: msg.xid,
+            secs: msg.secs,
             flags: msg.flags,
             ciaddr: msg.ciaddr,
             giaddr: msg.giaddr,
@@ -577,7 +596,18 @@ impl Engine {
             }
             None => {
                 let requested = req.ip_opt(50);
-                match t.pick(sidx, subnet, &req.client, requested, &p.excluded(sidx), now) {
+                // A client still asking after SHARE_WAIT_SECS found no box whose share
+                // has room for it: any free address will do (RFC 3074's `secs` rule).
+                let any = req.secs >= SHARE_WAIT_SECS;
+                match t.pick(
+                    sidx,
+                    subnet,
+                    &req.client,
+                    requested,
+                    &p.excluded(sidx),
+                    any,
+                    now,
+                ) {
                     Some(ip) => ip,
                     None => {
                         if let Some(held) = self.warn_exhausted.admit() {

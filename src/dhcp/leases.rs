@@ -11,6 +11,12 @@
 //! expired), built once and kept up to date as leases change. A full pool is answered
 //! without looking at any address, so a flood of DISCOVERs costs O(log n) each.
 //!
+//! Boxes sharing one store (`store.backend: postgres`) each allocate new addresses from
+//! their own share of the pool ([`Share`]: address `n` is box `n % of`'s), as DHCP
+//! failover peers keep their own free addresses, so two boxes answering the same
+//! DISCOVER storm never pick one address for two clients. The caller may let a client
+//! that has waited long have any share's address; the database still decides.
+//!
 //! A MAC may hold one live lease: a second client id arriving with the same `chaddr`
 //! is someone else claiming that hardware ([`Leases::mac_leased_to_other`]).
 
@@ -99,19 +105,116 @@ pub struct Leases {
     /// Free-address index per subnet (by index in the settings), built at its first
     /// allocation; dropped by [`Leases::forget_pools`] when the settings change.
     pools: HashMap<usize, PoolIndex>,
+    /// This box's share of every pool (all of it, alone).
+    share: Share,
     /// Addresses looked at by the pool walk of [`Leases::pick`] (tests count them).
     pub probes: u64,
+}
+
+/// Which addresses this box prefers for new leases: those with `n % of == slot`. One box
+/// alone (or the embedded store) has the whole pool: `slot 0 of 1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    pub slot: u32,
+    pub of: u32,
+}
+
+impl Default for Share {
+    fn default() -> Share {
+        Share { slot: 0, of: 1 }
+    }
+}
+
+impl Share {
+    /// Box `me`'s share among the live `boxes` (sorted the same way on every box).
+    pub fn among(boxes: &[String], me: &str) -> Share {
+        match boxes.iter().position(|b| b == me) {
+            Some(i) if boxes.len() > 1 => Share {
+                slot: i as u32,
+                of: boxes.len().min(u32::MAX as usize) as u32,
+            },
+            _ => Share::default(),
+        }
+    }
+}
+
+/// Disjoint inclusive ranges of numbers, start → end, and how many numbers they hold.
+#[derive(Default)]
+struct Ranges {
+    map: BTreeMap<u32, u32>,
+    len: u64,
+}
+
+impl Ranges {
+    /// Add `a..=b`, touching none of the ranges held (it may adjoin them).
+    fn insert_range(&mut self, a: u32, b: u32) {
+        let mut start = a;
+        let mut end = b;
+        if let Some((&s, &e)) = self.map.range(..a).next_back()
+            && e.checked_add(1) == Some(a)
+        {
+            self.map.remove(&s);
+            start = s;
+        }
+        if let Some(e) = b.checked_add(1).and_then(|m| self.map.remove(&m)) {
+            end = e;
+        }
+        self.map.insert(start, end);
+        self.len += u64::from(b - a) + 1;
+    }
+
+    fn insert(&mut self, n: u32) {
+        if !self.contains(n) {
+            self.insert_range(n, n);
+        }
+    }
+
+    fn contains(&self, n: u32) -> bool {
+        matches!(self.map.range(..=n).next_back(), Some((_, &e)) if e >= n)
+    }
+
+    fn remove(&mut self, n: u32) -> bool {
+        let Some((&s, &e)) = self.map.range(..=n).next_back() else {
+            return false;
+        };
+        if e < n {
+            return false;
+        }
+        self.map.remove(&s);
+        if s < n {
+            self.map.insert(s, n - 1);
+        }
+        if n < e {
+            self.map.insert(n + 1, e);
+        }
+        self.len -= 1;
+        true
+    }
+
+    /// The number at or after `c`, wrapping round.
+    fn next_from(&self, c: u32) -> Option<u32> {
+        if self.contains(c) {
+            return Some(c);
+        }
+        self.map
+            .range(c..)
+            .next()
+            .or_else(|| self.map.iter().next())
+            .map(|(&s, _)| s)
+    }
 }
 
 /// The free addresses of one subnet's pools.
 struct PoolIndex {
     ranges: Vec<(u32, u32)>,
-    /// Addresses with no lease record: disjoint inclusive ranges, start → end.
-    fresh: BTreeMap<u32, u32>,
-    fresh_len: u64,
+    /// Addresses with no lease record, by share: address `n` is kept as `n / of` in
+    /// `fresh[n % of]`, so each share is a few long ranges, not one number in `of`.
+    fresh: Vec<Ranges>,
+    share: Share,
     /// Addresses whose lease is released or expired (the owner gets it back first, but
-    /// anyone may have it); taken only when no fresh address is left.
-    reclaim: BTreeSet<u32>,
+    /// anyone may have it), by share like `fresh`; taken only when no fresh address is
+    /// left.
+    reclaim: Vec<BTreeSet<u32>>,
     /// Where the next walk starts, so addresses are used round the pool.
     cursor: u32,
 }
@@ -121,90 +224,101 @@ impl PoolIndex {
         self.ranges.iter().any(|&(a, b)| a <= n && n <= b)
     }
 
-    fn fresh_insert(&mut self, n: u32) {
-        if self.fresh_contains(n) {
-            return;
-        }
-        let mut start = n;
-        let mut end = n;
-        if let Some((&s, &e)) = self.fresh.range(..n).next_back()
-            && e.checked_add(1) == Some(n)
-        {
-            self.fresh.remove(&s);
-            start = s;
-        }
-        if let Some(e) = n.checked_add(1).and_then(|m| self.fresh.remove(&m)) {
-            end = e;
-        }
-        self.fresh.insert(start, end);
-        self.fresh_len += 1;
+    fn class(&self, n: u32) -> (usize, u32) {
+        ((n % self.share.of) as usize, n / self.share.of)
     }
 
-    fn fresh_contains(&self, n: u32) -> bool {
-        matches!(self.fresh.range(..=n).next_back(), Some((_, &e)) if e >= n)
+    fn fresh_insert(&mut self, n: u32) {
+        let (k, q) = self.class(n);
+        self.fresh[k].insert(q);
+    }
+
+    /// Add the pool range `a..=b` (disjoint from what is there) to every share.
+    fn fresh_insert_range(&mut self, a: u32, b: u32) {
+        let of = self.share.of;
+        for (k, share) in self.fresh.iter_mut().enumerate() {
+            let k = k as u32;
+            // The first and last q with a <= q * of + k <= b.
+            let lo = if a <= k { 0 } else { (a - k).div_ceil(of) };
+            if b < k || u64::from(lo) * u64::from(of) + u64::from(k) > u64::from(b) {
+                continue;
+            }
+            share.insert_range(lo, (b - k) / of);
+        }
     }
 
     fn fresh_remove(&mut self, n: u32) -> bool {
-        let Some((&s, &e)) = self.fresh.range(..=n).next_back() else {
-            return false;
-        };
-        if e < n {
-            return false;
-        }
-        self.fresh.remove(&s);
-        if s < n {
-            self.fresh.insert(s, n - 1);
-        }
-        if n < e {
-            self.fresh.insert(n + 1, e);
-        }
-        self.fresh_len -= 1;
-        true
+        let (k, q) = self.class(n);
+        self.fresh[k].remove(q)
     }
 
-    /// The fresh address at or after the cursor, wrapping round.
-    fn next_fresh(&self) -> Option<u32> {
-        let c = self.cursor;
-        if let Some((_, &e)) = self.fresh.range(..=c).next_back()
-            && e >= c
-        {
-            return Some(c);
-        }
-        self.fresh
-            .range(c..)
-            .next()
-            .or_else(|| self.fresh.iter().next())
-            .map(|(&s, _)| s)
+    fn fresh_len(&self) -> u64 {
+        self.fresh.iter().map(|r| r.len).sum()
     }
 
-    fn next_reclaim(&self) -> Option<u32> {
-        self.reclaim
-            .range(self.cursor..)
-            .next()
-            .or_else(|| self.reclaim.iter().next())
-            .copied()
+    /// The shares a pick may take from, this box's first; `any`: the others' too.
+    fn shares(&self, any: bool) -> impl Iterator<Item = u32> + use<> {
+        let Share { slot, of } = self.share;
+        let n = if any { of } else { 1 };
+        (0..n).map(move |i| (slot + i) % of)
+    }
+
+    /// The first number of share `k` at or after the cursor, as that share stores it.
+    fn start_in(&self, k: u32) -> u32 {
+        let (c, of) = (self.cursor, self.share.of);
+        if c <= k { 0 } else { (c - k).div_ceil(of) }
+    }
+
+    /// The fresh address at or after the cursor, wrapping round, from the shares `any`
+    /// allows.
+    fn next_fresh(&self, any: bool) -> Option<u32> {
+        let of = self.share.of;
+        self.shares(any).find_map(|k| {
+            let q = self.fresh[k as usize].next_from(self.start_in(k))?;
+            Some(q * of + k)
+        })
+    }
+
+    fn next_reclaim(&self, any: bool) -> Option<u32> {
+        self.shares(any).find_map(|k| {
+            let set = &self.reclaim[k as usize];
+            set.range(self.cursor..)
+                .next()
+                .or_else(|| set.iter().next())
+                .copied()
+        })
+    }
+
+    fn reclaim_insert(&mut self, n: u32) {
+        let (k, _) = self.class(n);
+        self.reclaim[k].insert(n);
+    }
+
+    fn reclaim_remove(&mut self, n: u32) {
+        let (k, _) = self.class(n);
+        self.reclaim[k].remove(&n);
     }
 
     /// What this address now is: free (fresh or reclaimable) or held.
     fn note(&mut self, n: u32, lease: Option<&Lease>) {
         match lease {
             None => {
-                self.reclaim.remove(&n);
+                self.reclaim_remove(n);
                 self.fresh_insert(n);
             }
             Some(l) if l.state == State::Free => {
                 self.fresh_remove(n);
-                self.reclaim.insert(n);
+                self.reclaim_insert(n);
             }
             Some(_) => {
                 self.fresh_remove(n);
-                self.reclaim.remove(&n);
+                self.reclaim_remove(n);
             }
         }
     }
 
     fn free(&self) -> u64 {
-        self.fresh_len + self.reclaim.len() as u64
+        self.fresh_len() + self.reclaim.iter().map(|r| r.len() as u64).sum::<u64>()
     }
 }
 
@@ -253,9 +367,21 @@ impl Leases {
         self.pools.clear();
     }
 
+    /// This box's share of the pools changed (boxes joined or left the store): the
+    /// indexes are rebuilt for it at the next allocation.
+    pub fn set_share(&mut self, share: Share) -> bool {
+        if self.share == share {
+            return false;
+        }
+        self.share = share;
+        self.pools.clear();
+        true
+    }
+
     fn index<'a>(
         by_ip: &HashMap<Ipv4Addr, Lease>,
         pools: &'a mut HashMap<usize, PoolIndex>,
+        share: Share,
         idx: usize,
         subnet: &Subnet,
         ex: &Excluded<'_>,
@@ -263,28 +389,23 @@ impl Leases {
         pools.entry(idx).or_insert_with(|| {
             let mut p = PoolIndex {
                 ranges: subnet.pools.clone(),
-                fresh: BTreeMap::new(),
-                fresh_len: 0,
-                reclaim: BTreeSet::new(),
+                fresh: (0..share.of).map(|_| Ranges::default()).collect(),
+                share,
+                reclaim: (0..share.of).map(|_| BTreeSet::new()).collect(),
                 cursor: 0,
             };
             // Pools may overlap or touch in config: merge them into disjoint ranges.
             let mut ranges = subnet.pools.clone();
             ranges.sort_unstable();
+            let mut merged: Vec<(u32, u32)> = Vec::new();
             for (a, b) in ranges {
-                let last = p.fresh.iter().next_back().map(|(&s, &e)| (s, e));
-                match last {
-                    Some((s, e)) if a <= e.saturating_add(1) => {
-                        if b > e {
-                            p.fresh_len += (b - e) as u64;
-                            p.fresh.insert(s, b);
-                        }
-                    }
-                    _ => {
-                        p.fresh.insert(a, b);
-                        p.fresh_len += (b - a) as u64 + 1;
-                    }
+                match merged.last_mut() {
+                    Some((_, e)) if a <= e.saturating_add(1) => *e = (*e).max(b),
+                    _ => merged.push((a, b)),
                 }
+            }
+            for (a, b) in merged {
+                p.fresh_insert_range(a, b);
             }
             for (ip, l) in by_ip {
                 let n = u32::from(*ip);
@@ -295,7 +416,7 @@ impl Leases {
             for ip in ex.server.iter().chain(ex.reserved.iter()) {
                 let n = u32::from(*ip);
                 p.fresh_remove(n);
-                p.reclaim.remove(&n);
+                p.reclaim_remove(n);
             }
             p
         })
@@ -341,7 +462,8 @@ impl Leases {
     }
 
     /// Choose an address for `client` in subnet `idx`: its previous one, the one it asks
-    /// for, or the next free one in the pools.
+    /// for, or the next free one in this box's share of the pools (`any`: in any share).
+    #[allow(clippy::too_many_arguments)]
     pub fn pick(
         &mut self,
         idx: usize,
@@ -349,6 +471,7 @@ impl Leases {
         client: &ClientKey,
         requested: Option<Ipv4Addr>,
         ex: &Excluded<'_>,
+        any: bool,
         now: u64,
     ) -> Option<Ipv4Addr> {
         let usable = |s: &Self, ip: Ipv4Addr| s.usable(subnet, ex, ip, client, now);
@@ -369,14 +492,15 @@ impl Leases {
         let Leases {
             by_ip,
             pools,
+            share,
             probes,
             ..
         } = self;
-        let p = Self::index(by_ip, pools, idx, subnet, ex);
+        let p = Self::index(by_ip, pools, *share, idx, subnet, ex);
         loop {
-            let (n, fresh) = match p.next_fresh() {
+            let (n, fresh) = match p.next_fresh(any) {
                 Some(n) => (n, true),
-                None => (p.next_reclaim()?, false),
+                None => (p.next_reclaim(any)?, false),
             };
             *probes += 1;
             let ip = Ipv4Addr::from(n);
@@ -387,7 +511,7 @@ impl Leases {
             if fresh {
                 p.fresh_remove(n);
             } else {
-                p.reclaim.remove(&n);
+                p.reclaim_remove(n);
             }
             if ok {
                 p.cursor = n.wrapping_add(1);
@@ -582,7 +706,7 @@ mod tests {
         let mut got = Vec::new();
         for n in 1..=2 {
             let (c, mac) = key(n);
-            let a = t.pick(0, &sn, &c, None, &ex, 100).unwrap();
+            let a = t.pick(0, &sn, &c, None, &ex, false, 100).unwrap();
             t.put(held(a, c, mac, State::Bound { expires: 5000 }));
             got.push(a);
         }
@@ -590,11 +714,14 @@ mod tests {
         // Only .13 and .14 are allocatable: the third client finds nothing.
         assert_eq!(got, [ip("198.18.0.13"), ip("198.18.0.14")]);
         let (c3, _) = key(3);
-        assert_eq!(t.pick(0, &sn, &c3, Some(ip("198.18.0.12")), &ex, 100), None);
+        assert_eq!(
+            t.pick(0, &sn, &c3, Some(ip("198.18.0.12")), &ex, false, 100),
+            None
+        );
         // Once the quarantine is over, .12 is usable again.
         t.sweep(1000);
         assert_eq!(
-            t.pick(0, &sn, &c3, None, &ex, 1000),
+            t.pick(0, &sn, &c3, None, &ex, false, 1000),
             Some(ip("198.18.0.12"))
         );
     }
@@ -605,15 +732,15 @@ mod tests {
         let ex = sets.excluded();
         for n in 1..=2 {
             let (c, _) = key(n);
-            let a = t.pick(0, &sn, &c, None, &ex, 0).unwrap();
+            let a = t.pick(0, &sn, &c, None, &ex, false, 0).unwrap();
             t.put(lease(a, n, State::Bound { expires: 100 }));
         }
         let (c3, _) = key(3);
-        assert_eq!(t.pick(0, &sn, &c3, None, &ex, 50), None);
+        assert_eq!(t.pick(0, &sn, &c3, None, &ex, false, 50), None);
         // After expiry the address is reclaimed for the newcomer.
         let ended = t.sweep(100);
         assert_eq!(ended.len(), 2);
-        assert!(t.pick(0, &sn, &c3, None, &ex, 100).is_some());
+        assert!(t.pick(0, &sn, &c3, None, &ex, false, 100).is_some());
     }
 
     #[test]
@@ -622,23 +749,26 @@ mod tests {
         let ex = sets.excluded();
         let (c1, _) = key(1);
         assert_eq!(
-            t.pick(0, &sn, &c1, Some(ip("198.18.0.40")), &ex, 0),
+            t.pick(0, &sn, &c1, Some(ip("198.18.0.40")), &ex, false, 0),
             Some(ip("198.18.0.40"))
         );
         t.put(lease(ip("198.18.0.40"), 1, State::Bound { expires: 10 }));
         // Expired and released, nobody else took it: same address again.
         t.sweep(20);
-        assert_eq!(t.pick(0, &sn, &c1, None, &ex, 30), Some(ip("198.18.0.40")));
+        assert_eq!(
+            t.pick(0, &sn, &c1, None, &ex, false, 30),
+            Some(ip("198.18.0.40"))
+        );
         // Another client may not take a live lease even by asking for it.
         let (c2, _) = key(2);
         t.put(lease(ip("198.18.0.40"), 1, State::Bound { expires: 100 }));
         assert_ne!(
-            t.pick(0, &sn, &c2, Some(ip("198.18.0.40")), &ex, 30),
+            t.pick(0, &sn, &c2, Some(ip("198.18.0.40")), &ex, false, 30),
             Some(ip("198.18.0.40"))
         );
         // Outside the pool is never chosen.
         assert_ne!(
-            t.pick(0, &sn, &c2, Some(ip("198.18.0.200")), &ex, 30),
+            t.pick(0, &sn, &c2, Some(ip("198.18.0.200")), &ex, false, 30),
             Some(ip("198.18.0.200"))
         );
     }
@@ -649,10 +779,13 @@ mod tests {
         let ex = sets.excluded();
         t.put(lease(ip("198.18.0.10"), 1, State::Offered { until: 30 }));
         let (c2, _) = key(2);
-        assert_eq!(t.pick(0, &sn, &c2, None, &ex, 10), None);
+        assert_eq!(t.pick(0, &sn, &c2, None, &ex, false, 10), None);
         t.sweep(31);
         assert!(t.get(ip("198.18.0.10")).is_none());
-        assert_eq!(t.pick(0, &sn, &c2, None, &ex, 31), Some(ip("198.18.0.10")));
+        assert_eq!(
+            t.pick(0, &sn, &c2, None, &ex, false, 31),
+            Some(ip("198.18.0.10"))
+        );
     }
 
     #[test]
@@ -665,7 +798,9 @@ mod tests {
         for n in 0..198u32 {
             let mac = Mac([2, 0, 0, 0, (n >> 8) as u8, n as u8]);
             let c = ClientKey::new(None, &mac);
-            let a = t.pick(0, &sn, &c, None, &ex, 0).expect("pool has room");
+            let a = t
+                .pick(0, &sn, &c, None, &ex, false, 0)
+                .expect("pool has room");
             assert!(got.insert(a), "{a} handed out twice");
             t.put(held(a, c, mac, State::Offered { until: 100 }));
         }
@@ -675,13 +810,13 @@ mod tests {
         assert_eq!(t.probes, 198);
         let (c, _) = key(250);
         for _ in 0..1000 {
-            assert_eq!(t.pick(0, &sn, &c, None, &ex, 50), None);
+            assert_eq!(t.pick(0, &sn, &c, None, &ex, false, 50), None);
         }
         assert_eq!(t.probes, 198, "a full pool was scanned");
         // Lapsed offers come back at the sweep, and are found without a scan.
         t.sweep(100);
         assert_eq!(t.free_in(0), Some(198));
-        assert!(t.pick(0, &sn, &c, None, &ex, 100).is_some());
+        assert!(t.pick(0, &sn, &c, None, &ex, false, 100).is_some());
         assert_eq!(t.probes, 199);
     }
 
@@ -693,7 +828,7 @@ mod tests {
         let mut got = Vec::new();
         for n in 2..=4 {
             let (c, mac) = key(n);
-            let a = t.pick(0, &sn, &c, None, &ex, 0).unwrap();
+            let a = t.pick(0, &sn, &c, None, &ex, false, 0).unwrap();
             t.put(Lease {
                 mac,
                 client: c,
@@ -736,13 +871,120 @@ mod tests {
         assert!(!t.mac_leased_to_other(&mac, &thief, 100));
     }
 
+    /// Two boxes with the same (empty) view of one pool, each from its own share.
+    #[test]
+    fn two_boxes_take_disjoint_shares_then_whatever_is_free() {
+        let (sn, _, sets) = empty_pool(("198.18.0.10", "198.18.0.19"));
+        let ex = sets.excluded();
+        let mut boxes: Vec<Leases> = (0..2)
+            .map(|slot| {
+                let mut t = Leases::default();
+                assert!(t.set_share(Share { slot, of: 2 }));
+                t
+            })
+            .collect();
+        let mut picked: Vec<Vec<Ipv4Addr>> = vec![Vec::new(), Vec::new()];
+        for n in 0..5u8 {
+            for (b, t) in boxes.iter_mut().enumerate() {
+                let (c, mac) = key(n * 2 + b as u8);
+                let a = t.pick(0, &sn, &c, None, &ex, false, 0).unwrap();
+                t.put(held(a, c, mac, State::Bound { expires: 100 }));
+                picked[b].push(a);
+            }
+        }
+        // Neither box knows of the other's leases, yet no address was picked twice:
+        // box 0 took the even addresses, box 1 the odd ones.
+        let even: Vec<Ipv4Addr> = (10..=18)
+            .step_by(2)
+            .map(|d| Ipv4Addr::new(198, 18, 0, d))
+            .collect();
+        let odd: Vec<Ipv4Addr> = (11..=19)
+            .step_by(2)
+            .map(|d| Ipv4Addr::new(198, 18, 0, d))
+            .collect();
+        assert_eq!(picked, [even.clone(), odd]);
+        // Its share used up, box 0 offers nothing from the other's, unless the client
+        // has been waiting (then what is free there, onward from where it was).
+        let (c, _) = key(50);
+        assert_eq!(boxes[0].pick(0, &sn, &c, None, &ex, false, 0), None);
+        assert_eq!(
+            boxes[0].pick(0, &sn, &c, None, &ex, true, 0),
+            Some(ip("198.18.0.19"))
+        );
+        // Alone again (the other box gone), one box has the whole pool.
+        assert!(boxes[0].set_share(Share::default()));
+        assert!(!boxes[0].set_share(Share::default()));
+        assert_eq!(boxes[0].free_in(0), None, "the index is rebuilt");
+        assert_eq!(
+            boxes[0].pick(0, &sn, &c, None, &ex, false, 0),
+            Some(ip("198.18.0.11"))
+        );
+        assert_eq!(boxes[0].free_in(0), Some(5));
+    }
+
+    #[test]
+    fn a_share_is_the_place_among_the_live_boxes() {
+        let boxes = ["a".to_string(), "b".to_string(), "c".to_string()];
+        assert_eq!(Share::among(&boxes, "b"), Share { slot: 1, of: 3 });
+        assert_eq!(Share::among(&boxes[..1], "a"), Share::default());
+        // Not (yet) listed: the whole pool, as alone.
+        assert_eq!(Share::among(&boxes, "z"), Share::default());
+    }
+
+    /// Shares of a pool whose ranges touch, overlap and do not start at a multiple of
+    /// `of`: every address is in exactly one share.
+    #[test]
+    fn the_shares_cover_the_pool_once() {
+        let mut sn = subnet(("198.18.0.7", "198.18.0.20"));
+        sn.pools
+            .push((u32::from(ip("198.18.0.15")), u32::from(ip("198.18.0.30"))));
+        sn.pools
+            .push((u32::from(ip("198.18.0.33")), u32::from(ip("198.18.0.33"))));
+        let sets = Sets::new(&[], &[]);
+        let ex = sets.excluded();
+        for of in 1..=4 {
+            let mut all = Vec::new();
+            for slot in 0..of {
+                let mut t = Leases::default();
+                t.set_share(Share { slot, of });
+                let mut mine = Vec::new();
+                for n in 0..25u8 {
+                    let (c, mac) = key(n);
+                    let Some(a) = t.pick(0, &sn, &c, None, &ex, false, 0) else {
+                        break;
+                    };
+                    t.put(held(a, c, mac, State::Bound { expires: 100 }));
+                    mine.push(a);
+                }
+                // Its own share, in order; the rest only for a client that waited.
+                assert!(
+                    mine.iter().all(|a| u32::from(*a) % of == slot),
+                    "of {of} slot {slot}: {mine:?}"
+                );
+                assert!(mine.is_sorted());
+                let (c, _) = key(99);
+                let other = t.pick(0, &sn, &c, None, &ex, true, 0);
+                assert_eq!(other.is_some(), of > 1, "of {of} slot {slot}");
+                assert!(other.is_none_or(|a| u32::from(a) % of != slot));
+                all.extend(mine);
+            }
+            all.sort();
+            let want: Vec<Ipv4Addr> = (7..=30)
+                .chain([33])
+                .map(|d| Ipv4Addr::new(198, 18, 0, d))
+                .collect();
+            assert_eq!(all, want, "of {of}");
+        }
+    }
+
     proptest::proptest! {
         /// The index agrees with the table after any sequence of grants, releases,
         /// removals and sweeps: it counts exactly the pool addresses (not excluded) that
         /// have no record or a free one, and a pick succeeds exactly when there is one.
         #[test]
+        /// Under any share of the pool, and with the share changing as boxes come and go.
         fn the_free_index_agrees_with_the_table(
-            ops in proptest::collection::vec((0u8..5, 0u8..24, 0u64..40), 1..120)
+            ops in proptest::collection::vec((0u8..6, 0u8..24, 0u64..40), 1..120)
         ) {
             let mut sn = subnet(("198.18.0.10", "198.18.0.19"));
             sn.pools.push((u32::from(ip("198.18.0.15")), u32::from(ip("198.18.0.24"))));
@@ -756,7 +998,7 @@ mod tests {
                 let (c, mac) = key(n);
                 match op {
                     0 | 1 => {
-                        if let Some(a) = t.pick(0, &sn, &c, None, &ex, now) {
+                        if let Some(a) = t.pick(0, &sn, &c, None, &ex, false, now) {
                             let state = if op == 0 {
                                 State::Offered { until: now + 30 }
                             } else {
@@ -776,8 +1018,12 @@ mod tests {
                             t.remove(a);
                         }
                     }
-                    _ => {
+                    4 => {
                         t.sweep(now);
+                    }
+                    _ => {
+                        let of = u32::from(n % 4) + 1;
+                        t.set_share(Share { slot: (dt as u32) % of, of });
                     }
                 }
                 let naive = (10..=24u8)
@@ -789,7 +1035,17 @@ mod tests {
                     proptest::prop_assert_eq!(free, naive);
                 }
                 let (stranger, _) = key(200);
-                let got = t.pick(0, &sn, &stranger, None, &ex, now);
+                let share = t.share;
+                let mine = (10..=24u8)
+                    .map(|d| Ipv4Addr::new(198, 18, 0, d))
+                    .filter(|a| u32::from(*a) % share.of == share.slot)
+                    .filter(|a| !server.contains(a) && !reserved.contains(a))
+                    .filter(|a| t.get(*a).is_none_or(|l| l.state == State::Free))
+                    .count();
+                let own = t.pick(0, &sn, &stranger, None, &ex, false, now);
+                proptest::prop_assert_eq!(own.is_some(), mine > 0);
+                proptest::prop_assert!(own.is_none_or(|a| u32::from(a) % share.of == share.slot));
+                let got = t.pick(0, &sn, &stranger, None, &ex, true, now);
                 proptest::prop_assert_eq!(got.is_some(), naive > 0);
                 if let Some(a) = got {
                     proptest::prop_assert!(sn.in_pool(a) && !server.contains(&a) && !reserved.contains(&a));

@@ -28,6 +28,7 @@ pub struct DhcpMetrics {
     pub pool_size: Family<SubnetLabels, Gauge>,
     pub pool_used: Family<SubnetLabels, Gauge>,
     pub journal_degraded: Gauge,
+    pub share_boxes: Gauge,
 }
 
 impl DhcpMetrics {
@@ -73,6 +74,12 @@ impl DhcpMetrics {
             "1 while the lease journal cannot be made durable (a sync failed): no ACK leaves",
             m.journal_degraded.clone(),
         );
+        reg.register(
+            "provbox_dhcp_share_boxes",
+            "Boxes splitting the DHCP pools between them (store.backend: postgres); 1: this box alone",
+            m.share_boxes.clone(),
+        );
+        m.share_boxes.set(1);
         m
     }
 

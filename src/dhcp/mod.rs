@@ -155,7 +155,11 @@ pub fn start(
         // `store.backend: postgres`: the shared table is the truth, no journal here.
         Some(pg) => {
             let (list, seq) = tokio::task::block_in_place(|| {
-                tokio::runtime::Handle::current().block_on(pg.leases())
+                tokio::runtime::Handle::current().block_on(async {
+                    // Join the boxes splitting the pools before the first offer.
+                    shared::heartbeat(pg, &engine).await;
+                    pg.leases().await
+                })
             })
             .context("dhcp: loading leases from PostgreSQL")?;
             (None, list, seq)

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::engine::{Engine, EventKind, Reply};
-use super::leases::{Lease, State};
+use super::leases::{Lease, Share, State};
 use super::store::Change;
 use super::{Job, WRITER_QUEUE, now};
 use crate::limit::WarnGate;
@@ -29,6 +29,17 @@ const PENDING_MAX: usize = 65_536;
 const OVERLAP: i64 = 4096;
 /// Every this many syncs, the whole table is read again.
 const FULL_EVERY: u64 = 120;
+/// Every this many syncs, this box says it is alive and learns which boxes are: a box
+/// gone for `BOX_GONE_AFTER_S` gives its share of the pools back to the others.
+const HEARTBEAT_EVERY: u64 = 4;
+
+/// Say this box is alive and take its share of the pools among the live boxes.
+pub(super) async fn heartbeat(pg: &Pg, engine: &Engine) {
+    match pg.heartbeat().await {
+        Ok(boxes) => engine.set_share(Share::among(&boxes, pg.box_name())),
+        Err(e) => tracing::debug!("dhcp: store heartbeat: {e:#}"),
+    }
+}
 
 pub(super) async fn writer<S, F>(
     mut rx: mpsc::Receiver<Job>,
@@ -201,6 +212,9 @@ pub(super) async fn sync(
             _ = tick.tick() => {}
         }
         n += 1;
+        if n.is_multiple_of(HEARTBEAT_EVERY) {
+            heartbeat(&pg, &engine).await;
+        }
         let (from, overlap) = if n.is_multiple_of(FULL_EVERY) {
             (0, 0)
         } else {

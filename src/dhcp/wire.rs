@@ -26,6 +26,8 @@ pub struct Fixed {
     pub htype: u8,
     pub hlen: u8,
     pub xid: u32,
+    /// Seconds since the client began asking (RFC 2131 `secs`).
+    pub secs: u16,
     pub flags: u16,
     pub ciaddr: Ipv4Addr,
     pub giaddr: Ipv4Addr,
@@ -42,6 +44,7 @@ impl Fixed {
             htype: h[1],
             hlen: h[2],
             xid: u32::from_be_bytes([h[4], h[5], h[6], h[7]]),
+            secs: u16::from_be_bytes([h[8], h[9]]),
             flags: u16::from_be_bytes([h[10], h[11]]),
             ciaddr: ip(12),
             giaddr: ip(24),

@@ -17,7 +17,14 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, R
 
 /// The migrations this binary knows, in order; a migration's version is its place + 1.
 /// Never edit one that shipped: add the next.
-pub(crate) const MIGRATIONS: &[&str] = &[include_str!("migrations/001_init.sql")];
+pub(crate) const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/001_init.sql"),
+    include_str!("migrations/002_boxes.sql"),
+];
+
+/// A box that has not written its `boxes` row for this long is taken for gone, and the
+/// others split the pools without it.
+pub(crate) const BOX_GONE_AFTER_S: u32 = 10;
 
 /// The advisory lock two boxes starting at once take around their migrations.
 const MIGRATION_LOCK: i64 = 0x0070_726f_7662_6f78; // "provbox"
@@ -279,6 +286,31 @@ impl Pg {
             .unwrap_or(false);
         self.mark(ok);
         ok
+    }
+
+    // ---- the boxes sharing the database ----
+
+    /// Say this box is alive, and list the boxes that are (this one among them), sorted
+    /// by name: every box computes the same order from it.
+    pub async fn heartbeat(&self) -> Result<Vec<String>> {
+        let c = self.client().await?;
+        let r = async {
+            c.execute(
+                "INSERT INTO boxes (name, seen) VALUES ($1, now()) \
+                 ON CONFLICT (name) DO UPDATE SET seen = now()",
+                &[&self.box_name],
+            )
+            .await?;
+            c.query(
+                "SELECT name FROM boxes \
+                 WHERE seen > now() - make_interval(secs => $1) ORDER BY name",
+                &[&f64::from(BOX_GONE_AFTER_S)],
+            )
+            .await
+        }
+        .await;
+        let rows = self.seen(r)?;
+        Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
     }
 
     // ---- device records ----
