@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use support::dhcp_raw::{LAB_CONFIG_HEAD, Lan, events, udhcpc_daemon};
-use support::{Provbox, free_tcp_port, provbox, require, signal, wait_for, wait_until};
+use support::fixtures::provbox_with;
+use support::{Provbox, free_tcp_port, require, signal, wait_for, wait_until};
 
 const TOKEN: &str = "api-test-token-0123456789";
 /// The Cisco phone (its User-Agent names it) and the Yealink one.
@@ -150,9 +151,7 @@ impl Server {
     }
 
     fn cli(&self, args: &[&str]) -> (i32, String) {
-        let mut a = args.to_vec();
-        a.extend(["--config", self.cfg.to_str().unwrap()]);
-        provbox(&a)
+        provbox_with(&self.cfg, args)
     }
 }
 
@@ -477,9 +476,7 @@ fn cli_talks_to_the_running_server_and_falls_back_when_it_is_stopped() {
         &["bindings", "list"][..],
         &["leases", "release", "198.18.0.9"][..],
     ] {
-        let mut a = args.to_vec();
-        a.extend(["--config", nodash.to_str().unwrap()]);
-        let (rc, out) = provbox(&a);
+        let (rc, out) = provbox_with(&nodash, args);
         assert!(
             rc != 0 && out.contains("a running provbox holds it"),
             "{args:?}: {out}"

@@ -6,9 +6,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use support::dedupe::{assert_mentions, check_config};
-use support::fixtures::{Ports, assert_labelled, assert_metrics, curl_as, lab_dir, serve_files};
+use support::fixtures::{
+    Ports, assert_labelled, assert_metrics, curl_as, lab_dir, provbox_with, serve_files,
+};
 use support::metric;
-use support::{Provbox, provbox, run};
+use support::{Provbox, run};
 
 const A: &str = "00562b043615";
 const B: &str = "0015654aa937";
@@ -608,13 +610,7 @@ fn inventory_import_names_the_line_and_the_server_picks_up_the_merge() {
     let mut pb = Provbox::start(d, &cfg);
     let inv_before = std::fs::read_to_string(pb.path().join("inventory.csv")).unwrap();
 
-    let (code, out) = provbox(&[
-        "devices",
-        "import",
-        bad.to_str().unwrap(),
-        "--config",
-        cfg_path.to_str().unwrap(),
-    ]);
+    let (code, out) = provbox_with(&cfg_path, &["devices", "import", bad.to_str().unwrap()]);
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("scan-bad.csv:3: `00-15-65-4a-a9-3` is not a MAC address"),
@@ -631,13 +627,7 @@ fn inventory_import_names_the_line_and_the_server_picks_up_the_merge() {
         404
     );
 
-    let (code, out) = provbox(&[
-        "devices",
-        "import",
-        good.to_str().unwrap(),
-        "--config",
-        cfg_path.to_str().unwrap(),
-    ]);
+    let (code, out) = provbox_with(&cfg_path, &["devices", "import", good.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("2 devices (1 added, 1 updated)"), "{out}");
     // The running server reloads the inventory by itself.

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use support::Provbox;
+use support::fixtures::provbox_with;
 use support::netns::{Lab, Netns};
 use support::{eventually, wait_for};
 
@@ -314,7 +315,7 @@ dashboard:
     std::fs::write(dir.path().join("files/spa504g.cfg"), "<flat-profile/>").unwrap();
     let p = Provbox::start(dir, &config);
     let cfg = p.path().join("config.yaml");
-    let (code, out) = support::provbox(&["upgrade", "all", "--config", cfg.to_str().unwrap()]);
+    let (code, out) = provbox_with(&cfg, &["upgrade", "all"]);
     assert_ne!(code, 0);
     assert!(
         out.contains("no device with a known address matches `all`"),
@@ -327,25 +328,21 @@ dashboard:
         &format!("http://127.0.0.1:{http}/spa504g.cfg"),
     );
     assert_eq!(r.code, 200);
-    let (code, out) = support::provbox(&[
-        "upgrade",
-        "00:0e:08:00:16:99",
-        "--config",
-        cfg.to_str().unwrap(),
-    ]);
+    let (code, out) = provbox_with(&cfg, &["upgrade", "00:0e:08:00:16:99"]);
     assert_ne!(code, 0);
     assert!(
         out.contains("no firmware is configured for 00:0e:08:00:16:99"),
         "{out}"
     );
-    let (code, out) = support::provbox(&[
-        "upgrade",
-        "00:0e:08:00:16:99",
-        "--firmware",
-        "../etc/passwd",
-        "--config",
-        cfg.to_str().unwrap(),
-    ]);
+    let (code, out) = provbox_with(
+        &cfg,
+        &[
+            "upgrade",
+            "00:0e:08:00:16:99",
+            "--firmware",
+            "../etc/passwd",
+        ],
+    );
     assert_ne!(code, 0);
     assert!(out.contains("is not a file in the catalog"), "{out}");
     // Without a token (401) and cross-site (403), as everywhere on the dashboard.

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::fixtures::{Ports, assert_labelled, curl_as, lab_dir};
-use support::{Provbox, free_tcp_port, free_udp_port, metric, provbox, run};
+use support::fixtures::{Ports, assert_labelled, curl_as, lab_dir, provbox_with};
+use support::{Provbox, free_tcp_port, free_udp_port, metric, run};
 use support::{eventually, scrape};
 
 /// A Polycom VVX and a second phone.
@@ -259,14 +259,16 @@ fn a_phone_uploads_its_override_and_log_and_only_it_reads_them_back() {
     // `provbox uploads` lists and exports, reading data_dir directly.
     let config = b.pb.path().join("config.yaml");
     let out = b.pb.path().join("export");
-    let (code, text) = provbox(&[
-        "uploads",
-        "00:04:F2:AB:CD:EF",
-        "--config",
-        config.to_str().unwrap(),
-        "--export",
-        out.to_str().unwrap(),
-    ]);
+    let (code, text) = provbox_with(
+        &config,
+        &[
+            "uploads",
+            "00:04:F2:AB:CD:EF",
+            "--export",
+            "--export",
+            out.to_str().unwrap(),
+        ],
+    );
     assert_eq!(code, 0, "{text}");
     assert!(
         text.contains(&format!("{A}-phone.cfg")) && text.contains("exported 4 files"),

@@ -8,9 +8,9 @@ use crate::support;
 use std::time::Duration;
 
 use support::dedupe::profile_dir;
-use support::fixtures::assert_labelled;
+use support::fixtures::{assert_labelled, provbox_with};
 use support::sipp::Sipp;
-use support::{Provbox, free_tcp_port, provbox};
+use support::{Provbox, free_tcp_port};
 
 const MAC: &str = "00562b043615";
 const UA: &str = "Cisco-CP-8831-3PCC/9.3.3 (00562b043615)";
@@ -123,13 +123,7 @@ hooks:\n  - name: verdicts\n    events: [verified, drift]\n    command: [/bin/sh
 
     // provbox asks the phone (sipp) for its report.
     let config = pb.path().join("config.yaml");
-    let (code, out) = provbox(&[
-        "resync",
-        "--report",
-        "127.0.0.1",
-        "--config",
-        config.to_str().unwrap(),
-    ]);
+    let (code, out) = provbox_with(&config, &["resync", "--report", "127.0.0.1"]);
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains("SIP NOTIFY Event: report → SIP/2.0 200 OK"),

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use super::{Provbox, Reply, curl, free_tcp_port, metric};
+use super::{Provbox, Reply, curl, free_tcp_port, metric, provbox};
 
 /// The ports of one running instance: plain HTTP, HTTPS and metrics.
 pub struct Ports {
@@ -90,4 +90,12 @@ pub fn assert_labelled(m: &str, family: &str, label: &str, want: &[(&str, f64)])
         let series = format!("{family}{{{label}=\"{value}\"}}");
         assert_eq!(metric(m, &series), *count, "{series}\n{m}");
     }
+}
+
+/// `provbox <args> --config <config>`: the CLI beside the instance `config` starts, as an
+/// operator runs it; (exit code, output).
+pub fn provbox_with(config: &Path, args: &[&str]) -> (i32, String) {
+    let mut all = args.to_vec();
+    all.extend(["--config", config.to_str().unwrap()]);
+    provbox(&all)
 }
