@@ -83,6 +83,19 @@ impl Bench {
         );
         (r.code, serde_json::from_slice(&r.body).unwrap_or_default())
     }
+
+    /// The details of the upload events on device `mac`'s dashboard timeline.
+    fn upload_events(&self, mac: &str) -> Vec<String> {
+        let (code, dev) = self.dashboard(&format!("/api/devices/{mac}"));
+        assert_eq!(code, 200, "{dev}");
+        dev["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "upload")
+            .map(|e| e["detail"].as_str().unwrap().to_string())
+            .collect()
+    }
 }
 
 #[test]
@@ -227,32 +240,15 @@ fn a_phone_uploads_its_override_and_log_and_only_it_reads_them_back() {
         &format!("http://127.0.0.1:{}/api/uploads/{A}", b.dash),
     );
     assert_eq!(unauth.code, 401);
-    let (code, dev) = b.dashboard("/api/devices/00:04:f2:ab:cd:ef");
-    assert_eq!(code, 200, "{dev}");
-    let uploads: Vec<&str> = dev["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["kind"] == "upload")
-        .map(|e| e["detail"].as_str().unwrap())
-        .collect();
+    let uploads = b.upload_events("00:04:f2:ab:cd:ef");
     assert!(
-        uploads.contains(&format!("{A}-phone.cfg: 30 bytes created over https").as_str()),
+        uploads.contains(&format!("{A}-phone.cfg: 30 bytes created over https")),
         "{uploads:?}"
     );
 
     // B's upload is on B's timeline, not A's.
-    let (code, dev) = b.dashboard("/api/devices/00:04:f2:00:00:01");
-    assert_eq!(code, 200, "{dev}");
-    let details: Vec<&str> = dev["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["kind"] == "upload")
-        .map(|e| e["detail"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        details,
+        b.upload_events("00:04:f2:00:00:01"),
         [format!("{B}-calls.xml: 8 bytes created over https")]
     );
 
