@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use support::dhcp_raw::{LAB_CONFIG_HEAD, Lan, events, udhcpc_daemon};
-use support::fixtures::provbox_with;
+use support::fixtures::{header, provbox_with};
 use support::{Provbox, free_tcp_port, require, signal, wait_for, wait_until};
 
 const TOKEN: &str = "api-test-token-0123456789";
@@ -112,13 +112,7 @@ impl Server {
         }
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
         let r = support::curl(10, &a, &format!("{}{path}", self.base()));
-        let ctype = r
-            .headers
-            .lines()
-            .find_map(|l| l.strip_prefix("content-type:"))
-            .unwrap_or("")
-            .trim()
-            .to_string();
+        let ctype = header(&r.headers, "content-type").to_string();
         (r.code, ctype, String::from_utf8_lossy(&r.body).into_owned())
     }
 

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use support::Provbox;
-use support::fixtures::provbox_with;
+use support::fixtures::{header, provbox_with};
 use support::netns::{Lab, Netns};
 use support::{eventually, wait_for};
 
@@ -376,13 +376,7 @@ dashboard:
             &["-X", "POST", "-H", &auth, "-H", &origin, "--data", body],
             &url,
         );
-        let ctype = r
-            .headers
-            .lines()
-            .find_map(|l| l.strip_prefix("content-type:"))
-            .unwrap_or("")
-            .trim()
-            .to_string();
+        let ctype = header(&r.headers, "content-type").to_string();
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
         (r.code, ctype, v)
     };

@@ -99,3 +99,13 @@ pub fn provbox_with(config: &Path, args: &[&str]) -> (i32, String) {
     all.extend(["--config", config.to_str().unwrap()]);
     provbox(&all)
 }
+
+/// The value of header `name` (lowercase) in curl's lowercased response `headers`, or ""
+/// when there is none.
+pub fn header<'a>(headers: &'a str, name: &str) -> &'a str {
+    headers
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .unwrap_or("")
+        .trim()
+}
