@@ -12,16 +12,14 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use support::dhcp_raw::{LAB_CONFIG_HEAD, Lan, events, udhcpc_daemon};
+use support::fixtures::{CISCO as A_HEX, CISCO_UA as UA_A, YEALINK_UA as UA_B};
 use support::fixtures::{header, provbox_with};
 use support::{Provbox, free_tcp_port, require, signal, wait_for, wait_until};
 
 const TOKEN: &str = "api-test-token-0123456789";
-/// The Cisco phone (its User-Agent names it) and the Yealink one.
+/// The Cisco phone (its User-Agent names it) and the Yealink one, as the API writes them.
 const A: &str = "00:56:2b:04:36:15";
-const A_HEX: &str = "00562b043615";
 const B: &str = "00:15:65:4a:a9:37";
-const UA_A: &str = "Cisco-CP-8831-3PCC/9.3.3 (00562b043615)";
-const UA_B: &str = "Yealink SIP-T46G 28.72.0.1 00:15:65:4a:a9:37";
 
 struct Server {
     p: Provbox,

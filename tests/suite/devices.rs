@@ -6,14 +6,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use support::dedupe::{assert_mentions, check_config};
+use support::fixtures::{CISCO as A, CISCO_UA, YEALINK as B, YEALINK_UA};
 use support::fixtures::{
     Ports, assert_labelled, assert_metrics, curl_as, lab_dir, provbox_with, serve_files,
 };
 use support::metric;
 use support::{Provbox, run};
-
-const A: &str = "00562b043615";
-const B: &str = "0015654aa937";
 
 fn config(p: &Ports, devices: &str) -> String {
     p.config(true) + devices
@@ -47,9 +45,9 @@ fn metrics(p: &Ports) -> String {
 
 fn ua_of(vendor: &str) -> &'static str {
     match vendor {
-        "cisco" => "Cisco-CP-8831-3PCC/9.3.3 (00562b043615)",
+        "cisco" => CISCO_UA,
         "spa" => "Cisco/SPA508G-7.4.4 (0002FDFF2103)(CBT141400FK)",
-        "yealink" => "Yealink SIP-T46G 28.72.0.1 00:15:65:4a:a9:37",
+        "yealink" => YEALINK_UA,
         "polycom" => {
             "FileTransport PolycomVVX-VVX_400-UA/5.9.5.0614 (SN:0004f2abcdef) Type/Application"
         }

@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use md5::Md5;
 use sha2::{Digest as _, Sha256};
+use support::fixtures::{CISCO as A, YEALINK as B};
 use support::fixtures::{Ports, lab_dir, serve_files};
 use support::{Provbox, metric};
 
-const A: &str = "00562b043615";
-const B: &str = "0015654aa937";
 const ALICE_PW: &str = "Alice pw 1";
 const BOB_PW: &str = "b0b-secret";
 const SHARED_PW: &str = "shared-acct-pw";

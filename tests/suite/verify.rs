@@ -8,12 +8,11 @@ use crate::support;
 use std::time::Duration;
 
 use support::dedupe::profile_dir;
+use support::fixtures::{CISCO as MAC, CISCO_UA as UA, YEALINK, YEALINK_UA};
 use support::fixtures::{assert_labelled, provbox_with};
 use support::sipp::Sipp;
 use support::{Provbox, free_tcp_port};
 
-const MAC: &str = "00562b043615";
-const UA: &str = "Cisco-CP-8831-3PCC/9.3.3 (00562b043615)";
 const TOKEN: &str = "verify-token-0123456789";
 
 /// What a Cisco 3PCC phone POSTs to its Report_Rule: its whole flat profile, the
@@ -204,9 +203,6 @@ hooks:\n  - name: verdicts\n    events: [verified, drift]\n    command: [/bin/sh
     );
     assert_eq!(code, 405);
 }
-
-const YEALINK: &str = "0015654aa937";
-const YEALINK_UA: &str = "Yealink SIP-T46G 28.72.0.1 00:15:65:4a:a9:37";
 
 /// A Yealink `$MA-local.cfg` as the phone uploads it: the served account parameters
 /// (`label`, `user_name` as given), the password masked, and settings the profile never

@@ -7,6 +7,13 @@ use std::path::Path;
 
 use super::{Provbox, Reply, curl, free_tcp_port, metric, provbox};
 
+/// The lab's two phones by MAC and by the User-Agent that names each: a Cisco 3PCC and
+/// a Yealink.
+pub const CISCO: &str = "00562b043615";
+pub const CISCO_UA: &str = "Cisco-CP-8831-3PCC/9.3.3 (00562b043615)";
+pub const YEALINK: &str = "0015654aa937";
+pub const YEALINK_UA: &str = "Yealink SIP-T46G 28.72.0.1 00:15:65:4a:a9:37";
+
 /// The ports of one running instance: plain HTTP, HTTPS and metrics.
 pub struct Ports {
     pub http: u16,
