@@ -71,6 +71,18 @@ fn confirm(br: &mut Browser, button: &str, yes: bool) -> Option<Value> {
     Some(a)
 }
 
+/// Clicks `button`, says yes, and asserts the request the page sent: `method` on `path`;
+/// the recorded request.
+fn confirmed(br: &mut Browser, button: &str, method: &str, path: &str) -> Value {
+    let a = confirm(br, button, true).unwrap();
+    assert_eq!(
+        (a["method"].as_str(), a["path"].as_str()),
+        (Some(method), Some(path)),
+        "{a}"
+    );
+    a
+}
+
 #[test]
 fn chromium_actions_ask_first_and_send_what_the_api_expects() {
     crate::support::needs!("chromium", "curl");
@@ -106,24 +118,16 @@ fn chromium_actions_ask_first_and_send_what_the_api_expects() {
     );
 
     // Ask it for its configuration report: a POST the server takes (202), not a 501.
-    let a = confirm(&mut br, "act-report", true).unwrap();
-    assert_eq!(
-        (a["method"].as_str(), a["path"].as_str()),
-        (
-            Some("POST"),
-            Some(format!("api/v1/devices/{enc}/report").as_str())
-        ),
-        "{a}"
+    let a = confirmed(
+        &mut br,
+        "act-report",
+        "POST",
+        &format!("api/v1/devices/{enc}/report"),
     );
     assert_eq!(a["status"], 202, "{a}");
 
     // Release the lease of its address.
-    let a = confirm(&mut br, "act-release", true).unwrap();
-    assert_eq!(
-        (a["method"].as_str(), a["path"].as_str()),
-        (Some("DELETE"), Some("api/v1/leases/127.0.0.1")),
-        "{a}"
-    );
+    confirmed(&mut br, "act-release", "DELETE", "api/v1/leases/127.0.0.1");
 
     // Edit its inventory row in the form, then save: a PUT of column -> value.
     br.eval("document.getElementById('act-inventory').click()");
@@ -135,9 +139,12 @@ fn chromium_actions_ask_first_and_send_what_the_api_expects() {
     br.eval("document.getElementById('inv-add').click()");
     br.eval("const r = document.querySelectorAll('#inv-fields > div')[1]; r.querySelector('.inv-k').value = 'display_name'; r.querySelector('.inv-v').value = 'Bench 1'");
     // The form's submit opens the confirm like a button does.
-    let a = confirm(&mut br, "inv-save", true).unwrap();
-    assert_eq!(a["method"], "PUT", "{a}");
-    assert_eq!(a["path"], format!("api/v1/inventory/{enc}"), "{a}");
+    let a = confirmed(
+        &mut br,
+        "inv-save",
+        "PUT",
+        &format!("api/v1/inventory/{enc}"),
+    );
     assert_eq!(
         a["body"],
         json!({"extension": "2101", "display_name": "Bench 1"})
@@ -145,17 +152,15 @@ fn chromium_actions_ask_first_and_send_what_the_api_expects() {
 
     // Unbind a PIN.
     br.eval("document.getElementById('pin').value = '4711'");
-    let a = confirm(&mut br, "unbind", true).unwrap();
-    assert_eq!(
-        (a["method"].as_str(), a["path"].as_str()),
-        (Some("DELETE"), Some("api/v1/bindings/4711")),
-        "{a}"
-    );
+    confirmed(&mut br, "unbind", "DELETE", "api/v1/bindings/4711");
 
     // Upgrade: this build's own endpoint answers with the run, which the page follows.
-    let a = confirm(&mut br, "act-upgrade", true).unwrap();
-    assert_eq!(a["method"], "POST", "{a}");
-    assert_eq!(a["path"], format!("api/v1/devices/{enc}/upgrade"), "{a}");
+    let a = confirmed(
+        &mut br,
+        "act-upgrade",
+        "POST",
+        &format!("api/v1/devices/{enc}/upgrade"),
+    );
     assert_eq!(a["status"], 202, "{a}");
     br.wait_for(
         &format!("!!document.querySelector('#upgrades li[data-key=\"{PHONE}\"]')"),
@@ -171,14 +176,11 @@ fn chromium_actions_ask_first_and_send_what_the_api_expects() {
     );
 
     // Forget, confirmed: a DELETE of the device.
-    let a = confirm(&mut br, "act-forget", true).unwrap();
-    assert_eq!(
-        (a["method"].as_str(), a["path"].as_str()),
-        (
-            Some("DELETE"),
-            Some(format!("api/v1/devices/{enc}").as_str())
-        ),
-        "{a}"
+    confirmed(
+        &mut br,
+        "act-forget",
+        "DELETE",
+        &format!("api/v1/devices/{enc}"),
     );
 
     // A cross-site page cannot do the same: the server refuses the request itself.
