@@ -261,7 +261,6 @@ fn a_phone_uploads_its_override_and_log_and_only_it_reads_them_back() {
             "uploads",
             "00:04:F2:AB:CD:EF",
             "--export",
-            "--export",
             out.to_str().unwrap(),
         ],
     );
