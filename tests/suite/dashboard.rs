@@ -116,16 +116,22 @@ fn token_protects_page_and_api() {
 
 use crate::support::sipp::Sipp;
 
+/// sipp playing a phone that wants `event`, and a bench whose resyncs are SIP NOTIFYs to it.
+fn sip_bench(work: &std::path::Path, event: &str) -> (Sipp, Bench) {
+    let sipp = Sipp::start(work, event);
+    let b = Bench::start(
+        &[],
+        &format!("  resync:\n    method: sip\n    sip_port: {}\n", sipp.port),
+    );
+    (sipp, b)
+}
+
 #[test]
 fn resync_by_sip_notify_reaches_sipp() {
     crate::support::needs!("curl", "logger", "sipp");
     let work = tempfile::tempdir().unwrap();
     // A Cisco phone wants `Event: resync`: the CLI.
-    let sipp = Sipp::start(work.path(), "resync");
-    let b = Bench::start(
-        &[],
-        &format!("  resync:\n    method: sip\n    sip_port: {}\n", sipp.port),
-    );
+    let (sipp, b) = sip_bench(work.path(), "resync");
     b.logger(
         "--rfc3164",
         "SPA504G 000e08000401 -- Successful resync http://127.0.0.1/spa.cfg",
@@ -142,11 +148,7 @@ fn resync_by_sip_notify_reaches_sipp() {
     assert!(log.contains("Event: resync CSeq: 1 NOTIFY"), "{log}");
 
     // Another vendor, the dashboard button, with reboot.
-    let sipp = Sipp::start(work.path(), "check-sync;reboot=true");
-    let b2 = Bench::start(
-        &[],
-        &format!("  resync:\n    method: sip\n    sip_port: {}\n", sipp.port),
-    );
+    let (sipp, b2) = sip_bench(work.path(), "check-sync;reboot=true");
     b2.logger(
         "--rfc5424",
         "SIP-T46G 001565000402 – Requesting resync http://127.0.0.1/y.cfg",
