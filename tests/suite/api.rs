@@ -142,6 +142,11 @@ impl Server {
         (r.code, String::from_utf8_lossy(&r.body).into_owned())
     }
 
+    /// An inventory scan (CSV) posted to the import route: (status, answer).
+    fn import(&self, csv: &str) -> (u16, serde_json::Value) {
+        self.write("POST", "/api/v1/inventory/import", Some(csv))
+    }
+
     fn cli(&self, args: &[&str]) -> (i32, String) {
         provbox_with(&self.cfg, args)
     }
@@ -336,11 +341,7 @@ fn devices_inventory_bindings_catalog_and_events() {
         Some("{\"account\": \"x\"}"),
     );
     assert_eq!(c, 422, "{r}");
-    let (c, r) = b.write(
-        "POST",
-        "/api/v1/inventory/import",
-        Some("mac,extension\n00:56:2B:04:36:1,1\n0015654aa937,2002,extra\n"),
-    );
+    let (c, r) = b.import("mac,extension\n00:56:2B:04:36:1,1\n0015654aa937,2002,extra\n");
     assert_eq!(c, 422, "{r}");
     assert!(
         r["detail"].as_str().unwrap().contains("import.csv:2:"),
@@ -350,11 +351,7 @@ fn devices_inventory_bindings_catalog_and_events() {
         std::fs::read_to_string(b.p.path().join("inventory.yaml")).unwrap(),
         file
     );
-    let (c, r) = b.write(
-        "POST",
-        "/api/v1/inventory/import",
-        Some("mac,extension\n0015654aa937,2002\n"),
-    );
+    let (c, r) = b.import("mac,extension\n0015654aa937,2002\n");
     assert_eq!(c, 200, "{r}");
     assert_eq!(
         b.fetch(UA_B, "/cfg/0015654aa937.xml"),
