@@ -95,6 +95,24 @@ struct Bench {
     _lab: Lab,
 }
 
+/// The config both benches start from: `files/` served over HTTP on `http`, the dashboard
+/// on `dash` with TOKEN; then `rest`.
+fn config(http: &str, dash: &str, rest: &str) -> String {
+    format!(
+        "data_dir: data
+catalog:
+  roots: [files]
+http:
+  enabled: true
+  listen: [\"{http}\"]
+dashboard:
+  enabled: true
+  listen: {dash}
+  token: {TOKEN}
+{rest}"
+    )
+}
+
 fn bench(phones: usize, upgrade: &str, silent: bool) -> Bench {
     support::require("python3");
     support::require("logger");
@@ -107,25 +125,19 @@ fn bench(phones: usize, upgrade: &str, silent: bool) -> Bench {
     std::fs::write(dir.path().join("files").join(FIRMWARE), vec![0x5a; 200_000]).unwrap();
     let state = tempfile::tempdir().unwrap();
     std::fs::write(state.path().join("stub.py"), STUB).unwrap();
-    let config = format!(
-        "data_dir: data
-catalog:
-  roots: [files]
-http:
-  enabled: true
-  listen: [\"198.18.0.1:8080\"]
-syslog:
+    let config = config(
+        "198.18.0.1:8080",
+        "127.0.0.1:8081",
+        &format!(
+            "syslog:
   enabled: true
   listen: 198.18.0.1:514
   tcp_listen: 198.18.0.1:601
-dashboard:
-  enabled: true
-  listen: 127.0.0.1:8081
-  token: {TOKEN}
 upgrade:
 {upgrade}  firmware:
     cisco: {FIRMWARE}
 "
+        ),
     );
     let p = Provbox::start_with(dir, &config, &srv.prefix());
 
@@ -297,18 +309,10 @@ fn upgrade_refuses_what_it_cannot_do_in_words() {
     let dir = Provbox::dir();
     let dash = support::free_tcp_port();
     let http = support::free_tcp_port();
-    let config = format!(
-        "data_dir: data
-catalog:
-  roots: [files]
-http:
-  enabled: true
-  listen: [\"127.0.0.1:{http}\"]
-dashboard:
-  enabled: true
-  listen: 127.0.0.1:{dash}
-  token: {TOKEN}
-"
+    let config = config(
+        &format!("127.0.0.1:{http}"),
+        &format!("127.0.0.1:{dash}"),
+        "",
     );
     std::fs::write(dir.path().join("files/fw.bin"), "image").unwrap();
     // Published from the start (a file written later waits for the watcher).
