@@ -29,6 +29,12 @@ fn open(b: &Bench) -> Browser {
     br
 }
 
+/// SPA504G number `n` (MAC 00:0e:08:00:17:0`n`) fetches its profile and gets it.
+fn phone_fetches(b: &Bench, n: u8) {
+    let ua = format!("Cisco/SPA504G-7.5.5 (000E080017{n:02X})");
+    assert_eq!(b.fetch("/spa504g.cfg", &ua), 200, "{ua}");
+}
+
 fn row(mac: &str) -> String {
     format!("!!document.querySelector('tr[data-key=\"{mac}\"]')")
 }
@@ -87,10 +93,7 @@ fn confirmed(br: &mut Browser, button: &str, method: &str, path: &str) -> Value 
 fn chromium_actions_ask_first_and_send_what_the_api_expects() {
     crate::support::needs!("chromium", "curl");
     let b = start();
-    assert_eq!(
-        b.fetch("/spa504g.cfg", "Cisco/SPA504G-7.5.5 (000E08001701)"),
-        200
-    );
+    phone_fetches(&b, 1);
     b.wait_device(PHONE, "known", |_| true);
     let mut br = open(&b);
     br.wait_for(&row(PHONE), true.into());
@@ -197,10 +200,7 @@ fn chromium_actions_ask_first_and_send_what_the_api_expects() {
 fn chromium_follows_the_bench_live_and_draws_the_chart() {
     crate::support::needs!("chromium", "curl");
     let b = start();
-    assert_eq!(
-        b.fetch("/spa504g.cfg", "Cisco/SPA504G-7.5.5 (000E08001701)"),
-        200
-    );
+    phone_fetches(&b, 1);
     let mut br = open(&b);
     br.wait_for(&row(PHONE), true.into());
 
@@ -242,10 +242,7 @@ fn chromium_follows_the_bench_live_and_draws_the_chart() {
     }
     br.eval("window.__marker = 7");
     let other = "00:0e:08:00:17:02";
-    assert_eq!(
-        b.fetch("/spa504g.cfg", "Cisco/SPA504G-7.5.5 (000E08001702)"),
-        200
-    );
+    phone_fetches(&b, 2);
     br.wait_for(&row(other), true.into());
     assert_eq!(br.eval("window.__marker"), 7, "the page was not reloaded");
     if stream {
@@ -261,10 +258,7 @@ fn chromium_follows_the_bench_live_and_draws_the_chart() {
 fn chromium_updates_on_stream_events_and_polls_when_the_stream_fails() {
     crate::support::needs!("chromium", "curl");
     let b = start();
-    assert_eq!(
-        b.fetch("/spa504g.cfg", "Cisco/SPA504G-7.5.5 (000E08001701)"),
-        200
-    );
+    phone_fetches(&b, 1);
     let mut br = Browser::start();
     br.call("Page.enable", json!({}));
     br.call(
@@ -289,10 +283,7 @@ fn chromium_updates_on_stream_events_and_polls_when_the_stream_fails() {
     // A fetch by curl: nothing polls, so it shows only with the stream's `device` event
     // (named, as the API sends it).
     let other = "00:0e:08:00:17:02";
-    assert_eq!(
-        b.fetch("/spa504g.cfg", "Cisco/SPA504G-7.5.5 (000E08001702)"),
-        200
-    );
+    phone_fetches(&b, 2);
     b.wait_device(other, "known", |_| true);
     std::thread::sleep(std::time::Duration::from_millis(2500));
     assert_eq!(
@@ -313,9 +304,6 @@ fn chromium_updates_on_stream_events_and_polls_when_the_stream_fails() {
         "poll".into(),
     );
     let third = "00:0e:08:00:17:03";
-    assert_eq!(
-        b.fetch("/spa504g.cfg", "Cisco/SPA504G-7.5.5 (000E08001703)"),
-        200
-    );
+    phone_fetches(&b, 3);
     br.wait_for(&row(third), true.into());
 }
