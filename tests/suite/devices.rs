@@ -17,6 +17,24 @@ fn config(p: &Ports, devices: &str) -> String {
     p.config(true) + devices
 }
 
+/// The `devices` section of the PIN binding tests: an init path that binds a phone (named
+/// by its User-Agent) to the inventory's account with that PIN.
+const PIN_BINDING: &str = "devices:\n  inventory: inventory.yaml\n  trust:\n    user_agent: true\n  binding:\n    init_prefix: /init\n    profile: init.cfg.tmpl\n";
+
+/// provbox started on test dir `d` with fresh ports and `devices` after the served
+/// sections (see `config`).
+fn start(d: tempfile::TempDir, devices: &str) -> (Provbox, Ports) {
+    let p = Ports::free();
+    let pb = Provbox::start(d, &config(&p, devices));
+    (pb, p)
+}
+
+/// The `devices` section for an inventory.csv whose phones the User-Agent names, then
+/// `more` of the section.
+fn trusting_agents(more: &str) -> String {
+    format!("devices:\n  inventory: inventory.csv\n  trust:\n    user_agent: true\n{more}")
+}
+
 /// A test directory with the lab CA made beforehand (so `client_ca` exists at start) and
 /// the given served files and inventory.
 fn setup(files: &[(&str, &str)], inventory: (&str, &str)) -> tempfile::TempDir {
@@ -76,14 +94,7 @@ c074ad2bd859,1005,Grandstream
         )],
         ("inventory.csv", inventory),
     );
-    let p = Ports::free();
-    let _pb = Provbox::start(
-        d,
-        &config(
-            &p,
-            "devices:\n  inventory: inventory.csv\n  trust:\n    user_agent: true\n",
-        ),
-    );
+    let (_pb, p) = start(d, &trusting_agents(""));
     let cases = [
         (
             "cisco",
@@ -174,9 +185,8 @@ fn client_cert_for_one_device_cannot_read_anothers_profile() {
         (d.path().join("data/tls/ca.pem"), c, k)
     };
     let (cert_b, key_b) = client_cert(d.path(), B);
-    let p = Ports::free();
     // No trust in leases or User-Agents: only certificates prove anything here.
-    let pb = Provbox::start(d, &config(&p, "devices:\n  inventory: inventory.yaml\n"));
+    let (pb, p) = start(d, "devices:\n  inventory: inventory.yaml\n");
     let https = |cert: Option<(&Path, &Path)>, path: &str| {
         let r = curl_as(
             10,
@@ -276,14 +286,7 @@ fn openssl_decrypts_encrypted_profiles_md5_and_sha256() {
             "mac,sip_user,sip_password,key,digest\n00562b043615,1001,pw-a,key for A,\n0015654aa937,1002,pw-b,key for B,sha256\n",
         ),
     );
-    let p = Ports::free();
-    let _pb = Provbox::start(
-        d,
-        &config(
-            &p,
-            "devices:\n  inventory: inventory.csv\n  trust:\n    user_agent: true\n  encryption:\n    digest: md5\n",
-        ),
-    );
+    let (_pb, p) = start(d, &trusting_agents("  encryption:\n    digest: md5\n"));
     let fetch = |ua: &str, mac: &str| {
         curl(
             &["-A", ua],
@@ -353,13 +356,9 @@ fn gzip_before_encryption_decrypts_and_gunzips() {
             "mac,extension,key\n00562b043615,1001,gz key\n",
         ),
     );
-    let p = Ports::free();
-    let _pb = Provbox::start(
+    let (_pb, p) = start(
         d,
-        &config(
-            &p,
-            "devices:\n  inventory: inventory.csv\n  trust:\n    user_agent: true\n  encryption:\n    digest: sha256\n    gzip: true\n",
-        ),
+        &trusting_agents("  encryption:\n    digest: sha256\n    gzip: true\n"),
     );
     let (code, body) = curl(
         &["-A", ua_of("cisco")],
@@ -400,12 +399,7 @@ devices:
         ],
         ("inventory.yaml", inventory),
     );
-    let p = Ports::free();
-    let cfg = config(
-        &p,
-        "devices:\n  inventory: inventory.yaml\n  trust:\n    user_agent: true\n  binding:\n    init_prefix: /init\n    profile: init.cfg.tmpl\n",
-    );
-    let mut pb = Provbox::start(d, &cfg);
+    let (mut pb, p) = start(d, PIN_BINDING);
     // Before binding the device has no account variables.
     assert_eq!(http_as(&p, ua_of("cisco"), &format!("/cfg/{A}.xml")).0, 404);
     let (code, body) = http_as(&p, ua_of("cisco"), "/init/4711");
@@ -442,7 +436,7 @@ devices:
     assert_eq!(pb.signal_and_wait("TERM"), Some(0));
     let dir = std::mem::replace(&mut pb.dir, tempfile::tempdir().unwrap());
     drop(pb);
-    let pb = Provbox::start(dir, &cfg);
+    let pb = Provbox::start(dir, &config(&p, PIN_BINDING));
     assert_eq!(
         http_as(&p, ua_of("cisco"), &format!("/cfg/{A}.xml")),
         (200, "account=acme-7 ext=2007 pw=acme-secret\n".into())
@@ -481,12 +475,7 @@ fn pin_guessing_is_locked_out_even_with_the_right_pin_after() {
             "devices:\n  - pin: \"4711\"\n    account: acme-7\n",
         ),
     );
-    let p = Ports::free();
-    let cfg = config(
-        &p,
-        "devices:\n  inventory: inventory.yaml\n  trust:\n    user_agent: true\n  binding:\n    init_prefix: /init\n    profile: init.cfg.tmpl\n",
-    );
-    let pb = Provbox::start(d, &cfg);
+    let (pb, p) = start(d, PIN_BINDING);
     // Routed like any init request, so counted and masked alike: any case, percent-encoded.
     for path in [
         "/init/0000",
@@ -539,14 +528,7 @@ fn missing_template_variable_refuses_the_whole_file() {
         &[("p.cfg.tmpl", "ext=$extension\npassword=$sip_password\n")],
         ("inventory.csv", "mac,extension\n00562b043615,1001\n"),
     );
-    let p = Ports::free();
-    let pb = Provbox::start(
-        d,
-        &config(
-            &p,
-            "devices:\n  inventory: inventory.csv\n  trust:\n    user_agent: true\n",
-        ),
-    );
+    let (pb, p) = start(d, &trusting_agents(""));
     let (code, body) = http_as(&p, ua_of("cisco"), "/p.cfg");
     assert_eq!(code, 404);
     assert!(body.is_empty(), "never half-rendered: {body}");
@@ -577,14 +559,7 @@ fn missing_template_variable_answers_403_when_configured() {
         &[("p.cfg.tmpl", "password=$sip_password\n")],
         ("inventory.csv", "mac,extension\n00562b043615,1001\n"),
     );
-    let p = Ports::free();
-    let _pb = Provbox::start(
-        d,
-        &config(
-            &p,
-            "devices:\n  inventory: inventory.csv\n  missing_variable: 403\n  trust:\n    user_agent: true\n",
-        ),
-    );
+    let (_pb, p) = start(d, &trusting_agents("  missing_variable: 403\n"));
     assert_eq!(http_as(&p, ua_of("cisco"), "/p.cfg").0, 403);
 }
 
@@ -611,12 +586,7 @@ fn inventory_import_names_the_line_and_the_server_picks_up_the_merge() {
     )
     .unwrap();
     let cfg_path = d.path().join("config.yaml");
-    let p = Ports::free();
-    let cfg = config(
-        &p,
-        "devices:\n  inventory: inventory.csv\n  trust:\n    user_agent: true\n",
-    );
-    let mut pb = Provbox::start(d, &cfg);
+    let (mut pb, p) = start(d, &trusting_agents(""));
     let inv_before = std::fs::read_to_string(pb.path().join("inventory.csv")).unwrap();
 
     let (code, out) = provbox_with(&cfg_path, &["devices", "import", bad.to_str().unwrap()]);
