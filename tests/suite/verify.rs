@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use support::dedupe::profile_dir;
 use support::fixtures::{CISCO as MAC, CISCO_UA as UA, YEALINK, YEALINK_UA};
-use support::fixtures::{assert_labelled, provbox_with};
+use support::fixtures::{assert_labelled, provbox_with, serve_files};
 use support::sipp::Sipp;
 use support::{Provbox, free_tcp_port};
 
@@ -33,6 +33,13 @@ fn report(display_name: &str, user_id: &str) -> String {
 <Primary_DNS ua="na">198.18.0.1</Primary_DNS>
 </flat-profile>
 "#
+    )
+}
+
+/// The inventory: phone `mac` is Alice's, extension and SIP user 1001.
+fn alice(mac: &str) -> String {
+    format!(
+        "devices:\n  - mac: {mac}\n    display_name: Alice Example\n    sip_user: \"1001\"\n    sip_password: s3cret\n    extension: \"1001\"\n"
     )
 }
 
@@ -92,9 +99,7 @@ fn a_cisco_report_after_notify_is_verified_then_drift_lists_both_parameters() {
     // The shipped sample profile, as it is.
     let d = profile_dir(
         include_str!("../../files/profiles/cfg/$MA.xml.tmpl"),
-        &format!(
-            "devices:\n  - mac: {MAC}\n    display_name: Alice Example\n    sip_user: \"1001\"\n    sip_password: s3cret\n    extension: \"1001\"\n"
-        ),
+        &alice(MAC),
     );
     let hooked = d.path().join("hooked.txt");
     let work = tempfile::tempdir().unwrap();
@@ -224,24 +229,20 @@ phone_setting.backlight_time = 60\n"
 fn a_yealink_upload_of_its_local_config_is_verified_then_drift_lists_both_parameters() {
     crate::support::needs!("curl");
     let d = Provbox::dir();
-    std::fs::write(
-        d.path().join("files/$MA.cfg.tmpl"),
-        "#!version:1.0.0.1\n\
+    serve_files(
+        d.path(),
+        &[(
+            "$MA.cfg.tmpl",
+            "#!version:1.0.0.1\n\
 account.1.enable = 1\n\
 account.1.label = $extension\n\
 account.1.display_name = $(display_name)\n\
 account.1.user_name = $sip_user\n\
 account.1.password = $sip_password\n\
 account.1.sip_server.1.address = 198.18.0.1\n",
-    )
-    .unwrap();
-    std::fs::write(
-        d.path().join("inventory.yaml"),
-        format!(
-            "devices:\n  - mac: {YEALINK}\n    display_name: Alice Example\n    sip_user: \"1001\"\n    sip_password: s3cret\n    extension: \"1001\"\n"
-        ),
-    )
-    .unwrap();
+        )],
+    );
+    std::fs::write(d.path().join("inventory.yaml"), alice(YEALINK)).unwrap();
     let (http, dash, metrics) = (free_tcp_port(), free_tcp_port(), free_tcp_port());
     let cfg = format!(
         "{}dashboard:\n  enabled: true\n  listen: 127.0.0.1:{dash}\n  token: {TOKEN}\n\
