@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use support::dedupe::{assert_mentions, check_config};
 use support::fixtures::{CISCO as A, CISCO_UA, YEALINK as B, YEALINK_UA};
 use support::fixtures::{
-    Ports, assert_labelled, assert_metrics, curl_as, lab_dir, provbox_with, serve_files,
+    Ports, Running, assert_labelled, assert_metrics, curl_as, lab_dir, provbox_with, serve_files,
 };
 use support::metric;
 use support::{Provbox, run};
@@ -24,9 +24,8 @@ const PIN_BINDING: &str = "devices:\n  inventory: inventory.yaml\n  trust:\n    
 /// provbox started on test dir `d` with fresh ports and `devices` after the served
 /// sections (see `config`).
 fn start(d: tempfile::TempDir, devices: &str) -> (Provbox, Ports) {
-    let p = Ports::free();
-    let pb = Provbox::start(d, &config(&p, devices));
-    (pb, p)
+    let r = Running::start(d, true, devices);
+    (r.pb, r.ports)
 }
 
 /// The `devices` section for an inventory.csv whose phones the User-Agent names, then

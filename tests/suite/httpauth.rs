@@ -9,19 +9,14 @@ use std::time::Duration;
 use md5::Md5;
 use sha2::{Digest as _, Sha256};
 use support::fixtures::{CISCO as A, YEALINK as B};
-use support::fixtures::{Ports, lab_dir, serve_files};
-use support::{Provbox, metric};
+use support::fixtures::{Running, lab_dir, serve_files};
+use support::metric;
 
 const ALICE_PW: &str = "Alice pw 1";
 const BOB_PW: &str = "b0b-secret";
 const SHARED_PW: &str = "shared-acct-pw";
 
-struct Lab {
-    pb: Provbox,
-    ports: Ports,
-}
-
-fn start(trust: bool, extra: &str) -> Lab {
+fn start(trust: bool, extra: &str) -> Running {
     let d = lab_dir();
     serve_files(
         d.path(),
@@ -45,16 +40,16 @@ fn start(trust: bool, extra: &str) -> Lab {
         format!("# shared by the lab's Polycoms\nshared:{SHARED_PW}\n"),
     )
     .unwrap();
-    let ports = Ports::free();
-    let cfg = format!(
-        "{}devices:\n  inventory: inventory.csv\n  trust:\n    http_auth: {trust}\n  http_auth:\n    accounts: accounts.txt\n{extra}",
-        ports.config(false)
-    );
-    let pb = Provbox::start(d, &cfg);
-    Lab { pb, ports }
+    Running::start(
+        d,
+        false,
+        &format!(
+            "devices:\n  inventory: inventory.csv\n  trust:\n    http_auth: {trust}\n  http_auth:\n    accounts: accounts.txt\n{extra}"
+        ),
+    )
 }
 
-fn url(l: &Lab, path: &str) -> String {
+fn url(l: &Running, path: &str) -> String {
     format!("http://127.0.0.1:{}{path}", l.ports.http)
 }
 
@@ -67,7 +62,7 @@ fn get(args: &[&str], url: &str) -> (u16, String, String) {
     )
 }
 
-fn auth_metric(l: &Lab, result: &str) -> f64 {
+fn auth_metric(l: &Running, result: &str) -> f64 {
     metric(
         &support::scrape(l.ports.metrics),
         &format!("provbox_http_auth_total{{result=\"{result}\"}}"),
@@ -76,7 +71,7 @@ fn auth_metric(l: &Lab, result: &str) -> f64 {
 
 /// The response headers of a GET without credentials, as sent (not lowercased: a nonce is
 /// case-sensitive).
-fn raw_challenge(l: &Lab, path: &str) -> String {
+fn raw_challenge(l: &Running, path: &str) -> String {
     let out = support::run(
         "curl",
         &["-sS", "-o", "/dev/null", "-D", "-", &url(l, path)],

@@ -47,6 +47,22 @@ metrics:\n  enabled: true\n  listen: 127.0.0.1:{}\n",
     }
 }
 
+/// provbox running on its own ports.
+pub struct Running {
+    pub pb: Provbox,
+    pub ports: Ports,
+}
+
+impl Running {
+    /// provbox started on test dir `dir` with fresh ports: the served sections (see
+    /// `Ports::config`), then `rest`.
+    pub fn start(dir: tempfile::TempDir, client_certs: bool, rest: &str) -> Running {
+        let ports = Ports::free();
+        let pb = Provbox::start(dir, &(ports.config(client_certs) + rest));
+        Running { pb, ports }
+    }
+}
+
 /// A test dir with the lab CA (for localhost and 127.0.0.1) already in `data/tls`.
 pub fn lab_dir() -> tempfile::TempDir {
     let d = Provbox::dir();
