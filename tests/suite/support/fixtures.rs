@@ -1,7 +1,8 @@
 //! The HTTPS bench the device tests share: a test dir whose lab CA is made before
 //! provbox starts (so `https.client_ca` exists), the files it serves, free ports for
 //! HTTP, HTTPS and metrics with the config that listens on them, curl as a phone with
-//! its client certificate, and metric values checked by series.
+//! its client certificate, metric values checked by series, the CLI beside a running
+//! instance and a response header read from curl's.
 
 use std::path::Path;
 
