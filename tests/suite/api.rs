@@ -11,16 +11,16 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+use support::dedupe::assert_contains_all;
 use support::dhcp_raw::{LAB_CONFIG_HEAD, Lan, events, udhcpc_daemon};
-use support::{Provbox, free_tcp_port, provbox, require, signal, wait_for, wait_until};
+use support::fixtures::{CISCO as A_HEX, CISCO_UA as UA_A, YEALINK_UA as UA_B};
+use support::fixtures::{header, provbox_with};
+use support::{Provbox, free_tcp_port, require, signal, wait_for, wait_until};
 
 const TOKEN: &str = "api-test-token-0123456789";
-/// The Cisco phone (its User-Agent names it) and the Yealink one.
+/// The Cisco phone (its User-Agent names it) and the Yealink one, as the API writes them.
 const A: &str = "00:56:2b:04:36:15";
-const A_HEX: &str = "00562b043615";
 const B: &str = "00:15:65:4a:a9:37";
-const UA_A: &str = "Cisco-CP-8831-3PCC/9.3.3 (00562b043615)";
-const UA_B: &str = "Yealink SIP-T46G 28.72.0.1 00:15:65:4a:a9:37";
 
 struct Server {
     p: Provbox,
@@ -111,13 +111,7 @@ impl Server {
         }
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
         let r = support::curl(10, &a, &format!("{}{path}", self.base()));
-        let ctype = r
-            .headers
-            .lines()
-            .find_map(|l| l.strip_prefix("content-type:"))
-            .unwrap_or("")
-            .trim()
-            .to_string();
+        let ctype = header(&r.headers, "content-type").to_string();
         (r.code, ctype, String::from_utf8_lossy(&r.body).into_owned())
     }
 
@@ -149,10 +143,13 @@ impl Server {
         (r.code, String::from_utf8_lossy(&r.body).into_owned())
     }
 
+    /// An inventory scan (CSV) posted to the import route: (status, answer).
+    fn import(&self, csv: &str) -> (u16, serde_json::Value) {
+        self.write("POST", "/api/v1/inventory/import", Some(csv))
+    }
+
     fn cli(&self, args: &[&str]) -> (i32, String) {
-        let mut a = args.to_vec();
-        a.extend(["--config", self.cfg.to_str().unwrap()]);
-        provbox(&a)
+        provbox_with(&self.cfg, args)
     }
 }
 
@@ -345,11 +342,7 @@ fn devices_inventory_bindings_catalog_and_events() {
         Some("{\"account\": \"x\"}"),
     );
     assert_eq!(c, 422, "{r}");
-    let (c, r) = b.write(
-        "POST",
-        "/api/v1/inventory/import",
-        Some("mac,extension\n00:56:2B:04:36:1,1\n0015654aa937,2002,extra\n"),
-    );
+    let (c, r) = b.import("mac,extension\n00:56:2B:04:36:1,1\n0015654aa937,2002,extra\n");
     assert_eq!(c, 422, "{r}");
     assert!(
         r["detail"].as_str().unwrap().contains("import.csv:2:"),
@@ -359,11 +352,7 @@ fn devices_inventory_bindings_catalog_and_events() {
         std::fs::read_to_string(b.p.path().join("inventory.yaml")).unwrap(),
         file
     );
-    let (c, r) = b.write(
-        "POST",
-        "/api/v1/inventory/import",
-        Some("mac,extension\n0015654aa937,2002\n"),
-    );
+    let (c, r) = b.import("mac,extension\n0015654aa937,2002\n");
     assert_eq!(c, 200, "{r}");
     assert_eq!(
         b.fetch(UA_B, "/cfg/0015654aa937.xml"),
@@ -417,15 +406,16 @@ fn devices_inventory_bindings_catalog_and_events() {
     );
     assert_eq!(b.get(&format!("/api/v1/devices/{A}")).0, 404);
     assert_eq!(b.get("/api/v1/devices").1["total"], 1);
-    let log = b.p.log();
-    for what in [
-        "forget device",
-        "unbind",
-        "import inventory",
-        "delete inventory record",
-    ] {
-        assert!(log.contains(what), "no audit line for {what}:\n{log}");
-    }
+    // An audit line for each.
+    assert_contains_all(
+        &b.p.log(),
+        &[
+            "forget device",
+            "unbind",
+            "import inventory",
+            "delete inventory record",
+        ],
+    );
     // The old read-only API is still there.
     let (c, _, _) = b.call("GET", "/api/devices", true, None, None);
     assert_eq!(c, 200);
@@ -477,9 +467,7 @@ fn cli_talks_to_the_running_server_and_falls_back_when_it_is_stopped() {
         &["bindings", "list"][..],
         &["leases", "release", "198.18.0.9"][..],
     ] {
-        let mut a = args.to_vec();
-        a.extend(["--config", nodash.to_str().unwrap()]);
-        let (rc, out) = provbox(&a);
+        let (rc, out) = provbox_with(&nodash, args);
         assert!(
             rc != 0 && out.contains("a running provbox holds it"),
             "{args:?}: {out}"

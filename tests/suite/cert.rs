@@ -4,6 +4,7 @@
 
 use crate::support;
 
+use support::fixtures::provbox_with;
 use support::{Provbox, free_tcp_port};
 
 fn openssl(args: &[&str]) -> (bool, String) {
@@ -105,20 +106,21 @@ fn lab_ca_issues_server_and_client_certs_that_openssl_and_curl_accept() {
     let cfg = dir.path().join("config.yaml");
     std::fs::write(&cfg, &yaml).unwrap();
     // client_ca does not exist yet: `check` says so, naming the field.
-    let (code, text) = support::provbox(&["check", "--config", cfg.to_str().unwrap()]);
+    let (code, text) = provbox_with(&cfg, &["check"]);
     assert_ne!(code, 0);
     assert!(text.contains("https.client_ca"), "{text}");
 
-    let (code, text) = support::provbox(&[
-        "cert",
-        "lab-ca",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--names",
-        "prov2.lab.test",
-        "--clients",
-        "00:56:2B:04:36:15,0015654aa937",
-    ]);
+    let (code, text) = provbox_with(
+        &cfg,
+        &[
+            "cert",
+            "lab-ca",
+            "--names",
+            "prov2.lab.test",
+            "--clients",
+            "00:56:2B:04:36:15,0015654aa937",
+        ],
+    );
     assert_eq!(code, 0, "{text}");
     let tls = dir.path().join("data/tls");
     let p = |f: &str| tls.join(f).to_str().unwrap().to_string();
@@ -158,14 +160,7 @@ fn lab_ca_issues_server_and_client_certs_that_openssl_and_curl_accept() {
     assert!(text.contains("SEP00562B043615"), "{text}");
     assert!(text.contains("SSL client : Yes"), "{text}");
     // A bad MAC is refused.
-    let (code, text) = support::provbox(&[
-        "cert",
-        "lab-ca",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--clients",
-        "zz",
-    ]);
+    let (code, text) = provbox_with(&cfg, &["cert", "lab-ca", "--clients", "zz"]);
     assert_ne!(code, 0);
     assert!(text.contains("not a MAC address"), "{text}");
 

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use crate::support::dedupe::{check_config, reload_config};
 use bench_kit::{Bench, kinds};
-use support::{free_udp_port, provbox, require};
+use support::fixtures::provbox_with;
+use support::{free_udp_port, require};
 
 const TOKEN: &str = "bench-token-0123456789";
 
@@ -115,28 +116,29 @@ fn token_protects_page_and_api() {
 
 use crate::support::sipp::Sipp;
 
+/// sipp playing a phone that wants `event`, and a bench whose resyncs are SIP NOTIFYs to it.
+fn sip_bench(work: &std::path::Path, event: &str) -> (Sipp, Bench) {
+    let sipp = Sipp::start(work, event);
+    let b = Bench::start(
+        &[],
+        &format!("  resync:\n    method: sip\n    sip_port: {}\n", sipp.port),
+    );
+    (sipp, b)
+}
+
 #[test]
 fn resync_by_sip_notify_reaches_sipp() {
     crate::support::needs!("curl", "logger", "sipp");
     let work = tempfile::tempdir().unwrap();
     // A Cisco phone wants `Event: resync`: the CLI.
-    let sipp = Sipp::start(work.path(), "resync");
-    let b = Bench::start(
-        &[],
-        &format!("  resync:\n    method: sip\n    sip_port: {}\n", sipp.port),
-    );
+    let (sipp, b) = sip_bench(work.path(), "resync");
     b.logger(
         "--rfc3164",
         "SPA504G 000e08000401 -- Successful resync http://127.0.0.1/spa.cfg",
     );
     b.wait_device("000e08000401", "known", |d| d["state"] == "provisioned");
     let cfg = b.p.path().join("config.yaml");
-    let (code, out) = provbox(&[
-        "resync",
-        "00:0e:08:00:04:01",
-        "--config",
-        cfg.to_str().unwrap(),
-    ]);
+    let (code, out) = provbox_with(&cfg, &["resync", "00:0e:08:00:04:01"]);
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains("00:0e:08:00:04:01 127.0.0.1: SIP NOTIFY Event: resync → SIP/2.0 200 OK"),
@@ -146,11 +148,7 @@ fn resync_by_sip_notify_reaches_sipp() {
     assert!(log.contains("Event: resync CSeq: 1 NOTIFY"), "{log}");
 
     // Another vendor, the dashboard button, with reboot.
-    let sipp = Sipp::start(work.path(), "check-sync;reboot=true");
-    let b2 = Bench::start(
-        &[],
-        &format!("  resync:\n    method: sip\n    sip_port: {}\n", sipp.port),
-    );
+    let (sipp, b2) = sip_bench(work.path(), "check-sync;reboot=true");
     b2.logger(
         "--rfc5424",
         "SIP-T46G 001565000402 – Requesting resync http://127.0.0.1/y.cfg",
@@ -166,12 +164,10 @@ fn resync_by_sip_notify_reaches_sipp() {
     assert!(d.to_string().contains("200 OK"), "{d:#}");
 
     // Nobody listening: a clear failure, exit code 1.
-    let (code, out) = provbox(&[
-        "resync",
-        "001565000402",
-        "--config",
-        b2.p.path().join("config.yaml").to_str().unwrap(),
-    ]);
+    let (code, out) = provbox_with(
+        &b2.p.path().join("config.yaml"),
+        &["resync", "001565000402"],
+    );
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("FAILED"), "{out}");
 }
@@ -203,7 +199,7 @@ fn resync_by_web_command_reaches_a_stub_phone() {
     );
     b.wait_device("000e08000501", "known", |_| true);
     let cfg = b.p.path().join("config.yaml");
-    let (code, out) = provbox(&["resync", "127.0.0.1", "--config", cfg.to_str().unwrap()]);
+    let (code, out) = provbox_with(&cfg, &["resync", "127.0.0.1"]);
     assert_eq!(code, 0, "{out}");
     let head = rx
         .recv_timeout(Duration::from_secs(10))

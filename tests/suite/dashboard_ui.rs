@@ -29,6 +29,12 @@ fn open(b: &Bench) -> Browser {
     br
 }
 
+/// SPA504G number `n` (MAC 00:0e:08:00:17:0`n`) fetches its profile and gets it.
+fn phone_fetches(b: &Bench, n: u8) {
+    let ua = format!("Cisco/SPA504G-7.5.5 (000E080017{n:02X})");
+    assert_eq!(b.fetch("/spa504g.cfg", &ua), 200, "{ua}");
+}
+
 fn row(mac: &str) -> String {
     format!("!!document.querySelector('tr[data-key=\"{mac}\"]')")
 }
@@ -71,14 +77,23 @@ fn confirm(br: &mut Browser, button: &str, yes: bool) -> Option<Value> {
     Some(a)
 }
 
+/// Clicks `button`, says yes, and asserts the request the page sent: `method` on `path`;
+/// the recorded request.
+fn confirmed(br: &mut Browser, button: &str, method: &str, path: &str) -> Value {
+    let a = confirm(br, button, true).unwrap();
+    assert_eq!(
+        (a["method"].as_str(), a["path"].as_str()),
+        (Some(method), Some(path)),
+        "{a}"
+    );
+    a
+}
+
 #[test]
 fn chromium_actions_ask_first_and_send_what_the_api_expects() {
     crate::support::needs!("chromium", "curl");
     let b = start();
-    assert_eq!(
-        b.fetch("/spa504g.cfg", "Cisco/SPA504G-7.5.5 (000E08001701)"),
-        200
-    );
+    phone_fetches(&b, 1);
     b.wait_device(PHONE, "known", |_| true);
     let mut br = open(&b);
     br.wait_for(&row(PHONE), true.into());
@@ -106,24 +121,16 @@ fn chromium_actions_ask_first_and_send_what_the_api_expects() {
     );
 
     // Ask it for its configuration report: a POST the server takes (202), not a 501.
-    let a = confirm(&mut br, "act-report", true).unwrap();
-    assert_eq!(
-        (a["method"].as_str(), a["path"].as_str()),
-        (
-            Some("POST"),
-            Some(format!("api/v1/devices/{enc}/report").as_str())
-        ),
-        "{a}"
+    let a = confirmed(
+        &mut br,
+        "act-report",
+        "POST",
+        &format!("api/v1/devices/{enc}/report"),
     );
     assert_eq!(a["status"], 202, "{a}");
 
     // Release the lease of its address.
-    let a = confirm(&mut br, "act-release", true).unwrap();
-    assert_eq!(
-        (a["method"].as_str(), a["path"].as_str()),
-        (Some("DELETE"), Some("api/v1/leases/127.0.0.1")),
-        "{a}"
-    );
+    confirmed(&mut br, "act-release", "DELETE", "api/v1/leases/127.0.0.1");
 
     // Edit its inventory row in the form, then save: a PUT of column -> value.
     br.eval("document.getElementById('act-inventory').click()");
@@ -135,9 +142,12 @@ fn chromium_actions_ask_first_and_send_what_the_api_expects() {
     br.eval("document.getElementById('inv-add').click()");
     br.eval("const r = document.querySelectorAll('#inv-fields > div')[1]; r.querySelector('.inv-k').value = 'display_name'; r.querySelector('.inv-v').value = 'Bench 1'");
     // The form's submit opens the confirm like a button does.
-    let a = confirm(&mut br, "inv-save", true).unwrap();
-    assert_eq!(a["method"], "PUT", "{a}");
-    assert_eq!(a["path"], format!("api/v1/inventory/{enc}"), "{a}");
+    let a = confirmed(
+        &mut br,
+        "inv-save",
+        "PUT",
+        &format!("api/v1/inventory/{enc}"),
+    );
     assert_eq!(
         a["body"],
         json!({"extension": "2101", "display_name": "Bench 1"})
@@ -145,17 +155,15 @@ fn chromium_actions_ask_first_and_send_what_the_api_expects() {
 
     // Unbind a PIN.
     br.eval("document.getElementById('pin').value = '4711'");
-    let a = confirm(&mut br, "unbind", true).unwrap();
-    assert_eq!(
-        (a["method"].as_str(), a["path"].as_str()),
-        (Some("DELETE"), Some("api/v1/bindings/4711")),
-        "{a}"
-    );
+    confirmed(&mut br, "unbind", "DELETE", "api/v1/bindings/4711");
 
     // Upgrade: this build's own endpoint answers with the run, which the page follows.
-    let a = confirm(&mut br, "act-upgrade", true).unwrap();
-    assert_eq!(a["method"], "POST", "{a}");
-    assert_eq!(a["path"], format!("api/v1/devices/{enc}/upgrade"), "{a}");
+    let a = confirmed(
+        &mut br,
+        "act-upgrade",
+        "POST",
+        &format!("api/v1/devices/{enc}/upgrade"),
+    );
     assert_eq!(a["status"], 202, "{a}");
     br.wait_for(
         &format!("!!document.querySelector('#upgrades li[data-key=\"{PHONE}\"]')"),
@@ -171,14 +179,11 @@ fn chromium_actions_ask_first_and_send_what_the_api_expects() {
     );
 
     // Forget, confirmed: a DELETE of the device.
-    let a = confirm(&mut br, "act-forget", true).unwrap();
-    assert_eq!(
-        (a["method"].as_str(), a["path"].as_str()),
-        (
-            Some("DELETE"),
-            Some(format!("api/v1/devices/{enc}").as_str())
-        ),
-        "{a}"
+    confirmed(
+        &mut br,
+        "act-forget",
+        "DELETE",
+        &format!("api/v1/devices/{enc}"),
     );
 
     // A cross-site page cannot do the same: the server refuses the request itself.
@@ -195,10 +200,7 @@ fn chromium_actions_ask_first_and_send_what_the_api_expects() {
 fn chromium_follows_the_bench_live_and_draws_the_chart() {
     crate::support::needs!("chromium", "curl");
     let b = start();
-    assert_eq!(
-        b.fetch("/spa504g.cfg", "Cisco/SPA504G-7.5.5 (000E08001701)"),
-        200
-    );
+    phone_fetches(&b, 1);
     let mut br = open(&b);
     br.wait_for(&row(PHONE), true.into());
 
@@ -240,10 +242,7 @@ fn chromium_follows_the_bench_live_and_draws_the_chart() {
     }
     br.eval("window.__marker = 7");
     let other = "00:0e:08:00:17:02";
-    assert_eq!(
-        b.fetch("/spa504g.cfg", "Cisco/SPA504G-7.5.5 (000E08001702)"),
-        200
-    );
+    phone_fetches(&b, 2);
     br.wait_for(&row(other), true.into());
     assert_eq!(br.eval("window.__marker"), 7, "the page was not reloaded");
     if stream {
@@ -259,10 +258,7 @@ fn chromium_follows_the_bench_live_and_draws_the_chart() {
 fn chromium_updates_on_stream_events_and_polls_when_the_stream_fails() {
     crate::support::needs!("chromium", "curl");
     let b = start();
-    assert_eq!(
-        b.fetch("/spa504g.cfg", "Cisco/SPA504G-7.5.5 (000E08001701)"),
-        200
-    );
+    phone_fetches(&b, 1);
     let mut br = Browser::start();
     br.call("Page.enable", json!({}));
     br.call(
@@ -287,10 +283,7 @@ fn chromium_updates_on_stream_events_and_polls_when_the_stream_fails() {
     // A fetch by curl: nothing polls, so it shows only with the stream's `device` event
     // (named, as the API sends it).
     let other = "00:0e:08:00:17:02";
-    assert_eq!(
-        b.fetch("/spa504g.cfg", "Cisco/SPA504G-7.5.5 (000E08001702)"),
-        200
-    );
+    phone_fetches(&b, 2);
     b.wait_device(other, "known", |_| true);
     std::thread::sleep(std::time::Duration::from_millis(2500));
     assert_eq!(
@@ -311,9 +304,6 @@ fn chromium_updates_on_stream_events_and_polls_when_the_stream_fails() {
         "poll".into(),
     );
     let third = "00:0e:08:00:17:03";
-    assert_eq!(
-        b.fetch("/spa504g.cfg", "Cisco/SPA504G-7.5.5 (000E08001703)"),
-        200
-    );
+    phone_fetches(&b, 3);
     br.wait_for(&row(third), true.into());
 }

@@ -8,36 +8,26 @@ use std::time::Duration;
 
 use md5::Md5;
 use sha2::{Digest as _, Sha256};
-use support::{Provbox, free_tcp_port, metric};
+use support::fixtures::{CISCO as A, YEALINK as B};
+use support::fixtures::{Running, lab_dir, serve_files};
+use support::metric;
 
-const A: &str = "00562b043615";
-const B: &str = "0015654aa937";
 const ALICE_PW: &str = "Alice pw 1";
 const BOB_PW: &str = "b0b-secret";
 const SHARED_PW: &str = "shared-acct-pw";
 
-struct Lab {
-    pb: Provbox,
-    http: u16,
-    https: u16,
-    metrics: u16,
-}
-
-fn start(trust: bool, extra: &str) -> Lab {
-    let d = Provbox::dir();
-    provbox::tls::LabCa::ensure(
-        &d.path().join("data/tls"),
-        &["localhost".into(), "127.0.0.1".into()],
-    )
-    .unwrap();
-    let files = d.path().join("files");
-    std::fs::create_dir_all(files.join("cfg")).unwrap();
-    std::fs::write(
-        files.join("cfg/$MA.xml.tmpl"),
-        "<device mac=\"$MAC\" ext=\"$extension\"/>\n",
-    )
-    .unwrap();
-    std::fs::write(files.join("common.cfg"), "for everyone\n").unwrap();
+fn start(trust: bool, extra: &str) -> Running {
+    let d = lab_dir();
+    serve_files(
+        d.path(),
+        &[
+            (
+                "cfg/$MA.xml.tmpl",
+                "<device mac=\"$MAC\" ext=\"$extension\"/>\n",
+            ),
+            ("common.cfg", "for everyone\n"),
+        ],
+    );
     std::fs::write(
         d.path().join("inventory.csv"),
         format!(
@@ -50,24 +40,17 @@ fn start(trust: bool, extra: &str) -> Lab {
         format!("# shared by the lab's Polycoms\nshared:{SHARED_PW}\n"),
     )
     .unwrap();
-    let (http, https, metrics) = (free_tcp_port(), free_tcp_port(), free_tcp_port());
-    let cfg = format!(
-        "catalog:\n  roots: [files]\nhttp:\n  enabled: true\n  listen: [\"127.0.0.1:{http}\"]\n\
-https:\n  enabled: true\n  listen: [\"127.0.0.1:{https}\"]\n\
-metrics:\n  enabled: true\n  listen: 127.0.0.1:{metrics}\n\
-devices:\n  inventory: inventory.csv\n  trust:\n    http_auth: {trust}\n  http_auth:\n    accounts: accounts.txt\n{extra}"
-    );
-    let pb = Provbox::start(d, &cfg);
-    Lab {
-        pb,
-        http,
-        https,
-        metrics,
-    }
+    Running::start(
+        d,
+        false,
+        &format!(
+            "devices:\n  inventory: inventory.csv\n  trust:\n    http_auth: {trust}\n  http_auth:\n    accounts: accounts.txt\n{extra}"
+        ),
+    )
 }
 
-fn url(l: &Lab, path: &str) -> String {
-    format!("http://127.0.0.1:{}{path}", l.http)
+fn url(l: &Running, path: &str) -> String {
+    format!("http://127.0.0.1:{}{path}", l.ports.http)
 }
 
 fn get(args: &[&str], url: &str) -> (u16, String, String) {
@@ -79,16 +62,16 @@ fn get(args: &[&str], url: &str) -> (u16, String, String) {
     )
 }
 
-fn auth_metric(l: &Lab, result: &str) -> f64 {
+fn auth_metric(l: &Running, result: &str) -> f64 {
     metric(
-        &support::scrape(l.metrics),
+        &support::scrape(l.ports.metrics),
         &format!("provbox_http_auth_total{{result=\"{result}\"}}"),
     )
 }
 
 /// The response headers of a GET without credentials, as sent (not lowercased: a nonce is
 /// case-sensitive).
-fn raw_challenge(l: &Lab, path: &str) -> String {
+fn raw_challenge(l: &Running, path: &str) -> String {
     let out = support::run(
         "curl",
         &["-sS", "-o", "/dev/null", "-D", "-", &url(l, path)],
@@ -197,7 +180,7 @@ fn digest_and_basic_prove_the_device_and_wrong_passwords_get_the_challenge() {
     // Over HTTPS the same.
     let (code, _, body) = get(
         &["-k", "--digest", "-u", &format!("bob:{BOB_PW}")],
-        &format!("https://127.0.0.1:{}/cfg/{B}.xml", l.https),
+        &format!("https://127.0.0.1:{}/cfg/{B}.xml", l.ports.https),
     );
     assert_eq!((code, body.contains("ext=\"1002\"")), (200, true), "{body}");
 
@@ -319,7 +302,7 @@ fn wrong_passwords_are_throttled_like_pin_guesses() {
     assert_eq!(code, 403, "{headers}");
     assert_eq!(auth_metric(&l, "wrong_credentials"), 5.0);
     assert_eq!(auth_metric(&l, "throttled"), 1.0);
-    let m = support::scrape(l.metrics);
+    let m = support::scrape(l.ports.metrics);
     assert_eq!(
         metric(
             &m,
@@ -456,7 +439,7 @@ fn a_polycom_puts_its_log_and_override_with_digest_and_reads_them_back() {
     let (code, headers, _) = get(&["-A", POLYCOM_UA], &url(&l, &over));
     assert_eq!(code, 401);
     assert!(headers.contains("www-authenticate: digest"), "{headers}");
-    let m = support::scrape(l.metrics);
+    let m = support::scrape(l.ports.metrics);
     assert_eq!(metric(&m, "provbox_uploads_total{result=\"stored\"}"), 2.0);
     assert_eq!(
         metric(&m, "provbox_uploads_total{result=\"forbidden\"}"),
@@ -479,5 +462,5 @@ fn a_polycom_puts_its_log_and_override_with_digest_and_reads_them_back() {
     );
     let (code, _, _) = put(Some(&alice), &changed, &over);
     assert_eq!(code, 204);
-    assert_eq!(verdicts(&support::scrape(l.metrics)), [0.0, 1.0, 0.0]);
+    assert_eq!(verdicts(&support::scrape(l.ports.metrics)), [0.0, 1.0, 0.0]);
 }

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use support::Provbox;
+use support::fixtures::{header, provbox_with};
 use support::netns::{Lab, Netns};
 use support::{eventually, wait_for};
 
@@ -94,6 +95,24 @@ struct Bench {
     _lab: Lab,
 }
 
+/// The config both benches start from: `files/` served over HTTP on `http`, the dashboard
+/// on `dash` with TOKEN; then `rest`.
+fn config(http: &str, dash: &str, rest: &str) -> String {
+    format!(
+        "data_dir: data
+catalog:
+  roots: [files]
+http:
+  enabled: true
+  listen: [\"{http}\"]
+dashboard:
+  enabled: true
+  listen: {dash}
+  token: {TOKEN}
+{rest}"
+    )
+}
+
 fn bench(phones: usize, upgrade: &str, silent: bool) -> Bench {
     support::require("python3");
     support::require("logger");
@@ -106,25 +125,19 @@ fn bench(phones: usize, upgrade: &str, silent: bool) -> Bench {
     std::fs::write(dir.path().join("files").join(FIRMWARE), vec![0x5a; 200_000]).unwrap();
     let state = tempfile::tempdir().unwrap();
     std::fs::write(state.path().join("stub.py"), STUB).unwrap();
-    let config = format!(
-        "data_dir: data
-catalog:
-  roots: [files]
-http:
-  enabled: true
-  listen: [\"198.18.0.1:8080\"]
-syslog:
+    let config = config(
+        "198.18.0.1:8080",
+        "127.0.0.1:8081",
+        &format!(
+            "syslog:
   enabled: true
   listen: 198.18.0.1:514
   tcp_listen: 198.18.0.1:601
-dashboard:
-  enabled: true
-  listen: 127.0.0.1:8081
-  token: {TOKEN}
 upgrade:
 {upgrade}  firmware:
     cisco: {FIRMWARE}
 "
+        ),
     );
     let p = Provbox::start_with(dir, &config, &srv.prefix());
 
@@ -296,25 +309,17 @@ fn upgrade_refuses_what_it_cannot_do_in_words() {
     let dir = Provbox::dir();
     let dash = support::free_tcp_port();
     let http = support::free_tcp_port();
-    let config = format!(
-        "data_dir: data
-catalog:
-  roots: [files]
-http:
-  enabled: true
-  listen: [\"127.0.0.1:{http}\"]
-dashboard:
-  enabled: true
-  listen: 127.0.0.1:{dash}
-  token: {TOKEN}
-"
+    let config = config(
+        &format!("127.0.0.1:{http}"),
+        &format!("127.0.0.1:{dash}"),
+        "",
     );
     std::fs::write(dir.path().join("files/fw.bin"), "image").unwrap();
     // Published from the start (a file written later waits for the watcher).
     std::fs::write(dir.path().join("files/spa504g.cfg"), "<flat-profile/>").unwrap();
     let p = Provbox::start(dir, &config);
     let cfg = p.path().join("config.yaml");
-    let (code, out) = support::provbox(&["upgrade", "all", "--config", cfg.to_str().unwrap()]);
+    let (code, out) = provbox_with(&cfg, &["upgrade", "all"]);
     assert_ne!(code, 0);
     assert!(
         out.contains("no device with a known address matches `all`"),
@@ -327,25 +332,21 @@ dashboard:
         &format!("http://127.0.0.1:{http}/spa504g.cfg"),
     );
     assert_eq!(r.code, 200);
-    let (code, out) = support::provbox(&[
-        "upgrade",
-        "00:0e:08:00:16:99",
-        "--config",
-        cfg.to_str().unwrap(),
-    ]);
+    let (code, out) = provbox_with(&cfg, &["upgrade", "00:0e:08:00:16:99"]);
     assert_ne!(code, 0);
     assert!(
         out.contains("no firmware is configured for 00:0e:08:00:16:99"),
         "{out}"
     );
-    let (code, out) = support::provbox(&[
-        "upgrade",
-        "00:0e:08:00:16:99",
-        "--firmware",
-        "../etc/passwd",
-        "--config",
-        cfg.to_str().unwrap(),
-    ]);
+    let (code, out) = provbox_with(
+        &cfg,
+        &[
+            "upgrade",
+            "00:0e:08:00:16:99",
+            "--firmware",
+            "../etc/passwd",
+        ],
+    );
     assert_ne!(code, 0);
     assert!(out.contains("is not a file in the catalog"), "{out}");
     // Without a token (401) and cross-site (403), as everywhere on the dashboard.
@@ -379,13 +380,7 @@ dashboard:
             &["-X", "POST", "-H", &auth, "-H", &origin, "--data", body],
             &url,
         );
-        let ctype = r
-            .headers
-            .lines()
-            .find_map(|l| l.strip_prefix("content-type:"))
-            .unwrap_or("")
-            .trim()
-            .to_string();
+        let ctype = header(&r.headers, "content-type").to_string();
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
         (r.code, ctype, v)
     };

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::{Provbox, free_tcp_port, free_udp_port, metric, provbox, run};
+use support::fixtures::{Ports, assert_labelled, curl_as, lab_dir, provbox_with};
+use support::{Provbox, free_tcp_port, free_udp_port, metric, run};
 use support::{eventually, scrape};
 
 /// A Polycom VVX and a second phone.
@@ -18,9 +19,7 @@ const TOKEN: &str = "uploads-token-0123456789";
 
 struct Bench {
     pb: Provbox,
-    https: u16,
-    http: u16,
-    metrics: u16,
+    ports: Ports,
     dash: u16,
     ca: PathBuf,
     certs: Vec<(PathBuf, PathBuf)>,
@@ -31,35 +30,20 @@ use crate::support::client_cert;
 /// provbox with HTTP, HTTPS (client certificates optional), the dashboard and uploads
 /// with small quotas; certificates for A and B.
 fn bench(uploads: &str) -> Bench {
-    let d = Provbox::dir();
-    provbox::tls::LabCa::ensure(
-        &d.path().join("data/tls"),
-        &["localhost".into(), "127.0.0.1".into()],
-    )
-    .unwrap();
+    let d = lab_dir();
     std::fs::write(d.path().join("files/common.cfg"), "for everyone\n").unwrap();
     let certs = vec![client_cert(d.path(), A), client_cert(d.path(), B)];
     let ca = d.path().join("data/tls/ca.pem");
-    let (http, https, metrics, dash) = (
-        free_tcp_port(),
-        free_tcp_port(),
-        free_tcp_port(),
-        free_tcp_port(),
-    );
+    let (ports, dash) = (Ports::free(), free_tcp_port());
     let cfg = format!(
-        "catalog:\n  roots: [files]\n\
-http:\n  enabled: true\n  listen: [\"127.0.0.1:{http}\"]\n\
-https:\n  enabled: true\n  listen: [\"127.0.0.1:{https}\"]\n  client_auth: optional\n  client_ca: data/tls/ca.pem\n\
-metrics:\n  enabled: true\n  listen: 127.0.0.1:{metrics}\n\
-dashboard:\n  enabled: true\n  listen: 127.0.0.1:{dash}\n  token: {TOKEN}\n\
-uploads:\n  enabled: true\n{uploads}"
+        "{}dashboard:\n  enabled: true\n  listen: 127.0.0.1:{dash}\n  token: {TOKEN}\n\
+uploads:\n  enabled: true\n{uploads}",
+        ports.config(true)
     );
     let pb = Provbox::start(d, &cfg);
     Bench {
         pb,
-        https,
-        http,
-        metrics,
+        ports,
         dash,
         ca,
         certs,
@@ -69,22 +53,13 @@ uploads:\n  enabled: true\n{uploads}"
 impl Bench {
     /// curl over HTTPS as phone `who` (0: A, 1: B, None: no certificate).
     fn https(&self, who: Option<usize>, extra: &[&str], path: &str) -> support::Reply {
-        let mut args: Vec<String> = vec!["--cacert".into(), self.ca.to_str().unwrap().into()];
-        if let Some(i) = who {
-            let (c, k) = &self.certs[i];
-            args.extend([
-                "--cert".into(),
-                c.to_str().unwrap().into(),
-                "--key".into(),
-                k.to_str().unwrap().into(),
-            ]);
-        }
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        support::curl(
+        let cert = who.map(|i| (self.certs[i].0.as_path(), self.certs[i].1.as_path()));
+        curl_as(
             20,
-            &args,
-            &format!("https://127.0.0.1:{}{path}", self.https),
+            &self.ca,
+            cert,
+            extra,
+            &format!("https://127.0.0.1:{}{path}", self.ports.https),
         )
     }
 
@@ -107,6 +82,19 @@ impl Bench {
             &format!("http://127.0.0.1:{}{path}", self.dash),
         );
         (r.code, serde_json::from_slice(&r.body).unwrap_or_default())
+    }
+
+    /// The details of the upload events on device `mac`'s dashboard timeline.
+    fn upload_events(&self, mac: &str) -> Vec<String> {
+        let (code, dev) = self.dashboard(&format!("/api/devices/{mac}"));
+        assert_eq!(code, 200, "{dev}");
+        dev["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "upload")
+            .map(|e| e["detail"].as_str().unwrap().to_string())
+            .collect()
     }
 }
 
@@ -141,7 +129,7 @@ fn a_phone_uploads_its_override_and_log_and_only_it_reads_them_back() {
     // Another phone's certificate, no certificate, plain HTTP: 403, to read or to write.
     assert_eq!(b.https(Some(1), &[], &cfg).code, 403);
     assert_eq!(b.https(None, &[], &cfg).code, 403);
-    let plain = support::curl(10, &[], &format!("http://127.0.0.1:{}{cfg}", b.http));
+    let plain = support::curl(10, &[], &format!("http://127.0.0.1:{}{cfg}", b.ports.http));
     assert_eq!(plain.code, 403);
     assert_eq!(b.put(Some(1), &cfg, b"B was here\n"), 403);
     assert_eq!(b.put(None, &cfg, b"anyone\n"), 403);
@@ -150,7 +138,7 @@ fn a_phone_uploads_its_override_and_log_and_only_it_reads_them_back() {
     let plain = support::curl(
         10,
         &["-T", f.to_str().unwrap()],
-        &format!("http://127.0.0.1:{}{cfg}", b.http),
+        &format!("http://127.0.0.1:{}{cfg}", b.ports.http),
     );
     assert_eq!(plain.code, 403);
     assert_eq!(
@@ -211,21 +199,12 @@ fn a_phone_uploads_its_override_and_log_and_only_it_reads_them_back() {
     assert!(b.stored(A, &format!("{name}.3")).is_none());
 
     // Counted by result, refusals logged with their reason.
-    let m = scrape(b.metrics);
-    assert_eq!(
-        metric(&m, "provbox_uploads_total{result=\"stored\"}"),
-        19.0,
-        "{m}"
-    );
-    assert_eq!(
-        metric(&m, "provbox_uploads_total{result=\"forbidden\"}"),
-        3.0,
-        "{m}"
-    );
-    assert_eq!(
-        metric(&m, "provbox_uploads_total{result=\"file_quota\"}"),
-        2.0,
-        "{m}"
+    let m = scrape(b.ports.metrics);
+    assert_labelled(
+        &m,
+        "provbox_uploads_total",
+        "result",
+        &[("stored", 19.0), ("forbidden", 3.0), ("file_quota", 2.0)],
     );
     assert!(metric(&m, "provbox_upload_bytes_total") > 3000.0, "{m}");
     let log_text = b.pb.log();
@@ -261,46 +240,30 @@ fn a_phone_uploads_its_override_and_log_and_only_it_reads_them_back() {
         &format!("http://127.0.0.1:{}/api/uploads/{A}", b.dash),
     );
     assert_eq!(unauth.code, 401);
-    let (code, dev) = b.dashboard("/api/devices/00:04:f2:ab:cd:ef");
-    assert_eq!(code, 200, "{dev}");
-    let uploads: Vec<&str> = dev["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["kind"] == "upload")
-        .map(|e| e["detail"].as_str().unwrap())
-        .collect();
+    let uploads = b.upload_events("00:04:f2:ab:cd:ef");
     assert!(
-        uploads.contains(&format!("{A}-phone.cfg: 30 bytes created over https").as_str()),
+        uploads.contains(&format!("{A}-phone.cfg: 30 bytes created over https")),
         "{uploads:?}"
     );
 
     // B's upload is on B's timeline, not A's.
-    let (code, dev) = b.dashboard("/api/devices/00:04:f2:00:00:01");
-    assert_eq!(code, 200, "{dev}");
-    let details: Vec<&str> = dev["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["kind"] == "upload")
-        .map(|e| e["detail"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        details,
+        b.upload_events("00:04:f2:00:00:01"),
         [format!("{B}-calls.xml: 8 bytes created over https")]
     );
 
     // `provbox uploads` lists and exports, reading data_dir directly.
     let config = b.pb.path().join("config.yaml");
     let out = b.pb.path().join("export");
-    let (code, text) = provbox(&[
-        "uploads",
-        "00:04:F2:AB:CD:EF",
-        "--config",
-        config.to_str().unwrap(),
-        "--export",
-        out.to_str().unwrap(),
-    ]);
+    let (code, text) = provbox_with(
+        &config,
+        &[
+            "uploads",
+            "00:04:F2:AB:CD:EF",
+            "--export",
+            out.to_str().unwrap(),
+        ],
+    );
     assert_eq!(code, 0, "{text}");
     assert!(
         text.contains(&format!("{A}-phone.cfg")) && text.contains("exported 4 files"),
@@ -332,7 +295,7 @@ fn a_cut_upload_leaves_the_previous_version() {
         .arg(k)
         .arg("-T")
         .arg(&body)
-        .arg(format!("https://127.0.0.1:{}{cfg}", b.https))
+        .arg(format!("https://127.0.0.1:{}{cfg}", b.ports.https))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -365,16 +328,11 @@ fn a_cut_upload_leaves_the_previous_version() {
     );
     let got = b.https(Some(0), &[], &cfg);
     assert_eq!((got.code, got.body.as_slice()), (200, &b"previous\n"[..]));
-    let m = scrape(b.metrics);
-    assert_eq!(
-        metric(&m, "provbox_uploads_total{result=\"cut\"}"),
-        1.0,
-        "{m}"
-    );
-    assert_eq!(
-        metric(&m, "provbox_uploads_total{result=\"stored\"}"),
-        1.0,
-        "{m}"
+    assert_labelled(
+        &scrape(b.ports.metrics),
+        "provbox_uploads_total",
+        "result",
+        &[("cut", 1.0), ("stored", 1.0)],
     );
 }
 
@@ -464,16 +422,11 @@ fn tftp_put_lands_in_the_upload_area_only_when_enabled() {
             .join(format!("{A}-directory.xml"))
             .exists()
     );
-    let m = scrape(metrics);
-    assert_eq!(
-        metric(&m, "provbox_uploads_total{result=\"stored\"}"),
-        3.0,
-        "{m}"
-    );
-    assert_eq!(
-        metric(&m, "provbox_uploads_total{result=\"file_quota\"}"),
-        1.0,
-        "{m}"
+    assert_labelled(
+        &scrape(metrics),
+        "provbox_uploads_total",
+        "result",
+        &[("stored", 3.0), ("file_quota", 1.0)],
     );
     drop(pb);
 

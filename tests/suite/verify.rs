@@ -7,11 +7,12 @@ use crate::support;
 
 use std::time::Duration;
 
+use support::dedupe::profile_dir;
+use support::fixtures::{CISCO as MAC, CISCO_UA as UA, YEALINK, YEALINK_UA};
+use support::fixtures::{assert_labelled, provbox_with, serve_files};
 use support::sipp::Sipp;
-use support::{Provbox, free_tcp_port, metric, provbox};
+use support::{Provbox, free_tcp_port};
 
-const MAC: &str = "00562b043615";
-const UA: &str = "Cisco-CP-8831-3PCC/9.3.3 (00562b043615)";
 const TOKEN: &str = "verify-token-0123456789";
 
 /// What a Cisco 3PCC phone POSTs to its Report_Rule: its whole flat profile, the
@@ -35,40 +36,80 @@ fn report(display_name: &str, user_id: &str) -> String {
     )
 }
 
+/// The inventory: phone `mac` is Alice's, extension and SIP user 1001.
+fn alice(mac: &str) -> String {
+    format!(
+        "devices:\n  - mac: {mac}\n    display_name: Alice Example\n    sip_user: \"1001\"\n    sip_password: s3cret\n    extension: \"1001\"\n"
+    )
+}
+
 fn curl(args: &[&str], url: &str) -> (u16, String) {
     let r = support::curl(10, args, url);
     (r.code, String::from_utf8_lossy(&r.body).into_owned())
 }
 
+/// The dashboard's view of device `mac`: (status, body).
+fn device_view(dash: u16, mac: &str) -> (u16, String) {
+    curl(
+        &["-H", &format!("Authorization: Bearer {TOKEN}")],
+        &format!("http://127.0.0.1:{dash}/api/devices/{mac}"),
+    )
+}
+
+/// Asserts that `dev` (the dashboard's device view) is in drift on exactly `params`
+/// (name, expected, reported), in its verification and in the last drift event of its
+/// timeline; its timeline's events.
+fn assert_drift<'a>(
+    dev: &'a serde_json::Value,
+    params: &[(&str, &str, &str)],
+) -> &'a Vec<serde_json::Value> {
+    let v = &dev["verification"];
+    assert_eq!(v["result"], "drift", "{dev:#}");
+    assert_eq!(v["summary"], format!("drift: {} parameters", params.len()));
+    let drift: Vec<serde_json::Value> = params
+        .iter()
+        .map(|(name, expected, reported)| {
+            serde_json::json!({"name": name, "expected": expected, "reported": reported})
+        })
+        .collect();
+    assert_eq!(v["drift"], serde_json::Value::from(drift));
+    let events = dev["events"].as_array().unwrap();
+    let last = events.iter().rev().find(|e| e["kind"] == "drift").unwrap();
+    let detail = last["detail"].as_str().unwrap();
+    for (name, expected, reported) in params {
+        assert!(
+            detail.contains(&format!(
+                "{name}: expected `{expected}`, reported `{reported}`"
+            )),
+            "{detail}"
+        );
+    }
+    events
+}
+
+/// Asserts `provbox_devices_verification` on the metrics port for each `(result, count)`.
+fn assert_verdicts(metrics: u16, want: &[(&str, f64)]) {
+    let m = support::scrape(metrics);
+    assert_labelled(&m, "provbox_devices_verification", "result", want);
+}
+
 #[test]
 fn a_cisco_report_after_notify_is_verified_then_drift_lists_both_parameters() {
     crate::support::needs!("chromium", "curl", "sipp");
-    let d = Provbox::dir();
-    let files = d.path().join("files");
-    std::fs::create_dir_all(files.join("cfg")).unwrap();
     // The shipped sample profile, as it is.
-    std::fs::write(
-        files.join("cfg/$MA.xml.tmpl"),
+    let d = profile_dir(
         include_str!("../../files/profiles/cfg/$MA.xml.tmpl"),
-    )
-    .unwrap();
-    std::fs::write(
-        d.path().join("inventory.yaml"),
-        format!(
-            "devices:\n  - mac: {MAC}\n    display_name: Alice Example\n    sip_user: \"1001\"\n    sip_password: s3cret\n    extension: \"1001\"\n"
-        ),
-    )
-    .unwrap();
+        &alice(MAC),
+    );
     let hooked = d.path().join("hooked.txt");
     let work = tempfile::tempdir().unwrap();
     let sipp = Sipp::start(work.path(), "report");
     let (http, dash, metrics) = (free_tcp_port(), free_tcp_port(), free_tcp_port());
     let cfg = format!(
-        "catalog:\n  roots: [files]\nhttp:\n  enabled: true\n  listen: [\"127.0.0.1:{http}\"]\n\
-metrics:\n  enabled: true\n  listen: 127.0.0.1:{metrics}\n\
-dashboard:\n  enabled: true\n  listen: 127.0.0.1:{dash}\n  token: {TOKEN}\n  resync:\n    sip_port: {}\n\
+        "{}dashboard:\n  enabled: true\n  listen: 127.0.0.1:{dash}\n  token: {TOKEN}\n  resync:\n    sip_port: {}\n\
 devices:\n  inventory: inventory.yaml\n  trust:\n    user_agent: true\n  reports:\n    path: /report/$MA.xml\n\
 hooks:\n  - name: verdicts\n    events: [verified, drift]\n    command: [/bin/sh, -c, 'echo \"$PROVBOX_EVENT $PROVBOX_MAC\" >> {}']\n",
+        support::http_and_metrics(http, metrics),
         sipp.port,
         hooked.display()
     );
@@ -86,13 +127,7 @@ hooks:\n  - name: verdicts\n    events: [verified, drift]\n    command: [/bin/sh
 
     // provbox asks the phone (sipp) for its report.
     let config = pb.path().join("config.yaml");
-    let (code, out) = provbox(&[
-        "resync",
-        "--report",
-        "127.0.0.1",
-        "--config",
-        config.to_str().unwrap(),
-    ]);
+    let (code, out) = provbox_with(&config, &["resync", "--report", "127.0.0.1"]);
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains("SIP NOTIFY Event: report → SIP/2.0 200 OK"),
@@ -109,21 +144,14 @@ hooks:\n  - name: verdicts\n    events: [verified, drift]\n    command: [/bin/sh
     let (code, body) = curl(&["-A", UA, "--data-binary", &same], &report_url);
     assert_eq!(code, 200, "{body}");
     assert_eq!(body, "verified (5 parameters)\n");
-    let api = |path: &str| {
-        let (c, b) = curl(
-            &["-H", &format!("Authorization: Bearer {TOKEN}")],
-            &format!("http://127.0.0.1:{dash}{path}"),
-        );
+    let api = || {
+        let (c, b) = device_view(dash, "00:56:2b:04:36:15");
         assert_eq!(c, 200, "{b}");
         serde_json::from_str::<serde_json::Value>(&b).unwrap()
     };
-    let dev = api("/api/devices/00:56:2b:04:36:15");
+    let dev = api();
     assert_eq!(dev["verification"]["result"], "verified", "{dev:#}");
-    let m = support::scrape(metrics);
-    assert_eq!(
-        metric(&m, "provbox_devices_verification{result=\"verified\"}"),
-        1.0
-    );
+    assert_verdicts(metrics, &[("verified", 1.0)]);
 
     // The same report with two parameters changed on the phone (PUT this time).
     let changed = report("Bob", "6666");
@@ -133,36 +161,16 @@ hooks:\n  - name: verdicts\n    events: [verified, drift]\n    command: [/bin/sh
     );
     assert_eq!(code, 200, "{body}");
     assert_eq!(body, "drift: 2 parameters\n");
-    let dev = api("/api/devices/00:56:2b:04:36:15");
-    let v = &dev["verification"];
-    assert_eq!(v["result"], "drift", "{dev:#}");
-    assert_eq!(v["summary"], "drift: 2 parameters");
-    assert_eq!(
-        v["drift"],
-        serde_json::json!([
-            {"name": "Display_Name_1_", "expected": "Alice Example", "reported": "Bob"},
-            {"name": "User_ID_1_", "expected": "1001", "reported": "6666"},
-        ])
-    );
     // The timeline says it too, with both parameters.
     // (The report's own request follows it on the timeline as a transfer.)
-    let events = dev["events"].as_array().unwrap();
-    let last = events.iter().rev().find(|e| e["kind"] == "drift").unwrap();
-    let detail = last["detail"].as_str().unwrap();
-    assert!(
-        detail.contains("Display_Name_1_: expected `Alice Example`, reported `Bob`")
-            && detail.contains("User_ID_1_: expected `1001`, reported `6666`"),
-        "{detail}"
+    assert_drift(
+        &api(),
+        &[
+            ("Display_Name_1_", "Alice Example", "Bob"),
+            ("User_ID_1_", "1001", "6666"),
+        ],
     );
-    let m = support::scrape(metrics);
-    assert_eq!(
-        metric(&m, "provbox_devices_verification{result=\"verified\"}"),
-        0.0
-    );
-    assert_eq!(
-        metric(&m, "provbox_devices_verification{result=\"drift\"}"),
-        1.0
-    );
+    assert_verdicts(metrics, &[("verified", 0.0), ("drift", 1.0)]);
 
     // The hooks heard both verdicts.
     support::eventually("both hook runs", Duration::from_secs(10), || {
@@ -191,7 +199,7 @@ hooks:\n  - name: verdicts\n    events: [verified, drift]\n    command: [/bin/sh
     assert_eq!(code, 403);
     let (code, _) = curl(&["--data-binary", &same], &report_url);
     assert_eq!(code, 403);
-    let dev = api("/api/devices/00:56:2b:04:36:15");
+    let dev = api();
     assert_eq!(dev["verification"]["result"], "drift");
     // A GET of a report path is an ordinary (missing) file; POST elsewhere is still 405.
     let (code, _) = curl(
@@ -200,9 +208,6 @@ hooks:\n  - name: verdicts\n    events: [verified, drift]\n    command: [/bin/sh
     );
     assert_eq!(code, 405);
 }
-
-const YEALINK: &str = "0015654aa937";
-const YEALINK_UA: &str = "Yealink SIP-T46G 28.72.0.1 00:15:65:4a:a9:37";
 
 /// A Yealink `$MA-local.cfg` as the phone uploads it: the served account parameters
 /// (`label`, `user_name` as given), the password masked, and settings the profile never
@@ -224,39 +229,31 @@ phone_setting.backlight_time = 60\n"
 fn a_yealink_upload_of_its_local_config_is_verified_then_drift_lists_both_parameters() {
     crate::support::needs!("curl");
     let d = Provbox::dir();
-    std::fs::write(
-        d.path().join("files/$MA.cfg.tmpl"),
-        "#!version:1.0.0.1\n\
+    serve_files(
+        d.path(),
+        &[(
+            "$MA.cfg.tmpl",
+            "#!version:1.0.0.1\n\
 account.1.enable = 1\n\
 account.1.label = $extension\n\
 account.1.display_name = $(display_name)\n\
 account.1.user_name = $sip_user\n\
 account.1.password = $sip_password\n\
 account.1.sip_server.1.address = 198.18.0.1\n",
-    )
-    .unwrap();
-    std::fs::write(
-        d.path().join("inventory.yaml"),
-        format!(
-            "devices:\n  - mac: {YEALINK}\n    display_name: Alice Example\n    sip_user: \"1001\"\n    sip_password: s3cret\n    extension: \"1001\"\n"
-        ),
-    )
-    .unwrap();
+        )],
+    );
+    std::fs::write(d.path().join("inventory.yaml"), alice(YEALINK)).unwrap();
     let (http, dash, metrics) = (free_tcp_port(), free_tcp_port(), free_tcp_port());
     let cfg = format!(
-        "catalog:\n  roots: [files]\nhttp:\n  enabled: true\n  listen: [\"127.0.0.1:{http}\"]\n\
-metrics:\n  enabled: true\n  listen: 127.0.0.1:{metrics}\n\
-dashboard:\n  enabled: true\n  listen: 127.0.0.1:{dash}\n  token: {TOKEN}\n\
+        "{}dashboard:\n  enabled: true\n  listen: 127.0.0.1:{dash}\n  token: {TOKEN}\n\
 devices:\n  inventory: inventory.yaml\n  trust:\n    user_agent: true\n\
-uploads:\n  enabled: true\n"
+uploads:\n  enabled: true\n",
+        support::http_and_metrics(http, metrics)
     );
     let pb = Provbox::start(d, &cfg);
     let base = format!("http://127.0.0.1:{http}");
     let api = || {
-        let (c, b) = curl(
-            &["-H", &format!("Authorization: Bearer {TOKEN}")],
-            &format!("http://127.0.0.1:{dash}/api/devices/00:15:65:4a:a9:37"),
-        );
+        let (c, b) = device_view(dash, "00:15:65:4a:a9:37");
         assert_eq!(c, 200, "{b}");
         serde_json::from_str::<serde_json::Value>(&b).unwrap()
     };
@@ -283,42 +280,23 @@ uploads:\n  enabled: true\n"
     let dev = api();
     assert_eq!(dev["verification"]["result"], "verified", "{dev:#}");
     assert_eq!(dev["verification"]["summary"], "verified (4 parameters)");
-    let m = support::scrape(metrics);
-    assert_eq!(
-        metric(&m, "provbox_devices_verification{result=\"verified\"}"),
-        1.0
-    );
+    assert_verdicts(metrics, &[("verified", 1.0)]);
 
     // Two parameters changed on the phone, uploaded again: drift, listing both.
     assert_eq!(put(&local_cfg("Front desk", "6666")), 204);
     let dev = api();
-    let v = &dev["verification"];
-    assert_eq!(v["result"], "drift", "{dev:#}");
-    assert_eq!(v["summary"], "drift: 2 parameters");
-    assert_eq!(
-        v["drift"],
-        serde_json::json!([
-            {"name": "account.1.label", "expected": "1001", "reported": "Front desk"},
-            {"name": "account.1.user_name", "expected": "1001", "reported": "6666"},
-        ])
-    );
-    let events = dev["events"].as_array().unwrap();
-    let last = events.iter().rev().find(|e| e["kind"] == "drift").unwrap();
-    let detail = last["detail"].as_str().unwrap();
-    assert!(
-        detail.contains("account.1.label: expected `1001`, reported `Front desk`")
-            && detail.contains("account.1.user_name: expected `1001`, reported `6666`"),
-        "{detail}"
+    let events = assert_drift(
+        &dev,
+        &[
+            ("account.1.label", "1001", "Front desk"),
+            ("account.1.user_name", "1001", "6666"),
+        ],
     );
     assert!(
         events.iter().any(|e| e["kind"] == "upload"),
         "the upload is on the timeline too: {dev:#}"
     );
-    let m = support::scrape(metrics);
-    assert_eq!(
-        metric(&m, "provbox_devices_verification{result=\"drift\"}"),
-        1.0
-    );
+    assert_verdicts(metrics, &[("drift", 1.0)]);
 
     // Its logs are uploads too, but no configuration: the verdict stays.
     let f = pb.path().join("sys.log");
@@ -358,10 +336,7 @@ devices:\n  trust:\n    user_agent: true\n  reports:\n    path: /report/$MA.xml\
         assert_eq!(code, 413, "{method}");
     }
     // Nothing was judged: the device has no verdict.
-    let (c, b) = curl(
-        &["-H", &format!("Authorization: Bearer {TOKEN}")],
-        &format!("http://127.0.0.1:{dash}/api/devices/00:56:2b:04:36:15"),
-    );
+    let (c, b) = device_view(dash, "00:56:2b:04:36:15");
     if c == 200 {
         let dev: serde_json::Value = serde_json::from_str(&b).unwrap();
         assert!(dev["verification"].is_null(), "{dev:#}");

@@ -5,6 +5,7 @@
 pub mod dedupe;
 pub mod dhcp_raw;
 pub mod dns;
+pub mod fixtures;
 pub mod netns;
 pub mod pg;
 pub mod sipp;
