@@ -151,9 +151,27 @@ pub fn start(
         metrics,
     ));
     let shared = crate::store::shared();
+    // `store.backend: postgres`: the shared table is the truth; the journal here only
+    // spools the renewals ACKed during an outage (and those a crash interrupted).
+    let mut spool = None;
     let (journal, stored, seq) = match &shared {
-        // `store.backend: postgres`: the shared table is the truth, no journal here.
         Some(pg) => {
+            let path = ctx.data_dir.join(store::SPOOL_FILE_NAME);
+            let (j, spooled, bad) =
+                store::Journal::open_file(path).context("dhcp: opening the outage spool")?;
+            if bad > 0 {
+                tracing::warn!(
+                    records = bad,
+                    "dhcp: unreadable spooled lease records skipped"
+                );
+            }
+            if !spooled.is_empty() {
+                tracing::info!(
+                    leases = spooled.len(),
+                    "dhcp: renewals ACKed while PostgreSQL was away are written to it now"
+                );
+            }
+            spool = Some((j, spooled));
             let (list, seq) = tokio::task::block_in_place(|| {
                 tokio::runtime::Handle::current().block_on(async {
                     // Join the boxes splitting the pools before the first offer.
@@ -162,6 +180,9 @@ pub fn start(
                 })
             })
             .context("dhcp: loading leases from PostgreSQL")?;
+            let mut list = list;
+            // The spooled renewals are newer than the rows they renew.
+            list.extend(spool.iter().flat_map(|(_, l)| l.iter().cloned()));
             (None, list, seq)
         }
         None => {
@@ -187,8 +208,8 @@ pub fn start(
         let (e, i) = (e.clone(), i.clone());
         async move { deliver(&e, &i[idx], r).await }
     };
-    match (journal, &shared) {
-        (Some(journal), _) => {
+    match (journal, &shared, spool) {
+        (Some(journal), _, _) => {
             ctx.supervisor.spawn_once(
                 "dhcp",
                 "dhcp lease writer",
@@ -200,11 +221,11 @@ pub fn start(
                 ),
             );
         }
-        (None, Some(pg)) => {
+        (None, Some(pg), Some((spool, spooled))) => {
             ctx.supervisor.spawn_once(
                 "dhcp",
                 "dhcp lease writer",
-                shared::writer(rx, pg.clone(), engine.clone(), send),
+                shared::writer(rx, pg.clone(), engine.clone(), send, spool, spooled),
             );
             let (e, pg, sd) = (engine.clone(), pg.clone(), ctx.shutdown.clone());
             ctx.supervisor
@@ -212,7 +233,7 @@ pub fn start(
                     Box::pin(shared::sync(pg.clone(), e.clone(), seq, sd.clone()))
                 });
         }
-        (None, None) => unreachable!("a journal or the shared store"),
+        _ => unreachable!("a journal, or the shared store and its spool"),
     }
     for idx in 0..ifaces.len() {
         let (ifaces, engine, tx) = (ifaces.clone(), engine.clone(), tx.clone());

@@ -4,8 +4,9 @@
 //! one is never ACKed and this box's table takes the database's row. A sync loop brings
 //! the other boxes' leases into this box's table, so either box renews any lease.
 //!
-//! Outage: renewals of leases this box knows are ACKed and kept in memory (bounded) until
-//! the database returns; nothing new is offered or granted (counted `store_unavailable`).
+//! Outage: renewals of leases this box knows are ACKed once kept (bounded) in the outage
+//! spool, a local journal synced before each ACK, until the database returns and has them;
+//! nothing new is offered or granted (counted `store_unavailable`).
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
@@ -16,13 +17,14 @@ use tokio::sync::mpsc;
 
 use super::engine::{Engine, EventKind, Reply};
 use super::leases::{Lease, Share, State};
-use super::store::Change;
+use super::store::{Change, Journal};
 use super::{Job, WRITER_QUEUE, now};
 use crate::limit::WarnGate;
 use crate::store::postgres::Pg;
 
-/// Changes ACKed while the database was away, kept for it. Past this, renewals are
-/// withheld too (the clients retry; nothing acknowledged is dropped).
+/// Changes ACKed while the database was away, kept for it. Past this (or when the spool
+/// cannot be written), renewals are withheld too (the clients retry; nothing acknowledged
+/// is dropped).
 const PENDING_MAX: usize = 65_536;
 /// How far back each sync reads again: sequence numbers are drawn before commit, so a
 /// slower transaction can land a smaller one after a faster one was read.
@@ -46,11 +48,14 @@ pub(super) async fn writer<S, F>(
     pg: Arc<Pg>,
     engine: Arc<Engine>,
     send: S,
+    mut spool: Journal,
+    spooled: Vec<Lease>,
 ) where
     S: Fn(Reply, usize) -> F,
     F: std::future::Future<Output = ()>,
 {
-    let mut pending: Vec<Change> = Vec::new();
+    // What a crash during an outage left in the spool goes first.
+    let mut pending: Vec<Change> = spooled.into_iter().map(Change::Put).collect();
     let warn = WarnGate::new(Duration::from_secs(10));
     loop {
         let first = if pending.is_empty() {
@@ -75,7 +80,7 @@ pub(super) async fn writer<S, F>(
                 Err(_) => break,
             }
         }
-        commit(&pg, &engine, batch, &send, &mut pending, &warn).await;
+        commit(&pg, &engine, batch, &send, &mut pending, &mut spool, &warn).await;
     }
 }
 
@@ -85,6 +90,7 @@ async fn commit<S, F>(
     batch: Vec<Job>,
     send: &S,
     pending: &mut Vec<Change>,
+    spool: &mut Journal,
     warn: &WarnGate,
 ) where
     S: Fn(Reply, usize) -> F,
@@ -107,6 +113,12 @@ async fn commit<S, F>(
     engine.metrics.journal_degraded.set(i64::from(!pg.is_up()));
     match res {
         Ok(c) => {
+            if nflush > 0
+                && let Err(e) = tokio::task::block_in_place(|| spool.clear())
+            {
+                // Harmless but for the disk: the next start writes them again.
+                tracing::warn!("dhcp: cannot empty the outage spool: {e:#}");
+            }
             let refused: HashSet<usize> = c.refused.iter().copied().collect();
             let lost = refused.iter().filter(|&&i| i < nflush).count();
             if lost > 0 {
@@ -157,7 +169,19 @@ async fn commit<S, F>(
                     !j.events.is_empty() && j.events.iter().all(|e| e.kind == EventKind::Renewed);
                 // Releases and declines are answered by nothing: keep them for later.
                 let silent = j.reply.is_none();
-                if (renewal || silent) && pending.len() + j.changes.len() <= PENDING_MAX {
+                // Kept for the database in the spool, synced before the ACK leaves.
+                let kept = (renewal || silent)
+                    && pending.len() + j.changes.len() <= PENDING_MAX
+                    && match tokio::task::block_in_place(|| spool.commit(&j.changes)) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::error!(
+                                "dhcp: cannot spool a renewal during the outage: {e:#}"
+                            );
+                            false
+                        }
+                    };
+                if kept {
                     pending.extend(j.changes);
                     for ev in &j.events {
                         engine.announce(ev);

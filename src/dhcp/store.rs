@@ -71,6 +71,9 @@ use super::leases::{ClientKey, Lease, State};
 
 /// The journal's file name under the data directory.
 pub const FILE_NAME: &str = "dhcp-leases.journal";
+/// On the shared store (`store.backend: postgres`): the renewals ACKed while PostgreSQL was
+/// unreachable, kept here (synced before each ACK) until the database has them.
+pub const SPOOL_FILE_NAME: &str = "dhcp-outage.journal";
 const MAGIC: &[u8; 8] = b"PBXLEAS2";
 const MAGIC_V1: &[u8; 8] = b"PBXLEAS1";
 const SALT_LEN: usize = 8;
@@ -405,7 +408,12 @@ impl Journal {
     /// Open (or create) the journal under `data_dir`, cutting off a torn last record.
     /// Returns the journal and its leases, with the count of records that did not decode.
     pub fn open(data_dir: &Path) -> Result<(Journal, Vec<Lease>, usize)> {
-        let path = data_dir.join(FILE_NAME);
+        Self::open_file(data_dir.join(FILE_NAME))
+    }
+
+    /// [`Journal::open`] for a journal under another name (the shared store's outage
+    /// spool, [`SPOOL_FILE_NAME`]).
+    pub fn open_file(path: std::path::PathBuf) -> Result<(Journal, Vec<Lease>, usize)> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -549,6 +557,14 @@ impl Journal {
             tracing::warn!("dhcp: cannot compact the lease journal: {e:#}");
         }
         Ok(())
+    }
+
+    /// Empty the journal (rewritten with no record): what it held is stored elsewhere now.
+    pub fn clear(&mut self) -> Result<()> {
+        if self.live.is_empty() && self.records == 0 {
+            return Ok(());
+        }
+        self.rewrite(HashMap::new())
     }
 
     /// Rewrite the journal as one record per live lease.

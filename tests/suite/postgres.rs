@@ -673,6 +673,78 @@ fn a_lease_the_database_refuses_is_never_acked() {
     drop(pa);
 }
 
+/// Leases' expiry times in the database, by address.
+fn expiries(pg: &PgCluster, ips: &[Ipv4Addr]) -> Vec<i64> {
+    ips.iter()
+        .map(|ip| {
+            pg.sql(&format!(
+                "SELECT expires FROM leases WHERE ip = {}",
+                u32::from(*ip)
+            ))
+            .parse()
+            .unwrap()
+        })
+        .collect()
+}
+
+/// Renewals ACKed while PostgreSQL is away are synced to the outage spool before the ACK
+/// leaves: a box killed in the outage writes them to the database when it starts again.
+#[test]
+fn renewals_acked_in_an_outage_survive_a_crash_of_the_box() {
+    crate::support::needs!(root, "curl", "ip", "psql", "setpriv");
+    let f = Fleet::new();
+    let mut pa = f.start(&f.a, "a");
+    let phones = Phones::new(&f.phones, 0..5);
+    let all: Vec<usize> = (0..5).collect();
+    let (leased, _) = phones.lease_all(&all, |_| ip_of(A), 4);
+    assert_eq!(leased.len(), 5, "{leased:?}");
+    let who: Vec<(usize, Ipv4Addr)> = all.iter().map(|&i| (i, leased[&i].0)).collect();
+    let ips: Vec<Ipv4Addr> = who.iter().map(|w| w.1).collect();
+    let before = expiries(&f.pg, &ips);
+    // Expiry times are in seconds: let the renewals' be later.
+    std::thread::sleep(Duration::from_millis(2100));
+
+    f.pg.stop_server();
+    eventually("box A notices the outage", Duration::from_secs(15), || {
+        Fleet::get(&f.a, "http://127.0.0.1:9100/readyz", false)
+            .1
+            .contains("degraded")
+    });
+    let got = phones.reboot(&who, &format!("{A}:67"), 1);
+    for (i, ip) in &who {
+        let r = got
+            .get(i)
+            .unwrap_or_else(|| panic!("phone {i} not renewed"));
+        assert_eq!((r.0, r.1), (ACK, *ip), "phone {i} during the outage");
+    }
+    let spool = pa.path().join("data").join("dhcp-outage.journal");
+    let spooled = std::fs::metadata(&spool).unwrap().len();
+    pa.signal_and_wait("KILL");
+
+    f.pg.start_server();
+    let dir = std::mem::replace(&mut pa.dir, Provbox::dir());
+    let pa = Provbox::start_with(dir, &f.config("a"), &f.a.prefix());
+    eventually(
+        "the spooled renewals reach the database",
+        Duration::from_secs(15),
+        || {
+            expiries(&f.pg, &ips)
+                .iter()
+                .zip(&before)
+                .all(|(now, was)| now > was)
+        },
+    );
+    assert!(
+        pa.log().contains("ACKed while PostgreSQL was away"),
+        "{}",
+        pa.log()
+    );
+    // Once the database has them the spool is emptied (down to its header).
+    eventually("the spool is emptied", Duration::from_secs(10), || {
+        std::fs::metadata(&spool).unwrap().len() < spooled
+    });
+}
+
 #[test]
 fn one_fleet_view_a_syslog_line_to_a_shows_on_b() {
     crate::support::needs!(root, "curl", "ip", "logger", "psql", "setpriv");
