@@ -27,9 +27,8 @@
 # Release builds.
 # Needs root (namespaces), ip, curl; installs dnsmasq-base and nginx if missing.
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 
-REPO="$(cd "$(dirname "$0")/.." && pwd)"
-TARGET="${CARGO_TARGET_DIR:-$REPO/target}"
 RATE="${RATE:-50}"
 RATE_SECONDS="${RATE_SECONDS:-${DURATION:-60}}"
 FIRMWARE_KIB="${FIRMWARE_KIB:-64}"
@@ -80,15 +79,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-ip netns add "$S"
-ip netns add "$C"
-ip -n "$S" link set lo up
-ip -n "$C" link set lo up
-ip -n "$S" link add veth0 type veth peer name veth0 netns "$C"
-ip -n "$S" addr add 198.18.0.1/24 dev veth0
-ip -n "$C" addr add 198.18.0.2/24 dev veth0
-ip -n "$S" link set veth0 up
-ip -n "$C" link set veth0 up
+lan_pair "$S" "$C" 198.18.0.1/24 198.18.0.2/24
 ip -n "$S" route add 198.18.64.0/18 via 198.18.0.2
 ip -n "$C" route add local 198.18.64.0/18 dev lo
 # Room for a storm: accept queues and neighbour entries.
