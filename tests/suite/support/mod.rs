@@ -8,6 +8,7 @@ pub mod dns;
 pub mod netns;
 pub mod pg;
 pub mod sipp;
+pub mod tftp;
 mod tools;
 
 pub use tools::*;
