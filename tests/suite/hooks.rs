@@ -18,10 +18,7 @@ use support::{Provbox, run, tftp_get, wait_until};
 /// Write an executable script.
 fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     let path = dir.join(name);
-    std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
-    let mut perm = std::fs::metadata(&path).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
-    std::fs::set_permissions(&path, perm).unwrap();
+    support::dhcp_raw::write_script(&path, body);
     path
 }
 

@@ -84,17 +84,7 @@ fn curl_in(ns: &Netns, args: &[&str]) -> (u16, String) {
 fn lease_with_udhcpc(ns: &Netns, dir: &Path) -> String {
     let script = dir.join(format!("udhcpc-{}.sh", ns.name));
     let last = dir.join(format!("lease-{}", ns.name));
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\ncase \"$1\" in\n  bound|renew) ip addr flush dev \"$interface\"; ip addr add \"$ip/$mask\" dev \"$interface\"; echo \"$ip\" > {};;\nesac\nexit 0\n",
-            last.display()
-        ),
-    )
-    .unwrap();
-    let mut perm = std::fs::metadata(&script).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
-    std::fs::set_permissions(&script, perm).unwrap();
+    support::dhcp_raw::recording_script(&script, "$ip", &last);
     let mut args = support::dhcp_raw::UDHCPC_ONCE.to_vec();
     args.extend(["-t", "5", "-T", "1", "-s", script.to_str().unwrap()]);
     let out = ns.run(&args);

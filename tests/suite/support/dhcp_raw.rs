@@ -69,19 +69,35 @@ impl Lan {
 pub fn script(dir: &Path) -> PathBuf {
     let path = dir.join("udhcpc.sh");
     let log = dir.join("events.log");
-    std::fs::write(
+    write_script(
         &path,
-        format!(
-            "#!/bin/sh\n{{ echo \"EVENT $1\"; env | sort; echo END; }} >> {log}\n\
+        &format!(
+            "{{ echo \"EVENT $1\"; env | sort; echo END; }} >> {log}\n\
              case \"$1\" in\n  bound|renew) ip addr flush dev \"$interface\"; ip addr add \"$ip/$mask\" dev \"$interface\";;\n  deconfig) ip addr flush dev \"$interface\";;\nesac\nexit 0\n",
             log = log.display()
         ),
-    )
-    .unwrap();
-    let mut perm = std::fs::metadata(&path).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
-    std::fs::set_permissions(&path, perm).unwrap();
+    );
     path
+}
+
+/// A udhcpc script that configures the leased address and, on every lease, writes the
+/// shell words `record` (e.g. `$ip $dns`) to the file `into`.
+pub fn recording_script(path: &Path, record: &str, into: &Path) {
+    write_script(
+        path,
+        &format!(
+            "case \"$1\" in\n  bound|renew) ip addr flush dev \"$interface\"; ip addr add \"$ip/$mask\" dev \"$interface\"; echo \"{record}\" > {};;\nesac\nexit 0\n",
+            into.display()
+        ),
+    );
+}
+
+/// Writes the shell script `body` (after a `#!/bin/sh` line) to `path`, executable.
+pub fn write_script(path: &Path, body: &str) {
+    std::fs::write(path, format!("#!/bin/sh\n{body}")).unwrap();
+    let mut perm = std::fs::metadata(path).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(path, perm).unwrap();
 }
 
 /// Events written by the script: (event, env).
