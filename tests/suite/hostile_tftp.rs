@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use support::netns::Lab;
 use support::tftp::{TftpServer, raw_client as client, read, rrq};
-use support::{Provbox, metric, run};
+use support::{Provbox, metric};
 
 const PROFILE: &[u8] =
     b"<flat-profile>\n  <Profile_Rule>tftp://prov/$MA.cfg</Profile_Rule>\n</flat-profile>\n";
@@ -313,23 +313,7 @@ fn a_timeout_above_max_timeout_is_not_acknowledged() {
 
     // A real client asking 255 s gets the file (it runs on the server's timeout).
     let out = s.pb.path().join("atftp.bin");
-    let port = s.port.to_string();
-    let o = run(
-        "atftp",
-        &[
-            "--option",
-            "timeout 255",
-            "--option",
-            "blksize 1024",
-            "-g",
-            "-r",
-            "f.bin",
-            "-l",
-            out.to_str().unwrap(),
-            "127.0.0.1",
-            &port,
-        ],
-    );
+    let o = s.atftp_get(&["timeout 255", "blksize 1024"], "f.bin", &out);
     assert_eq!(read(&out), body, "atftp: {}", text(&o));
     let m = s.metrics();
     assert_eq!(
@@ -384,20 +368,14 @@ fn a_large_netascii_file_arrives_intact() {
 
     // tftp-hpa turns CR LF and CR NUL back into the original bytes.
     let out = s.pb.path().join("big.txt");
-    let port = s.port.to_string();
-    let o = run(
-        "tftp",
-        &[
-            "127.0.0.1",
-            &port,
-            "-m",
-            "netascii",
-            "-c",
-            "get",
-            "big.txt",
-            out.to_str().unwrap(),
-        ],
-    );
+    let o = s.hpa(&[
+        "-m",
+        "netascii",
+        "-c",
+        "get",
+        "big.txt",
+        out.to_str().unwrap(),
+    ]);
     let got = read(&out);
     assert!(
         got == body,

@@ -130,6 +130,12 @@ impl Lab {
         )
     }
 
+    /// curl held to exactly TLS `version` and one `cipher`.
+    fn curl_tls(&self, port: u16, version: &str, cipher: &str) -> (bool, Vec<u8>, String) {
+        let min = format!("--tlsv{version}");
+        self.curl(port, &[&min, "--tls-max", version, "--ciphers", cipher])
+    }
+
     /// `openssl s_client` sending a raw HTTP/1.0 GET; returns (handshake ok, response bytes,
     /// stderr+session text).
     fn s_client(&self, port: u16, args: &[&str]) -> (bool, Vec<u8>, String) {
@@ -231,16 +237,7 @@ fn old_phone_handshake_fetches_byte_exact_from_the_legacy_listener_only() {
     let (ok, body, err) = lab.curl(lab.legacy, TLS10);
     assert!(ok, "curl TLS 1.0 AES256-SHA to legacy failed: {err}");
     assert_eq!(body, want, "curl body differs");
-    let (ok, body, err) = lab.curl(
-        lab.legacy,
-        &[
-            "--tlsv1.0",
-            "--tls-max",
-            "1.0",
-            "--ciphers",
-            "DHE-RSA-AES128-SHA@SECLEVEL=0",
-        ],
-    );
+    let (ok, body, err) = lab.curl_tls(lab.legacy, "1.0", "DHE-RSA-AES128-SHA@SECLEVEL=0");
     assert!(
         ok,
         "curl TLS 1.0 DHE-RSA-AES128-SHA to legacy failed: {err}"
@@ -282,28 +279,10 @@ fn old_phone_handshake_fetches_byte_exact_from_the_legacy_listener_only() {
     )));
 
     // Modern clients: TLS 1.2 ECDHE works on both doors.
-    let (ok, body, err) = lab.curl(
-        lab.legacy,
-        &[
-            "--tlsv1.2",
-            "--tls-max",
-            "1.2",
-            "--ciphers",
-            "ECDHE-RSA-AES128-GCM-SHA256",
-        ],
-    );
+    let (ok, body, err) = lab.curl_tls(lab.legacy, "1.2", "ECDHE-RSA-AES128-GCM-SHA256");
     assert!(ok, "TLS 1.2 ECDHE to legacy failed: {err}");
     assert_eq!(body, want);
-    let (ok, body, err) = lab.curl(
-        lab.modern,
-        &[
-            "--tlsv1.2",
-            "--tls-max",
-            "1.2",
-            "--ciphers",
-            "ECDHE-ECDSA-AES128-GCM-SHA256",
-        ],
-    );
+    let (ok, body, err) = lab.curl_tls(lab.modern, "1.2", "ECDHE-ECDSA-AES128-GCM-SHA256");
     assert!(ok, "TLS 1.2 ECDHE to rustls failed: {err}");
     assert_eq!(body, want);
     assert_eq!(

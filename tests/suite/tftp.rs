@@ -6,6 +6,7 @@ use crate::support;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+use support::dedupe::assert_contains_all;
 use support::tftp::{TftpServer, raw_client as raw, read, rrq};
 
 const PROFILE: &[u8] = b"<flat-profile>\n  <Profile_Rule>tftp://prov/$MA.cfg</Profile_Rule>\n  <Text>line\rwith a bare CR</Text>\n</flat-profile>\n";
@@ -72,7 +73,7 @@ fn small_profile_is_byte_exact_with_every_client() {
     assert_eq!(read(&b), PROFILE, "atftp: {}", text(&o));
 
     let c = s.out("busybox.cfg");
-    let o = s.busybox(&["-g", "-r", name, "-l", c.to_str().unwrap()]);
+    let o = s.busybox_get(name, &c);
     assert_eq!(read(&c), PROFILE, "busybox: {}", text(&o));
 
     // Netascii: the server sends CR LF and CR NUL; tftp-hpa turns them back, so the
@@ -117,14 +118,12 @@ fn large_file_rollover_blksize_and_windowsize() {
     let line = s.wait_transfer("fw.bin", "blksize=1468 windowsize=16");
     assert!(line.contains("bytes=41943040"), "{line}");
 
-    let m = s.metrics();
-    assert!(
-        m.contains("provbox_tftp_options_total{option=\"windowsize\"} 1"),
-        "{m}"
-    );
-    assert!(
-        m.contains("provbox_tftp_transfers_total{outcome=\"ok\"} 3"),
-        "{m}"
+    assert_contains_all(
+        &s.metrics(),
+        &[
+            "provbox_tftp_options_total{option=\"windowsize\"} 1",
+            "provbox_tftp_transfers_total{outcome=\"ok\"} 3",
+        ],
     );
 }
 
@@ -186,13 +185,12 @@ fn missing_file_is_reported_not_found() {
     let o = s.atftp_get(&[], "nothing.cfg", &out);
     assert!(!o.status.success());
     assert!(text(&o).contains("File not found"), "{}", text(&o));
-    let o = s.busybox(&["-g", "-r", "nothing.cfg", "-l", out.to_str().unwrap()]);
+    let o = s.busybox_get("nothing.cfg", &out);
     assert!(text(&o).contains("(1) File not found"), "{}", text(&o));
     s.wait_transfer("nothing.cfg", "outcome=\"not_found\"");
-    let m = s.metrics();
-    assert!(
-        m.contains("provbox_refusals_total{protocol=\"tftp\",reason=\"not_found\"} 3"),
-        "{m}"
+    assert_contains_all(
+        &s.metrics(),
+        &["provbox_refusals_total{protocol=\"tftp\",reason=\"not_found\"} 3"],
     );
 }
 
@@ -214,13 +212,12 @@ fn traversal_is_refused_as_access_violation() {
         );
         assert!(read(&out).is_empty(), "{path}: bytes were sent");
     }
-    let o = s.busybox(&["-g", "-r", "../config.yaml", "-l", out.to_str().unwrap()]);
+    let o = s.busybox_get("../config.yaml", &out);
     assert!(text(&o).contains("(2) Access violation"), "{}", text(&o));
     s.wait_transfer("../config.yaml", "outcome=\"access_violation\"");
-    let m = s.metrics();
-    assert!(
-        m.contains("provbox_refusals_total{protocol=\"tftp\",reason=\"traversal\"} 4"),
-        "{m}"
+    assert_contains_all(
+        &s.metrics(),
+        &["provbox_refusals_total{protocol=\"tftp\",reason=\"traversal\"} 4"],
     );
 }
 

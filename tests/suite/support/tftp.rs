@@ -73,13 +73,14 @@ impl TftpServer {
         self.atftp(&a)
     }
 
-    /// `busybox tftp <args> 127.0.0.1 <port>`.
-    pub fn busybox(&self, args: &[&str]) -> Output {
+    /// busybox's tftp fetching `remote` into `local`.
+    pub fn busybox_get(&self, remote: &str, local: &Path) -> Output {
         let port = self.port.to_string();
-        let mut a = vec!["tftp"];
-        a.extend_from_slice(args);
-        a.extend_from_slice(&["127.0.0.1", port.as_str()]);
-        run("busybox", &a)
+        let local = local.to_str().unwrap();
+        run(
+            "busybox",
+            &["tftp", "-g", "-r", remote, "-l", local, "127.0.0.1", &port],
+        )
     }
 
     pub fn metrics(&self) -> String {
