@@ -258,13 +258,7 @@ fn proxy_mode_beside_dnsmasq_gives_options_only_and_never_naks() {
 fn a_non_authoritative_server_does_not_nak_a_request_it_knows_nothing_of() {
     crate::support::needs!(root, "busybox", "ip");
     let mut lan = Lan::new();
-    let cfg = head(
-        r#"  authoritative: false
-  subnets:
-    - subnet: 198.18.0.0/24
-      pools: ["198.18.0.100-198.18.0.150"]
-"#,
-    );
+    let cfg = head(&format!("  authoritative: false\n{LAB_POOL}"));
     let _p = lan.start(Provbox::dir(), &cfg);
     let c = lan.client(Some("02:00:00:00:fd:01"), Some("198.18.0.31/24"));
     let sock = raw_socket(&c, 68);
@@ -304,10 +298,7 @@ fn a_relayed_switch_port_gets_its_reserved_address() {
     crate::support::needs!(root, "busybox", "ip");
     let mut lan = Lan::new();
     let cfg = head(&format!(
-        r#"{OPTIONS}  subnets:
-    - subnet: 198.18.0.0/24
-      pools: ["198.18.0.100-198.18.0.150"]
-    - subnet: 198.18.1.0/24
+        r#"{OPTIONS}{LAB_POOL}    - subnet: 198.18.1.0/24
       pools: ["198.18.1.100-198.18.1.110"]
       router: 198.18.1.1
       reservations:

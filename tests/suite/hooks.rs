@@ -375,18 +375,13 @@ fn lease_bound_and_ended_reach_a_hook() {
         "data_dir: data
 catalog:
   roots: [files]
-dhcp:
-  enabled: true
-  interfaces: [br0]
-  subnets:
-    - subnet: 198.18.0.0/24
-      pools: [\"198.18.0.100-198.18.0.150\"]
-      lease_time: 1h
+{dhcp}      lease_time: 1h
 hooks:
   - name: leases
     events: [lease_bound, lease_ended]
     command: [{hook}]
 ",
+        dhcp = support::dhcp_raw::lab_dhcp(),
         hook = hook.display()
     );
     let p = Provbox::start_with(Provbox::dir(), &config, &srv.prefix());

@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use support::dedupe::LAB_HTTP_TFTP;
-use support::dhcp_raw::LAB_CONFIG_HEAD;
+use support::dhcp_raw::{LAB_CONFIG_HEAD, LAB_POOL};
 use support::netns::{Lab, Netns};
 use support::{Provbox, free_tcp_port, metric};
 
@@ -26,10 +26,7 @@ fn hex(mac: &str) -> String {
 fn dhcp_config(extra: &str) -> String {
     format!(
         r#"{LAB_CONFIG_HEAD}  interfaces: [br0]
-  subnets:
-    - subnet: 198.18.0.0/24
-      pools: ["198.18.0.100-198.18.0.150"]
-      lease_time: 1h
+{LAB_POOL}      lease_time: 1h
 {extra}"#
     )
 }

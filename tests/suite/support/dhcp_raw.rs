@@ -182,6 +182,20 @@ dhcp:
   enabled: true
 ";
 
+/// The LAN's subnet (198.18.0.0/24, provbox's bridge at .1) and its pool, as the start of
+/// a `dhcp:` section's `subnets:`; the test appends that subnet's other keys (indented six
+/// spaces) or more subnets.
+pub const LAB_POOL: &str = "  subnets:
+    - subnet: 198.18.0.0/24
+      pools: [\"198.18.0.100-198.18.0.150\"]
+";
+
+/// A `dhcp:` section serving [`LAB_POOL`] on the lab bridge br0, for a config without
+/// [`LAB_CONFIG_HEAD`]'s metrics.
+pub fn lab_dhcp() -> String {
+    format!("dhcp:\n  enabled: true\n  interfaces: [br0]\n{LAB_POOL}")
+}
+
 // ------------------------------------------------------------------ raw client
 
 /// A UDP socket opened inside `ns`, bound to eth0 and `port`, broadcast allowed.
