@@ -185,13 +185,22 @@ fn missing_file_is_reported_not_found() {
     let o = s.atftp_get(&[], "nothing.cfg", &out);
     assert!(!o.status.success());
     assert!(text(&o).contains("File not found"), "{}", text(&o));
-    let o = s.busybox_get("nothing.cfg", &out);
-    assert!(text(&o).contains("(1) File not found"), "{}", text(&o));
-    s.wait_transfer("nothing.cfg", "outcome=\"not_found\"");
-    assert_contains_all(
-        &s.metrics(),
-        &["provbox_refusals_total{protocol=\"tftp\",reason=\"not_found\"} 3"],
+    busybox_refused(
+        &s,
+        "nothing.cfg",
+        "(1) File not found",
+        "not_found",
+        "provbox_refusals_total{protocol=\"tftp\",reason=\"not_found\"} 3",
     );
+}
+
+/// busybox asks for `file` and is told `says`; the server logs that transfer with
+/// `outcome` and its metrics then show `refusals` (a whole series line).
+fn busybox_refused(s: &TftpServer, file: &str, says: &str, outcome: &str, refusals: &str) {
+    let o = s.busybox_get(file, &s.out("x"));
+    assert!(text(&o).contains(says), "{}", text(&o));
+    s.wait_transfer(file, &format!("outcome=\"{outcome}\""));
+    assert_contains_all(&s.metrics(), &[refusals]);
 }
 
 #[test]
@@ -212,12 +221,12 @@ fn traversal_is_refused_as_access_violation() {
         );
         assert!(read(&out).is_empty(), "{path}: bytes were sent");
     }
-    let o = s.busybox_get("../config.yaml", &out);
-    assert!(text(&o).contains("(2) Access violation"), "{}", text(&o));
-    s.wait_transfer("../config.yaml", "outcome=\"access_violation\"");
-    assert_contains_all(
-        &s.metrics(),
-        &["provbox_refusals_total{protocol=\"tftp\",reason=\"traversal\"} 4"],
+    busybox_refused(
+        &s,
+        "../config.yaml",
+        "(2) Access violation",
+        "access_violation",
+        "provbox_refusals_total{protocol=\"tftp\",reason=\"traversal\"} 4",
     );
 }
 
