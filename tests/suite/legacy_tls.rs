@@ -130,6 +130,24 @@ impl Lab {
         )
     }
 
+    /// [`Lab::curl`] presenting the client certificate `cert` with its `key`.
+    fn curl_cert(
+        &self,
+        port: u16,
+        args: &[&str],
+        cert: &Path,
+        key: &Path,
+    ) -> (bool, Vec<u8>, String) {
+        let mut all = args.to_vec();
+        all.extend([
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ]);
+        self.curl(port, &all)
+    }
+
     /// curl held to exactly TLS `version` and one `cipher`.
     fn curl_tls(&self, port: u16, version: &str, cipher: &str) -> (bool, Vec<u8>, String) {
         let min = format!("--tlsv{version}");
@@ -366,9 +384,7 @@ fn required_client_certificate_on_the_legacy_listener() {
     );
 
     // A certificate from the vendor CA: served, over TLS 1.0, with both clients.
-    let mut args = TLS10_S0.to_vec();
-    args.extend(["--cert", cert, "--key", key]);
-    let (ok, body, err) = lab.curl(lab.legacy, &args);
+    let (ok, body, err) = lab.curl_cert(lab.legacy, TLS10_S0, &c.cert, &c.key);
     assert!(ok, "curl with client cert failed: {err}");
     assert_eq!(body, want);
     let mut s_args = S_TLS10.to_vec();
@@ -381,14 +397,7 @@ fn required_client_certificate_on_the_legacy_listener() {
         .wait_for_log("subject=CN=SEP00562B043615", Duration::from_secs(5));
 
     // A certificate from another CA: refused.
-    let mut args = TLS10_S0.to_vec();
-    args.extend([
-        "--cert",
-        c.stranger_cert.to_str().unwrap(),
-        "--key",
-        c.stranger_key.to_str().unwrap(),
-    ]);
-    let (ok, _, _) = lab.curl(lab.legacy, &args);
+    let (ok, _, _) = lab.curl_cert(lab.legacy, TLS10_S0, &c.stranger_cert, &c.stranger_key);
     assert!(
         !ok,
         "legacy listener accepted a certificate from an unknown CA"
@@ -404,7 +413,7 @@ fn required_client_certificate_on_the_legacy_listener() {
     // The rustls listener applies the same policy (TLS 1.2+).
     let (ok, _, _) = lab.curl(lab.modern, &[]);
     assert!(!ok);
-    let (ok, body, err) = lab.curl(lab.modern, &["--cert", cert, "--key", key]);
+    let (ok, body, err) = lab.curl_cert(lab.modern, &[], &c.cert, &c.key);
     assert!(ok, "rustls with client cert failed: {err}");
     assert_eq!(body, want);
 }
@@ -435,14 +444,7 @@ fn optional_client_certificate_and_minimum_protocol() {
     let (ok, body, err) = lab.curl(lab.legacy, &tls11);
     assert!(ok, "TLS 1.1 without cert failed: {err}");
     assert_eq!(body, want);
-    let mut args = tls11.to_vec();
-    args.extend([
-        "--cert",
-        c.cert.to_str().unwrap(),
-        "--key",
-        c.key.to_str().unwrap(),
-    ]);
-    let (ok, body, err) = lab.curl(lab.legacy, &args);
+    let (ok, body, err) = lab.curl_cert(lab.legacy, &tls11, &c.cert, &c.key);
     assert!(ok, "TLS 1.1 with cert failed: {err}");
     assert_eq!(body, want);
     assert_eq!(
