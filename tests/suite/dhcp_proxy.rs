@@ -122,8 +122,7 @@ fn proxy_mode_beside_dnsmasq_gives_options_only_and_never_naks() {
 
     // A host that already has the site's address asks for options (DHCPINFORM); asking
     // until the answer shows up in the capture also proves tcpdump is listening.
-    let host = lan.client(Some("02:00:00:00:fe:02"), Some("198.18.0.30/24"));
-    let sock = raw_socket(&host, 68);
+    let (_host, sock) = lan.raw_client("02:00:00:00:fe:02", "198.18.0.30/24");
     let mut inform = Msg::new(8, [2, 0, 0, 0, 0xfe, 2]);
     inform.ciaddr = "198.18.0.30".parse().unwrap();
     inform.opts = vec![(55, vec![66, 150, 160])];
@@ -260,8 +259,7 @@ fn a_non_authoritative_server_does_not_nak_a_request_it_knows_nothing_of() {
     let mut lan = Lan::new();
     let cfg = head(&format!("  authoritative: false\n{LAB_POOL}"));
     let _p = lan.start(Provbox::dir(), &cfg);
-    let c = lan.client(Some("02:00:00:00:fd:01"), Some("198.18.0.31/24"));
-    let sock = raw_socket(&c, 68);
+    let (_c, sock) = lan.raw_client("02:00:00:00:fd:01", "198.18.0.31/24");
     // INIT-REBOOT for an address outside the pool and one outside the subnet: another
     // server's leases. A non-authoritative server says nothing.
     for want in [[198u8, 18, 0, 200], [10, 1, 2, 3]] {

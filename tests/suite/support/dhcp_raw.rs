@@ -34,6 +34,14 @@ impl Lan {
         Provbox::start_with(dir, config, &self.srv.prefix())
     }
 
+    /// A new LAN with provbox serving `config` (in a fresh test dir) in its server
+    /// namespace. Bind both: the LAN goes when the `Lan` is dropped.
+    pub fn serving(config: &str) -> (Lan, Provbox) {
+        let lan = Lan::new();
+        let p = lan.start(Provbox::dir(), config);
+        (lan, p)
+    }
+
     /// A client namespace on the LAN (eth0 unaddressed unless `addr`).
     pub fn client(&mut self, mac: Option<&str>, addr: Option<&str>) -> Netns {
         self.n += 1;
@@ -46,6 +54,14 @@ impl Lan {
         });
         assert!(up.is_some(), "eth0 in {} never came up", ns.name);
         ns
+    }
+
+    /// A client at `mac` with the static address `addr` (e.g. "198.18.0.30/24"), and a
+    /// raw socket on its eth0 at the DHCP client port (68) to speak for it.
+    pub fn raw_client(&mut self, mac: &str, addr: &str) -> (Netns, UdpSocket) {
+        let c = self.client(Some(mac), Some(addr));
+        let sock = raw_socket(&c, 68);
+        (c, sock)
     }
 
     /// GET /metrics from inside the server namespace.
