@@ -209,6 +209,13 @@ impl Lab {
         )
     }
 
+    /// Asserts that the listener on `port` counted `n` handshake failures for `reason`,
+    /// showing the metrics when it did not.
+    #[track_caller]
+    fn assert_failures(&self, port: u16, legacy: bool, reason: &str, n: u64) {
+        assert_eq!(self.failures(port, legacy, reason), n, "{}", self.metrics());
+    }
+
     fn failures(&self, port: u16, legacy: bool, reason: &str) -> u64 {
         let listener = if legacy { "https_legacy" } else { "https" };
         self.counter(
@@ -284,12 +291,7 @@ fn old_phone_handshake_fetches_byte_exact_from_the_legacy_listener_only() {
     let (ok, _, err) = lab.curl(lab.modern, TLS10);
     assert!(!ok, "rustls listener accepted TLS 1.0 via curl");
     assert!(err.contains("(35)") || err.contains("SSL"), "{err}");
-    assert_eq!(
-        lab.failures(lab.modern, false, "incompatible"),
-        2,
-        "{}",
-        lab.metrics()
-    );
+    lab.assert_failures(lab.modern, false, "incompatible", 2);
     // Nothing about those attempts shows up as a handshake on the rustls listener.
     assert!(!lab.metrics().contains(&format!(
         "listener=\"https:127.0.0.1:{}\",version=\"TLSv1.0\"",
@@ -345,12 +347,7 @@ fn old_phone_handshake_fetches_byte_exact_from_the_legacy_listener_only() {
         ],
     );
     assert!(!out.status.success() || !out.stdout.ends_with(&want));
-    assert_eq!(
-        lab.failures(lab.legacy, true, "protocol"),
-        1,
-        "{}",
-        lab.metrics()
-    );
+    lab.assert_failures(lab.legacy, true, "protocol", 1);
 
     // Both doors feed the same request counters.
     assert!(
@@ -376,12 +373,7 @@ fn required_client_certificate_on_the_legacy_listener() {
     let (ok, _, err) = lab.curl(lab.legacy, TLS10);
     assert!(!ok, "legacy listener served a client without certificate");
     assert!(!err.is_empty());
-    assert_eq!(
-        lab.failures(lab.legacy, true, "no_client_cert"),
-        1,
-        "{}",
-        lab.metrics()
-    );
+    lab.assert_failures(lab.legacy, true, "no_client_cert", 1);
 
     // A certificate from the vendor CA: served, over TLS 1.0, with both clients.
     let (ok, body, err) = lab.curl_cert(lab.legacy, TLS10_S0, &c.cert, &c.key);
@@ -402,12 +394,7 @@ fn required_client_certificate_on_the_legacy_listener() {
         !ok,
         "legacy listener accepted a certificate from an unknown CA"
     );
-    assert_eq!(
-        lab.failures(lab.legacy, true, "bad_client_cert"),
-        1,
-        "{}",
-        lab.metrics()
-    );
+    lab.assert_failures(lab.legacy, true, "bad_client_cert", 1);
     assert!(!lab.pb.log().contains("subject=CN=SEP0000DEADBEEF"));
 
     // The rustls listener applies the same policy (TLS 1.2+).
@@ -427,12 +414,7 @@ fn optional_client_certificate_and_minimum_protocol() {
     // TLS 1.0 is below this listener's minimum.
     let (ok, _, _) = lab.curl(lab.legacy, TLS10);
     assert!(!ok, "min_protocol tls1.1 accepted TLS 1.0");
-    assert_eq!(
-        lab.failures(lab.legacy, true, "incompatible"),
-        1,
-        "{}",
-        lab.metrics()
-    );
+    lab.assert_failures(lab.legacy, true, "incompatible", 1);
     // TLS 1.1 without a certificate is fine under `optional`, and with one too.
     let tls11 = [
         "--tlsv1.1",
@@ -570,12 +552,7 @@ fn sighup_applies_a_new_policy_to_the_next_handshake() {
         !ok,
         "TLS 1.0 still accepted after min_protocol: tls1.2 and SIGHUP"
     );
-    assert_eq!(
-        lab.failures(lab.legacy, true, "incompatible"),
-        1,
-        "{}",
-        lab.metrics()
-    );
+    lab.assert_failures(lab.legacy, true, "incompatible", 1);
     let (ok, body, err) = lab.curl(lab.legacy, &["--tlsv1.2"]);
     assert!(ok, "{err}");
     assert_eq!(body, profile());
