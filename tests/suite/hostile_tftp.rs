@@ -368,14 +368,7 @@ fn a_large_netascii_file_arrives_intact() {
 
     // tftp-hpa turns CR LF and CR NUL back into the original bytes.
     let out = s.pb.path().join("big.txt");
-    let o = s.hpa(&[
-        "-m",
-        "netascii",
-        "-c",
-        "get",
-        "big.txt",
-        out.to_str().unwrap(),
-    ]);
+    let o = s.hpa_get("netascii", "big.txt", &out);
     let got = read(&out);
     assert!(
         got == body,

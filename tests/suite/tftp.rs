@@ -65,7 +65,7 @@ fn small_profile_is_byte_exact_with_every_client() {
     let name = "profiles/CP-8831-3PCC.cfg";
 
     let a = s.out("hpa.cfg");
-    let o = s.hpa(&["-m", "octet", "-c", "get", name, a.to_str().unwrap()]);
+    let o = s.hpa_get("octet", name, &a);
     assert_eq!(read(&a), PROFILE, "tftp-hpa: {}", text(&o));
 
     let b = s.out("atftp.cfg");
@@ -80,7 +80,7 @@ fn small_profile_is_byte_exact_with_every_client() {
     // round trip must give the original bytes (a server that skipped the conversion
     // would lose the bare CR's NUL pairing and the client would mangle it).
     let d = s.out("netascii.cfg");
-    let o = s.hpa(&["-m", "netascii", "-c", "get", name, d.to_str().unwrap()]);
+    let o = s.hpa_get("netascii", name, &d);
     assert_eq!(read(&d), PROFILE, "tftp-hpa netascii: {}", text(&o));
     let line = s.wait_transfer(name, "bytes=");
     assert!(line.contains("outcome=\"ok\""), "{line}");
@@ -99,7 +99,7 @@ fn large_file_rollover_blksize_and_windowsize() {
     let s = start(&[("fw.bin", &body)], "");
 
     let a = s.out("a.bin");
-    let o = s.hpa(&["-m", "octet", "-c", "get", "fw.bin", a.to_str().unwrap()]);
+    let o = s.hpa_get("octet", "fw.bin", &a);
     assert!(
         read(&a) == body,
         "blksize 512 (rollover) differs: {}",

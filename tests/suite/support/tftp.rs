@@ -54,6 +54,11 @@ impl TftpServer {
         run("tftp", &a)
     }
 
+    /// tftp-hpa fetching `remote` into `local` in transfer `mode` ("octet", "netascii").
+    pub fn hpa_get(&self, mode: &str, remote: &str, local: &Path) -> Output {
+        self.hpa(&["-m", mode, "-c", "get", remote, local.to_str().unwrap()])
+    }
+
     /// `atftp <args> 127.0.0.1 <port>`.
     pub fn atftp(&self, args: &[&str]) -> Output {
         let port = self.port.to_string();
