@@ -7,6 +7,7 @@ use crate::support;
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
+use support::dedupe::netns_tftp_get;
 use support::netns::Lab;
 use support::tftp::{TftpServer, raw_client as client, read, rrq};
 use support::{Provbox, metric};
@@ -118,23 +119,10 @@ fn a_flood_of_unacknowledged_timeout_255_requests_does_not_lock_out_a_phone() {
     });
 
     // A phone on another host gets its file at once, with both clients.
-    let hpa_out = pb.path().join("hpa.cfg");
-    let o = phone.run(&[
-        "tftp",
-        "198.18.0.1",
-        "69",
-        "-m",
-        "octet",
-        "-c",
-        "get",
-        "phone.cfg",
-        hpa_out.to_str().unwrap(),
-    ]);
     assert_eq!(
-        read(&hpa_out),
-        PROFILE,
-        "tftp-hpa after the flood: {}",
-        text(&o)
+        netns_tftp_get(&phone, "phone.cfg", pb.path()).as_deref(),
+        Ok(PROFILE),
+        "tftp-hpa after the flood"
     );
     let atftp_out = pb.path().join("atftp.cfg");
     let o = phone.run(&[
