@@ -367,21 +367,13 @@ fn malformed_and_truncated_packets_are_dropped_and_service_continues() {
 #[test]
 fn relayed_request_uses_giaddr_subnet_and_echoes_option_82() {
     crate::support::needs!(root, "busybox", "ip");
-    let mut lan = Lan::new();
     let extra = r#"    - subnet: 198.18.1.0/24
       pools: ["198.18.1.100-198.18.1.110"]
       router: 198.18.1.1
 "#;
-    let _p = lan.start(Provbox::dir(), &yaml(extra, "[br0]"));
-    // The relay agent sits on the LAN with a leg in the remote subnet.
-    let relay = lan.client(Some("02:00:00:00:40:01"), Some("198.18.0.40/24"));
-    relay.ip(&["addr", "add", "198.18.1.1/24", "dev", "eth0"]);
-    lan.srv
-        .ip(&["route", "add", "198.18.1.0/24", "via", "198.18.0.40"]);
-    let sock = raw_socket(&relay, 67);
-    let mut m = Msg::new(1, [2, 0, 0, 0, 0x40, 9]);
-    m.giaddr = "198.18.1.1".parse().unwrap();
-    m.flags = 0;
+    let (mut lan, _p) = Lan::serving(&yaml(extra, "[br0]"));
+    let (_relay, sock) = lan.relay_agent();
+    let mut m = Msg::relayed(1, [2, 0, 0, 0, 0x40, 9]);
     let o82 = vec![
         1, 6, b'p', b'o', b'r', b't', b'-', b'7', 2, 3, 0xaa, 0xbb, 0xcc,
     ];
@@ -393,22 +385,13 @@ fn relayed_request_uses_giaddr_subnet_and_echoes_option_82() {
     assert_eq!(offer.opt(3), Some(&[198, 18, 1, 1][..]));
     assert_eq!(offer.opt(82), Some(o82.as_slice()));
     // REQUEST through the relay: ACK, 82 echoed again.
-    let mut r = Msg::new(3, m.mac);
-    r.giaddr = m.giaddr;
-    r.flags = 0;
-    r.opts = vec![
-        (50, offer.yiaddr.octets().to_vec()),
-        (54, vec![198, 18, 0, 1]),
-        (82, o82.clone()),
-    ];
+    let r = Msg::relayed_request(m.mac, &offer, &o82);
     let ack = exchange(&sock, &r, "198.18.0.1:67");
     assert_eq!(ack.mtype(), 5);
     assert_eq!(ack.yiaddr, offer.yiaddr);
     assert_eq!(ack.opt(82), Some(o82.as_slice()));
     // A request for an address on the wrong network is NAKed (broadcast bit set for the relay).
-    let mut bad = Msg::new(3, [2, 0, 0, 0, 0x40, 10]);
-    bad.giaddr = m.giaddr;
-    bad.flags = 0;
+    let mut bad = Msg::relayed(3, [2, 0, 0, 0, 0x40, 10]);
     bad.opts = vec![(50, vec![198, 18, 0, 120])];
     let nak = exchange(&sock, &bad, "198.18.0.1:67");
     assert_eq!(nak.mtype(), 6);

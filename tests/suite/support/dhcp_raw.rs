@@ -64,6 +64,18 @@ impl Lan {
         (c, sock)
     }
 
+    /// The relay agent: a host on the LAN (198.18.0.40) with a leg in the remote subnet
+    /// 198.18.1.0/24 at [`GIADDR`], which the server routes through it, and a raw socket
+    /// at the server port (67), which relays send from.
+    pub fn relay_agent(&mut self) -> (Netns, UdpSocket) {
+        let relay = self.client(Some("02:00:00:00:40:01"), Some("198.18.0.40/24"));
+        relay.ip(&["addr", "add", "198.18.1.1/24", "dev", "eth0"]);
+        self.srv
+            .ip(&["route", "add", "198.18.1.0/24", "via", "198.18.0.40"]);
+        let sock = raw_socket(&relay, 67);
+        (relay, sock)
+    }
+
     /// GET /metrics from inside the server namespace.
     pub fn metrics(&self) -> String {
         self.srv.enter(|| {
@@ -231,6 +243,9 @@ pub fn raw_socket(ns: &Netns, port: u16) -> UdpSocket {
     })
 }
 
+/// Where [`Lan::relay_agent`] relays from: its address in the remote subnet.
+pub const GIADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+
 pub struct Msg {
     pub mtype: u8,
     pub mac: [u8; 6],
@@ -253,6 +268,27 @@ impl Msg {
             opts: vec![(55, vec![1, 3, 6, 66, 150])],
         }
     }
+
+    /// A message relayed by [`Lan::relay_agent`]: giaddr [`GIADDR`], broadcast flag clear.
+    pub fn relayed(mtype: u8, mac: [u8; 6]) -> Msg {
+        let mut m = Msg::new(mtype, mac);
+        m.giaddr = GIADDR;
+        m.flags = 0;
+        m
+    }
+
+    /// The relayed REQUEST from `mac` for `offer` (the server is 198.18.0.1), with the
+    /// relay's option 82 `o82`.
+    pub fn relayed_request(mac: [u8; 6], offer: &Raw, o82: &[u8]) -> Msg {
+        let mut r = Msg::relayed(3, mac);
+        r.opts = vec![
+            (50, offer.yiaddr.octets().to_vec()),
+            (54, vec![198, 18, 0, 1]),
+            (82, o82.to_vec()),
+        ];
+        r
+    }
+
     pub fn bytes(&self) -> Vec<u8> {
         let mut b = vec![0u8; 236];
         b[0] = 1;
