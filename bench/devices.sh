@@ -12,9 +12,8 @@
 # Inventory of 1000 devices. Needs wrk, nginx, curl, a release build:
 #   cargo build --release -j 1 && CARGO_TARGET_DIR=/work/targets/devices bash bench/devices.sh
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 
-REPO="$(cd "$(dirname "$0")/.." && pwd)"
-TARGET="${CARGO_TARGET_DIR:-$REPO/target}"
 PROVBOX="${PROVBOX:-$TARGET/release/provbox}"
 DUR="${DUR:-5s}"
 CONNS="${CONNS:-16}"
@@ -25,14 +24,7 @@ done
 
 W="$(mktemp -d /tmp/devices-bench.XXXXXX)"
 chmod 755 "$W"   # nginx workers run as an unprivileged user when started by root
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$W"
-}
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+remove_on_exit "$W"
 
 A=00562b043615      # plain
 B=0015654aa937      # has an encryption key
@@ -60,11 +52,8 @@ printf '%s' "$TEMPLATE" > "$W/files/cfg/\$MA.xml.tmpl"
     for i in $(seq 3 1000); do printf '02000000%04x,%d,%d,pw-%d,Phone %d,\n' "$i" $((1000 + i)) $((1000 + i)) "$i" "$i"; done
 } > "$W/inventory.csv"
 
-HP=$(port); MP=$(port); NP=$(port)
-cat > "$W/config.yaml" <<YAML
-data_dir: data
-log: { level: warn }
-catalog: { roots: [files] }
+HP=$(free_port); NP=$(free_port)
+{ provbox_yaml_head; cat <<YAML; } > "$W/config.yaml"
 http: { enabled: true, listen: ["127.0.0.1:$HP"] }
 https: { enabled: false }
 metrics: { enabled: false }

@@ -36,9 +36,9 @@
 # giaddr 198.18.0.2 addressing, and a 198.19.0.0/24 link to the database). Each box gets half
 # the offered rate from its own perfdhcp (client MACs from disjoint bases); the row sums both.
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BIN=${PROVBOX:-${PROVBOX_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/provbox}}
+BIN=${PROVBOX:-${PROVBOX_BIN:-$TARGET/release/provbox}}
 RATES=${RATES:-"100 250 500 1000 2000 3000 4000 5000 6000 7000 8000 9000 10000 11000 12000 14000"}
 PERIOD=${PERIOD:-5}
 SERVERS=${SERVERS:-"provbox dnsmasq kea kea-mt"}
@@ -80,32 +80,12 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-ip netns add "$S"
-ip netns add "$C"
-ip -n "$S" link set lo up
-ip -n "$C" link set lo up
-ip -n "$S" link add veth0 type veth peer name veth0 netns "$C"
-ip -n "$S" addr add 198.18.0.1/16 dev veth0
-ip -n "$C" addr add 198.18.0.2/16 dev veth0
-ip -n "$S" link set veth0 up
-ip -n "$C" link set veth0 up
+lan_pair "$S" "$C" 198.18.0.1/16 198.18.0.2/16
 TWO=
 if [[ " $SERVERS " == *" provbox-pg2 "* ]]; then
   TWO=1
-  ip netns add "$S2"
-  ip netns add "$C2"
-  ip -n "$S2" link set lo up
-  ip -n "$C2" link set lo up
-  ip -n "$S2" link add veth0 type veth peer name veth0 netns "$C2"
-  ip -n "$S2" addr add 198.18.0.1/16 dev veth0
-  ip -n "$C2" addr add 198.18.0.2/16 dev veth0
-  ip -n "$S2" link set veth0 up
-  ip -n "$C2" link set veth0 up
-  ip -n "$S" link add vdb type veth peer name vdb netns "$S2"
-  ip -n "$S" addr add 198.19.0.1/24 dev vdb
-  ip -n "$S2" addr add 198.19.0.2/24 dev vdb
-  ip -n "$S" link set vdb up
-  ip -n "$S2" link set vdb up
+  lan_pair "$S2" "$C2" 198.18.0.1/16 198.18.0.2/16
+  veth_link "$S" "$S2" vdb 198.19.0.1/24 198.19.0.2/24
 fi
 
 # PostgreSQL as nobody (it refuses root), inside the server namespace.

@@ -6,12 +6,12 @@
 # Needs: dnsperf, dnsmasq (Debian packages of those names). Build first:
 #   cargo build --release -j 1
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 
 DURATION=${DURATION:-10}        # seconds per run (dnsperf -l)
 CLIENTS=${CLIENTS:-4}           # dnsperf -c
 OUTSTANDING=${OUTSTANDING:-100} # dnsperf -q
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BIN=${PROVBOX:-${PROVBOX_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/provbox}}
+BIN=${PROVBOX:-${PROVBOX_BIN:-$TARGET/release/provbox}}
 
 for p in dnsperf dnsmasq; do
   command -v "$p" >/dev/null || { echo "$p is not installed (apt-get install -y $p)" >&2; exit 1; }
@@ -19,15 +19,8 @@ done
 [ -x "$BIN" ] || { echo "no release binary at $BIN; run: cargo build --release -j 1" >&2; exit 1; }
 
 WORK=$(mktemp -d /tmp/provbox-bench-dns.XXXXXX)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+remove_on_exit "$WORK"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 P_PORT=$(free_port)
 D_PORT=$(free_port)
 

@@ -27,9 +27,8 @@
 # Release builds.
 # Needs root (namespaces), ip, curl; installs dnsmasq-base and nginx if missing.
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 
-REPO="$(cd "$(dirname "$0")/.." && pwd)"
-TARGET="${CARGO_TARGET_DIR:-$REPO/target}"
 RATE="${RATE:-50}"
 RATE_SECONDS="${RATE_SECONDS:-${DURATION:-60}}"
 FIRMWARE_KIB="${FIRMWARE_KIB:-64}"
@@ -80,15 +79,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-ip netns add "$S"
-ip netns add "$C"
-ip -n "$S" link set lo up
-ip -n "$C" link set lo up
-ip -n "$S" link add veth0 type veth peer name veth0 netns "$C"
-ip -n "$S" addr add 198.18.0.1/24 dev veth0
-ip -n "$C" addr add 198.18.0.2/24 dev veth0
-ip -n "$S" link set veth0 up
-ip -n "$C" link set veth0 up
+lan_pair "$S" "$C" 198.18.0.1/24 198.18.0.2/24
 ip -n "$S" route add 198.18.64.0/18 via 198.18.0.2
 ip -n "$C" route add local 198.18.64.0/18 dev lo
 # Room for a storm: accept queues and neighbour entries.
@@ -100,52 +91,8 @@ for n in "${LADDER[@]}"; do [ "$n" -gt "$MAX" ] && MAX=$n || true; done
 [ "$RATE" != 0 ] && [ $((RATE * RATE_SECONDS)) -gt "$MAX" ] && MAX=$((RATE * RATE_SECONDS))
 "$SIM" setup --dir "$W" --phones "$MAX" --firmware-kib "$FIRMWARE_KIB"
 
-# provbox: the configuration tests/suite/fleet.rs uses.
-cat > "$W/config.yaml" <<'EOF'
-data_dir: data
-log: {level: warn}
-catalog:
-  roots: [files]
-http:
-  enabled: false
-https:
-  enabled: true
-  listen: ["0.0.0.0:443"]
-  cert: pki/server.pem
-  key: pki/server.key
-  client_auth: required
-  client_ca: pki/ca.pem
-  limits: {max_connections: 50000}
-tftp:
-  enabled: true
-  listen: 0.0.0.0:69
-  max_transfers: 50000
-dhcp:
-  enabled: true
-  interfaces: [veth0]
-  options:
-    - {code: 66, string: prov.lab.test}
-  subnets:
-    - subnet: 198.18.64.0/18
-      pools: ["198.18.64.10-198.18.127.250"]
-      router: 198.18.64.1
-      lease_time: 1h
-dns:
-  enabled: true
-  listen: ["0.0.0.0:53"]
-  zones:
-    - name: lab.test
-      records:
-        - {name: prov, a: [198.18.0.1]}
-devices:
-  inventory: inventory.csv
-syslog:
-  enabled: true
-  listen: 0.0.0.0:514
-metrics:
-  enabled: true
-  listen: 127.0.0.1:9100
-EOF
+# provbox: the configuration tests/suite/fleet.rs uses, warnings only.
+{ echo "log: {level: warn}"; cat "$REPO/bench/fleet/provbox.yaml"; } > "$W/config.yaml"
 
 # dnsmasq: the same pool (relayed), options 3/6/66, the name, the factory files over TFTP.
 cat > "$W/dnsmasq.conf" <<EOF

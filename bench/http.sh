@@ -13,6 +13,7 @@
 #        NO_BUILD=1 PROVBOX=/path/to/provbox bench/http.sh   (a given binary, no build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 DUR=${1:-10}
 CONNS=${2:-16 50}
 RUNS=${RUNS:-3}
@@ -22,36 +23,24 @@ command -v wrk >/dev/null && command -v nginx >/dev/null || {
 [ "${NO_BUILD:-0}" = 1 ] || nice cargo build --release -q -p provbox
 PROVBOX=${PROVBOX:-./target/release/provbox}
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null; rm -rf "$work"' EXIT
+stop_jobs_and_nginx_on_exit "$work"
 mkdir -p "$work/files" "$work/nginx"
 chmod 755 "$work" "$work/files"   # nginx workers run unprivileged
 head -c 4096 /dev/urandom > "$work/files/small.cfg"
 head -c $((1024*1024)) /dev/urandom > "$work/files/big.bin"
-pick() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-PB=$(pick); NG=$(pick)
+PB=$(free_port); NG=$(free_port)
 
 # Every wrk connection comes from 127.0.0.1, so the per-address cap (64 by default; real
 # phones each have their own address) is lifted to the connection cap.
-cat > "$work/config.yaml" <<YAML
-data_dir: data
-log: {level: warn}
-catalog: {roots: [files]}
+{ provbox_yaml_head; cat <<YAML; } > "$work/config.yaml"
 http: {enabled: true, listen: ["127.0.0.1:$PB"], limits: {max_connections: 4096, max_connections_per_ip: 4096}}
 YAML
 "$PROVBOX" serve --config "$work/config.yaml" 2>"$work/provbox.log" &
 PBPID=$!
 
-cat > "$work/nginx/nginx.conf" <<NGINX
-worker_processes 2;
-pid $work/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
+{ nginx_head "$work" 4096; cat <<NGINX; } > "$work/nginx/nginx.conf"
   sendfile on; tcp_nopush on; keepalive_requests 100000;
   default_type application/octet-stream;
-  client_body_temp_path $work/nginx; proxy_temp_path $work/nginx; fastcgi_temp_path $work/nginx;
-  uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
   server { listen 127.0.0.1:$NG; root $work/files; }
 }
 NGINX

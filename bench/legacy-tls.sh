@@ -9,23 +9,20 @@
 # Usage: bench/legacy-tls.sh [seconds-per-run]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 DUR=${1:-5}
 command -v nginx >/dev/null && command -v openssl >/dev/null || {
   echo "needs nginx and openssl: apt-get install -y nginx-light openssl" >&2; exit 1; }
 cargo build --release -q
 BIN="${CARGO_TARGET_DIR:-target}/release/provbox"
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null; rm -rf "$work"' EXIT
+stop_jobs_and_nginx_on_exit "$work"
 mkdir -p "$work/files" "$work/nginx"
 chmod 755 "$work" "$work/files"   # nginx workers run unprivileged
 head -c 4096 /dev/urandom > "$work/files/small.cfg"
-pick() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-MODERN=$(pick); LEGACY=$(pick); NG=$(pick)
+MODERN=$(free_port); LEGACY=$(free_port); NG=$(free_port)
 
-cat > "$work/config.yaml" <<YAML
-data_dir: data
-log: {level: warn}
-catalog: {roots: [files]}
+{ provbox_yaml_head; cat <<YAML; } > "$work/config.yaml"
 https: {enabled: true, listen: ["127.0.0.1:$MODERN"]}
 https_legacy: {enabled: true, listen: ["127.0.0.1:$LEGACY"]}
 YAML
@@ -35,16 +32,8 @@ for _ in $(seq 200); do curl -sfk -o /dev/null "https://127.0.0.1:$LEGACY/small.
 
 # RFC 7919 ffdhe2048, the group provbox uses, so DHE costs the same on both.
 openssl genpkey -genparam -algorithm DH -pkeyopt group:ffdhe2048 -out "$work/nginx/dh.pem" 2>/dev/null
-cat > "$work/nginx/nginx.conf" <<NGINX
-worker_processes 2;
-pid $work/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
+{ nginx_head "$work" 1024; cat <<NGINX; } > "$work/nginx/nginx.conf"
   default_type application/octet-stream;
-  client_body_temp_path $work/nginx; proxy_temp_path $work/nginx; fastcgi_temp_path $work/nginx;
-  uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
   server {
     listen 127.0.0.1:$NG ssl;
     root $work/files;

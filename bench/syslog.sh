@@ -8,6 +8,7 @@ set -euo pipefail
 N=${N:-20000}
 RATE=${RATE:-5000}
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/provbox}
 [ -x "$BIN" ] || { echo "no release build at $BIN: cargo build --release -j 1" >&2; exit 1; }
 command -v rsyslogd >/dev/null || { echo "rsyslogd missing: apt-get install rsyslog" >&2; exit 1; }
@@ -16,8 +17,6 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-free_tcp() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 
 # Sends N lines paced at RATE/s: half provisioning lines from 48 phones, half chatter.
@@ -49,7 +48,7 @@ PY
 
 # --- provbox
 mkdir -p "$work/pb/files"
-PU=$(free_port); PM=$(free_tcp)
+PU=$(free_udp_port); PM=$(free_port)
 cat > "$work/pb/config.yaml" <<YAML
 catalog: { roots: [files] }
 metrics: { enabled: true, listen: "127.0.0.1:$PM" }
@@ -67,7 +66,7 @@ pb_rec=$(curl -s "http://127.0.0.1:$PM/metrics" | awk '/^provbox_syslog_lines_re
 
 # --- rsyslogd
 mkdir -p "$work/rs"
-RU=$(free_port)
+RU=$(free_udp_port)
 cat > "$work/rs/rsyslog.conf" <<CONF
 global(workDirectory="$work/rs")
 module(load="imudp")

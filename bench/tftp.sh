@@ -12,9 +12,8 @@
 # client runs under `timeout`, servers are killed and the namespace removed on exit.
 #   CARGO_TARGET_DIR=/work/targets/tftp bash bench/tftp.sh
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 
-REPO="$(cd "$(dirname "$0")/.." && pwd)"
-TARGET="${CARGO_TARGET_DIR:-$REPO/target}"
 PROVBOX="${PROVBOX:-$TARGET/release/provbox}"
 STORM="${STORM:-300}"
 RUNS="${RUNS:-5}"
@@ -37,13 +36,7 @@ fi
 
 W="$(mktemp -d /tmp/tftp-bench.XXXXXX)"
 chmod 755 "$W"
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$W"
-}
-trap cleanup EXIT
+remove_on_exit "$W"
 
 mkdir -p "$W/files" "$W/out"
 head -c $((40 << 20)) /dev/urandom > "$W/files/big.bin"

@@ -91,8 +91,7 @@ fn pool_address_with_provisioning_options_66_and_150() {
 
     // The same from raw bytes: OFFER padded to >= 300 bytes, 150 as one 8-byte option,
     // and options after it intact.
-    let r = lan.client(Some("02:00:00:00:10:01"), Some("198.18.0.20/24"));
-    let sock = raw_socket(&r, 68);
+    let (_r, sock) = lan.raw_client("02:00:00:00:10:01", "198.18.0.20/24");
     let mut m = Msg::new(1, [2, 0, 0, 0, 0x10, 1]);
     m.opts = vec![(55, vec![150, 66, 1, 3, 42])];
     let offer = exchange(&sock, &m, ALL);
@@ -120,8 +119,7 @@ fn pool_address_with_provisioning_options_66_and_150() {
 #[test]
 fn reserved_mac_gets_its_address_and_hostname() {
     crate::support::needs!(root, "busybox", "ip");
-    let mut lan = Lan::new();
-    let _p = lan.start(Provbox::dir(), &yaml("", "[br0]"));
+    let (mut lan, _p) = Lan::serving(&yaml("", "[br0]"));
     let c = lan.client(Some("02:00:00:00:00:57"), None);
     let tmp = tempfile::tempdir().unwrap();
     let env = udhcpc_once(&c, tmp.path(), &["-r", "198.18.0.120"]);
@@ -138,8 +136,7 @@ fn reserved_mac_gets_its_address_and_hostname() {
 #[test]
 fn renew_keeps_the_address_and_release_frees_it() {
     crate::support::needs!(root, "busybox", "ip");
-    let mut lan = Lan::new();
-    let p = lan.start(Provbox::dir(), &yaml("", "[br0]"));
+    let (mut lan, p) = Lan::serving(&yaml("", "[br0]"));
     let a = lan.client(None, None);
     let tmp = tempfile::tempdir().unwrap();
     let (mut bg, env) = udhcpc_daemon(&a, tmp.path(), &[]);
@@ -171,8 +168,7 @@ fn renew_keeps_the_address_and_release_frees_it() {
 #[test]
 fn address_in_use_is_not_given_to_another_client() {
     crate::support::needs!(root, "busybox", "ip");
-    let mut lan = Lan::new();
-    let _p = lan.start(Provbox::dir(), &yaml("", "[br0]"));
+    let (mut lan, _p) = Lan::serving(&yaml("", "[br0]"));
     let a = lan.client(None, None);
     let ta = tempfile::tempdir().unwrap();
     let ip = udhcpc_once(&a, ta.path(), &[])["ip"].clone();
@@ -185,10 +181,8 @@ fn address_in_use_is_not_given_to_another_client() {
 #[test]
 fn inform_from_a_static_phone_is_answered() {
     crate::support::needs!(root, "busybox", "ip");
-    let mut lan = Lan::new();
-    let _p = lan.start(Provbox::dir(), &yaml("", "[br0]"));
-    let c = lan.client(Some("02:00:00:00:20:01"), Some("198.18.0.30/24"));
-    let sock = raw_socket(&c, 68);
+    let (mut lan, _p) = Lan::serving(&yaml("", "[br0]"));
+    let (_c, sock) = lan.raw_client("02:00:00:00:20:01", "198.18.0.30/24");
     let mut m = Msg::new(8, [2, 0, 0, 0, 0x20, 1]);
     m.flags = 0;
     m.ciaddr = "198.18.0.30".parse().unwrap();
@@ -205,8 +199,7 @@ fn inform_from_a_static_phone_is_answered() {
 #[test]
 fn option_sets_follow_vendor_class() {
     crate::support::needs!(root, "busybox", "ip");
-    let mut lan = Lan::new();
-    let _p = lan.start(Provbox::dir(), &yaml("", "[br0]"));
+    let (mut lan, _p) = Lan::serving(&yaml("", "[br0]"));
     let mut got = Vec::new();
     let mut vendor_data = Vec::new();
     for vc in ["CP-8831-3PCC", "yealink SIP-T46G", "generic"] {
@@ -325,10 +318,8 @@ fn kill_9_and_restart_loses_no_lease() {
 #[test]
 fn malformed_and_truncated_packets_are_dropped_and_service_continues() {
     crate::support::needs!(root, "busybox", "ip");
-    let mut lan = Lan::new();
-    let _p = lan.start(Provbox::dir(), &yaml("", "[br0]"));
-    let c = lan.client(Some("02:00:00:00:30:01"), Some("198.18.0.31/24"));
-    let sock = raw_socket(&c, 68);
+    let (mut lan, _p) = Lan::serving(&yaml("", "[br0]"));
+    let (_c, sock) = lan.raw_client("02:00:00:00:30:01", "198.18.0.31/24");
     let good = Msg::new(1, [2, 0, 0, 0, 0x30, 1]).bytes();
     let mut truncated_opt = good.clone();
     truncated_opt.truncate(good.len() - 4);
@@ -376,21 +367,13 @@ fn malformed_and_truncated_packets_are_dropped_and_service_continues() {
 #[test]
 fn relayed_request_uses_giaddr_subnet_and_echoes_option_82() {
     crate::support::needs!(root, "busybox", "ip");
-    let mut lan = Lan::new();
     let extra = r#"    - subnet: 198.18.1.0/24
       pools: ["198.18.1.100-198.18.1.110"]
       router: 198.18.1.1
 "#;
-    let _p = lan.start(Provbox::dir(), &yaml(extra, "[br0]"));
-    // The relay agent sits on the LAN with a leg in the remote subnet.
-    let relay = lan.client(Some("02:00:00:00:40:01"), Some("198.18.0.40/24"));
-    relay.ip(&["addr", "add", "198.18.1.1/24", "dev", "eth0"]);
-    lan.srv
-        .ip(&["route", "add", "198.18.1.0/24", "via", "198.18.0.40"]);
-    let sock = raw_socket(&relay, 67);
-    let mut m = Msg::new(1, [2, 0, 0, 0, 0x40, 9]);
-    m.giaddr = "198.18.1.1".parse().unwrap();
-    m.flags = 0;
+    let (mut lan, _p) = Lan::serving(&yaml(extra, "[br0]"));
+    let (_relay, sock) = lan.relay_agent();
+    let mut m = Msg::relayed(1, [2, 0, 0, 0, 0x40, 9]);
     let o82 = vec![
         1, 6, b'p', b'o', b'r', b't', b'-', b'7', 2, 3, 0xaa, 0xbb, 0xcc,
     ];
@@ -402,22 +385,13 @@ fn relayed_request_uses_giaddr_subnet_and_echoes_option_82() {
     assert_eq!(offer.opt(3), Some(&[198, 18, 1, 1][..]));
     assert_eq!(offer.opt(82), Some(o82.as_slice()));
     // REQUEST through the relay: ACK, 82 echoed again.
-    let mut r = Msg::new(3, m.mac);
-    r.giaddr = m.giaddr;
-    r.flags = 0;
-    r.opts = vec![
-        (50, offer.yiaddr.octets().to_vec()),
-        (54, vec![198, 18, 0, 1]),
-        (82, o82.clone()),
-    ];
+    let r = Msg::relayed_request(m.mac, &offer, &o82);
     let ack = exchange(&sock, &r, "198.18.0.1:67");
     assert_eq!(ack.mtype(), 5);
     assert_eq!(ack.yiaddr, offer.yiaddr);
     assert_eq!(ack.opt(82), Some(o82.as_slice()));
     // A request for an address on the wrong network is NAKed (broadcast bit set for the relay).
-    let mut bad = Msg::new(3, [2, 0, 0, 0, 0x40, 10]);
-    bad.giaddr = m.giaddr;
-    bad.flags = 0;
+    let mut bad = Msg::relayed(3, [2, 0, 0, 0, 0x40, 10]);
     bad.opts = vec![(50, vec![198, 18, 0, 120])];
     let nak = exchange(&sock, &bad, "198.18.0.1:67");
     assert_eq!(nak.mtype(), 6);
@@ -467,8 +441,7 @@ fn bad_dhcp_config_names_field_and_line() {
 #[test]
 fn leases_command_lists_the_store() {
     crate::support::needs!(root, "busybox", "ip");
-    let mut lan = Lan::new();
-    let mut p = lan.start(Provbox::dir(), &yaml("", "[br0]"));
+    let (mut lan, mut p) = Lan::serving(&yaml("", "[br0]"));
     let c = lan.client(Some("02:00:00:00:00:57"), None);
     let t = tempfile::tempdir().unwrap();
     udhcpc_once(&c, t.path(), &["-V", "CP-8831-3PCC"]);
@@ -494,10 +467,8 @@ fn leases_command_lists_the_store() {
 #[test]
 fn init_reboot_selecting_and_decline() {
     crate::support::needs!(root, "busybox", "ip");
-    let mut lan = Lan::new();
-    let p = lan.start(Provbox::dir(), &yaml("", "[br0]"));
-    let c = lan.client(Some("02:00:00:00:50:01"), Some("198.18.0.21/24"));
-    let sock = raw_socket(&c, 68);
+    let (mut lan, p) = Lan::serving(&yaml("", "[br0]"));
+    let (_c, sock) = lan.raw_client("02:00:00:00:50:01", "198.18.0.21/24");
     let (m1, m2, m3) = (
         [2, 0, 0, 0, 0x50, 1],
         [2, 0, 0, 0, 0x50, 2],
@@ -557,10 +528,8 @@ fn init_reboot_selecting_and_decline() {
 #[test]
 fn one_mac_flooding_is_rate_limited_others_still_served() {
     crate::support::needs!(root, "busybox", "ip");
-    let mut lan = Lan::new();
-    let _p = lan.start(Provbox::dir(), &yaml("", "[br0]"));
-    let c = lan.client(Some("02:00:00:00:60:01"), Some("198.18.0.22/24"));
-    let sock = raw_socket(&c, 68);
+    let (mut lan, _p) = Lan::serving(&yaml("", "[br0]"));
+    let (_c, sock) = lan.raw_client("02:00:00:00:60:01", "198.18.0.22/24");
     // rate_limit_per_mac is 50/s: 150 back-to-back DISCOVERs from one MAC overflow it.
     let flood = Msg::new(1, [2, 0, 0, 0, 0x60, 1]).bytes();
     for _ in 0..150 {

@@ -9,7 +9,6 @@ use std::net::{Ipv4Addr, UdpSocket};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::Provbox;
 use support::dhcp_raw::*;
 use support::metric;
 
@@ -80,11 +79,10 @@ fn proxy_mode_beside_dnsmasq_gives_options_only_and_never_naks() {
     crate::support::needs!(root, "busybox", "dnsmasq", "ip", "tcpdump");
     support::require("dnsmasq");
     support::require("tcpdump");
-    let mut lan = Lan::new();
     let cfg = head(&format!(
         "  mode: proxy\n{OPTIONS}  subnets:\n    - subnet: 198.18.0.0/24\n"
     ));
-    let _p = lan.start(Provbox::dir(), &cfg);
+    let (mut lan, _p) = Lan::serving(&cfg);
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path().to_str().unwrap().to_string();
 
@@ -122,8 +120,7 @@ fn proxy_mode_beside_dnsmasq_gives_options_only_and_never_naks() {
 
     // A host that already has the site's address asks for options (DHCPINFORM); asking
     // until the answer shows up in the capture also proves tcpdump is listening.
-    let host = lan.client(Some("02:00:00:00:fe:02"), Some("198.18.0.30/24"));
-    let sock = raw_socket(&host, 68);
+    let (_host, sock) = lan.raw_client("02:00:00:00:fe:02", "198.18.0.30/24");
     let mut inform = Msg::new(8, [2, 0, 0, 0, 0xfe, 2]);
     inform.ciaddr = "198.18.0.30".parse().unwrap();
     inform.opts = vec![(55, vec![66, 150, 160])];
@@ -257,17 +254,9 @@ fn proxy_mode_beside_dnsmasq_gives_options_only_and_never_naks() {
 #[test]
 fn a_non_authoritative_server_does_not_nak_a_request_it_knows_nothing_of() {
     crate::support::needs!(root, "busybox", "ip");
-    let mut lan = Lan::new();
-    let cfg = head(
-        r#"  authoritative: false
-  subnets:
-    - subnet: 198.18.0.0/24
-      pools: ["198.18.0.100-198.18.0.150"]
-"#,
-    );
-    let _p = lan.start(Provbox::dir(), &cfg);
-    let c = lan.client(Some("02:00:00:00:fd:01"), Some("198.18.0.31/24"));
-    let sock = raw_socket(&c, 68);
+    let cfg = head(&format!("  authoritative: false\n{LAB_POOL}"));
+    let (mut lan, _p) = Lan::serving(&cfg);
+    let (_c, sock) = lan.raw_client("02:00:00:00:fd:01", "198.18.0.31/24");
     // INIT-REBOOT for an address outside the pool and one outside the subnet: another
     // server's leases. A non-authoritative server says nothing.
     for want in [[198u8, 18, 0, 200], [10, 1, 2, 3]] {
@@ -302,12 +291,8 @@ fn a_non_authoritative_server_does_not_nak_a_request_it_knows_nothing_of() {
 #[test]
 fn a_relayed_switch_port_gets_its_reserved_address() {
     crate::support::needs!(root, "busybox", "ip");
-    let mut lan = Lan::new();
     let cfg = head(&format!(
-        r#"{OPTIONS}  subnets:
-    - subnet: 198.18.0.0/24
-      pools: ["198.18.0.100-198.18.0.150"]
-    - subnet: 198.18.1.0/24
+        r#"{OPTIONS}{LAB_POOL}    - subnet: 198.18.1.0/24
       pools: ["198.18.1.100-198.18.1.110"]
       router: 198.18.1.1
       reservations:
@@ -320,13 +305,9 @@ fn a_relayed_switch_port_gets_its_reserved_address() {
               string: slot12.lab.test
 "#
     ));
-    let p = lan.start(Provbox::dir(), &cfg);
+    let (mut lan, p) = Lan::serving(&cfg);
     // The relay agent: on the LAN with a leg in the phones' subnet (giaddr 198.18.1.1).
-    let relay = lan.client(Some("02:00:00:00:40:01"), Some("198.18.0.40/24"));
-    relay.ip(&["addr", "add", "198.18.1.1/24", "dev", "eth0"]);
-    lan.srv
-        .ip(&["route", "add", "198.18.1.0/24", "via", "198.18.0.40"]);
-    let sock = raw_socket(&relay, 67);
+    let (_relay, sock) = lan.relay_agent();
     let o82 = |port: &str, switch: &str| {
         let mut v = vec![1, port.len() as u8];
         v.extend_from_slice(port.as_bytes());
@@ -338,24 +319,18 @@ fn a_relayed_switch_port_gets_its_reserved_address() {
     // and options, through DISCOVER and REQUEST.
     let mac = [2, 0, 0, 0, 0x12, 0x34];
     let port12 = o82("bench-3/port-12", "sw-bench-3");
-    let mut d = Msg::new(1, mac);
-    d.giaddr = "198.18.1.1".parse().unwrap();
-    d.flags = 0;
+    let mut d = Msg::relayed(1, mac);
     d.opts = vec![(55, vec![1, 3, 66, 12]), (82, port12.clone())];
     let offer = exchange(&sock, &d, "198.18.0.1:67");
     assert_eq!(offer.mtype(), 2);
     assert_eq!(offer.yiaddr, Ipv4Addr::new(198, 18, 1, 12), "{offer:?}");
     assert_eq!(offer.opt(66), Some(&b"slot12.lab.test"[..]));
     assert_eq!(offer.opt(82), Some(port12.as_slice()));
-    let mut r = Msg::new(3, mac);
-    r.giaddr = d.giaddr;
-    r.flags = 0;
-    r.opts = vec![
-        (50, offer.yiaddr.octets().to_vec()),
-        (54, vec![198, 18, 0, 1]),
-        (82, port12.clone()),
-    ];
-    let ack = exchange(&sock, &r, "198.18.0.1:67");
+    let ack = exchange(
+        &sock,
+        &Msg::relayed_request(mac, &offer, &port12),
+        "198.18.0.1:67",
+    );
     assert_eq!((ack.mtype(), ack.yiaddr), (5, offer.yiaddr));
     assert!(
         p.log().contains("switch port bench-3/port-12"),
@@ -370,9 +345,7 @@ fn a_relayed_switch_port_gets_its_reserved_address() {
     .into_iter()
     .enumerate()
     {
-        let mut d = Msg::new(1, [2, 0, 0, 0, 0x13, i as u8]);
-        d.giaddr = "198.18.1.1".parse().unwrap();
-        d.flags = 0;
+        let mut d = Msg::relayed(1, [2, 0, 0, 0, 0x13, i as u8]);
         d.opts = vec![(82, o)];
         let offer = exchange(&sock, &d, "198.18.0.1:67");
         let n = offer.yiaddr.octets()[3];
@@ -382,8 +355,7 @@ fn a_relayed_switch_port_gets_its_reserved_address() {
         );
     }
     // A client on the LAN that writes option 82 itself (no relay): no reservation.
-    let c = lan.client(Some("02:00:00:00:12:99"), Some("198.18.0.41/24"));
-    let csock = raw_socket(&c, 68);
+    let (_c, csock) = lan.raw_client("02:00:00:00:12:99", "198.18.0.41/24");
     let mut fake = Msg::new(1, [2, 0, 0, 0, 0x12, 0x99]);
     fake.opts = vec![(82, port12)];
     let offer = exchange(&csock, &fake, ALL);

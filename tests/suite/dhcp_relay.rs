@@ -28,10 +28,7 @@ fn config() -> String {
   trusted_relays: [198.18.1.1]
   options:
     - {{code: 66, string: prov.lab.test}}
-  subnets:
-    - subnet: 198.18.0.0/24
-      pools: ["198.18.0.100-198.18.0.150"]
-    - subnet: 198.18.1.0/24
+{LAB_POOL}    - subnet: 198.18.1.0/24
       pools: ["198.18.1.100-198.18.1.110"]
       router: 198.18.1.1
       reservations:

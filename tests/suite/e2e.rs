@@ -55,17 +55,7 @@ dashboard:
 
 fn udhcpc_script(dir: &Path) -> String {
     let path = dir.join("udhcpc.sh");
-    std::fs::write(
-        &path,
-        format!(
-            "#!/bin/sh\ncase \"$1\" in\n  bound|renew) ip addr flush dev \"$interface\"; ip addr add \"$ip/$mask\" dev \"$interface\"; echo \"$ip $dns $tftp\" > {}/last-lease;;\nesac\nexit 0\n",
-            dir.display()
-        ),
-    )
-    .unwrap();
-    let mut perm = std::fs::metadata(&path).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
-    std::fs::set_permissions(&path, perm).unwrap();
+    support::dhcp_raw::recording_script(&path, "$ip $dns $tftp", &dir.join("last-lease"));
     path.to_str().unwrap().to_string()
 }
 

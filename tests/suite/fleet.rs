@@ -51,51 +51,9 @@ fn fleet_bin() -> PathBuf {
     profile_dir.join("provbox-fleet")
 }
 
-/// The same provbox configuration bench/fleet.sh uses, on the standard ports inside the
-/// server namespace; the pool is relayed (no address of provbox's is in it).
-const CONFIG: &str = r#"data_dir: data
-catalog:
-  roots: [files]
-http:
-  enabled: false
-https:
-  enabled: true
-  listen: ["0.0.0.0:443"]
-  cert: pki/server.pem
-  key: pki/server.key
-  client_auth: required
-  client_ca: pki/ca.pem
-  limits: {max_connections: 50000}
-tftp:
-  enabled: true
-  listen: 0.0.0.0:69
-  max_transfers: 50000
-dhcp:
-  enabled: true
-  interfaces: [veth0]
-  options:
-    - {code: 66, string: prov.lab.test}
-  subnets:
-    - subnet: 198.18.64.0/18
-      pools: ["198.18.64.10-198.18.127.250"]
-      router: 198.18.64.1
-      lease_time: 1h
-dns:
-  enabled: true
-  listen: ["0.0.0.0:53"]
-  zones:
-    - name: lab.test
-      records:
-        - {name: prov, a: [198.18.0.1]}
-devices:
-  inventory: inventory.csv
-syslog:
-  enabled: true
-  listen: 0.0.0.0:514
-metrics:
-  enabled: true
-  listen: 127.0.0.1:9100
-"#;
+/// The provbox configuration bench/fleet.sh uses (one file for both), on the standard ports
+/// inside the server namespace; the pool is relayed (no address of provbox's is in it).
+const CONFIG: &str = include_str!("../../bench/fleet/provbox.yaml");
 
 #[test]
 fn fifty_phones_boot_through_every_step_with_distinct_leases() {

@@ -18,10 +18,7 @@ use support::{Provbox, run, tftp_get, wait_until};
 /// Write an executable script.
 fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     let path = dir.join(name);
-    std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
-    let mut perm = std::fs::metadata(&path).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
-    std::fs::set_permissions(&path, perm).unwrap();
+    support::dhcp_raw::write_script(&path, body);
     path
 }
 
@@ -378,18 +375,13 @@ fn lease_bound_and_ended_reach_a_hook() {
         "data_dir: data
 catalog:
   roots: [files]
-dhcp:
-  enabled: true
-  interfaces: [br0]
-  subnets:
-    - subnet: 198.18.0.0/24
-      pools: [\"198.18.0.100-198.18.0.150\"]
-      lease_time: 1h
+{dhcp}      lease_time: 1h
 hooks:
   - name: leases
     events: [lease_bound, lease_ended]
     command: [{hook}]
 ",
+        dhcp = support::dhcp_raw::lab_dhcp(),
         hook = hook.display()
     );
     let p = Provbox::start_with(Provbox::dir(), &config, &srv.prefix());

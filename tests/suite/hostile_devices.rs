@@ -12,9 +12,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use support::dedupe::LAB_HTTP_TFTP;
-use support::dhcp_raw::LAB_CONFIG_HEAD;
+use support::dhcp_raw::{LAB_CONFIG_HEAD, LAB_POOL};
 use support::netns::{Lab, Netns};
-use support::{Provbox, free_tcp_port, metric};
+use support::{Provbox, free_tcp_port, http_and_metrics, metric};
 
 const SERVER: &str = "198.18.0.1";
 const TOKEN: &str = "hostile-devices-token-0123456789";
@@ -26,10 +26,7 @@ fn hex(mac: &str) -> String {
 fn dhcp_config(extra: &str) -> String {
     format!(
         r#"{LAB_CONFIG_HEAD}  interfaces: [br0]
-  subnets:
-    - subnet: 198.18.0.0/24
-      pools: ["198.18.0.100-198.18.0.150"]
-      lease_time: 1h
+{LAB_POOL}      lease_time: 1h
 {extra}"#
     )
 }
@@ -84,17 +81,7 @@ fn curl_in(ns: &Netns, args: &[&str]) -> (u16, String) {
 fn lease_with_udhcpc(ns: &Netns, dir: &Path) -> String {
     let script = dir.join(format!("udhcpc-{}.sh", ns.name));
     let last = dir.join(format!("lease-{}", ns.name));
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\ncase \"$1\" in\n  bound|renew) ip addr flush dev \"$interface\"; ip addr add \"$ip/$mask\" dev \"$interface\"; echo \"$ip\" > {};;\nesac\nexit 0\n",
-            last.display()
-        ),
-    )
-    .unwrap();
-    let mut perm = std::fs::metadata(&script).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
-    std::fs::set_permissions(&script, perm).unwrap();
+    support::dhcp_raw::recording_script(&script, "$ip", &last);
     let mut args = support::dhcp_raw::UDHCPC_ONCE.to_vec();
     args.extend(["-t", "5", "-T", "1", "-s", script.to_str().unwrap()]);
     let out = ns.run(&args);
@@ -427,11 +414,15 @@ fn a_lease_asked_for_with_the_victims_chaddr_does_not_prove_the_victim() {
 
 // ------------------------------------------------------------------ loopback
 
-fn loopback_config(http: u16, metrics: u16, devices: &str) -> String {
-    format!(
-        "data_dir: data\ncatalog:\n  roots: [files]\nhttp:\n  enabled: true\n  listen: [\"127.0.0.1:{http}\"]\n\
-metrics:\n  enabled: true\n  listen: 127.0.0.1:{metrics}\n{devices}"
-    )
+/// provbox serving `dir` over HTTP on 127.0.0.1 with metrics and the `devices` section:
+/// (provbox, HTTP port, metrics port).
+fn start_loopback(dir: tempfile::TempDir, devices: &str) -> (Provbox, u16, u16) {
+    let (http, metrics) = (free_tcp_port(), free_tcp_port());
+    let yaml = format!(
+        "data_dir: data\n{}{devices}",
+        http_and_metrics(http, metrics)
+    );
+    (Provbox::start(dir, &yaml), http, metrics)
 }
 
 /// curl on loopback from `source` (any 127.0.0.0/8 address): (status, body).
@@ -473,14 +464,9 @@ fn another_devices_serial_does_not_select_its_record() {
         "mac,serial,sip_password\n0015654aa937,CBT000VICTIM,victim-secret\n,CBT000SCANNED,scanned-secret\n",
     )
     .unwrap();
-    let (http, metrics) = (free_tcp_port(), free_tcp_port());
-    let _pb = Provbox::start(
+    let (_pb, http, _) = start_loopback(
         dir,
-        &loopback_config(
-            http,
-            metrics,
-            "devices:\n  inventory: inventory.csv\n  trust: {user_agent: true}\n",
-        ),
+        "devices:\n  inventory: inventory.csv\n  trust: {user_agent: true}\n",
     );
     let get = |mac: &str, serial: &str| {
         get_as(
@@ -519,15 +505,10 @@ fn pin_guesses_from_rotating_macs_and_addresses_share_one_budget() {
         "devices:\n  - pin: \"424242\"\n    account: acme-9\n",
     );
     let budget = 6;
-    let (http, metrics) = (free_tcp_port(), free_tcp_port());
-    let pb = Provbox::start(
+    let (pb, http, metrics) = start_loopback(
         dir,
-        &loopback_config(
-            http,
-            metrics,
-            &format!(
-                "devices:\n  inventory: inventory.yaml\n  trust: {{user_agent: true}}\n  binding:\n    init_prefix: /init\n    profile: init.cfg.tmpl\n    wrong_pins_budget: {budget}\n"
-            ),
+        &format!(
+            "devices:\n  inventory: inventory.yaml\n  trust: {{user_agent: true}}\n  binding:\n    init_prefix: /init\n    profile: init.cfg.tmpl\n    wrong_pins_budget: {budget}\n"
         ),
     );
     let ua = |i: u8| format!("Yealink SIP-T46G 28.72.0.1 02:00:00:00:0f:{i:02x}");

@@ -7,7 +7,6 @@ use crate::support;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::time::Duration;
 
-use support::Provbox;
 use support::dhcp_raw::*;
 use support::metric;
 
@@ -52,8 +51,7 @@ fn wait_for_metric(lan: &Lan, series: &str, at_least: f64) -> String {
 #[test]
 fn spoofed_chaddr_gets_no_second_lease_for_a_leased_mac() {
     crate::support::needs!(root, "busybox", "ip");
-    let mut lan = Lan::new();
-    let p = lan.start(Provbox::dir(), &config());
+    let (mut lan, p) = Lan::serving(&config());
     let victim_mac = [2, 0, 0, 0, 0x70, 1];
     let phone = lan.client(Some("02:00:00:00:70:01"), None);
     let t = tempfile::tempdir().unwrap();
@@ -61,8 +59,7 @@ fn spoofed_chaddr_gets_no_second_lease_for_a_leased_mac() {
 
     // Another host on the LAN, with the phone's MAC in chaddr and its own client id:
     // DISCOVER, SELECTING REQUEST for a free address, INIT-REBOOT for the phone's own.
-    let attacker = lan.client(Some("02:00:00:00:70:99"), Some("198.18.0.40/24"));
-    let sock = raw_socket(&attacker, 68);
+    let (_attacker, sock) = lan.raw_client("02:00:00:00:70:99", "198.18.0.40/24");
     let evil_id = b"\x00not-the-phone".to_vec();
     let mut d = Msg::new(1, victim_mac);
     d.opts.push((61, evil_id.clone()));
@@ -115,10 +112,8 @@ fn spoofed_chaddr_gets_no_second_lease_for_a_leased_mac() {
 #[test]
 fn the_servers_own_arp_entry_for_a_reply_proves_nothing() {
     crate::support::needs!(root, "busybox", "ip");
-    let mut lan = Lan::new();
-    let p = lan.start(Provbox::dir(), &config());
-    let host = lan.client(Some("02:00:00:00:71:01"), Some("198.18.0.41/24"));
-    let sock = raw_socket(&host, 68);
+    let (mut lan, p) = Lan::serving(&config());
+    let (_host, sock) = lan.raw_client("02:00:00:00:71:01", "198.18.0.41/24");
     let (fake, fake2) = ([2, 0, 0, 0, 0x71, 0x99], [2, 0, 0, 0, 0x71, 0x98]);
     // A broadcast DISCOVER tells the host which address the fake MAC is offered...
     let offer = exchange(&sock, &Msg::new(1, fake), ALL);
@@ -154,10 +149,8 @@ fn the_servers_own_arp_entry_for_a_reply_proves_nothing() {
 #[test]
 fn rotating_chaddr_discover_flood_does_not_keep_a_small_pool_from_a_real_phone() {
     crate::support::needs!(root, "busybox", "ip");
-    let mut lan = Lan::new();
-    let _p = lan.start(Provbox::dir(), &config());
-    let host = lan.client(Some("02:00:00:00:72:01"), Some("198.18.0.42/24"));
-    let sock = raw_socket(&host, 68);
+    let (mut lan, _p) = Lan::serving(&config());
+    let (_host, sock) = lan.raw_client("02:00:00:00:72:01", "198.18.0.42/24");
     // 2,000 DISCOVERs, each from a MAC never seen before (so no per-MAC limit applies),
     // against 20 addresses.
     // Sent in batches the server has read before the next goes out, so the kernel's
@@ -189,8 +182,7 @@ fn rotating_chaddr_discover_flood_does_not_keep_a_small_pool_from_a_real_phone()
 #[test]
 fn inform_with_an_off_link_ciaddr_gets_no_reply() {
     crate::support::needs!(root, "busybox", "ip");
-    let mut lan = Lan::new();
-    let _p = lan.start(Provbox::dir(), &config());
+    let (mut lan, _p) = Lan::serving(&config());
     // The host also owns 10.99.0.7, and the server can route there: an ACK sent to an
     // off-link ciaddr would arrive.
     let host = lan.client(Some("02:00:00:00:73:01"), Some("198.18.0.43/24"));

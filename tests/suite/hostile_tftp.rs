@@ -4,19 +4,16 @@
 
 use crate::support;
 
-use std::net::{SocketAddr, UdpSocket};
-use std::path::Path;
+use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
+use support::dedupe::netns_tftp_get;
 use support::netns::Lab;
-use support::{Provbox, free_tcp_port, free_udp_port, metric, run};
+use support::tftp::{TftpServer, raw_client as client, read, rrq};
+use support::{Provbox, metric};
 
 const PROFILE: &[u8] =
     b"<flat-profile>\n  <Profile_Rule>tftp://prov/$MA.cfg</Profile_Rule>\n</flat-profile>\n";
-
-fn rrq(file: &str, mode: &str, opts: &[(&str, &str)]) -> Vec<u8> {
-    provbox::tftp::packet::request_bytes(1, file, mode, opts)
-}
 
 fn ack(block: u16) -> Vec<u8> {
     let b = block.to_be_bytes();
@@ -24,10 +21,6 @@ fn ack(block: u16) -> Vec<u8> {
 }
 
 use support::output_text as text;
-
-fn read(p: &Path) -> Vec<u8> {
-    std::fs::read(p).unwrap_or_default()
-}
 
 /// The options of an OACK, in order.
 fn oack_options(p: &[u8]) -> Vec<(String, String)> {
@@ -44,64 +37,8 @@ fn oack_options(p: &[u8]) -> Vec<(String, String)> {
 }
 
 /// provbox with TFTP on 127.0.0.1 and metrics, serving `files`.
-struct Local {
-    pb: Provbox,
-    port: u16,
-    metrics_port: u16,
-}
-
-impl Local {
-    fn start(files: &[(&str, &[u8])], tftp_extra: &str) -> Local {
-        let dir = Provbox::dir();
-        for (name, body) in files {
-            std::fs::write(dir.path().join("files").join(name), body).unwrap();
-        }
-        let port = free_udp_port();
-        let metrics_port = free_tcp_port();
-        let yaml = format!(
-            "data_dir: data\ncatalog:\n  roots: [files]\nmetrics:\n  enabled: true\n  listen: 127.0.0.1:{metrics_port}\ntftp:\n  enabled: true\n  listen: 127.0.0.1:{port}\n{tftp_extra}"
-        );
-        Local {
-            pb: Provbox::start(dir, &yaml),
-            port,
-            metrics_port,
-        }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
-    fn metrics(&self) -> String {
-        support::scrape(self.metrics_port)
-    }
-
-    /// Wait (bounded) for a finished transfer's log line containing every needle.
-    fn wait_log_line(&self, needles: &[&str]) -> String {
-        let start = Instant::now();
-        loop {
-            if let Some(l) = self
-                .pb
-                .log()
-                .lines()
-                .find(|l| l.contains("tftp transfer") && needles.iter().all(|n| l.contains(n)))
-            {
-                return l.to_string();
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "no transfer line with {needles:?}:\n{}",
-                self.pb.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-fn client() -> UdpSocket {
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s
+fn start(files: &[(&str, &[u8])], tftp_extra: &str) -> TftpServer {
+    TftpServer::start("127.0.0.1", files, tftp_extra)
 }
 
 /// Everything that arrives on `s` until `done()` holds (checked between packets), then
@@ -127,7 +64,7 @@ fn collect(s: &UdpSocket, done: impl Fn() -> bool, settle: Duration) -> Vec<Vec<
 
 /// Everything the server sends `c` until its transfer's log line is written, and for
 /// 600 ms after (retransmissions).
-fn collect_transfer(s: &Local, c: &UdpSocket) -> Vec<Vec<u8>> {
+fn collect_transfer(s: &TftpServer, c: &UdpSocket) -> Vec<Vec<u8>> {
     let port = c.local_addr().unwrap().port().to_string();
     let peer = format!("peer=127.0.0.1:{port} ");
     collect(
@@ -182,23 +119,10 @@ fn a_flood_of_unacknowledged_timeout_255_requests_does_not_lock_out_a_phone() {
     });
 
     // A phone on another host gets its file at once, with both clients.
-    let hpa_out = pb.path().join("hpa.cfg");
-    let o = phone.run(&[
-        "tftp",
-        "198.18.0.1",
-        "69",
-        "-m",
-        "octet",
-        "-c",
-        "get",
-        "phone.cfg",
-        hpa_out.to_str().unwrap(),
-    ]);
     assert_eq!(
-        read(&hpa_out),
-        PROFILE,
-        "tftp-hpa after the flood: {}",
-        text(&o)
+        netns_tftp_get(&phone, "phone.cfg", pb.path()).as_deref(),
+        Ok(PROFILE),
+        "tftp-hpa after the flood"
     );
     let atftp_out = pb.path().join("atftp.cfg");
     let o = phone.run(&[
@@ -285,7 +209,7 @@ fn a_flood_of_unacknowledged_timeout_255_requests_does_not_lock_out_a_phone() {
 fn a_silent_request_costs_at_most_three_packets() {
     let body: Vec<u8> = (0..100_000u32).map(|i| (i * 31 % 251) as u8).collect();
     // retries 5: a phone that acknowledged once gets 5 retransmissions; a silent peer 2.
-    let s = Local::start(&[("fw.bin", &body)], "  timeout: 200ms\n  retries: 5\n");
+    let s = start(&[("fw.bin", &body)], "  timeout: 200ms\n  retries: 5\n");
     for (n, opts) in [
         (1, vec![]),
         (
@@ -332,7 +256,7 @@ fn a_timeout_above_max_timeout_is_not_acknowledged() {
     crate::support::needs!("atftp", "curl");
     support::require("atftp");
     let body: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 253) as u8).collect();
-    let s = Local::start(&[("f.bin", &body)], "  timeout: 300ms\n");
+    let s = start(&[("f.bin", &body)], "  timeout: 300ms\n");
     // timeout 255 > max_timeout (5 s): left out of the OACK, the others acknowledged.
     let c = client();
     c.send_to(
@@ -377,23 +301,7 @@ fn a_timeout_above_max_timeout_is_not_acknowledged() {
 
     // A real client asking 255 s gets the file (it runs on the server's timeout).
     let out = s.pb.path().join("atftp.bin");
-    let port = s.port.to_string();
-    let o = run(
-        "atftp",
-        &[
-            "--option",
-            "timeout 255",
-            "--option",
-            "blksize 1024",
-            "-g",
-            "-r",
-            "f.bin",
-            "-l",
-            out.to_str().unwrap(),
-            "127.0.0.1",
-            &port,
-        ],
-    );
+    let o = s.atftp_get(&["timeout 255", "blksize 1024"], "f.bin", &out);
     assert_eq!(read(&out), body, "atftp: {}", text(&o));
     let m = s.metrics();
     assert_eq!(
@@ -444,24 +352,11 @@ fn a_large_netascii_file_arrives_intact() {
     const LEN: usize = 6 << 20;
     let body = text_file(LEN);
     let encoded_len = LEN + body.iter().filter(|&&b| b == b'\n' || b == b'\r').count();
-    let s = Local::start(&[("big.txt", &body)], "  timeout: 2s\n");
+    let s = start(&[("big.txt", &body)], "  timeout: 2s\n");
 
     // tftp-hpa turns CR LF and CR NUL back into the original bytes.
     let out = s.pb.path().join("big.txt");
-    let port = s.port.to_string();
-    let o = run(
-        "tftp",
-        &[
-            "127.0.0.1",
-            &port,
-            "-m",
-            "netascii",
-            "-c",
-            "get",
-            "big.txt",
-            out.to_str().unwrap(),
-        ],
-    );
+    let o = s.hpa_get("netascii", "big.txt", &out);
     let got = read(&out);
     assert!(
         got == body,

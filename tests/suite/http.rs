@@ -23,6 +23,13 @@ fn config(p: &Ports, extra: &str) -> String {
     )
 }
 
+/// provbox serving [`served_dir`] with [`config`] on fresh ports, nothing extra.
+fn serve() -> (Ports, Provbox) {
+    let p = ports();
+    let pb = Provbox::start(served_dir(), &config(&p, ""));
+    (p, pb)
+}
+
 fn ports() -> Ports {
     Ports {
         http: free_tcp_port(),
@@ -71,8 +78,7 @@ fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 #[test]
 fn get_head_ranges_conditionals_and_refusals() {
     crate::support::needs!("curl");
-    let p = ports();
-    let pb = Provbox::start(served_dir(), &config(&p, ""));
+    let (p, pb) = serve();
     let base = format!("http://127.0.0.1:{}", p.http);
     let fw = std::fs::read(pb.path().join("more/fw.bin")).unwrap();
 
@@ -198,8 +204,7 @@ fn get_head_ranges_conditionals_and_refusals() {
 #[test]
 fn metrics_health_and_readiness() {
     crate::support::needs!("curl");
-    let p = ports();
-    let _pb = Provbox::start(served_dir(), &config(&p, ""));
+    let (p, _pb) = serve();
     let base = format!("http://127.0.0.1:{}", p.metrics);
     let (code, _, body) = curl(&format!("{base}/healthz"), &[]);
     assert_eq!((code, &body[..]), (200, &b"ok\n"[..]));
@@ -227,8 +232,7 @@ fn metrics_health_and_readiness() {
 #[test]
 fn hot_reload_adds_replaces_and_removes_files() {
     crate::support::needs!("curl");
-    let p = ports();
-    let pb = Provbox::start(served_dir(), &config(&p, ""));
+    let (p, pb) = serve();
     let url = |f: &str| format!("http://127.0.0.1:{}/{f}", p.http);
     let files = pb.path().join("files");
 

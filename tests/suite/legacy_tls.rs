@@ -130,6 +130,30 @@ impl Lab {
         )
     }
 
+    /// [`Lab::curl`] presenting the client certificate `cert` with its `key`.
+    fn curl_cert(
+        &self,
+        port: u16,
+        args: &[&str],
+        cert: &Path,
+        key: &Path,
+    ) -> (bool, Vec<u8>, String) {
+        let mut all = args.to_vec();
+        all.extend([
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ]);
+        self.curl(port, &all)
+    }
+
+    /// curl held to exactly TLS `version` and one `cipher`.
+    fn curl_tls(&self, port: u16, version: &str, cipher: &str) -> (bool, Vec<u8>, String) {
+        let min = format!("--tlsv{version}");
+        self.curl(port, &[&min, "--tls-max", version, "--ciphers", cipher])
+    }
+
     /// `openssl s_client` sending a raw HTTP/1.0 GET; returns (handshake ok, response bytes,
     /// stderr+session text).
     fn s_client(&self, port: u16, args: &[&str]) -> (bool, Vec<u8>, String) {
@@ -185,6 +209,13 @@ impl Lab {
         )
     }
 
+    /// Asserts that the listener on `port` counted `n` handshake failures for `reason`,
+    /// showing the metrics when it did not.
+    #[track_caller]
+    fn assert_failures(&self, port: u16, legacy: bool, reason: &str, n: u64) {
+        assert_eq!(self.failures(port, legacy, reason), n, "{}", self.metrics());
+    }
+
     fn failures(&self, port: u16, legacy: bool, reason: &str) -> u64 {
         let listener = if legacy { "https_legacy" } else { "https" };
         self.counter(
@@ -231,16 +262,7 @@ fn old_phone_handshake_fetches_byte_exact_from_the_legacy_listener_only() {
     let (ok, body, err) = lab.curl(lab.legacy, TLS10);
     assert!(ok, "curl TLS 1.0 AES256-SHA to legacy failed: {err}");
     assert_eq!(body, want, "curl body differs");
-    let (ok, body, err) = lab.curl(
-        lab.legacy,
-        &[
-            "--tlsv1.0",
-            "--tls-max",
-            "1.0",
-            "--ciphers",
-            "DHE-RSA-AES128-SHA@SECLEVEL=0",
-        ],
-    );
+    let (ok, body, err) = lab.curl_tls(lab.legacy, "1.0", "DHE-RSA-AES128-SHA@SECLEVEL=0");
     assert!(
         ok,
         "curl TLS 1.0 DHE-RSA-AES128-SHA to legacy failed: {err}"
@@ -269,12 +291,7 @@ fn old_phone_handshake_fetches_byte_exact_from_the_legacy_listener_only() {
     let (ok, _, err) = lab.curl(lab.modern, TLS10);
     assert!(!ok, "rustls listener accepted TLS 1.0 via curl");
     assert!(err.contains("(35)") || err.contains("SSL"), "{err}");
-    assert_eq!(
-        lab.failures(lab.modern, false, "incompatible"),
-        2,
-        "{}",
-        lab.metrics()
-    );
+    lab.assert_failures(lab.modern, false, "incompatible", 2);
     // Nothing about those attempts shows up as a handshake on the rustls listener.
     assert!(!lab.metrics().contains(&format!(
         "listener=\"https:127.0.0.1:{}\",version=\"TLSv1.0\"",
@@ -282,28 +299,10 @@ fn old_phone_handshake_fetches_byte_exact_from_the_legacy_listener_only() {
     )));
 
     // Modern clients: TLS 1.2 ECDHE works on both doors.
-    let (ok, body, err) = lab.curl(
-        lab.legacy,
-        &[
-            "--tlsv1.2",
-            "--tls-max",
-            "1.2",
-            "--ciphers",
-            "ECDHE-RSA-AES128-GCM-SHA256",
-        ],
-    );
+    let (ok, body, err) = lab.curl_tls(lab.legacy, "1.2", "ECDHE-RSA-AES128-GCM-SHA256");
     assert!(ok, "TLS 1.2 ECDHE to legacy failed: {err}");
     assert_eq!(body, want);
-    let (ok, body, err) = lab.curl(
-        lab.modern,
-        &[
-            "--tlsv1.2",
-            "--tls-max",
-            "1.2",
-            "--ciphers",
-            "ECDHE-ECDSA-AES128-GCM-SHA256",
-        ],
-    );
+    let (ok, body, err) = lab.curl_tls(lab.modern, "1.2", "ECDHE-ECDSA-AES128-GCM-SHA256");
     assert!(ok, "TLS 1.2 ECDHE to rustls failed: {err}");
     assert_eq!(body, want);
     assert_eq!(
@@ -348,12 +347,7 @@ fn old_phone_handshake_fetches_byte_exact_from_the_legacy_listener_only() {
         ],
     );
     assert!(!out.status.success() || !out.stdout.ends_with(&want));
-    assert_eq!(
-        lab.failures(lab.legacy, true, "protocol"),
-        1,
-        "{}",
-        lab.metrics()
-    );
+    lab.assert_failures(lab.legacy, true, "protocol", 1);
 
     // Both doors feed the same request counters.
     assert!(
@@ -379,17 +373,10 @@ fn required_client_certificate_on_the_legacy_listener() {
     let (ok, _, err) = lab.curl(lab.legacy, TLS10);
     assert!(!ok, "legacy listener served a client without certificate");
     assert!(!err.is_empty());
-    assert_eq!(
-        lab.failures(lab.legacy, true, "no_client_cert"),
-        1,
-        "{}",
-        lab.metrics()
-    );
+    lab.assert_failures(lab.legacy, true, "no_client_cert", 1);
 
     // A certificate from the vendor CA: served, over TLS 1.0, with both clients.
-    let mut args = TLS10_S0.to_vec();
-    args.extend(["--cert", cert, "--key", key]);
-    let (ok, body, err) = lab.curl(lab.legacy, &args);
+    let (ok, body, err) = lab.curl_cert(lab.legacy, TLS10_S0, &c.cert, &c.key);
     assert!(ok, "curl with client cert failed: {err}");
     assert_eq!(body, want);
     let mut s_args = S_TLS10.to_vec();
@@ -402,30 +389,18 @@ fn required_client_certificate_on_the_legacy_listener() {
         .wait_for_log("subject=CN=SEP00562B043615", Duration::from_secs(5));
 
     // A certificate from another CA: refused.
-    let mut args = TLS10_S0.to_vec();
-    args.extend([
-        "--cert",
-        c.stranger_cert.to_str().unwrap(),
-        "--key",
-        c.stranger_key.to_str().unwrap(),
-    ]);
-    let (ok, _, _) = lab.curl(lab.legacy, &args);
+    let (ok, _, _) = lab.curl_cert(lab.legacy, TLS10_S0, &c.stranger_cert, &c.stranger_key);
     assert!(
         !ok,
         "legacy listener accepted a certificate from an unknown CA"
     );
-    assert_eq!(
-        lab.failures(lab.legacy, true, "bad_client_cert"),
-        1,
-        "{}",
-        lab.metrics()
-    );
+    lab.assert_failures(lab.legacy, true, "bad_client_cert", 1);
     assert!(!lab.pb.log().contains("subject=CN=SEP0000DEADBEEF"));
 
     // The rustls listener applies the same policy (TLS 1.2+).
     let (ok, _, _) = lab.curl(lab.modern, &[]);
     assert!(!ok);
-    let (ok, body, err) = lab.curl(lab.modern, &["--cert", cert, "--key", key]);
+    let (ok, body, err) = lab.curl_cert(lab.modern, &[], &c.cert, &c.key);
     assert!(ok, "rustls with client cert failed: {err}");
     assert_eq!(body, want);
 }
@@ -439,12 +414,7 @@ fn optional_client_certificate_and_minimum_protocol() {
     // TLS 1.0 is below this listener's minimum.
     let (ok, _, _) = lab.curl(lab.legacy, TLS10);
     assert!(!ok, "min_protocol tls1.1 accepted TLS 1.0");
-    assert_eq!(
-        lab.failures(lab.legacy, true, "incompatible"),
-        1,
-        "{}",
-        lab.metrics()
-    );
+    lab.assert_failures(lab.legacy, true, "incompatible", 1);
     // TLS 1.1 without a certificate is fine under `optional`, and with one too.
     let tls11 = [
         "--tlsv1.1",
@@ -456,14 +426,7 @@ fn optional_client_certificate_and_minimum_protocol() {
     let (ok, body, err) = lab.curl(lab.legacy, &tls11);
     assert!(ok, "TLS 1.1 without cert failed: {err}");
     assert_eq!(body, want);
-    let mut args = tls11.to_vec();
-    args.extend([
-        "--cert",
-        c.cert.to_str().unwrap(),
-        "--key",
-        c.key.to_str().unwrap(),
-    ]);
-    let (ok, body, err) = lab.curl(lab.legacy, &args);
+    let (ok, body, err) = lab.curl_cert(lab.legacy, &tls11, &c.cert, &c.key);
     assert!(ok, "TLS 1.1 with cert failed: {err}");
     assert_eq!(body, want);
     assert_eq!(
@@ -589,12 +552,7 @@ fn sighup_applies_a_new_policy_to_the_next_handshake() {
         !ok,
         "TLS 1.0 still accepted after min_protocol: tls1.2 and SIGHUP"
     );
-    assert_eq!(
-        lab.failures(lab.legacy, true, "incompatible"),
-        1,
-        "{}",
-        lab.metrics()
-    );
+    lab.assert_failures(lab.legacy, true, "incompatible", 1);
     let (ok, body, err) = lab.curl(lab.legacy, &["--tlsv1.2"]);
     assert!(ok, "{err}");
     assert_eq!(body, profile());

@@ -41,19 +41,16 @@ fn a_taken_dns_port_stops_the_start_before_dhcp_answers_or_journals() {
     });
 
     let dir = Provbox::dir();
-    let yaml = r#"data_dir: data
+    let yaml = format!(
+        r#"data_dir: data
 catalog:
   roots: [files]
-dhcp:
-  enabled: true
-  interfaces: [br0]
-  subnets:
-    - subnet: 198.18.0.0/24
-      pools: ["198.18.0.100-198.18.0.150"]
-dns:
+{}dns:
   enabled: true
   listen: ["198.18.0.1:53"]
-"#;
+"#,
+        support::dhcp_raw::lab_dhcp()
+    );
     let cfg = dir.path().join("config.yaml");
     std::fs::write(&cfg, yaml).unwrap();
     // The phone asks for an address all through the attempt.

@@ -4,125 +4,20 @@
 use crate::support;
 
 use std::net::{SocketAddr, UdpSocket};
-use std::path::Path;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
-use support::{Provbox, free_tcp_port, free_udp_port, run};
+use support::dedupe::assert_contains_all;
+use support::tftp::{TftpServer, raw_client as raw, read, rrq};
 
 const PROFILE: &[u8] = b"<flat-profile>\n  <Profile_Rule>tftp://prov/$MA.cfg</Profile_Rule>\n  <Text>line\rwith a bare CR</Text>\n</flat-profile>\n";
 
-struct Server {
-    pb: Provbox,
-    port: u16,
-    metrics_port: u16,
-}
-
-impl Server {
-    /// provbox with TFTP on 0.0.0.0 (so every test also exercises IP_PKTINFO), serving
-    /// `files`, with extra `tftp:` keys.
-    fn start(files: &[(&str, &[u8])], tftp_extra: &str) -> Server {
-        let dir = Provbox::dir();
-        for (name, body) in files {
-            let p = dir.path().join("files").join(name);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, body).unwrap();
-        }
-        let port = free_udp_port();
-        let metrics_port = free_tcp_port();
-        let yaml = format!(
-            "data_dir: data\ncatalog:\n  roots: [files]\nmetrics:\n  enabled: true\n  listen: 127.0.0.1:{metrics_port}\ntftp:\n  enabled: true\n  listen: 0.0.0.0:{port}\n{tftp_extra}"
-        );
-        let pb = Provbox::start(dir, &yaml);
-        Server {
-            pb,
-            port,
-            metrics_port,
-        }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
-    fn out(&self, name: &str) -> std::path::PathBuf {
-        self.pb.path().join(name)
-    }
-
-    fn hpa(&self, args: &[&str]) -> Output {
-        let port = self.port.to_string();
-        let mut a = vec!["127.0.0.1", port.as_str()];
-        a.extend_from_slice(args);
-        run("tftp", &a)
-    }
-
-    fn atftp(&self, args: &[&str]) -> Output {
-        let port = self.port.to_string();
-        let mut a = args.to_vec();
-        a.extend_from_slice(&["127.0.0.1", port.as_str()]);
-        run("atftp", &a)
-    }
-
-    fn busybox(&self, args: &[&str]) -> Output {
-        let port = self.port.to_string();
-        let mut a = vec!["tftp"];
-        a.extend_from_slice(args);
-        a.extend_from_slice(&["127.0.0.1", port.as_str()]);
-        run("busybox", &a)
-    }
-
-    fn metrics(&self) -> String {
-        support::scrape(self.metrics_port)
-    }
-
-    /// The log lines of finished transfers for `file`.
-    fn transfer_lines(&self, file: &str) -> Vec<String> {
-        self.pb
-            .log()
-            .lines()
-            .filter(|l| l.contains("tftp transfer") && l.contains(&format!("file={file} ")))
-            .map(str::to_string)
-            .collect()
-    }
-
-    /// Wait for the transfer log line of `file` that contains `needle` (lines are written
-    /// when the server sees the end, a moment after the client may have exited).
-    fn wait_transfer(&mut self, file: &str, needle: &str) -> String {
-        let start = Instant::now();
-        loop {
-            if let Some(l) = self
-                .transfer_lines(file)
-                .into_iter()
-                .find(|l| l.contains(needle))
-            {
-                return l;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "no transfer line for {file} with {needle}:\n{}",
-                self.pb.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
+/// provbox with TFTP on 0.0.0.0 (so every test also exercises IP_PKTINFO), serving
+/// `files`, with extra `tftp:` keys.
+fn start(files: &[(&str, &[u8])], tftp_extra: &str) -> TftpServer {
+    TftpServer::start("0.0.0.0", files, tftp_extra)
 }
 
 use support::output_text as text;
-
-fn read(p: &Path) -> Vec<u8> {
-    std::fs::read(p).unwrap_or_default()
-}
-
-/// A raw UDP client for what real clients will not send.
-fn raw() -> UdpSocket {
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s
-}
-
-fn rrq(file: &str, mode: &str, opts: &[(&str, &str)]) -> Vec<u8> {
-    provbox::tftp::packet::request_bytes(1, file, mode, opts)
-}
 
 fn recv(s: &UdpSocket) -> (Vec<u8>, SocketAddr) {
     let mut buf = [0u8; 70000];
@@ -166,26 +61,26 @@ fn big_file(len: usize) -> Vec<u8> {
 #[test]
 fn small_profile_is_byte_exact_with_every_client() {
     crate::support::needs!("atftp", "busybox", "tftp");
-    let mut s = Server::start(&[("profiles/CP-8831-3PCC.cfg", PROFILE)], "");
+    let s = start(&[("profiles/CP-8831-3PCC.cfg", PROFILE)], "");
     let name = "profiles/CP-8831-3PCC.cfg";
 
     let a = s.out("hpa.cfg");
-    let o = s.hpa(&["-m", "octet", "-c", "get", name, a.to_str().unwrap()]);
+    let o = s.hpa_get("octet", name, &a);
     assert_eq!(read(&a), PROFILE, "tftp-hpa: {}", text(&o));
 
     let b = s.out("atftp.cfg");
-    let o = s.atftp(&["-g", "-r", name, "-l", b.to_str().unwrap()]);
+    let o = s.atftp_get(&[], name, &b);
     assert_eq!(read(&b), PROFILE, "atftp: {}", text(&o));
 
     let c = s.out("busybox.cfg");
-    let o = s.busybox(&["-g", "-r", name, "-l", c.to_str().unwrap()]);
+    let o = s.busybox_get(name, &c);
     assert_eq!(read(&c), PROFILE, "busybox: {}", text(&o));
 
     // Netascii: the server sends CR LF and CR NUL; tftp-hpa turns them back, so the
     // round trip must give the original bytes (a server that skipped the conversion
     // would lose the bare CR's NUL pairing and the client would mangle it).
     let d = s.out("netascii.cfg");
-    let o = s.hpa(&["-m", "netascii", "-c", "get", name, d.to_str().unwrap()]);
+    let o = s.hpa_get("netascii", name, &d);
     assert_eq!(read(&d), PROFILE, "tftp-hpa netascii: {}", text(&o));
     let line = s.wait_transfer(name, "bytes=");
     assert!(line.contains("outcome=\"ok\""), "{line}");
@@ -201,10 +96,10 @@ fn large_file_rollover_blksize_and_windowsize() {
     crate::support::needs!("atftp", "curl", "tftp");
     // 40 MiB: at blksize 512 that is 81921 blocks, so the block number wraps past 65535.
     let body = big_file(40 << 20);
-    let mut s = Server::start(&[("fw.bin", &body)], "");
+    let s = start(&[("fw.bin", &body)], "");
 
     let a = s.out("a.bin");
-    let o = s.hpa(&["-m", "octet", "-c", "get", "fw.bin", a.to_str().unwrap()]);
+    let o = s.hpa_get("octet", "fw.bin", &a);
     assert!(
         read(&a) == body,
         "blksize 512 (rollover) differs: {}",
@@ -213,49 +108,29 @@ fn large_file_rollover_blksize_and_windowsize() {
     s.wait_transfer("fw.bin", "blksize=512 windowsize=1");
 
     let b = s.out("b.bin");
-    let o = s.atftp(&[
-        "--option",
-        "blksize 1468",
-        "-g",
-        "-r",
-        "fw.bin",
-        "-l",
-        b.to_str().unwrap(),
-    ]);
+    let o = s.atftp_get(&["blksize 1468"], "fw.bin", &b);
     assert!(read(&b) == body, "blksize 1468 differs: {}", text(&o));
     s.wait_transfer("fw.bin", "blksize=1468 windowsize=1");
 
     let c = s.out("c.bin");
-    let o = s.atftp(&[
-        "--option",
-        "blksize 1468",
-        "--option",
-        "windowsize 16",
-        "-g",
-        "-r",
-        "fw.bin",
-        "-l",
-        c.to_str().unwrap(),
-    ]);
+    let o = s.atftp_get(&["blksize 1468", "windowsize 16"], "fw.bin", &c);
     assert!(read(&c) == body, "windowsize 16 differs: {}", text(&o));
     let line = s.wait_transfer("fw.bin", "blksize=1468 windowsize=16");
     assert!(line.contains("bytes=41943040"), "{line}");
 
-    let m = s.metrics();
-    assert!(
-        m.contains("provbox_tftp_options_total{option=\"windowsize\"} 1"),
-        "{m}"
-    );
-    assert!(
-        m.contains("provbox_tftp_transfers_total{outcome=\"ok\"} 3"),
-        "{m}"
+    assert_contains_all(
+        &s.metrics(),
+        &[
+            "provbox_tftp_options_total{option=\"windowsize\"} 1",
+            "provbox_tftp_transfers_total{outcome=\"ok\"} 3",
+        ],
     );
 }
 
 #[test]
 fn tsize_is_reported_and_error_8_ends_the_transfer() {
     crate::support::needs!("atftp");
-    let mut s = Server::start(&[("p.cfg", PROFILE)], "  timeout: 300ms\n");
+    let s = start(&[("p.cfg", PROFILE)], "  timeout: 300ms\n");
     let out = s.out("p.cfg");
     let o = s.atftp(&[
         "--trace",
@@ -299,7 +174,7 @@ fn tsize_is_reported_and_error_8_ends_the_transfer() {
 #[test]
 fn missing_file_is_reported_not_found() {
     crate::support::needs!("atftp", "busybox", "curl", "tftp");
-    let mut s = Server::start(&[("p.cfg", PROFILE)], "");
+    let s = start(&[("p.cfg", PROFILE)], "");
     let out = s.out("x");
     let o = s.hpa(&["-c", "get", "nothing.cfg", out.to_str().unwrap()]);
     assert!(
@@ -307,23 +182,31 @@ fn missing_file_is_reported_not_found() {
         "{}",
         text(&o)
     );
-    let o = s.atftp(&["-g", "-r", "nothing.cfg", "-l", out.to_str().unwrap()]);
+    let o = s.atftp_get(&[], "nothing.cfg", &out);
     assert!(!o.status.success());
     assert!(text(&o).contains("File not found"), "{}", text(&o));
-    let o = s.busybox(&["-g", "-r", "nothing.cfg", "-l", out.to_str().unwrap()]);
-    assert!(text(&o).contains("(1) File not found"), "{}", text(&o));
-    s.wait_transfer("nothing.cfg", "outcome=\"not_found\"");
-    let m = s.metrics();
-    assert!(
-        m.contains("provbox_refusals_total{protocol=\"tftp\",reason=\"not_found\"} 3"),
-        "{m}"
+    busybox_refused(
+        &s,
+        "nothing.cfg",
+        "(1) File not found",
+        "not_found",
+        "provbox_refusals_total{protocol=\"tftp\",reason=\"not_found\"} 3",
     );
+}
+
+/// busybox asks for `file` and is told `says`; the server logs that transfer with
+/// `outcome` and its metrics then show `refusals` (a whole series line).
+fn busybox_refused(s: &TftpServer, file: &str, says: &str, outcome: &str, refusals: &str) {
+    let o = s.busybox_get(file, &s.out("x"));
+    assert!(text(&o).contains(says), "{}", text(&o));
+    s.wait_transfer(file, &format!("outcome=\"{outcome}\""));
+    assert_contains_all(&s.metrics(), &[refusals]);
 }
 
 #[test]
 fn traversal_is_refused_as_access_violation() {
     crate::support::needs!("busybox", "curl", "tftp");
-    let mut s = Server::start(&[("p.cfg", PROFILE)], "");
+    let s = start(&[("p.cfg", PROFILE)], "");
     let out = s.out("x");
     for path in [
         "../../../etc/passwd",
@@ -338,20 +221,19 @@ fn traversal_is_refused_as_access_violation() {
         );
         assert!(read(&out).is_empty(), "{path}: bytes were sent");
     }
-    let o = s.busybox(&["-g", "-r", "../config.yaml", "-l", out.to_str().unwrap()]);
-    assert!(text(&o).contains("(2) Access violation"), "{}", text(&o));
-    s.wait_transfer("../config.yaml", "outcome=\"access_violation\"");
-    let m = s.metrics();
-    assert!(
-        m.contains("provbox_refusals_total{protocol=\"tftp\",reason=\"traversal\"} 4"),
-        "{m}"
+    busybox_refused(
+        &s,
+        "../config.yaml",
+        "(2) Access violation",
+        "access_violation",
+        "provbox_refusals_total{protocol=\"tftp\",reason=\"traversal\"} 4",
     );
 }
 
 #[test]
 fn write_requests_are_refused() {
     crate::support::needs!("atftp", "tftp");
-    let mut s = Server::start(&[("p.cfg", PROFILE)], "");
+    let s = start(&[("p.cfg", PROFILE)], "");
     let local = s.out("upload.cfg");
     std::fs::write(&local, b"data").unwrap();
     let o = s.hpa(&["-c", "put", local.to_str().unwrap(), "new.cfg"]);
@@ -369,7 +251,7 @@ fn write_requests_are_refused() {
 #[test]
 fn malformed_packets_are_counted_and_dropped() {
     crate::support::needs!("curl", "tftp");
-    let mut s = Server::start(&[("p.cfg", PROFILE)], "");
+    let s = start(&[("p.cfg", PROFILE)], "");
     let c = raw();
     let bad: &[(&[u8], &str)] = &[
         (b"\x00", "truncated"),
@@ -424,7 +306,7 @@ fn malformed_packets_are_counted_and_dropped() {
 fn duplicate_acks_do_not_trigger_duplicate_data() {
     // Three blocks; a long timeout so nothing is resent by timer during the test.
     let body = big_file(1300);
-    let s = Server::start(&[("f.bin", &body)], "  timeout: 5s\n");
+    let s = start(&[("f.bin", &body)], "  timeout: 5s\n");
     let c = raw();
     c.send_to(&rrq("f.bin", "octet", &[]), s.addr()).unwrap();
     let (d1, tid) = recv(&c);
@@ -450,7 +332,7 @@ fn duplicate_acks_do_not_trigger_duplicate_data() {
 #[test]
 fn lost_acks_are_retransmitted_then_the_transfer_gives_up() {
     crate::support::needs!("curl");
-    let mut s = Server::start(
+    let s = start(
         &[("f.bin", &big_file(100))],
         "  timeout: 200ms\n  retries: 2\n",
     );
@@ -469,7 +351,7 @@ fn lost_acks_are_retransmitted_then_the_transfer_gives_up() {
 #[test]
 fn busy_beyond_max_transfers() {
     crate::support::needs!("tftp");
-    let mut s = Server::start(
+    let s = start(
         &[("f.bin", &big_file(2000))],
         "  max_transfers: 1\n  timeout: 5s\n",
     );
@@ -505,7 +387,7 @@ fn busy_beyond_max_transfers() {
 fn replies_come_from_the_address_the_request_was_sent_to() {
     // Listener on 0.0.0.0; 127.0.0.3 is another local address. A transfer that answered
     // from 127.0.0.1 would be dropped by real clients as a foreign host.
-    let s = Server::start(&[("p.cfg", PROFILE)], "");
+    let s = start(&[("p.cfg", PROFILE)], "");
     let c = raw();
     c.send_to(&rrq("p.cfg", "octet", &[]), ("127.0.0.3", s.port))
         .unwrap();
@@ -518,7 +400,7 @@ fn replies_come_from_the_address_the_request_was_sent_to() {
 #[test]
 fn hot_reload_is_visible_over_tftp() {
     crate::support::needs!("tftp");
-    let s = Server::start(&[("p.cfg", PROFILE)], "");
+    let s = start(&[("p.cfg", PROFILE)], "");
     let out = s.out("new.cfg");
     let o = s.hpa(&["-c", "get", "new.cfg", out.to_str().unwrap()]);
     assert!(text(&o).contains("File not found"), "{}", text(&o));
@@ -542,7 +424,7 @@ fn hot_reload_is_visible_over_tftp() {
 #[test]
 fn retransmitted_request_does_not_start_a_second_transfer() {
     crate::support::needs!("curl");
-    let s = Server::start(&[("f.bin", &big_file(2000))], "  timeout: 5s\n");
+    let s = start(&[("f.bin", &big_file(2000))], "  timeout: 5s\n");
     let c = raw();
     let req = rrq("f.bin", "octet", &[]);
     c.send_to(&req, s.addr()).unwrap();

@@ -34,6 +34,14 @@ impl Lan {
         Provbox::start_with(dir, config, &self.srv.prefix())
     }
 
+    /// A new LAN with provbox serving `config` (in a fresh test dir) in its server
+    /// namespace. Bind both: the LAN goes when the `Lan` is dropped.
+    pub fn serving(config: &str) -> (Lan, Provbox) {
+        let lan = Lan::new();
+        let p = lan.start(Provbox::dir(), config);
+        (lan, p)
+    }
+
     /// A client namespace on the LAN (eth0 unaddressed unless `addr`).
     pub fn client(&mut self, mac: Option<&str>, addr: Option<&str>) -> Netns {
         self.n += 1;
@@ -46,6 +54,26 @@ impl Lan {
         });
         assert!(up.is_some(), "eth0 in {} never came up", ns.name);
         ns
+    }
+
+    /// A client at `mac` with the static address `addr` (e.g. "198.18.0.30/24"), and a
+    /// raw socket on its eth0 at the DHCP client port (68) to speak for it.
+    pub fn raw_client(&mut self, mac: &str, addr: &str) -> (Netns, UdpSocket) {
+        let c = self.client(Some(mac), Some(addr));
+        let sock = raw_socket(&c, 68);
+        (c, sock)
+    }
+
+    /// The relay agent: a host on the LAN (198.18.0.40) with a leg in the remote subnet
+    /// 198.18.1.0/24 at [`GIADDR`], which the server routes through it, and a raw socket
+    /// at the server port (67), which relays send from.
+    pub fn relay_agent(&mut self) -> (Netns, UdpSocket) {
+        let relay = self.client(Some("02:00:00:00:40:01"), Some("198.18.0.40/24"));
+        relay.ip(&["addr", "add", "198.18.1.1/24", "dev", "eth0"]);
+        self.srv
+            .ip(&["route", "add", "198.18.1.0/24", "via", "198.18.0.40"]);
+        let sock = raw_socket(&relay, 67);
+        (relay, sock)
     }
 
     /// GET /metrics from inside the server namespace.
@@ -69,19 +97,35 @@ impl Lan {
 pub fn script(dir: &Path) -> PathBuf {
     let path = dir.join("udhcpc.sh");
     let log = dir.join("events.log");
-    std::fs::write(
+    write_script(
         &path,
-        format!(
-            "#!/bin/sh\n{{ echo \"EVENT $1\"; env | sort; echo END; }} >> {log}\n\
+        &format!(
+            "{{ echo \"EVENT $1\"; env | sort; echo END; }} >> {log}\n\
              case \"$1\" in\n  bound|renew) ip addr flush dev \"$interface\"; ip addr add \"$ip/$mask\" dev \"$interface\";;\n  deconfig) ip addr flush dev \"$interface\";;\nesac\nexit 0\n",
             log = log.display()
         ),
-    )
-    .unwrap();
-    let mut perm = std::fs::metadata(&path).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
-    std::fs::set_permissions(&path, perm).unwrap();
+    );
     path
+}
+
+/// A udhcpc script that configures the leased address and, on every lease, writes the
+/// shell words `record` (e.g. `$ip $dns`) to the file `into`.
+pub fn recording_script(path: &Path, record: &str, into: &Path) {
+    write_script(
+        path,
+        &format!(
+            "case \"$1\" in\n  bound|renew) ip addr flush dev \"$interface\"; ip addr add \"$ip/$mask\" dev \"$interface\"; echo \"{record}\" > {};;\nesac\nexit 0\n",
+            into.display()
+        ),
+    );
+}
+
+/// Writes the shell script `body` (after a `#!/bin/sh` line) to `path`, executable.
+pub fn write_script(path: &Path, body: &str) {
+    std::fs::write(path, format!("#!/bin/sh\n{body}")).unwrap();
+    let mut perm = std::fs::metadata(path).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(path, perm).unwrap();
 }
 
 /// Events written by the script: (event, env).
@@ -166,6 +210,20 @@ dhcp:
   enabled: true
 ";
 
+/// The LAN's subnet (198.18.0.0/24, provbox's bridge at .1) and its pool, as the start of
+/// a `dhcp:` section's `subnets:`; the test appends that subnet's other keys (indented six
+/// spaces) or more subnets.
+pub const LAB_POOL: &str = "  subnets:
+    - subnet: 198.18.0.0/24
+      pools: [\"198.18.0.100-198.18.0.150\"]
+";
+
+/// A `dhcp:` section serving [`LAB_POOL`] on the lab bridge br0, for a config without
+/// [`LAB_CONFIG_HEAD`]'s metrics.
+pub fn lab_dhcp() -> String {
+    format!("dhcp:\n  enabled: true\n  interfaces: [br0]\n{LAB_POOL}")
+}
+
 // ------------------------------------------------------------------ raw client
 
 /// A UDP socket opened inside `ns`, bound to eth0 and `port`, broadcast allowed.
@@ -184,6 +242,9 @@ pub fn raw_socket(ns: &Netns, port: u16) -> UdpSocket {
         u
     })
 }
+
+/// Where [`Lan::relay_agent`] relays from: its address in the remote subnet.
+pub const GIADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
 
 pub struct Msg {
     pub mtype: u8,
@@ -207,6 +268,27 @@ impl Msg {
             opts: vec![(55, vec![1, 3, 6, 66, 150])],
         }
     }
+
+    /// A message relayed by [`Lan::relay_agent`]: giaddr [`GIADDR`], broadcast flag clear.
+    pub fn relayed(mtype: u8, mac: [u8; 6]) -> Msg {
+        let mut m = Msg::new(mtype, mac);
+        m.giaddr = GIADDR;
+        m.flags = 0;
+        m
+    }
+
+    /// The relayed REQUEST from `mac` for `offer` (the server is 198.18.0.1), with the
+    /// relay's option 82 `o82`.
+    pub fn relayed_request(mac: [u8; 6], offer: &Raw, o82: &[u8]) -> Msg {
+        let mut r = Msg::relayed(3, mac);
+        r.opts = vec![
+            (50, offer.yiaddr.octets().to_vec()),
+            (54, vec![198, 18, 0, 1]),
+            (82, o82.to_vec()),
+        ];
+        r
+    }
+
     pub fn bytes(&self) -> Vec<u8> {
         let mut b = vec![0u8; 236];
         b[0] = 1;

@@ -9,6 +9,7 @@ pub mod fixtures;
 pub mod netns;
 pub mod pg;
 pub mod sipp;
+pub mod tftp;
 mod tools;
 
 pub use tools::*;
