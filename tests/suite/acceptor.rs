@@ -53,8 +53,7 @@ fn closed_within(conn: &mut TcpStream, bound: Duration) -> bool {
 fn http_per_address_cap_refuses_one_address_and_serves_the_others() {
     crate::support::needs!("curl");
     let (http, metrics) = (free_tcp_port(), free_tcp_port());
-    let dir = Provbox::dir();
-    std::fs::write(dir.path().join("files/a.cfg"), "hello\n").unwrap();
+    let dir = Provbox::serving(&[("a.cfg", "hello\n")]);
     let pb = Provbox::start(
         dir,
         &format!(
@@ -279,8 +278,7 @@ fn out_of_file_descriptors_backs_off_and_recovers() {
     support::require("prlimit");
     const LIMIT: usize = 256;
     let (http, metrics) = (free_tcp_port(), free_tcp_port());
-    let dir = Provbox::dir();
-    std::fs::write(dir.path().join("files/a.cfg"), "hello\n").unwrap();
+    let dir = Provbox::serving(&[("a.cfg", "hello\n")]);
     let limit = format!("--nofile={LIMIT}:{LIMIT}");
     let pb = Provbox::start_with(
         dir,

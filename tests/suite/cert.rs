@@ -93,12 +93,7 @@ fn csr_ecdsa_and_rsa_verify_with_openssl() {
 #[test]
 fn lab_ca_issues_server_and_client_certs_that_openssl_and_curl_accept() {
     crate::support::needs!("curl", "openssl");
-    let dir = Provbox::dir();
-    std::fs::write(
-        dir.path().join("files/CP-8831-3PCC.cfg"),
-        "<flat-profile/>\n",
-    )
-    .unwrap();
+    let dir = Provbox::serving(&[("CP-8831-3PCC.cfg", "<flat-profile/>\n")]);
     let port = free_tcp_port();
     let yaml = format!(
         "catalog:\n  roots: [files]\nhttps:\n  enabled: true\n  listen: [\"127.0.0.1:{port}\"]\n  names: [prov.lab.test]\n  client_auth: required\n  client_ca: data/tls/ca.pem\n"

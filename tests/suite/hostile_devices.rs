@@ -493,12 +493,10 @@ fn another_devices_serial_does_not_select_its_record() {
 #[test]
 fn pin_guesses_from_rotating_macs_and_addresses_share_one_budget() {
     crate::support::needs!("curl");
-    let dir = Provbox::dir();
-    std::fs::write(
-        dir.path().join("files/init.cfg.tmpl"),
+    let dir = Provbox::serving(&[(
+        "init.cfg.tmpl",
         "<flat-profile><!-- $account --></flat-profile>\n",
-    )
-    .unwrap();
+    )]);
     crate::support::dedupe::write_profile(
         dir.path(),
         "account=$account\n",

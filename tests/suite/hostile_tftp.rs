@@ -91,8 +91,7 @@ fn a_flood_of_unacknowledged_timeout_255_requests_does_not_lock_out_a_phone() {
     lab.bridge(&srv, Some("198.18.0.1/24"));
     lab.attach(&srv, &host, Some("198.18.0.2/24"));
     lab.attach(&srv, &phone, Some("198.18.0.3/24"));
-    let dir = Provbox::dir();
-    std::fs::write(dir.path().join("files/phone.cfg"), PROFILE).unwrap();
+    let dir = Provbox::serving(&[("phone.cfg", PROFILE)]);
     // Every TFTP limit at its default: the defaults are what must hold.
     let yaml = "data_dir: data\ncatalog:\n  roots: [files]\nmetrics:\n  enabled: true\n  listen: 127.0.0.1:9100\ntftp:\n  enabled: true\n  listen: 0.0.0.0:69\n";
     let pb = Provbox::start_with(dir, yaml, &srv.prefix());

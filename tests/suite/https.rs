@@ -115,12 +115,7 @@ struct Bench {
 }
 
 fn start(policy: &str) -> Bench {
-    let dir = Provbox::dir();
-    std::fs::write(
-        dir.path().join("files/CP-8831-3PCC.cfg"),
-        "<flat-profile/>\n",
-    )
-    .unwrap();
+    let dir = Provbox::serving(&[("CP-8831-3PCC.cfg", "<flat-profile/>\n")]);
     let pki_dir = dir.path().join("pki");
     std::fs::create_dir(&pki_dir).unwrap();
     pki(&pki_dir);
@@ -285,8 +280,7 @@ fn certificate_files_are_reread_when_they_change() {
 #[test]
 fn lab_ca_is_made_when_no_certificate_is_configured() {
     crate::support::needs!("curl", "openssl");
-    let dir = Provbox::dir();
-    std::fs::write(dir.path().join("files/a.cfg"), "a").unwrap();
+    let dir = Provbox::serving(&[("a.cfg", "a")]);
     let port = free_tcp_port();
     let cfg = format!(
         "catalog:\n  roots: [files]\nhttps:\n  enabled: true\n  listen: [\"127.0.0.1:{port}\"]\n  names: [prov.lab.test]\n"

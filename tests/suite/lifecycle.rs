@@ -383,8 +383,7 @@ const FAULT: &str = "provbox-fault-injection/panic";
 /// provbox serving `phone.cfg` over TFTP with metrics on, ready: (provbox, TFTP port,
 /// metrics port).
 fn tftp_box() -> (Provbox, u16, u16) {
-    let dir = Provbox::dir();
-    std::fs::write(dir.path().join("files/phone.cfg"), "<cfg/>\n").unwrap();
+    let dir = Provbox::serving(&[("phone.cfg", "<cfg/>\n")]);
     let (tftp, metrics) = (free_udp_port(), free_tcp_port());
     let pb = Provbox::start(
         dir,

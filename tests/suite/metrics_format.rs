@@ -46,8 +46,7 @@ fn python_parse(module: &str, text: &str) -> Result<String, String> {
 fn metrics_speak_text_004_unless_openmetrics_is_asked_for() {
     crate::support::needs!("curl", "python3");
     let (http, metrics) = (free_tcp_port(), free_tcp_port());
-    let dir = Provbox::dir();
-    std::fs::write(dir.path().join("files/a.cfg"), "x").unwrap();
+    let dir = Provbox::serving(&[("a.cfg", "x")]);
     let _p = Provbox::start(
         dir,
         &format!("data_dir: data\n{}", http_and_metrics(http, metrics)),

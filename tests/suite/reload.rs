@@ -50,12 +50,7 @@ fn write_config(pb: &Provbox, text: &str) {
 
 /// A provbox directory serving one profile, whose config.yaml is a link into real/.
 fn linked_dir() -> tempfile::TempDir {
-    let dir = Provbox::dir();
-    std::fs::write(
-        dir.path().join("files/CP-8831-3PCC.cfg"),
-        "<flat-profile/>\n",
-    )
-    .unwrap();
+    let dir = Provbox::serving(&[("CP-8831-3PCC.cfg", "<flat-profile/>\n")]);
     std::fs::create_dir(dir.path().join("real")).unwrap();
     std::os::unix::fs::symlink("real/config.yaml", dir.path().join("config.yaml")).unwrap();
     dir
@@ -228,12 +223,7 @@ fn transfer_in_flight_finishes_when_its_listener_moves() {
 #[test]
 fn https_certificate_paths_apply_on_reload() {
     crate::support::needs!("curl");
-    let dir = Provbox::dir();
-    std::fs::write(
-        dir.path().join("files/CP-8831-3PCC.cfg"),
-        "<flat-profile/>\n",
-    )
-    .unwrap();
+    let dir = Provbox::serving(&[("CP-8831-3PCC.cfg", "<flat-profile/>\n")]);
     let base = dir.path().to_path_buf();
     for (name, host) in [("a", "a.lab.test"), ("b", "b.lab.test")] {
         let (code, out) = support::provbox(&[

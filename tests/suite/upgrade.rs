@@ -119,8 +119,7 @@ fn bench(phones: usize, upgrade: &str, silent: bool) -> Bench {
     let lab = Lab::new();
     let srv = lab.ns("upg");
     lab.bridge(&srv, Some("198.18.0.1/24"));
-    let dir = Provbox::dir();
-    std::fs::write(dir.path().join("files/spa504g.cfg"), "<flat-profile/>").unwrap();
+    let dir = Provbox::serving(&[("spa504g.cfg", "<flat-profile/>")]);
     std::fs::create_dir_all(dir.path().join("files/fw")).unwrap();
     std::fs::write(dir.path().join("files").join(FIRMWARE), vec![0x5a; 200_000]).unwrap();
     let state = tempfile::tempdir().unwrap();

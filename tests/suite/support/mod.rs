@@ -195,6 +195,17 @@ impl Provbox {
         d
     }
 
+    /// [`Provbox::dir`] with `files` (name under `files/`, body) in it, to serve.
+    pub fn serving<B: AsRef<[u8]> + ?Sized>(files: &[(&str, &B)]) -> tempfile::TempDir {
+        let d = Self::dir();
+        for (name, body) in files {
+            let p = d.path().join("files").join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, body).unwrap();
+        }
+        d
+    }
+
     /// Write `config` as `config.yaml` in `dir` and start `provbox serve`, waiting until it
     /// says it is ready. Panics with the log if it exits or takes too long.
     pub fn start(dir: tempfile::TempDir, config: &str) -> Provbox {
