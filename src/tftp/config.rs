@@ -9,78 +9,45 @@ use serde::Deserialize;
 use super::options::{DEFAULT_BLKSIZE, MAX_BLKSIZE};
 use crate::confkit::{At, Dur, ListenerSpec, Problems, Transport};
 
+/// Every key is optional: a missing one takes its value from [`Config::default`].
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Config {
-    #[serde(default)]
     pub enabled: bool,
     /// Where requests arrive. Each transfer then runs from its own port (a new TID).
-    #[serde(default = "default_listen")]
     pub listen: At<SocketAddr>,
     /// Largest blksize granted (RFC 2348). 1468 fills a 1500-byte Ethernet frame without
     /// IP fragmentation; larger helps only on paths with a bigger MTU.
-    #[serde(default = "default_max_blksize")]
     pub max_blksize: At<u32>,
     /// Largest windowsize granted (RFC 7440): blocks sent before waiting for an ACK.
-    #[serde(default = "default_max_window")]
     pub max_window: At<u32>,
     /// Retransmission timeout when the client does not negotiate one.
-    #[serde(default = "default_timeout")]
     pub timeout: At<Dur>,
     /// Largest timeout a client may negotiate (RFC 2349). The OACK must echo the value
     /// asked for, so a larger one is not acknowledged and `timeout` applies instead: a
     /// client asking 255 s cannot hold a slot for 255 s per retransmission.
-    #[serde(default = "default_max_timeout")]
     pub max_timeout: At<Dur>,
     /// Retransmissions of the same packet before the transfer is abandoned.
-    #[serde(default = "default_retries")]
     pub retries: At<u32>,
     /// Transfers running at once; further requests get ERROR 0 "server busy".
-    #[serde(default = "default_max_transfers")]
     pub max_transfers: At<usize>,
     /// Transfers running at once for one client address, so one host cannot take every
     /// slot; further requests from it get ERROR 0.
-    #[serde(default = "default_max_transfers_per_ip")]
     pub max_transfers_per_ip: At<usize>,
-}
-
-fn default_listen() -> At<SocketAddr> {
-    At::new(SocketAddr::from(([0, 0, 0, 0], 6969)))
-}
-fn default_max_blksize() -> At<u32> {
-    At::new(1468)
-}
-fn default_max_window() -> At<u32> {
-    At::new(64)
-}
-fn default_timeout() -> At<Dur> {
-    At::new(Dur(Duration::from_secs(1)))
-}
-fn default_max_timeout() -> At<Dur> {
-    At::new(Dur(Duration::from_secs(5)))
-}
-fn default_retries() -> At<u32> {
-    At::new(5)
-}
-fn default_max_transfers() -> At<usize> {
-    At::new(1000)
-}
-fn default_max_transfers_per_ip() -> At<usize> {
-    At::new(8)
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             enabled: false,
-            listen: default_listen(),
-            max_blksize: default_max_blksize(),
-            max_window: default_max_window(),
-            timeout: default_timeout(),
-            max_timeout: default_max_timeout(),
-            retries: default_retries(),
-            max_transfers: default_max_transfers(),
-            max_transfers_per_ip: default_max_transfers_per_ip(),
+            listen: At::new(SocketAddr::from(([0, 0, 0, 0], 6969))),
+            max_blksize: At::new(1468),
+            max_window: At::new(64),
+            timeout: At::new(Dur(Duration::from_secs(1))),
+            max_timeout: At::new(Dur(Duration::from_secs(5))),
+            retries: At::new(5),
+            max_transfers: At::new(1000),
+            max_transfers_per_ip: At::new(8),
         }
     }
 }
