@@ -40,36 +40,24 @@ pub enum MinProtocol {
     Tls13,
 }
 
+/// Every key is optional: a missing one takes its value from [`Config::default`].
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Config {
-    #[serde(default)]
     pub enabled: bool,
-    #[serde(default)]
     pub listen: Vec<At<SocketAddr>>,
-    #[serde(default)]
     pub min_protocol: At<MinProtocol>,
     /// OpenSSL cipher string for TLS 1.0-1.2 (TLS 1.3 suites are OpenSSL's defaults).
-    #[serde(default = "default_ciphers")]
     pub ciphers: At<String>,
     /// Unset: `https.cert`/`https.key`, or with those unset an RSA certificate from the
     /// lab CA (RSA key exchange needs an RSA key; the lab CA's default is ECDSA).
-    #[serde(default)]
     pub cert: Option<At<PathBuf>>,
-    #[serde(default)]
     pub key: Option<At<PathBuf>>,
     /// Unset: the same policy as `https.client_auth`.
-    #[serde(default)]
     pub client_auth: Option<At<ClientAuth>>,
     /// Unset: `https.client_ca`.
-    #[serde(default)]
     pub client_ca: Option<At<PathBuf>>,
-    #[serde(default)]
     pub limits: HttpLimits,
-}
-
-fn default_ciphers() -> At<String> {
-    At::new(DEFAULT_CIPHERS.to_string())
 }
 
 impl Default for Config {
@@ -78,7 +66,7 @@ impl Default for Config {
             enabled: false,
             listen: Vec::new(),
             min_protocol: At::default(),
-            ciphers: default_ciphers(),
+            ciphers: At::new(DEFAULT_CIPHERS.to_string()),
             cert: None,
             key: None,
             client_auth: None,
