@@ -479,3 +479,52 @@ impl<'de> Deserialize<'de> for Size {
         }
     }
 }
+
+/// A number that must lie in `range`: "is N; expected LO..=HI" and `why` (e.g. " (RFC 7440)").
+pub(crate) fn check_range<T: PartialOrd + fmt::Display>(
+    p: &mut Problems,
+    field: &str,
+    at: &At<T>,
+    range: std::ops::RangeInclusive<T>,
+    why: &str,
+) {
+    if !range.contains(&at.value) {
+        let (lo, hi) = range.into_inner();
+        p.add(
+            field,
+            at,
+            format!("is {}; expected {lo}..={hi}{why}", at.value),
+        );
+    }
+}
+
+/// A duration that must lie in `range`: "is 5ms; expected between 100ms and 255s" and `why`.
+pub(crate) fn check_duration(
+    p: &mut Problems,
+    field: &str,
+    at: &At<Dur>,
+    range: std::ops::RangeInclusive<Duration>,
+    why: &str,
+) {
+    let t = at.value.0;
+    if !range.contains(&t) {
+        let (lo, hi) = range.into_inner();
+        p.add(
+            field,
+            at,
+            format!("is {t:?}; expected between {lo:?} and {hi:?}{why}"),
+        );
+    }
+}
+
+/// A count that must not be 0: "is 0; expected at least 1" and `why`.
+pub(crate) fn check_not_zero<T: PartialEq + From<u8>>(
+    p: &mut Problems,
+    field: &str,
+    at: &At<T>,
+    why: &str,
+) {
+    if at.value == T::from(0) {
+        p.add(field, at, format!("is 0; expected at least 1{why}"));
+    }
+}

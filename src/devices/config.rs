@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::confkit::{At, Problems};
+use crate::confkit::{At, Problems, check_not_zero};
 
 /// Every key is optional: a missing one takes its value from [`Config::default`].
 #[derive(Debug, Deserialize, Clone)]
@@ -240,20 +240,15 @@ impl Config {
                 ),
             );
         }
-        if self.binding.devices_per_pin.value == 0 {
-            p.add(
-                "devices.binding.devices_per_pin",
-                &self.binding.devices_per_pin,
-                "is 0; expected at least 1",
-            );
-        }
-        if self.binding.wrong_pins_budget.value == 0 {
-            p.add(
-                "devices.binding.wrong_pins_budget",
-                &self.binding.wrong_pins_budget,
-                "is 0; expected at least 1 (wrong PINs allowed from everyone per 15 minutes)",
-            );
-        }
+        let b = &self.binding;
+        check_not_zero(p, "devices.binding.devices_per_pin", &b.devices_per_pin, "");
+        let budget = " (wrong PINs allowed from everyone per 15 minutes)";
+        check_not_zero(
+            p,
+            "devices.binding.wrong_pins_budget",
+            &b.wrong_pins_budget,
+            budget,
+        );
         self.reports.validate(p);
         let ha = &self.http_auth;
         if ha.realm.is_empty()

@@ -7,7 +7,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::options::{DEFAULT_BLKSIZE, MAX_BLKSIZE};
-use crate::confkit::{At, Dur, ListenerSpec, Problems, Transport};
+use crate::confkit::{
+    At, Dur, ListenerSpec, Problems, Transport, check_duration, check_not_zero, check_range,
+};
 
 /// Every key is optional: a missing one takes its value from [`Config::default`].
 #[derive(Debug, Clone, Deserialize)]
@@ -56,62 +58,37 @@ impl Config {
     pub fn resolve_paths(&mut self, _base: &Path) {}
 
     pub fn validate(&self, p: &mut Problems) {
-        let bs = self.max_blksize.value;
-        if !(DEFAULT_BLKSIZE as u32..=MAX_BLKSIZE as u32).contains(&bs) {
-            p.add(
-                "tftp.max_blksize",
-                &self.max_blksize,
-                format!(
-                    "is {bs}; expected {DEFAULT_BLKSIZE}..={MAX_BLKSIZE} (RFC 2348; 1468 suits Ethernet)"
-                ),
-            );
-        }
-        let w = self.max_window.value;
-        if !(1..=65535).contains(&w) {
-            p.add(
-                "tftp.max_window",
-                &self.max_window,
-                format!("is {w}; expected 1..=65535 (RFC 7440; 1 disables windowing)"),
-            );
-        }
-        let t = self.timeout.value.0;
-        if t < Duration::from_millis(100) || t > Duration::from_secs(255) {
-            p.add(
-                "tftp.timeout",
-                &self.timeout,
-                format!("is {t:?}; expected between 100ms and 255s"),
-            );
-        }
+        let secs = Duration::from_secs;
+        let (bs, w, mt) = (&self.max_blksize, &self.max_window, &self.max_timeout);
+        let blksizes = DEFAULT_BLKSIZE as u32..=MAX_BLKSIZE as u32;
+        check_range(
+            p,
+            "tftp.max_blksize",
+            bs,
+            blksizes,
+            " (RFC 2348; 1468 suits Ethernet)",
+        );
+        check_range(
+            p,
+            "tftp.max_window",
+            w,
+            1..=65535,
+            " (RFC 7440; 1 disables windowing)",
+        );
+        let timeouts = Duration::from_millis(100)..=secs(255);
+        check_duration(p, "tftp.timeout", &self.timeout, timeouts, "");
         // The timeout option counts whole seconds (RFC 2349: 1..=255).
-        let mt = self.max_timeout.value.0;
-        if mt < Duration::from_secs(1) || mt > Duration::from_secs(255) {
-            p.add(
-                "tftp.max_timeout",
-                &self.max_timeout,
-                format!("is {mt:?}; expected between 1s and 255s (RFC 2349)"),
-            );
-        }
-        if !(1..=100).contains(&self.retries.value) {
-            p.add(
-                "tftp.retries",
-                &self.retries,
-                format!("is {}; expected 1..=100", self.retries.value),
-            );
-        }
-        if self.max_transfers.value == 0 {
-            p.add(
-                "tftp.max_transfers",
-                &self.max_transfers,
-                "is 0; expected at least 1",
-            );
-        }
-        if self.max_transfers_per_ip.value == 0 {
-            p.add(
-                "tftp.max_transfers_per_ip",
-                &self.max_transfers_per_ip,
-                "is 0; expected at least 1",
-            );
-        }
+        check_duration(
+            p,
+            "tftp.max_timeout",
+            mt,
+            secs(1)..=secs(255),
+            " (RFC 2349)",
+        );
+        check_range(p, "tftp.retries", &self.retries, 1..=100, "");
+        check_not_zero(p, "tftp.max_transfers", &self.max_transfers, "");
+        let per_ip = &self.max_transfers_per_ip;
+        check_not_zero(p, "tftp.max_transfers_per_ip", per_ip, "");
     }
 
     pub fn listeners(&self) -> Vec<ListenerSpec> {

@@ -4,7 +4,7 @@ use serde::Deserialize;
 
 use super::Pattern;
 use crate::confkit::Size;
-use crate::confkit::{At, Problems};
+use crate::confkit::{At, Problems, check_range};
 
 /// Every key is optional: a missing one takes its value from [`Config::default`].
 #[derive(Debug, Clone, Deserialize)]
@@ -97,13 +97,7 @@ impl Config {
                 ),
             );
         }
-        if self.log_keep.value > 100 {
-            p.add(
-                "uploads.log_keep",
-                &self.log_keep,
-                format!("is {}; expected 0..=100", self.log_keep.value),
-            );
-        }
+        check_range(p, "uploads.log_keep", &self.log_keep, 0..=100, "");
     }
 }
 
