@@ -480,6 +480,29 @@ impl<'de> Deserialize<'de> for Size {
     }
 }
 
+impl ListenerSpec {
+    /// The socket a config key names.
+    pub fn new(field: impl Into<String>, transport: Transport, addr: &At<SocketAddr>) -> Self {
+        ListenerSpec {
+            field: field.into(),
+            transport,
+            addr: addr.clone(),
+        }
+    }
+
+    /// One socket per address of a list key, named `field[i]`.
+    pub fn each<'a>(
+        field: &'a str,
+        transport: Transport,
+        addrs: &'a [At<SocketAddr>],
+    ) -> impl Iterator<Item = ListenerSpec> + 'a {
+        addrs
+            .iter()
+            .enumerate()
+            .map(move |(i, a)| ListenerSpec::new(format!("{field}[{i}]"), transport, a))
+    }
+}
+
 /// A number that must lie in `range`: "is N; expected LO..=HI" and `why` (e.g. " (RFC 7440)").
 pub(crate) fn check_range<T: PartialOrd + fmt::Display>(
     p: &mut Problems,

@@ -117,19 +117,10 @@ impl Config {
         if !self.enabled {
             return Vec::new();
         }
-        let mut v = vec![ListenerSpec {
-            field: "syslog.listen".into(),
-            transport: Transport::Udp,
-            addr: self.listen.clone(),
-        }];
-        if let Some(t) = &self.tcp_listen {
-            v.push(ListenerSpec {
-                field: "syslog.tcp_listen".into(),
-                transport: Transport::Tcp,
-                addr: t.clone(),
-            });
-        }
-        v
+        let udp = ListenerSpec::new("syslog.listen", Transport::Udp, &self.listen);
+        let tcp = (self.tcp_listen.as_ref())
+            .map(|t| ListenerSpec::new("syslog.tcp_listen", Transport::Tcp, t));
+        [udp].into_iter().chain(tcp).collect()
     }
 }
 

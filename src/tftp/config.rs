@@ -95,11 +95,11 @@ impl Config {
         if !self.enabled {
             return Vec::new();
         }
-        vec![ListenerSpec {
-            field: "tftp.listen".into(),
-            transport: Transport::Udp,
-            addr: self.listen.clone(),
-        }]
+        vec![ListenerSpec::new(
+            "tftp.listen",
+            Transport::Udp,
+            &self.listen,
+        )]
     }
 }
 

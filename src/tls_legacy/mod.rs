@@ -179,15 +179,7 @@ impl Config {
         if !self.enabled {
             return Vec::new();
         }
-        self.listen
-            .iter()
-            .enumerate()
-            .map(|(i, a)| ListenerSpec {
-                field: format!("https_legacy.listen[{i}]"),
-                transport: Transport::Tcp,
-                addr: a.clone(),
-            })
-            .collect()
+        ListenerSpec::each("https_legacy.listen", Transport::Tcp, &self.listen).collect()
     }
 }
 
