@@ -219,6 +219,23 @@ mod tests {
 
     const BASE: &str = "catalog:\n  roots: [files]\n";
 
+    /// An enabled `https_legacy` section listening on 127.0.0.1:8444 (its keys on lines 4
+    /// to 5), then `extra` keys from line 6.
+    fn enabled_with(extra: &str) -> Result<Config, crate::confkit::ConfigErrors> {
+        parse(&format!(
+            "{BASE}https_legacy:\n  enabled: true\n  listen: [\"127.0.0.1:8444\"]\n{extra}"
+        ))
+    }
+
+    /// The first error of [`enabled_with`] `extra`, which must name `field` on line 6.
+    #[cfg(feature = "legacy-tls")]
+    fn refused_on_line_6(extra: &str, field: &str) -> crate::confkit::ConfigError {
+        let err = enabled_with(extra).unwrap_err();
+        assert_eq!(err.0[0].field, field);
+        assert_eq!(err.0[0].line, 6);
+        err.0[0].clone()
+    }
+
     #[test]
     fn off_by_default_and_inherits_https_policy() {
         let cfg = parse(&format!(
@@ -251,10 +268,7 @@ mod tests {
 
     #[test]
     fn bad_min_protocol_names_line() {
-        let err = parse(&format!(
-            "{BASE}https_legacy:\n  enabled: true\n  listen: [\"127.0.0.1:8444\"]\n  min_protocol: ssl3\n"
-        ))
-        .unwrap_err();
+        let err = enabled_with("  min_protocol: ssl3\n").unwrap_err();
         assert_eq!(err.0[0].line, 6, "{err}");
         assert!(err.to_string().contains("tls1.0"), "{err}");
     }
@@ -262,29 +276,20 @@ mod tests {
     #[cfg(feature = "legacy-tls")]
     #[test]
     fn client_auth_without_any_ca_is_refused() {
-        let err = parse(&format!(
-            "{BASE}https_legacy:\n  enabled: true\n  listen: [\"127.0.0.1:8444\"]\n  client_auth: required\n"
-        ))
-        .unwrap_err();
-        assert_eq!(err.0[0].field, "https_legacy.client_auth");
-        assert_eq!(err.0[0].line, 6);
+        refused_on_line_6("  client_auth: required\n", "https_legacy.client_auth");
     }
 
     #[cfg(feature = "legacy-tls")]
     #[test]
     fn unknown_and_rc4_ciphers_are_refused_clearly() {
-        let err = parse(&format!(
-            "{BASE}https_legacy:\n  enabled: true\n  listen: [\"127.0.0.1:8444\"]\n  ciphers: \"AES256-SHA:NOPE-CIPHER\"\n"
-        ))
-        .unwrap_err();
-        assert_eq!(err.0[0].field, "https_legacy.ciphers");
-        assert_eq!(err.0[0].line, 6);
-        assert!(err.0[0].message.contains("NOPE-CIPHER"), "{err}");
+        let e = refused_on_line_6(
+            "  ciphers: \"AES256-SHA:NOPE-CIPHER\"\n",
+            "https_legacy.ciphers",
+        );
+        assert!(e.message.contains("NOPE-CIPHER"), "{e}");
         // Whether RC4 exists depends on how the system OpenSSL was built: either it is
         // accepted, or refused with a message that says so.
-        match parse(&format!(
-            "{BASE}https_legacy:\n  enabled: true\n  listen: [\"127.0.0.1:8444\"]\n  ciphers: \"AES128-SHA:RC4-SHA\"\n"
-        )) {
+        match enabled_with("  ciphers: \"AES128-SHA:RC4-SHA\"\n") {
             Ok(_) => {}
             Err(e) => assert!(e.to_string().contains("RC4 is not available"), "{e}"),
         }
@@ -293,10 +298,7 @@ mod tests {
     #[cfg(not(feature = "legacy-tls"))]
     #[test]
     fn enabled_without_the_feature_is_refused() {
-        let err = parse(&format!(
-            "{BASE}https_legacy:\n  enabled: true\n  listen: [\"127.0.0.1:8444\"]\n"
-        ))
-        .unwrap_err();
+        let err = enabled_with("").unwrap_err();
         assert!(err.to_string().contains("legacy-tls"), "{err}");
     }
 }
