@@ -359,19 +359,13 @@ impl Config {
             if h.timeout.0.is_zero() {
                 p.add(f("timeout"), &h.timeout, "is 0; expected e.g. 10s");
             }
-            if !(1..=64).contains(&h.concurrency.value) {
-                p.add(
-                    f("concurrency"),
-                    &h.concurrency,
-                    format!("is {}; expected 1 to 64", h.concurrency.value),
-                );
-            }
-            if !(1..=100_000).contains(&h.queue.value) {
-                p.add(
-                    f("queue"),
-                    &h.queue,
-                    format!("is {}; expected 1 to 100000", h.queue.value),
-                );
+            for (key, n, max) in [
+                ("concurrency", &h.concurrency, 64),
+                ("queue", &h.queue, 100_000),
+            ] {
+                if !(1..=max).contains(&n.value) {
+                    p.add(f(key), n, format!("is {}; expected 1 to {max}", n.value));
+                }
             }
         }
     }
