@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::confkit::{At, Problems, check_not_zero};
+use crate::confkit::{At, Problems};
 
 /// Every key is optional: a missing one takes its value from [`Config::default`].
 #[derive(Debug, Deserialize, Clone)]
@@ -241,10 +241,9 @@ impl Config {
             );
         }
         let b = &self.binding;
-        check_not_zero(p, "devices.binding.devices_per_pin", &b.devices_per_pin, "");
+        p.check_not_zero("devices.binding.devices_per_pin", &b.devices_per_pin, "");
         let budget = " (wrong PINs allowed from everyone per 15 minutes)";
-        check_not_zero(
-            p,
+        p.check_not_zero(
             "devices.binding.wrong_pins_budget",
             &b.wrong_pins_budget,
             budget,

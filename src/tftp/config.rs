@@ -7,9 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::options::{DEFAULT_BLKSIZE, MAX_BLKSIZE};
-use crate::confkit::{
-    At, Dur, ListenerSpec, Problems, Transport, check_duration, check_not_zero, check_range,
-};
+use crate::confkit::{At, Dur, ListenerSpec, Problems, Transport};
 
 /// Every key is optional: a missing one takes its value from [`Config::default`].
 #[derive(Debug, Clone, Deserialize)]
@@ -61,34 +59,26 @@ impl Config {
         let secs = Duration::from_secs;
         let (bs, w, mt) = (&self.max_blksize, &self.max_window, &self.max_timeout);
         let blksizes = DEFAULT_BLKSIZE as u32..=MAX_BLKSIZE as u32;
-        check_range(
-            p,
+        p.check_range(
             "tftp.max_blksize",
             bs,
             blksizes,
             " (RFC 2348; 1468 suits Ethernet)",
         );
-        check_range(
-            p,
+        p.check_range(
             "tftp.max_window",
             w,
             1..=65535,
             " (RFC 7440; 1 disables windowing)",
         );
         let timeouts = Duration::from_millis(100)..=secs(255);
-        check_duration(p, "tftp.timeout", &self.timeout, timeouts, "");
+        p.check_duration("tftp.timeout", &self.timeout, timeouts, "");
         // The timeout option counts whole seconds (RFC 2349: 1..=255).
-        check_duration(
-            p,
-            "tftp.max_timeout",
-            mt,
-            secs(1)..=secs(255),
-            " (RFC 2349)",
-        );
-        check_range(p, "tftp.retries", &self.retries, 1..=100, "");
-        check_not_zero(p, "tftp.max_transfers", &self.max_transfers, "");
+        p.check_duration("tftp.max_timeout", mt, secs(1)..=secs(255), " (RFC 2349)");
+        p.check_range("tftp.retries", &self.retries, 1..=100, "");
+        p.check_not_zero("tftp.max_transfers", &self.max_transfers, "");
         let per_ip = &self.max_transfers_per_ip;
-        check_not_zero(p, "tftp.max_transfers_per_ip", per_ip, "");
+        p.check_not_zero("tftp.max_transfers_per_ip", per_ip, "");
     }
 
     pub fn listeners(&self) -> Vec<ListenerSpec> {

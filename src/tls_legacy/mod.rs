@@ -179,7 +179,7 @@ impl Config {
         if !self.enabled {
             return Vec::new();
         }
-        ListenerSpec::each("https_legacy.listen", Transport::Tcp, &self.listen).collect()
+        ListenerSpec::list("https_legacy.listen", Transport::Tcp, &self.listen)
     }
 }
 

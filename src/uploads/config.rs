@@ -4,7 +4,7 @@ use serde::Deserialize;
 
 use super::Pattern;
 use crate::confkit::Size;
-use crate::confkit::{At, Problems, check_range};
+use crate::confkit::{At, Problems};
 
 /// Every key is optional: a missing one takes its value from [`Config::default`].
 #[derive(Debug, Clone, Deserialize)]
@@ -97,7 +97,7 @@ impl Config {
                 ),
             );
         }
-        check_range(p, "uploads.log_keep", &self.log_keep, 0..=100, "");
+        p.check_range("uploads.log_keep", &self.log_keep, 0..=100, "");
     }
 }
 
