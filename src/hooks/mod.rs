@@ -201,9 +201,7 @@ pub struct HookConfig {
     #[serde(default)]
     pub events: Vec<At<String>>,
     /// Program and arguments, run without a shell.
-    #[serde(default)]
     pub command: Option<At<Vec<String>>>,
-    #[serde(default)]
     pub webhook: Option<WebhookConfig>,
     /// A command is killed (its whole process group) after this; a webhook attempt gives up.
     #[serde(default = "default_timeout")]
@@ -222,10 +220,8 @@ pub struct WebhookConfig {
     /// `http://host:port/path` (plain HTTP; sign with a secret).
     pub url: At<String>,
     /// HMAC-SHA256 key for `X-Provbox-Signature`, inline...
-    #[serde(default)]
     pub secret: Option<String>,
     /// ...or read from this file (trailing newline ignored).
-    #[serde(default)]
     pub secret_file: Option<At<PathBuf>>,
     /// Further attempts after a failed one (connection error, timeout, 5xx, 408, 429).
     #[serde(default = "default_retries")]
