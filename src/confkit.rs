@@ -250,6 +250,25 @@ pub struct ListenerSpec {
     pub addr: At<SocketAddr>,
 }
 
+impl ListenerSpec {
+    /// The socket `field` names.
+    pub fn new(field: impl Into<String>, transport: Transport, addr: &At<SocketAddr>) -> Self {
+        ListenerSpec {
+            field: field.into(),
+            transport,
+            addr: addr.clone(),
+        }
+    }
+
+    /// The sockets of a listen list, each named by its place (`http.listen[0]`).
+    pub fn list(field: &str, transport: Transport, list: &[At<SocketAddr>]) -> Vec<Self> {
+        list.iter()
+            .enumerate()
+            .map(|(i, a)| ListenerSpec::new(format!("{field}[{i}]"), transport, a))
+            .collect()
+    }
+}
+
 /// A configuration error with the place it was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -476,6 +495,47 @@ impl<'de> Deserialize<'de> for Size {
         match Raw::deserialize(d)? {
             Raw::Bytes(b) => Ok(Size(b)),
             Raw::Text(t) => parse_size(&t).map(Size).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Checks of one value each, reported on the line the value was written on.
+impl Problems {
+    /// A number outside `range`: "is N; expected LO..=HI" and `why` (e.g. " (RFC 7440)").
+    pub fn check_range<T: PartialOrd + fmt::Display>(
+        &mut self,
+        field: &str,
+        at: &At<T>,
+        range: std::ops::RangeInclusive<T>,
+        why: &str,
+    ) {
+        if !range.contains(&at.value) {
+            let (lo, hi) = range.into_inner();
+            let message = format!("is {}; expected {lo}..={hi}{why}", at.value);
+            self.add(field, at, message);
+        }
+    }
+
+    /// A duration outside `range`: "is 5ms; expected between 100ms and 255s" and `why`.
+    pub fn check_duration(
+        &mut self,
+        field: &str,
+        at: &At<Dur>,
+        range: std::ops::RangeInclusive<Duration>,
+        why: &str,
+    ) {
+        let t = at.value.0;
+        if !range.contains(&t) {
+            let (lo, hi) = range.into_inner();
+            let message = format!("is {t:?}; expected between {lo:?} and {hi:?}{why}");
+            self.add(field, at, message);
+        }
+    }
+
+    /// A count that is 0: "is 0; expected at least 1" and `why`.
+    pub fn check_not_zero<T: PartialEq + From<u8>>(&mut self, field: &str, at: &At<T>, why: &str) {
+        if at.value == T::from(0) {
+            self.add(field, at, format!("is 0; expected at least 1{why}"));
         }
     }
 }

@@ -38,48 +38,33 @@ pub enum EventName {
     Resync,
 }
 
+/// Every key is optional: a missing one takes its value from [`Config::default`].
 #[derive(Debug, Deserialize, Clone)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Config {
-    #[serde(default)]
     pub method: At<Method>,
     /// The phones' SIP port.
-    #[serde(default = "default_sip_port")]
     pub sip_port: u16,
-    #[serde(default)]
     pub event: EventName,
     /// The web command; `{ip}` and `{mac}` (12 hex digits) are filled in.
-    #[serde(default = "default_http_url")]
     pub http_url: At<String>,
     /// The same for `--reboot`.
-    #[serde(default = "default_http_reboot_url")]
     pub http_reboot_url: At<String>,
     /// Basic auth for the phone's web server.
-    #[serde(default)]
     pub http_user: Option<String>,
-    #[serde(default)]
     pub http_password: Option<String>,
-}
-
-fn default_sip_port() -> u16 {
-    5060
-}
-// Cisco's web commands: the phones `http` was first written for.
-fn default_http_url() -> At<String> {
-    At::new(format!("http://{{ip}}{}", vendors::cisco::WEB.resync))
-}
-fn default_http_reboot_url() -> At<String> {
-    At::new(format!("http://{{ip}}{}", vendors::cisco::WEB.reboot))
 }
 
 impl Default for Config {
     fn default() -> Self {
+        // Cisco's web commands: the phones `http` was first written for.
+        let web = |path: &str| At::new(format!("http://{{ip}}{path}"));
         Config {
             method: At::default(),
-            sip_port: default_sip_port(),
+            sip_port: 5060,
             event: EventName::Auto,
-            http_url: default_http_url(),
-            http_reboot_url: default_http_reboot_url(),
+            http_url: web(vendors::cisco::WEB.resync),
+            http_reboot_url: web(vendors::cisco::WEB.reboot),
             http_user: None,
             http_password: None,
         }

@@ -7,44 +7,26 @@ use serde::Deserialize;
 
 use crate::confkit::{At, Problems};
 
+/// Every key is optional: a missing one takes its value from [`Config::default`].
 #[derive(Debug, Deserialize, Clone)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// YAML (`.yaml`/`.yml`) or CSV (`.csv`) file mapping MAC/serial to variables.
     /// Re-read when it changes. Must not be inside a catalog root (it holds secrets).
-    #[serde(default)]
     pub inventory: Option<At<PathBuf>>,
-    #[serde(default)]
     pub trust: Trust,
     /// Path prefixes whose files belong to one device (its MAC is in the path) and are
     /// served only to that device, proven.
-    #[serde(default = "default_private")]
     pub private: Vec<At<String>>,
     /// Any path naming a MAC (`SEP00562B043615.cnf.xml`) is that device's file.
-    #[serde(default = "yes")]
     pub mac_in_path: bool,
     /// HTTP status for a template the device lacks a variable for: 404 or 403.
-    #[serde(default = "default_missing")]
     pub missing_variable: At<u16>,
-    #[serde(default)]
     pub encryption: Encryption,
-    #[serde(default)]
     pub binding: Binding,
-    #[serde(default)]
     pub http_auth: HttpAuth,
     /// Cisco/SPA configuration reports (`Report_Rule`), compared with what was served.
-    #[serde(default)]
     pub reports: crate::devices::verify::Config,
-}
-
-fn yes() -> bool {
-    true
-}
-fn default_private() -> Vec<At<String>> {
-    vec![At::new("devices/".to_string())]
-}
-fn default_missing() -> At<u16> {
-    At::new(404)
 }
 
 impl Default for Config {
@@ -52,9 +34,9 @@ impl Default for Config {
         Config {
             inventory: None,
             trust: Trust::default(),
-            private: default_private(),
+            private: vec![At::new("devices/".to_string())],
             mac_in_path: true,
-            missing_variable: default_missing(),
+            missing_variable: At::new(404),
             encryption: Encryption::default(),
             binding: Binding::default(),
             http_auth: HttpAuth::default(),
@@ -64,31 +46,27 @@ impl Default for Config {
 }
 
 /// Which identities prove a device. A verified client certificate always does.
+/// Every key is optional and off unless set.
 #[derive(Debug, Deserialize, Clone, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Trust {
     /// A lease provbox itself granted (IP→MAC) proves the device: right on a staging LAN
     /// where nobody else hands out addresses.
-    #[serde(default)]
     pub lease: bool,
     /// The MAC in the User-Agent proves the device. Anyone can send any User-Agent: only
     /// on an isolated staging LAN.
-    #[serde(default)]
     pub user_agent: bool,
     /// A device asking for a file named with a MAC is that device (Polycom phones send no
     /// MAC in their User-Agent). As spoofable as the User-Agent: staging only.
-    #[serde(default)]
     pub path: bool,
     /// A lease granted or renewed through a DHCP relay that named the switch port
     /// (option 82, from `dhcp.trusted_relays`) proves the device at that lease's
     /// address: the relay wrote the port, not the phone. For relayed bench LANs where
     /// `lease` cannot work (the neighbour table shows the relay).
-    #[serde(default)]
     pub relay: bool,
     /// HTTP Basic or Digest credentials prove a device: a device's own (`http_user` and
     /// `http_password` in its inventory record) prove that device; an account's (from
     /// `devices.http_auth.accounts`) prove the MAC the path or User-Agent names.
-    #[serde(default)]
     pub http_auth: bool,
 }
 
@@ -103,48 +81,33 @@ pub enum DigestAlgorithm {
 
 /// HTTP authentication of phones (with `devices.trust.http_auth`).
 #[derive(Debug, Deserialize, Clone)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct HttpAuth {
     /// The realm in challenges (part of every Digest hash: changing it needs no new
     /// passwords, as they are kept in clear).
-    #[serde(default = "default_realm")]
     pub realm: At<String>,
     /// A password file of `user:password` lines (accounts several phones share). Never
     /// inside a catalog root.
-    #[serde(default)]
     pub accounts: Option<At<PathBuf>>,
     /// Digest algorithms offered, in the order challenged.
-    #[serde(default = "default_algorithms")]
     pub digest: Vec<At<DigestAlgorithm>>,
     /// Also offer and take Basic (the password in the clear: over HTTPS only, ideally).
-    #[serde(default)]
     pub basic: bool,
     /// How long a nonce is good for; an older one gets `stale=true`.
-    #[serde(default = "default_nonce_lifetime")]
     pub nonce_lifetime: At<crate::confkit::Dur>,
-}
-
-fn default_realm() -> At<String> {
-    At::new("provbox".into())
-}
-fn default_algorithms() -> Vec<At<DigestAlgorithm>> {
-    vec![
-        At::new(DigestAlgorithm::Sha256),
-        At::new(DigestAlgorithm::Md5),
-    ]
-}
-fn default_nonce_lifetime() -> At<crate::confkit::Dur> {
-    At::new(crate::confkit::Dur(std::time::Duration::from_secs(300)))
 }
 
 impl Default for HttpAuth {
     fn default() -> Self {
         HttpAuth {
-            realm: default_realm(),
+            realm: At::new("provbox".into()),
             accounts: None,
-            digest: default_algorithms(),
+            digest: vec![
+                At::new(DigestAlgorithm::Sha256),
+                At::new(DigestAlgorithm::Md5),
+            ],
             basic: false,
-            nonce_lifetime: default_nonce_lifetime(),
+            nonce_lifetime: At::new(crate::confkit::Dur(std::time::Duration::from_secs(300))),
         }
     }
 }
@@ -160,16 +123,13 @@ pub enum Digest {
 }
 
 #[derive(Debug, Deserialize, Clone)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Encryption {
     /// Encrypt per-device responses for devices whose inventory record has a `key`.
-    #[serde(default = "yes")]
     pub enabled: bool,
     /// Key derivation digest (a device's `digest` variable overrides it).
-    #[serde(default)]
     pub digest: Digest,
     /// gzip the profile before encrypting (`openssl enc -d ... | gunzip`).
-    #[serde(default)]
     pub gzip: bool,
 }
 
@@ -184,44 +144,29 @@ impl Default for Encryption {
 }
 
 #[derive(Debug, Deserialize, Clone)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Binding {
     /// `GET <init_prefix>/<PIN>` binds the asking device to the account holding PIN.
     /// Unset: binding is off.
-    #[serde(default)]
     pub init_prefix: Option<At<String>>,
     /// Template (catalog path) answered after a successful binding, rendered for the
     /// device with its account's variables. It points the phone at its permanent URL.
-    #[serde(default = "default_bind_profile")]
     pub profile: At<String>,
     /// How many devices may bind to one PIN.
-    #[serde(default = "one")]
     pub devices_per_pin: At<u32>,
     /// Wrong PINs allowed from all devices and addresses together per 15 minutes, beside
     /// the per-device and per-address limit: fresh MACs and fresh leases cost nothing, so
     /// without it a PIN of a few digits falls to a loop that rotates them.
-    #[serde(default = "default_wrong_pins_budget")]
     pub wrong_pins_budget: At<u32>,
-}
-
-fn default_wrong_pins_budget() -> At<u32> {
-    At::new(50)
-}
-
-fn default_bind_profile() -> At<String> {
-    At::new("init.cfg.tmpl".into())
-}
-fn one() -> At<u32> {
-    At::new(1)
 }
 
 impl Default for Binding {
     fn default() -> Self {
         Binding {
             init_prefix: None,
-            profile: default_bind_profile(),
-            devices_per_pin: one(),
-            wrong_pins_budget: default_wrong_pins_budget(),
+            profile: At::new("init.cfg.tmpl".into()),
+            devices_per_pin: At::new(1),
+            wrong_pins_budget: At::new(50),
         }
     }
 }
@@ -295,20 +240,14 @@ impl Config {
                 ),
             );
         }
-        if self.binding.devices_per_pin.value == 0 {
-            p.add(
-                "devices.binding.devices_per_pin",
-                &self.binding.devices_per_pin,
-                "is 0; expected at least 1",
-            );
-        }
-        if self.binding.wrong_pins_budget.value == 0 {
-            p.add(
-                "devices.binding.wrong_pins_budget",
-                &self.binding.wrong_pins_budget,
-                "is 0; expected at least 1 (wrong PINs allowed from everyone per 15 minutes)",
-            );
-        }
+        let b = &self.binding;
+        p.check_not_zero("devices.binding.devices_per_pin", &b.devices_per_pin, "");
+        let budget = " (wrong PINs allowed from everyone per 15 minutes)";
+        p.check_not_zero(
+            "devices.binding.wrong_pins_budget",
+            &b.wrong_pins_budget,
+            budget,
+        );
         self.reports.validate(p);
         let ha = &self.http_auth;
         if ha.realm.is_empty()

@@ -201,9 +201,7 @@ pub struct HookConfig {
     #[serde(default)]
     pub events: Vec<At<String>>,
     /// Program and arguments, run without a shell.
-    #[serde(default)]
     pub command: Option<At<Vec<String>>>,
-    #[serde(default)]
     pub webhook: Option<WebhookConfig>,
     /// A command is killed (its whole process group) after this; a webhook attempt gives up.
     #[serde(default = "default_timeout")]
@@ -222,10 +220,8 @@ pub struct WebhookConfig {
     /// `http://host:port/path` (plain HTTP; sign with a secret).
     pub url: At<String>,
     /// HMAC-SHA256 key for `X-Provbox-Signature`, inline...
-    #[serde(default)]
     pub secret: Option<String>,
     /// ...or read from this file (trailing newline ignored).
-    #[serde(default)]
     pub secret_file: Option<At<PathBuf>>,
     /// Further attempts after a failed one (connection error, timeout, 5xx, 408, 429).
     #[serde(default = "default_retries")]
@@ -359,19 +355,13 @@ impl Config {
             if h.timeout.0.is_zero() {
                 p.add(f("timeout"), &h.timeout, "is 0; expected e.g. 10s");
             }
-            if !(1..=64).contains(&h.concurrency.value) {
-                p.add(
-                    f("concurrency"),
-                    &h.concurrency,
-                    format!("is {}; expected 1 to 64", h.concurrency.value),
-                );
-            }
-            if !(1..=100_000).contains(&h.queue.value) {
-                p.add(
-                    f("queue"),
-                    &h.queue,
-                    format!("is {}; expected 1 to 100000", h.queue.value),
-                );
+            for (key, n, max) in [
+                ("concurrency", &h.concurrency, 64),
+                ("queue", &h.queue, 100_000),
+            ] {
+                if !(1..=max).contains(&n.value) {
+                    p.add(f(key), n, format!("is {}; expected 1 to {max}", n.value));
+                }
             }
         }
     }

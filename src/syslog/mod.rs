@@ -41,37 +41,28 @@ pub const TCP_DEFAULTS: Limits = Limits {
     },
 };
 
+/// Every key is optional: a missing one takes its value from [`Config::default`].
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Config {
-    #[serde(default)]
     pub enabled: bool,
     /// UDP address (514 on the appliance).
-    #[serde(default = "default_listen")]
     pub listen: At<SocketAddr>,
     /// Optional TCP address.
-    #[serde(default)]
     pub tcp_listen: Option<At<SocketAddr>>,
     /// Append every received line to this file (control characters escaped).
-    #[serde(default)]
     pub forward_file: Option<At<PathBuf>>,
     /// Size at which forward_file is rotated to `<file>.1`.
-    #[serde(default)]
     pub forward_max: At<forward::Size>,
     /// Caps and timeouts of `tcp_listen`; unset keys take [`TCP_DEFAULTS`].
-    #[serde(default)]
     pub tcp_limits: TcpLimits,
-}
-
-fn default_listen() -> At<SocketAddr> {
-    At::new(SocketAddr::from(([0, 0, 0, 0], 514)))
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             enabled: false,
-            listen: default_listen(),
+            listen: At::new(SocketAddr::from(([0, 0, 0, 0], 514))),
             tcp_listen: None,
             forward_file: None,
             forward_max: At::default(),
@@ -126,19 +117,10 @@ impl Config {
         if !self.enabled {
             return Vec::new();
         }
-        let mut v = vec![ListenerSpec {
-            field: "syslog.listen".into(),
-            transport: Transport::Udp,
-            addr: self.listen.clone(),
-        }];
-        if let Some(t) = &self.tcp_listen {
-            v.push(ListenerSpec {
-                field: "syslog.tcp_listen".into(),
-                transport: Transport::Tcp,
-                addr: t.clone(),
-            });
-        }
-        v
+        let udp = ListenerSpec::new("syslog.listen", Transport::Udp, &self.listen);
+        let tcp = (self.tcp_listen.as_ref())
+            .map(|t| ListenerSpec::new("syslog.tcp_listen", Transport::Tcp, t));
+        [udp].into_iter().chain(tcp).collect()
     }
 }
 

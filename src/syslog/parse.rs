@@ -279,6 +279,23 @@ mod tests {
         recognise(s).unwrap_or_else(|| panic!("not recognised: {s}"))
     }
 
+    /// The event a success line must give.
+    fn succeeded(action: Action, url: &str, detail: Option<&str>) -> PhoneEvent {
+        PhoneEvent::Succeeded {
+            action,
+            url: url.into(),
+            detail: detail.map(Into::into),
+        }
+    }
+
+    /// The event a failure line must give.
+    fn failed(action: Action, reason: &str) -> PhoneEvent {
+        PhoneEvent::Failed {
+            action,
+            reason: reason.into(),
+        }
+    }
+
     #[test]
     fn requesting_resync_every_dash_with_and_without_port() {
         for dash in ["--", "–", "–-", "-", "—"] {
@@ -307,47 +324,23 @@ mod tests {
     #[test]
     fn successful_resync_with_and_without_err() {
         let r = rec("SPA504G 000e08aabbcc – Successful resync http://198.18.0.1/spa504g.cfg");
-        assert_eq!(
-            r.event,
-            PhoneEvent::Succeeded {
-                action: Action::Resync,
-                url: "http://198.18.0.1/spa504g.cfg".into(),
-                detail: None
-            }
-        );
+        let url = "http://198.18.0.1/spa504g.cfg";
+        assert_eq!(r.event, succeeded(Action::Resync, url, None));
         let r = rec("SPA504G 000e08aabbcc –- Successful resync http://198.18.0.1:8080/a.cfg -- ");
         assert_eq!(r.event.kind(), "resync_ok");
         let r = rec("SPA504G 00:0e:08:AA:BB:CC -- Successful resync http://h/a.cfg -- cached");
         assert_eq!(r.mac, mac());
-        assert_eq!(
-            r.event,
-            PhoneEvent::Succeeded {
-                action: Action::Resync,
-                url: "http://h/a.cfg".into(),
-                detail: Some("cached".into())
-            }
-        );
+        let ok = succeeded(Action::Resync, "http://h/a.cfg", Some("cached"));
+        assert_eq!(r.event, ok);
     }
 
     #[test]
     fn failures_keep_the_reason() {
         let r = rec("CP-8841-3PCC 0004f2aabbcc -- Resync failed: HTTP 404 Not Found");
         assert_eq!(r.model.as_deref(), Some("CP-8841-3PCC"));
-        assert_eq!(
-            r.event,
-            PhoneEvent::Failed {
-                action: Action::Resync,
-                reason: "HTTP 404 Not Found".into()
-            }
-        );
+        assert_eq!(r.event, failed(Action::Resync, "HTTP 404 Not Found"));
         let r = rec("SPA504G 000e08aabbcc – Upgrade failed: image corrupt");
-        assert_eq!(
-            r.event,
-            PhoneEvent::Failed {
-                action: Action::Upgrade,
-                reason: "image corrupt".into()
-            }
-        );
+        assert_eq!(r.event, failed(Action::Upgrade, "image corrupt"));
         let r = rec("SPA504G 000e08aabbcc -- Resync failed");
         assert_eq!(r.event.detail(), "no reason given");
     }
@@ -358,14 +351,8 @@ mod tests {
         assert_eq!(r.event.kind(), "upgrade_requested");
         let r =
             rec("SPA504G 000e08aabbcc –- Successful upgrade http://198.18.0.1:80/fw.bin -- 7.6.2");
-        assert_eq!(
-            r.event,
-            PhoneEvent::Succeeded {
-                action: Action::Upgrade,
-                url: "http://198.18.0.1:80/fw.bin".into(),
-                detail: Some("7.6.2".into())
-            }
-        );
+        let url = "http://198.18.0.1:80/fw.bin";
+        assert_eq!(r.event, succeeded(Action::Upgrade, url, Some("7.6.2")));
     }
 
     #[test]

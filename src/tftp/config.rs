@@ -9,78 +9,45 @@ use serde::Deserialize;
 use super::options::{DEFAULT_BLKSIZE, MAX_BLKSIZE};
 use crate::confkit::{At, Dur, ListenerSpec, Problems, Transport};
 
+/// Every key is optional: a missing one takes its value from [`Config::default`].
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Config {
-    #[serde(default)]
     pub enabled: bool,
     /// Where requests arrive. Each transfer then runs from its own port (a new TID).
-    #[serde(default = "default_listen")]
     pub listen: At<SocketAddr>,
     /// Largest blksize granted (RFC 2348). 1468 fills a 1500-byte Ethernet frame without
     /// IP fragmentation; larger helps only on paths with a bigger MTU.
-    #[serde(default = "default_max_blksize")]
     pub max_blksize: At<u32>,
     /// Largest windowsize granted (RFC 7440): blocks sent before waiting for an ACK.
-    #[serde(default = "default_max_window")]
     pub max_window: At<u32>,
     /// Retransmission timeout when the client does not negotiate one.
-    #[serde(default = "default_timeout")]
     pub timeout: At<Dur>,
     /// Largest timeout a client may negotiate (RFC 2349). The OACK must echo the value
     /// asked for, so a larger one is not acknowledged and `timeout` applies instead: a
     /// client asking 255 s cannot hold a slot for 255 s per retransmission.
-    #[serde(default = "default_max_timeout")]
     pub max_timeout: At<Dur>,
     /// Retransmissions of the same packet before the transfer is abandoned.
-    #[serde(default = "default_retries")]
     pub retries: At<u32>,
     /// Transfers running at once; further requests get ERROR 0 "server busy".
-    #[serde(default = "default_max_transfers")]
     pub max_transfers: At<usize>,
     /// Transfers running at once for one client address, so one host cannot take every
     /// slot; further requests from it get ERROR 0.
-    #[serde(default = "default_max_transfers_per_ip")]
     pub max_transfers_per_ip: At<usize>,
-}
-
-fn default_listen() -> At<SocketAddr> {
-    At::new(SocketAddr::from(([0, 0, 0, 0], 6969)))
-}
-fn default_max_blksize() -> At<u32> {
-    At::new(1468)
-}
-fn default_max_window() -> At<u32> {
-    At::new(64)
-}
-fn default_timeout() -> At<Dur> {
-    At::new(Dur(Duration::from_secs(1)))
-}
-fn default_max_timeout() -> At<Dur> {
-    At::new(Dur(Duration::from_secs(5)))
-}
-fn default_retries() -> At<u32> {
-    At::new(5)
-}
-fn default_max_transfers() -> At<usize> {
-    At::new(1000)
-}
-fn default_max_transfers_per_ip() -> At<usize> {
-    At::new(8)
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             enabled: false,
-            listen: default_listen(),
-            max_blksize: default_max_blksize(),
-            max_window: default_max_window(),
-            timeout: default_timeout(),
-            max_timeout: default_max_timeout(),
-            retries: default_retries(),
-            max_transfers: default_max_transfers(),
-            max_transfers_per_ip: default_max_transfers_per_ip(),
+            listen: At::new(SocketAddr::from(([0, 0, 0, 0], 6969))),
+            max_blksize: At::new(1468),
+            max_window: At::new(64),
+            timeout: At::new(Dur(Duration::from_secs(1))),
+            max_timeout: At::new(Dur(Duration::from_secs(5))),
+            retries: At::new(5),
+            max_transfers: At::new(1000),
+            max_transfers_per_ip: At::new(8),
         }
     }
 }
@@ -89,73 +56,40 @@ impl Config {
     pub fn resolve_paths(&mut self, _base: &Path) {}
 
     pub fn validate(&self, p: &mut Problems) {
-        let bs = self.max_blksize.value;
-        if !(DEFAULT_BLKSIZE as u32..=MAX_BLKSIZE as u32).contains(&bs) {
-            p.add(
-                "tftp.max_blksize",
-                &self.max_blksize,
-                format!(
-                    "is {bs}; expected {DEFAULT_BLKSIZE}..={MAX_BLKSIZE} (RFC 2348; 1468 suits Ethernet)"
-                ),
-            );
-        }
-        let w = self.max_window.value;
-        if !(1..=65535).contains(&w) {
-            p.add(
-                "tftp.max_window",
-                &self.max_window,
-                format!("is {w}; expected 1..=65535 (RFC 7440; 1 disables windowing)"),
-            );
-        }
-        let t = self.timeout.value.0;
-        if t < Duration::from_millis(100) || t > Duration::from_secs(255) {
-            p.add(
-                "tftp.timeout",
-                &self.timeout,
-                format!("is {t:?}; expected between 100ms and 255s"),
-            );
-        }
+        let secs = Duration::from_secs;
+        let (bs, w, mt) = (&self.max_blksize, &self.max_window, &self.max_timeout);
+        let blksizes = DEFAULT_BLKSIZE as u32..=MAX_BLKSIZE as u32;
+        p.check_range(
+            "tftp.max_blksize",
+            bs,
+            blksizes,
+            " (RFC 2348; 1468 suits Ethernet)",
+        );
+        p.check_range(
+            "tftp.max_window",
+            w,
+            1..=65535,
+            " (RFC 7440; 1 disables windowing)",
+        );
+        let timeouts = Duration::from_millis(100)..=secs(255);
+        p.check_duration("tftp.timeout", &self.timeout, timeouts, "");
         // The timeout option counts whole seconds (RFC 2349: 1..=255).
-        let mt = self.max_timeout.value.0;
-        if mt < Duration::from_secs(1) || mt > Duration::from_secs(255) {
-            p.add(
-                "tftp.max_timeout",
-                &self.max_timeout,
-                format!("is {mt:?}; expected between 1s and 255s (RFC 2349)"),
-            );
-        }
-        if !(1..=100).contains(&self.retries.value) {
-            p.add(
-                "tftp.retries",
-                &self.retries,
-                format!("is {}; expected 1..=100", self.retries.value),
-            );
-        }
-        if self.max_transfers.value == 0 {
-            p.add(
-                "tftp.max_transfers",
-                &self.max_transfers,
-                "is 0; expected at least 1",
-            );
-        }
-        if self.max_transfers_per_ip.value == 0 {
-            p.add(
-                "tftp.max_transfers_per_ip",
-                &self.max_transfers_per_ip,
-                "is 0; expected at least 1",
-            );
-        }
+        p.check_duration("tftp.max_timeout", mt, secs(1)..=secs(255), " (RFC 2349)");
+        p.check_range("tftp.retries", &self.retries, 1..=100, "");
+        p.check_not_zero("tftp.max_transfers", &self.max_transfers, "");
+        let per_ip = &self.max_transfers_per_ip;
+        p.check_not_zero("tftp.max_transfers_per_ip", per_ip, "");
     }
 
     pub fn listeners(&self) -> Vec<ListenerSpec> {
         if !self.enabled {
             return Vec::new();
         }
-        vec![ListenerSpec {
-            field: "tftp.listen".into(),
-            transport: Transport::Udp,
-            addr: self.listen.clone(),
-        }]
+        vec![ListenerSpec::new(
+            "tftp.listen",
+            Transport::Udp,
+            &self.listen,
+        )]
     }
 }
 

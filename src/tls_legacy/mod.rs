@@ -40,36 +40,24 @@ pub enum MinProtocol {
     Tls13,
 }
 
+/// Every key is optional: a missing one takes its value from [`Config::default`].
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Config {
-    #[serde(default)]
     pub enabled: bool,
-    #[serde(default)]
     pub listen: Vec<At<SocketAddr>>,
-    #[serde(default)]
     pub min_protocol: At<MinProtocol>,
     /// OpenSSL cipher string for TLS 1.0-1.2 (TLS 1.3 suites are OpenSSL's defaults).
-    #[serde(default = "default_ciphers")]
     pub ciphers: At<String>,
     /// Unset: `https.cert`/`https.key`, or with those unset an RSA certificate from the
     /// lab CA (RSA key exchange needs an RSA key; the lab CA's default is ECDSA).
-    #[serde(default)]
     pub cert: Option<At<PathBuf>>,
-    #[serde(default)]
     pub key: Option<At<PathBuf>>,
     /// Unset: the same policy as `https.client_auth`.
-    #[serde(default)]
     pub client_auth: Option<At<ClientAuth>>,
     /// Unset: `https.client_ca`.
-    #[serde(default)]
     pub client_ca: Option<At<PathBuf>>,
-    #[serde(default)]
     pub limits: HttpLimits,
-}
-
-fn default_ciphers() -> At<String> {
-    At::new(DEFAULT_CIPHERS.to_string())
 }
 
 impl Default for Config {
@@ -78,7 +66,7 @@ impl Default for Config {
             enabled: false,
             listen: Vec::new(),
             min_protocol: At::default(),
-            ciphers: default_ciphers(),
+            ciphers: At::new(DEFAULT_CIPHERS.to_string()),
             cert: None,
             key: None,
             client_auth: None,
@@ -191,15 +179,7 @@ impl Config {
         if !self.enabled {
             return Vec::new();
         }
-        self.listen
-            .iter()
-            .enumerate()
-            .map(|(i, a)| ListenerSpec {
-                field: format!("https_legacy.listen[{i}]"),
-                transport: Transport::Tcp,
-                addr: a.clone(),
-            })
-            .collect()
+        ListenerSpec::list("https_legacy.listen", Transport::Tcp, &self.listen)
     }
 }
 
@@ -239,6 +219,23 @@ mod tests {
 
     const BASE: &str = "catalog:\n  roots: [files]\n";
 
+    /// An enabled `https_legacy` section listening on 127.0.0.1:8444 (its keys on lines 4
+    /// to 5), then `extra` keys from line 6.
+    fn enabled_with(extra: &str) -> Result<Config, crate::confkit::ConfigErrors> {
+        parse(&format!(
+            "{BASE}https_legacy:\n  enabled: true\n  listen: [\"127.0.0.1:8444\"]\n{extra}"
+        ))
+    }
+
+    /// The first error of [`enabled_with`] `extra`, which must name `field` on line 6.
+    #[cfg(feature = "legacy-tls")]
+    fn refused_on_line_6(extra: &str, field: &str) -> crate::confkit::ConfigError {
+        let err = enabled_with(extra).unwrap_err();
+        assert_eq!(err.0[0].field, field);
+        assert_eq!(err.0[0].line, 6);
+        err.0[0].clone()
+    }
+
     #[test]
     fn off_by_default_and_inherits_https_policy() {
         let cfg = parse(&format!(
@@ -271,10 +268,7 @@ mod tests {
 
     #[test]
     fn bad_min_protocol_names_line() {
-        let err = parse(&format!(
-            "{BASE}https_legacy:\n  enabled: true\n  listen: [\"127.0.0.1:8444\"]\n  min_protocol: ssl3\n"
-        ))
-        .unwrap_err();
+        let err = enabled_with("  min_protocol: ssl3\n").unwrap_err();
         assert_eq!(err.0[0].line, 6, "{err}");
         assert!(err.to_string().contains("tls1.0"), "{err}");
     }
@@ -282,29 +276,20 @@ mod tests {
     #[cfg(feature = "legacy-tls")]
     #[test]
     fn client_auth_without_any_ca_is_refused() {
-        let err = parse(&format!(
-            "{BASE}https_legacy:\n  enabled: true\n  listen: [\"127.0.0.1:8444\"]\n  client_auth: required\n"
-        ))
-        .unwrap_err();
-        assert_eq!(err.0[0].field, "https_legacy.client_auth");
-        assert_eq!(err.0[0].line, 6);
+        refused_on_line_6("  client_auth: required\n", "https_legacy.client_auth");
     }
 
     #[cfg(feature = "legacy-tls")]
     #[test]
     fn unknown_and_rc4_ciphers_are_refused_clearly() {
-        let err = parse(&format!(
-            "{BASE}https_legacy:\n  enabled: true\n  listen: [\"127.0.0.1:8444\"]\n  ciphers: \"AES256-SHA:NOPE-CIPHER\"\n"
-        ))
-        .unwrap_err();
-        assert_eq!(err.0[0].field, "https_legacy.ciphers");
-        assert_eq!(err.0[0].line, 6);
-        assert!(err.0[0].message.contains("NOPE-CIPHER"), "{err}");
+        let e = refused_on_line_6(
+            "  ciphers: \"AES256-SHA:NOPE-CIPHER\"\n",
+            "https_legacy.ciphers",
+        );
+        assert!(e.message.contains("NOPE-CIPHER"), "{e}");
         // Whether RC4 exists depends on how the system OpenSSL was built: either it is
         // accepted, or refused with a message that says so.
-        match parse(&format!(
-            "{BASE}https_legacy:\n  enabled: true\n  listen: [\"127.0.0.1:8444\"]\n  ciphers: \"AES128-SHA:RC4-SHA\"\n"
-        )) {
+        match enabled_with("  ciphers: \"AES128-SHA:RC4-SHA\"\n") {
             Ok(_) => {}
             Err(e) => assert!(e.to_string().contains("RC4 is not available"), "{e}"),
         }
@@ -313,10 +298,7 @@ mod tests {
     #[cfg(not(feature = "legacy-tls"))]
     #[test]
     fn enabled_without_the_feature_is_refused() {
-        let err = parse(&format!(
-            "{BASE}https_legacy:\n  enabled: true\n  listen: [\"127.0.0.1:8444\"]\n"
-        ))
-        .unwrap_err();
+        let err = enabled_with("").unwrap_err();
         assert!(err.to_string().contains("legacy-tls"), "{err}");
     }
 }

@@ -6,50 +6,27 @@ use super::Pattern;
 use crate::confkit::Size;
 use crate::confkit::{At, Problems};
 
+/// Every key is optional: a missing one takes its value from [`Config::default`].
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Phones may write back (HTTP PUT and POST) under `patterns`.
-    #[serde(default)]
     pub enabled: bool,
     /// TFTP write requests under `patterns` too (phones that provision over TFTP).
-    #[serde(default)]
     pub tftp: bool,
     /// File names a phone may write, `$MA` standing for its MAC; none: every vendor's.
-    #[serde(default)]
     pub patterns: Option<Vec<At<String>>>,
     /// Largest single upload.
-    #[serde(default = "default_max_file")]
     pub max_file: At<Size>,
     /// Everything one device keeps (log rotations included).
-    #[serde(default = "default_max_device")]
     pub max_device: At<Size>,
     /// Everything the store keeps.
-    #[serde(default = "default_max_total")]
     pub max_total: At<Size>,
     /// A `*.log` upload is appended to the file until it would pass this size; then the
     /// file is rotated (`name.1`, `name.2`, ...) and the upload starts a new one.
-    #[serde(default = "default_log_rotate")]
     pub log_rotate: At<Size>,
     /// Rotated logs kept per file name.
-    #[serde(default = "default_log_keep")]
     pub log_keep: At<u32>,
-}
-
-fn default_max_file() -> At<Size> {
-    At::new(Size(1 << 20))
-}
-fn default_max_device() -> At<Size> {
-    At::new(Size(16 << 20))
-}
-fn default_max_total() -> At<Size> {
-    At::new(Size(1 << 30))
-}
-fn default_log_rotate() -> At<Size> {
-    At::new(Size(256 << 10))
-}
-fn default_log_keep() -> At<u32> {
-    At::new(3)
 }
 
 impl Default for Config {
@@ -58,11 +35,11 @@ impl Default for Config {
             enabled: false,
             tftp: false,
             patterns: None,
-            max_file: default_max_file(),
-            max_device: default_max_device(),
-            max_total: default_max_total(),
-            log_rotate: default_log_rotate(),
-            log_keep: default_log_keep(),
+            max_file: At::new(Size(1 << 20)),
+            max_device: At::new(Size(16 << 20)),
+            max_total: At::new(Size(1 << 30)),
+            log_rotate: At::new(Size(256 << 10)),
+            log_keep: At::new(3),
         }
     }
 }
@@ -120,13 +97,7 @@ impl Config {
                 ),
             );
         }
-        if self.log_keep.value > 100 {
-            p.add(
-                "uploads.log_keep",
-                &self.log_keep,
-                format!("is {}; expected 0..=100", self.log_keep.value),
-            );
-        }
+        p.check_range("uploads.log_keep", &self.log_keep, 0..=100, "");
     }
 }
 
