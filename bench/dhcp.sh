@@ -154,7 +154,8 @@ EOF
           "$d/config.yaml" >"$d/b/config.yaml"
         (cd "$d/b" && PROVBOX_LOG=warn exec ip netns exec "$S2" "$BIN" serve --config "$d/b/config.yaml" >"$d/b/log" 2>&1) &
         SPID2=$!
-        wait_udp67 "$S2" "$SPID2" && return 0
+        # Box A takes its half of the pool at its next heartbeat (every 2 s).
+        wait_udp67 "$S2" "$SPID2" && sleep 3 && return 0
         echo "$name box b did not start:" >&2; cat "$d/b/log" >&2
         return 1
       fi
