@@ -36,7 +36,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use sha2::{Digest as _, Sha256};
 
 use crate::catalog::{Catalog, Entry, Refusal};
-use crate::metrics::Protocol;
+use crate::metrics::{Protocol, Registers};
 use crate::store::Store;
 
 pub use config::Config;
@@ -125,53 +125,44 @@ pub struct DeviceMetrics {
 
 impl DeviceMetrics {
     pub fn register(reg: &mut prometheus_client::registry::Registry) -> DeviceMetrics {
-        let m = DeviceMetrics::default();
-        reg.register(
-            "provbox_device_identity",
-            "File requests by where the requester's MAC came from (client_cert, lease, user_agent, path, none)",
-            m.identity.clone(),
-        );
-        reg.register(
-            "provbox_device_renders",
-            "Template renders by outcome (rendered, missing_variable, template_syntax)",
-            m.renders.clone(),
-        );
-        reg.register(
-            "provbox_device_refusals",
-            "Requests the device layer refused, by reason",
-            m.refusals.clone(),
-        );
-        reg.register(
-            "provbox_device_bindings",
-            "Retail PIN binding attempts by result",
-            m.bindings.clone(),
-        );
-        reg.register(
-            "provbox_device_encrypted",
-            "Per-device responses encrypted with the device's key",
-            m.encrypted.clone(),
-        );
-        reg.register(
-            "provbox_device_inventory_reloads",
-            "Inventory file reads by outcome (ok, error: the previous inventory stays)",
-            m.inventory_reloads.clone(),
-        );
-        reg.register(
-            "provbox_device_inventory_records",
-            "Records in the current inventory",
-            m.inventory_records.clone(),
-        );
-        reg.register(
-            "provbox_http_auth",
-            "HTTP credentials checks by result (ok, challenged, wrong_credentials, stale_nonce, replayed_nonce, malformed, throttled)",
-            m.http_auth.clone(),
-        );
-        reg.register(
-            "provbox_devices_verification",
-            "Devices by their last configuration verification (verified, drift, unreadable)",
-            m.verification.clone(),
-        );
-        m
+        DeviceMetrics {
+            identity: reg.metric(
+                "provbox_device_identity",
+                "File requests by where the requester's MAC came from (client_cert, lease, user_agent, path, none)",
+            ),
+            renders: reg.metric(
+                "provbox_device_renders",
+                "Template renders by outcome (rendered, missing_variable, template_syntax)",
+            ),
+            refusals: reg.metric(
+                "provbox_device_refusals",
+                "Requests the device layer refused, by reason",
+            ),
+            bindings: reg.metric(
+                "provbox_device_bindings",
+                "Retail PIN binding attempts by result",
+            ),
+            encrypted: reg.metric(
+                "provbox_device_encrypted",
+                "Per-device responses encrypted with the device's key",
+            ),
+            inventory_reloads: reg.metric(
+                "provbox_device_inventory_reloads",
+                "Inventory file reads by outcome (ok, error: the previous inventory stays)",
+            ),
+            inventory_records: reg.metric(
+                "provbox_device_inventory_records",
+                "Records in the current inventory",
+            ),
+            http_auth: reg.metric(
+                "provbox_http_auth",
+                "HTTP credentials checks by result (ok, challenged, wrong_credentials, stale_nonce, replayed_nonce, malformed, throttled)",
+            ),
+            verification: reg.metric(
+                "provbox_devices_verification",
+                "Devices by their last configuration verification (verified, drift, unreadable)",
+            ),
+        }
     }
 }
 

@@ -35,6 +35,7 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::devices::{LeaseInfo, Mac, Observer, Registry, TransferDone};
 pub(crate) use crate::metrics::RefusalLabels as ReasonLabels;
+use crate::metrics::Registers;
 use crate::store::Store;
 
 /// Who hears of state changes and lease events: the hooks (`hooks::Hooks`), set once at
@@ -85,13 +86,14 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn register(reg: &mut PromRegistry) -> Metrics {
-        let m = Metrics::default();
+        let m = Metrics {
+            book: Arc::default(),
+            claims_refused: reg.metric(
+                "provbox_status_claims_refused",
+                "Device claims (syslog lines, User-Agents, paths naming a MAC) refused because they contradict a proven address, by reason",
+            ),
+        };
         reg.register_collector(Box::new(m.clone()));
-        reg.register(
-            "provbox_status_claims_refused",
-            "Device claims (syslog lines, User-Agents, paths naming a MAC) refused because they contradict a proven address, by reason",
-            m.claims_refused.clone(),
-        );
         m
     }
 }
