@@ -466,10 +466,10 @@ fn generated(key: String, body: Bytes, modified: SystemTime) -> Entry {
 mod tests {
     use super::*;
     use crate::confkit::At;
-    use crate::metrics::Metrics;
     use config::Trust;
     use registry::LeaseInfo;
     use std::net::IpAddr;
+    use std::path::Path;
 
     pub(super) struct Lab {
         _dir: tempfile::TempDir,
@@ -483,26 +483,39 @@ mod tests {
         }
     }
 
-    pub(super) fn lab(cfg: impl FnOnce(&mut Config)) -> Lab {
+    /// `text` written to `dir/name` (folders made on the way); its path.
+    pub(super) fn written(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// A temporary folder holding an inventory `name` with `text`, and the inventory's path.
+    fn inventory(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
         let d = tempfile::tempdir().unwrap();
-        let root = d.path().join("files");
-        std::fs::create_dir_all(root.join("cfg")).unwrap();
-        std::fs::write(
-            root.join("cfg/$MA.xml.tmpl"),
-            "<device mac=\"$MAC\" ext=\"$extension\" name=\"$(display_name)\"/>\n",
-        )
-        .unwrap();
-        std::fs::write(root.join("secret.cfg.tmpl"), "pw=$sip_password\n").unwrap();
-        std::fs::write(root.join("SEP0015654AA937.cnf.xml"), "static for b\n").unwrap();
-        std::fs::write(root.join("common.cfg"), "for everyone\n").unwrap();
-        let inv = d.path().join("inventory.csv");
-        std::fs::write(
-            &inv,
+        let inv = written(d.path(), name, text);
+        (d, inv)
+    }
+
+    pub(super) fn lab(cfg: impl FnOnce(&mut Config)) -> Lab {
+        let (d, inv) = inventory(
+            "inventory.csv",
             "device,extension,display_name,key\n00562b043615,1001,Alice,\n0015654aa937,1002,Bob,k3y\nCBT141400FK,1003,Serial,\n",
-        )
-        .unwrap();
-        let m = Arc::new(Metrics::register(&mut Default::default()));
-        let cat = Catalog::open(&[root], false, &d.path().join("data"), m).unwrap();
+        );
+        let root = d.path().join("files");
+        for (name, text) in [
+            (
+                "cfg/$MA.xml.tmpl",
+                "<device mac=\"$MAC\" ext=\"$extension\" name=\"$(display_name)\"/>\n",
+            ),
+            ("secret.cfg.tmpl", "pw=$sip_password\n"),
+            ("SEP0015654AA937.cnf.xml", "static for b\n"),
+            ("common.cfg", "for everyone\n"),
+        ] {
+            written(&root, name, text);
+        }
+        let cat = Catalog::for_tests(&[root], false, &d.path().join("data"));
         cat.start().unwrap();
         let mut c = Config {
             inventory: Some(At::new(inv)),
@@ -517,6 +530,13 @@ mod tests {
             .unwrap()
             .with_neighbours(Arc::new(move |ip| lan.by_ip(ip).map(|l| l.mac)));
         Lab { _dir: d, p }
+    }
+
+    /// A lab whose leased address holds a lease for `mac`.
+    fn leased_lab(mac: &str, cfg: impl FnOnce(&mut Config)) -> Lab {
+        let l = lab(cfg);
+        lease(&l.p, LEASED, mac);
+        l
     }
 
     pub(super) const A: &str = "00562b043615";
@@ -553,8 +573,7 @@ mod tests {
 
     #[test]
     fn tftp_from_a_leased_address_gets_that_leases_profile() {
-        let l = lab(|c| c.trust.lease = true);
-        lease(&l.p, LEASED, A);
+        let l = leased_lab(A, |c| c.trust.lease = true);
         let e = l.tftp("cfg/00562b043615.xml").unwrap();
         assert_eq!(
             &e.body[..],
@@ -625,13 +644,10 @@ mod tests {
 
     #[test]
     fn a_phone_on_a_relayed_port_gets_the_ports_inventory_row() {
-        let inv_dir = tempfile::tempdir().unwrap();
-        let inv = inv_dir.path().join("inventory.yaml");
-        std::fs::write(
-            &inv,
+        let (_inv_dir, inv) = inventory(
+            "inventory.yaml",
             "devices:\n  - circuit: bench-3/port-12\n    extension: 1012\n    display_name: Slot 12\n",
-        )
-        .unwrap();
+        );
         let make = |relay: bool| {
             let Lab { _dir, p } = lab(|c| {
                 c.trust.relay = relay;
@@ -682,8 +698,7 @@ mod tests {
 
     #[test]
     fn untrusted_lease_proves_nothing() {
-        let l = lab(|_| {});
-        lease(&l.p, LEASED, A);
+        let l = leased_lab(A, |_| {});
         assert_eq!(
             l.tftp("cfg/00562b043615.xml").unwrap_err(),
             Refusal::Forbidden("unproven_identity")
@@ -692,14 +707,12 @@ mod tests {
 
     #[test]
     fn missing_variable_refuses_with_the_configured_status() {
-        let l = lab(|c| c.trust.lease = true);
-        lease(&l.p, LEASED, A);
+        let l = leased_lab(A, |c| c.trust.lease = true);
         assert_eq!(l.tftp("secret.cfg").unwrap_err(), Refusal::NotFound);
-        let l = lab(|c| {
+        let l = leased_lab(A, |c| {
             c.trust.lease = true;
             c.missing_variable = At::new(403);
         });
-        lease(&l.p, LEASED, A);
         assert_eq!(
             l.tftp("secret.cfg").unwrap_err(),
             Refusal::Forbidden("missing_variable")
@@ -708,8 +721,7 @@ mod tests {
 
     #[test]
     fn per_device_static_file_is_encrypted_with_the_device_key() {
-        let l = lab(|c| c.trust.lease = true);
-        lease(&l.p, LEASED, "0015654aa937");
+        let l = leased_lab("0015654aa937", |c| c.trust.lease = true);
         let e = l.tftp("SEP0015654AA937.cnf.xml").unwrap();
         assert_eq!(
             crypt::decrypt(&e.body, "k3y", config::Digest::Md5).unwrap(),
@@ -721,17 +733,13 @@ mod tests {
 
     #[test]
     fn a_serial_selects_only_a_record_without_a_mac_or_with_the_proven_one() {
-        let d = tempfile::tempdir().unwrap();
-        let inv = d.path().join("inv.csv");
-        std::fs::write(
-            &inv,
+        let (d, inv) = inventory(
+            "inv.csv",
             "mac,serial,sip_password\n0015654aa937,CBT000VICTIM,victim-secret\n,CBT000SCANNED,scanned-secret\n",
-        )
-        .unwrap();
+        );
         let root = d.path().join("files");
         std::fs::create_dir_all(&root).unwrap();
-        let m = Arc::new(Metrics::register(&mut Default::default()));
-        let cat = Catalog::open(&[root], false, &d.path().join("data"), m).unwrap();
+        let cat = Catalog::for_tests(&[root], false, &d.path().join("data"));
         let c = Config {
             inventory: Some(At::new(inv)),
             ..Config::default()
