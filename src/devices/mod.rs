@@ -213,6 +213,20 @@ impl Provisioner {
         self
     }
 
+    /// Refuse a secret file (`key` names it) that lies inside a catalog root: anyone could
+    /// download it.
+    fn not_served(&self, key: &str, file: &std::path::Path) -> anyhow::Result<()> {
+        let canon = file.canonicalize().unwrap_or_else(|_| file.to_path_buf());
+        if let Some(root) = self.catalog.roots().iter().find(|r| canon.starts_with(r)) {
+            anyhow::bail!(
+                "{key}: {} is inside the catalog root {}, so anyone could download it; move it out of the served roots",
+                file.display(),
+                root.display()
+            );
+        }
+        Ok(())
+    }
+
     /// Apply the `devices:` section: read the inventory (an invalid one refuses the start,
     /// naming its lines), and keep PIN bindings in `store`.
     pub fn with_devices(
@@ -222,14 +236,7 @@ impl Provisioner {
         metrics: DeviceMetrics,
     ) -> anyhow::Result<Provisioner> {
         if let Some(inv) = &cfg.inventory {
-            let canon = inv.canonicalize().unwrap_or_else(|_| inv.value.clone());
-            if let Some(root) = self.catalog.roots().iter().find(|r| canon.starts_with(r)) {
-                anyhow::bail!(
-                    "devices.inventory: {} is inside the catalog root {}, so anyone could download it; move it out of the served roots",
-                    inv.display(),
-                    root.display()
-                );
-            }
+            self.not_served("devices.inventory", inv)?;
             let loaded = Inventory::load(inv).map_err(|e| {
                 anyhow::anyhow!("devices.inventory:\n{}", inventory::describe(inv, &e))
             })?;
@@ -253,14 +260,7 @@ impl Provisioner {
         };
         self.http_auth = if cfg.trust.http_auth {
             if let Some(acc) = &cfg.http_auth.accounts {
-                let canon = acc.canonicalize().unwrap_or_else(|_| acc.value.clone());
-                if let Some(root) = self.catalog.roots().iter().find(|r| canon.starts_with(r)) {
-                    anyhow::bail!(
-                        "devices.http_auth.accounts: {} is inside the catalog root {}, so anyone could download it; move it out of the served roots",
-                        acc.display(),
-                        root.display()
-                    );
-                }
+                self.not_served("devices.http_auth.accounts", acc)?;
             }
             Some(pipeline::httpauth::HttpAuth::new(cfg)?)
         } else {
