@@ -543,14 +543,8 @@ mod tests {
     pub(super) const LEASED: &str = "198.18.0.57";
 
     pub(super) fn lease(p: &Provisioner, ip: &str, mac: &str) {
-        p.registry().lease_bound(
-            ip.parse().unwrap(),
-            LeaseInfo {
-                mac: mac.parse().unwrap(),
-                hostname: None,
-                vendor_class: None,
-            },
-        );
+        p.registry()
+            .lease_bound(ip.parse().unwrap(), LeaseInfo::of(mac.parse().unwrap()));
     }
 
     pub(super) fn get(

@@ -630,9 +630,8 @@ mod tests {
             reg.lease_bound(
                 ip.parse().unwrap(),
                 LeaseInfo {
-                    mac: mac.parse().unwrap(),
                     hostname: Some(hostname.into()),
-                    vendor_class: None,
+                    ..LeaseInfo::of(mac.parse().unwrap())
                 },
             );
         }
