@@ -1,8 +1,9 @@
 //! One Prometheus registry for the whole process.
 //!
 //! Each front end registers its own families at start-up (`register` functions taking
-//! `&mut Registry`); the families shared by every file-delivery protocol live here so
-//! HTTP, HTTPS and TFTP count requests, bytes and refusals the same way.
+//! `&mut Registry`, each family made and registered by `Registers::metric`); the families
+//! shared by every file-delivery protocol live here so HTTP, HTTPS and TFTP count requests,
+//! bytes and refusals the same way.
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
