@@ -494,12 +494,15 @@ mod tests {
         Target::parse(url).unwrap()
     }
 
+    /// Host, port and path-and-query, to compare at once.
+    fn parts(x: &Target) -> (&str, u16, &str) {
+        (&x.host, x.port, &x.path_and_query)
+    }
+
     #[test]
     fn ipv6_literals_keep_their_address_and_brackets() {
         let x = t("http://[fe80::1]:8080/x?y=1");
-        assert_eq!(x.host, "fe80::1");
-        assert_eq!(x.port, 8080);
-        assert_eq!(x.path_and_query, "/x?y=1");
+        assert_eq!(parts(&x), ("fe80::1", 8080, "/x?y=1"));
         assert_eq!(x.host_header(), "[fe80::1]:8080");
         assert_eq!(x.to_string(), "http://[fe80::1]:8080/x?y=1");
         let y = t("http://[2001:db8::7]");
@@ -510,9 +513,10 @@ mod tests {
     #[test]
     fn names_ipv4_ports_and_defaults() {
         let x = t("http://198.18.0.7:8080/admin/resync?http://x/a.cfg");
-        assert_eq!(x.host, "198.18.0.7");
-        assert_eq!(x.port, 8080);
-        assert_eq!(x.path_and_query, "/admin/resync?http://x/a.cfg");
+        assert_eq!(
+            parts(&x),
+            ("198.18.0.7", 8080, "/admin/resync?http://x/a.cfg")
+        );
         assert_eq!(t("http://h").port, 80);
         assert_eq!(t("https://h/").port, 443);
         assert_eq!(t("https://h/").host_header(), "h");
@@ -594,23 +598,22 @@ mod tests {
         addr
     }
 
-    #[tokio::test]
-    async fn gets_over_ipv6_with_the_body_capped() {
+    /// `GET /x?y` over IPv6 from a server answering "hello", by a client that takes bodies
+    /// of `max_body` bytes at most.
+    async fn get_hello(max_body: usize) -> Result<Response, Error> {
         let addr = serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello").await;
-        let c = Client::new(Duration::from_secs(5), 1024);
-        let r = c
+        Client::new(Duration::from_secs(5), max_body)
             .get(&Get::new(t(&format!("http://[::1]:{}/x?y", addr.port()))))
             .await
-            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn gets_over_ipv6_with_the_body_capped() {
+        let r = get_hello(1024).await.unwrap();
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(&r.body[..], b"hello");
 
-        let addr = serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello").await;
-        let small = Client::new(Duration::from_secs(5), 4);
-        let e = small
-            .get(&Get::new(t(&format!("http://[::1]:{}/x?y", addr.port()))))
-            .await
-            .unwrap_err();
+        let e = get_hello(4).await.unwrap_err();
         assert!(e.0.contains("larger than 4 bytes"), "{e}");
     }
 

@@ -1,8 +1,9 @@
 //! One Prometheus registry for the whole process.
 //!
 //! Each front end registers its own families at start-up (`register` functions taking
-//! `&mut Registry`); the families shared by every file-delivery protocol live here so
-//! HTTP, HTTPS and TFTP count requests, bytes and refusals the same way.
+//! `&mut Registry`, each family made and registered by `Registers::metric`); the families
+//! shared by every file-delivery protocol live here so HTTP, HTTPS and TFTP count requests,
+//! bytes and refusals the same way.
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -10,7 +11,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::{Metric, Registry, Unit};
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
@@ -116,101 +117,111 @@ pub struct Metrics {
     pub dashboard_refusals: Family<RefusalLabels, Counter>,
 }
 
-fn duration_histogram() -> Histogram {
-    // 1 ms .. ~65 s: profiles take milliseconds, firmware over TFTP takes tens of seconds.
+/// Request and transfer durations: 1 ms .. ~65 s, as profiles take milliseconds and firmware
+/// over TFTP takes tens of seconds.
+pub(crate) fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+/// Registration that hands the metric back: a front end builds its metrics struct in one
+/// literal, each field beside its name and help, instead of defaulting every field and then
+/// registering a clone of each.
+pub(crate) trait Registers {
+    /// A new `M` (counter, gauge or family of them) registered under `name` with `help`.
+    fn metric<M: Metric + Clone + Default>(&mut self, name: &str, help: &str) -> M {
+        self.metric_of(name, help, None, M::default())
+    }
+
+    /// `metric` (one made by a constructor, or with a unit) registered under `name`.
+    fn metric_of<M: Metric + Clone>(
+        &mut self,
+        name: &str,
+        help: &str,
+        unit: Option<Unit>,
+        metric: M,
+    ) -> M;
+}
+
+impl Registers for Registry {
+    fn metric_of<M: Metric + Clone>(
+        &mut self,
+        name: &str,
+        help: &str,
+        unit: Option<Unit>,
+        metric: M,
+    ) -> M {
+        match unit {
+            Some(unit) => self.register_with_unit(name, help, unit, metric.clone()),
+            None => self.register(name, help, metric.clone()),
+        }
+        metric
+    }
 }
 
 impl Metrics {
     pub fn register(reg: &mut Registry) -> Metrics {
         let m = Metrics {
-            requests: Family::default(),
-            refusals: Family::default(),
-            sent_bytes: Family::default(),
-            in_flight: Family::default(),
-            duration: Family::new_with_constructor(duration_histogram),
-            connections_refused: Family::default(),
-            tls_handshake_failures: Family::default(),
-            tls_handshakes: Family::default(),
-            catalog_files: Gauge::default(),
-            catalog_reloads: Counter::default(),
-            catalog_updates: Family::default(),
-            catalog_reload_errors: Family::default(),
-            config_reloads: Family::default(),
-            dashboard_refusals: Family::default(),
+            requests: reg.metric(
+                "provbox_requests",
+                "File requests by protocol and outcome",
+            ),
+            refusals: reg.metric(
+                "provbox_refusals",
+                "Requests refused, by protocol and reason",
+            ),
+            sent_bytes: reg.metric_of(
+                "provbox_sent",
+                "Body bytes sent to clients",
+                Some(Unit::Bytes),
+                Family::default(),
+            ),
+            in_flight: reg.metric(
+                "provbox_transfers_in_flight",
+                "Transfers currently sending",
+            ),
+            duration: reg.metric_of(
+                "provbox_request_duration",
+                "Time from request to last byte sent",
+                Some(Unit::Seconds),
+                Family::new_with_constructor(duration_histogram),
+            ),
+            connections_refused: reg.metric(
+                "provbox_connections_refused",
+                "TCP connections closed at once (connection or per-address cap) or not accepted for want of file descriptors, by listener and reason",
+            ),
+            tls_handshake_failures: reg.metric(
+                "provbox_tls_handshake_failures",
+                "TLS handshakes that failed, by listener and reason",
+            ),
+            tls_handshakes: reg.metric(
+                "provbox_tls_handshakes",
+                "TLS handshakes completed, by listener, protocol version and cipher suite",
+            ),
+            catalog_files: reg.metric(
+                "provbox_catalog_files",
+                "Files currently served by the catalog",
+            ),
+            catalog_reloads: reg.metric(
+                "provbox_catalog_reloads",
+                "Catalog index swaps (initial scan and every change)",
+            ),
+            catalog_updates: reg.metric(
+                "provbox_catalog_updates",
+                "Files published or withdrawn by hot reload",
+            ),
+            catalog_reload_errors: reg.metric(
+                "provbox_catalog_reload_errors",
+                "Files that could not be published, by reason",
+            ),
+            config_reloads: reg.metric(
+                "provbox_config_reloads",
+                "Configuration reloads by result (ok, restart_needed, partial, invalid)",
+            ),
+            dashboard_refusals: reg.metric(
+                "provbox_dashboard_refusals",
+                "Dashboard requests refused, by reason (host, no_token, cross_site)",
+            ),
         };
-        reg.register(
-            "provbox_requests",
-            "File requests by protocol and outcome",
-            m.requests.clone(),
-        );
-        reg.register(
-            "provbox_refusals",
-            "Requests refused, by protocol and reason",
-            m.refusals.clone(),
-        );
-        reg.register_with_unit(
-            "provbox_sent",
-            "Body bytes sent to clients",
-            Unit::Bytes,
-            m.sent_bytes.clone(),
-        );
-        reg.register(
-            "provbox_transfers_in_flight",
-            "Transfers currently sending",
-            m.in_flight.clone(),
-        );
-        reg.register_with_unit(
-            "provbox_request_duration",
-            "Time from request to last byte sent",
-            Unit::Seconds,
-            m.duration.clone(),
-        );
-        reg.register(
-            "provbox_connections_refused",
-            "TCP connections closed at once (connection or per-address cap) or not accepted for want of file descriptors, by listener and reason",
-            m.connections_refused.clone(),
-        );
-        reg.register(
-            "provbox_tls_handshake_failures",
-            "TLS handshakes that failed, by listener and reason",
-            m.tls_handshake_failures.clone(),
-        );
-        reg.register(
-            "provbox_tls_handshakes",
-            "TLS handshakes completed, by listener, protocol version and cipher suite",
-            m.tls_handshakes.clone(),
-        );
-        reg.register(
-            "provbox_catalog_files",
-            "Files currently served by the catalog",
-            m.catalog_files.clone(),
-        );
-        reg.register(
-            "provbox_catalog_reloads",
-            "Catalog index swaps (initial scan and every change)",
-            m.catalog_reloads.clone(),
-        );
-        reg.register(
-            "provbox_catalog_updates",
-            "Files published or withdrawn by hot reload",
-            m.catalog_updates.clone(),
-        );
-        reg.register(
-            "provbox_catalog_reload_errors",
-            "Files that could not be published, by reason",
-            m.catalog_reload_errors.clone(),
-        );
-        reg.register(
-            "provbox_config_reloads",
-            "Configuration reloads by result (ok, restart_needed, partial, invalid)",
-            m.config_reloads.clone(),
-        );
-        reg.register(
-            "provbox_dashboard_refusals",
-            "Dashboard requests refused, by reason (host, no_token, cross_site)",
-            m.dashboard_refusals.clone(),
-        );
         reg.register(
             "provbox_build",
             "Build information",

@@ -3,14 +3,12 @@
 //! journal record exactly.
 #![no_main]
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use provbox::devices::Registry;
 use provbox::dhcp::config::{Config, Settings};
-use provbox::dhcp::engine::{Engine, IfaceInfo};
 use provbox::dhcp::store::{self, Change};
-use provbox::dhcp::{DhcpMetrics, wire};
+use provbox::dhcp::{self, wire};
 
 const YAML: &str = r#"
 enabled: true
@@ -43,16 +41,7 @@ fn settings() -> &'static Settings {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let engine = Engine::new(
-        settings().clone(),
-        vec![IfaceInfo {
-            name: "br0".into(),
-            addrs: vec![("198.18.0.1".parse().unwrap(), 24)],
-        }],
-        true,
-        Arc::new(Registry::default()),
-        Arc::new(DhcpMetrics::default()),
-    );
+    let engine = dhcp::lab_engine(settings().clone(), true);
     let mut now = 1_900_000_000;
     for msg in split(data).take(16) {
         let Ok(out) = engine.handle(0, msg, now) else {

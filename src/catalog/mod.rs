@@ -414,29 +414,53 @@ impl Catalog {
 }
 
 #[cfg(test)]
+impl Catalog {
+    /// A catalog over `roots`, its published copies in `data`, counting into metrics of its
+    /// own: not scanned yet (`start` or `rescan_all`).
+    pub(crate) fn for_tests(
+        roots: &[PathBuf],
+        case_insensitive: bool,
+        data: &Path,
+    ) -> Arc<Catalog> {
+        let m = Arc::new(Metrics::register(&mut Default::default()));
+        Catalog::open(roots, case_insensitive, data, m).unwrap()
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
-    use prometheus_client::registry::Registry;
 
     fn catalog(roots: &[PathBuf], ci: bool, data: &Path) -> Arc<Catalog> {
-        let m = Arc::new(Metrics::register(&mut Registry::default()));
-        let c = Catalog::open(roots, ci, data, m).unwrap();
+        let c = Catalog::for_tests(roots, ci, data);
         c.rescan_all();
         c
+    }
+
+    /// Write each `(name, contents)` below `dir`, making the folders on the way.
+    fn files(dir: &Path, files: &[(&str, &str)]) {
+        for (name, body) in files {
+            let p = dir.join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, body).unwrap();
+        }
     }
 
     #[test]
     fn roots_form_one_namespace_in_order() {
         let t = tempfile::tempdir().unwrap();
         let (a, b) = (t.path().join("a"), t.path().join("b"));
-        std::fs::create_dir_all(a.join("sub")).unwrap();
-        std::fs::create_dir_all(&b).unwrap();
-        std::fs::write(a.join("x.cfg"), "from a").unwrap();
-        std::fs::write(b.join("x.cfg"), "from b").unwrap();
-        std::fs::write(b.join("fw.bin"), "fw").unwrap();
-        std::fs::write(a.join("sub/y.xml"), "y").unwrap();
-        std::fs::write(a.join(".hidden"), "h").unwrap();
-        std::fs::write(a.join("z.part"), "p").unwrap();
+        files(
+            t.path(),
+            &[
+                ("a/x.cfg", "from a"),
+                ("b/x.cfg", "from b"),
+                ("b/fw.bin", "fw"),
+                ("a/sub/y.xml", "y"),
+                ("a/.hidden", "h"),
+                ("a/z.part", "p"),
+            ],
+        );
         let c = catalog(&[a, b], false, &t.path().join("data"));
         assert_eq!(&c.lookup("/x.cfg").unwrap().body[..], b"from a");
         assert_eq!(&c.lookup("fw.bin").unwrap().body[..], b"fw");
@@ -455,8 +479,7 @@ mod tests {
     fn case_insensitive_lookup() {
         let t = tempfile::tempdir().unwrap();
         let a = t.path().join("a");
-        std::fs::create_dir_all(&a).unwrap();
-        std::fs::write(a.join("SEP00562B043615.cnf.xml"), "p").unwrap();
+        files(&a, &[("SEP00562B043615.cnf.xml", "p")]);
         let c = catalog(&[a], true, &t.path().join("data"));
         assert!(c.lookup("/sep00562b043615.cnf.xml").is_ok());
         assert_eq!(
@@ -469,11 +492,15 @@ mod tests {
     fn symlinks_are_never_served_even_inside_the_root() {
         let t = tempfile::tempdir().unwrap();
         let a = t.path().join("a");
-        std::fs::create_dir_all(a.join("sub")).unwrap();
-        std::fs::write(t.path().join("secret"), "s").unwrap();
-        std::fs::write(a.join("ok"), "ok").unwrap();
-        std::fs::write(a.join(".hidden"), "h").unwrap();
-        std::fs::write(a.join("sub/in.cfg"), "in").unwrap();
+        files(
+            t.path(),
+            &[
+                ("secret", "s"),
+                ("a/ok", "ok"),
+                ("a/.hidden", "h"),
+                ("a/sub/in.cfg", "in"),
+            ],
+        );
         std::os::unix::fs::symlink(t.path().join("secret"), a.join("leak")).unwrap();
         std::os::unix::fs::symlink(a.join("ok"), a.join("alias")).unwrap();
         std::os::unix::fs::symlink(".hidden", a.join("unhidden")).unwrap();
@@ -497,9 +524,7 @@ mod tests {
         use std::sync::atomic::{AtomicBool, Ordering};
         let t = tempfile::tempdir().unwrap();
         let a = t.path().join("a");
-        std::fs::create_dir_all(&a).unwrap();
-        std::fs::write(t.path().join("secret"), "SECRET").unwrap();
-        std::fs::write(a.join("p.cfg"), "public").unwrap();
+        files(t.path(), &[("secret", "SECRET"), ("a/p.cfg", "public")]);
         std::os::unix::fs::symlink(t.path().join("secret"), a.join("swap.cfg")).unwrap();
         let c = catalog(std::slice::from_ref(&a), false, &t.path().join("data"));
         let stop = Arc::new(AtomicBool::new(false));

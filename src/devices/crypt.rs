@@ -11,11 +11,21 @@ use std::io::Write;
 
 use aes::cipher::{BlockEncryptMut, KeyIvInit, block_padding::Pkcs7};
 use md5::Md5;
-use sha2::{Digest as _, Sha256};
+use sha2::{Digest as Hash, Sha256};
 
 use super::config::Digest;
 
 type Enc = cbc::Encryptor<aes::Aes256>;
+
+/// One EVP_BytesToKey step: H(previous step ‖ passphrase ‖ salt).
+fn round<H: Hash>(prev: &[u8], pass: &[u8], salt: &[u8]) -> Vec<u8> {
+    H::new()
+        .chain_update(prev)
+        .chain_update(pass)
+        .chain_update(salt)
+        .finalize()
+        .to_vec()
+}
 
 /// EVP_BytesToKey with one iteration: 32 key bytes then 16 IV bytes.
 fn bytes_to_key(digest: Digest, pass: &[u8], salt: &[u8; 8]) -> ([u8; 32], [u8; 16]) {
@@ -23,20 +33,8 @@ fn bytes_to_key(digest: Digest, pass: &[u8], salt: &[u8; 8]) -> ([u8; 32], [u8; 
     let mut prev: Vec<u8> = Vec::new();
     while material.len() < 48 {
         prev = match digest {
-            Digest::Md5 => {
-                let mut h = Md5::new();
-                h.update(&prev);
-                h.update(pass);
-                h.update(salt);
-                h.finalize().to_vec()
-            }
-            Digest::Sha256 => {
-                let mut h = Sha256::new();
-                h.update(&prev);
-                h.update(pass);
-                h.update(salt);
-                h.finalize().to_vec()
-            }
+            Digest::Md5 => round::<Md5>(&prev, pass, salt),
+            Digest::Sha256 => round::<Sha256>(&prev, pass, salt),
         };
         material.extend_from_slice(&prev);
     }

@@ -36,7 +36,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use sha2::{Digest as _, Sha256};
 
 use crate::catalog::{Catalog, Entry, Refusal};
-use crate::metrics::Protocol;
+use crate::metrics::{Protocol, Registers};
 use crate::store::Store;
 
 pub use config::Config;
@@ -125,53 +125,44 @@ pub struct DeviceMetrics {
 
 impl DeviceMetrics {
     pub fn register(reg: &mut prometheus_client::registry::Registry) -> DeviceMetrics {
-        let m = DeviceMetrics::default();
-        reg.register(
-            "provbox_device_identity",
-            "File requests by where the requester's MAC came from (client_cert, lease, user_agent, path, none)",
-            m.identity.clone(),
-        );
-        reg.register(
-            "provbox_device_renders",
-            "Template renders by outcome (rendered, missing_variable, template_syntax)",
-            m.renders.clone(),
-        );
-        reg.register(
-            "provbox_device_refusals",
-            "Requests the device layer refused, by reason",
-            m.refusals.clone(),
-        );
-        reg.register(
-            "provbox_device_bindings",
-            "Retail PIN binding attempts by result",
-            m.bindings.clone(),
-        );
-        reg.register(
-            "provbox_device_encrypted",
-            "Per-device responses encrypted with the device's key",
-            m.encrypted.clone(),
-        );
-        reg.register(
-            "provbox_device_inventory_reloads",
-            "Inventory file reads by outcome (ok, error: the previous inventory stays)",
-            m.inventory_reloads.clone(),
-        );
-        reg.register(
-            "provbox_device_inventory_records",
-            "Records in the current inventory",
-            m.inventory_records.clone(),
-        );
-        reg.register(
-            "provbox_http_auth",
-            "HTTP credentials checks by result (ok, challenged, wrong_credentials, stale_nonce, replayed_nonce, malformed, throttled)",
-            m.http_auth.clone(),
-        );
-        reg.register(
-            "provbox_devices_verification",
-            "Devices by their last configuration verification (verified, drift, unreadable)",
-            m.verification.clone(),
-        );
-        m
+        DeviceMetrics {
+            identity: reg.metric(
+                "provbox_device_identity",
+                "File requests by where the requester's MAC came from (client_cert, lease, user_agent, path, none)",
+            ),
+            renders: reg.metric(
+                "provbox_device_renders",
+                "Template renders by outcome (rendered, missing_variable, template_syntax)",
+            ),
+            refusals: reg.metric(
+                "provbox_device_refusals",
+                "Requests the device layer refused, by reason",
+            ),
+            bindings: reg.metric(
+                "provbox_device_bindings",
+                "Retail PIN binding attempts by result",
+            ),
+            encrypted: reg.metric(
+                "provbox_device_encrypted",
+                "Per-device responses encrypted with the device's key",
+            ),
+            inventory_reloads: reg.metric(
+                "provbox_device_inventory_reloads",
+                "Inventory file reads by outcome (ok, error: the previous inventory stays)",
+            ),
+            inventory_records: reg.metric(
+                "provbox_device_inventory_records",
+                "Records in the current inventory",
+            ),
+            http_auth: reg.metric(
+                "provbox_http_auth",
+                "HTTP credentials checks by result (ok, challenged, wrong_credentials, stale_nonce, replayed_nonce, malformed, throttled)",
+            ),
+            verification: reg.metric(
+                "provbox_devices_verification",
+                "Devices by their last configuration verification (verified, drift, unreadable)",
+            ),
+        }
     }
 }
 
@@ -222,6 +213,20 @@ impl Provisioner {
         self
     }
 
+    /// Refuse a secret file (`key` names it) that lies inside a catalog root: anyone could
+    /// download it.
+    fn not_served(&self, key: &str, file: &std::path::Path) -> anyhow::Result<()> {
+        let canon = file.canonicalize().unwrap_or_else(|_| file.to_path_buf());
+        if let Some(root) = self.catalog.roots().iter().find(|r| canon.starts_with(r)) {
+            anyhow::bail!(
+                "{key}: {} is inside the catalog root {}, so anyone could download it; move it out of the served roots",
+                file.display(),
+                root.display()
+            );
+        }
+        Ok(())
+    }
+
     /// Apply the `devices:` section: read the inventory (an invalid one refuses the start,
     /// naming its lines), and keep PIN bindings in `store`.
     pub fn with_devices(
@@ -231,14 +236,7 @@ impl Provisioner {
         metrics: DeviceMetrics,
     ) -> anyhow::Result<Provisioner> {
         if let Some(inv) = &cfg.inventory {
-            let canon = inv.canonicalize().unwrap_or_else(|_| inv.value.clone());
-            if let Some(root) = self.catalog.roots().iter().find(|r| canon.starts_with(r)) {
-                anyhow::bail!(
-                    "devices.inventory: {} is inside the catalog root {}, so anyone could download it; move it out of the served roots",
-                    inv.display(),
-                    root.display()
-                );
-            }
+            self.not_served("devices.inventory", inv)?;
             let loaded = Inventory::load(inv).map_err(|e| {
                 anyhow::anyhow!("devices.inventory:\n{}", inventory::describe(inv, &e))
             })?;
@@ -262,14 +260,7 @@ impl Provisioner {
         };
         self.http_auth = if cfg.trust.http_auth {
             if let Some(acc) = &cfg.http_auth.accounts {
-                let canon = acc.canonicalize().unwrap_or_else(|_| acc.value.clone());
-                if let Some(root) = self.catalog.roots().iter().find(|r| canon.starts_with(r)) {
-                    anyhow::bail!(
-                        "devices.http_auth.accounts: {} is inside the catalog root {}, so anyone could download it; move it out of the served roots",
-                        acc.display(),
-                        root.display()
-                    );
-                }
+                self.not_served("devices.http_auth.accounts", acc)?;
             }
             Some(pipeline::httpauth::HttpAuth::new(cfg)?)
         } else {
@@ -475,10 +466,10 @@ fn generated(key: String, body: Bytes, modified: SystemTime) -> Entry {
 mod tests {
     use super::*;
     use crate::confkit::At;
-    use crate::metrics::Metrics;
     use config::Trust;
     use registry::LeaseInfo;
     use std::net::IpAddr;
+    use std::path::Path;
 
     pub(super) struct Lab {
         _dir: tempfile::TempDir,
@@ -492,26 +483,39 @@ mod tests {
         }
     }
 
-    pub(super) fn lab(cfg: impl FnOnce(&mut Config)) -> Lab {
+    /// `text` written to `dir/name` (folders made on the way); its path.
+    pub(super) fn written(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// A temporary folder holding an inventory `name` with `text`, and the inventory's path.
+    fn inventory(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
         let d = tempfile::tempdir().unwrap();
-        let root = d.path().join("files");
-        std::fs::create_dir_all(root.join("cfg")).unwrap();
-        std::fs::write(
-            root.join("cfg/$MA.xml.tmpl"),
-            "<device mac=\"$MAC\" ext=\"$extension\" name=\"$(display_name)\"/>\n",
-        )
-        .unwrap();
-        std::fs::write(root.join("secret.cfg.tmpl"), "pw=$sip_password\n").unwrap();
-        std::fs::write(root.join("SEP0015654AA937.cnf.xml"), "static for b\n").unwrap();
-        std::fs::write(root.join("common.cfg"), "for everyone\n").unwrap();
-        let inv = d.path().join("inventory.csv");
-        std::fs::write(
-            &inv,
+        let inv = written(d.path(), name, text);
+        (d, inv)
+    }
+
+    pub(super) fn lab(cfg: impl FnOnce(&mut Config)) -> Lab {
+        let (d, inv) = inventory(
+            "inventory.csv",
             "device,extension,display_name,key\n00562b043615,1001,Alice,\n0015654aa937,1002,Bob,k3y\nCBT141400FK,1003,Serial,\n",
-        )
-        .unwrap();
-        let m = Arc::new(Metrics::register(&mut Default::default()));
-        let cat = Catalog::open(&[root], false, &d.path().join("data"), m).unwrap();
+        );
+        let root = d.path().join("files");
+        for (name, text) in [
+            (
+                "cfg/$MA.xml.tmpl",
+                "<device mac=\"$MAC\" ext=\"$extension\" name=\"$(display_name)\"/>\n",
+            ),
+            ("secret.cfg.tmpl", "pw=$sip_password\n"),
+            ("SEP0015654AA937.cnf.xml", "static for b\n"),
+            ("common.cfg", "for everyone\n"),
+        ] {
+            written(&root, name, text);
+        }
+        let cat = Catalog::for_tests(&[root], false, &d.path().join("data"));
         cat.start().unwrap();
         let mut c = Config {
             inventory: Some(At::new(inv)),
@@ -528,18 +532,19 @@ mod tests {
         Lab { _dir: d, p }
     }
 
+    /// A lab whose leased address holds a lease for `mac`.
+    fn leased_lab(mac: &str, cfg: impl FnOnce(&mut Config)) -> Lab {
+        let l = lab(cfg);
+        lease(&l.p, LEASED, mac);
+        l
+    }
+
     pub(super) const A: &str = "00562b043615";
     pub(super) const LEASED: &str = "198.18.0.57";
 
     pub(super) fn lease(p: &Provisioner, ip: &str, mac: &str) {
-        p.registry().lease_bound(
-            ip.parse().unwrap(),
-            LeaseInfo {
-                mac: mac.parse().unwrap(),
-                hostname: None,
-                vendor_class: None,
-            },
-        );
+        p.registry()
+            .lease_bound(ip.parse().unwrap(), LeaseInfo::of(mac.parse().unwrap()));
     }
 
     pub(super) fn get(
@@ -562,8 +567,7 @@ mod tests {
 
     #[test]
     fn tftp_from_a_leased_address_gets_that_leases_profile() {
-        let l = lab(|c| c.trust.lease = true);
-        lease(&l.p, LEASED, A);
+        let l = leased_lab(A, |c| c.trust.lease = true);
         let e = l.tftp("cfg/00562b043615.xml").unwrap();
         assert_eq!(
             &e.body[..],
@@ -634,13 +638,10 @@ mod tests {
 
     #[test]
     fn a_phone_on_a_relayed_port_gets_the_ports_inventory_row() {
-        let inv_dir = tempfile::tempdir().unwrap();
-        let inv = inv_dir.path().join("inventory.yaml");
-        std::fs::write(
-            &inv,
+        let (_inv_dir, inv) = inventory(
+            "inventory.yaml",
             "devices:\n  - circuit: bench-3/port-12\n    extension: 1012\n    display_name: Slot 12\n",
-        )
-        .unwrap();
+        );
         let make = |relay: bool| {
             let Lab { _dir, p } = lab(|c| {
                 c.trust.relay = relay;
@@ -691,8 +692,7 @@ mod tests {
 
     #[test]
     fn untrusted_lease_proves_nothing() {
-        let l = lab(|_| {});
-        lease(&l.p, LEASED, A);
+        let l = leased_lab(A, |_| {});
         assert_eq!(
             l.tftp("cfg/00562b043615.xml").unwrap_err(),
             Refusal::Forbidden("unproven_identity")
@@ -701,14 +701,12 @@ mod tests {
 
     #[test]
     fn missing_variable_refuses_with_the_configured_status() {
-        let l = lab(|c| c.trust.lease = true);
-        lease(&l.p, LEASED, A);
+        let l = leased_lab(A, |c| c.trust.lease = true);
         assert_eq!(l.tftp("secret.cfg").unwrap_err(), Refusal::NotFound);
-        let l = lab(|c| {
+        let l = leased_lab(A, |c| {
             c.trust.lease = true;
             c.missing_variable = At::new(403);
         });
-        lease(&l.p, LEASED, A);
         assert_eq!(
             l.tftp("secret.cfg").unwrap_err(),
             Refusal::Forbidden("missing_variable")
@@ -717,8 +715,7 @@ mod tests {
 
     #[test]
     fn per_device_static_file_is_encrypted_with_the_device_key() {
-        let l = lab(|c| c.trust.lease = true);
-        lease(&l.p, LEASED, "0015654aa937");
+        let l = leased_lab("0015654aa937", |c| c.trust.lease = true);
         let e = l.tftp("SEP0015654AA937.cnf.xml").unwrap();
         assert_eq!(
             crypt::decrypt(&e.body, "k3y", config::Digest::Md5).unwrap(),
@@ -730,17 +727,13 @@ mod tests {
 
     #[test]
     fn a_serial_selects_only_a_record_without_a_mac_or_with_the_proven_one() {
-        let d = tempfile::tempdir().unwrap();
-        let inv = d.path().join("inv.csv");
-        std::fs::write(
-            &inv,
+        let (d, inv) = inventory(
+            "inv.csv",
             "mac,serial,sip_password\n0015654aa937,CBT000VICTIM,victim-secret\n,CBT000SCANNED,scanned-secret\n",
-        )
-        .unwrap();
+        );
         let root = d.path().join("files");
         std::fs::create_dir_all(&root).unwrap();
-        let m = Arc::new(Metrics::register(&mut Default::default()));
-        let cat = Catalog::open(&[root], false, &d.path().join("data"), m).unwrap();
+        let cat = Catalog::for_tests(&[root], false, &d.path().join("data"));
         let c = Config {
             inventory: Some(At::new(inv)),
             ..Config::default()

@@ -104,6 +104,18 @@ pub struct LeaseInfo {
     pub vendor_class: Option<String>,
 }
 
+#[cfg(test)]
+impl LeaseInfo {
+    /// A lease of `mac` with neither host name nor vendor class.
+    pub(crate) fn of(mac: Mac) -> LeaseInfo {
+        LeaseInfo {
+            mac,
+            hostname: None,
+            vendor_class: None,
+        }
+    }
+}
+
 /// Leases by address, and the addresses of each lease hostname (as a DNS label), kept
 /// together under one lock so the two never disagree.
 #[derive(Default)]
@@ -376,14 +388,7 @@ mod tests {
         let r = Registry::default();
         let ip: IpAddr = "198.18.0.57".parse().unwrap();
         let mac: Mac = "00:0e:08:aa:bb:cc".parse().unwrap();
-        r.lease_bound(
-            ip,
-            LeaseInfo {
-                mac,
-                hostname: None,
-                vendor_class: None,
-            },
-        );
+        r.lease_bound(ip, LeaseInfo::of(mac));
         assert_eq!(r.by_ip(ip).unwrap().mac, mac);
         r.lease_ended(ip);
         assert!(r.by_ip(ip).is_none());
@@ -392,21 +397,17 @@ mod tests {
     #[test]
     fn hostname_index_follows_leases() {
         let r = Registry::default();
-        let lease = |host: Option<&str>, mac: &str| LeaseInfo {
-            mac: mac.parse().unwrap(),
-            hostname: host.map(String::from),
-            vendor_class: None,
-        };
         let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
-        r.lease_bound(
-            ip("198.18.0.57"),
-            lease(Some("SEP000E08AABBCC"), "00:0e:08:aa:bb:cc"),
-        );
-        r.lease_bound(
-            ip("198.18.0.58"),
-            lease(Some("bad name"), "00:0e:08:aa:bb:cd"),
-        );
-        r.lease_bound(ip("198.18.0.59"), lease(None, "00:0e:08:aa:bb:ce"));
+        let bind = |at: &str, host: Option<&str>, mac: &str| {
+            let lease = LeaseInfo {
+                hostname: host.map(String::from),
+                ..LeaseInfo::of(mac.parse().unwrap())
+            };
+            r.lease_bound(ip(at), lease)
+        };
+        bind("198.18.0.57", Some("SEP000E08AABBCC"), "00:0e:08:aa:bb:cc");
+        bind("198.18.0.58", Some("bad name"), "00:0e:08:aa:bb:cd");
+        bind("198.18.0.59", None, "00:0e:08:aa:bb:ce");
         assert_eq!(r.by_hostname("sep000e08aabbcc"), [ip("198.18.0.57")]);
         assert_eq!(
             r.hostname_label(ip("198.18.0.57")).as_deref(),
@@ -416,23 +417,14 @@ mod tests {
         assert_eq!(r.leases.read().unwrap().by_name.len(), 1);
 
         // A second phone with the same name: both answered, in lease order.
-        r.lease_bound(
-            ip("198.18.0.60"),
-            lease(Some("sep000e08aabbcc"), "00:0e:08:aa:bb:cf"),
-        );
+        bind("198.18.0.60", Some("sep000e08aabbcc"), "00:0e:08:aa:bb:cf");
         assert_eq!(
             r.by_hostname("sep000e08aabbcc"),
             [ip("198.18.0.57"), ip("198.18.0.60")]
         );
         // Renewing under a new name moves the address; renewing unchanged adds nothing.
-        r.lease_bound(
-            ip("198.18.0.57"),
-            lease(Some("desk-12"), "00:0e:08:aa:bb:cc"),
-        );
-        r.lease_bound(
-            ip("198.18.0.57"),
-            lease(Some("desk-12"), "00:0e:08:aa:bb:cc"),
-        );
+        bind("198.18.0.57", Some("desk-12"), "00:0e:08:aa:bb:cc");
+        bind("198.18.0.57", Some("desk-12"), "00:0e:08:aa:bb:cc");
         assert_eq!(r.by_hostname("sep000e08aabbcc"), [ip("198.18.0.60")]);
         assert_eq!(r.by_hostname("desk-12"), [ip("198.18.0.57")]);
         // Ended leases leave the index, and an empty name leaves it entirely.

@@ -6,6 +6,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::metrics::Registers;
 pub use crate::metrics::{EventLabel as EventLabels, RefusalLabels as ReasonLabels};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -33,52 +34,38 @@ pub struct DhcpMetrics {
 
 impl DhcpMetrics {
     pub fn register(reg: &mut Registry) -> DhcpMetrics {
-        let m = DhcpMetrics::default();
-        reg.register(
-            "provbox_dhcp_received",
-            "DHCP messages received, by message type",
-            m.received.clone(),
-        );
-        reg.register(
-            "provbox_dhcp_sent",
-            "DHCP replies sent: offer, ack, nak",
-            m.sent.clone(),
-        );
-        reg.register(
-            "provbox_dhcp_dropped",
-            "DHCP messages dropped without reply, by reason",
-            m.dropped.clone(),
-        );
-        reg.register(
-            "provbox_dhcp_lease_events",
-            "Lease events: granted, renewed, released, declined, expired",
-            m.lease_events.clone(),
-        );
-        reg.register(
-            "provbox_dhcp_leases_active",
-            "Bound, unexpired leases",
-            m.leases_active.clone(),
-        );
-        reg.register(
-            "provbox_dhcp_pool_size",
-            "Addresses in the pools of each subnet",
-            m.pool_size.clone(),
-        );
-        reg.register(
-            "provbox_dhcp_pool_used",
-            "Active leases in each subnet (utilisation = used / size)",
-            m.pool_used.clone(),
-        );
-        reg.register(
-            "provbox_dhcp_journal_degraded",
-            "1 while the lease journal cannot be made durable (a sync failed): no ACK leaves",
-            m.journal_degraded.clone(),
-        );
-        reg.register(
-            "provbox_dhcp_share_boxes",
-            "Boxes splitting the DHCP pools between them (store.backend: postgres); 1: this box alone",
-            m.share_boxes.clone(),
-        );
+        let m = DhcpMetrics {
+            received: reg.metric(
+                "provbox_dhcp_received",
+                "DHCP messages received, by message type",
+            ),
+            sent: reg.metric("provbox_dhcp_sent", "DHCP replies sent: offer, ack, nak"),
+            dropped: reg.metric(
+                "provbox_dhcp_dropped",
+                "DHCP messages dropped without reply, by reason",
+            ),
+            lease_events: reg.metric(
+                "provbox_dhcp_lease_events",
+                "Lease events: granted, renewed, released, declined, expired",
+            ),
+            leases_active: reg.metric("provbox_dhcp_leases_active", "Bound, unexpired leases"),
+            pool_size: reg.metric(
+                "provbox_dhcp_pool_size",
+                "Addresses in the pools of each subnet",
+            ),
+            pool_used: reg.metric(
+                "provbox_dhcp_pool_used",
+                "Active leases in each subnet (utilisation = used / size)",
+            ),
+            journal_degraded: reg.metric(
+                "provbox_dhcp_journal_degraded",
+                "1 while the lease journal cannot be made durable (a sync failed): no ACK leaves",
+            ),
+            share_boxes: reg.metric(
+                "provbox_dhcp_share_boxes",
+                "Boxes splitting the DHCP pools between them (store.backend: postgres); 1: this box alone",
+            ),
+        };
         m.share_boxes.set(1);
         m
     }

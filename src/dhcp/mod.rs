@@ -47,6 +47,22 @@ pub fn register(reg: &mut Registry) -> Arc<DhcpMetrics> {
     Arc::new(DhcpMetrics::register(reg))
 }
 
+/// An engine deciding for `settings` on one interface, `br0` at 198.18.0.1/24, with a device
+/// registry and metrics of its own: what unit tests and the fuzz target drive without sockets.
+#[doc(hidden)]
+pub fn lab_engine(settings: config::Settings, dns_on: bool) -> Engine {
+    Engine::new(
+        settings,
+        vec![IfaceInfo {
+            name: "br0".into(),
+            addrs: vec![("198.18.0.1".parse().unwrap(), 24)],
+        }],
+        dns_on,
+        Arc::new(crate::devices::Registry::default()),
+        Arc::new(DhcpMetrics::default()),
+    )
+}
+
 pub fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -524,7 +540,7 @@ fn print_table(mut list: Vec<leases::Lease>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devices::{Mac, Registry};
+    use crate::devices::Mac;
     use leases::{ClientKey, Lease, State};
     use std::sync::Mutex;
 
@@ -532,16 +548,7 @@ mod tests {
         let yaml = "enabled: true\ninterfaces: [br0]\nsubnets:\n  - subnet: 198.18.0.0/24\n    pools: [\"198.18.0.100-198.18.0.110\"]\n";
         let cfg: Config = serde_saphyr::from_str(yaml).unwrap();
         let settings = cfg.compile(&mut |f, _, _, m| panic!("{f}: {m}")).unwrap();
-        Arc::new(Engine::new(
-            settings,
-            vec![IfaceInfo {
-                name: "br0".into(),
-                addrs: vec![("198.18.0.1".parse().unwrap(), 24)],
-            }],
-            false,
-            Arc::new(Registry::default()),
-            Arc::new(DhcpMetrics::default()),
-        ))
+        Arc::new(lab_engine(settings, false))
     }
 
     /// A job binding 198.18.0.`n`, whose reply is the one byte `n`.

@@ -649,6 +649,19 @@ mod tests {
         v
     }
 
+    /// A journal in a new folder after `commits` (each puts its leases in one commit),
+    /// closed again; the folder and the journal file.
+    fn journal_after(commits: &[&[&Lease]]) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _, _) = Journal::open(dir.path()).unwrap();
+        for puts in commits {
+            let changes: Vec<Change> = puts.iter().map(|l| Change::Put((*l).clone())).collect();
+            j.commit(&changes).unwrap();
+        }
+        let path = dir.path().join(FILE_NAME);
+        (dir, path)
+    }
+
     /// Commits `l` through `j`, closes the journal and reads it back, sorted.
     fn put_and_reopen(mut j: Journal, dir: &Path, l: &Lease) -> Vec<Lease> {
         j.commit(&[Change::Put(l.clone())]).unwrap();
@@ -681,16 +694,10 @@ mod tests {
 
     #[test]
     fn torn_tail_is_cut_and_later_commits_read_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(FILE_NAME);
         let a = bound("198.18.0.10");
         let b = bound("198.18.0.11");
         let c = lease("198.18.0.12", State::Free);
-        {
-            let (mut j, _, _) = Journal::open(dir.path()).unwrap();
-            j.commit(&[Change::Put(a.clone()), Change::Put(b.clone())])
-                .unwrap();
-        }
+        let (dir, path) = journal_after(&[&[&a, &b]]);
         // A crash in the middle of the second record: keep only part of it.
         let full = std::fs::read(&path).unwrap();
         let cut = full.len() - 7;
@@ -705,17 +712,10 @@ mod tests {
 
     #[test]
     fn damage_mid_file_loses_only_the_damaged_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(FILE_NAME);
         let a = bound("198.18.0.10");
         let b = bound("198.18.0.11");
         let c = bound("198.18.0.12");
-        {
-            let (mut j, _, _) = Journal::open(dir.path()).unwrap();
-            for l in [&a, &b, &c] {
-                j.commit(&[Change::Put(l.clone())]).unwrap();
-            }
-        }
+        let (dir, path) = journal_after(&[&[&a], &[&b], &[&c]]);
         let mut bytes = std::fs::read(&path).unwrap();
         let record = (bytes.len() - HEADER_LEN) / 3;
         bytes[HEADER_LEN + record + 12] ^= 0x40; // inside b
@@ -821,18 +821,12 @@ mod tests {
         // Damage to the record holding the hostname: in its payload (its length still
         // leads to the next record), or in its length (recovery must search).
         for damage in ["payload", "length"] {
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join(FILE_NAME);
             let a = Lease {
                 hostname: Some(hostname.clone()),
                 ..bound("198.18.0.10")
             };
             let b = bound("198.18.0.11");
-            {
-                let (mut j, _, _) = Journal::open(dir.path()).unwrap();
-                j.commit(&[Change::Put(a.clone())]).unwrap();
-                j.commit(&[Change::Put(b.clone())]).unwrap();
-            }
+            let (dir, path) = journal_after(&[&[&a], &[&b]]);
             let mut bytes = std::fs::read(&path).unwrap();
             let host = find(&bytes, &forged);
             if damage == "payload" {

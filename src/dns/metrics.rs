@@ -11,7 +11,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::metrics::ResultLabels as ForwardLabels;
+use crate::metrics::{Registers, ResultLabels as ForwardLabels};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueryLabels {
@@ -41,39 +41,28 @@ pub struct DnsMetrics {
 }
 
 pub fn register(reg: &mut Registry) -> DnsMetrics {
-    let m = DnsMetrics {
-        queries: Family::default(),
-        dropped: Family::default(),
-        forwarded: Family::default(),
-        healthy: Family::default(),
-        reloads: Counter::default(),
-    };
-    reg.register(
-        "provbox_dns_queries",
-        "DNS queries answered, by transport, query type and response code",
-        m.queries.clone(),
-    );
-    reg.register(
-        "provbox_dns_dropped",
-        "DNS packets dropped without an answer, by transport and reason",
-        m.dropped.clone(),
-    );
-    reg.register(
-        "provbox_dns_forwarded",
-        "Queries for names outside the local zones sent upstream, by result",
-        m.forwarded.clone(),
-    );
-    reg.register(
-        "provbox_dns_address_healthy",
-        "Health-check state per checked address (1 up, 0 down: left out of answers)",
-        m.healthy.clone(),
-    );
-    reg.register(
-        "provbox_dns_zone_swaps",
-        "Zone data swaps (start and every configuration reload)",
-        m.reloads.clone(),
-    );
-    m
+    DnsMetrics {
+        queries: reg.metric(
+            "provbox_dns_queries",
+            "DNS queries answered, by transport, query type and response code",
+        ),
+        dropped: reg.metric(
+            "provbox_dns_dropped",
+            "DNS packets dropped without an answer, by transport and reason",
+        ),
+        forwarded: reg.metric(
+            "provbox_dns_forwarded",
+            "Queries for names outside the local zones sent upstream, by result",
+        ),
+        healthy: reg.metric(
+            "provbox_dns_address_healthy",
+            "Health-check state per checked address (1 up, 0 down: left out of answers)",
+        ),
+        reloads: reg.metric(
+            "provbox_dns_zone_swaps",
+            "Zone data swaps (start and every configuration reload)",
+        ),
+    }
 }
 
 impl DnsMetrics {

@@ -516,6 +516,16 @@ mod tests {
         ZoneData::build(&cfg.dns, health).unwrap()
     }
 
+    /// The zones of `yaml` (no health checks) and an empty device registry.
+    fn zone(yaml: &str) -> (ZoneData, Registry) {
+        (data(yaml, &HashMap::new()), Registry::default())
+    }
+
+    /// The answer to `name`/`t`, as `ips` shows it.
+    fn ask(d: &ZoneData, reg: &Registry, name: &str, t: RecordType) -> (ResponseCode, Vec<String>) {
+        ips(&d.lookup(&ln(name), t, reg))
+    }
+
     fn ln(s: &str) -> LowerName {
         s.parse().unwrap()
     }
@@ -544,11 +554,10 @@ mod tests {
 
     #[test]
     fn answers_rotate() {
-        let d = data(ZONE, &HashMap::new());
-        let reg = Registry::default();
-        let q = ln("PROV.lab.test.");
-        let first = ips(&d.lookup(&q, RecordType::A, &reg)).1;
-        let second = ips(&d.lookup(&q, RecordType::A, &reg)).1;
+        let (d, reg) = zone(ZONE);
+        let q = "PROV.lab.test.";
+        let first = ask(&d, &reg, q, RecordType::A).1;
+        let second = ask(&d, &reg, q, RecordType::A).1;
         assert_eq!(first, ["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
         assert_eq!(second, ["10.0.0.2", "10.0.0.3", "10.0.0.1"]);
     }
@@ -575,85 +584,71 @@ mod tests {
         states[1].set(false);
         let d = data(ZONE, &h);
         let reg = Registry::default();
-        let q = ln("prov.lab.test.");
-        let mut got = ips(&d.lookup(&q, RecordType::A, &reg)).1;
+        let q = "prov.lab.test.";
+        let mut got = ask(&d, &reg, q, RecordType::A).1;
         got.sort();
         assert_eq!(got, ["10.0.0.1", "10.0.0.3"]);
         for s in &states {
             s.set(false);
         }
-        assert_eq!(ips(&d.lookup(&q, RecordType::A, &reg)).1.len(), 3);
+        assert_eq!(ask(&d, &reg, q, RecordType::A).1.len(), 3);
     }
 
     #[test]
     fn nxdomain_nodata_and_outside() {
-        let d = data(ZONE, &HashMap::new());
-        let reg = Registry::default();
+        let (d, reg) = zone(ZONE);
         assert_eq!(
-            ips(&d.lookup(&ln("nope.lab.test."), RecordType::A, &reg)).0,
+            ask(&d, &reg, "nope.lab.test.", RecordType::A).0,
             ResponseCode::NXDomain
         );
         assert_eq!(
-            ips(&d.lookup(&ln("b.lab.test."), RecordType::A, &reg)),
+            ask(&d, &reg, "b.lab.test.", RecordType::A),
             (ResponseCode::NoError, vec![])
         );
         assert_eq!(
-            ips(&d.lookup(&ln("prov.lab.test."), RecordType::MX, &reg)),
+            ask(&d, &reg, "prov.lab.test.", RecordType::MX),
             (ResponseCode::NoError, vec![])
         );
         assert!(matches!(
             d.lookup(&ln("example.com."), RecordType::A, &reg),
             Answer::Outside
         ));
+        assert_eq!(ask(&d, &reg, "lab.test.", RecordType::SOA).1.len(), 1);
         assert_eq!(
-            ips(&d.lookup(&ln("lab.test."), RecordType::SOA, &reg))
-                .1
-                .len(),
-            1
-        );
-        assert_eq!(
-            ips(&d.lookup(&ln("lab.test."), RecordType::NS, &reg)).1,
+            ask(&d, &reg, "lab.test.", RecordType::NS).1,
             ["ns.lab.test."]
         );
     }
 
     #[test]
     fn lease_names_and_ptr() {
-        let d = data(
-            &format!("{ZONE}  leases:\n    domain: phones.lab.test\n"),
-            &HashMap::new(),
-        );
-        let reg = Registry::default();
-        reg.lease_bound(
-            "198.18.0.57".parse().unwrap(),
-            LeaseInfo {
-                mac: "00:0e:08:aa:bb:cc".parse().unwrap(),
-                hostname: Some("SEP000E08AABBCC".into()),
-                vendor_class: None,
-            },
-        );
-        reg.lease_bound(
-            "198.18.0.58".parse().unwrap(),
-            LeaseInfo {
-                mac: "00:0e:08:aa:bb:cd".parse().unwrap(),
-                hostname: Some("bad name".into()),
-                vendor_class: None,
-            },
-        );
-        let a = ips(&d.lookup(&ln("sep000e08aabbcc.phones.lab.test."), RecordType::A, &reg));
+        let (d, reg) = zone(&format!("{ZONE}  leases:\n    domain: phones.lab.test\n"));
+        for (ip, mac, hostname) in [
+            ("198.18.0.57", "00:0e:08:aa:bb:cc", "SEP000E08AABBCC"),
+            ("198.18.0.58", "00:0e:08:aa:bb:cd", "bad name"),
+        ] {
+            reg.lease_bound(
+                ip.parse().unwrap(),
+                LeaseInfo {
+                    hostname: Some(hostname.into()),
+                    ..LeaseInfo::of(mac.parse().unwrap())
+                },
+            );
+        }
+        let a = ask(&d, &reg, "sep000e08aabbcc.phones.lab.test.", RecordType::A);
         assert_eq!(a, (ResponseCode::NoError, vec!["198.18.0.57".to_string()]));
-        let ptr = ips(&d.lookup(&ln("57.0.18.198.in-addr.arpa."), RecordType::PTR, &reg));
+        let ptr = ask(&d, &reg, "57.0.18.198.in-addr.arpa.", RecordType::PTR);
         assert_eq!(ptr.1, ["sep000e08aabbcc.phones.lab.test."]);
         assert!(matches!(
             d.lookup(&ln("58.0.18.198.in-addr.arpa."), RecordType::PTR, &reg),
             Answer::Outside
         ));
         assert_eq!(
-            ips(&d.lookup(&ln("other.phones.lab.test."), RecordType::A, &reg)).0,
+            ask(&d, &reg, "other.phones.lab.test.", RecordType::A).0,
             ResponseCode::NXDomain
         );
         assert_eq!(
-            ips(&d.lookup(&ln("phones.lab.test."), RecordType::A, &reg)).0,
+            ask(&d, &reg, "phones.lab.test.", RecordType::A).0,
             ResponseCode::NoError
         );
         assert!(d.is_local(&ln("57.0.18.198.in-addr.arpa."), &reg));
@@ -664,10 +659,9 @@ mod tests {
 
     #[test]
     fn aliases_are_followed_and_still_rotate() {
-        let d = data(SIP, &HashMap::new());
-        let reg = Registry::default();
-        let q = ln("sip.lab.test.");
-        let first = ips(&d.lookup(&q, RecordType::A, &reg));
+        let (d, reg) = zone(SIP);
+        let q = "sip.lab.test.";
+        let first = ask(&d, &reg, q, RecordType::A);
         assert_eq!(
             first,
             (
@@ -681,35 +675,31 @@ mod tests {
             )
         );
         assert_eq!(
-            ips(&d.lookup(&q, RecordType::A, &reg)).1[2..],
+            ask(&d, &reg, q, RecordType::A).1[2..],
             ["10.0.0.2", "10.0.0.1"]
         );
-        assert_eq!(
-            ips(&d.lookup(&q, RecordType::CNAME, &reg)).1,
-            ["pbx.lab.test."]
-        );
+        assert_eq!(ask(&d, &reg, q, RecordType::CNAME).1, ["pbx.lab.test."]);
         // A target outside the zones: the alias alone, no lookup of the rest.
         assert_eq!(
-            ips(&d.lookup(&ln("away.lab.test."), RecordType::A, &reg)),
+            ask(&d, &reg, "away.lab.test.", RecordType::A),
             (ResponseCode::NoError, vec!["sip.example.org.".to_string()])
         );
-        assert!(d.cacheable(&q));
+        assert!(d.cacheable(&ln(q)));
         assert!(d.cacheable(&ln("away.lab.test.")));
     }
 
     #[test]
     fn srv_txt_and_ptr_for_configured_addresses() {
-        let d = data(SIP, &HashMap::new());
-        let reg = Registry::default();
-        let q = ln("_sip._udp.lab.test.");
+        let (d, reg) = zone(SIP);
+        let q = "_sip._udp.lab.test.";
         assert_eq!(
-            ips(&d.lookup(&q, RecordType::SRV, &reg)).1,
+            ask(&d, &reg, q, RecordType::SRV).1,
             ["10 100 5060 prov.lab.test."]
         );
-        assert_eq!(ips(&d.lookup(&q, RecordType::TXT, &reg)).1, ["hello"]);
-        assert_eq!(ips(&d.lookup(&q, RecordType::A, &reg)).1.len(), 0);
+        assert_eq!(ask(&d, &reg, q, RecordType::TXT).1, ["hello"]);
+        assert_eq!(ask(&d, &reg, q, RecordType::A).1.len(), 0);
         assert_eq!(
-            ips(&d.lookup(&ln("2.0.0.10.in-addr.arpa."), RecordType::PTR, &reg)).1,
+            ask(&d, &reg, "2.0.0.10.in-addr.arpa.", RecordType::PTR).1,
             ["prov.lab.test."]
         );
         assert!(d.is_local(&ln("2.0.0.10.in-addr.arpa."), &reg));

@@ -35,6 +35,7 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::devices::{LeaseInfo, Mac, Observer, Registry, TransferDone};
 pub(crate) use crate::metrics::RefusalLabels as ReasonLabels;
+use crate::metrics::Registers;
 use crate::store::Store;
 
 /// Who hears of state changes and lease events: the hooks (`hooks::Hooks`), set once at
@@ -85,13 +86,14 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn register(reg: &mut PromRegistry) -> Metrics {
-        let m = Metrics::default();
+        let m = Metrics {
+            book: Arc::default(),
+            claims_refused: reg.metric(
+                "provbox_status_claims_refused",
+                "Device claims (syslog lines, User-Agents, paths naming a MAC) refused because they contradict a proven address, by reason",
+            ),
+        };
         reg.register_collector(Box::new(m.clone()));
-        reg.register(
-            "provbox_status_claims_refused",
-            "Device claims (syslog lines, User-Agents, paths naming a MAC) refused because they contradict a proven address, by reason",
-            m.claims_refused.clone(),
-        );
         m
     }
 }
@@ -1140,9 +1142,8 @@ mod tests {
         reg.lease_bound(
             ip,
             LeaseInfo {
-                mac,
-                hostname: None,
                 vendor_class: Some("Cisco SPA504G".into()),
+                ..LeaseInfo::of(mac)
             },
         );
         b.transfer(&fetch("198.18.0.7", "/spa504g.cfg", "ok"));
@@ -1207,14 +1208,7 @@ mod tests {
     }
 
     fn leased(reg: &Registry, at: &str, m: &str) {
-        reg.lease_bound(
-            ip(at),
-            LeaseInfo {
-                mac: mac(m),
-                hostname: None,
-                vendor_class: None,
-            },
-        );
+        reg.lease_bound(ip(at), LeaseInfo::of(mac(m)));
     }
 
     fn refused(b: &StatusBook, reason: &'static str) -> u64 {
@@ -1334,6 +1328,18 @@ mod tests {
         Store::open(dir).unwrap()
     }
 
+    /// A store in `dir` and a book loaded from it, with a device registry of its own.
+    fn stored_book(dir: &std::path::Path) -> (Arc<Store>, Arc<StatusBook>) {
+        let store = stored(dir);
+        let b = StatusBook::load(&store, Arc::new(Registry::default()), Metrics::default());
+        (store, b.unwrap())
+    }
+
+    /// The `i`th of many made-up MACs (02:00:00:00:…).
+    fn numbered_mac(i: usize) -> Mac {
+        Mac([2, 0, 0, 0, (i >> 8) as u8, i as u8])
+    }
+
     fn rows(store: &Store) -> HashSet<String> {
         let rx = store.db().begin_read().unwrap();
         let t = rx.open_table(DEVICES).unwrap();
@@ -1346,10 +1352,8 @@ mod tests {
     #[test]
     fn past_its_bound_the_writer_is_told_to_write_everything() {
         let dir = tempfile::tempdir().unwrap();
-        let store = stored(dir.path());
-        let b =
-            StatusBook::load(&store, Arc::new(Registry::default()), Metrics::default()).unwrap();
-        let m = |i: usize| Mac([2, 0, 0, 0, (i >> 8) as u8, i as u8]);
+        let (store, b) = stored_book(dir.path());
+        let m = numbered_mac;
         for i in 0..10 {
             b.lease_seen(m(i), IpAddr::from([10, 0, 0, i as u8]), None, None);
         }
@@ -1378,10 +1382,8 @@ mod tests {
     #[test]
     fn eviction_forgets_the_longest_silent_everywhere_including_the_store() {
         let dir = tempfile::tempdir().unwrap();
-        let store = stored(dir.path());
-        let b =
-            StatusBook::load(&store, Arc::new(Registry::default()), Metrics::default()).unwrap();
-        let m = |i: usize| Mac([2, 0, 0, 0, (i >> 8) as u8, i as u8]);
+        let (store, b) = stored_book(dir.path());
+        let m = numbered_mac;
         let addr = |i: usize| IpAddr::from([10, 1, (i >> 8) as u8, i as u8]);
         for i in 0..MAX_DEVICES {
             b.lease_seen(m(i), addr(i), None, None);

@@ -21,7 +21,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 use crate::limit::WarnGate;
-use crate::metrics::RefusalLabels as ReasonLabels;
+use crate::metrics::{RefusalLabels as ReasonLabels, Registers};
 
 /// Lines waiting for the writer; a burst beyond this is dropped, not buffered.
 const QUEUE: usize = 4096;
@@ -73,18 +73,16 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn register(reg: &mut Registry) -> Metrics {
-        let m = Metrics::default();
-        reg.register(
-            "provbox_syslog_forward_dropped",
-            "Lines not written to syslog.forward_file, by reason (queue_full, write_error)",
-            m.dropped.clone(),
-        );
-        reg.register(
-            "provbox_syslog_forward_rotations",
-            "Times syslog.forward_file reached syslog.forward_max and was rotated",
-            m.rotations.clone(),
-        );
-        m
+        Metrics {
+            dropped: reg.metric(
+                "provbox_syslog_forward_dropped",
+                "Lines not written to syslog.forward_file, by reason (queue_full, write_error)",
+            ),
+            rotations: reg.metric(
+                "provbox_syslog_forward_rotations",
+                "Times syslog.forward_file reached syslog.forward_max and was rotated",
+            ),
+        }
     }
 
     fn drop_lines(&self, reason: &'static str, n: u64) {

@@ -28,13 +28,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
 use crate::devices::verify::Verdict;
 use crate::devices::{FetchRequest, Mac, Provisioner, access};
 use crate::limit::WarnGate;
+use crate::metrics::{Registers, ResultLabels};
 
 pub use config::Config;
 
@@ -191,11 +191,6 @@ impl From<io::Error> for Refused {
     }
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabels {
-    pub result: &'static str,
-}
-
 /// `provbox_uploads_total{result}` and `provbox_upload_bytes_total`.
 #[derive(Clone, Default)]
 pub struct Metrics {
@@ -205,18 +200,13 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn register(reg: &mut prometheus_client::registry::Registry) -> Metrics {
-        let m = Metrics::default();
-        reg.register(
-            "provbox_uploads",
-            "Uploads by result: stored, forbidden, file_quota, device_quota, store_quota, cut, error",
-            m.uploads.clone(),
-        );
-        reg.register(
-            "provbox_upload_bytes",
-            "Bytes of uploads stored",
-            m.bytes.clone(),
-        );
-        m
+        Metrics {
+            uploads: reg.metric(
+                "provbox_uploads",
+                "Uploads by result: stored, forbidden, file_quota, device_quota, store_quota, cut, error",
+            ),
+            bytes: reg.metric("provbox_upload_bytes", "Bytes of uploads stored"),
+        }
     }
 }
 

@@ -393,8 +393,7 @@ mod tests {
             "devices:\n  - pin: \"1111\"\n    account: broken\n  - pin: \"2222\"\n    account: ok\n    extension: \"2002\"\n",
         )
         .unwrap();
-        let m = Arc::new(crate::metrics::Metrics::register(&mut Default::default()));
-        let cat = crate::catalog::Catalog::open(&[root], false, &d.path().join("data"), m).unwrap();
+        let cat = crate::catalog::Catalog::for_tests(&[root], false, &d.path().join("data"));
         cat.start().unwrap();
         let mut c = Config {
             inventory: Some(At::new(inv)),
