@@ -1183,16 +1183,7 @@ subnets:
         let settings = cfg
             .compile(&mut |f, _, _, m| errs.push(format!("{f}: {m}")))
             .unwrap_or_else(|| panic!("{errs:?}"));
-        Engine::new(
-            settings,
-            vec![IfaceInfo {
-                name: "br0".into(),
-                addrs: vec![("198.18.0.1".parse().unwrap(), 24)],
-            }],
-            dns_on,
-            Arc::new(Registry::default()),
-            Arc::new(DhcpMetrics::default()),
-        )
+        crate::dhcp::lab_engine(settings, dns_on)
     }
 
     fn get(opts: &[OptValue], code: u8) -> Option<&[u8]> {
