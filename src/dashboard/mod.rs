@@ -16,7 +16,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -26,6 +25,8 @@ use tokio_util::task::TaskTracker;
 
 use anyhow::Result;
 
+// The API's answer helpers: one JSON, content type and cache rule for both.
+use crate::api::{json as json_response, query_param, respond};
 use crate::confkit::{At, ListenerSpec, Problems, Transport};
 use crate::http::{ConnInfo, Handler, LoggedBody};
 use crate::metrics::{Metrics, RefusalLabels};
@@ -267,38 +268,6 @@ pub async fn bind(
         metrics,
     };
     Ok((handler, listener))
-}
-
-fn respond(
-    status: StatusCode,
-    ctype: &'static str,
-    body: impl Into<Bytes>,
-) -> Response<LoggedBody> {
-    let mut r = Response::new(LoggedBody::new(body.into(), None));
-    *r.status_mut() = status;
-    let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
-}
-
-fn json_response(status: StatusCode, v: &serde_json::Value) -> Response<LoggedBody> {
-    respond(
-        status,
-        "application/json",
-        serde_json::to_vec(v).unwrap_or_default(),
-    )
-}
-
-fn query_param(query: Option<&str>, name: &str) -> Option<String> {
-    query?.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        (k == name).then(|| {
-            percent_encoding::percent_decode_str(&v.replace('+', " "))
-                .decode_utf8_lossy()
-                .into_owned()
-        })
-    })
 }
 
 /// The summary row the table shows (the timeline comes with `/api/devices/{mac}`).
