@@ -36,38 +36,29 @@ use crate::status::{Device, State, StatusBook};
 const PAGE: &str = include_str!("page.html");
 const COOKIE: &str = "provbox_admin";
 
+/// Every key is optional: an unset one takes its value from [`Config::default`].
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
-    #[serde(default)]
     pub enabled: bool,
-    #[serde(default = "default_listen")]
     pub listen: At<SocketAddr>,
     /// Admin token: `Authorization: Bearer <token>`, or open `/?token=<token>` once in a
     /// browser (it then keeps a cookie). Without one, a token is made on the first start
     /// and kept in `data_dir/dashboard.token`.
-    #[serde(default)]
     pub token: Option<At<String>>,
     /// Names the dashboard answers to besides its own addresses (and `localhost` on
     /// loopback); any other `Host` gets 421 (DNS rebinding).
-    #[serde(default)]
     pub hosts: Vec<At<String>>,
     /// Who the token stands for in the audit log of `/api/v1` writes (default `operator`).
-    #[serde(default)]
     pub token_name: Option<At<String>>,
-    #[serde(default)]
     pub resync: resync::Config,
-}
-
-fn default_listen() -> At<SocketAddr> {
-    At::new(SocketAddr::from(([127, 0, 0, 1], 8081)))
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             enabled: false,
-            listen: default_listen(),
+            listen: At::new(SocketAddr::from(([127, 0, 0, 1], 8081))),
             token: None,
             hosts: Vec::new(),
             token_name: None,
