@@ -428,16 +428,7 @@ async fn one(run: &Run, i: usize, t: &Target, book: &StatusBook, s: &Settings) {
         IpAddr::V6(v) => format!("[{v}]"),
     };
     let command = format!("http://{ip}{path}?{url}");
-    let req = resync::Request {
-        ip: t.ip,
-        mac_hex: t
-            .key
-            .parse::<crate::devices::Mac>()
-            .ok()
-            .map(|m| m.to_hex()),
-        vendor: t.vendor.clone(),
-        reboot: false,
-    };
+    let req = t.resync_request(false);
     let ua_before = book.get(&t.key).and_then(|d| d.user_agent);
     let sent_at = now_ms();
     match resync::web_get(&s.resync, &req, &command).await {

@@ -279,16 +279,7 @@ fn start(api: &Api, caller: &Caller, mac: &str, ask: Ask) -> Response<LoggedBody
     let (book, cfg) = (api.book.clone(), caller.resync.clone());
     let key = t.key.clone();
     api.tracker.spawn(async move {
-        let req = resync::Request {
-            ip: t.ip,
-            mac_hex: t
-                .key
-                .parse::<crate::devices::Mac>()
-                .ok()
-                .map(|m| m.to_hex()),
-            vendor: t.vendor.clone(),
-            reboot: ask == Ask::Reboot,
-        };
+        let req = t.resync_request(ask == Ask::Reboot);
         let sent = match ask {
             Ask::Report => resync::report(&cfg, &req).await,
             Ask::Resync | Ask::Reboot => resync::send(&cfg, &req).await,

@@ -458,16 +458,7 @@ impl DashboardHandler {
             let slots = slots.clone();
             self.tracker.spawn(async move {
                 let _slot = slots.acquire_owned().await;
-                let req = resync::Request {
-                    ip: t.ip,
-                    mac_hex: t
-                        .key
-                        .parse::<crate::devices::Mac>()
-                        .ok()
-                        .map(|m| m.to_hex()),
-                    vendor: t.vendor.clone(),
-                    reboot,
-                };
+                let req = t.resync_request(reboot);
                 let (kind, detail) = match resync::send(&cfg, &req).await {
                     Ok(d) => ("resync_sent", d),
                     Err(d) => ("resync_not_sent", d),
@@ -620,15 +611,12 @@ pub async fn resync_cli(
                     let vendor = ["model", "vendor_class", "user_agent"]
                         .iter()
                         .find_map(|f| dev[*f].as_str().map(str::to_string));
-                    requests.push((
-                        key.to_string(),
-                        resync::Request {
-                            ip,
-                            mac_hex: key.parse::<crate::devices::Mac>().ok().map(|m| m.to_hex()),
-                            vendor,
-                            reboot,
-                        },
-                    ));
+                    let t = crate::status::Target {
+                        key: key.to_string(),
+                        ip,
+                        vendor,
+                    };
+                    requests.push((t.key.clone(), t.resync_request(reboot)));
                 }
             }
         }
