@@ -3,7 +3,7 @@
 use http::{Response, StatusCode};
 use serde::Serialize;
 
-use super::{Api, Problem, audit, json};
+use super::{Api, Problem, answer, audit, json};
 use crate::devices::binding::Bindings;
 use crate::http::LoggedBody;
 
@@ -65,13 +65,11 @@ pub fn to_list(rows: Vec<(String, Vec<String>)>) -> BindingList {
         (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 pub fn list(api: &Api) -> Response<LoggedBody> {
-    match bindings(api).and_then(|b| {
+    answer(bindings(api).and_then(|b| {
         b.list()
+            .map(to_list)
             .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Store error", e))
-    }) {
-        Ok(rows) => json(StatusCode::OK, &to_list(rows)),
-        Err(p) => p.into(),
-    }
+    }))
 }
 
 /// Unbind a PIN: its devices are unbound, and it can bind another phone.

@@ -4,7 +4,7 @@
 use http::{Response, StatusCode};
 use serde::Serialize;
 
-use super::{Api, Caller, Problem, audit, json, query_param};
+use super::{Api, Caller, Problem, answer, audit, json, query_param};
 use crate::http::LoggedBody;
 use crate::resync;
 use crate::status::Device;
@@ -188,11 +188,7 @@ impl Filter {
         (status = 401, description = "no or wrong token"),
     ))]
 pub fn list(api: &Api, query: Option<&str>) -> Response<LoggedBody> {
-    let f = match Filter::parse(query) {
-        Ok(f) => f,
-        Err(p) => return p.into(),
-    };
-    json(StatusCode::OK, &f.page(api.book.map(summary)))
+    answer(Filter::parse(query).map(|f| f.page(api.book.map(summary))))
 }
 
 /// One device, with its timeline.
@@ -203,34 +199,29 @@ pub fn list(api: &Api, query: Option<&str>) -> Response<LoggedBody> {
         (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 pub fn get(api: &Api, mac: &str) -> Response<LoggedBody> {
-    match api.book.get(mac) {
-        Some(d) => json(
-            StatusCode::OK,
-            &DeviceDetail {
-                device: summary(&d),
-                hostname: d.hostname.clone(),
-                timeline: d
-                    .events
-                    .iter()
-                    .map(|e| TimelineEvent {
-                        at: e.at,
-                        kind: e.kind.clone(),
-                        detail: e.detail.clone(),
-                    })
-                    .collect(),
-                lines: d
-                    .lines
-                    .iter()
-                    .map(|l| TimelineEvent {
-                        at: l.at,
-                        kind: "line".into(),
-                        detail: l.text.clone(),
-                    })
-                    .collect(),
-            },
-        ),
-        None => Problem::not_found(format!("no device `{mac}`")).into(),
-    }
+    let found = api.book.get(mac).map(|d| DeviceDetail {
+        device: summary(&d),
+        hostname: d.hostname.clone(),
+        timeline: d
+            .events
+            .iter()
+            .map(|e| TimelineEvent {
+                at: e.at,
+                kind: e.kind.clone(),
+                detail: e.detail.clone(),
+            })
+            .collect(),
+        lines: d
+            .lines
+            .iter()
+            .map(|l| TimelineEvent {
+                at: l.at,
+                kind: "line".into(),
+                detail: l.text.clone(),
+            })
+            .collect(),
+    });
+    answer(found.ok_or_else(|| Problem::not_found(format!("no device `{mac}`"))))
 }
 
 /// Forget a device: its status record, timeline and the address it was placed at. The

@@ -8,7 +8,7 @@ use std::path::Path;
 use http::{Response, StatusCode};
 use serde::Serialize;
 
-use super::{Api, Problem, audit, json};
+use super::{Api, Problem, answer, audit, json};
 use crate::devices::inventory::{self, Record};
 use crate::http::LoggedBody;
 
@@ -119,10 +119,11 @@ pub fn list(api: &Api) -> Response<LoggedBody> {
     ))]
 pub fn get(api: &Api, key: &str) -> Response<LoggedBody> {
     let inv = api.provisioner.inventory();
-    match inventory::position(&inv.records, key) {
-        Some(i) => json(StatusCode::OK, &shown(&inv.records[i])),
-        None => Problem::not_found(format!("no inventory record `{key}`")).into(),
-    }
+    answer(
+        inventory::position(&inv.records, key)
+            .map(|i| shown(&inv.records[i]))
+            .ok_or_else(|| Problem::not_found(format!("no inventory record `{key}`"))),
+    )
 }
 
 /// Put one record: its variables replace the record's (or a new record is added),

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use http::{Response, StatusCode};
 use serde::Serialize;
 
-use super::{Api, Problem, audit, json};
+use super::{Api, Problem, answer, audit, json};
 use crate::devices::desk::{LeaseDesk, LeaseRow, ReleaseError};
 use crate::http::LoggedBody;
 
@@ -44,19 +44,13 @@ fn parse_ip(ip: &str) -> Result<Ipv4Addr, Problem> {
         (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 pub fn list(api: &Api) -> Response<LoggedBody> {
-    match desk(api) {
-        Ok(d) => {
-            let items = d.list();
-            json(
-                StatusCode::OK,
-                &LeaseList {
-                    total: items.len(),
-                    items,
-                },
-            )
+    answer(desk(api).map(|d| {
+        let items = d.list();
+        LeaseList {
+            total: items.len(),
+            items,
         }
-        Err(p) => p.into(),
-    }
+    }))
 }
 
 /// The lease at one address.
@@ -74,10 +68,7 @@ pub fn get(api: &Api, ip: &str) -> Response<LoggedBody> {
             .find(|l| l.ip == ip)
             .ok_or_else(|| Problem::not_found(format!("no lease at {ip}")))
     });
-    match found {
-        Ok(l) => json(StatusCode::OK, &l),
-        Err(p) => p.into(),
-    }
+    answer(found)
 }
 
 /// Release a lease: it ends now, durably (journaled like any lease change). The address

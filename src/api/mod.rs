@@ -160,6 +160,14 @@ pub fn json<T: Serialize>(status: StatusCode, v: &T) -> Response<LoggedBody> {
     )
 }
 
+/// 200 with the value as JSON, or the problem.
+pub fn answer<T: Serialize>(r: Result<T, Problem>) -> Response<LoggedBody> {
+    match r {
+        Ok(v) => json(StatusCode::OK, &v),
+        Err(p) => p.into(),
+    }
+}
+
 pub fn respond(
     status: StatusCode,
     ctype: &'static str,
