@@ -264,25 +264,13 @@ mod tests {
     fn import_errors_name_the_lines_and_write_nothing() {
         let d = tempfile::tempdir().unwrap();
         let inv = d.path().join("inventory.yaml");
-        let (summary, got) = inventory::import_text(
-            "mac,extension\n00:56:2b:04:36:15,1001\n",
-            Path::new("import.csv"),
-            None,
-            &inv,
-            false,
-        )
-        .unwrap();
+        let import =
+            |scan: &str| inventory::import_text(scan, Path::new("import.csv"), None, &inv, false);
+        let (summary, got) = import("mac,extension\n00:56:2b:04:36:15,1001\n").unwrap();
         assert!(summary.contains("1 added"), "{summary}");
         assert_eq!(got.unwrap().records.len(), 1);
         let before = std::fs::read_to_string(&inv).unwrap();
-        let err = inventory::import_text(
-            "mac,extension\n00:56:2b:04:36:1,1002\n0015654aa93,1003\n",
-            Path::new("import.csv"),
-            None,
-            &inv,
-            false,
-        )
-        .unwrap_err();
+        let err = import("mac,extension\n00:56:2b:04:36:1,1002\n0015654aa93,1003\n").unwrap_err();
         assert!(err.contains("import.csv:2:"), "{err}");
         assert!(err.contains("import.csv:3:"), "{err}");
         assert_eq!(std::fs::read_to_string(&inv).unwrap(), before);
