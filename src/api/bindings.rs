@@ -35,13 +35,11 @@ pub fn colons(hex: &str) -> String {
 }
 
 fn bindings(api: &Api) -> Result<&Bindings, Problem> {
-    api.provisioner.bindings().ok_or_else(|| {
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "PIN binding is off",
-            "devices.binding is not configured, so no PIN is bound",
-        )
-    })
+    Problem::unless_off(
+        api.provisioner.bindings(),
+        "PIN binding is off",
+        "devices.binding is not configured, so no PIN is bound",
+    )
 }
 
 pub fn to_list(rows: Vec<(String, Vec<String>)>) -> BindingList {

@@ -47,13 +47,11 @@ pub fn shown(r: &Record) -> InventoryRecord {
 }
 
 fn path(api: &Api) -> Result<&Path, Problem> {
-    api.provisioner.inventory_path().ok_or_else(|| {
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "No inventory",
-            "devices.inventory is not set; configure the inventory file first",
-        )
-    })
+    Problem::unless_off(
+        api.provisioner.inventory_path(),
+        "No inventory",
+        "devices.inventory is not set; configure the inventory file first",
+    )
 }
 
 /// The variables of a PUT body: a JSON object of strings (numbers and booleans are taken

@@ -16,17 +16,11 @@ pub struct LeaseList {
 }
 
 fn desk(api: &Api) -> Result<&dyn LeaseDesk, Problem> {
-    api.provisioner
-        .registry()
-        .desk()
-        .map(|d| d.as_ref())
-        .ok_or_else(|| {
-            Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "DHCP is off",
-                "this provbox serves no DHCP (dhcp.enabled is false), so it holds no leases",
-            )
-        })
+    Problem::unless_off(
+        api.provisioner.registry().desk().map(|d| d.as_ref()),
+        "DHCP is off",
+        "this provbox serves no DHCP (dhcp.enabled is false), so it holds no leases",
+    )
 }
 
 fn parse_ip(ip: &str) -> Result<Ipv4Addr, Problem> {

@@ -37,6 +37,12 @@ impl Problem {
         Problem::new(StatusCode::NOT_FOUND, "Not found", detail)
     }
 
+    /// `part`, or 503 when that part of provbox is off (`title` says which, `detail` how to
+    /// turn it on).
+    pub fn unless_off<T>(part: Option<T>, title: &str, detail: &str) -> Result<T, Problem> {
+        part.ok_or_else(|| Problem::new(StatusCode::SERVICE_UNAVAILABLE, title, detail))
+    }
+
     /// The answer: the status, `application/problem+json`, never cached.
     pub fn response(&self) -> Response<LoggedBody> {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
