@@ -3,7 +3,7 @@
 use http::{Response, StatusCode};
 use serde::Serialize;
 
-use super::{Api, Problem, answer, audit, json};
+use super::{Api, NotFound, Problem, answer, audit, json};
 use crate::devices::binding::Bindings;
 use crate::http::LoggedBody;
 
@@ -75,7 +75,7 @@ pub fn list(api: &Api) -> Response<LoggedBody> {
     params(("pin" = String, Path, description = "the PIN")),
     responses(
         (status = 200, body = Unbound),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        NotFound,
     ))]
 pub fn unbind(api: &Api, who: &str, pin: &str) -> Response<LoggedBody> {
     let b = match bindings(api) {

@@ -4,7 +4,7 @@
 use http::{Response, StatusCode};
 use serde::Serialize;
 
-use super::{Api, Caller, Problem, answer, audit, json, query_param};
+use super::{Api, Caller, NotFound, Problem, answer, audit, json, query_param};
 use crate::http::LoggedBody;
 use crate::resync;
 use crate::status::Device;
@@ -196,7 +196,7 @@ pub fn list(api: &Api, query: Option<&str>) -> Response<LoggedBody> {
     params(("mac" = String, Path, description = "a MAC address (any spelling), an IP address or a record key")),
     responses(
         (status = 200, body = DeviceDetail),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        NotFound,
     ))]
 pub fn get(api: &Api, mac: &str) -> Response<LoggedBody> {
     let found = api.book.get(mac).map(|d| DeviceDetail {
@@ -230,7 +230,7 @@ pub fn get(api: &Api, mac: &str) -> Response<LoggedBody> {
     params(("mac" = String, Path, description = "a MAC address, an IP address or a record key")),
     responses(
         (status = 200, body = Forgotten),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        NotFound,
     ))]
 pub fn forget(api: &Api, who: &str, mac: &str) -> Response<LoggedBody> {
     match api.book.forget(mac) {
@@ -293,7 +293,7 @@ fn start(api: &Api, caller: &Caller, mac: &str, ask: Ask) -> Response<LoggedBody
     params(("mac" = String, Path, description = "a MAC address or an IP address")),
     responses(
         (status = 202, body = Sending),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        NotFound,
         (status = 403, description = "cross-site request"),
     ))]
 pub fn resync(api: &Api, caller: &Caller, mac: &str) -> Response<LoggedBody> {
@@ -305,7 +305,7 @@ pub fn resync(api: &Api, caller: &Caller, mac: &str) -> Response<LoggedBody> {
     params(("mac" = String, Path, description = "a MAC address or an IP address")),
     responses(
         (status = 202, body = Sending),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        NotFound,
     ))]
 pub fn reboot(api: &Api, caller: &Caller, mac: &str) -> Response<LoggedBody> {
     start(api, caller, mac, Ask::Reboot)
@@ -318,7 +318,7 @@ pub fn reboot(api: &Api, caller: &Caller, mac: &str) -> Response<LoggedBody> {
     params(("mac" = String, Path, description = "a MAC address or an IP address")),
     responses(
         (status = 202, body = Sending),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        NotFound,
     ))]
 pub fn report(api: &Api, caller: &Caller, mac: &str) -> Response<LoggedBody> {
     start(api, caller, mac, Ask::Report)

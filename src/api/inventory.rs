@@ -8,7 +8,7 @@ use std::path::Path;
 use http::{Response, StatusCode};
 use serde::Serialize;
 
-use super::{Api, Problem, answer, audit, json};
+use super::{Api, NotFound, Problem, answer, audit, json};
 use crate::devices::inventory::{self, Record};
 use crate::http::LoggedBody;
 
@@ -113,7 +113,7 @@ pub fn list(api: &Api) -> Response<LoggedBody> {
     params(("key" = String, Path, description = "a MAC address, a serial number or pin:<PIN>")),
     responses(
         (status = 200, body = InventoryRecord),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        NotFound,
     ))]
 pub fn get(api: &Api, key: &str) -> Response<LoggedBody> {
     let inv = api.provisioner.inventory();
@@ -176,7 +176,7 @@ pub fn put(api: &Api, who: &str, key: &str, body: &[u8]) -> Response<LoggedBody>
     params(("key" = String, Path, description = "a MAC address, a serial number or pin:<PIN>")),
     responses(
         (status = 200, body = InventoryRecord, description = "the record deleted"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        NotFound,
     ))]
 pub fn delete(api: &Api, who: &str, key: &str) -> Response<LoggedBody> {
     let file = match path(api) {

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use http::{Response, StatusCode};
 use serde::Serialize;
 
-use super::{Api, Problem, answer, audit, json};
+use super::{Api, NotFound, Problem, answer, audit, json};
 use crate::devices::desk::{LeaseDesk, LeaseRow, ReleaseError};
 use crate::http::LoggedBody;
 
@@ -52,7 +52,7 @@ pub fn list(api: &Api) -> Response<LoggedBody> {
     params(("ip" = String, Path, description = "the leased IPv4 address")),
     responses(
         (status = 200, body = LeaseRow),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        NotFound,
     ))]
 pub fn get(api: &Api, ip: &str) -> Response<LoggedBody> {
     let found = parse_ip(ip).and_then(|ip| {
@@ -72,7 +72,7 @@ pub fn get(api: &Api, ip: &str) -> Response<LoggedBody> {
     params(("ip" = String, Path, description = "the leased IPv4 address")),
     responses(
         (status = 200, body = LeaseRow, description = "released; the row shows the hold"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        NotFound,
         (status = 500, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn release(api: &Api, who: &str, ip: &str) -> Response<LoggedBody> {

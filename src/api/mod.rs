@@ -32,7 +32,7 @@ use utoipa::OpenApi;
 use crate::devices::Provisioner;
 use crate::http::LoggedBody;
 use crate::status::StatusBook;
-pub use problem::Problem;
+pub use problem::{NotFound, Problem};
 
 /// Where the API lives on the dashboard listener.
 pub const PREFIX: &str = "/api/v1/";

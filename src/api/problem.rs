@@ -19,6 +19,13 @@ pub struct Problem {
     pub detail: String,
 }
 
+// The 404 every lookup can answer, for the OpenAPI document's `responses(...)` (only
+// the document uses the type; a comment, not a doc comment, so the response keeps no
+// description, as the inline form had none).
+#[derive(utoipa::IntoResponses)]
+#[response(status = 404, content_type = "application/problem+json")]
+pub struct NotFound(pub Problem);
+
 impl Problem {
     pub fn new(status: StatusCode, title: &str, detail: impl Into<String>) -> Problem {
         Problem {
