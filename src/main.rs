@@ -437,14 +437,7 @@ fn main() -> ExitCode {
             config,
         } => {
             let r = on_runtime(&config, |cfg| async move {
-                provbox::dashboard::resync_cli(
-                    &cfg.dashboard,
-                    &cfg.data_dir,
-                    &target,
-                    reboot,
-                    report,
-                )
-                .await
+                provbox::cli::resync::cli(&cfg, &target, reboot, report).await
             });
             match r {
                 Ok(r) => exit_code("provbox resync", r),

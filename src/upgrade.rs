@@ -32,33 +32,24 @@ const KEPT_RUNS: usize = 8;
 /// How often a phone's record is looked at while waiting for its download and report.
 const POLL: Duration = Duration::from_millis(250);
 
+/// Every key is optional: an unset one takes its value from [`Config::default`].
 #[derive(Debug, Deserialize, Clone, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Phones upgrading at once (`all`): a firmware image is megabytes over TFTP.
-    #[serde(default = "default_max_parallel")]
     pub max_parallel: At<usize>,
     /// How long a phone has from the command to its report before it counts as failed.
-    #[serde(default = "default_timeout")]
     pub timeout: Dur,
     /// Firmware file in the catalog per model (`CP-8831-3PCC`) or vendor (`cisco`); the
     /// model wins. `provbox upgrade --firmware` overrides it.
-    #[serde(default)]
     pub firmware: BTreeMap<String, At<String>>,
-}
-
-fn default_max_parallel() -> At<usize> {
-    At::new(4)
-}
-fn default_timeout() -> Dur {
-    Dur(Duration::from_secs(900))
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
-            max_parallel: default_max_parallel(),
-            timeout: default_timeout(),
+            max_parallel: At::new(4),
+            timeout: Dur(Duration::from_secs(900)),
             firmware: BTreeMap::new(),
         }
     }
@@ -428,16 +419,7 @@ async fn one(run: &Run, i: usize, t: &Target, book: &StatusBook, s: &Settings) {
         IpAddr::V6(v) => format!("[{v}]"),
     };
     let command = format!("http://{ip}{path}?{url}");
-    let req = resync::Request {
-        ip: t.ip,
-        mac_hex: t
-            .key
-            .parse::<crate::devices::Mac>()
-            .ok()
-            .map(|m| m.to_hex()),
-        vendor: t.vendor.clone(),
-        reboot: false,
-    };
+    let req = t.resync_request(false);
     let ua_before = book.get(&t.key).and_then(|d| d.user_agent);
     let sent_at = now_ms();
     match resync::web_get(&s.resync, &req, &command).await {

@@ -3,7 +3,7 @@
 use http::{Response, StatusCode};
 use serde::Serialize;
 
-use super::{Api, Problem, audit, json};
+use super::{Api, NotFound, Problem, answer, audit, json};
 use crate::devices::binding::Bindings;
 use crate::http::LoggedBody;
 
@@ -35,13 +35,11 @@ pub fn colons(hex: &str) -> String {
 }
 
 fn bindings(api: &Api) -> Result<&Bindings, Problem> {
-    api.provisioner.bindings().ok_or_else(|| {
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "PIN binding is off",
-            "devices.binding is not configured, so no PIN is bound",
-        )
-    })
+    Problem::unless_off(
+        api.provisioner.bindings(),
+        "PIN binding is off",
+        "devices.binding is not configured, so no PIN is bound",
+    )
 }
 
 pub fn to_list(rows: Vec<(String, Vec<String>)>) -> BindingList {
@@ -65,13 +63,11 @@ pub fn to_list(rows: Vec<(String, Vec<String>)>) -> BindingList {
         (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 pub fn list(api: &Api) -> Response<LoggedBody> {
-    match bindings(api).and_then(|b| {
+    answer(bindings(api).and_then(|b| {
         b.list()
+            .map(to_list)
             .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Store error", e))
-    }) {
-        Ok(rows) => json(StatusCode::OK, &to_list(rows)),
-        Err(p) => p.into(),
-    }
+    }))
 }
 
 /// Unbind a PIN: its devices are unbound, and it can bind another phone.
@@ -79,7 +75,7 @@ pub fn list(api: &Api) -> Response<LoggedBody> {
     params(("pin" = String, Path, description = "the PIN")),
     responses(
         (status = 200, body = Unbound),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        NotFound,
     ))]
 pub fn unbind(api: &Api, who: &str, pin: &str) -> Response<LoggedBody> {
     let b = match bindings(api) {

@@ -4,7 +4,7 @@
 use http::{Response, StatusCode};
 use serde::Serialize;
 
-use super::{Api, Caller, Problem, audit, json, query_param};
+use super::{Api, Caller, NotFound, Problem, answer, audit, json, query_param};
 use crate::http::LoggedBody;
 use crate::resync;
 use crate::status::Device;
@@ -188,11 +188,7 @@ impl Filter {
         (status = 401, description = "no or wrong token"),
     ))]
 pub fn list(api: &Api, query: Option<&str>) -> Response<LoggedBody> {
-    let f = match Filter::parse(query) {
-        Ok(f) => f,
-        Err(p) => return p.into(),
-    };
-    json(StatusCode::OK, &f.page(api.book.map(summary)))
+    answer(Filter::parse(query).map(|f| f.page(api.book.map(summary))))
 }
 
 /// One device, with its timeline.
@@ -200,37 +196,32 @@ pub fn list(api: &Api, query: Option<&str>) -> Response<LoggedBody> {
     params(("mac" = String, Path, description = "a MAC address (any spelling), an IP address or a record key")),
     responses(
         (status = 200, body = DeviceDetail),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        NotFound,
     ))]
 pub fn get(api: &Api, mac: &str) -> Response<LoggedBody> {
-    match api.book.get(mac) {
-        Some(d) => json(
-            StatusCode::OK,
-            &DeviceDetail {
-                device: summary(&d),
-                hostname: d.hostname.clone(),
-                timeline: d
-                    .events
-                    .iter()
-                    .map(|e| TimelineEvent {
-                        at: e.at,
-                        kind: e.kind.clone(),
-                        detail: e.detail.clone(),
-                    })
-                    .collect(),
-                lines: d
-                    .lines
-                    .iter()
-                    .map(|l| TimelineEvent {
-                        at: l.at,
-                        kind: "line".into(),
-                        detail: l.text.clone(),
-                    })
-                    .collect(),
-            },
-        ),
-        None => Problem::not_found(format!("no device `{mac}`")).into(),
-    }
+    let found = api.book.get(mac).map(|d| DeviceDetail {
+        device: summary(&d),
+        hostname: d.hostname.clone(),
+        timeline: d
+            .events
+            .iter()
+            .map(|e| TimelineEvent {
+                at: e.at,
+                kind: e.kind.clone(),
+                detail: e.detail.clone(),
+            })
+            .collect(),
+        lines: d
+            .lines
+            .iter()
+            .map(|l| TimelineEvent {
+                at: l.at,
+                kind: "line".into(),
+                detail: l.text.clone(),
+            })
+            .collect(),
+    });
+    answer(found.ok_or_else(|| Problem::not_found(format!("no device `{mac}`"))))
 }
 
 /// Forget a device: its status record, timeline and the address it was placed at. The
@@ -239,7 +230,7 @@ pub fn get(api: &Api, mac: &str) -> Response<LoggedBody> {
     params(("mac" = String, Path, description = "a MAC address, an IP address or a record key")),
     responses(
         (status = 200, body = Forgotten),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        NotFound,
     ))]
 pub fn forget(api: &Api, who: &str, mac: &str) -> Response<LoggedBody> {
     match api.book.forget(mac) {
@@ -279,16 +270,7 @@ fn start(api: &Api, caller: &Caller, mac: &str, ask: Ask) -> Response<LoggedBody
     let (book, cfg) = (api.book.clone(), caller.resync.clone());
     let key = t.key.clone();
     api.tracker.spawn(async move {
-        let req = resync::Request {
-            ip: t.ip,
-            mac_hex: t
-                .key
-                .parse::<crate::devices::Mac>()
-                .ok()
-                .map(|m| m.to_hex()),
-            vendor: t.vendor.clone(),
-            reboot: ask == Ask::Reboot,
-        };
+        let req = t.resync_request(ask == Ask::Reboot);
         let sent = match ask {
             Ask::Report => resync::report(&cfg, &req).await,
             Ask::Resync | Ask::Reboot => resync::send(&cfg, &req).await,
@@ -311,7 +293,7 @@ fn start(api: &Api, caller: &Caller, mac: &str, ask: Ask) -> Response<LoggedBody
     params(("mac" = String, Path, description = "a MAC address or an IP address")),
     responses(
         (status = 202, body = Sending),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        NotFound,
         (status = 403, description = "cross-site request"),
     ))]
 pub fn resync(api: &Api, caller: &Caller, mac: &str) -> Response<LoggedBody> {
@@ -323,7 +305,7 @@ pub fn resync(api: &Api, caller: &Caller, mac: &str) -> Response<LoggedBody> {
     params(("mac" = String, Path, description = "a MAC address or an IP address")),
     responses(
         (status = 202, body = Sending),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        NotFound,
     ))]
 pub fn reboot(api: &Api, caller: &Caller, mac: &str) -> Response<LoggedBody> {
     start(api, caller, mac, Ask::Reboot)
@@ -336,7 +318,7 @@ pub fn reboot(api: &Api, caller: &Caller, mac: &str) -> Response<LoggedBody> {
     params(("mac" = String, Path, description = "a MAC address or an IP address")),
     responses(
         (status = 202, body = Sending),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        NotFound,
     ))]
 pub fn report(api: &Api, caller: &Caller, mac: &str) -> Response<LoggedBody> {
     start(api, caller, mac, Ask::Report)

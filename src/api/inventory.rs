@@ -8,7 +8,7 @@ use std::path::Path;
 use http::{Response, StatusCode};
 use serde::Serialize;
 
-use super::{Api, Problem, audit, json};
+use super::{Api, NotFound, Problem, answer, audit, json};
 use crate::devices::inventory::{self, Record};
 use crate::http::LoggedBody;
 
@@ -47,13 +47,11 @@ pub fn shown(r: &Record) -> InventoryRecord {
 }
 
 fn path(api: &Api) -> Result<&Path, Problem> {
-    api.provisioner.inventory_path().ok_or_else(|| {
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "No inventory",
-            "devices.inventory is not set; configure the inventory file first",
-        )
-    })
+    Problem::unless_off(
+        api.provisioner.inventory_path(),
+        "No inventory",
+        "devices.inventory is not set; configure the inventory file first",
+    )
 }
 
 /// The variables of a PUT body: a JSON object of strings (numbers and booleans are taken
@@ -115,14 +113,15 @@ pub fn list(api: &Api) -> Response<LoggedBody> {
     params(("key" = String, Path, description = "a MAC address, a serial number or pin:<PIN>")),
     responses(
         (status = 200, body = InventoryRecord),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        NotFound,
     ))]
 pub fn get(api: &Api, key: &str) -> Response<LoggedBody> {
     let inv = api.provisioner.inventory();
-    match inventory::position(&inv.records, key) {
-        Some(i) => json(StatusCode::OK, &shown(&inv.records[i])),
-        None => Problem::not_found(format!("no inventory record `{key}`")).into(),
-    }
+    answer(
+        inventory::position(&inv.records, key)
+            .map(|i| shown(&inv.records[i]))
+            .ok_or_else(|| Problem::not_found(format!("no inventory record `{key}`"))),
+    )
 }
 
 /// Put one record: its variables replace the record's (or a new record is added),
@@ -177,7 +176,7 @@ pub fn put(api: &Api, who: &str, key: &str, body: &[u8]) -> Response<LoggedBody>
     params(("key" = String, Path, description = "a MAC address, a serial number or pin:<PIN>")),
     responses(
         (status = 200, body = InventoryRecord, description = "the record deleted"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        NotFound,
     ))]
 pub fn delete(api: &Api, who: &str, key: &str) -> Response<LoggedBody> {
     let file = match path(api) {
@@ -263,25 +262,13 @@ mod tests {
     fn import_errors_name_the_lines_and_write_nothing() {
         let d = tempfile::tempdir().unwrap();
         let inv = d.path().join("inventory.yaml");
-        let (summary, got) = inventory::import_text(
-            "mac,extension\n00:56:2b:04:36:15,1001\n",
-            Path::new("import.csv"),
-            None,
-            &inv,
-            false,
-        )
-        .unwrap();
+        let import =
+            |scan: &str| inventory::import_text(scan, Path::new("import.csv"), None, &inv, false);
+        let (summary, got) = import("mac,extension\n00:56:2b:04:36:15,1001\n").unwrap();
         assert!(summary.contains("1 added"), "{summary}");
         assert_eq!(got.unwrap().records.len(), 1);
         let before = std::fs::read_to_string(&inv).unwrap();
-        let err = inventory::import_text(
-            "mac,extension\n00:56:2b:04:36:1,1002\n0015654aa93,1003\n",
-            Path::new("import.csv"),
-            None,
-            &inv,
-            false,
-        )
-        .unwrap_err();
+        let err = import("mac,extension\n00:56:2b:04:36:1,1002\n0015654aa93,1003\n").unwrap_err();
         assert!(err.contains("import.csv:2:"), "{err}");
         assert!(err.contains("import.csv:3:"), "{err}");
         assert_eq!(std::fs::read_to_string(&inv).unwrap(), before);

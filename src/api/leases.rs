@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use http::{Response, StatusCode};
 use serde::Serialize;
 
-use super::{Api, Problem, audit, json};
+use super::{Api, NotFound, Problem, answer, audit, json};
 use crate::devices::desk::{LeaseDesk, LeaseRow, ReleaseError};
 use crate::http::LoggedBody;
 
@@ -16,17 +16,11 @@ pub struct LeaseList {
 }
 
 fn desk(api: &Api) -> Result<&dyn LeaseDesk, Problem> {
-    api.provisioner
-        .registry()
-        .desk()
-        .map(|d| d.as_ref())
-        .ok_or_else(|| {
-            Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "DHCP is off",
-                "this provbox serves no DHCP (dhcp.enabled is false), so it holds no leases",
-            )
-        })
+    Problem::unless_off(
+        api.provisioner.registry().desk().map(|d| d.as_ref()),
+        "DHCP is off",
+        "this provbox serves no DHCP (dhcp.enabled is false), so it holds no leases",
+    )
 }
 
 fn parse_ip(ip: &str) -> Result<Ipv4Addr, Problem> {
@@ -44,19 +38,13 @@ fn parse_ip(ip: &str) -> Result<Ipv4Addr, Problem> {
         (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 pub fn list(api: &Api) -> Response<LoggedBody> {
-    match desk(api) {
-        Ok(d) => {
-            let items = d.list();
-            json(
-                StatusCode::OK,
-                &LeaseList {
-                    total: items.len(),
-                    items,
-                },
-            )
+    answer(desk(api).map(|d| {
+        let items = d.list();
+        LeaseList {
+            total: items.len(),
+            items,
         }
-        Err(p) => p.into(),
-    }
+    }))
 }
 
 /// The lease at one address.
@@ -64,7 +52,7 @@ pub fn list(api: &Api) -> Response<LoggedBody> {
     params(("ip" = String, Path, description = "the leased IPv4 address")),
     responses(
         (status = 200, body = LeaseRow),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        NotFound,
     ))]
 pub fn get(api: &Api, ip: &str) -> Response<LoggedBody> {
     let found = parse_ip(ip).and_then(|ip| {
@@ -74,10 +62,7 @@ pub fn get(api: &Api, ip: &str) -> Response<LoggedBody> {
             .find(|l| l.ip == ip)
             .ok_or_else(|| Problem::not_found(format!("no lease at {ip}")))
     });
-    match found {
-        Ok(l) => json(StatusCode::OK, &l),
-        Err(p) => p.into(),
-    }
+    answer(found)
 }
 
 /// Release a lease: it ends now, durably (journaled like any lease change). The address
@@ -87,7 +72,7 @@ pub fn get(api: &Api, ip: &str) -> Response<LoggedBody> {
     params(("ip" = String, Path, description = "the leased IPv4 address")),
     responses(
         (status = 200, body = LeaseRow, description = "released; the row shows the hold"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        NotFound,
         (status = 500, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn release(api: &Api, who: &str, ip: &str) -> Response<LoggedBody> {

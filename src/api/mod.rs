@@ -32,7 +32,7 @@ use utoipa::OpenApi;
 use crate::devices::Provisioner;
 use crate::http::LoggedBody;
 use crate::status::StatusBook;
-pub use problem::Problem;
+pub use problem::{NotFound, Problem};
 
 /// Where the API lives on the dashboard listener.
 pub const PREFIX: &str = "/api/v1/";
@@ -158,6 +158,14 @@ pub fn json<T: Serialize>(status: StatusCode, v: &T) -> Response<LoggedBody> {
         "application/json",
         serde_json::to_vec(v).unwrap_or_default(),
     )
+}
+
+/// 200 with the value as JSON, or the problem.
+pub fn answer<T: Serialize>(r: Result<T, Problem>) -> Response<LoggedBody> {
+    match r {
+        Ok(v) => json(StatusCode::OK, &v),
+        Err(p) => p.into(),
+    }
 }
 
 pub fn respond(

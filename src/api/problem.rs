@@ -19,6 +19,13 @@ pub struct Problem {
     pub detail: String,
 }
 
+// The 404 every lookup can answer, for the OpenAPI document's `responses(...)` (only
+// the document uses the type; a comment, not a doc comment, so the response keeps no
+// description, as the inline form had none).
+#[derive(utoipa::IntoResponses)]
+#[response(status = 404, content_type = "application/problem+json")]
+pub struct NotFound(pub Problem);
+
 impl Problem {
     pub fn new(status: StatusCode, title: &str, detail: impl Into<String>) -> Problem {
         Problem {
@@ -35,6 +42,12 @@ impl Problem {
 
     pub fn not_found(detail: impl Into<String>) -> Problem {
         Problem::new(StatusCode::NOT_FOUND, "Not found", detail)
+    }
+
+    /// `part`, or 503 when that part of provbox is off (`title` says which, `detail` how to
+    /// turn it on).
+    pub fn unless_off<T>(part: Option<T>, title: &str, detail: &str) -> Result<T, Problem> {
+        part.ok_or_else(|| Problem::new(StatusCode::SERVICE_UNAVAILABLE, title, detail))
     }
 
     /// The answer: the status, `application/problem+json`, never cached.

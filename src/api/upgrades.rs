@@ -7,7 +7,7 @@
 use http::{Response, StatusCode};
 use serde::Deserialize;
 
-use super::{Api, Problem, audit, json, query_param};
+use super::{Api, NotFound, Problem, audit, json, query_param};
 use crate::http::LoggedBody;
 use crate::upgrade::StartError;
 
@@ -41,7 +41,7 @@ pub fn list(api: &Api) -> Response<LoggedBody> {
     responses(
         (status = 202, body = serde_json::Value, description = "the run started"),
         (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        NotFound,
         (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 pub fn start(api: &Api, who: &str, query: Option<&str>, body: &[u8]) -> Response<LoggedBody> {
@@ -69,7 +69,7 @@ pub fn start(api: &Api, who: &str, query: Option<&str>, body: &[u8]) -> Response
     ),
     responses(
         (status = 202, body = serde_json::Value, description = "the run started"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        NotFound,
         (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 pub fn device(api: &Api, who: &str, mac: &str, query: Option<&str>) -> Response<LoggedBody> {

@@ -2,4 +2,5 @@
 //! stopped-server fallbacks. Top of the layers: they read the whole configuration.
 
 pub mod api;
+pub mod resync;
 pub mod upgrade;

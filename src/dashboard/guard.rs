@@ -127,42 +127,27 @@ mod tests {
     fn hosts() {
         let none = || -> Vec<IpAddr> { panic!("only asked for 0.0.0.0") };
         let names = vec!["prov.lab.test".to_string()];
-        assert!(host_allowed("127.0.0.1:8081", lo(8081), 80, &names, none));
-        assert!(host_allowed("localhost:8081", lo(8081), 80, &names, none));
-        assert!(host_allowed("PROV.lab.test.", lo(8081), 80, &names, none));
-        assert!(host_allowed(
-            "prov.lab.test:443",
-            lo(8081),
-            80,
-            &names,
-            none
-        ));
-        assert!(!host_allowed("127.0.0.1:8082", lo(8081), 80, &names, none));
-        assert!(!host_allowed("127.0.0.1", lo(8081), 80, &names, none));
-        assert!(host_allowed("127.0.0.1", lo(80), 80, &names, none));
-        assert!(!host_allowed("127.0.0.2:8081", lo(8081), 80, &names, none));
-        assert!(!host_allowed(
-            "evil.example:8081",
-            lo(8081),
-            80,
-            &names,
-            none
-        ));
-        assert!(!host_allowed(
-            "127.0.0.1.nip.io:8081",
-            lo(8081),
-            80,
-            &names,
-            none
-        ));
-        assert!(!host_allowed("", lo(8081), 80, &names, none));
-        assert!(!host_allowed(
-            "127.0.0.1:8081:1",
-            lo(8081),
-            80,
-            &names,
-            none
-        ));
+        // (Host, the address bound, allowed) with `dashboard.hosts: [prov.lab.test]`.
+        for (host, local, allowed) in [
+            ("127.0.0.1:8081", lo(8081), true),
+            ("localhost:8081", lo(8081), true),
+            ("PROV.lab.test.", lo(8081), true),
+            ("prov.lab.test:443", lo(8081), true),
+            ("127.0.0.1:8082", lo(8081), false),
+            ("127.0.0.1", lo(8081), false),
+            ("127.0.0.1", lo(80), true),
+            ("127.0.0.2:8081", lo(8081), false),
+            ("evil.example:8081", lo(8081), false),
+            ("127.0.0.1.nip.io:8081", lo(8081), false),
+            ("", lo(8081), false),
+            ("127.0.0.1:8081:1", lo(8081), false),
+        ] {
+            assert_eq!(
+                host_allowed(host, local, 80, &names, none),
+                allowed,
+                "Host `{host}` on {local}"
+            );
+        }
         let any = SocketAddr::from(([0, 0, 0, 0], 8081));
         let mine = || vec!["198.18.0.1".parse().unwrap()];
         assert!(host_allowed("198.18.0.1:8081", any, 80, &[], mine));

@@ -16,7 +16,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -26,6 +25,8 @@ use tokio_util::task::TaskTracker;
 
 use anyhow::Result;
 
+// The API's answer helpers: one JSON, content type and cache rule for both.
+use crate::api::{json as json_response, query_param, respond};
 use crate::confkit::{At, ListenerSpec, Problems, Transport};
 use crate::http::{ConnInfo, Handler, LoggedBody};
 use crate::metrics::{Metrics, RefusalLabels};
@@ -35,38 +36,29 @@ use crate::status::{Device, State, StatusBook};
 const PAGE: &str = include_str!("page.html");
 const COOKIE: &str = "provbox_admin";
 
+/// Every key is optional: an unset one takes its value from [`Config::default`].
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
-    #[serde(default)]
     pub enabled: bool,
-    #[serde(default = "default_listen")]
     pub listen: At<SocketAddr>,
     /// Admin token: `Authorization: Bearer <token>`, or open `/?token=<token>` once in a
     /// browser (it then keeps a cookie). Without one, a token is made on the first start
     /// and kept in `data_dir/dashboard.token`.
-    #[serde(default)]
     pub token: Option<At<String>>,
     /// Names the dashboard answers to besides its own addresses (and `localhost` on
     /// loopback); any other `Host` gets 421 (DNS rebinding).
-    #[serde(default)]
     pub hosts: Vec<At<String>>,
     /// Who the token stands for in the audit log of `/api/v1` writes (default `operator`).
-    #[serde(default)]
     pub token_name: Option<At<String>>,
-    #[serde(default)]
     pub resync: resync::Config,
-}
-
-fn default_listen() -> At<SocketAddr> {
-    At::new(SocketAddr::from(([127, 0, 0, 1], 8081)))
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             enabled: false,
-            listen: default_listen(),
+            listen: At::new(SocketAddr::from(([127, 0, 0, 1], 8081))),
             token: None,
             hosts: Vec::new(),
             token_name: None,
@@ -269,38 +261,6 @@ pub async fn bind(
     Ok((handler, listener))
 }
 
-fn respond(
-    status: StatusCode,
-    ctype: &'static str,
-    body: impl Into<Bytes>,
-) -> Response<LoggedBody> {
-    let mut r = Response::new(LoggedBody::new(body.into(), None));
-    *r.status_mut() = status;
-    let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
-}
-
-fn json_response(status: StatusCode, v: &serde_json::Value) -> Response<LoggedBody> {
-    respond(
-        status,
-        "application/json",
-        serde_json::to_vec(v).unwrap_or_default(),
-    )
-}
-
-fn query_param(query: Option<&str>, name: &str) -> Option<String> {
-    query?.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        (k == name).then(|| {
-            percent_encoding::percent_decode_str(&v.replace('+', " "))
-                .decode_utf8_lossy()
-                .into_owned()
-        })
-    })
-}
-
 /// The summary row the table shows (the timeline comes with `/api/devices/{mac}`).
 fn summary(d: &Device) -> serde_json::Value {
     let last = d.last_event();
@@ -498,16 +458,7 @@ impl DashboardHandler {
             let slots = slots.clone();
             self.tracker.spawn(async move {
                 let _slot = slots.acquire_owned().await;
-                let req = resync::Request {
-                    ip: t.ip,
-                    mac_hex: t
-                        .key
-                        .parse::<crate::devices::Mac>()
-                        .ok()
-                        .map(|m| m.to_hex()),
-                    vendor: t.vendor.clone(),
-                    reboot,
-                };
+                let req = t.resync_request(reboot);
                 let (kind, detail) = match resync::send(&cfg, &req).await {
                     Ok(d) => ("resync_sent", d),
                     Err(d) => ("resync_not_sent", d),
@@ -619,104 +570,6 @@ impl Handler for DashboardHandler {
             _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "not found"})),
         }
     }
-}
-
-/// `provbox resync` (or `--report`): resolve the target through the running dashboard's API (an address
-/// works without it), send to each device, print one line per device. Ok(false) when any
-/// device was not reached.
-pub async fn resync_cli(
-    d: &Config,
-    data_dir: &Path,
-    target: &str,
-    reboot: bool,
-    report: bool,
-) -> anyhow::Result<bool> {
-    let api = local_addr(d);
-    let auth = cli_token(d, data_dir).map(|t| format!("Bearer {t}"));
-    let listed = if d.enabled {
-        let url = crate::http_client::Target::parse(&format!("http://{api}/api/devices"))
-            .map_err(crate::http_client::Error)?;
-        resync::http_get(api, &url, auth).await
-    } else {
-        Err(crate::http_client::Error(
-            "dashboard.enabled is false".into(),
-        ))
-    };
-    let mut requests = Vec::new();
-    match listed {
-        Ok((200, body)) => {
-            let v: serde_json::Value = serde_json::from_str(&body)?;
-            let want_mac = target
-                .parse::<crate::devices::Mac>()
-                .ok()
-                .map(|m| m.to_string());
-            for dev in v["devices"].as_array().into_iter().flatten() {
-                let key = dev["key"].as_str().unwrap_or("");
-                let ip = dev["ip"].as_str().and_then(|i| i.parse::<IpAddr>().ok());
-                let hit = target == "all"
-                    || want_mac.as_deref() == Some(key)
-                    || dev["ip"].as_str() == Some(target);
-                if let (true, Some(ip)) = (hit, ip) {
-                    let vendor = ["model", "vendor_class", "user_agent"]
-                        .iter()
-                        .find_map(|f| dev[*f].as_str().map(str::to_string));
-                    requests.push((
-                        key.to_string(),
-                        resync::Request {
-                            ip,
-                            mac_hex: key.parse::<crate::devices::Mac>().ok().map(|m| m.to_hex()),
-                            vendor,
-                            reboot,
-                        },
-                    ));
-                }
-            }
-        }
-        Ok((code, body)) => {
-            if target.parse::<IpAddr>().is_err() {
-                anyhow::bail!("the dashboard at {api} answered {code}: {}", body.trim());
-            }
-        }
-        Err(e) => {
-            if target.parse::<IpAddr>().is_err() {
-                anyhow::bail!(
-                    "cannot list devices from the dashboard at {api} ({e}); is provbox running with dashboard.enabled? (an IP address works without it)"
-                );
-            }
-        }
-    }
-    if requests.is_empty()
-        && let Ok(ip) = target.parse::<IpAddr>()
-    {
-        requests.push((
-            target.to_string(),
-            resync::Request {
-                ip,
-                mac_hex: None,
-                vendor: None,
-                reboot,
-            },
-        ));
-    }
-    if requests.is_empty() {
-        anyhow::bail!("no device with a known address matches `{target}`");
-    }
-    let mut all_ok = true;
-    for (key, r) in &requests {
-        let sent = if report {
-            resync::report(&d.resync, r).await
-        } else {
-            resync::send(&d.resync, r).await
-        };
-        match sent {
-            Ok(msg) => println!("{key} {}: {msg}", r.ip),
-            Err(msg) => {
-                all_ok = false;
-                println!("{key} {}: FAILED {msg}", r.ip);
-            }
-        }
-    }
-    Ok(all_ok)
 }
 
 #[cfg(test)]

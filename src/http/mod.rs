@@ -77,6 +77,85 @@ fn simple(status: StatusCode, access: Option<Access>) -> Response<LoggedBody> {
     r
 }
 
+/// What a request's access line is made of, read as it arrives.
+struct Arrival {
+    started: Instant,
+    method: Method,
+    raw_path: String,
+    user_agent: Option<String>,
+}
+
+impl Arrival {
+    fn of(req: &Request<Incoming>) -> Arrival {
+        Arrival {
+            started: Instant::now(),
+            method: req.method().clone(),
+            raw_path: req.uri().path().to_string(),
+            user_agent: req
+                .headers()
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+        }
+    }
+}
+
+impl FileHandler {
+    /// The access line of an answer: `path` as the logs show it; the device layer is told
+    /// of the outcome when `tell` (not when it was already told).
+    fn access(
+        &self,
+        conn: &ConnInfo,
+        a: &Arrival,
+        path: String,
+        status: StatusCode,
+        outcome: &'static str,
+        tell: bool,
+    ) -> Access {
+        Access {
+            metrics: self.metrics.clone(),
+            protocol: self.protocol,
+            peer: conn.peer,
+            method: a.method.to_string(),
+            path,
+            status: status.as_u16(),
+            outcome,
+            user_agent: a.user_agent.clone(),
+            started: a.started,
+            provisioner: tell.then(|| self.provisioner.clone()),
+            client_mac: conn.client.as_ref().and_then(|c| c.mac),
+        }
+    }
+
+    /// What the device layer is asked for `path` (decoded), with the request's facts.
+    fn fetch_request<'a>(
+        &self,
+        conn: &'a ConnInfo,
+        a: &'a Arrival,
+        path: &'a str,
+        req: &'a Request<Incoming>,
+    ) -> FetchRequest<'a> {
+        FetchRequest {
+            protocol: self.protocol,
+            peer: conn.peer,
+            local: conn.local,
+            path,
+            user_agent: a.user_agent.as_deref(),
+            client: conn.client.as_ref(),
+            http: Some(crate::devices::pipeline::httpauth::HttpFacts::of(req)),
+        }
+    }
+
+    /// A 401's `WWW-Authenticate` challenges (`stale`: the nonce ran out, not the password).
+    fn challenge(&self, r: &mut Response<LoggedBody>, stale: bool) {
+        for c in self.provisioner.http_auth_challenges(stale) {
+            if let Ok(v) = HeaderValue::from_str(&c) {
+                r.headers_mut().append(header::WWW_AUTHENTICATE, v);
+            }
+        }
+    }
+}
+
 impl Handler for FileHandler {
     fn takes_body(&self, req: &Request<Incoming>) -> bool {
         matches!(*req.method(), Method::PUT | Method::POST)
@@ -92,30 +171,14 @@ impl Handler for FileHandler {
     }
 
     fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<LoggedBody> {
-        let started = Instant::now();
-        let method = req.method().clone();
-        let raw_path = req.uri().path().to_string();
+        let a = Arrival::of(&req);
+        let method = &a.method;
         // What logs show: a PIN in the path is masked, once, here.
-        let shown_path = self.provisioner.log_path(&raw_path).into_owned();
-        let user_agent = req
-            .headers()
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let access = |status: StatusCode, outcome: &'static str| Access {
-            metrics: self.metrics.clone(),
-            protocol: self.protocol,
-            peer: conn.peer,
-            method: method.to_string(),
-            path: shown_path.clone(),
-            status: status.as_u16(),
-            outcome,
-            user_agent: user_agent.clone(),
-            started,
-            provisioner: Some(self.provisioner.clone()),
-            client_mac: conn.client.as_ref().and_then(|c| c.mac),
+        let shown_path = self.provisioner.log_path(&a.raw_path).into_owned();
+        let access = |status: StatusCode, outcome: &'static str| {
+            self.access(conn, &a, shown_path.clone(), status, outcome, true)
         };
-        if method != Method::GET && method != Method::HEAD {
+        if *method != Method::GET && *method != Method::HEAD {
             self.metrics.refused(self.protocol, "method");
             let mut r = simple(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -125,17 +188,11 @@ impl Handler for FileHandler {
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             return r;
         }
-        let decoded = percent_encoding::percent_decode_str(&raw_path).decode_utf8();
+        let decoded = percent_encoding::percent_decode_str(&a.raw_path).decode_utf8();
         let fetched = match &decoded {
-            Ok(p) => self.provisioner.fetch(&FetchRequest {
-                protocol: self.protocol,
-                peer: conn.peer,
-                local: conn.local,
-                path: p,
-                user_agent: user_agent.as_deref(),
-                client: conn.client.as_ref(),
-                http: Some(crate::devices::pipeline::httpauth::HttpFacts::of(&req)),
-            }),
+            Ok(p) => self
+                .provisioner
+                .fetch(&self.fetch_request(conn, &a, p, &req)),
             Err(_) => Err(Refusal::BadPath(crate::catalog::PathRefusal::Invalid)),
         };
         let entry = match fetched {
@@ -162,16 +219,12 @@ impl Handler for FileHandler {
                 tracing::debug!(peer = %conn.peer, path = %shown_path, reason = refusal.reason(), "refused");
                 let mut r = simple(status, Some(access(status, outcome)));
                 if let Refusal::Unauthorized { stale } = refusal {
-                    for c in self.provisioner.http_auth_challenges(stale) {
-                        if let Ok(v) = HeaderValue::from_str(&c) {
-                            r.headers_mut().append(header::WWW_AUTHENTICATE, v);
-                        }
-                    }
+                    self.challenge(&mut r, stale);
                 }
                 return r;
             }
         };
-        let plan = files::plan(&method, req.headers(), &entry);
+        let plan = files::plan(method, req.headers(), &entry);
         let status = files::status_of(&plan);
         let len = entry.body.len() as u64;
         let (body, outcome) = match plan {
@@ -181,7 +234,7 @@ impl Handler for FileHandler {
             files::Plan::Unsatisfiable => (Bytes::new(), "range_not_satisfiable"),
         };
         let body_len = body.len();
-        let send = if method == Method::HEAD {
+        let send = if *method == Method::HEAD {
             Bytes::new()
         } else {
             body
@@ -230,24 +283,11 @@ impl FileHandler {
     /// device the path names: compared with what it was served ([`crate::devices::verify`]).
     async fn report(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<LoggedBody> {
         use http_body_util::BodyExt as _;
-        let started = Instant::now();
-        let method = req.method().to_string();
-        let raw_path = req.uri().path().to_string();
-        let user_agent = req
-            .headers()
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let proven = self.provisioner.proven(&FetchRequest {
-            protocol: self.protocol,
-            peer: conn.peer,
-            local: conn.local,
-            path: &raw_path,
-            user_agent: user_agent.as_deref(),
-            client: conn.client.as_ref(),
-            http: Some(crate::devices::pipeline::httpauth::HttpFacts::of(&req)),
-        });
-        let named = self.provisioner.report_mac(&raw_path);
+        let a = Arrival::of(&req);
+        let proven = self
+            .provisioner
+            .proven(&self.fetch_request(conn, &a, &a.raw_path, &req));
+        let named = self.provisioner.report_mac(&a.raw_path);
         // A 401's challenge: stale or not.
         let mut challenge = None;
         let (status, outcome, text) = match proven {
@@ -274,19 +314,7 @@ impl FileHandler {
         if status != StatusCode::OK {
             self.metrics.refused(self.protocol, outcome);
         }
-        let access = Access {
-            metrics: self.metrics.clone(),
-            protocol: self.protocol,
-            peer: conn.peer,
-            method,
-            path: raw_path,
-            status: status.as_u16(),
-            outcome,
-            user_agent,
-            started,
-            provisioner: Some(self.provisioner.clone()),
-            client_mac: conn.client.as_ref().and_then(|c| c.mac),
-        };
+        let access = self.access(conn, &a, a.raw_path.clone(), status, outcome, true);
         let body = match (status, &text) {
             (StatusCode::OK, Some(t)) => Bytes::from(t.clone()),
             _ => Bytes::new(),
@@ -294,11 +322,7 @@ impl FileHandler {
         let mut r = Response::new(LoggedBody::new(body, Some(access)));
         *r.status_mut() = status;
         if let Some(stale) = challenge {
-            for c in self.provisioner.http_auth_challenges(stale) {
-                if let Ok(v) = HeaderValue::from_str(&c) {
-                    r.headers_mut().append(header::WWW_AUTHENTICATE, v);
-                }
-            }
+            self.challenge(&mut r, stale);
         }
         r
     }
@@ -310,14 +334,7 @@ impl FileHandler {
         let Some(up) = &self.uploads else {
             return simple(StatusCode::METHOD_NOT_ALLOWED, None);
         };
-        let started = Instant::now();
-        let method = req.method().to_string();
-        let raw_path = req.uri().path().to_string();
-        let user_agent = req
-            .headers()
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let a = Arrival::of(&req);
         let from = crate::uploads::http::Sender {
             protocol: self.protocol,
             peer: conn.peer,
@@ -333,27 +350,12 @@ impl FileHandler {
             Err(e) => self.metrics.refused(self.protocol, e.reason()),
             Ok(_) => {}
         }
-        let access = Access {
-            metrics: self.metrics.clone(),
-            protocol: self.protocol,
-            peer: conn.peer,
-            method,
-            path: self.provisioner.log_path(&raw_path).into_owned(),
-            status: status.as_u16(),
-            outcome,
-            user_agent,
-            started,
-            // The upload told the device layer itself, before its timeline note.
-            provisioner: None,
-            client_mac: conn.client.as_ref().and_then(|c| c.mac),
-        };
+        let path = self.provisioner.log_path(&a.raw_path).into_owned();
+        // The upload told the device layer itself, before its timeline note.
+        let access = self.access(conn, &a, path, status, outcome, false);
         let mut r = simple(status, Some(access));
         if let Err(crate::uploads::Refused::Unauthorized { stale }) = &result {
-            for c in self.provisioner.http_auth_challenges(*stale) {
-                if let Ok(v) = HeaderValue::from_str(&c) {
-                    r.headers_mut().append(header::WWW_AUTHENTICATE, v);
-                }
-            }
+            self.challenge(&mut r, *stale);
         }
         if status == StatusCode::METHOD_NOT_ALLOWED {
             r.headers_mut()

@@ -209,6 +209,19 @@ pub struct Target {
     pub vendor: Option<String>,
 }
 
+impl Target {
+    /// What to send this device to have it resync (or reboot): its MAC from its key when
+    /// the key is one (an `ip:…` key has none), its vendor hint for the event.
+    pub(crate) fn resync_request(&self, reboot: bool) -> crate::resync::Request {
+        crate::resync::Request {
+            ip: self.ip,
+            mac_hex: self.key.parse::<Mac>().ok().map(|m| m.to_hex()),
+            vendor: self.vendor.clone(),
+            reboot,
+        }
+    }
+}
+
 fn key_of(mac: Mac) -> String {
     mac.to_string()
 }

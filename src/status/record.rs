@@ -14,6 +14,20 @@ pub(crate) const MAX_LINES: usize = 100;
 /// A syslog line longer than this is cut (phones send short lines; this bounds memory).
 pub(crate) const MAX_LINE_LEN: usize = 1024;
 
+/// `older` then `newer` in time order (`at`; a tie keeps that order), the newest `max`
+/// kept: two timelines made one.
+fn merged<T>(
+    older: VecDeque<T>,
+    newer: VecDeque<T>,
+    at: impl Fn(&T) -> u64,
+    max: usize,
+) -> VecDeque<T> {
+    let mut all: Vec<T> = older.into_iter().chain(newer).collect();
+    all.sort_by_key(|x| at(x));
+    let skip = all.len().saturating_sub(max);
+    all.into_iter().skip(skip).collect()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
@@ -322,22 +336,10 @@ impl Device {
             self.state = other.state;
             self.reason = other.reason;
         }
-        let mut events: Vec<Event> = other
-            .events
-            .into_iter()
-            .chain(self.events.drain(..))
-            .collect();
-        events.sort_by_key(|e| e.at);
-        let skip = events.len().saturating_sub(MAX_EVENTS);
-        self.events = events.into_iter().skip(skip).collect();
-        let mut lines: Vec<Line> = other
-            .lines
-            .into_iter()
-            .chain(self.lines.drain(..))
-            .collect();
-        lines.sort_by_key(|l| l.at);
-        let skip = lines.len().saturating_sub(MAX_LINES);
-        self.lines = lines.into_iter().skip(skip).collect();
+        let mine = std::mem::take(&mut self.events);
+        self.events = merged(other.events, mine, |e| e.at, MAX_EVENTS);
+        let mine = std::mem::take(&mut self.lines);
+        self.lines = merged(other.lines, mine, |l| l.at, MAX_LINES);
     }
 
     pub fn last_event(&self) -> Option<&Event> {
