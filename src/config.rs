@@ -291,28 +291,21 @@ impl Config {
     /// Every socket the enabled front ends will bind.
     pub fn listeners(&self) -> Vec<ListenerSpec> {
         let mut out = Vec::new();
-        let mut tcp = |field: &str, list: &[At<SocketAddr>]| {
-            for (i, a) in list.iter().enumerate() {
-                out.push(ListenerSpec {
-                    field: format!("{field}[{i}]"),
-                    transport: Transport::Tcp,
-                    addr: a.clone(),
-                });
+        for (field, enabled, listen) in [
+            ("http.listen", self.http.enabled, &self.http.listen),
+            ("https.listen", self.https.enabled, &self.https.listen),
+        ] {
+            if enabled {
+                out.extend(ListenerSpec::list(field, Transport::Tcp, listen));
             }
-        };
-        if self.http.enabled {
-            tcp("http.listen", &self.http.listen);
-        }
-        if self.https.enabled {
-            tcp("https.listen", &self.https.listen);
         }
         out.extend(self.https_legacy.listeners());
         if self.metrics.enabled {
-            out.push(ListenerSpec {
-                field: "metrics.listen".into(),
-                transport: Transport::Tcp,
-                addr: self.metrics.listen.clone(),
-            });
+            out.push(ListenerSpec::new(
+                "metrics.listen",
+                Transport::Tcp,
+                &self.metrics.listen,
+            ));
         }
         out.extend(self.tftp.listeners());
         out.extend(self.dns.listeners());

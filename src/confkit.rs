@@ -250,6 +250,25 @@ pub struct ListenerSpec {
     pub addr: At<SocketAddr>,
 }
 
+impl ListenerSpec {
+    /// The socket `field` names.
+    pub fn new(field: impl Into<String>, transport: Transport, addr: &At<SocketAddr>) -> Self {
+        ListenerSpec {
+            field: field.into(),
+            transport,
+            addr: addr.clone(),
+        }
+    }
+
+    /// The sockets of a listen list, each named by its place (`http.listen[0]`).
+    pub fn list(field: &str, transport: Transport, list: &[At<SocketAddr>]) -> Vec<Self> {
+        list.iter()
+            .enumerate()
+            .map(|(i, a)| ListenerSpec::new(format!("{field}[{i}]"), transport, a))
+            .collect()
+    }
+}
+
 /// A configuration error with the place it was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {

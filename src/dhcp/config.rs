@@ -458,15 +458,12 @@ impl Config {
         if !self.enabled {
             return Vec::new();
         }
-        vec![ListenerSpec {
-            field: "dhcp.port".into(),
-            transport: Transport::Udp,
-            addr: At {
-                value: SocketAddr::from(([0, 0, 0, 0], self.port.value)),
-                line: self.port.line,
-                col: self.port.col,
-            },
-        }]
+        let addr = At {
+            value: SocketAddr::from(([0, 0, 0, 0], self.port.value)),
+            line: self.port.line,
+            col: self.port.col,
+        };
+        vec![ListenerSpec::new("dhcp.port", Transport::Udp, &addr)]
     }
 
     /// The validated settings, or `None` after reporting every problem.

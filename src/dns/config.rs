@@ -572,11 +572,7 @@ impl Config {
         let mut out = Vec::new();
         for (i, a) in self.listen.iter().enumerate() {
             for transport in [Transport::Udp, Transport::Tcp] {
-                out.push(ListenerSpec {
-                    field: format!("dns.listen[{i}]"),
-                    transport,
-                    addr: a.clone(),
-                });
+                out.push(ListenerSpec::new(format!("dns.listen[{i}]"), transport, a));
             }
         }
         out
