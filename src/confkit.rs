@@ -61,41 +61,69 @@ pub struct Dur(pub Duration);
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Secs(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Secs(s) => Ok(Dur(Duration::from_secs(s))),
-            Raw::Text(t) => parse_duration(&t)
-                .map(Dur)
-                .map_err(serde::de::Error::custom),
-        }
+        number_or_text(
+            d,
+            |s| Dur(Duration::from_secs(s)),
+            |t| parse_duration(t).map(Dur),
+        )
     }
 }
 
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (n, ms) = number_and_unit(
+        text,
+        "a duration; expected e.g. 500ms, 30s, 5m, 1h, 1d",
+        &[
+            ("ms", 1),
+            ("", 1000),
+            ("s", 1000),
+            ("m", 60_000),
+            ("h", 3_600_000),
+            ("d", 86_400_000),
+        ],
+        "ms, s, m, h or d",
+    )?;
+    Ok(Duration::from_millis(n.saturating_mul(ms)))
+}
+
+/// A value written as a bare number (`number` makes it) or as text `parse` reads (`30s`,
+/// `64MiB`).
+fn number_or_text<'de, D: Deserializer<'de>, T>(
+    d: D,
+    number: impl FnOnce(u64) -> T,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Number(n) => Ok(number(n)),
+        Raw::Text(t) => parse(&t).map_err(serde::de::Error::custom),
+    }
+}
+
+/// A whole number followed by one of `units` (`30s`, `64MiB`): the number and the unit's
+/// factor. `what` says what the text should have been when it starts with no number,
+/// `names` which units there are.
+fn number_and_unit(
+    text: &str,
+    what: &str,
+    units: &[(&str, u64)],
+    names: &str,
+) -> Result<(u64, u64), String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration; expected e.g. 500ms, 30s, 5m, 1h, 1d"))?;
-    let ms = match unit.trim() {
-        "ms" => 1,
-        "" | "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => {
-            return Err(format!(
-                "`{text}` has an unknown unit; expected ms, s, m, h or d"
-            ));
-        }
-    };
-    Ok(Duration::from_millis(n.saturating_mul(ms)))
+    let n: u64 = num.parse().map_err(|_| format!("`{text}` is not {what}"))?;
+    let factor = units
+        .iter()
+        .find(|(u, _)| *u == unit.trim())
+        .map(|(_, f)| *f)
+        .ok_or_else(|| format!("`{text}` has an unknown unit; expected {names}"))?;
+    Ok((n, factor))
 }
 
 #[derive(Debug, Deserialize, Clone, PartialEq)]
@@ -463,38 +491,24 @@ pub(crate) fn yaml_path_at(text: &str, line: usize, col: usize) -> String {
 pub struct Size(pub u64);
 
 pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size; expected e.g. 65536, 512KiB, 64MiB"))?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        _ => {
-            return Err(format!(
-                "`{text}` has an unknown unit; expected B, KiB, MiB or GiB"
-            ));
-        }
-    };
+    let (n, mult) = number_and_unit(
+        text,
+        "a size; expected e.g. 65536, 512KiB, 64MiB",
+        &[
+            ("", 1),
+            ("B", 1),
+            ("KiB", 1 << 10),
+            ("MiB", 1 << 20),
+            ("GiB", 1 << 30),
+        ],
+        "B, KiB, MiB or GiB",
+    )?;
     n.checked_mul(mult)
         .ok_or_else(|| format!("`{text}` is too large"))
 }
 
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Bytes(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Bytes(b) => Ok(Size(b)),
-            Raw::Text(t) => parse_size(&t).map(Size).map_err(serde::de::Error::custom),
-        }
+        number_or_text(d, Size, |t| parse_size(t).map(Size))
     }
 }
