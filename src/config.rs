@@ -233,41 +233,22 @@ impl Config {
             }
         }
         for (name, enabled, listen) in [
-            ("http", self.http.enabled, &self.http.listen),
-            ("https", self.https.enabled, &self.https.listen),
+            ("http.listen", self.http.enabled, &self.http.listen),
+            ("https.listen", self.https.enabled, &self.https.listen),
         ] {
-            if enabled && listen.is_empty() {
-                p.add_at(
-                    format!("{name}.listen"),
-                    0,
-                    0,
-                    "enabled with no address; expected a list such as [\"0.0.0.0:8080\"]",
-                );
-            }
+            p.check_listen(name, enabled, listen, "0.0.0.0:8080");
         }
         for (name, lim) in [("http", &self.http.limits), ("https", &self.https.limits)] {
             lim.validate(&format!("{name}.limits"), p);
         }
         if self.https.enabled {
             check_cert_pair("https", &self.https.cert, &self.https.key, p);
-            if let Some(ca) = self.https.ca_cert.as_ref().filter(|c| !c.is_file()) {
-                p.add(
-                    "https.ca_cert",
-                    ca,
-                    format!(
-                        "{} is not a readable file; expected a PEM certificate",
-                        ca.display()
-                    ),
-                );
+            if let Some(ca) = &self.https.ca_cert {
+                p.check_file("https.ca_cert", ca, "a PEM certificate");
             }
             match (self.https.client_auth.value, &self.https.client_ca) {
                 (ClientAuth::None, _) => {}
-                (_, Some(ca)) if !ca.is_file() => p.add(
-                    "https.client_ca",
-                    ca,
-                    format!("{} is not a readable file; expected a PEM CA bundle", ca.display()),
-                ),
-                (_, Some(_)) => {}
+                (_, Some(ca)) => p.check_file("https.client_ca", ca, "a PEM CA bundle"),
                 (_, None) => p.add(
                     "https.client_auth",
                     &self.https.client_auth,

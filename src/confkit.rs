@@ -175,20 +175,15 @@ impl Default for HttpLimits {
 impl HttpLimits {
     /// `section` is e.g. `https.limits`.
     pub fn validate(&self, section: &str, p: &mut Problems) {
-        for (key, zero) in [
-            ("max_connections", self.max_connections == 0),
-            ("max_connections_per_ip", self.max_connections_per_ip == 0),
-            ("write_timeout", self.write_timeout.0.is_zero()),
-        ] {
-            if zero {
-                p.add_at(
-                    format!("{section}.{key}"),
-                    0,
-                    0,
-                    "is 0; expected at least 1",
-                );
-            }
-        }
+        p.zeros(
+            section,
+            [
+                ("max_connections", self.max_connections == 0),
+                ("max_connections_per_ip", self.max_connections_per_ip == 0),
+                ("write_timeout", self.write_timeout.0.is_zero()),
+            ],
+            "is 0; expected at least 1",
+        );
     }
 }
 
@@ -331,6 +326,39 @@ impl fmt::Display for ConfigError {
         }
         Ok(())
     }
+
+    /// Each key of `section` that is zero (`(key, is_zero)`), reported without a line: its
+    /// value may be a default.
+    pub fn zeros<const N: usize>(&mut self, section: &str, keys: [(&str, bool); N], message: &str) {
+        for (key, _) in keys.into_iter().filter(|(_, zero)| *zero) {
+            self.add_at(format!("{section}.{key}"), 0, 0, message);
+        }
+    }
+
+    /// An enabled listener section with no address to listen on; `example` is one such as
+    /// `0.0.0.0:8080`.
+    pub fn check_listen<T>(&mut self, field: &str, enabled: bool, listen: &[T], example: &str) {
+        if enabled && listen.is_empty() {
+            self.add_at(
+                field,
+                0,
+                0,
+                format!("enabled with no address; expected a list such as [\"{example}\"]"),
+            );
+        }
+    }
+
+    /// A path that must name a readable file; `what` is what it should hold
+    /// (`a PEM certificate`).
+    pub fn check_file(&mut self, field: impl Into<String>, path: &At<PathBuf>, what: &str) {
+        if !path.is_file() {
+            self.add(
+                field,
+                path,
+                format!("{} is not a readable file; expected {what}", path.display()),
+            );
+        }
+    }
 }
 
 impl std::error::Error for ConfigError {}
@@ -390,16 +418,7 @@ pub fn check_cert_pair(
     match (cert, key) {
         (Some(c), Some(k)) => {
             for (name, f) in [("cert", c), ("key", k)] {
-                if !f.is_file() {
-                    p.add(
-                        format!("{section}.{name}"),
-                        f,
-                        format!(
-                            "{} is not a readable file; expected a PEM file",
-                            f.display()
-                        ),
-                    );
-                }
+                p.check_file(format!("{section}.{name}"), f, "a PEM file");
             }
         }
         (Some(c), None) => p.add(

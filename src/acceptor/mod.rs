@@ -77,30 +77,25 @@ impl TcpLimits {
 
     /// `section` is the dotted path of this section, e.g. `dns.tcp_limits`.
     pub fn validate(&self, section: &str, p: &mut Problems) {
-        for (key, zero) in [
-            ("max_connections", self.max_connections == Some(0)),
-            (
-                "max_connections_per_ip",
-                self.max_connections_per_ip == Some(0),
-            ),
-            (
-                "idle_timeout",
-                self.idle_timeout.is_some_and(|d| d.0.is_zero()),
-            ),
-            (
-                "write_timeout",
-                self.write_timeout.is_some_and(|d| d.0.is_zero()),
-            ),
-        ] {
-            if zero {
-                p.add_at(
-                    format!("{section}.{key}"),
-                    0,
-                    0,
-                    "is 0; expected at least 1 (or leave it out for the default)",
-                );
-            }
-        }
+        p.zeros(
+            section,
+            [
+                ("max_connections", self.max_connections == Some(0)),
+                (
+                    "max_connections_per_ip",
+                    self.max_connections_per_ip == Some(0),
+                ),
+                (
+                    "idle_timeout",
+                    self.idle_timeout.is_some_and(|d| d.0.is_zero()),
+                ),
+                (
+                    "write_timeout",
+                    self.write_timeout.is_some_and(|d| d.0.is_zero()),
+                ),
+            ],
+            "is 0; expected at least 1 (or leave it out for the default)",
+        );
     }
 }
 

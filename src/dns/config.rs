@@ -439,14 +439,7 @@ impl Config {
             return;
         }
         self.tcp_limits.validate("dns.tcp_limits", p);
-        if self.listen.is_empty() {
-            p.add_at(
-                "dns.listen",
-                0,
-                0,
-                "enabled with no address; expected a list such as [\"127.0.0.1:5300\"]",
-            );
-        }
+        p.check_listen("dns.listen", self.enabled, &self.listen, "127.0.0.1:5300");
         check_ttl(p, "dns.ttl", &self.ttl);
         let mut zones_seen: Vec<(Name, usize)> = Vec::new();
         // Every valid record with its field path and zone, for the checks across records.
