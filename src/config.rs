@@ -74,20 +74,15 @@ fn default_grace() -> Dur {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    #[serde(default = "default_level")]
     pub level: String,
-    #[serde(default)]
     pub format: LogFormat,
-}
-fn default_level() -> String {
-    "info".into()
 }
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
-            level: default_level(),
+            level: "info".into(),
             format: LogFormat::Text,
         }
     }

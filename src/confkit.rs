@@ -126,48 +126,29 @@ fn number_and_unit(
     Ok((n, factor))
 }
 
+/// Every key is optional: one left out takes its value from [`HttpLimits::default`].
 #[derive(Debug, Deserialize, Clone, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct HttpLimits {
     /// Connections served at once per listener kind; more are answered 503 and closed.
-    #[serde(default = "default_max_conn")]
     pub max_connections: usize,
     /// Time a client has to send a complete request head.
-    #[serde(default = "default_header_timeout")]
     pub header_timeout: Dur,
     /// A connection with no bytes moving either way for this long is closed.
-    #[serde(default = "default_idle_timeout")]
     pub idle_timeout: Dur,
     /// Connections at once from one client address; more are answered 503 and closed.
-    #[serde(default = "default_max_conn_per_ip")]
     pub max_connections_per_ip: usize,
     /// A response the client has not taken a byte of for this long is abandoned.
-    #[serde(default = "default_write_timeout")]
     pub write_timeout: Dur,
-}
-fn default_max_conn() -> usize {
-    1024
-}
-fn default_max_conn_per_ip() -> usize {
-    64
-}
-fn default_write_timeout() -> Dur {
-    Dur(Duration::from_secs(30))
-}
-fn default_header_timeout() -> Dur {
-    Dur(Duration::from_secs(10))
-}
-fn default_idle_timeout() -> Dur {
-    Dur(Duration::from_secs(60))
 }
 impl Default for HttpLimits {
     fn default() -> Self {
         HttpLimits {
-            max_connections: default_max_conn(),
-            header_timeout: default_header_timeout(),
-            idle_timeout: default_idle_timeout(),
-            max_connections_per_ip: default_max_conn_per_ip(),
-            write_timeout: default_write_timeout(),
+            max_connections: 1024,
+            header_timeout: Dur(Duration::from_secs(10)),
+            idle_timeout: Dur(Duration::from_secs(60)),
+            max_connections_per_ip: 64,
+            write_timeout: Dur(Duration::from_secs(30)),
         }
     }
 }
@@ -188,13 +169,10 @@ impl HttpLimits {
 }
 
 #[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
-    #[serde(default)]
     pub enabled: bool,
-    #[serde(default)]
     pub listen: Vec<At<SocketAddr>>,
-    #[serde(default)]
     pub limits: HttpLimits,
 }
 
@@ -211,49 +189,35 @@ pub enum ClientAuth {
 }
 
 #[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct HttpsConfig {
-    #[serde(default)]
     pub enabled: bool,
-    #[serde(default)]
     pub listen: Vec<At<SocketAddr>>,
     /// PEM certificate chain; when unset with `key`, a lab CA under data_dir/tls issues one.
-    #[serde(default)]
     pub cert: Option<At<PathBuf>>,
-    #[serde(default)]
     pub key: Option<At<PathBuf>>,
-    #[serde(default)]
     pub client_auth: At<ClientAuth>,
     /// PEM bundle of CAs whose client certificates are accepted.
-    #[serde(default)]
     pub client_ca: Option<At<PathBuf>>,
     /// The CA that issued `cert`, served to phones at `/provbox-ca.pem` (HTTPS bootstrap);
     /// unset with the lab certificate: the lab CA.
-    #[serde(default)]
     pub ca_cert: Option<At<PathBuf>>,
     /// Extra DNS names for the generated server certificate (the machine's names are added).
-    #[serde(default)]
     pub names: Vec<String>,
-    #[serde(default)]
     pub limits: HttpLimits,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
-    #[serde(default)]
     pub enabled: bool,
-    #[serde(default = "default_metrics_listen")]
     pub listen: At<SocketAddr>,
-}
-fn default_metrics_listen() -> At<SocketAddr> {
-    At::new(SocketAddr::from(([127, 0, 0, 1], 9100)))
 }
 impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig {
             enabled: false,
-            listen: default_metrics_listen(),
+            listen: At::new(SocketAddr::from(([127, 0, 0, 1], 9100))),
         }
     }
 }
@@ -326,6 +290,36 @@ impl fmt::Display for ConfigError {
         }
         Ok(())
     }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Collects validation failures so the operator sees all of them at once.
+pub struct Problems {
+    pub(crate) file: PathBuf,
+    pub(crate) list: Vec<ConfigError>,
+}
+
+impl Problems {
+    pub fn add<T>(&mut self, field: impl Into<String>, at: &At<T>, message: impl Into<String>) {
+        self.add_at(field, at.line, at.col, message)
+    }
+    pub fn add_at(
+        &mut self,
+        field: impl Into<String>,
+        line: usize,
+        col: usize,
+        message: impl Into<String>,
+    ) {
+        self.list.push(ConfigError {
+            file: self.file.clone(),
+            line,
+            col,
+            field: field.into(),
+            message: message.into(),
+            source_line: None,
+        });
+    }
 
     /// Each key of `section` that is zero (`(key, is_zero)`), reported without a line: its
     /// value may be a default.
@@ -358,36 +352,6 @@ impl fmt::Display for ConfigError {
                 format!("{} is not a readable file; expected {what}", path.display()),
             );
         }
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-/// Collects validation failures so the operator sees all of them at once.
-pub struct Problems {
-    pub(crate) file: PathBuf,
-    pub(crate) list: Vec<ConfigError>,
-}
-
-impl Problems {
-    pub fn add<T>(&mut self, field: impl Into<String>, at: &At<T>, message: impl Into<String>) {
-        self.add_at(field, at.line, at.col, message)
-    }
-    pub fn add_at(
-        &mut self,
-        field: impl Into<String>,
-        line: usize,
-        col: usize,
-        message: impl Into<String>,
-    ) {
-        self.list.push(ConfigError {
-            file: self.file.clone(),
-            line,
-            col,
-            field: field.into(),
-            message: message.into(),
-            source_line: None,
-        });
     }
 }
 

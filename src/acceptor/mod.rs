@@ -48,15 +48,11 @@ pub struct Limits {
 /// The `tcp_limits:` section of a non-HTTP front end (`dns`, `syslog`): each key unset
 /// takes that front end's default.
 #[derive(Debug, Deserialize, Clone, Default, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct TcpLimits {
-    #[serde(default)]
     pub max_connections: Option<usize>,
-    #[serde(default)]
     pub max_connections_per_ip: Option<usize>,
-    #[serde(default)]
     pub idle_timeout: Option<Dur>,
-    #[serde(default)]
     pub write_timeout: Option<Dur>,
 }
 
