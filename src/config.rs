@@ -74,20 +74,15 @@ fn default_grace() -> Dur {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    #[serde(default = "default_level")]
     pub level: String,
-    #[serde(default)]
     pub format: LogFormat,
-}
-fn default_level() -> String {
-    "info".into()
 }
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
-            level: default_level(),
+            level: "info".into(),
             format: LogFormat::Text,
         }
     }
@@ -233,41 +228,22 @@ impl Config {
             }
         }
         for (name, enabled, listen) in [
-            ("http", self.http.enabled, &self.http.listen),
-            ("https", self.https.enabled, &self.https.listen),
+            ("http.listen", self.http.enabled, &self.http.listen),
+            ("https.listen", self.https.enabled, &self.https.listen),
         ] {
-            if enabled && listen.is_empty() {
-                p.add_at(
-                    format!("{name}.listen"),
-                    0,
-                    0,
-                    "enabled with no address; expected a list such as [\"0.0.0.0:8080\"]",
-                );
-            }
+            p.check_listen(name, enabled, listen, "0.0.0.0:8080");
         }
         for (name, lim) in [("http", &self.http.limits), ("https", &self.https.limits)] {
             lim.validate(&format!("{name}.limits"), p);
         }
         if self.https.enabled {
             check_cert_pair("https", &self.https.cert, &self.https.key, p);
-            if let Some(ca) = self.https.ca_cert.as_ref().filter(|c| !c.is_file()) {
-                p.add(
-                    "https.ca_cert",
-                    ca,
-                    format!(
-                        "{} is not a readable file; expected a PEM certificate",
-                        ca.display()
-                    ),
-                );
+            if let Some(ca) = &self.https.ca_cert {
+                p.check_file("https.ca_cert", ca, "a PEM certificate");
             }
             match (self.https.client_auth.value, &self.https.client_ca) {
                 (ClientAuth::None, _) => {}
-                (_, Some(ca)) if !ca.is_file() => p.add(
-                    "https.client_ca",
-                    ca,
-                    format!("{} is not a readable file; expected a PEM CA bundle", ca.display()),
-                ),
-                (_, Some(_)) => {}
+                (_, Some(ca)) => p.check_file("https.client_ca", ca, "a PEM CA bundle"),
                 (_, None) => p.add(
                     "https.client_auth",
                     &self.https.client_auth,
@@ -291,28 +267,21 @@ impl Config {
     /// Every socket the enabled front ends will bind.
     pub fn listeners(&self) -> Vec<ListenerSpec> {
         let mut out = Vec::new();
-        let mut tcp = |field: &str, list: &[At<SocketAddr>]| {
-            for (i, a) in list.iter().enumerate() {
-                out.push(ListenerSpec {
-                    field: format!("{field}[{i}]"),
-                    transport: Transport::Tcp,
-                    addr: a.clone(),
-                });
+        for (field, enabled, listen) in [
+            ("http.listen", self.http.enabled, &self.http.listen),
+            ("https.listen", self.https.enabled, &self.https.listen),
+        ] {
+            if enabled {
+                out.extend(ListenerSpec::list(field, Transport::Tcp, listen));
             }
-        };
-        if self.http.enabled {
-            tcp("http.listen", &self.http.listen);
-        }
-        if self.https.enabled {
-            tcp("https.listen", &self.https.listen);
         }
         out.extend(self.https_legacy.listeners());
         if self.metrics.enabled {
-            out.push(ListenerSpec {
-                field: "metrics.listen".into(),
-                transport: Transport::Tcp,
-                addr: self.metrics.listen.clone(),
-            });
+            out.push(ListenerSpec::new(
+                "metrics.listen",
+                Transport::Tcp,
+                &self.metrics.listen,
+            ));
         }
         out.extend(self.tftp.listeners());
         out.extend(self.dns.listeners());

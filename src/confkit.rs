@@ -61,85 +61,94 @@ pub struct Dur(pub Duration);
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Secs(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Secs(s) => Ok(Dur(Duration::from_secs(s))),
-            Raw::Text(t) => parse_duration(&t)
-                .map(Dur)
-                .map_err(serde::de::Error::custom),
-        }
+        number_or_text(
+            d,
+            |s| Dur(Duration::from_secs(s)),
+            |t| parse_duration(t).map(Dur),
+        )
     }
 }
 
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration; expected e.g. 500ms, 30s, 5m, 1h, 1d"))?;
-    let ms = match unit.trim() {
-        "ms" => 1,
-        "" | "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => {
-            return Err(format!(
-                "`{text}` has an unknown unit; expected ms, s, m, h or d"
-            ));
-        }
-    };
+    let (n, ms) = number_and_unit(
+        text,
+        "a duration; expected e.g. 500ms, 30s, 5m, 1h, 1d",
+        &[
+            ("ms", 1),
+            ("", 1000),
+            ("s", 1000),
+            ("m", 60_000),
+            ("h", 3_600_000),
+            ("d", 86_400_000),
+        ],
+        "ms, s, m, h or d",
+    )?;
     Ok(Duration::from_millis(n.saturating_mul(ms)))
 }
 
+/// A value written as a bare number (`number` makes it) or as text `parse` reads (`30s`,
+/// `64MiB`).
+fn number_or_text<'de, D: Deserializer<'de>, T>(
+    d: D,
+    number: impl FnOnce(u64) -> T,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Number(n) => Ok(number(n)),
+        Raw::Text(t) => parse(&t).map_err(serde::de::Error::custom),
+    }
+}
+
+/// A whole number followed by one of `units` (`30s`, `64MiB`): the number and the unit's
+/// factor. `what` says what the text should have been when it starts with no number,
+/// `names` which units there are.
+fn number_and_unit(
+    text: &str,
+    what: &str,
+    units: &[(&str, u64)],
+    names: &str,
+) -> Result<(u64, u64), String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("`{text}` is not {what}"))?;
+    let factor = units
+        .iter()
+        .find(|(u, _)| *u == unit.trim())
+        .map(|(_, f)| *f)
+        .ok_or_else(|| format!("`{text}` has an unknown unit; expected {names}"))?;
+    Ok((n, factor))
+}
+
+/// Every key is optional: one left out takes its value from [`HttpLimits::default`].
 #[derive(Debug, Deserialize, Clone, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct HttpLimits {
     /// Connections served at once per listener kind; more are answered 503 and closed.
-    #[serde(default = "default_max_conn")]
     pub max_connections: usize,
     /// Time a client has to send a complete request head.
-    #[serde(default = "default_header_timeout")]
     pub header_timeout: Dur,
     /// A connection with no bytes moving either way for this long is closed.
-    #[serde(default = "default_idle_timeout")]
     pub idle_timeout: Dur,
     /// Connections at once from one client address; more are answered 503 and closed.
-    #[serde(default = "default_max_conn_per_ip")]
     pub max_connections_per_ip: usize,
     /// A response the client has not taken a byte of for this long is abandoned.
-    #[serde(default = "default_write_timeout")]
     pub write_timeout: Dur,
-}
-fn default_max_conn() -> usize {
-    1024
-}
-fn default_max_conn_per_ip() -> usize {
-    64
-}
-fn default_write_timeout() -> Dur {
-    Dur(Duration::from_secs(30))
-}
-fn default_header_timeout() -> Dur {
-    Dur(Duration::from_secs(10))
-}
-fn default_idle_timeout() -> Dur {
-    Dur(Duration::from_secs(60))
 }
 impl Default for HttpLimits {
     fn default() -> Self {
         HttpLimits {
-            max_connections: default_max_conn(),
-            header_timeout: default_header_timeout(),
-            idle_timeout: default_idle_timeout(),
-            max_connections_per_ip: default_max_conn_per_ip(),
-            write_timeout: default_write_timeout(),
+            max_connections: 1024,
+            header_timeout: Dur(Duration::from_secs(10)),
+            idle_timeout: Dur(Duration::from_secs(60)),
+            max_connections_per_ip: 64,
+            write_timeout: Dur(Duration::from_secs(30)),
         }
     }
 }
@@ -147,31 +156,23 @@ impl Default for HttpLimits {
 impl HttpLimits {
     /// `section` is e.g. `https.limits`.
     pub fn validate(&self, section: &str, p: &mut Problems) {
-        for (key, zero) in [
-            ("max_connections", self.max_connections == 0),
-            ("max_connections_per_ip", self.max_connections_per_ip == 0),
-            ("write_timeout", self.write_timeout.0.is_zero()),
-        ] {
-            if zero {
-                p.add_at(
-                    format!("{section}.{key}"),
-                    0,
-                    0,
-                    "is 0; expected at least 1",
-                );
-            }
-        }
+        p.zeros(
+            section,
+            [
+                ("max_connections", self.max_connections == 0),
+                ("max_connections_per_ip", self.max_connections_per_ip == 0),
+                ("write_timeout", self.write_timeout.0.is_zero()),
+            ],
+            "is 0; expected at least 1",
+        );
     }
 }
 
 #[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
-    #[serde(default)]
     pub enabled: bool,
-    #[serde(default)]
     pub listen: Vec<At<SocketAddr>>,
-    #[serde(default)]
     pub limits: HttpLimits,
 }
 
@@ -188,49 +189,35 @@ pub enum ClientAuth {
 }
 
 #[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct HttpsConfig {
-    #[serde(default)]
     pub enabled: bool,
-    #[serde(default)]
     pub listen: Vec<At<SocketAddr>>,
     /// PEM certificate chain; when unset with `key`, a lab CA under data_dir/tls issues one.
-    #[serde(default)]
     pub cert: Option<At<PathBuf>>,
-    #[serde(default)]
     pub key: Option<At<PathBuf>>,
-    #[serde(default)]
     pub client_auth: At<ClientAuth>,
     /// PEM bundle of CAs whose client certificates are accepted.
-    #[serde(default)]
     pub client_ca: Option<At<PathBuf>>,
     /// The CA that issued `cert`, served to phones at `/provbox-ca.pem` (HTTPS bootstrap);
     /// unset with the lab certificate: the lab CA.
-    #[serde(default)]
     pub ca_cert: Option<At<PathBuf>>,
     /// Extra DNS names for the generated server certificate (the machine's names are added).
-    #[serde(default)]
     pub names: Vec<String>,
-    #[serde(default)]
     pub limits: HttpLimits,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
-    #[serde(default)]
     pub enabled: bool,
-    #[serde(default = "default_metrics_listen")]
     pub listen: At<SocketAddr>,
-}
-fn default_metrics_listen() -> At<SocketAddr> {
-    At::new(SocketAddr::from(([127, 0, 0, 1], 9100)))
 }
 impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig {
             enabled: false,
-            listen: default_metrics_listen(),
+            listen: At::new(SocketAddr::from(([127, 0, 0, 1], 9100))),
         }
     }
 }
@@ -333,6 +320,39 @@ impl Problems {
             source_line: None,
         });
     }
+
+    /// Each key of `section` that is zero (`(key, is_zero)`), reported without a line: its
+    /// value may be a default.
+    pub fn zeros<const N: usize>(&mut self, section: &str, keys: [(&str, bool); N], message: &str) {
+        for (key, _) in keys.into_iter().filter(|(_, zero)| *zero) {
+            self.add_at(format!("{section}.{key}"), 0, 0, message);
+        }
+    }
+
+    /// An enabled listener section with no address to listen on; `example` is one such as
+    /// `0.0.0.0:8080`.
+    pub fn check_listen<T>(&mut self, field: &str, enabled: bool, listen: &[T], example: &str) {
+        if enabled && listen.is_empty() {
+            self.add_at(
+                field,
+                0,
+                0,
+                format!("enabled with no address; expected a list such as [\"{example}\"]"),
+            );
+        }
+    }
+
+    /// A path that must name a readable file; `what` is what it should hold
+    /// (`a PEM certificate`).
+    pub fn check_file(&mut self, field: impl Into<String>, path: &At<PathBuf>, what: &str) {
+        if !path.is_file() {
+            self.add(
+                field,
+                path,
+                format!("{} is not a readable file; expected {what}", path.display()),
+            );
+        }
+    }
 }
 
 /// Every error found, one per line.
@@ -362,16 +382,7 @@ pub fn check_cert_pair(
     match (cert, key) {
         (Some(c), Some(k)) => {
             for (name, f) in [("cert", c), ("key", k)] {
-                if !f.is_file() {
-                    p.add(
-                        format!("{section}.{name}"),
-                        f,
-                        format!(
-                            "{} is not a readable file; expected a PEM file",
-                            f.display()
-                        ),
-                    );
-                }
+                p.check_file(format!("{section}.{name}"), f, "a PEM file");
             }
         }
         (Some(c), None) => p.add(
@@ -463,39 +474,25 @@ pub(crate) fn yaml_path_at(text: &str, line: usize, col: usize) -> String {
 pub struct Size(pub u64);
 
 pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size; expected e.g. 65536, 512KiB, 64MiB"))?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        _ => {
-            return Err(format!(
-                "`{text}` has an unknown unit; expected B, KiB, MiB or GiB"
-            ));
-        }
-    };
+    let (n, mult) = number_and_unit(
+        text,
+        "a size; expected e.g. 65536, 512KiB, 64MiB",
+        &[
+            ("", 1),
+            ("B", 1),
+            ("KiB", 1 << 10),
+            ("MiB", 1 << 20),
+            ("GiB", 1 << 30),
+        ],
+        "B, KiB, MiB or GiB",
+    )?;
     n.checked_mul(mult)
         .ok_or_else(|| format!("`{text}` is too large"))
 }
 
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Bytes(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Bytes(b) => Ok(Size(b)),
-            Raw::Text(t) => parse_size(&t).map(Size).map_err(serde::de::Error::custom),
-        }
+        number_or_text(d, Size, |t| parse_size(t).map(Size))
     }
 }
 

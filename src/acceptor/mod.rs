@@ -48,15 +48,11 @@ pub struct Limits {
 /// The `tcp_limits:` section of a non-HTTP front end (`dns`, `syslog`): each key unset
 /// takes that front end's default.
 #[derive(Debug, Deserialize, Clone, Default, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct TcpLimits {
-    #[serde(default)]
     pub max_connections: Option<usize>,
-    #[serde(default)]
     pub max_connections_per_ip: Option<usize>,
-    #[serde(default)]
     pub idle_timeout: Option<Dur>,
-    #[serde(default)]
     pub write_timeout: Option<Dur>,
 }
 
@@ -77,30 +73,25 @@ impl TcpLimits {
 
     /// `section` is the dotted path of this section, e.g. `dns.tcp_limits`.
     pub fn validate(&self, section: &str, p: &mut Problems) {
-        for (key, zero) in [
-            ("max_connections", self.max_connections == Some(0)),
-            (
-                "max_connections_per_ip",
-                self.max_connections_per_ip == Some(0),
-            ),
-            (
-                "idle_timeout",
-                self.idle_timeout.is_some_and(|d| d.0.is_zero()),
-            ),
-            (
-                "write_timeout",
-                self.write_timeout.is_some_and(|d| d.0.is_zero()),
-            ),
-        ] {
-            if zero {
-                p.add_at(
-                    format!("{section}.{key}"),
-                    0,
-                    0,
-                    "is 0; expected at least 1 (or leave it out for the default)",
-                );
-            }
-        }
+        p.zeros(
+            section,
+            [
+                ("max_connections", self.max_connections == Some(0)),
+                (
+                    "max_connections_per_ip",
+                    self.max_connections_per_ip == Some(0),
+                ),
+                (
+                    "idle_timeout",
+                    self.idle_timeout.is_some_and(|d| d.0.is_zero()),
+                ),
+                (
+                    "write_timeout",
+                    self.write_timeout.is_some_and(|d| d.0.is_zero()),
+                ),
+            ],
+            "is 0; expected at least 1 (or leave it out for the default)",
+        );
     }
 }
 

@@ -1,6 +1,10 @@
 //! DHCP configuration: the YAML ("wire") form, and the validated form the server uses
 //! ([`Settings`]), so nothing at run time re-checks config. Validation reports every
 //! problem with its field and line through the same words `provbox check` prints.
+//!
+//! A struct whose keys are all optional says `#[serde(default)]` once, with its defaults in
+//! `impl Default`; one with a required key marks only its lists `default` (serde takes an
+//! `Option` left out as `None`).
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -15,54 +19,40 @@ use crate::devices::Mac;
 use super::options::{self, OptValue};
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Config {
-    #[serde(default)]
     pub enabled: bool,
     /// Interfaces answered on (SO_BINDTODEVICE); DHCP is never answered elsewhere.
-    #[serde(default)]
     pub interfaces: Vec<At<String>>,
     /// UDP port the server listens on (67; clients are always answered on 68).
-    #[serde(default = "default_port")]
     pub port: At<u16>,
     /// Messages per second accepted from one MAC; more are dropped and counted.
-    #[serde(default = "default_rate")]
     pub rate_limit_per_mac: At<u32>,
     /// How long a declined address is kept out of the pool.
-    #[serde(default = "default_quarantine")]
     pub decline_quarantine: Dur,
     /// How long an offered address is held for the client that was offered it.
-    #[serde(default = "default_offer_hold")]
     pub offer_hold: Dur,
     /// Options for every subnet (subnet, option-set and reservation options override).
-    #[serde(default)]
     pub options: Vec<OptionEntry>,
     /// Options for devices matched by vendor class (option 60) prefix or MAC prefix.
-    #[serde(default)]
     pub option_sets: Vec<OptionSetConfig>,
-    #[serde(default)]
     pub subnets: Vec<SubnetConfig>,
     /// BOOTP header fields for boot ROMs (PXE-era firmware, some phones).
-    #[serde(default)]
     pub boot: BootConfig,
     /// `server` hands out addresses; `proxy` answers beside the site's own DHCP server
     /// with provisioning options only, never an address, never a NAK, never a lease.
-    #[serde(default)]
     pub mode: Mode,
     /// Server mode: NAK a REQUEST for an address it cannot give even when the client
     /// holds no lease here (true, as Kea's default), or stay silent then (false).
-    #[serde(default = "default_true")]
     pub authoritative: bool,
     /// Proxy mode: clients whose vendor class (option 60) starts with one of these take
     /// an option-only OFFER (`yiaddr` 0) beside the site server's offer, as PXE ROMs do.
     /// Others get options only through DHCPINFORM: a plain client would take the
     /// address-less offer if it came first.
-    #[serde(default = "default_proxy_offer")]
     pub proxy_offer_vendor_classes: Vec<String>,
     /// Relay agents whose option 82 (circuit-id, remote-id) names a switch port: a relayed
     /// message (`giaddr` set) counts its option 82 only when `giaddr` is listed here.
     /// Empty: any relay's. Never a client's own (unrelayed) option 82.
-    #[serde(default)]
     pub trusted_relays: Vec<Ipv4Addr>,
 }
 
@@ -75,44 +65,20 @@ pub enum Mode {
     Proxy,
 }
 
-fn default_true() -> bool {
-    true
-}
-fn default_proxy_offer() -> Vec<String> {
-    vec!["PXEClient".into()]
-}
-
 /// `siaddr`, `sname` and `file` of every reply. A field left unset falls back to the
 /// device's option 66 (siaddr when it is an address, and sname) and 67 (file) when the
 /// client did not ask for those options.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct BootConfig {
     /// `siaddr`: the server a boot ROM fetches its file from.
-    #[serde(default)]
     pub next_server: Option<Ipv4Addr>,
     /// `sname`, up to 63 bytes.
-    #[serde(default)]
     pub server_name: Option<At<String>>,
     /// `file` when option 93 matches no `by_arch` entry, up to 127 bytes.
-    #[serde(default)]
     pub file: Option<At<String>>,
     /// Client system architecture (option 93, RFC 4578: 0 BIOS, 7 x64 UEFI, ...) → file.
-    #[serde(default)]
     pub by_arch: BTreeMap<u16, At<String>>,
-}
-
-fn default_port() -> At<u16> {
-    At::new(67)
-}
-fn default_rate() -> At<u32> {
-    At::new(20)
-}
-fn default_quarantine() -> Dur {
-    Dur(Duration::from_secs(3600))
-}
-fn default_offer_hold() -> Dur {
-    Dur(Duration::from_secs(30))
 }
 
 impl Default for Config {
@@ -120,17 +86,17 @@ impl Default for Config {
         Config {
             enabled: false,
             interfaces: Vec::new(),
-            port: default_port(),
-            rate_limit_per_mac: default_rate(),
-            decline_quarantine: default_quarantine(),
-            offer_hold: default_offer_hold(),
+            port: At::new(67),
+            rate_limit_per_mac: At::new(20),
+            decline_quarantine: Dur(Duration::from_secs(3600)),
+            offer_hold: Dur(Duration::from_secs(30)),
             options: Vec::new(),
             option_sets: Vec::new(),
             subnets: Vec::new(),
             boot: BootConfig::default(),
             mode: Mode::Server,
             authoritative: true,
-            proxy_offer_vendor_classes: default_proxy_offer(),
+            proxy_offer_vendor_classes: vec!["PXEClient".into()],
             trusted_relays: Vec::new(),
         }
     }
@@ -146,28 +112,21 @@ pub struct SubnetConfig {
     pub pools: Vec<At<String>>,
     /// provbox's address on this subnet (server identifier). Default: the receiving
     /// interface's address in the subnet.
-    #[serde(default)]
     pub server_address: Option<At<Ipv4Addr>>,
-    #[serde(default)]
     pub router: Option<Ipv4Addr>,
     /// Option 6. Default: provbox's own address when `dns.enabled`.
-    #[serde(default)]
     pub dns_servers: Option<Vec<Ipv4Addr>>,
-    #[serde(default)]
     pub domain_name: Option<String>,
     /// Option 42.
     #[serde(default)]
     pub ntp_servers: Vec<Ipv4Addr>,
     /// Option 2, seconds east of UTC.
-    #[serde(default)]
     pub time_offset: Option<i32>,
     #[serde(default = "default_lease")]
     pub lease_time: Dur,
     /// T1; default half the lease.
-    #[serde(default)]
     pub renew_time: Option<Dur>,
     /// T2; default 7/8 of the lease.
-    #[serde(default)]
     pub rebind_time: Option<Dur>,
     #[serde(default)]
     pub options: Vec<OptionEntry>,
@@ -182,23 +141,17 @@ fn default_lease() -> Dur {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReservationConfig {
-    #[serde(default)]
     pub mac: Option<At<String>>,
     /// Client identifier (option 61) as hex, e.g. `01:00:0e:08:12:34:56`.
-    #[serde(default)]
     pub client_id: Option<At<String>>,
     /// Switch port: the relay agent's circuit-id (option 82 sub-option 1) as text, e.g.
     /// `bench-3/port-12`. Matched only on relayed messages (giaddr set).
-    #[serde(default)]
     pub circuit: Option<At<String>>,
     /// With `circuit`: the relay's remote-id (option 82 sub-option 2) must also match.
-    #[serde(default)]
     pub remote_id: Option<At<String>>,
     /// With `circuit`: the relay address (giaddr) must also match.
-    #[serde(default)]
     pub relay: Option<Ipv4Addr>,
     pub address: At<Ipv4Addr>,
-    #[serde(default)]
     pub hostname: Option<String>,
     #[serde(default)]
     pub options: Vec<OptionEntry>,
@@ -209,10 +162,8 @@ pub struct ReservationConfig {
 pub struct OptionSetConfig {
     pub name: At<String>,
     /// Matches when option 60 starts with this text (`CP-8831-3PCC`, `Polycom-`).
-    #[serde(default)]
     pub vendor_class: Option<String>,
     /// Matches when the MAC starts with these bytes (`00:0e:08` = an OUI).
-    #[serde(default)]
     pub mac_prefix: Option<At<String>>,
     #[serde(default)]
     pub options: Vec<OptionEntry>,
@@ -223,27 +174,22 @@ pub struct OptionSetConfig {
 #[serde(deny_unknown_fields)]
 pub struct OptionEntry {
     pub code: At<u8>,
-    #[serde(default)]
     pub ip: Option<Ipv4Addr>,
-    #[serde(default)]
     pub ips: Option<Vec<Ipv4Addr>>,
-    #[serde(default)]
     pub string: Option<String>,
-    #[serde(default)]
     pub hex: Option<String>,
-    #[serde(default, rename = "u8")]
+    #[serde(rename = "u8")]
     pub v_u8: Option<u8>,
-    #[serde(default, rename = "u16")]
+    #[serde(rename = "u16")]
     pub v_u16: Option<u16>,
-    #[serde(default, rename = "u32")]
+    #[serde(rename = "u32")]
     pub v_u32: Option<u32>,
-    #[serde(default, rename = "i32")]
+    #[serde(rename = "i32")]
     pub v_i32: Option<i32>,
-    #[serde(default, rename = "bool")]
+    #[serde(rename = "bool")]
     pub v_bool: Option<bool>,
     /// Encapsulated sub-options (RFC 2132 8.4, e.g. option 43 vendor data): each one is
     /// `{code, <one typed value>}`, sent as code, length, value, in the order given.
-    #[serde(default)]
     pub suboptions: Option<Vec<OptionEntry>>,
     /// Send even when the client's parameter request list (55) does not ask for it.
     #[serde(default)]
@@ -458,15 +404,12 @@ impl Config {
         if !self.enabled {
             return Vec::new();
         }
-        vec![ListenerSpec {
-            field: "dhcp.port".into(),
-            transport: Transport::Udp,
-            addr: At {
-                value: SocketAddr::from(([0, 0, 0, 0], self.port.value)),
-                line: self.port.line,
-                col: self.port.col,
-            },
-        }]
+        let addr = At {
+            value: SocketAddr::from(([0, 0, 0, 0], self.port.value)),
+            line: self.port.line,
+            col: self.port.col,
+        };
+        vec![ListenerSpec::new("dhcp.port", Transport::Udp, &addr)]
     }
 
     /// The validated settings, or `None` after reporting every problem.

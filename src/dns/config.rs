@@ -1,5 +1,9 @@
 //! The `dns:` section: zones, names with their addresses and health checks, forwarders,
 //! lease names. Validated once here; the rest of `dns` trusts it.
+//!
+//! A struct whose keys are all optional says `#[serde(default)]` once, with its defaults in
+//! `impl Default`; one with a required key marks only its lists `default` (serde takes an
+//! `Option` left out as `None`).
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -20,28 +24,20 @@ pub(super) const MAX_CNAME_CHAIN: usize = 8;
 const MAX_TXT: usize = 4000;
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Config {
-    #[serde(default)]
     pub enabled: bool,
     /// Each address is served on both UDP and TCP.
-    #[serde(default = "default_listen")]
     pub listen: Vec<At<SocketAddr>>,
     /// TTL of records that do not set their own.
-    #[serde(default = "default_ttl")]
     pub ttl: At<Dur>,
-    #[serde(default)]
     pub zones: Vec<ZoneConfig>,
     /// Upstream resolvers for names outside the local zones; empty: such names are REFUSED.
-    #[serde(default)]
     pub forwarders: Vec<At<SocketAddr>>,
-    #[serde(default = "default_forward_timeout")]
     pub forward_timeout: At<Dur>,
     /// DHCP clients' hostnames answered as `<hostname>.<domain>` (A and PTR).
-    #[serde(default)]
     pub leases: Option<LeasesConfig>,
     /// Caps and timeouts of DNS over TCP; unset keys take [`TCP_DEFAULTS`].
-    #[serde(default)]
     pub tcp_limits: TcpLimits,
 }
 
@@ -78,7 +74,6 @@ pub struct RecordConfig {
     pub aaaa: Vec<At<Ipv6Addr>>,
     /// This name is an alias of another (`prov`, or absolute `prov.lab.test.`); it then
     /// has no other records.
-    #[serde(default)]
     pub cname: Option<At<String>>,
     #[serde(default)]
     pub srv: Vec<SrvConfig>,
@@ -90,9 +85,7 @@ pub struct RecordConfig {
     /// PTR targets of this (reverse) name. Configured addresses get PTR records without it.
     #[serde(default)]
     pub ptr: Vec<At<String>>,
-    #[serde(default)]
     pub ttl: Option<At<Dur>>,
-    #[serde(default)]
     pub check: Option<CheckConfig>,
 }
 
@@ -126,23 +119,17 @@ pub struct NaptrConfig {
 
 /// A health check run against every address of a name.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct CheckConfig {
     /// Healthy when a TCP connection to this port on the address succeeds.
-    #[serde(default)]
     pub tcp: Option<At<u16>>,
     /// Healthy when `GET` of this URL, sent to the address, answers 2xx or 3xx.
-    #[serde(default)]
     pub http: Option<At<String>>,
-    #[serde(default = "default_interval")]
     pub interval: At<Dur>,
-    #[serde(default = "default_check_timeout")]
     pub timeout: At<Dur>,
     /// Consecutive failures before an address is left out.
-    #[serde(default = "default_fall")]
     pub fall: At<u32>,
     /// Consecutive successes before it is offered again.
-    #[serde(default = "default_rise")]
     pub rise: At<u32>,
 }
 
@@ -150,49 +137,40 @@ pub struct CheckConfig {
 #[serde(deny_unknown_fields)]
 pub struct LeasesConfig {
     pub domain: At<String>,
-    #[serde(default)]
     pub ttl: Option<At<Dur>>,
 }
 
-fn default_listen() -> Vec<At<SocketAddr>> {
-    vec![At::new(SocketAddr::from(([0, 0, 0, 0], 5300)))]
-}
-fn default_ttl() -> At<Dur> {
-    At::new(Dur(Duration::from_secs(60)))
-}
-fn default_forward_timeout() -> At<Dur> {
-    At::new(Dur(Duration::from_secs(2)))
-}
 fn default_nameserver() -> At<String> {
     At::new("ns".into())
 }
 fn default_replacement() -> At<String> {
     At::new(".".into())
 }
-fn default_interval() -> At<Dur> {
-    At::new(Dur(Duration::from_secs(5)))
-}
-fn default_check_timeout() -> At<Dur> {
-    At::new(Dur(Duration::from_secs(1)))
-}
-fn default_fall() -> At<u32> {
-    At::new(2)
-}
-fn default_rise() -> At<u32> {
-    At::new(1)
-}
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             enabled: false,
-            listen: default_listen(),
-            ttl: default_ttl(),
+            listen: vec![At::new(SocketAddr::from(([0, 0, 0, 0], 5300)))],
+            ttl: At::new(Dur(Duration::from_secs(60))),
             zones: Vec::new(),
             forwarders: Vec::new(),
-            forward_timeout: default_forward_timeout(),
+            forward_timeout: At::new(Dur(Duration::from_secs(2))),
             leases: None,
             tcp_limits: TcpLimits::default(),
+        }
+    }
+}
+
+impl Default for CheckConfig {
+    fn default() -> Self {
+        CheckConfig {
+            tcp: None,
+            http: None,
+            interval: At::new(Dur(Duration::from_secs(5))),
+            timeout: At::new(Dur(Duration::from_secs(1))),
+            fall: At::new(2),
+            rise: At::new(1),
         }
     }
 }
@@ -439,14 +417,7 @@ impl Config {
             return;
         }
         self.tcp_limits.validate("dns.tcp_limits", p);
-        if self.listen.is_empty() {
-            p.add_at(
-                "dns.listen",
-                0,
-                0,
-                "enabled with no address; expected a list such as [\"127.0.0.1:5300\"]",
-            );
-        }
+        p.check_listen("dns.listen", self.enabled, &self.listen, "127.0.0.1:5300");
         check_ttl(p, "dns.ttl", &self.ttl);
         let mut zones_seen: Vec<(Name, usize)> = Vec::new();
         // Every valid record with its field path and zone, for the checks across records.
@@ -572,11 +543,7 @@ impl Config {
         let mut out = Vec::new();
         for (i, a) in self.listen.iter().enumerate() {
             for transport in [Transport::Udp, Transport::Tcp] {
-                out.push(ListenerSpec {
-                    field: format!("dns.listen[{i}]"),
-                    transport,
-                    addr: a.clone(),
-                });
+                out.push(ListenerSpec::new(format!("dns.listen[{i}]"), transport, a));
             }
         }
         out

@@ -25,6 +25,22 @@ pub(crate) struct Table {
     pub keys: Vec<Key>,
 }
 
+impl Table {
+    fn new(service: &'static str, enabled: fn(&Config) -> bool) -> Table {
+        Table {
+            service,
+            enabled,
+            keys: Vec::new(),
+        }
+    }
+
+    /// Its keys, a section at a time.
+    fn with<const N: usize>(mut self, sections: [Vec<Key>; N]) -> Table {
+        self.keys = sections.into_iter().flatten().collect();
+        self
+    }
+}
+
 fn live(name: &'static str) -> Key {
     Key {
         name,
@@ -41,24 +57,49 @@ fn restart(name: &'static str, value: fn(&Config) -> String) -> Key {
     }
 }
 
-/// A restart key named by its path in `Config` and read through that path:
-/// `restart!(d, tftp.enabled)` is `restart("tftp.enabled", |c| d(&c.tftp.enabled))`;
-/// `at` reads a located value's `.value`, and `vals`/`opt` read lists and options.
-macro_rules! restart {
-    (at, $h:ident $(. $t:ident)*) => {
-        restart(concat!(stringify!($h) $(, ".", stringify!($t))*), |c| {
-            d(&c.$h $(.$t)*.value)
-        })
+/// The keys of one section that apply live: `live!(dns: ttl, zones)` is
+/// `[live("dns.ttl"), live("dns.zones")]`; a section may be two deep (`http.limits`), and
+/// `live!(shutdown_grace)` is a top-level key.
+macro_rules! live {
+    ($a:ident . $b:ident : $($k:ident),+) => {
+        vec![$(live(concat!(stringify!($a), ".", stringify!($b), ".", stringify!($k)))),+]
     };
-    ($f:ident, $h:ident $(. $t:ident)*) => {
-        restart(concat!(stringify!($h) $(, ".", stringify!($t))*), |c| {
-            $f(&c.$h $(.$t)*)
-        })
+    ($a:ident : $($k:ident),+) => {
+        vec![$(live(concat!(stringify!($a), ".", stringify!($k)))),+]
+    };
+    ($($k:ident),+) => {
+        vec![$(live(stringify!($k))),+]
+    };
+}
+
+/// The restart keys of one section, each with how its value is read (`d`, `at`, `vals`,
+/// `opt`, `opt_vals`): `restart!(tftp: d enabled, at listen)` is
+/// `[restart("tftp.enabled", |c| d(&c.tftp.enabled)),
+///   restart("tftp.listen", |c| at(&c.tftp.listen))]`;
+/// a section may be two deep (`devices.trust`), and `restart!(d data_dir)` is a top-level
+/// key.
+macro_rules! restart {
+    ($a:ident . $b:ident : $($f:ident $k:ident),+) => {
+        vec![$(restart(
+            concat!(stringify!($a), ".", stringify!($b), ".", stringify!($k)),
+            |c| $f(&c.$a.$b.$k),
+        )),+]
+    };
+    ($a:ident : $($f:ident $k:ident),+) => {
+        vec![$(restart(concat!(stringify!($a), ".", stringify!($k)), |c| $f(&c.$a.$k))),+]
+    };
+    ($($f:ident $k:ident),+) => {
+        vec![$(restart(stringify!($k), |c| $f(&c.$k))),+]
     };
 }
 
 fn d<T: Debug>(v: T) -> String {
     format!("{v:?}")
+}
+
+/// A located value without its line.
+fn at<T: Debug>(v: &At<T>) -> String {
+    d(&v.value)
 }
 
 /// The values of a list of located values, without their lines.
@@ -70,6 +111,12 @@ fn opt<T: Debug>(v: &Option<At<T>>) -> String {
     d(v.as_ref().map(|a| &a.value))
 }
 
+/// An optional list of located values, as written, without lines.
+fn opt_vals<T: Debug>(v: &Option<Vec<At<T>>>) -> String {
+    d(v.as_ref()
+        .map(|v| v.iter().map(|a| &a.value).collect::<Vec<_>>()))
+}
+
 fn always(_: &Config) -> bool {
     true
 }
@@ -77,216 +124,95 @@ fn always(_: &Config) -> bool {
 /// Every service's table, the process's own settings first.
 pub(crate) fn tables() -> Vec<Table> {
     vec![
-        Table {
-            service: "process",
-            enabled: always,
-            keys: vec![
-                restart!(d, data_dir),
-                restart!(d, log.level),
-                restart!(d, log.format),
-                restart!(vals, catalog.roots),
-                restart!(d, catalog.case_insensitive),
-                live("shutdown_grace"),
-                restart!(d, hooks),
-                restart!(at, store.backend),
-                restart!(opt, store.url),
-                restart!(opt, store.password_file),
-                restart!(opt, store.ca_file),
-                restart!(at, store.pool_size),
-                restart!(d, store.box_name),
-            ],
-        },
-        Table {
-            service: "devices",
-            enabled: always,
-            keys: vec![
-                restart!(opt, devices.inventory),
-                restart!(d, devices.trust.lease),
-                restart!(d, devices.trust.user_agent),
-                restart!(d, devices.trust.path),
-                restart!(d, devices.trust.relay),
-                restart!(d, devices.trust.http_auth),
-                restart!(at, devices.http_auth.realm),
-                restart!(opt, devices.http_auth.accounts),
-                restart!(vals, devices.http_auth.digest),
-                restart!(d, devices.http_auth.basic),
-                restart!(at, devices.http_auth.nonce_lifetime),
-                restart!(opt, devices.reports.path),
-                restart!(vals, devices.private),
-                restart!(d, devices.mac_in_path),
-                restart!(at, devices.missing_variable),
-                restart!(d, devices.encryption.enabled),
-                restart!(d, devices.encryption.digest),
-                restart!(d, devices.encryption.gzip),
-                restart!(opt, devices.binding.init_prefix),
-                restart!(at, devices.binding.profile),
-                restart!(at, devices.binding.devices_per_pin),
-                restart!(at, devices.binding.wrong_pins_budget),
-            ],
-        },
-        Table {
-            service: "web",
-            enabled: always,
-            keys: vec![
-                live("http.enabled"),
-                live("http.listen"),
-                live("http.limits.max_connections"),
-                live("http.limits.header_timeout"),
-                live("http.limits.idle_timeout"),
-                live("http.limits.max_connections_per_ip"),
-                live("http.limits.write_timeout"),
-                live("https.enabled"),
-                live("https.listen"),
-                live("https.cert"),
-                live("https.key"),
-                live("https.client_auth"),
-                live("https.client_ca"),
-                live("https.ca_cert"),
-                // Only read when the lab certificate is first made.
-                restart!(d, https.names),
-                live("https.limits.max_connections"),
-                live("https.limits.header_timeout"),
-                live("https.limits.idle_timeout"),
-                live("https.limits.max_connections_per_ip"),
-                live("https.limits.write_timeout"),
-                live("metrics.enabled"),
-                live("metrics.listen"),
-            ],
-        },
-        Table {
-            service: "https_legacy",
-            enabled: |c| c.https_legacy.enabled,
-            keys: vec![
-                restart!(d, https_legacy.enabled),
-                restart!(vals, https_legacy.listen),
-                live("https_legacy.min_protocol"),
-                live("https_legacy.ciphers"),
-                live("https_legacy.cert"),
-                live("https_legacy.key"),
-                live("https_legacy.client_auth"),
-                live("https_legacy.client_ca"),
-                restart!(d, https_legacy.limits.max_connections),
-                restart!(d, https_legacy.limits.header_timeout),
-                restart!(d, https_legacy.limits.idle_timeout),
-                restart!(d, https_legacy.limits.max_connections_per_ip),
-                restart!(d, https_legacy.limits.write_timeout),
-            ],
-        },
-        Table {
-            service: "tftp",
-            enabled: |c| c.tftp.enabled,
-            keys: vec![
-                restart!(d, tftp.enabled),
-                restart!(at, tftp.listen),
-                restart!(at, tftp.max_blksize),
-                restart!(at, tftp.max_window),
-                restart!(at, tftp.timeout),
-                restart!(at, tftp.retries),
-                restart!(at, tftp.max_transfers),
-                restart!(at, tftp.max_timeout),
-                restart!(at, tftp.max_transfers_per_ip),
-            ],
-        },
-        Table {
-            service: "dns",
-            enabled: |c| c.dns.enabled,
-            keys: vec![
-                restart!(d, dns.enabled),
-                restart!(vals, dns.listen),
-                restart!(d, dns.tcp_limits.max_connections),
-                restart!(d, dns.tcp_limits.max_connections_per_ip),
-                restart!(d, dns.tcp_limits.idle_timeout),
-                restart!(d, dns.tcp_limits.write_timeout),
-                live("dns.ttl"),
-                live("dns.zones"),
-                live("dns.forwarders"),
-                live("dns.forward_timeout"),
-                live("dns.leases.domain"),
-                live("dns.leases.ttl"),
-            ],
-        },
-        Table {
-            service: "dhcp",
-            enabled: |c| c.dhcp.enabled,
-            keys: vec![
-                restart!(d, dhcp.enabled),
-                restart!(vals, dhcp.interfaces),
-                restart!(at, dhcp.port),
-                live("dhcp.rate_limit_per_mac"),
-                live("dhcp.decline_quarantine"),
-                live("dhcp.offer_hold"),
-                live("dhcp.options"),
-                live("dhcp.option_sets"),
-                live("dhcp.subnets"),
-                live("dhcp.mode"),
-                live("dhcp.authoritative"),
-                live("dhcp.proxy_offer_vendor_classes"),
-                live("dhcp.boot.next_server"),
-                live("dhcp.boot.server_name"),
-                live("dhcp.boot.file"),
-                live("dhcp.boot.by_arch"),
-                live("dhcp.trusted_relays"),
-            ],
-        },
-        Table {
-            service: "syslog",
-            enabled: |c| c.syslog.enabled,
-            keys: vec![
-                restart!(d, syslog.enabled),
-                restart!(at, syslog.listen),
-                restart!(opt, syslog.tcp_listen),
-                restart!(opt, syslog.forward_file),
-                restart!(at, syslog.forward_max),
-                restart!(d, syslog.tcp_limits.max_connections),
-                restart!(d, syslog.tcp_limits.max_connections_per_ip),
-                restart!(d, syslog.tcp_limits.idle_timeout),
-                restart!(d, syslog.tcp_limits.write_timeout),
-            ],
-        },
-        Table {
-            service: "dashboard",
-            enabled: |c| c.dashboard.enabled,
-            keys: vec![
-                restart!(d, dashboard.enabled),
-                restart!(at, dashboard.listen),
-                live("dashboard.token"),
-                live("dashboard.hosts"),
-                live("dashboard.token_name"),
-                live("dashboard.resync.method"),
-                live("dashboard.resync.sip_port"),
-                live("dashboard.resync.event"),
-                live("dashboard.resync.http_url"),
-                live("dashboard.resync.http_reboot_url"),
-                live("dashboard.resync.http_user"),
-                live("dashboard.resync.http_password"),
-                live("upgrade.max_parallel"),
-                live("upgrade.timeout"),
-                live("upgrade.firmware"),
-            ],
-        },
-        Table {
-            service: "uploads",
-            enabled: |c| c.uploads.enabled,
-            keys: vec![
-                restart!(d, uploads.enabled),
-                restart!(d, uploads.tftp),
-                restart("uploads.patterns", upload_patterns),
-                restart!(at, uploads.max_file),
-                restart!(at, uploads.max_device),
-                restart!(at, uploads.max_total),
-                restart!(at, uploads.log_rotate),
-                restart!(at, uploads.log_keep),
-            ],
-        },
+        Table::new("process", always).with([
+            restart!(d data_dir),
+            restart!(log: d level, d format),
+            restart!(catalog: vals roots, d case_insensitive),
+            live!(shutdown_grace),
+            restart!(d hooks),
+            restart!(store:
+                at backend, opt url, opt password_file, opt ca_file, at pool_size,
+                d box_name
+            ),
+        ]),
+        Table::new("devices", always).with([
+            restart!(devices: opt inventory),
+            restart!(devices.trust: d lease, d user_agent, d path, d relay, d http_auth),
+            restart!(devices.http_auth:
+                at realm, opt accounts, vals digest, d basic, at nonce_lifetime
+            ),
+            restart!(devices.reports: opt path),
+            restart!(devices: vals private, d mac_in_path, at missing_variable),
+            restart!(devices.encryption: d enabled, d digest, d gzip),
+            restart!(devices.binding:
+                opt init_prefix, at profile, at devices_per_pin, at wrong_pins_budget
+            ),
+        ]),
+        Table::new("web", always).with([
+            live!(http: enabled, listen),
+            live!(http.limits:
+                max_connections, header_timeout, idle_timeout, max_connections_per_ip,
+                write_timeout
+            ),
+            live!(https: enabled, listen, cert, key, client_auth, client_ca, ca_cert),
+            // Only read when the lab certificate is first made.
+            restart!(https: d names),
+            live!(https.limits:
+                max_connections, header_timeout, idle_timeout, max_connections_per_ip,
+                write_timeout
+            ),
+            live!(metrics: enabled, listen),
+        ]),
+        Table::new("https_legacy", |c| c.https_legacy.enabled).with([
+            restart!(https_legacy: d enabled, vals listen),
+            live!(https_legacy: min_protocol, ciphers, cert, key, client_auth, client_ca),
+            restart!(https_legacy.limits:
+                d max_connections, d header_timeout, d idle_timeout,
+                d max_connections_per_ip, d write_timeout
+            ),
+        ]),
+        Table::new("tftp", |c| c.tftp.enabled).with([restart!(tftp:
+            d enabled, at listen, at max_blksize, at max_window, at timeout, at retries,
+            at max_transfers, at max_timeout, at max_transfers_per_ip
+        )]),
+        Table::new("dns", |c| c.dns.enabled).with([
+            restart!(dns: d enabled, vals listen),
+            restart!(dns.tcp_limits:
+                d max_connections, d max_connections_per_ip, d idle_timeout, d write_timeout
+            ),
+            live!(dns: ttl, zones, forwarders, forward_timeout),
+            live!(dns.leases: domain, ttl),
+        ]),
+        Table::new("dhcp", |c| c.dhcp.enabled).with([
+            restart!(dhcp: d enabled, vals interfaces, at port),
+            live!(dhcp:
+                rate_limit_per_mac, decline_quarantine, offer_hold, options, option_sets,
+                subnets, mode, authoritative, proxy_offer_vendor_classes
+            ),
+            live!(dhcp.boot: next_server, server_name, file, by_arch),
+            live!(dhcp: trusted_relays),
+        ]),
+        Table::new("syslog", |c| c.syslog.enabled).with([
+            restart!(syslog:
+                d enabled, at listen, opt tcp_listen, opt forward_file, at forward_max
+            ),
+            restart!(syslog.tcp_limits:
+                d max_connections, d max_connections_per_ip, d idle_timeout, d write_timeout
+            ),
+        ]),
+        Table::new("dashboard", |c| c.dashboard.enabled).with([
+            restart!(dashboard: d enabled, at listen),
+            live!(dashboard: token, hosts, token_name),
+            live!(dashboard.resync:
+                method, sip_port, event, http_url, http_reboot_url, http_user, http_password
+            ),
+            live!(upgrade: max_parallel, timeout, firmware),
+        ]),
+        Table::new("uploads", |c| c.uploads.enabled).with([restart!(uploads:
+            d enabled, d tftp, opt_vals patterns, at max_file, at max_device, at max_total,
+            at log_rotate, at log_keep
+        )]),
     ]
-}
-
-/// `uploads.patterns` as written, without lines.
-fn upload_patterns(c: &Config) -> String {
-    d(c.uploads
-        .patterns
-        .as_ref()
-        .map(|v| v.iter().map(|a| &a.value).collect::<Vec<_>>()))
 }
 
 /// The table of one service.
