@@ -18,7 +18,7 @@ use crate::config::{Config, LogFormat};
 use crate::control;
 use crate::devices::{self, Provisioner};
 pub use crate::frontend::{Context, bind_error, bind_tcp};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Registers};
 use crate::sdnotify::Notifier;
 use crate::service::{Change, Deps, Reloaded, Service, fronts};
 use crate::store::Store;
@@ -36,13 +36,12 @@ struct ReloadMetrics {
 
 impl ReloadMetrics {
     fn register(reg: &mut Registry) -> ReloadMetrics {
-        let pending = Family::<KeyLabels, Gauge>::default();
-        reg.register(
-            "provbox_config_restart_pending",
-            "1 for each configuration key changed since the start that takes effect only at the next restart",
-            pending.clone(),
-        );
-        ReloadMetrics { pending }
+        ReloadMetrics {
+            pending: reg.metric(
+                "provbox_config_restart_pending",
+                "1 for each configuration key changed since the start that takes effect only at the next restart",
+            ),
+        }
     }
 }
 

@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::metrics::Registers;
 use futures_util::FutureExt as _;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -100,11 +101,9 @@ impl Supervisor {
         shutdown: CancellationToken,
         tracker: TaskTracker,
     ) -> Arc<Supervisor> {
-        let restarts = Family::<ServiceLabels, Counter>::default();
-        registry.register(
+        let restarts: Family<ServiceLabels, Counter> = registry.metric(
             "provbox_service_restarts",
             "Service loops restarted after a panic, by service",
-            restarts.clone(),
         );
         Arc::new(Supervisor {
             shutdown,

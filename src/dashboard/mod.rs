@@ -114,11 +114,11 @@ impl Config {
         if !self.enabled {
             return Vec::new();
         }
-        vec![ListenerSpec {
-            field: "dashboard.listen".into(),
-            transport: Transport::Tcp,
-            addr: self.listen.clone(),
-        }]
+        vec![ListenerSpec::new(
+            "dashboard.listen",
+            Transport::Tcp,
+            &self.listen,
+        )]
     }
 }
 

@@ -27,6 +27,7 @@ use tokio_util::task::TaskTracker;
 use crate::confkit::{At, Dur, Problems};
 use crate::devices::LeaseInfo;
 use crate::limit::WarnGate;
+use crate::metrics::Registers;
 use crate::status::{Device, State, now_ms};
 
 /// What a hook can be told about.
@@ -384,13 +385,12 @@ pub(crate) struct Metrics {
 
 impl Metrics {
     pub(crate) fn register(reg: &mut PromRegistry) -> Metrics {
-        let m = Metrics::default();
-        reg.register(
-            "provbox_hook_runs",
-            "Hook runs by hook and result (ok, failed, timeout, error, dropped)",
-            m.runs.clone(),
-        );
-        m
+        Metrics {
+            runs: reg.metric(
+                "provbox_hook_runs",
+                "Hook runs by hook and result (ok, failed, timeout, error, dropped)",
+            ),
+        }
     }
 
     fn count(&self, hook: &str, result: &'static str) {

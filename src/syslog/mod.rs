@@ -25,7 +25,7 @@ use crate::acceptor::{Acceptor, Idle, Limits, TcpLimits, Timeouts};
 use crate::confkit::{At, ListenerSpec, Problems, Transport};
 use crate::devices::Mac;
 use crate::frontend::Context;
-use crate::metrics::{EventLabel as EventLabels, RefusalLabels as ReasonLabels};
+use crate::metrics::{EventLabel as EventLabels, RefusalLabels as ReasonLabels, Registers};
 use crate::status::StatusBook;
 
 /// Longest frame accepted; RFC 5424 asks receivers to take at least 2048 octets.
@@ -139,26 +139,21 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn register(reg: &mut PromRegistry) -> Metrics {
-        let m = Metrics {
+        Metrics {
             forward: forward::Metrics::register(reg),
-            ..Metrics::default()
-        };
-        reg.register(
-            "provbox_syslog_lines_received",
-            "Syslog lines received, by transport",
-            m.received.clone(),
-        );
-        reg.register(
-            "provbox_syslog_lines_recognised",
-            "Syslog lines recognised as provisioning events, by event",
-            m.recognised.clone(),
-        );
-        reg.register(
-            "provbox_syslog_lines_dropped",
-            "Syslog lines not kept, by reason (unknown_sender, not_utf8, too_long)",
-            m.dropped.clone(),
-        );
-        m
+            received: reg.metric(
+                "provbox_syslog_lines_received",
+                "Syslog lines received, by transport",
+            ),
+            recognised: reg.metric(
+                "provbox_syslog_lines_recognised",
+                "Syslog lines recognised as provisioning events, by event",
+            ),
+            dropped: reg.metric(
+                "provbox_syslog_lines_dropped",
+                "Syslog lines not kept, by reason (unknown_sender, not_utf8, too_long)",
+            ),
+        }
     }
 }
 
