@@ -66,8 +66,9 @@ PIDS+=($!)
 
 # Both must answer the same thing before anything is measured.
 for i in $(seq 1 100); do
-  a=$(dig @127.0.0.1 -p "$P_PORT" +short +time=1 +tries=1 prov.lab.test A 2>/dev/null | sort | tr '\n' ' ')
-  b=$(dig @127.0.0.1 -p "$D_PORT" +short +time=1 +tries=1 prov.lab.test A 2>/dev/null | sort | tr '\n' ' ')
+  # A server not up yet: dig fails, which must not end the script (set -e, pipefail).
+  a=$(dig @127.0.0.1 -p "$P_PORT" +short +time=1 +tries=1 prov.lab.test A 2>/dev/null | sort | tr '\n' ' ') || a=
+  b=$(dig @127.0.0.1 -p "$D_PORT" +short +time=1 +tries=1 prov.lab.test A 2>/dev/null | sort | tr '\n' ' ') || b=
   [ -n "$a" ] && [ "$a" = "$b" ] && break
   [ "$i" = 100 ] && { echo "servers not ready or answers differ: provbox [$a] dnsmasq [$b]" >&2; cat "$WORK"/*.log >&2; exit 1; }
   sleep 0.1
