@@ -111,7 +111,7 @@ pub struct Leases {
     pub probes: u64,
 }
 
-/// Which addresses this box prefers for new leases: those with `n % of == slot`. One box
+/// Which addresses this box offers new leases from: those with `n % of == slot`. One box
 /// alone (or the embedded store) has the whole pool: `slot 0 of 1`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Share {
@@ -252,10 +252,6 @@ impl PoolIndex {
         self.fresh[k].remove(q)
     }
 
-    fn fresh_len(&self) -> u64 {
-        self.fresh.iter().map(|r| r.len).sum()
-    }
-
     /// The shares a pick may take from, this box's first; `any`: the others' too.
     fn shares(&self, any: bool) -> impl Iterator<Item = u32> + use<> {
         let Share { slot, of } = self.share;
@@ -318,7 +314,8 @@ impl PoolIndex {
     }
 
     fn free(&self) -> u64 {
-        self.fresh_len() + self.reclaim.iter().map(|r| r.len() as u64).sum::<u64>()
+        let fresh: u64 = self.fresh.iter().map(|r| r.len).sum();
+        fresh + self.reclaim.iter().map(|r| r.len() as u64).sum::<u64>()
     }
 }
 

@@ -167,49 +167,7 @@ pub fn start(
         metrics,
     ));
     let shared = crate::store::shared();
-    // `store.backend: postgres`: the shared table is the truth; the journal here only
-    // spools the renewals ACKed during an outage (and those a crash interrupted).
-    let mut spool = None;
-    let (journal, stored, seq) = match &shared {
-        Some(pg) => {
-            let path = ctx.data_dir.join(store::SPOOL_FILE_NAME);
-            let (j, spooled, bad) =
-                store::Journal::open_file(path).context("dhcp: opening the outage spool")?;
-            if bad > 0 {
-                tracing::warn!(
-                    records = bad,
-                    "dhcp: unreadable spooled lease records skipped"
-                );
-            }
-            if !spooled.is_empty() {
-                tracing::info!(
-                    leases = spooled.len(),
-                    "dhcp: renewals ACKed while PostgreSQL was away are written to it now"
-                );
-            }
-            spool = Some((j, spooled));
-            let (list, seq) = tokio::task::block_in_place(|| {
-                tokio::runtime::Handle::current().block_on(async {
-                    // Join the boxes splitting the pools before the first offer.
-                    shared::heartbeat(pg, &engine).await;
-                    pg.leases().await
-                })
-            })
-            .context("dhcp: loading leases from PostgreSQL")?;
-            let mut list = list;
-            // The spooled renewals are newer than the rows they renew.
-            list.extend(spool.iter().flat_map(|(_, l)| l.iter().cloned()));
-            (None, list, seq)
-        }
-        None => {
-            let (journal, stored, bad) =
-                store::Journal::open(&ctx.data_dir).context("dhcp: loading leases")?;
-            if bad > 0 {
-                tracing::warn!(records = bad, "dhcp: unreadable lease records skipped");
-            }
-            (Some(journal), stored, 0)
-        }
-    };
+    let (backing, stored) = open_backing(shared.clone(), &ctx.data_dir, &engine)?;
     let total = stored.len();
     let live = engine.restore(stored, now());
     tracing::info!(stored = total, active = live, "dhcp: leases restored");
@@ -224,8 +182,8 @@ pub fn start(
         let (e, i) = (e.clone(), i.clone());
         async move { deliver(&e, &i[idx], r).await }
     };
-    match (journal, &shared, spool) {
-        (Some(journal), _, _) => {
+    match backing {
+        Backing::Journal(journal) => {
             ctx.supervisor.spawn_once(
                 "dhcp",
                 "dhcp lease writer",
@@ -237,19 +195,23 @@ pub fn start(
                 ),
             );
         }
-        (None, Some(pg), Some((spool, spooled))) => {
+        Backing::Shared {
+            pg,
+            spool,
+            spooled,
+            seq,
+        } => {
             ctx.supervisor.spawn_once(
                 "dhcp",
                 "dhcp lease writer",
                 shared::writer(rx, pg.clone(), engine.clone(), send, spool, spooled),
             );
-            let (e, pg, sd) = (engine.clone(), pg.clone(), ctx.shutdown.clone());
+            let (e, sd) = (engine.clone(), ctx.shutdown.clone());
             ctx.supervisor
                 .spawn_restartable("dhcp", "dhcp lease sync", move || {
                     Box::pin(shared::sync(pg.clone(), e.clone(), seq, sd.clone()))
                 });
         }
-        _ => unreachable!("a journal, or the shared store and its spool"),
     }
     for idx in 0..ifaces.len() {
         let (ifaces, engine, tx) = (ifaces.clone(), engine.clone(), tx.clone());
@@ -401,6 +363,65 @@ fn queue(tx: &mpsc::Sender<Job>, job: Job, engine: &Engine) {
         );
         engine.metrics.drop_reason(reason);
     }
+}
+
+/// Where this box's leases are kept.
+enum Backing {
+    /// The lease journal in `data_dir` (`store.backend: embedded`).
+    Journal(store::Journal),
+    /// The shared table (`store.backend: postgres`), with the outage spool and the renewals
+    /// it still held at start, and the highest change number read.
+    Shared {
+        pg: Arc<crate::store::postgres::Pg>,
+        spool: store::Journal,
+        spooled: Vec<leases::Lease>,
+        seq: i64,
+    },
+}
+
+/// Open where the leases are kept; returns it with the leases to restore.
+fn open_backing(
+    shared: Option<Arc<crate::store::postgres::Pg>>,
+    data_dir: &std::path::Path,
+    engine: &Engine,
+) -> Result<(Backing, Vec<leases::Lease>)> {
+    let unreadable = |bad: usize| {
+        if bad > 0 {
+            tracing::warn!(records = bad, "dhcp: unreadable lease records skipped");
+        }
+    };
+    let Some(pg) = shared else {
+        let (journal, stored, bad) =
+            store::Journal::open(data_dir).context("dhcp: loading leases")?;
+        unreadable(bad);
+        return Ok((Backing::Journal(journal), stored));
+    };
+    let (spool, spooled, bad) = store::Journal::open_file(data_dir.join(store::SPOOL_FILE_NAME))
+        .context("dhcp: opening the outage spool")?;
+    unreadable(bad);
+    if !spooled.is_empty() {
+        tracing::info!(
+            leases = spooled.len(),
+            "dhcp: renewals ACKed while PostgreSQL was away are written to it now"
+        );
+    }
+    let (mut stored, seq) = tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current().block_on(async {
+            // Join the boxes splitting the pools before the first offer.
+            shared::heartbeat(&pg, engine).await;
+            pg.leases().await
+        })
+    })
+    .context("dhcp: loading leases from PostgreSQL")?;
+    // The spooled renewals are newer than the rows they renew.
+    stored.extend(spooled.iter().cloned());
+    let backing = Backing::Shared {
+        pg,
+        spool,
+        spooled,
+        seq,
+    };
+    Ok((backing, stored))
 }
 
 /// Group commit: everything queued while the previous commit ran goes into the next one.

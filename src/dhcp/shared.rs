@@ -159,7 +159,11 @@ async fn commit<S, F>(
         }
         Err(e) => {
             *pending = flush;
-            let mut withheld = 0usize;
+            // Renewals, and releases and declines (answered by nothing), may wait for the
+            // database: kept in the spool, synced once for the batch before their ACKs
+            // leave. A new address only the database may grant.
+            let mut room = PENDING_MAX.saturating_sub(pending.len());
+            let (mut kept, mut withheld) = (Vec::new(), Vec::new());
             for mut j in batch {
                 // Not durable yet: an operator's release waiting on it hears so.
                 if let Some(d) = j.done.take() {
@@ -167,50 +171,44 @@ async fn commit<S, F>(
                 }
                 let renewal =
                     !j.events.is_empty() && j.events.iter().all(|e| e.kind == EventKind::Renewed);
-                // Releases and declines are answered by nothing: keep them for later.
-                let silent = j.reply.is_none();
-                // Kept for the database in the spool, synced before the ACK leaves.
-                let kept = (renewal || silent)
-                    && pending.len() + j.changes.len() <= PENDING_MAX
-                    && match tokio::task::block_in_place(|| spool.commit(&j.changes)) {
-                        Ok(()) => true,
-                        Err(e) => {
-                            tracing::error!(
-                                "dhcp: cannot spool a renewal during the outage: {e:#}"
-                            );
-                            false
-                        }
-                    };
-                if kept {
-                    pending.extend(j.changes);
-                    for ev in &j.events {
-                        engine.announce(ev);
-                    }
-                    if let Some((r, idx)) = j.reply {
-                        send(r, idx).await;
-                    }
-                    continue;
+                if (renewal || j.reply.is_none()) && j.changes.len() <= room {
+                    room -= j.changes.len();
+                    kept.push(j);
+                } else {
+                    withheld.push(j);
                 }
-                // A new address: only the database may grant it. Undo what the engine
-                // noted so the client's retry is not taken for a renewal.
-                let undo: Vec<Lease> = j
-                    .changes
-                    .iter()
-                    .filter_map(|c| match c {
-                        Change::Put(l) if matches!(l.state, State::Bound { .. }) => Some(Lease {
-                            state: State::Free,
-                            ..l.clone()
-                        }),
-                        _ => None,
-                    })
-                    .collect();
-                engine.restore(undo, now);
+            }
+            let changes: Vec<Change> = kept.iter().flat_map(|j| j.changes.clone()).collect();
+            if !changes.is_empty()
+                && let Err(e) = tokio::task::block_in_place(|| spool.commit(&changes))
+            {
+                tracing::error!("dhcp: cannot spool renewals during the outage: {e:#}");
+                withheld.append(&mut kept);
+            } else {
+                pending.extend(changes);
+            }
+            for j in kept {
+                j.committed(engine, send).await;
+            }
+            // Undo what the engine noted so the client's retry is not taken for a renewal.
+            let undo: Vec<Lease> = withheld
+                .iter()
+                .flat_map(|j| &j.changes)
+                .filter_map(|c| match c {
+                    Change::Put(l) if matches!(l.state, State::Bound { .. }) => Some(Lease {
+                        state: State::Free,
+                        ..l.clone()
+                    }),
+                    _ => None,
+                })
+                .collect();
+            engine.restore(undo, now);
+            for _ in &withheld {
                 engine.metrics.drop_reason("store_unavailable");
-                withheld += 1;
             }
             if let Some(held) = warn.admit() {
                 tracing::error!(
-                    withheld,
+                    withheld = withheld.len(),
                     kept = pending.len(),
                     held_back = held,
                     "dhcp: PostgreSQL unreachable ({e:#}); renewals answered and kept, new leases withheld"
