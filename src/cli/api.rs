@@ -146,6 +146,19 @@ fn idle_store(cfg: &Config, what: &str) -> Result<std::sync::Arc<crate::store::S
     })
 }
 
+/// The shared store when `store.backend: postgres`: there the bindings live, not in redb.
+async fn shared_store(
+    cfg: &Config,
+) -> Result<Option<std::sync::Arc<crate::store::postgres::Pg>>, String> {
+    if *cfg.store.backend != crate::store::Backend::Postgres {
+        return Ok(None);
+    }
+    crate::store::postgres::Pg::connect(&cfg.store)
+        .await
+        .map(Some)
+        .map_err(|e| format!("{e:#}"))
+}
+
 const FALLBACK: &str = "provbox is not running (or its dashboard is off):";
 
 pub async fn devices_show(cfg: &Config, mac: &str) -> Result<(), String> {
@@ -203,8 +216,11 @@ pub async fn bindings_list(cfg: &Config) -> Result<(), String> {
     if let Some(a) = ask(cfg, Method::GET, "bindings", None).await? {
         return shown(a);
     }
-    let store = idle_store(cfg, "list bindings")?;
-    let list = crate::api::bindings::to_list(crate::devices::binding::list_in(&store)?);
+    let list = match shared_store(cfg).await? {
+        Some(pg) => pg.list_bindings().await.map_err(|e| format!("{e:#}"))?,
+        None => crate::devices::binding::list_in(&*idle_store(cfg, "list bindings")?)?,
+    };
+    let list = crate::api::bindings::to_list(list);
     eprintln!("{FALLBACK} read from the store");
     println!(
         "{}",
@@ -217,8 +233,10 @@ pub async fn bindings_unbind(cfg: &Config, pin: &str) -> Result<(), String> {
     if let Some(a) = ask(cfg, Method::DELETE, &format!("bindings/{}", enc(pin)), None).await? {
         return shown(a);
     }
-    let store = idle_store(cfg, "unbind PINs")?;
-    let macs = crate::devices::binding::unbind_in(&store, pin)?;
+    let macs = match shared_store(cfg).await? {
+        Some(pg) => pg.unbind_pin(pin).await.map_err(|e| format!("{e:#}"))?,
+        None => crate::devices::binding::unbind_in(&*idle_store(cfg, "unbind PINs")?, pin)?,
+    };
     if macs.is_empty() {
         return Err("no device is bound to that PIN".into());
     }

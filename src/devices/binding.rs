@@ -149,13 +149,19 @@ impl Bindings {
 
     /// Every PIN with the devices (`00562b043615`) bound to it, by PIN.
     pub fn list(&self) -> Result<Vec<(String, Vec<String>)>, String> {
-        list_in(&self.store)
+        match &self.shared {
+            Some(pg) => shared_answer(on_shared(pg.list_bindings())),
+            None => list_in(&self.store),
+        }
     }
 
     /// Free `pin`: the devices bound to it are unbound and the PIN can bind another
     /// phone. Returns the devices it had (none: it was not bound).
     pub fn unbind(&self, pin: &str) -> Result<Vec<String>, String> {
-        unbind_in(&self.store, pin)
+        match &self.shared {
+            Some(pg) => shared_answer(on_shared(pg.unbind_pin(pin))),
+            None => unbind_in(&self.store, pin),
+        }
     }
 
     pub fn bind(&self, pin: &str, mac: Mac) -> Result<Bound, BindRefusal> {
@@ -246,6 +252,14 @@ pub fn unbind_in(store: &Store, pin: &str) -> Result<Vec<String>, String> {
     };
     tx.commit().map_err(|e| st(&e))?;
     Ok(macs)
+}
+
+/// A shared-store answer as the redb paths give theirs.
+fn shared_answer<T>(r: Option<anyhow::Result<T>>) -> Result<T, String> {
+    match r {
+        Some(r) => r.map_err(|e| format!("{e:#}")),
+        None => Err("PostgreSQL did not answer in time".into()),
+    }
 }
 
 /// Run a shared-store call from the (synchronous) pipeline: the runtime's worker steps

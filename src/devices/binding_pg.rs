@@ -71,4 +71,32 @@ impl Pg {
             Err(e) => Err(store(&e)),
         }
     }
+
+    /// Every PIN with the devices bound to it (as [`super::binding::list_in`]).
+    pub async fn list_bindings(&self) -> Result<Vec<(String, Vec<String>)>> {
+        let c = self.client().await?;
+        let rows = self.seen(
+            c.query(
+                "SELECT pin, array_agg(mac ORDER BY mac) FROM pin_bindings GROUP BY pin ORDER BY pin",
+                &[],
+            )
+            .await,
+        )?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Free `pin` on every box: returns the devices it had (as [`super::binding::unbind_in`]).
+    pub async fn unbind_pin(&self, pin: &str) -> Result<Vec<String>> {
+        let c = self.client().await?;
+        let rows = self.seen(
+            c.query(
+                "DELETE FROM pin_bindings WHERE pin = $1 RETURNING mac",
+                &[&pin],
+            )
+            .await,
+        )?;
+        let mut macs: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        macs.sort();
+        Ok(macs)
+    }
 }

@@ -923,6 +923,20 @@ fn the_same_pin_on_two_boxes_at_once_binds_one_device_and_an_outage_answers_503(
         200
     );
 
+    // `provbox bindings` (no dashboard here: straight to the store) lists and frees the
+    // fleet's bindings in PostgreSQL, not the box's own redb.
+    let cfg_a = a.path().join("config.yaml");
+    let cfg_a = cfg_a.to_str().unwrap();
+    let (code, out) = support::provbox(&["bindings", "list", "--config", cfg_a]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("\"1000\""), "{out}");
+    let (code, out) = support::provbox(&["bindings", "unbind", "1000", "--config", cfg_a]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        pg.sql("SELECT count(*) FROM pin_bindings WHERE pin = '1000'"),
+        "0"
+    );
+
     // `provbox devices import` on box A reaches box B's inventory through the database.
     let scan = a.path().join("scan.csv");
     std::fs::write(&scan, "mac,extension\n0015654aff01,4242\n").unwrap();
