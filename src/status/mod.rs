@@ -809,11 +809,13 @@ impl StatusBook {
         other.ip_proof = None;
         let mut inner = self.lock();
         let key = other.key.clone();
+        // Records evicted to make room: deleted from the local store and announced like
+        // any other change (the fleet's table keeps them).
+        let mut evicted = Vec::new();
         match inner.devices.get_mut(&key) {
             Some(d) => merge_device(d, other),
             None => {
-                let mut touched = Vec::new();
-                evict(&mut inner, &mut touched);
+                evict(&mut inner, &mut evicted);
                 if let Some(ip) = other.ip
                     && !inner.by_ip.contains_key(&ip)
                 {
@@ -822,7 +824,8 @@ impl StatusBook {
                 inner.devices.insert(key, other);
             }
         }
-        self.version.fetch_add(1, Ordering::AcqRel);
+        drop(inner);
+        self.changed(&evicted);
     }
 }
 
@@ -851,16 +854,13 @@ fn merge_device(d: &mut Device, other: Device) {
     d.last_seen = d.last_seen.max(other.last_seen);
     d.transfers = d.transfers.max(other.transfers);
     d.bytes = d.bytes.max(other.bytes);
-    let mut events: Vec<Event> = d.events.drain(..).chain(other.events).collect();
-    events.sort_by(|a, b| (a.at, &a.kind, &a.detail).cmp(&(b.at, &b.kind, &b.detail)));
-    events.dedup_by(|a, b| a.at == b.at && a.kind == b.kind && a.detail == b.detail);
-    let skip = events.len().saturating_sub(record::MAX_EVENTS);
-    d.events = events.into_iter().skip(skip).collect();
-    let mut lines: Vec<record::Line> = d.lines.drain(..).chain(other.lines).collect();
-    lines.sort_by(|a, b| (a.at, &a.text).cmp(&(b.at, &b.text)));
-    lines.dedup();
-    let skip = lines.len().saturating_sub(record::MAX_LINES);
-    d.lines = lines.into_iter().skip(skip).collect();
+    let by_entry =
+        |a: &Event, b: &Event| (a.at, &a.kind, &a.detail).cmp(&(b.at, &b.kind, &b.detail));
+    let mine = std::mem::take(&mut d.events);
+    d.events = record::merged(mine, other.events, by_entry, true, record::MAX_EVENTS);
+    let by_line = |a: &record::Line, b: &record::Line| (a.at, &a.text).cmp(&(b.at, &b.text));
+    let mine = std::mem::take(&mut d.lines);
+    d.lines = record::merged(mine, other.lines, by_line, true, record::MAX_LINES);
 }
 
 /// Put record `key` at `ip` with `proof`, keeping `by_ip` to one entry per record: the

@@ -14,16 +14,21 @@ pub(crate) const MAX_LINES: usize = 100;
 /// A syslog line longer than this is cut (phones send short lines; this bounds memory).
 pub(crate) const MAX_LINE_LEN: usize = 1024;
 
-/// `older` then `newer` in time order (`at`; a tie keeps that order), the newest `max`
-/// kept: two timelines made one.
-fn merged<T>(
+/// `older` then `newer` in `order` (a tie keeps that order), the newest `max` kept: two
+/// timelines made one. `once`: entries equal in `order` (the same entry, as two boxes
+/// each kept it) are kept once.
+pub(super) fn merged<T>(
     older: VecDeque<T>,
     newer: VecDeque<T>,
-    at: impl Fn(&T) -> u64,
+    order: impl Fn(&T, &T) -> std::cmp::Ordering,
+    once: bool,
     max: usize,
 ) -> VecDeque<T> {
     let mut all: Vec<T> = older.into_iter().chain(newer).collect();
-    all.sort_by_key(|x| at(x));
+    all.sort_by(&order);
+    if once {
+        all.dedup_by(|a, b| order(a, b).is_eq());
+    }
     let skip = all.len().saturating_sub(max);
     all.into_iter().skip(skip).collect()
 }
@@ -337,9 +342,15 @@ impl Device {
             self.reason = other.reason;
         }
         let mine = std::mem::take(&mut self.events);
-        self.events = merged(other.events, mine, |e| e.at, MAX_EVENTS);
+        self.events = merged(
+            other.events,
+            mine,
+            |a, b| a.at.cmp(&b.at),
+            false,
+            MAX_EVENTS,
+        );
         let mine = std::mem::take(&mut self.lines);
-        self.lines = merged(other.lines, mine, |l| l.at, MAX_LINES);
+        self.lines = merged(other.lines, mine, |a, b| a.at.cmp(&b.at), false, MAX_LINES);
     }
 
     pub fn last_event(&self) -> Option<&Event> {
