@@ -38,13 +38,13 @@ pub struct Context {
 }
 
 /// Bind a TCP listener, turning the common failures into advice.
-pub async fn bind_tcp(field: &str, addr: SocketAddr) -> Result<TcpListener> {
+pub(crate) async fn bind_tcp(field: &str, addr: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| bind_error(field, addr, e))
 }
 
-pub fn bind_error(field: &str, addr: SocketAddr, e: std::io::Error) -> anyhow::Error {
+pub(crate) fn bind_error(field: &str, addr: SocketAddr, e: std::io::Error) -> anyhow::Error {
     let hint = match e.kind() {
         std::io::ErrorKind::AddrInUse => {
             " (another program listens there: `ss -lntup` shows which; change the port or stop it)"

@@ -17,7 +17,7 @@ use crate::catalog::Catalog;
 use crate::config::{Config, LogFormat};
 use crate::control;
 use crate::devices::{self, Provisioner};
-pub use crate::frontend::{Context, bind_error, bind_tcp};
+pub use crate::frontend::Context;
 use crate::metrics::{Metrics, Registers};
 use crate::sdnotify::Notifier;
 use crate::service::{Change, Deps, Reloaded, Service, fronts};

@@ -129,23 +129,14 @@ impl Event {
     /// A configuration report's verdict on `d` (`reason`: the summary and what differs).
     /// An unreadable report is told as `drift`: nothing shows it applied what it got.
     pub(crate) fn verification(d: &Device, v: &crate::devices::verify::Verdict) -> Event {
-        let reason = d.events.back().map(|e| e.detail.clone());
         Event {
             event: if v.result() == "verified" {
                 Kind::Verified
             } else {
                 Kind::Drift
             },
-            at: now_ms(),
-            device: Some(d.key.clone()),
-            mac: d.mac.clone(),
-            ip: d.ip,
-            state: Some(d.state.as_str()),
-            previous_state: None,
-            reason,
-            model: d.model.clone(),
-            vendor_class: d.vendor_class.clone(),
-            hostname: d.hostname.clone(),
+            reason: d.events.back().map(|e| e.detail.clone()),
+            ..Event::state(d, None)
         }
     }
 

@@ -960,7 +960,7 @@ impl Observer for StatusBook {
     fn verification(&self, mac: Mac, v: &crate::devices::verify::Verdict) {
         let at = now_ms();
         let mut touched = Vec::new();
-        let told = {
+        {
             let mut inner = self.lock();
             let d = self.device_for_mac(&mut inner, mac, None, None, at, &mut touched);
             let drift = match v {
@@ -981,12 +981,12 @@ impl Observer for StatusBook {
                 at,
                 drift,
             });
-            d.clone()
-        };
-        self.changed(&touched);
-        if let Some(h) = self.hooks.get() {
-            h.verification(&told, v);
+            // Told under the lock, as `announce` tells state changes: no copy of the record.
+            if let Some(h) = self.hooks.get() {
+                h.verification(d, v);
+            }
         }
+        self.changed(&touched);
     }
 }
 

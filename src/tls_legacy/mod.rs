@@ -135,28 +135,12 @@ impl Config {
             );
             return;
         }
-        if self.listen.is_empty() {
-            p.add_at(
-                "https_legacy.listen",
-                0,
-                0,
-                "enabled with no address; expected a list such as [\"0.0.0.0:8444\"]",
-            );
-        }
+        p.check_listen("https_legacy.listen", true, &self.listen, "0.0.0.0:8444");
         self.limits.validate("https_legacy.limits", p);
         crate::confkit::check_cert_pair("https_legacy", &self.cert, &self.key, p);
         let eff = self.effective(https);
-        if let Some(ca) = &self.client_ca
-            && !ca.is_file()
-        {
-            p.add(
-                "https_legacy.client_ca",
-                ca,
-                format!(
-                    "{} is not a readable file; expected a PEM CA bundle",
-                    ca.display()
-                ),
-            );
+        if let Some(ca) = &self.client_ca {
+            p.check_file("https_legacy.client_ca", ca, "a PEM CA bundle");
         }
         if eff.client_auth != ClientAuth::None && eff.client_ca.is_none() {
             let at = self
