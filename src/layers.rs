@@ -41,6 +41,7 @@ const LAYERS: &[(&str, Layer)] = &[
     ("metrics", Leaf),
     ("netif", Leaf),
     ("sdnotify", Leaf),
+    ("secret", Leaf),
     ("supervisor", Leaf),
     ("vendors", Leaf),
     ("zerocopy", Leaf),

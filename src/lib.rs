@@ -30,6 +30,7 @@ pub(crate) mod metrics;
 pub(crate) mod netif;
 pub(crate) mod resync;
 pub(crate) mod sdnotify;
+pub(crate) mod secret;
 pub mod server;
 pub(crate) mod service;
 pub(crate) mod status;

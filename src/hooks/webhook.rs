@@ -5,12 +5,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use hmac::{Hmac, Mac as _};
 use http::header::{CONTENT_TYPE, HeaderName};
-use sha2::Sha256;
 
 use super::{Event, Outcome};
 use crate::http_client::{Client, Post, Scheme, Target};
+use crate::secret::{hex, hmac_sha256};
 
 /// The longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -27,16 +26,6 @@ pub(crate) fn parse_url(url: &str) -> Result<Target, String> {
 }
 
 /// HMAC-SHA256 (RFC 2104).
-pub(crate) fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
-    mac.update(msg);
-    mac.finalize().into_bytes().into()
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 pub(crate) struct Webhook {
     pub name: String,
     pub target: Target,

@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use hmac::{Hmac, Mac as _};
 use md5::Md5;
 use sha2::{Digest as _, Sha256};
 
@@ -29,6 +28,7 @@ use crate::devices::binding::{GUESS_WINDOW, MAX_WRONG_PINS};
 use crate::devices::config::{Config, DigestAlgorithm};
 use crate::devices::{Mac, ResultLabels, Source};
 use crate::limit::{Guesses, Throttle};
+use crate::secret::{ct_eq, hex, hmac_sha256, same_secret};
 
 /// Nonces whose `nc` is tracked at once; beyond it the oldest is dropped (and its
 /// generation counts as stale).
@@ -237,10 +237,6 @@ fn is_tchar(c: u8) -> bool {
     c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~/:".contains(&c)
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 fn h(alg: DigestAlgorithm, data: &str) -> String {
     match alg {
         DigestAlgorithm::Md5 => hex(&Md5::digest(data.as_bytes())),
@@ -285,14 +281,6 @@ pub fn digest_response(
             d.qop.as_deref().unwrap_or(""),
         ),
     )
-}
-
-/// Equal, in a time that does not depend on where they differ (lengths are not secret).
-pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `user:password` lines (`#` comments, blank lines) of an accounts file.
@@ -349,6 +337,8 @@ enum Guesser {
 pub struct HttpAuth {
     secret: [u8; 32],
     realm: String,
+    /// The Digest `opaque`: fixed for the process (the realm's MAC), made once.
+    opaque: String,
     algorithms: Vec<DigestAlgorithm>,
     basic: bool,
     lifetime: u64,
@@ -396,9 +386,12 @@ impl HttpAuth {
         };
         let mut secret = [0u8; 32];
         getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no random bits: {e}"))?;
+        let opaque = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(&hmac_sha256(&secret, format!("opaque:{}", ha.realm.value).as_bytes())[..18]);
         Ok(HttpAuth {
             secret,
             realm: ha.realm.value.clone(),
+            opaque,
             algorithms: ha.digest.iter().map(|a| a.value).collect(),
             basic: ha.basic,
             lifetime: ha.nonce_lifetime.0.as_secs().max(1),
@@ -415,11 +408,7 @@ impl HttpAuth {
     }
 
     fn mac_of(&self, data: &[u8]) -> [u8; 32] {
-        let mut m = Hmac::<Sha256>::new_from_slice(&self.secret).expect("any key length");
-        m.update(data);
-        let mut out = [0u8; 32];
-        out.copy_from_slice(&m.finalize().into_bytes());
-        out
+        hmac_sha256(&self.secret, data)
     }
 
     /// A new nonce of time `t`: unique (a counter), so clients challenged in the same
@@ -435,11 +424,6 @@ impl HttpAuth {
         signed.extend_from_slice(self.realm.as_bytes());
         raw.extend_from_slice(&self.mac_of(&signed)[..18]);
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-    }
-
-    fn opaque(&self) -> String {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(&self.mac_of(format!("opaque:{}", self.realm).as_bytes())[..18])
     }
 
     fn check_nonce(&self, nonce: &str, now: u64) -> NonceState {
@@ -512,7 +496,7 @@ impl HttpAuth {
 
     fn challenges_at(&self, stale: bool, t: u64) -> Vec<String> {
         let nonce = self.nonce_at(t);
-        let opaque = self.opaque();
+        let opaque = &self.opaque;
         let mut v: Vec<String> = self
             .algorithms
             .iter()
@@ -549,10 +533,7 @@ impl HttpAuth {
                     return Err(Rejected::Malformed);
                 }
                 // Hashed first: equal lengths, so the compare says nothing of the length.
-                let ok = ct_eq(
-                    &Sha256::digest(given.as_bytes()),
-                    &Sha256::digest(password.as_bytes()),
-                );
+                let ok = same_secret(given.as_bytes(), password.as_bytes());
                 if ok { Ok(()) } else { Err(Rejected::Wrong) }
             }
             Credentials::Digest(d) => {
@@ -569,7 +550,7 @@ impl HttpAuth {
                 if d.userhash
                     || d.realm != self.realm
                     || !uri_matches(&d.uri, uri)
-                    || d.opaque.as_deref().is_some_and(|o| o != self.opaque())
+                    || d.opaque.as_deref().is_some_and(|o| o != self.opaque)
                 {
                     return Err(Rejected::Malformed);
                 }
@@ -839,7 +820,7 @@ mod tests {
             uri: "/cfg/a.xml".into(),
             algorithm: Some(algorithm_name(alg).into()),
             cnonce: Some("c0ffee".into()),
-            opaque: Some(a.opaque()),
+            opaque: Some(a.opaque.clone()),
             qop: Some("auth".into()),
             nc: Some(format!("{nc:08x}")),
             ..Default::default()
@@ -957,13 +938,6 @@ mod tests {
                 .starts_with("line 2")
         );
         assert!(parse_accounts(":b\n").is_err());
-    }
-
-    #[test]
-    fn constant_time_equality() {
-        assert!(ct_eq(b"abc", b"abc"));
-        assert!(!ct_eq(b"abc", b"abd"));
-        assert!(!ct_eq(b"abc", b"ab"));
     }
 
     proptest! {
