@@ -123,20 +123,9 @@ fn a_phone_behind_a_relay_gets_its_switch_ports_profile() {
     // HTTP from the leased address: the port's row, rendered for this MAC.
     let want = format!("<device mac=\"{mac}\" ext=\"1012\" name=\"Slot 12\"/>\n");
     let url = format!("http://198.18.0.1:8080/cfg/{}.xml", mac.replace(':', ""));
-    let out = phone.run(&[
-        "curl",
-        "-s",
-        "--max-time",
-        "10",
-        "-w",
-        "\n%{http_code}",
-        &url,
-    ]);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or((&text, ""));
     assert_eq!(
-        (code, body.to_string()),
-        ("200", want.clone()),
+        phone.curl(&[&url]),
+        (200, want.clone()),
         "{}\n{}",
         p.log(),
         relay_bg.stop().1

@@ -58,23 +58,9 @@ impl Lan {
     }
 
     /// curl from inside the server namespace: (status, body).
-    fn curl_in_srv(&self, args: &[&str]) -> (u16, String) {
-        curl_in(&self.srv, args)
-    }
-
     fn metrics(&self) -> String {
-        self.curl_in_srv(&["http://127.0.0.1:9100/metrics"]).1
+        self.srv.curl(&["http://127.0.0.1:9100/metrics"]).1
     }
-}
-
-/// curl inside `ns`: (status, body).
-fn curl_in(ns: &Netns, args: &[&str]) -> (u16, String) {
-    let mut all = vec!["curl", "-s", "--max-time", "10", "-w", "\n%{http_code}"];
-    all.extend_from_slice(args);
-    let out = ns.run(&all);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
 /// A phone: udhcpc in its own namespace gets a lease and configures it. Returns the address.
@@ -120,7 +106,7 @@ fn web_stub(ns: &Netns) -> mpsc::Receiver<String> {
 }
 
 fn device(lan: &Lan, mac: &str) -> serde_json::Value {
-    let (code, body) = lan.curl_in_srv(&[
+    let (code, body) = lan.srv.curl(&[
         "-H",
         &format!("Authorization: Bearer {TOKEN}"),
         &format!("http://127.0.0.1:8081/api/devices/{}", hex(mac)),
@@ -205,7 +191,7 @@ dashboard:
     assert_eq!(metric(&lan.metrics(), refused), 2.0);
 
     // The resync goes to the real phone, with its credentials; the attacker hears nothing.
-    let (code, body) = lan.curl_in_srv(&[
+    let (code, body) = lan.srv.curl(&[
         "-X",
         "POST",
         "-H",
@@ -342,7 +328,7 @@ fn a_lease_asked_for_with_the_victims_chaddr_does_not_prove_the_victim() {
     // An honest, directly attached phone: its lease proves it.
     let phone = lan.host(honest, None);
     lease_with_udhcpc(&phone, work.path());
-    let (code, body) = curl_in(&phone, &[&url(honest)]);
+    let (code, body) = phone.curl(&[&url(honest)]);
     assert_eq!(code, 200, "{body}\n{}", pb.log());
     assert!(body.contains("honest-secret"), "{body}");
 
@@ -378,7 +364,7 @@ fn a_lease_asked_for_with_the_victims_chaddr_does_not_prove_the_victim() {
     attacker.ip(&["addr", "add", &format!("{acked}/24"), "dev", "eth0"]);
 
     // The lease is recorded against the victim's MAC, but the LAN shows the attacker's.
-    let (code, body) = curl_in(&attacker, &[&url(victim)]);
+    let (code, body) = attacker.curl(&[&url(victim)]);
     assert_eq!(code, 403, "{body}");
     assert!(!body.contains("victim-secret"), "{body}");
     let got = work.path().join("tftp-got");
@@ -409,7 +395,7 @@ fn a_lease_asked_for_with_the_victims_chaddr_does_not_prove_the_victim() {
         "{m}"
     );
     // The honest phone is still served.
-    assert_eq!(curl_in(&phone, &[&url(honest)]).0, 200);
+    assert_eq!(phone.curl(&[&url(honest)]).0, 200);
 }
 
 // ------------------------------------------------------------------ loopback

@@ -258,15 +258,13 @@ dhcp:
     }
 
     fn get(ns: &Netns, url: &str, auth: bool) -> (String, String) {
-        let mut args = vec!["curl", "-s", "-m", "5", "-w", "\n%{http_code}"];
-        if auth {
-            args.extend(["-H", "Authorization: Bearer fleet-token-0123456789"]);
-        }
-        args.push(url);
-        let out = ns.run(&args);
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
-        (code.to_string(), body.to_string())
+        let bearer = "Authorization: Bearer fleet-token-0123456789";
+        let (code, body) = if auth {
+            ns.curl(&["-H", bearer, url])
+        } else {
+            ns.curl(&[url])
+        };
+        (code.to_string(), body)
     }
 
     fn metrics(ns: &Netns) -> String {

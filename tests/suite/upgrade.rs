@@ -63,18 +63,9 @@ open(os.path.join(state, "ready-" + me), "w").close()
 srv.serve_forever()
 "#;
 
-fn curl_in(ns: &Netns, args: &[&str]) -> (u16, String) {
-    let mut a = vec!["curl", "-s", "-m", "20", "-w", "\n%{http_code}"];
-    a.extend_from_slice(args);
-    let out = ns.run(&a);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
 fn dash(ns: &Netns, path: &str) -> serde_json::Value {
     let auth = format!("Authorization: Bearer {TOKEN}");
-    let (code, body) = curl_in(ns, &["-H", &auth, &format!("http://127.0.0.1:8081{path}")]);
+    let (code, body) = ns.curl(&["-H", &auth, &format!("http://127.0.0.1:8081{path}")]);
     assert_eq!(code, 200, "{path}: {body}");
     serde_json::from_str(&body).unwrap()
 }
@@ -164,7 +155,7 @@ upgrade:
             &ua,
             mode,
         ]));
-        let (code, _) = curl_in(&ns, &["-A", &ua, "http://198.18.0.1:8080/spa504g.cfg"]);
+        let (code, _) = ns.curl(&["-A", &ua, "http://198.18.0.1:8080/spa504g.cfg"]);
         assert_eq!(code, 200);
         list.push((ns, mac, ip, colons));
     }

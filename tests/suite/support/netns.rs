@@ -130,6 +130,17 @@ impl Netns {
             .unwrap_or_else(|e| panic!("cannot run {args:?} in {}: {e}", self.name))
     }
 
+    /// curl inside the namespace with `args` (URL and options): (status, body); status 0
+    /// when nothing answered.
+    pub fn curl(&self, args: &[&str]) -> (u16, String) {
+        let mut all = vec!["curl", "-s", "--max-time", "20", "-w", "\n%{http_code}"];
+        all.extend_from_slice(args);
+        let out = self.run(&all);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
     /// Run and panic (with its output) unless it succeeds; returns stdout.
     pub fn exec(&self, args: &[&str]) -> String {
         let out = self.run(args);
