@@ -250,11 +250,7 @@ dhcp:
     }
 
     fn start_with_files(&self, ns: &Netns, name: &str, files: &[(&str, &str)]) -> Provbox {
-        let d = Provbox::dir();
-        for (f, body) in files {
-            std::fs::write(d.path().join("files").join(f), body).unwrap();
-        }
-        Provbox::start_with(d, &self.config(name), &ns.prefix())
+        Provbox::start_with(Provbox::serving(files), &self.config(name), &ns.prefix())
     }
 
     fn get(ns: &Netns, url: &str, auth: bool) -> (String, String) {

@@ -76,7 +76,7 @@ pub fn lab_dir() -> tempfile::TempDir {
 }
 
 /// Writes each `(name, body)` under `dir/files`, making the directories on the way.
-pub fn serve_files(dir: &Path, files: &[(&str, &str)]) {
+pub fn serve_files<B: AsRef<[u8]> + ?Sized>(dir: &Path, files: &[(&str, &B)]) {
     for (name, body) in files {
         let p = dir.join("files").join(name);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();

@@ -198,11 +198,7 @@ impl Provbox {
     /// [`Provbox::dir`] with `files` (name under `files/`, body) in it, to serve.
     pub fn serving<B: AsRef<[u8]> + ?Sized>(files: &[(&str, &B)]) -> tempfile::TempDir {
         let d = Self::dir();
-        for (name, body) in files {
-            let p = d.path().join("files").join(name);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, body).unwrap();
-        }
+        fixtures::serve_files(d.path(), files);
         d
     }
 

@@ -18,12 +18,7 @@ impl TftpServer {
     /// provbox with TFTP on `host` (a free port), metrics on 127.0.0.1, serving `files`
     /// (paths under `files/`), with extra `tftp:` keys.
     pub fn start(host: &str, files: &[(&str, &[u8])], tftp_extra: &str) -> TftpServer {
-        let dir = Provbox::dir();
-        for (name, body) in files {
-            let p = dir.path().join("files").join(name);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, body).unwrap();
-        }
+        let dir = Provbox::serving(files);
         let port = free_udp_port();
         let metrics_port = free_tcp_port();
         let yaml = format!(
