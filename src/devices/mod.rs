@@ -75,9 +75,7 @@ pub trait Observer: Send + Sync {
     fn verification(&self, _mac: Mac, _verdict: &crate::devices::verify::Verdict) {}
 }
 
-pub use crate::metrics::{
-    OutcomeLabel as OutcomeLabels, RefusalLabels as ReasonLabels, ResultLabels,
-};
+pub use crate::metrics::{OutcomeLabel, RefusalLabels, ResultLabels};
 use binding::Bindings;
 
 /// A verified TLS client certificate, as the HTTPS listener saw it.
@@ -113,11 +111,11 @@ pub struct SourceLabels {
 #[derive(Clone, Default)]
 pub struct DeviceMetrics {
     pub identity: Family<SourceLabels, Counter>,
-    pub renders: Family<OutcomeLabels, Counter>,
-    pub refusals: Family<ReasonLabels, Counter>,
+    pub renders: Family<OutcomeLabel, Counter>,
+    pub refusals: Family<RefusalLabels, Counter>,
     pub bindings: Family<ResultLabels, Counter>,
     pub encrypted: Counter,
-    pub inventory_reloads: Family<OutcomeLabels, Counter>,
+    pub inventory_reloads: Family<OutcomeLabel, Counter>,
     pub inventory_records: Gauge,
     pub http_auth: Family<ResultLabels, Counter>,
     pub verification: Family<ResultLabels, Gauge>,
@@ -243,7 +241,7 @@ impl Provisioner {
             metrics.inventory_records.set(loaded.records.len() as i64);
             metrics
                 .inventory_reloads
-                .get_or_create(&OutcomeLabels { outcome: "ok" })
+                .get_or_create(&OutcomeLabel { outcome: "ok" })
                 .inc();
             tracing::info!(file = %inv.display(), records = loaded.records.len(), "inventory loaded");
             self.inventory = ArcSwap::from_pointee(loaded);
@@ -331,7 +329,7 @@ impl Provisioner {
                         this.metrics.inventory_records.set(inv.records.len() as i64);
                         this.metrics
                             .inventory_reloads
-                            .get_or_create(&OutcomeLabels { outcome: "ok" })
+                            .get_or_create(&OutcomeLabel { outcome: "ok" })
                             .inc();
                         this.inventory.store(Arc::new(inv));
                     }
@@ -342,7 +340,7 @@ impl Provisioner {
                         );
                         this.metrics
                             .inventory_reloads
-                            .get_or_create(&OutcomeLabels { outcome: "error" })
+                            .get_or_create(&OutcomeLabel { outcome: "error" })
                             .inc();
                     }
                 }

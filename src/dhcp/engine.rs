@@ -14,7 +14,7 @@ use crate::devices::registry::{LeaseInfo, Port, PortChange, Registry};
 
 use super::config::{Mode, Reservation, Settings, Subnet};
 use super::leases::{ClientKey, Excluded, Lease, Leases, Share, State};
-use super::metrics::{DhcpMetrics, EventLabels, MessageLabels, SubnetLabels};
+use super::metrics::{DhcpMetrics, EventLabel, MessageLabels, SubnetLabels};
 use super::options::{self, OptValue};
 use super::socket::{CLIENT_PORT, Dest};
 use super::store::Change;
@@ -417,7 +417,7 @@ impl Engine {
         }
         self.metrics
             .lease_events
-            .get_or_create(&EventLabels {
+            .get_or_create(&EventLabel {
                 event: e.kind.as_str(),
             })
             .inc();

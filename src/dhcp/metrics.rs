@@ -7,7 +7,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::metrics::Registers;
-pub use crate::metrics::{EventLabel as EventLabels, RefusalLabels as ReasonLabels};
+pub use crate::metrics::{EventLabel, RefusalLabels};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MessageLabels {
@@ -23,8 +23,8 @@ pub struct SubnetLabels {
 pub struct DhcpMetrics {
     pub received: Family<MessageLabels, Counter>,
     pub sent: Family<MessageLabels, Counter>,
-    pub dropped: Family<ReasonLabels, Counter>,
-    pub lease_events: Family<EventLabels, Counter>,
+    pub dropped: Family<RefusalLabels, Counter>,
+    pub lease_events: Family<EventLabel, Counter>,
     pub leases_active: Gauge,
     pub pool_size: Family<SubnetLabels, Gauge>,
     pub pool_used: Family<SubnetLabels, Gauge>,
@@ -71,6 +71,6 @@ impl DhcpMetrics {
     }
 
     pub fn drop_reason(&self, reason: &'static str) {
-        self.dropped.get_or_create(&ReasonLabels { reason }).inc();
+        self.dropped.get_or_create(&RefusalLabels { reason }).inc();
     }
 }

@@ -603,7 +603,7 @@ mod tests {
     fn dropped(e: &Engine, reason: &'static str) -> u64 {
         e.metrics
             .dropped
-            .get_or_create(&metrics::ReasonLabels { reason })
+            .get_or_create(&metrics::RefusalLabels { reason })
             .get()
     }
 

@@ -34,7 +34,7 @@ use prometheus_client::registry::Registry as PromRegistry;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::devices::{LeaseInfo, Mac, Observer, Registry, TransferDone};
-pub(crate) use crate::metrics::RefusalLabels as ReasonLabels;
+use crate::metrics::RefusalLabels;
 use crate::metrics::Registers;
 use crate::store::Store;
 
@@ -81,7 +81,7 @@ struct StateLabels {
 pub struct Metrics {
     book: Arc<OnceLock<Weak<StatusBook>>>,
     /// Claims (syslog, User-Agent, path) that named a device the sender is not proven to be.
-    pub claims_refused: Family<ReasonLabels, Counter>,
+    pub claims_refused: Family<RefusalLabels, Counter>,
 }
 
 impl Metrics {
@@ -454,7 +454,7 @@ impl StatusBook {
         };
         self.metrics
             .claims_refused
-            .get_or_create(&ReasonLabels { reason })
+            .get_or_create(&RefusalLabels { reason })
             .inc();
         let key = key_of(mac);
         match inner.devices.get_mut(&key) {
@@ -1227,7 +1227,7 @@ mod tests {
     fn refused(b: &StatusBook, reason: &'static str) -> u64 {
         b.metrics
             .claims_refused
-            .get_or_create(&ReasonLabels { reason })
+            .get_or_create(&RefusalLabels { reason })
             .get()
     }
 

@@ -21,7 +21,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 use crate::limit::WarnGate;
-use crate::metrics::{RefusalLabels as ReasonLabels, Registers};
+use crate::metrics::{RefusalLabels, Registers};
 
 /// Lines waiting for the writer; a burst beyond this is dropped, not buffered.
 const QUEUE: usize = 4096;
@@ -67,7 +67,7 @@ pub fn escape(line: &str) -> Cow<'_, str> {
 
 #[derive(Clone, Default)]
 pub struct Metrics {
-    dropped: Family<ReasonLabels, Counter>,
+    dropped: Family<RefusalLabels, Counter>,
     rotations: Counter,
 }
 
@@ -87,7 +87,7 @@ impl Metrics {
 
     fn drop_lines(&self, reason: &'static str, n: u64) {
         self.dropped
-            .get_or_create(&ReasonLabels { reason })
+            .get_or_create(&RefusalLabels { reason })
             .inc_by(n);
     }
 }

@@ -25,7 +25,7 @@ use crate::acceptor::{Acceptor, Idle, Limits, TcpLimits, Timeouts};
 use crate::confkit::{At, ListenerSpec, Problems, Transport};
 use crate::devices::Mac;
 use crate::frontend::Context;
-use crate::metrics::{EventLabel as EventLabels, RefusalLabels as ReasonLabels, Registers};
+use crate::metrics::{EventLabel, RefusalLabels, Registers};
 use crate::status::StatusBook;
 
 /// Longest frame accepted; RFC 5424 asks receivers to take at least 2048 octets.
@@ -132,8 +132,8 @@ struct TransportLabels {
 #[derive(Clone, Default)]
 pub struct Metrics {
     received: Family<TransportLabels, Counter>,
-    recognised: Family<EventLabels, Counter>,
-    dropped: Family<ReasonLabels, Counter>,
+    recognised: Family<EventLabel, Counter>,
+    dropped: Family<RefusalLabels, Counter>,
     forward: forward::Metrics,
 }
 
@@ -199,7 +199,7 @@ impl Receiver {
         if let Some(report) = parse::recognise(&msg.msg) {
             self.metrics
                 .recognised
-                .get_or_create(&EventLabels {
+                .get_or_create(&EventLabel {
                     event: report.event.kind(),
                 })
                 .inc();
@@ -217,7 +217,7 @@ impl Receiver {
         tracing::debug!(%from, reason, "syslog line not kept");
         self.metrics
             .dropped
-            .get_or_create(&ReasonLabels { reason })
+            .get_or_create(&RefusalLabels { reason })
             .inc();
     }
 }

@@ -40,7 +40,7 @@ use crate::catalog::{Entry, Refusal};
 
 use super::access::Owner;
 use super::identity::{Identity, Source};
-use super::{FetchRequest, Inventory, Mac, Provisioner, ReasonLabels, Record};
+use super::{FetchRequest, Inventory, Mac, Provisioner, Record, RefusalLabels};
 
 /// What a stage says about the request.
 #[derive(Debug)]
@@ -144,7 +144,7 @@ impl<'a> Ctx<'a> {
         self.pv
             .metrics
             .refusals
-            .get_or_create(&ReasonLabels { reason })
+            .get_or_create(&RefusalLabels { reason })
             .inc();
         tracing::info!(
             protocol = req.protocol.as_str(),

@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use super::{Ctx, Flow, Found, Stage};
 use crate::catalog::{Entry, Refusal};
-use crate::devices::{OutcomeLabels, generated, template};
+use crate::devices::{OutcomeLabel, generated, template};
 
 pub struct Render;
 
@@ -55,7 +55,7 @@ fn render(ctx: &Ctx<'_>, tmpl: &Entry) -> Result<Vec<u8>, Refusal> {
         ctx.pv
             .metrics
             .renders
-            .get_or_create(&OutcomeLabels { outcome: o })
+            .get_or_create(&OutcomeLabel { outcome: o })
             .inc()
     };
     let Ok(text) = std::str::from_utf8(&tmpl.body) else {
