@@ -223,14 +223,26 @@ fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runti
     })
 }
 
-/// Loads the configuration and runs `f` on it on a small runtime.
-fn on_runtime<F: std::future::Future>(
+/// Loads the configuration, runs `f` on it on a small runtime, and exits as it says
+/// (its error printed after `what`).
+fn on_runtime<F, E>(
+    what: &str,
     config: &std::path::Path,
     f: impl FnOnce(config::Config) -> F,
-) -> Result<F::Output, ExitCode> {
-    let cfg = load(config)?;
-    let rt = runtime(tokio::runtime::Builder::new_current_thread())?;
-    Ok(rt.block_on(f(cfg)))
+) -> ExitCode
+where
+    F: std::future::Future<Output = Result<bool, E>>,
+    E: std::fmt::Display,
+{
+    let run = || -> Result<F::Output, ExitCode> {
+        let cfg = load(config)?;
+        let rt = runtime(tokio::runtime::Builder::new_current_thread())?;
+        Ok(rt.block_on(f(cfg)))
+    };
+    match run() {
+        Ok(r) => exit_code(what, r),
+        Err(code) => code,
+    }
 }
 
 /// A command's exit: success (`Ok(true)`), a failure it has told of (`Ok(false)`), or an
@@ -252,10 +264,9 @@ fn api_command<F>(config: &std::path::Path, f: impl FnOnce(config::Config) -> F)
 where
     F: std::future::Future<Output = Result<(), String>>,
 {
-    match on_runtime(config, f) {
-        Ok(r) => exit_code("provbox", r.map(|()| true)),
-        Err(code) => code,
-    }
+    on_runtime("provbox", config, |cfg| async move {
+        f(cfg).await.map(|()| true)
+    })
 }
 
 fn cert(cmd: CertCommand) -> ExitCode {
@@ -435,28 +446,18 @@ fn main() -> ExitCode {
             reboot,
             report,
             config,
-        } => {
-            let r = on_runtime(&config, |cfg| async move {
-                provbox::cli::resync::cli(&cfg, &target, reboot, report).await
-            });
-            match r {
-                Ok(r) => exit_code("provbox resync", r),
-                Err(code) => code,
-            }
-        }
+        } => on_runtime("provbox resync", &config, |cfg| async move {
+            provbox::cli::resync::cli(&cfg, &target, reboot, report).await
+        }),
         Command::Upgrade {
             target,
             firmware,
             config,
         } => {
             let fw = firmware.as_deref();
-            let r = on_runtime(&config, |cfg| async move {
+            on_runtime("provbox upgrade", &config, |cfg| async move {
                 provbox::cli::upgrade::cli(&cfg, &target, fw).await
-            });
-            match r {
-                Ok(r) => exit_code("provbox upgrade", r),
-                Err(code) => code,
-            }
+            })
         }
         Command::Leases {
             config,
