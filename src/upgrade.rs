@@ -29,8 +29,6 @@ use crate::vendors;
 
 /// Runs kept for the dashboard (older ones are dropped).
 const KEPT_RUNS: usize = 8;
-/// How often a phone's record is looked at while waiting for its download and report.
-const POLL: Duration = Duration::from_millis(250);
 
 /// Every key is optional: an unset one takes its value from [`Config::default`].
 #[derive(Debug, Deserialize, Clone, PartialEq)]
@@ -421,6 +419,9 @@ async fn one(run: &Run, i: usize, t: &Target, book: &StatusBook, s: &Settings) {
     let command = format!("http://{ip}{path}?{url}");
     let req = t.resync_request(false);
     let ua_before = book.get(&t.key).and_then(|d| d.user_agent);
+    // Subscribed before the command leaves, so no change of the phone's record is missed.
+    let mut changes = book.subscribe();
+    let ip_key = t.ip.to_string();
     let sent_at = now_ms();
     match resync::web_get(&s.resync, &req, &command).await {
         Ok(d) => {
@@ -438,10 +439,20 @@ async fn one(run: &Run, i: usize, t: &Target, book: &StatusBook, s: &Settings) {
     let deadline = tokio::time::Instant::now() + s.upgrade.timeout.0;
     let mut downloading = false;
     loop {
-        if tokio::time::timeout_at(deadline, tokio::time::sleep(POLL))
-            .await
-            .is_err()
-        {
+        // Look again only when this phone's record changed (a lagging feed: look anyway).
+        let this_phone = async {
+            loop {
+                match changes.recv().await {
+                    Ok(keys) if keys.iter().any(|k| *k == t.key || *k == ip_key) => return,
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        std::future::pending::<()>().await
+                    }
+                }
+            }
+        };
+        if tokio::time::timeout_at(deadline, this_phone).await.is_err() {
             let why = format!(
                 "no report within {}s (upgrade.timeout)",
                 s.upgrade.timeout.0.as_secs()
